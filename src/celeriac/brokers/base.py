@@ -1,0 +1,217 @@
+"""The broker interface every broker implements, and the types it trades in.
+
+Contract (checked for every broker by ``tests/contract``):
+
+* ``publish`` stores a message durably before returning; it stays invisible
+  until ``not_before`` (epoch seconds). Priority is Celery-on-Redis style:
+  0-9, **0 is served first**; ``None`` means the message's own
+  ``properties["priority"]`` (default 0).
+* ``receive`` *leases* up to ``limit`` ready messages to ``owner`` for
+  ``lease_seconds``, waiting up to ``timeout`` seconds for the first one.
+  Order: priority, then publish order (FIFO) within a priority.
+  A message whose lease lapsed is ready again; receiving it counts one
+  ``lost`` delivery (the holder is presumed dead) and marks it redelivered.
+* Every lease carries a fencing ``token``; ``ack``/``renew``/``release``/
+  ``dead_letter`` act only while the token still matches, so a paused worker
+  whose lease lapsed cannot ack or extend a message another worker now holds.
+* ``ack`` removes for good; ``renew`` extends a lease (heartbeat);
+  ``release`` gives a message back without counting a failure, optionally
+  delayed; ``dead_letter`` moves it to the dead-letter store with a reason.
+* ``expire_owner`` makes every lease of an owner lapse now (the supervisor
+  calls it when a child dies), so redelivery does not wait for the lease.
+* Dead letters can be listed, retried (re-published to their queue with
+  counters reset) and purged.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..messages import Message
+
+#: Reasons a message goes to the dead-letter store.
+DECODE_ERROR = "decode_error"
+UNREGISTERED = "unregistered"
+CONTENT_DISALLOWED = "content_disallowed"
+WORKER_LOST = "worker_lost"
+REJECTED = "rejected"
+
+MIN_PRIORITY, MAX_PRIORITY = 0, 9
+
+
+def clamp_priority(priority: int | None) -> int:
+    """Clamp a priority into 0..9 (0 is served first)."""
+    if priority is None:
+        return 0
+    return max(MIN_PRIORITY, min(MAX_PRIORITY, int(priority)))
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a broker does natively; printed by ``celeriac report`` and the docs."""
+
+    native_delay: bool
+    priorities: bool
+    lease_renewal: bool
+    push_wakeup: bool
+    multi_host: bool
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message leased to one consumer. Pass it back to ack/renew/release."""
+
+    message: Message
+    queue: str
+    tag: str
+    token: str
+    owner: str
+    redelivered: bool = False
+    delivery_count: int = 1
+    lost_count: int = 0
+    lease_expires: float = 0.0
+
+
+@dataclass(frozen=True)
+class Publish:
+    """One item of :meth:`Broker.publish_many`."""
+
+    message: Message
+    queue: str
+    not_before: float | None = None
+    priority: int | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message in the dead-letter store."""
+
+    id: str
+    queue: str
+    reason: str
+    message: Message
+    delivery_count: int
+    lost_count: int
+    first_delivered_at: float | None
+    dead_at: float
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Counts for one queue."""
+
+    queue: str
+    ready: int = 0
+    delayed: int = 0
+    leased: int = 0
+    dead: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Broker(abc.ABC):
+    """Base class of brokers. Subclasses set ``capabilities`` and implement the methods."""
+
+    capabilities: ClassVar[Capabilities]
+    #: URL schemes this class serves, e.g. ``("sqlite",)``.
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease_seconds: float = 30.0,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.url = url
+        self.lease_seconds = float(lease_seconds)
+        self.options = dict(options or {})
+
+    # -- producing -------------------------------------------------------
+    @abc.abstractmethod
+    def publish(
+        self,
+        message: Message,
+        queue: str,
+        *,
+        not_before: float | None = None,
+        priority: int | None = None,
+    ) -> None:
+        """Store ``message`` on ``queue``; invisible until ``not_before``."""
+
+    def publish_many(self, items: Iterable[Publish]) -> None:
+        """Publish several messages; brokers override this to batch round trips."""
+        for item in items:
+            self.publish(item.message, item.queue, not_before=item.not_before,
+                         priority=item.priority)
+
+    # -- consuming -------------------------------------------------------
+    @abc.abstractmethod
+    def receive(
+        self,
+        queues: Sequence[str],
+        *,
+        owner: str,
+        limit: int = 1,
+        timeout: float = 1.0,
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` ready messages from ``queues`` to ``owner``."""
+
+    @abc.abstractmethod
+    def ack(self, deliveries: Sequence[Delivery]) -> int:
+        """Remove for good; return how many were still leased under their token."""
+
+    @abc.abstractmethod
+    def renew(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> list[bool]:
+        """Extend leases by ``seconds`` (default ``lease_seconds``); False where lost."""
+
+    @abc.abstractmethod
+    def release(self, delivery: Delivery, *, not_before: float | None = None) -> bool:
+        """Give back without counting a failure; False if the lease was already lost."""
+
+    @abc.abstractmethod
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        """Move to the dead-letter store with ``reason``; False if the lease was lost."""
+
+    @abc.abstractmethod
+    def expire_owner(self, owner: str) -> int:
+        """Make all leases held by ``owner`` lapse now; return how many."""
+
+    # -- admin -----------------------------------------------------------
+    @abc.abstractmethod
+    def purge(self, queue: str) -> int:
+        """Delete ready and delayed messages of ``queue``; return how many."""
+
+    @abc.abstractmethod
+    def stats(self, queue: str) -> QueueStats:
+        """Counts of ready, delayed, leased and dead messages of ``queue``."""
+
+    @abc.abstractmethod
+    def queues(self) -> list[str]:
+        """Names of queues that hold or held messages."""
+
+    @abc.abstractmethod
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """List dead letters, oldest first."""
+
+    @abc.abstractmethod
+    def retry_dead_letter(self, dead_id: str) -> bool:
+        """Re-publish a dead letter to its queue with counters reset."""
+
+    @abc.abstractmethod
+    def purge_dead_letters(self, queue: str | None = None) -> int:
+        """Delete dead letters (of one queue, or all)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    # -- helpers for subclasses -------------------------------------------
+    @staticmethod
+    def now() -> float:
+        return time.time()
+
+    def message_priority(self, message: Message, priority: int | None) -> int:
+        return clamp_priority(message.priority if priority is None else priority)

@@ -1,0 +1,303 @@
+"""Celery message protocol v2: building, parsing and the JSON envelope.
+
+A :class:`Message` is what a broker stores and delivers: Celery's headers, the
+AMQP-style properties and the serialized body ``[args, kwargs, embed]``.
+:meth:`Message.to_envelope` gives the JSON envelope kombu's Redis transport
+stores (body base64-encoded, ``delivery_info`` and ``delivery_tag`` in the
+properties), which is also how the embedded brokers store messages, so a
+message looks the same on every broker.
+
+:func:`task_message` builds the full 5.7 header set; :func:`parse_task`
+tolerates the minimal ``{task, id}`` headers of hand-made messages and
+refuses (with :class:`~celeriac.exceptions.DecodeError`) anything it cannot
+run, so the worker dead-letters it instead of crashing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from . import serialization
+from .exceptions import DecodeError
+
+EMPTY_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def origin() -> str:
+    """Celery's ``origin`` header: ``gen<pid>@<host>``."""
+    return f"gen{os.getpid()}@{socket.gethostname()}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def to_timestamp(value: datetime | str | float | None) -> float | None:
+    """Convert an ETA/expiry (datetime, ISO text or epoch seconds) to epoch seconds."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
+
+
+@dataclass(frozen=True)
+class Message:
+    """One task (or control) message as brokers store and deliver it."""
+
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+    body: bytes
+    content_type: str = serialization.JSON
+    content_encoding: str = "utf-8"
+
+    @property
+    def task_id(self) -> str | None:
+        return self.headers.get("id")
+
+    @property
+    def task_name(self) -> str | None:
+        return self.headers.get("task")
+
+    @property
+    def delivery_tag(self) -> str:
+        return str(self.properties.get("delivery_tag", ""))
+
+    @property
+    def priority(self) -> int:
+        return int(self.properties.get("priority") or 0)
+
+    def to_envelope(self, queue: str | None = None) -> dict[str, Any]:
+        """Return kombu's JSON envelope for this message (the Redis list element)."""
+        props = dict(self.properties)
+        props.setdefault("delivery_mode", 2)
+        info = dict(props.get("delivery_info") or {})
+        info.setdefault("exchange", "")
+        if queue is not None:
+            info.setdefault("routing_key", queue)
+        props["delivery_info"] = info
+        props.setdefault("priority", 0)
+        props["body_encoding"] = "base64"
+        props.setdefault("delivery_tag", str(uuid.uuid4()))
+        return {
+            "body": base64.b64encode(self.body).decode("ascii"),
+            "content-encoding": self.content_encoding,
+            "content-type": self.content_type,
+            "headers": self.headers,
+            "properties": props,
+        }
+
+    def dumps(self, queue: str | None = None) -> str:
+        """The envelope as JSON text."""
+        return json.dumps(self.to_envelope(queue))
+
+    @classmethod
+    def from_envelope(cls, env: dict[str, Any]) -> Message:
+        """Parse kombu's envelope; tolerates a raw (not base64) body and missing fields."""
+        if not isinstance(env, dict):
+            raise DecodeError("message envelope is not a JSON object")
+        props = env.get("properties") or {}
+        headers = env.get("headers") or {}
+        if not isinstance(props, dict) or not isinstance(headers, dict):
+            raise DecodeError("message headers/properties are not objects")
+        raw = env.get("body", "")
+        if props.get("body_encoding") == "base64":
+            try:
+                body = base64.b64decode(raw)
+            except Exception as exc:
+                raise DecodeError(f"body is not valid base64: {exc}") from exc
+        elif isinstance(raw, str):
+            body = raw.encode("utf-8")
+        elif isinstance(raw, bytes):
+            body = raw
+        else:
+            body = json.dumps(raw).encode("utf-8")
+        return cls(
+            headers=headers,
+            properties=props,
+            body=body,
+            content_type=env.get("content-type") or serialization.JSON,
+            content_encoding=env.get("content-encoding") or "utf-8",
+        )
+
+    @classmethod
+    def loads(cls, text: str | bytes) -> Message:
+        """Parse the envelope from JSON text; raises DecodeError on garbage."""
+        try:
+            env = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DecodeError(f"message is not valid JSON: {exc}") from exc
+        return cls.from_envelope(env)
+
+    def with_headers(self, **headers: Any) -> Message:
+        return replace(self, headers={**self.headers, **headers})
+
+    def with_properties(self, **props: Any) -> Message:
+        return replace(self, properties={**self.properties, **props})
+
+
+@dataclass
+class TaskCall:
+    """The decoded content of a task message, ready to run."""
+
+    name: str
+    id: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    embed: dict[str, Any]
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+    eta: float | None = None
+    expires: float | None = None
+    retries: int = 0
+    timelimit: tuple[float | None, float | None] = (None, None)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def task_message(
+    name: str,
+    task_id: str,
+    args: Any = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    eta: datetime | None = None,
+    expires: datetime | None = None,
+    retries: int = 0,
+    group_id: str | None = None,
+    group_index: int | None = None,
+    time_limit: float | None = None,
+    soft_time_limit: float | None = None,
+    root_id: str | None = None,
+    parent_id: str | None = None,
+    argsrepr: str | None = None,
+    kwargsrepr: str | None = None,
+    shadow: str | None = None,
+    ignore_result: bool = False,
+    callbacks: list[dict[str, Any]] | None = None,
+    errbacks: list[dict[str, Any]] | None = None,
+    chain: list[dict[str, Any]] | None = None,
+    chord: dict[str, Any] | None = None,
+    headers: dict[str, Any] | None = None,
+    priority: int | None = None,
+    reply_to: str | None = None,
+    queue: str | None = None,
+    serializer: str = "json",
+    replaced_task_nesting: int = 0,
+    stamped_headers: list[str] | None = None,
+    stamps: dict[str, Any] | None = None,
+) -> Message:
+    """Build a protocol v2 task message with the full Celery 5.7 header set."""
+    args = list(args or ())
+    kwargs = dict(kwargs or {})
+    embed = {"callbacks": callbacks, "errbacks": errbacks, "chain": chain, "chord": chord}
+    body, content_type, encoding = serialization.dumps([args, kwargs, embed], serializer)
+    hdrs: dict[str, Any] = {
+        "lang": "py",
+        "task": name,
+        "id": task_id,
+        "shadow": shadow,
+        "eta": eta.isoformat() if eta else None,
+        "expires": expires.isoformat() if expires else None,
+        "group": group_id,
+        "group_index": group_index,
+        "retries": retries,
+        "timelimit": [time_limit, soft_time_limit],
+        "root_id": root_id or task_id,
+        "parent_id": parent_id,
+        "argsrepr": argsrepr if argsrepr is not None else saferepr(tuple(args)),
+        "kwargsrepr": kwargsrepr if kwargsrepr is not None else saferepr(kwargs),
+        "origin": origin(),
+        "ignore_result": ignore_result,
+        "replaced_task_nesting": replaced_task_nesting,
+        "stamped_headers": stamped_headers,
+        "stamps": stamps or {},
+    }
+    if headers:
+        hdrs.update(headers)
+    props: dict[str, Any] = {
+        "correlation_id": task_id,
+        "reply_to": reply_to,
+        "delivery_mode": 2,
+        "delivery_info": {"exchange": "", "routing_key": queue or "celery"},
+        "priority": priority or 0,
+        "body_encoding": "base64",
+        "delivery_tag": str(uuid.uuid4()),
+    }
+    if expires is not None:
+        ttl_ms = max(0, int((expires - utcnow()).total_seconds() * 1000))
+        props = {**props, "expiration": str(ttl_ms)}
+        # keep kombu's key order: expiration right after delivery_mode
+        props = {k: props[k] for k in _PROP_ORDER if k in props}
+    return Message(hdrs, props, body, content_type, encoding)
+
+
+_PROP_ORDER = (
+    "correlation_id",
+    "reply_to",
+    "delivery_mode",
+    "expiration",
+    "delivery_info",
+    "priority",
+    "body_encoding",
+    "delivery_tag",
+)
+
+
+def saferepr(value: Any, maxlen: int = 1024) -> str:
+    """``repr`` cut to ``maxlen`` characters, as Celery's argsrepr is."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not stop a publish
+        text = f"<unrepresentable {type(value).__name__}: {exc}>"
+    return text if len(text) <= maxlen else text[: maxlen - 3] + "..."
+
+
+def parse_task(message: Message, accept: frozenset[str] | None) -> TaskCall:
+    """Decode a task message; raise DecodeError/ContentDisallowed if it cannot run."""
+    headers = message.headers
+    name, task_id = headers.get("task"), headers.get("id")
+    if not isinstance(name, str) or not name:
+        raise DecodeError("message has no 'task' header")
+    if not isinstance(task_id, str) or not task_id:
+        raise DecodeError("message has no 'id' header")
+    payload = serialization.loads(message.body, message.content_type, accept)
+    if isinstance(payload, dict) and "args" in payload:  # protocol 1 body
+        args, kwargs, embed = payload.get("args", []), payload.get("kwargs", {}), {}
+    elif isinstance(payload, (list, tuple)) and len(payload) == 3:
+        args, kwargs, embed = payload
+    else:
+        raise DecodeError("body is not [args, kwargs, embed]")
+    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+        raise DecodeError("body args must be a list and kwargs an object")
+    embed = embed if isinstance(embed, dict) else {}
+    timelimit = headers.get("timelimit") or (None, None)
+    try:
+        eta = to_timestamp(headers.get("eta"))
+        expires = to_timestamp(headers.get("expires"))
+        hard, soft = (list(timelimit) + [None, None])[:2]
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(f"bad eta/expires/timelimit header: {exc}") from exc
+    return TaskCall(
+        name=name,
+        id=task_id,
+        args=list(args),
+        kwargs=kwargs,
+        embed={**EMPTY_EMBED, **embed},
+        headers=headers,
+        properties=message.properties,
+        eta=eta,
+        expires=expires,
+        retries=int(headers.get("retries") or 0),
+        timelimit=(hard, soft),
+    )

@@ -1,0 +1,167 @@
+"""Serializers: Celery/kombu-compatible tagged JSON, and pickle only when allowed.
+
+JSON tags non-JSON types exactly as kombu >= 5.3 does, so values cross between
+Celery and celeriac unchanged::
+
+    datetime -> {"__type__": "datetime", "__value__": "2024-01-02T03:04:05+00:00"}
+    date, time, decimal -> the same shape with their own marker
+    UUID     -> {"__type__": "uuid", "__value__": {"hex": "..."}}
+    bytes    -> {"__type__": "bytes", "__value__": "<utf-8 text>"} or "base64"
+
+``accept_content`` is enforced by :func:`loads`: a content type that is not
+listed raises :class:`~celeriac.exceptions.ContentDisallowed`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from .exceptions import ContentDisallowed, DecodeError
+
+JSON = "application/json"
+PICKLE = "application/x-python-serialize"
+
+
+def _tag(marker: str, value: Any) -> dict[str, Any]:
+    return {"__type__": marker, "__value__": value}
+
+
+def _json_default(o: Any) -> Any:
+    reducer = getattr(o, "__json__", None)
+    if reducer is not None:
+        return reducer()
+    if isinstance(o, datetime):
+        return _tag("datetime", o.isoformat())
+    if isinstance(o, date):
+        return _tag("date", o.isoformat())
+    if isinstance(o, time):
+        return _tag("time", o.isoformat())
+    if isinstance(o, Decimal):
+        return _tag("decimal", str(o))
+    if isinstance(o, uuid.UUID):
+        return _tag("uuid", {"hex": o.hex})
+    if isinstance(o, (bytes, bytearray)):
+        try:
+            return _tag("bytes", bytes(o).decode("utf-8"))
+        except UnicodeDecodeError:
+            return _tag("base64", base64.b64encode(bytes(o)).decode("ascii"))
+    if isinstance(o, (set, frozenset)):
+        raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+    if hasattr(o, "__str__") and type(o).__module__.startswith("django.utils.functional"):
+        return str(o)
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "datetime": datetime.fromisoformat,
+    "date": date.fromisoformat,
+    "time": time.fromisoformat,
+    "decimal": Decimal,
+    "uuid": lambda v: uuid.UUID(hex=v["hex"]),
+    "bytes": lambda v: v.encode("utf-8"),
+    "base64": lambda v: base64.b64decode(v),
+}
+
+
+def _json_hook(obj: dict[str, Any]) -> Any:
+    marker = obj.get("__type__")
+    if marker is not None and "__value__" in obj and len(obj) == 2:
+        decoder = _DECODERS.get(marker)
+        if decoder is not None:
+            return decoder(obj["__value__"])
+    return obj
+
+
+_encoder = json.JSONEncoder(default=_json_default, ensure_ascii=True)
+
+
+def json_dumps(value: Any) -> str:
+    """Encode ``value`` as tagged JSON text."""
+    return _encoder.encode(value)
+
+
+def json_loads(text: str | bytes) -> Any:
+    """Decode tagged JSON text."""
+    return json.loads(text, object_hook=_json_hook)
+
+
+@dataclass(frozen=True)
+class Serializer:
+    """One registered serializer: its name, content type, encoding and functions."""
+
+    name: str
+    content_type: str
+    content_encoding: str
+    dumps: Callable[[Any], bytes]
+    loads: Callable[[bytes], Any]
+
+
+_SERIALIZERS: dict[str, Serializer] = {}
+
+
+def register(serializer: Serializer) -> None:
+    """Register a serializer under its name and content type."""
+    _SERIALIZERS[serializer.name] = serializer
+    _SERIALIZERS[serializer.content_type] = serializer
+
+
+register(
+    Serializer(
+        "json", JSON, "utf-8", lambda v: json_dumps(v).encode("utf-8"), json_loads
+    )
+)
+register(
+    Serializer(
+        "pickle",
+        PICKLE,
+        "binary",
+        lambda v: pickle.dumps(v, protocol=4),
+        pickle.loads,  # noqa: S301 - only reached when accept_content lists pickle
+    )
+)
+
+
+def get_serializer(name_or_type: str) -> Serializer:
+    """Look up a serializer by name (``json``) or content type (``application/json``)."""
+    try:
+        return _SERIALIZERS[name_or_type]
+    except KeyError:
+        raise ContentDisallowed(f"unknown serializer or content type {name_or_type!r}") from None
+
+
+def accepted_types(accept_content: Iterable[str]) -> frozenset[str]:
+    """Turn an ``accept_content`` list (names or content types) into content types."""
+    types = set()
+    for item in accept_content:
+        if item in _SERIALIZERS:
+            types.add(_SERIALIZERS[item].content_type)
+        else:
+            types.add(item)
+    return frozenset(types)
+
+
+def dumps(value: Any, serializer: str = "json") -> tuple[bytes, str, str]:
+    """Serialize ``value``; return ``(payload, content_type, content_encoding)``."""
+    s = get_serializer(serializer)
+    return s.dumps(value), s.content_type, s.content_encoding
+
+
+def loads(payload: bytes | str, content_type: str, accept: frozenset[str] | None) -> Any:
+    """Deserialize ``payload`` of ``content_type``, refusing types not in ``accept``."""
+    content_type = content_type or JSON
+    if accept is not None and content_type not in accept:
+        raise ContentDisallowed(f"refusing to deserialize content of type {content_type}")
+    s = get_serializer(content_type)
+    data = payload.encode("utf-8") if isinstance(payload, str) and s.name != "json" else payload
+    try:
+        return s.loads(data)  # type: ignore[arg-type]
+    except Exception as exc:
+        raise DecodeError(f"cannot decode {content_type} payload: {exc}") from exc

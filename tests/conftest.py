@@ -1,0 +1,61 @@
+"""Shared test fixtures: service checks that skip locally and fail under CI=true."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+#: Redis database the test suite owns; every test also uses a unique key prefix.
+REDIS_TEST_DB = int(os.environ.get("CELERIAC_TEST_REDIS_DB", "11"))
+
+
+def service_up(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip when a service is unreachable; fail instead when CI=true."""
+    if service_up(host, port):
+        return
+    message = f"{name} is not reachable on {host}:{port}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: services are required)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_TEST_DB}"
+
+
+@pytest.fixture
+def key_prefix() -> Iterator[str]:
+    """A unique key prefix; tests that write to Redis delete keys under it afterwards."""
+    prefix = f"celeriac-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    if service_up(REDIS_HOST, REDIS_PORT):
+        try:
+            import redis
+        except ImportError:
+            return
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+@pytest.fixture
+def sqlite_path(tmp_path) -> str:  # type: ignore[no-untyped-def]
+    return str(tmp_path / "celeriac.sqlite3")
