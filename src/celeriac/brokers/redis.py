@@ -1,0 +1,377 @@
+"""The Redis broker (``redis://``, ``rediss://``, ``sentinel://``), wire-compatible with Celery.
+
+Capabilities: native delay yes (sorted set), priorities yes (0 first, kombu's
+steps 0/3/6/9), lease renewal yes, push wake-up yes for celeriac producers
+(see *Waiting*), multi-host yes.
+
+Key layout (every key is preceded by ``global_keyprefix``, as kombu does):
+
+==================================  ======  ==================================================
+``<queue>``                         list    ready messages, kombu's JSON envelope; LPUSH on
+                                            publish, RPOP (right end) on receive: FIFO.
+``<queue>\\x06\\x16<3|6|9>``          list    kombu's priority lists (step 0 = bare name);
+                                            a message of priority p goes to
+                                            ``steps[bisect(steps, p) - 1]``.
+``_kombu.binding.<queue>``          set     member ``<queue>\\x06\\x16\\x06\\x16<queue>`` (kombu 5.7
+``_kombu.binding_permanent.<queue>`` set     bindings of the default exchange), written once
+                                            per queue and broker instance.
+``_celeriac.queues``                set     names of queues published to.
+``_celeriac.delayed.<queue>``       zset    not-yet-due messages; member = 32-hex uid + 2-digit
+                                            step + envelope, score = due time (epoch s).
+``_celeriac.lease.<token>``         hash    one leased message: ``m`` envelope, ``q`` queue,
+                                            ``s`` step, ``o`` owner, ``dc`` delivery count,
+                                            ``lc`` lost count, ``fd`` first delivered at.
+``_celeriac.leases.<queue>``        zset    token -> lease expiry (Redis server time).
+``_celeriac.owner.<owner>``         set     tokens held by an owner (``expire_owner``).
+``_celeriac.seq``                   string  lease counter; token = per-instance nonce + seq.
+``_celeriac.returned``              hash    envelope -> "dc lc first" of messages given back
+                                            (lapsed or released), so counters survive the
+                                            trip through a kombu-format ready list.
+``_celeriac.wake.<queue>``          list    wake-up tokens (at most 16) pushed by celeriac
+                                            publishers; idle consumers BLPOP them.
+``_celeriac.dead``                  zset    dead-letter id -> time; ``_celeriac.deadq.<queue>``
+                                            the same per queue; ``_celeriac.dead.<id>`` hash
+                                            ``m q s r dc lc fd at`` (``r`` = reason).
+==================================  ======  ==================================================
+
+Celery's ``unacked``, ``unacked_index`` and ``unacked_mutex`` are not used:
+there is no visibility timeout (the ``visibility_timeout`` transport option
+is accepted and ignored; leases renewed by heartbeats replace it). The Lua
+scripts are in :mod:`celeriac.brokers.redis_scripts`.
+
+Consuming: a message leaves a ready list only inside the ``RECEIVE`` script,
+which records the lease in the same atomic step, so no crash can lose it. A
+lapsed lease is put back at the head of its ready list by the next
+``receive`` of any consumer of that queue (lost count + 1). Redelivered
+messages get ``properties.delivery_info.redelivered = true`` in the message
+we hand out; the stored envelope is never rewritten.
+
+Waiting: when nothing is ready, ``receive`` BLPOPs the queues' wake lists
+(celeriac publishers push a token with every publish, so the wake-up takes
+about a millisecond), bounded by the next delayed due time or lease expiry
+and by ``polling_interval`` (default 0.1 s): a real Celery producer only
+LPUSHes the ready list, so that is the latency for its messages. Blocking
+directly on the ready lists would need BLMPOP/BRPOP, which pop before the
+lease is recorded (the hole this broker exists to close). Set
+``polling_interval=None`` in a celeriac-only deployment to poll never.
+
+Failures: ``receive`` swallows connection errors, backs off (up to 1 s) and
+retries until its timeout, then returns ``[]``; other calls retry by
+``retry_policy`` (Celery's publish defaults) and then raise
+:class:`~celeriac.exceptions.OperationalError`. A publish retried after a
+lost reply may store the message twice (at-least-once, never lost).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from bisect import bisect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any, ClassVar, TypeVar
+
+import redis
+
+try:  # optional speed-up (celeriac[fast]); the stdlib parser is the fallback
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None  # type: ignore[assignment]
+
+from ..exceptions import DecodeError, OperationalError
+from ..messages import Message
+from ..redis_client import RETRYABLE_ERRORS, get_client, redact
+from . import redis_scripts
+from .base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+
+SEP = "\x06\x16"
+DEFAULT_STEPS = (0, 3, 6, 9)
+DEFAULT_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.0, "interval_step": 0.2,
+                        "interval_max": 1.0}
+_CHUNK = 1000
+_T = TypeVar("_T")
+
+
+def parse_envelope(raw: bytes | str) -> Message:
+    """The message in ``raw``; garbage becomes a header-less message the worker dead-letters."""
+    try:
+        if _orjson is not None:
+            try:
+                return Message.from_envelope(_orjson.loads(raw))
+            except _orjson.JSONDecodeError:
+                pass  # not strict JSON for orjson (e.g. NaN): let the stdlib decide
+        return Message.loads(raw)
+    except DecodeError:
+        body = raw if isinstance(raw, bytes) else raw.encode("utf-8")
+        return Message(headers={}, properties={}, body=body)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+class RedisBroker(Broker):
+    """Celery-compatible Redis broker with leases, delays and dead letters."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        native_delay=True, priorities=True, lease_renewal=True, push_wakeup=True,
+        multi_host=True,
+    )
+
+    def __init__(self, url: str, *, lease_seconds: float = 30.0,
+                 options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(url, lease_seconds=lease_seconds, options=options)
+        self.prefix = str(self.options.get("global_keyprefix") or "")
+        self.steps = tuple(sorted({int(s) for s in self.options.get("priority_steps")
+                                   or DEFAULT_STEPS} | {0}))
+        interval = self.options.get("polling_interval", 0.1)
+        self.polling_interval = None if interval is None else float(interval)
+        self.retry_policy = {**DEFAULT_RETRY_POLICY, **dict(self.options.get("retry_policy")
+                                                            or {})}
+        self._nonce = uuid.uuid4().hex[:8] + ":"
+        self._declared: set[str] = set()
+        self._scripts: dict[str, Any] = {}
+        self._client_pid = -1
+        self._redis: redis.Redis | None = None
+
+    # -- plumbing ----------------------------------------------------------------
+    @property
+    def client(self) -> redis.Redis:
+        """This process's client (a new one after a fork)."""
+        if self._redis is None or self._client_pid != os.getpid():
+            self._redis = get_client(self.url, self.options)
+            self._client_pid = os.getpid()
+            self._scripts = {name: self._redis.register_script(src)
+                             for name, src in redis_scripts.ALL.items()}
+        return self._redis
+
+    def _script(self, name: str, *args: Any) -> Any:
+        client = self.client
+        return self._scripts[name](keys=[], args=[self.prefix, *args], client=client)
+
+    def _retrying(self, what: str, call: Callable[[], _T]) -> _T:
+        policy = self.retry_policy
+        retries = int(policy["max_retries"])
+        for attempt in range(retries + 1):
+            try:
+                return call()
+            except RETRYABLE_ERRORS as exc:
+                if attempt >= retries:
+                    raise OperationalError(
+                        f"Redis broker {redact(self.url)}: {what} failed after "
+                        f"{retries + 1} attempts: {exc}") from exc
+                time.sleep(min(float(policy["interval_start"])
+                               + attempt * float(policy["interval_step"]),
+                               float(policy["interval_max"])))
+        raise AssertionError("unreachable")
+
+    def _step(self, priority: int) -> int:
+        return self.steps[bisect(self.steps, priority) - 1]
+
+    def _list_key(self, queue: str, step: int) -> str:
+        return f"{self.prefix}{queue}{SEP}{step}" if step else f"{self.prefix}{queue}"
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    # -- producing ----------------------------------------------------------------
+    def publish(self, message: Message, queue: str, *, not_before: float | None = None,
+                priority: int | None = None) -> None:
+        self.publish_many([Publish(message, queue, not_before, priority)])
+
+    def publish_many(self, items: Iterable[Publish]) -> None:
+        batch = list(items)
+        now = self.now()
+        for start in range(0, len(batch), 10 * _CHUNK):
+            chunk = batch[start:start + 10 * _CHUNK]
+            staged = self._stage(chunk, now)
+            self._retrying("publish", partial(self._send, staged))
+            self._declared.update(staged[3])
+
+    def _stage(self, batch: list[Publish], now: float) -> tuple[
+            dict[str, list[str]], dict[str, dict[str, float]], dict[str, int], set[str]]:
+        ready: dict[str, list[str]] = {}
+        delayed: dict[str, dict[str, float]] = {}
+        counts: dict[str, int] = {}
+        for item in batch:
+            prio = self.message_priority(item.message, item.priority)
+            env = item.message.to_envelope(item.queue)
+            props = env["properties"]
+            props["priority"] = prio
+            props["delivery_info"]["routing_key"] = item.queue
+            text, step = json.dumps(env), self._step(prio)
+            if item.not_before is not None and item.not_before > now:
+                member = f"{uuid.uuid4().hex}{step:02d}{text}"
+                delayed.setdefault(item.queue, {})[member] = float(item.not_before)
+            else:
+                ready.setdefault(self._list_key(item.queue, step), []).append(text)
+            counts[item.queue] = counts.get(item.queue, 0) + 1
+        return ready, delayed, counts, set(counts) - self._declared
+
+    def _send(self, staged: tuple[dict[str, list[str]], dict[str, dict[str, float]],
+                                  dict[str, int], set[str]]) -> None:
+        ready, delayed, counts, new_queues = staged
+        pipe = self.client.pipeline(transaction=False)
+        for queue in new_queues:
+            member = f"{queue}{SEP}{SEP}{queue}"
+            pipe.sadd(self._key(f"_kombu.binding.{queue}"), member)
+            pipe.sadd(self._key(f"_kombu.binding_permanent.{queue}"), member)
+            pipe.sadd(self._key("_celeriac.queues"), queue)
+        for key, texts in ready.items():
+            for i in range(0, len(texts), _CHUNK):
+                pipe.lpush(key, *texts[i:i + _CHUNK])
+        for queue, members in delayed.items():
+            pipe.zadd(self._key(f"_celeriac.delayed.{queue}"), members)
+        for queue, count in counts.items():
+            wake = self._key(f"_celeriac.wake.{queue}")
+            pipe.lpush(wake, *["1"] * min(count, redis_scripts.WAKE_CAP))
+            pipe.ltrim(wake, 0, redis_scripts.WAKE_CAP - 1)
+        pipe.execute()
+
+    # -- consuming ------------------------------------------------------------------
+    def receive(self, queues: Sequence[str], *, owner: str, limit: int = 1,
+                timeout: float = 1.0) -> list[Delivery]:
+        queues = list(dict.fromkeys(queues))
+        deadline = time.monotonic() + max(0.0, timeout)
+        backoff = 0.05
+        while True:
+            try:
+                got, hint = self._receive_once(queues, owner, max(1, int(limit)))
+                if got:
+                    return got
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                self._wait(queues, remaining, hint)
+                backoff = 0.05
+            except RETRYABLE_ERRORS:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                time.sleep(min(backoff, remaining))
+                backoff = min(backoff * 2, 1.0)
+
+    def _receive_once(self, queues: list[str], owner: str,
+                      limit: int) -> tuple[list[Delivery], float | None]:
+        reply = self._script("receive", owner, limit, self.lease_seconds, self._nonce,
+                             len(queues), *queues, *self.steps)
+        now = float(reply[0])
+        hint = float(reply[1]) if reply[1] else None
+        expires = now + self.lease_seconds
+        out: list[Delivery] = []
+        for i in range(2, len(reply), 2):
+            index, token, dc_text, lc_text = _text(reply[i]).split(" ")
+            message, dc = parse_envelope(reply[i + 1]), int(dc_text)
+            if dc > 1:
+                info = dict(message.properties.get("delivery_info") or {})
+                message = message.with_properties(delivery_info={**info, "redelivered": True})
+            out.append(Delivery(
+                message=message, queue=queues[int(index) - 1],
+                tag=message.delivery_tag or token, token=token, owner=owner,
+                redelivered=dc > 1, delivery_count=dc, lost_count=int(lc_text),
+                lease_expires=expires,
+            ))
+        return out, hint
+
+    def _wait(self, queues: list[str], remaining: float, hint: float | None) -> None:
+        wait = min(remaining, 5.0)
+        if self.polling_interval is not None:
+            wait = min(wait, self.polling_interval)
+        if hint is not None:
+            wait = min(wait, max(hint, 0.0) + 0.002)
+        keys = [self._key(f"_celeriac.wake.{q}") for q in queues]
+        self.client.blpop(keys, timeout=max(wait, 0.001))
+
+    def ack(self, deliveries: Sequence[Delivery]) -> int:
+        tokens = [d.token for d in deliveries]
+        done = 0
+        for i in range(0, len(tokens), _CHUNK):
+            part = tokens[i:i + _CHUNK]
+            done += int(self._retrying("ack", partial(self._script, "ack", *part)))
+        return done
+
+    def renew(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> list[bool]:
+        extend = self.lease_seconds if seconds is None else float(seconds)
+        tokens = [d.token for d in deliveries]
+        out: list[bool] = []
+        for i in range(0, len(tokens), _CHUNK):
+            part = tokens[i:i + _CHUNK]
+            flags = self._retrying("renew", partial(self._script, "renew", extend, *part))
+            out.extend(bool(int(f)) for f in flags)
+        return out
+
+    def release(self, delivery: Delivery, *, not_before: float | None = None) -> bool:
+        nb = "" if not_before is None else repr(float(not_before))
+        return bool(self._retrying("release", lambda: self._script(
+            "release", delivery.token, nb, uuid.uuid4().hex)))
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        return bool(self._retrying("dead_letter", lambda: self._script(
+            "dead_letter", delivery.token, reason, delivery.token)))
+
+    def expire_owner(self, owner: str) -> int:
+        return int(self._retrying("expire_owner", lambda: self._script("expire_owner", owner)))
+
+    # -- admin -------------------------------------------------------------------------
+    def purge(self, queue: str) -> int:
+        return int(self._retrying("purge", lambda: self._script("purge", queue, *self.steps)))
+
+    def stats(self, queue: str) -> QueueStats:
+        ready, delayed, leased, dead = self._retrying(
+            "stats", lambda: self._script("stats", queue, *self.steps))
+        return QueueStats(queue, ready=int(ready), delayed=int(delayed), leased=int(leased),
+                          dead=int(dead))
+
+    def queues(self) -> list[str]:
+        return self._retrying("queues", self._queue_names)
+
+    def _queue_names(self) -> list[str]:
+        client = self.client
+        names = {_text(n) for n in client.smembers(self._key("_celeriac.queues"))}
+        pattern = self._key("_kombu.binding.*")
+        for key in client.scan_iter(match=pattern, count=1000):
+            for member in client.smembers(key):
+                name = _text(member).split(SEP)[-1]
+                if name and "pidbox" not in name:
+                    names.add(name)
+        return sorted(names)
+
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        return self._retrying("dead_letters", lambda: self._dead_letters(queue, limit))
+
+    def _dead_letters(self, queue: str | None, limit: int) -> list[DeadLetter]:
+        index = self._key(f"_celeriac.deadq.{queue}" if queue is not None else "_celeriac.dead")
+        ids = [_text(i) for i in self.client.zrange(index, 0, max(0, limit) - 1)]
+        if not ids or limit <= 0:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for dead_id in ids:
+            pipe.hgetall(self._key(f"_celeriac.dead.{dead_id}"))
+        out = []
+        for dead_id, rec in zip(ids, pipe.execute(), strict=True):
+            if not rec:
+                continue
+            out.append(DeadLetter(
+                id=dead_id, queue=_text(rec[b"q"]), reason=_text(rec[b"r"]),
+                message=parse_envelope(rec[b"m"]), delivery_count=int(rec[b"dc"]),
+                lost_count=int(rec[b"lc"]),
+                first_delivered_at=float(rec[b"fd"]) if rec.get(b"fd") else None,
+                dead_at=float(rec[b"at"]),
+            ))
+        return out
+
+    def retry_dead_letter(self, dead_id: str) -> bool:
+        return bool(self._retrying("retry_dead_letter",
+                                   lambda: self._script("retry_dead", dead_id)))
+
+    def purge_dead_letters(self, queue: str | None = None) -> int:
+        return int(self._retrying("purge_dead_letters",
+                                  lambda: self._script("purge_dead", queue or "")))
+
+    def close(self) -> None:
+        """Drop this instance's reference; the process-wide pool stays for other users."""
+        self._redis = None
+        self._scripts = {}

@@ -1,0 +1,335 @@
+"""The Task class: options, hooks, calling (delay/apply_async/apply), retry and update_state.
+
+A task is a class with a ``run`` method; ``@app.task`` builds one from a
+function. Calling the task object runs it in-process (``called_directly``);
+``delay``/``apply_async`` publish a message (or run eagerly with
+``task_always_eager``); ``apply`` runs locally through the same tracer the
+worker uses, returning an :class:`~celeriac.result.EagerResult`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from . import _state, states
+from .backoff import exponential_backoff
+from .canvas import Signature
+from .context import Context
+from .exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
+
+if TYPE_CHECKING:
+    from .app import Celery
+    from .result import AsyncResult, EagerResult
+
+
+class Task:
+    """Base class of tasks, with Celery's attributes and defaults."""
+
+    name: ClassVar[str | None] = None
+    _app: ClassVar[Celery | None] = None
+    typing: ClassVar[bool] = True
+    max_retries: int | None = 3
+    default_retry_delay: float = 180
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    dont_autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_kwargs: dict[str, Any] = {}
+    retry_backoff: bool | float = False
+    retry_backoff_max: float = 600
+    retry_jitter: bool = True
+    rate_limit: str | None = None
+    ignore_result: bool | None = None
+    store_errors_even_if_ignored: bool | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    acks_late: bool | None = None
+    acks_on_failure_or_timeout: bool | None = None
+    reject_on_worker_lost: bool | None = None
+    track_started: bool | None = None
+    serializer: str | None = None
+    queue: str | None = None
+    priority: int | None = None
+    expires: float | datetime | None = None
+    throws: tuple[type[BaseException], ...] = ()
+    send_events: bool = True
+    trail: bool = True
+    resultrepr_maxsize: int = 1024
+    abstract: ClassVar[bool] = True
+    request_stack: Any = None
+    #: set by @app.task when the function takes ``self``
+    bind: ClassVar[bool] = False
+
+    MaxRetriesExceededError = MaxRetriesExceededError
+    from .exceptions import OperationalError  # noqa: E402 - Celery exposes it here
+
+    # -- app binding ------------------------------------------------------------
+    @property
+    def app(self) -> Celery:
+        return self._app if self._app is not None else _state.get_current_app()
+
+    @property
+    def backend(self) -> Any:
+        return self.app.backend
+
+    @classmethod
+    def bind_app(cls, app: Celery) -> None:
+        cls._app = app
+        conf = app.conf
+        for attr, setting in (("acks_late", "task_acks_late"),
+                              ("ignore_result", "task_ignore_result"),
+                              ("track_started", "task_track_started"),
+                              ("reject_on_worker_lost", "task_reject_on_worker_lost"),
+                              ("store_errors_even_if_ignored", "task_store_errors_even_if_ignored"),
+                              ("acks_on_failure_or_timeout", "task_acks_on_failure_or_timeout"),
+                              ("serializer", "task_serializer"),
+                              ("time_limit", "task_time_limit"),
+                              ("soft_time_limit", "task_soft_time_limit"),
+                              ("rate_limit", "task_default_rate_limit")):
+            if getattr(cls, attr, None) is None:
+                setattr(cls, attr, conf.get(setting))
+
+    # -- running ----------------------------------------------------------------
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("Tasks must define the run method.")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.request_stack_empty():
+            token = _state.push_task(self)
+            self.push_request(args=args, kwargs=kwargs, called_directly=True)
+            try:
+                return self.run(*args, **kwargs)
+            finally:
+                self.pop_request()
+                _state.pop_task(token)
+        return self.run(*args, **kwargs)
+
+    # -- request context ----------------------------------------------------------
+    def _stack(self) -> tuple[Context, ...]:
+        return _REQUESTS.get().get(id(self), ())
+
+    def request_stack_empty(self) -> bool:
+        return not self._stack()
+
+    def push_request(self, *args: Any, **kwargs: Any) -> None:
+        # immutable updates: asyncio tasks copy the context, and must not share stacks
+        stacks = _REQUESTS.get()
+        _REQUESTS.set({**stacks, id(self): (*stacks.get(id(self), ()), Context(*args, **kwargs))})
+
+    def pop_request(self) -> None:
+        stacks = _REQUESTS.get()
+        stack = stacks.get(id(self), ())
+        if stack:
+            _REQUESTS.set({**stacks, id(self): stack[:-1]})
+
+    @property
+    def request(self) -> Context:
+        stack = self._stack()
+        return stack[-1] if stack else Context()
+
+    # -- calling ---------------------------------------------------------------------
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        return self.apply_async(args, kwargs)
+
+    def apply_async(self, args: Iterable[Any] | None = None,
+                    kwargs: Mapping[str, Any] | None = None, task_id: str | None = None,
+                    producer: Any = None, link: Any = None, link_error: Any = None,
+                    shadow: str | None = None, **options: Any) -> AsyncResult:
+        args = tuple(args or ())
+        kwargs = dict(kwargs or {})
+        if self.typing:
+            self._check_arguments(args, kwargs)
+        app = self.app
+        if app.conf.task_always_eager:
+            return self.apply(args, kwargs, task_id=task_id or str(uuid.uuid4()),
+                              link=link, link_error=link_error, **options)
+        return app.send_task(self.name or "", args, kwargs, task_id=task_id, link=link,
+                             link_error=link_error, shadow=shadow, task=self, **options)
+
+    async def delay_async(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """``delay`` for asyncio code: publishes without blocking the event loop."""
+        return await self.apply_async_async(args, kwargs)
+
+    async def apply_async_async(self, args: Iterable[Any] | None = None,
+                                kwargs: Mapping[str, Any] | None = None,
+                                **options: Any) -> AsyncResult:
+        """``apply_async`` for asyncio code (runs the publish in a worker thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.apply_async, args, kwargs, **options)
+
+    def apply(self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+              link: Any = None, link_error: Any = None, task_id: str | None = None,
+              retries: int | None = None, throw: bool | None = None, **options: Any
+              ) -> EagerResult:
+        from .execution import apply_eagerly
+
+        return apply_eagerly(self, tuple(args or ()), dict(kwargs or {}), task_id=task_id,
+                             retries=retries or 0, throw=throw, link=link,
+                             link_error=link_error, options=options)
+
+    def _check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            sig = inspect.signature(self.run)
+        except (TypeError, ValueError):
+            return
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}() {exc}") from None
+
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
+        return self.app.AsyncResult(task_id, task_name=self.name, **kwargs)
+
+    # -- signatures ------------------------------------------------------------------
+    def signature(self, args: Iterable[Any] | None = None, *starargs: Any, **starkwargs: Any
+                  ) -> Signature:
+        return Signature(self, args, *starargs, app=self._app, **starkwargs)
+
+    subtask = signature
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        return self.signature(args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        return self.signature(args, kwargs, immutable=True)
+
+    # -- retry and state ---------------------------------------------------------------
+    def retry(self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+              exc: BaseException | None = None, throw: bool = True,
+              eta: datetime | None = None, countdown: float | None = None,
+              max_retries: int | None = None, **options: Any) -> Retry:
+        request = self.request
+        retries = request.retries + 1
+        limit = self.max_retries if max_retries is None else max_retries
+        if request.called_directly:
+            if exc is not None:
+                raise exc
+            raise RuntimeError("retry() called outside of a task run")
+        if eta is None and countdown is None:
+            countdown = self.default_retry_delay
+        if limit is not None and retries > limit:
+            if exc is not None:
+                raise exc
+            raise self.MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{request.args} "
+                f"kwargs:{request.kwargs}", task_args=request.args, task_kwargs=request.kwargs)
+        sig = self._retry_signature(request, args, kwargs, retries, eta, countdown, options)
+        ret = Retry(exc=exc, when=eta or countdown, is_eager=bool(request.is_eager), sig=sig)
+        if not request.is_eager:  # eager: apply() runs ret.sig itself, as in Celery
+            sig.apply_async()
+        if throw:
+            raise ret
+        return ret
+
+    def _retry_signature(self, request: Context, args: Any, kwargs: Any, retries: int,
+                         eta: datetime | None, countdown: float | None,
+                         options: dict[str, Any]) -> Signature:
+        opts = {"task_id": request.id, "retries": retries, "root_id": request.root_id,
+                "parent_id": request.parent_id, "group_id": request.group,
+                "group_index": request.group_index, "link": request.callbacks,
+                "link_error": request.errbacks, "chain": request.chain,
+                "chord": request.chord, "headers": _user_headers(request.headers),
+                "time_limit": request.timelimit[0] if request.timelimit else None,
+                "soft_time_limit": request.timelimit[1] if request.timelimit else None,
+                "expires": request.expires, "_retrying": True}
+        info = request.delivery_info or {}
+        if info.get("routing_key") and "queue" not in options:
+            opts["queue"] = info["routing_key"]
+        if info.get("priority") is not None:
+            opts["priority"] = info["priority"]
+        if eta is not None:
+            opts["eta"] = eta
+        else:
+            opts["countdown"] = countdown
+        opts.update(options)
+        return Signature(self, request.args if args is None else args,
+                         request.kwargs if kwargs is None else kwargs, opts, app=self._app)
+
+    def autoretry_countdown(self) -> float | None:
+        """Countdown for an automatic retry, honouring retry_backoff/jitter/max."""
+        if not self.retry_backoff:
+            return None
+        factor = 1.0 if self.retry_backoff is True else float(self.retry_backoff)
+        return exponential_backoff(factor, self.request.retries, self.retry_backoff_max,
+                                   full_jitter=self.retry_jitter)
+
+    def update_state(self, task_id: str | None = None, state: str | None = None,
+                     meta: Any = None, **kwargs: Any) -> None:
+        from .backends.meta import store_result
+
+        request = self.request
+        task_id = task_id or request.id
+        if task_id is None:
+            raise ValueError("update_state() needs a task id outside a task run")
+        store_result(self.app, task_id, meta, state or states.PENDING, request=request, **kwargs)
+
+    def send_event(self, type_: str, retry: bool = True, **fields: Any) -> None:
+        """Task events are published by the worker's event dispatcher when enabled."""
+        hook = getattr(self.app, "send_task_event", None)
+        if hook is not None:
+            hook(type_, self.request, fields)
+
+    def replace(self, sig: Signature) -> None:
+        """Replace this task with ``sig``: the caller's result becomes sig's result."""
+        from .execution import replace_task
+
+        replace_task(self, sig)
+
+    # -- hooks (override in subclasses) --------------------------------------------------
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Run before the task body."""
+
+    def on_success(self, retval: Any, task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> None:
+        """Run after the task succeeded."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any], einfo: Any) -> None:
+        """Run after the task failed."""
+
+    def on_retry(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], einfo: Any) -> None:
+        """Run when the task is retried."""
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any], einfo: Any) -> None:
+        """Run after the task returned, whatever the outcome."""
+
+    def __repr__(self) -> str:
+        return f"<@task: {self.name} of {self.app.main}>"
+
+    # canvas shortcuts, filled in by celeriac.canvas when available
+    def map(self, it: Iterable[Any]) -> Any:
+        from .canvas import xmap  # type: ignore[attr-defined]
+
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Iterable[Any]) -> Any:
+        from .canvas import xstarmap  # type: ignore[attr-defined]
+
+        return xstarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Iterable[Any], n: int) -> Any:
+        from .canvas import chunks  # type: ignore[attr-defined]
+
+        return chunks(self.s(), it, n, app=self.app)
+
+
+def _user_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    from .messages import task_message
+
+    if not headers:
+        return {}
+    standard = set(task_message("x", "x").headers) | {"redelivered"}
+    return {k: v for k, v in headers.items() if k not in standard}
+
+
+import contextvars  # noqa: E402
+
+_REQUESTS: contextvars.ContextVar[dict[int, tuple[Context, ...]]] = contextvars.ContextVar(
+    "celeriac_requests", default={})
+
+__all__ = ["Context", "Ignore", "Reject", "Retry", "Task"]

@@ -1,0 +1,1 @@
+"""Helpers users import from Celery's ``celery.utils`` paths."""

@@ -1,0 +1,1 @@
+"""The worker: consumer loop, pools, lease heartbeats, time limits and the supervisor."""

@@ -1,0 +1,208 @@
+"""One delivery's path through the worker: checks, running the task, then ack/release/DLQ.
+
+:func:`prepare` decides before running: undecodable, refused or unregistered
+messages are dead-lettered with a reason; a message past the redelivery limit
+(its workers kept dying) is dead-lettered as ``worker_lost``; a future ETA
+from a Celery producer goes back to the broker's delayed store; expired and
+revoked tasks are recorded and dropped. :func:`execute` runs a prepared job
+and settles the message according to the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import serialization, states
+from ..backends.meta import store_result
+from ..brokers import base
+from ..exceptions import (
+    ContentDisallowed,
+    DecodeError,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
+from ..execution import Outcome, Tracer
+from ..messages import TaskCall, parse_task
+from ..task import Task
+
+if TYPE_CHECKING:
+    from ..app import Celery
+    from .leases import LeaseKeeper
+    from .limits import TimeLimiter
+
+logger = logging.getLogger("celeriac.worker")
+
+
+@dataclass
+class Job:
+    """A delivery that passed the checks and may run."""
+
+    delivery: base.Delivery
+    call: TaskCall
+    task: Task
+
+
+class JobRunner:
+    """Prepares and executes deliveries for one consumer."""
+
+    def __init__(self, app: Celery, keeper: LeaseKeeper, hostname: str,
+                 limiter: TimeLimiter | None = None) -> None:
+        self.app = app
+        self.broker = app.broker
+        self.keeper = keeper
+        self.hostname = hostname
+        self.limiter = limiter
+        self.accept = serialization.accepted_types(app.conf.accept_content)
+        self.max_redeliveries = int(app.conf.worker_max_redeliveries)
+        self.processed = 0
+        self.active: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    # -- before running --------------------------------------------------------------
+    def prepare(self, delivery: base.Delivery, revoked: set[str]) -> Job | None:
+        message = delivery.message
+        try:
+            call = parse_task(message, self.accept)
+        except ContentDisallowed as exc:
+            return self._dead(delivery, base.CONTENT_DISALLOWED, str(exc))
+        except DecodeError as exc:
+            return self._dead(delivery, base.DECODE_ERROR, str(exc))
+        task = self.app.tasks.get(call.name)
+        if task is None:
+            return self._dead(delivery, base.UNREGISTERED, f"Received unregistered task "
+                              f"of type {call.name!r}")
+        if delivery.lost_count >= self.max_redeliveries > 0:
+            return self._worker_lost(delivery, call)
+        now = time.time()
+        if call.eta is not None and call.eta > now + 0.005:
+            self.broker.release(delivery, not_before=call.eta)
+            self.keeper.drop(delivery)
+            return None
+        if call.expires is not None and call.expires <= now:
+            logger.info("Discarding expired task %s[%s]", call.name, call.id)
+            return self._drop(delivery, call, TaskRevokedError("expired"))
+        if call.id in revoked:
+            logger.info("Discarding revoked task %s[%s]", call.name, call.id)
+            return self._drop(delivery, call, None)
+        logger.info("Task %s[%s] received", call.name, call.id)
+        return Job(delivery, call, task)
+
+    def _dead(self, delivery: base.Delivery, reason: str, detail: str) -> None:
+        logger.error("Dead-lettering message %s (%s): %s", delivery.message.task_id, reason,
+                     detail)
+        self.broker.dead_letter(delivery, f"{reason}: {detail}" if detail else reason)
+        self.keeper.drop(delivery)
+        return None
+
+    def _worker_lost(self, delivery: base.Delivery, call: TaskCall) -> None:
+        exc = WorkerLostError(f"Worker exited prematurely while running {call.name}[{call.id}] "
+                              f"({delivery.lost_count} times): message dead-lettered")
+        store_result(self.app, call.id, exc, states.FAILURE)
+        return self._dead(delivery, base.WORKER_LOST,
+                          f"{delivery.lost_count} deliveries lost with their worker")
+
+    def _drop(self, delivery: base.Delivery, call: TaskCall,
+              exc: BaseException | None) -> None:
+        if exc is not None:
+            store_result(self.app, call.id, exc, states.REVOKED)
+        self.broker.ack([delivery])
+        self.keeper.drop(delivery)
+        return None
+
+    # -- running ----------------------------------------------------------------------
+    def request_for(self, job: Job) -> dict[str, Any]:
+        call, d = job.call, job.delivery
+        h = call.headers
+        info = dict(call.properties.get("delivery_info") or {})
+        info.update({"routing_key": d.queue, "priority": d.message.priority,
+                     "redelivered": bool(d.redelivered or info.get("redelivered"))})
+        embed = call.embed
+        return {
+            "id": call.id, "task": call.name, "args": call.args, "kwargs": call.kwargs,
+            "retries": call.retries, "eta": h.get("eta"), "expires": h.get("expires"),
+            "group": h.get("group"), "group_index": h.get("group_index"),
+            "root_id": h.get("root_id"), "parent_id": h.get("parent_id"),
+            "correlation_id": call.properties.get("correlation_id", call.id),
+            "reply_to": call.properties.get("reply_to"), "hostname": self.hostname,
+            "delivery_info": info, "headers": h, "properties": call.properties,
+            "timelimit": call.timelimit, "origin": h.get("origin"),
+            "ignore_result": bool(h.get("ignore_result")), "shadow": h.get("shadow"),
+            "callbacks": embed.get("callbacks"), "errbacks": embed.get("errbacks"),
+            "chain": embed.get("chain"), "chord": embed.get("chord"),
+            "stamps": h.get("stamps") or {}, "stamped_headers": h.get("stamped_headers"),
+            "argsrepr": h.get("argsrepr"), "kwargsrepr": h.get("kwargsrepr"),
+            "replaced_task_nesting": h.get("replaced_task_nesting") or 0, "is_eager": False,
+        }
+
+    def execute(self, job: Job) -> Outcome:
+        d, task = job.delivery, job.task
+        acks_late = bool(task.acks_late)
+        if not acks_late:
+            self.broker.ack([d])  # at-most-once, as the task asked
+        with self._lock:
+            self.active[job.call.id] = job
+        tracer = Tracer(task, self.request_for(job),
+                        guard=(lambda: self.keeper.still_owner(d)) if acks_late else None)
+        tokens = self._arm_limits(job)
+        try:
+            outcome = tracer.run()
+        finally:
+            for token in tokens:
+                self.limiter.disarm(token)  # type: ignore[union-attr]
+            with self._lock:
+                self.active.pop(job.call.id, None)
+        self._log(job, outcome)
+        if acks_late:
+            self.settle(d, outcome, task)
+        self.keeper.drop(d)
+        self.processed += 1
+        return outcome
+
+    def _arm_limits(self, job: Job) -> list[int]:
+        if self.limiter is None:
+            return []
+        hard, soft = job.call.timelimit
+        hard = hard if hard is not None else job.task.time_limit
+        soft = soft if soft is not None else job.task.soft_time_limit
+        tokens = []
+        if soft:
+            tokens.append(self.limiter.arm(float(soft), SoftTimeLimitExceeded))
+        if hard:
+            tokens.append(self.limiter.arm(float(hard), TimeLimitExceeded))
+        return tokens
+
+    def settle(self, d: base.Delivery, outcome: Outcome, task: Task) -> None:
+        """Acknowledge, requeue or dead-letter after the run (acks_late)."""
+        if not self.keeper.still_owner(d):
+            logger.warning("Not acknowledging %s[%s]: lease lost", task.name, d.message.task_id)
+            return
+        if outcome.state == states.REJECTED:
+            if outcome.requeue:
+                self.broker.release(d)
+            else:
+                self.broker.dead_letter(d, f"{base.REJECTED}: {outcome.exc}")
+            return
+        if outcome.state == states.FAILURE and task.acks_on_failure_or_timeout is False:
+            self.broker.release(d)
+            return
+        self.broker.ack([d])
+
+    def _log(self, job: Job, outcome: Outcome) -> None:
+        name, tid = job.call.name, job.call.id
+        if outcome.state == states.SUCCESS:
+            logger.info("Task %s[%s] succeeded in %.6fs: %r", name, tid, outcome.runtime,
+                        outcome.retval)
+        elif outcome.state == states.FAILURE:
+            logger.info("Task %s[%s] failed in %.6fs: %r", name, tid, outcome.runtime,
+                        outcome.exc)
+        elif outcome.state == states.REJECTED:
+            logger.info("Task %s[%s] rejected (requeue=%s): %s", name, tid, outcome.requeue,
+                        outcome.exc)
+        elif outcome.state == states.IGNORED:
+            logger.info("Task %s[%s] ignored", name, tid)

@@ -1,0 +1,178 @@
+"""``celeriac worker``: set up logging and signals, run consumers, shut down safely.
+
+Shutdown follows Celery's signals with safer defaults: the first SIGTERM or
+SIGINT is a warm shutdown (stop fetching, give unstarted messages back, let
+running tasks finish within ``worker_soft_shutdown_timeout``, then give back
+whatever still runs); a second one, or SIGQUIT, is a cold shutdown (give back
+everything now). Nothing is acknowledged that did not run to completion.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .. import config, signals
+from .consumer import Consumer, default_hostname
+from .pools import make_pool
+
+if TYPE_CHECKING:
+    from ..app import Celery
+
+logger = logging.getLogger("celeriac.worker")
+
+
+def setup_logging(app: Celery, loglevel: str | int, logfile: str | None = None) -> None:
+    level = loglevel if isinstance(loglevel, int) else logging.getLevelName(str(loglevel).upper())
+    if not isinstance(level, int):
+        level = logging.INFO
+    handler: logging.Handler = (logging.FileHandler(logfile) if logfile
+                                else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(logging.Formatter(app.conf.worker_log_format))
+    root = logging.getLogger()
+    if app.conf.worker_hijack_root_logger:
+        for old in list(root.handlers):
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    signals.after_setup_logger.send(sender=None, logger=root, loglevel=level, logfile=logfile)
+
+
+def expand_hostname(name: str | None) -> str:
+    """Celery's ``-n`` expansion: ``%h`` host, ``%n`` name part, ``%d`` domain; adds ``celery@``."""
+    import socket
+
+    host = socket.gethostname()
+    if not name:
+        return default_hostname()
+    short, _, domain = host.partition(".")
+    name = name.replace("%h", host).replace("%n", short).replace("%d", domain)
+    return name if "@" in name else f"{name}@{host}"
+
+
+class Worker:
+    """A worker node: one or more consumers and the shutdown logic around them."""
+
+    def __init__(self, app: Celery, *, hostname: str | None = None,
+                 queues: list[str] | None = None, concurrency: int | None = None,
+                 pool: str | None = None, loglevel: str = "WARNING", logfile: str | None = None,
+                 beat: bool = False, prefetch_multiplier: int | None = None,
+                 setup_logs: bool = True, **options: Any) -> None:
+        self.app = app
+        self.hostname = expand_hostname(hostname)
+        self.queues = queues or [app.conf.task_default_queue]
+        self.pool_name = pool or app.conf.worker_pool
+        self.concurrency = concurrency or app.conf.worker_concurrency or os.cpu_count() or 1
+        self.loglevel, self.logfile = loglevel, logfile
+        self.beat = beat
+        multiplier = (app.conf.worker_prefetch_multiplier if prefetch_multiplier is None
+                      else prefetch_multiplier)
+        self.prefetch = max(0, int(multiplier) - 1) * self.concurrency
+        self.setup_logs = setup_logs
+        self.options = options
+        self.consumer: Consumer | None = None
+        self._signals = 0
+        self._stop = threading.Event()
+        self._beat_stop = threading.Event()
+
+    def start(self) -> int:
+        app = self.app
+        config.validate(app.conf)
+        if self.setup_logs:
+            setup_logging(app, self.loglevel, self.logfile)
+        app.finalize()
+        if self.pool_name in ("prefork", "asyncio"):
+            from .supervisor import run_pool_worker  # provided by the production worker
+
+            return run_pool_worker(self)
+        return self._run_in_process()
+
+    def banner(self) -> str:
+        app = self.app
+        tasks = "\n".join(f"  . {name}" for name in sorted(app.tasks)
+                          if not name.startswith("celery."))
+        return (f"celeriac worker {self.hostname} v{_version()}\n"
+                f"- app: {app.main}  broker: {app.broker.url}\n"
+                f"- results: {app.backend_url or 'disabled'}\n"
+                f"- pool: {self.pool_name} (concurrency {self.concurrency})\n"
+                f"- queues: {', '.join(self.queues)}\n[tasks]\n{tasks}")
+
+    def _run_in_process(self) -> int:
+        pool = make_pool(self.pool_name, self.concurrency)
+        self.consumer = Consumer(self.app, self.queues, pool, hostname=self.hostname,
+                                 prefetch=self.prefetch)
+        self._install_signals()
+        logger.info("%s", self.banner())
+        thread = threading.Thread(target=self.consumer.run, name="celeriac-consumer")
+        thread.start()
+        self._start_beat()
+        signals.worker_ready.send(sender=self)
+        logger.info("%s ready.", self.hostname)
+        while thread.is_alive() and not self._stop.is_set():
+            self._stop.wait(0.5)
+        self._warm_shutdown(pool, thread)
+        signals.worker_shutdown.send(sender=self)
+        return 0
+
+    def _start_beat(self) -> None:
+        if not self.beat:
+            return
+        from ..beat.embedded import start_embedded  # type: ignore[import-not-found]
+
+        start_embedded(self.app, self._beat_stop)
+
+    def _warm_shutdown(self, pool: Any, thread: threading.Thread) -> None:
+        assert self.consumer is not None
+        signals.worker_shutting_down.send(sender=self.hostname, sig="SIGTERM", how="Warm",
+                                          exitcode=0)
+        self._beat_stop.set()
+        self.consumer.stop()
+        thread.join()
+        grace = float(self.app.conf.worker_soft_shutdown_timeout or 0)
+        if self._signals < 2 and not pool.join(grace):
+            logger.warning("Tasks still running after %.0fs: giving them back", grace)
+        given_back = self.consumer.release_running()
+        if given_back:
+            logger.warning("Released %d running task(s) back to the queue", given_back)
+        pool.shutdown()
+        if pool.running():
+            # cold: task threads cannot be killed; their leases are already given back
+            # (fenced), so leave now instead of waiting for them
+            logging.shutdown()
+            os._exit(0)
+
+    def stop(self, cold: bool = False) -> None:
+        self._signals += 2 if cold else 1
+        if self.consumer is not None:
+            self.consumer.stop()
+        self._stop.set()
+        if self._signals >= 2 and self.consumer is not None:
+            self.consumer.release_running()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def warm(signum: int, frame: Any) -> None:
+            logger.warning("worker: %s shutdown (%s)",
+                           "Cold" if self._signals else "Warm", signal.Signals(signum).name)
+            self.stop(cold=self._signals > 0)
+
+        def cold(signum: int, frame: Any) -> None:
+            logger.warning("worker: Cold shutdown (%s)", signal.Signals(signum).name)
+            self.stop(cold=True)
+
+        signal.signal(signal.SIGTERM, warm)
+        signal.signal(signal.SIGINT, warm)
+        if hasattr(signal, "SIGQUIT"):
+            signal.signal(signal.SIGQUIT, cold)
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

@@ -1,0 +1,156 @@
+"""The result store contract, checked on every store (``result_store`` fixture).
+
+Covers set/get/get_many/delete, expiry, ``wait`` (woken by a set from another
+thread), group metadata and the atomic chord join ``chord_add``/``chord_clear``.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from celeriac.backends.base import ResultStore
+
+
+def meta(task_id: str, status: str = "SUCCESS", result: Any = 4) -> dict[str, Any]:
+    return {"status": status, "result": result, "traceback": None, "children": [],
+            "date_done": "2026-11-21T13:36:40.118348+00:00", "task_id": task_id}
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def test_set_get_round_trip(result_store: ResultStore) -> None:
+    task_id = new_id()
+    value = meta(task_id, result={"when": datetime(2026, 1, 2, tzinfo=timezone.utc),
+                                  "items": [1, "two", None]})
+    assert result_store.get(task_id) is None
+    result_store.set(task_id, value)
+    assert result_store.get(task_id) == value
+    result_store.set(task_id, meta(task_id, result=5))
+    assert result_store.get(task_id) == meta(task_id, result=5)
+
+
+def test_get_many_returns_only_stored(result_store: ResultStore) -> None:
+    stored = [new_id() for _ in range(3)]
+    for task_id in stored:
+        result_store.set(task_id, meta(task_id))
+    missing = new_id()
+    found = result_store.get_many([*stored, missing])
+    assert found == {task_id: meta(task_id) for task_id in stored}
+    assert result_store.get_many([]) == {}
+
+
+def test_delete(result_store: ResultStore) -> None:
+    task_id = new_id()
+    result_store.set(task_id, meta(task_id))
+    result_store.delete(task_id)
+    assert result_store.get(task_id) is None
+    result_store.delete(task_id)
+
+
+def test_expired_results_disappear(result_store: ResultStore) -> None:
+    short, forever = new_id(), new_id()
+    result_store.set(short, meta(short), expires=1)
+    result_store.set(forever, meta(forever), expires=None)
+    assert result_store.get(short) == meta(short)
+    deadline = time.monotonic() + 4
+    while result_store.get(short) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert result_store.get(short) is None
+    assert result_store.get_many([short]) == {}
+    assert result_store.get(forever) == meta(forever)
+
+
+def test_wait_wakes_when_result_is_stored(result_store: ResultStore) -> None:
+    task_id = new_id()
+    result_store.set(task_id, meta(task_id, status="STARTED", result=None))
+    stored: list[float] = []
+
+    def finish() -> None:
+        time.sleep(0.3)
+        result_store.set(task_id, meta(task_id))
+        stored.append(time.monotonic())
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    got = result_store.wait(task_id, timeout=5)
+    woke = time.monotonic()
+    thread.join()
+    assert got == meta(task_id)
+    assert woke - stored[0] < 0.5
+
+
+def test_wait_times_out_with_last_seen_meta(result_store: ResultStore) -> None:
+    task_id = new_id()
+    start = time.monotonic()
+    assert result_store.wait(task_id, timeout=0.3) is None
+    assert 0.25 <= time.monotonic() - start < 2
+    result_store.set(task_id, meta(task_id, status="STARTED", result=None))
+    assert result_store.wait(task_id, timeout=0.2) == meta(task_id, "STARTED", None)
+
+
+def test_group_meta(result_store: ResultStore) -> None:
+    group_id = new_id()
+    value = {"result": [["a", None], ["b", None]], "group_id": group_id}
+    assert result_store.get_group(group_id) is None
+    result_store.save_group(group_id, value)
+    assert result_store.get_group(group_id) == value
+    result_store.delete_group(group_id)
+    assert result_store.get_group(group_id) is None
+
+
+def chord_add(store: ResultStore, group_id: str, index: int, size: int) -> Any:
+    return store.chord_add(group_id, index, meta(f"{group_id}-{index}", result=index), size)  # type: ignore[attr-defined]
+
+
+def test_chord_add_completes_once_in_order(result_store: ResultStore) -> None:
+    group_id = new_id()
+    assert chord_add(result_store, group_id, 2, 3) is None
+    assert chord_add(result_store, group_id, 2, 3) is None
+    assert chord_add(result_store, group_id, 0, 3) is None
+    done = chord_add(result_store, group_id, 1, 3)
+    assert done == [meta(f"{group_id}-{i}", result=i) for i in range(3)]
+    for index in range(3):
+        assert chord_add(result_store, group_id, index, 3) is None
+    result_store.chord_clear(group_id)  # type: ignore[attr-defined]
+    assert chord_add(result_store, group_id, 0, 2) is None
+    assert chord_add(result_store, group_id, 1, 2) == [
+        meta(f"{group_id}-{i}", result=i) for i in range(2)]
+    result_store.chord_clear(group_id)  # type: ignore[attr-defined]
+
+
+def test_chord_add_single_member(result_store: ResultStore) -> None:
+    group_id = new_id()
+    assert chord_add(result_store, group_id, 0, 1) == [meta(f"{group_id}-0", result=0)]
+    assert chord_add(result_store, group_id, 0, 1) is None
+    result_store.chord_clear(group_id)  # type: ignore[attr-defined]
+
+
+def test_chord_add_has_exactly_one_completer_under_concurrency(
+        result_store: ResultStore) -> None:
+    group_id, size = new_id(), 30
+    completions: list[Any] = []
+    lock = threading.Lock()
+
+    def member(seed: int) -> None:
+        order = list(range(size)) * 2
+        random.Random(seed).shuffle(order)
+        for index in order:
+            done = chord_add(result_store, group_id, index, size)
+            if done is not None:
+                with lock:
+                    completions.append(done)
+
+    threads = [threading.Thread(target=member, args=(seed,)) for seed in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert completions == [[meta(f"{group_id}-{i}", result=i) for i in range(size)]]
+    result_store.chord_clear(group_id)  # type: ignore[attr-defined]
