@@ -29,7 +29,7 @@ def __getattr__(name: str) -> object:
 
         return getattr(result, name)
     if name == "periodic_task":
-        from .registry import periodic_task  # type: ignore[attr-defined]
+        from .registry import periodic_task
 
         return periodic_task
     raise AttributeError(f"module 'celeriac' has no attribute {name!r}")

@@ -30,6 +30,7 @@ from .task import Task
 logger = logging.getLogger("celeriac.app")
 
 EMBEDDED_SCHEMES = {"sqlite", "memory"}
+SQLITE_PATH_ENV = "CELERIAC_SQLITE_PATH"
 
 
 class Celery:
@@ -62,7 +63,7 @@ class Celery:
         if backend:
             self.conf.result_backend = backend
         if include:
-            self.conf.include = tuple(include)
+            self.conf.include = include if isinstance(include, str) else tuple(include)
         if config_source is not None:
             self.config_from_object(config_source, namespace=namespace)
         self.conf.update({k: v for k, v in kwargs.items() if k in config.DEFAULTS})
@@ -131,9 +132,9 @@ class Celery:
         instance = task() if isinstance(task, type) else task
         cls = type(instance)
         if not cls.name:
-            cls.name = f"{cls.__module__}.{cls.__name__}"  # type: ignore[misc]
+            cls.name = f"{cls.__module__}.{cls.__name__}"
         cls.bind_app(self)
-        cls._app = self  # type: ignore[misc]
+        cls._app = self
         self._tasks.register(instance)
         return instance
 
@@ -202,12 +203,17 @@ class Celery:
                          if k in opts}
         entry_options = dict(schedule_opts.pop("options", {}) or {})
         entry_options.update(schedule_opts)
+        for key in ("relative", "missed", "max_lateness"):
+            if key in opts:
+                entry_options[key] = opts.pop(key)
+        opts.pop("options", None)
 
         def inner(fun: Callable[..., Any]) -> Task:
+            from .beat.entries import entry_for_task
+
             task = task_from_fun(self, fun, **opts)
-            self.conf.beat_schedule[task.name or fun.__name__] = {
-                "schedule": run_every, "task": task.name, "args": (), "kwargs": {},
-                "options": entry_options}
+            self.conf.beat_schedule[task.name or fun.__name__] = entry_for_task(
+                task, run_every, entry_options)
             return task
 
         if len(args) == 1 and callable(args[0]):
@@ -217,7 +223,7 @@ class Celery:
     @property
     def schedules(self) -> Any:
         """Runtime schedule editing (see docs/beat.md)."""
-        from .beat import Schedules  # type: ignore[attr-defined]
+        from .beat import Schedules
 
         return Schedules(self)
 
@@ -231,8 +237,15 @@ class Celery:
 
     @property
     def broker_url(self) -> str:
-        return str(self.conf.broker_url or os.environ.get("CELERIAC_BROKER_URL")
-                   or os.environ.get("CELERY_BROKER_URL") or "sqlite://")
+        """The broker URL: ``$CELERY_BROKER_URL`` wins, as in Celery, then ``broker_url``.
+
+        Unset, it is the embedded SQLite file ``$CELERIAC_SQLITE_PATH`` (or
+        ``./celeriac.sqlite3``), resolved to an absolute path now so a worker
+        started from another directory finds the same file.
+        """
+        url = (os.environ.get("CELERIAC_BROKER_URL") or os.environ.get("CELERY_BROKER_URL")
+               or self.conf.broker_url)
+        return str(url) if url else default_sqlite_url()
 
     @property
     def broker(self) -> Broker:
@@ -248,11 +261,14 @@ class Celery:
 
     @property
     def backend_url(self) -> str | None:
-        url = self.conf.result_backend or os.environ.get("CELERY_RESULT_BACKEND")
+        """The result store URL; embedded brokers (SQLite, memory) store results too."""
+        url = (os.environ.get("CELERIAC_RESULT_BACKEND") or os.environ.get("CELERY_RESULT_BACKEND")
+               or self.conf.result_backend)
         if url:
             return str(url)
-        if scheme_of(self.broker_url) in EMBEDDED_SCHEMES:
-            return self.broker_url
+        broker_url = self.broker_url
+        if scheme_of(broker_url) in EMBEDDED_SCHEMES:
+            return broker_url
         return None
 
     @property
@@ -288,13 +304,14 @@ class Celery:
         task_id = send_task(self, name, args, kwargs, **options)
         return self.AsyncResult(task_id, task_name=name)
 
-    def AsyncResult(self, id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
+    def AsyncResult(self, id: str, **kwargs: Any) -> AsyncResult:
         return AsyncResult(id, app=self, **kwargs)
 
-    def GroupResult(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802
-        from .result import GroupResult  # type: ignore[attr-defined]
+    def GroupResult(self, *args: Any, **kwargs: Any) -> Any:
+        from .result import GroupResult
 
-        return GroupResult(*args, app=self, **kwargs)
+        kwargs.setdefault("app", self)
+        return GroupResult(*args, **kwargs)
 
     def signature(self, *args: Any, **kwargs: Any) -> Any:
         from .canvas import signature
@@ -331,6 +348,12 @@ class Celery:
 
     def __repr__(self) -> str:
         return f"<Celery {self.main or '__main__'} at {id(self):#x}>"
+
+
+def default_sqlite_url() -> str:
+    """``sqlite:///<absolute path>`` of the embedded default database file."""
+    path = os.environ.get(SQLITE_PATH_ENV) or "celeriac.sqlite3"
+    return "sqlite:///" + os.path.abspath(os.path.expanduser(path))
 
 
 def _import_object(path: str) -> Any:

@@ -4,7 +4,12 @@ A :class:`Signature` is a dict with Celery's keys (``task, args, kwargs,
 options, subtask_type, immutable``) so it serialises into a message exactly
 as Celery's does and a signature built by Celery runs here. Partial
 application prepends arguments unless the signature is immutable (``.si()``).
-Composition primitives (chain, group, chord) build on this class.
+
+This module also owns :class:`chain`: its first task is published with the
+remaining steps in the message's ``chain`` field, reversed (next step last)
+as Celery stores it, every step with a pre-assigned ``task_id``. ``group``,
+``chord``, ``chunks``, ``xmap`` and ``xstarmap`` live in
+:mod:`celeriac.canvas_group` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from ._state import get_current_app
 
 if TYPE_CHECKING:
     from .app import Celery
-    from .result import AsyncResult
 
 
 def reprcall(name: str, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None) -> str:
@@ -26,7 +30,7 @@ def reprcall(name: str, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | No
     return f"{name}({', '.join(parts)})"
 
 
-class Signature(dict):  # type: ignore[type-arg]
+class Signature(dict[str, Any]):
     """A task name with arguments and options."""
 
     _app: Celery | None = None
@@ -94,7 +98,7 @@ class Signature(dict):  # type: ignore[type-arg]
         if self._app is not None:
             return self._app
         if self._type is not None and getattr(self._type, "_app", None) is not None:
-            return self._type._app  # type: ignore[no-any-return]
+            return self._type._app
         return get_current_app()
 
     @property
@@ -145,12 +149,44 @@ class Signature(dict):  # type: ignore[type-arg]
         self.link_error(errback)
         return self
 
-    def freeze(self, _id: str | None = None, **kwargs: Any) -> AsyncResult:
+    def freeze(self, _id: str | None = None, group_id: str | None = None,
+               chord: Signature | None = None, root_id: str | None = None,
+               parent_id: str | None = None, group_index: int | None = None) -> Any:
+        """Pre-assign the task id (and group membership); return the future result."""
         opts = self["options"]
         if _id is not None:
             opts["task_id"] = _id
         opts.setdefault("task_id", str(uuid.uuid4()))
+        if group_id is not None:
+            opts["group_id"] = group_id
+        if group_index is not None:
+            opts["group_index"] = group_index
+        if chord is not None:
+            opts["chord"] = chord
+        if root_id is not None:
+            opts.setdefault("root_id", root_id)
+        if parent_id is not None:
+            opts.setdefault("parent_id", parent_id)
         return self.app.AsyncResult(opts["task_id"], task_name=self.task)
+
+    # -- composition -----------------------------------------------------------
+    def __or__(self, other: Any) -> Signature:  # type: ignore[override]
+        """``a | b``: a chain; ``group | task``: a chord (as in Celery)."""
+        from .canvas_group import chord, group
+
+        if not isinstance(other, Signature):
+            return NotImplemented
+        if isinstance(self, group):
+            if isinstance(other, group):
+                return chain(self, other, app=self._app)
+            return chord(self.tasks, other, app=self._app)
+        if isinstance(self, chord) and not isinstance(other, group):
+            joined: Any = self.clone()
+            joined.body = joined.body | other
+            return joined
+        mine = list(self.tasks) if isinstance(self, chain) else [self]
+        theirs = list(other.tasks) if isinstance(other, chain) else [other]
+        return chain(*mine, *theirs, app=self._app)
 
     # -- calling -------------------------------------------------------------
     def apply_async(self, args: Iterable[Any] | None = None,
@@ -218,7 +254,8 @@ def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
         return varies.clone()
     if isinstance(varies, Mapping):
         return Signature.from_dict(varies, app=app)
-    return Signature(varies, *args, app=app, **kwargs)
+    kwargs["app"] = app
+    return Signature(varies, *args, **kwargs)
 
 
 subtask = signature
@@ -233,3 +270,168 @@ def maybe_signature(d: Any, app: Celery | None = None, clone: bool = False) -> S
     if isinstance(d, Mapping):
         return Signature.from_dict(d, app=app)
     raise TypeError(f"not a signature: {d!r}")
+
+
+def sig_list(value: Any, app: Celery | None = None) -> list[Signature]:
+    """``link``/``link_error`` option values: one signature or a list, as signatures."""
+    if not value:
+        return []
+    items = [value] if isinstance(value, Mapping) else list(value)
+    return [s for s in (maybe_signature(i, app=app) for i in items) if s is not None]
+
+
+def _as_list(tasks: tuple[Any, ...]) -> list[Any]:
+    if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
+        return list(tasks[0])
+    return list(tasks)
+
+
+class chain(Signature):
+    """Tasks run one after the other, each receiving the previous result."""
+
+    def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
+        if len(tasks) == 1 and isinstance(tasks[0], Mapping) and "task" in tasks[0]:
+            d = dict(tasks[0])
+            if d.get("subtask_type") == "chain":
+                super().__init__(d, app=app)
+                self["kwargs"]["tasks"] = self._sigs(self["kwargs"].get("tasks") or [])
+                return
+        steps = self._sigs(_as_list(tasks))
+        super().__init__("celery.chain", (), {"tasks": steps}, options, app=app,
+                         subtask_type="chain")
+        if self._app is None and steps:
+            self._app = steps[0]._app
+
+    def _sigs(self, items: list[Any]) -> list[Signature]:
+        return [s for s in (maybe_signature(t, app=self._app) for t in items) if s is not None]
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return list(self["kwargs"]["tasks"])
+
+    @property
+    def app(self) -> Celery:
+        if self._app is None:
+            for step in self.tasks:
+                if step._app is not None or step._type is not None:
+                    return step.app
+        return super().app
+
+    def clone(self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+              **opts: Any) -> Signature:
+        new = chain(*[t.clone() for t in self.tasks], app=self._app,
+                    **{**self["options"], **opts})
+        new["immutable"] = self.immutable
+        if args or kwargs:
+            new["kwargs"]["tasks"][0] = new.tasks[0].clone(args, kwargs)
+        return new
+
+    # -- preparing ----------------------------------------------------------------
+    def prepare_steps(self, options: Mapping[str, Any]) -> list[Signature]:
+        """Clone and flatten the steps; a group followed by a step becomes a chord."""
+        from .canvas_group import chord, group
+
+        flat: list[Signature] = []
+        for step in self.tasks:
+            if isinstance(step, chain) and not step["options"]:
+                flat.extend(t.clone() for t in step.tasks)
+            else:
+                flat.append(step.clone())
+        steps: list[Signature] = []
+        for step in flat:
+            prev = steps[-1] if steps else None
+            if isinstance(prev, group):
+                steps.pop()
+                step = chord(prev.tasks, step, app=self._app, **prev["options"])
+            steps.append(step)
+        app = self._app
+        for errback in sig_list(options.get("link_error") or self["options"].get("link_error"),
+                                app):
+            for step in steps:
+                step.link_error(errback)
+        for callback in sig_list(options.get("link") or self["options"].get("link"), app):
+            steps[-1].link(callback)
+        return steps
+
+    def freeze_steps(self, steps: list[Signature], _id: str | None = None,
+                     group_id: str | None = None, chord: Signature | None = None,
+                     group_index: int | None = None, root_id: str | None = None) -> Any:
+        """Pre-assign every step's id; the last step joins the group/chord; return its result."""
+        prev: Any = None
+        result: Any = None
+        for i, step in enumerate(steps):
+            last = i == len(steps) - 1
+            if last:
+                result = step.freeze(_id, group_id=group_id, chord=chord,
+                                     group_index=group_index, root_id=root_id)
+            else:
+                result = step.freeze(root_id=root_id)
+            if prev is not None and getattr(result, "parent", None) is None:
+                result.parent = prev
+            prev = result
+        return result
+
+    def freeze(self, _id: str | None = None, group_id: str | None = None,
+               chord: Signature | None = None, root_id: str | None = None,
+               parent_id: str | None = None, group_index: int | None = None) -> Any:
+        steps = self.prepare_steps({})
+        self["kwargs"]["tasks"] = steps
+        self["options"].pop("link", None)
+        self["options"].pop("link_error", None)
+        return self.freeze_steps(steps, _id, group_id, chord, group_index, root_id)
+
+    # -- calling ----------------------------------------------------------------------
+    def apply_async(self, args: Iterable[Any] | None = None,
+                    kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
+        app = self.app
+        if app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
+        options = {**self["options"], **options}
+        steps = self.prepare_steps(options)
+        if not steps:
+            return None
+        result = self.freeze_steps(
+            steps, options.pop("task_id", None), options.pop("group_id", None),
+            options.pop("chord", None), options.pop("group_index", None),
+            options.get("root_id"))
+        options.pop("link", None)
+        options.pop("link_error", None)
+        # reversed: the next step is last; an inherited chain (Task.replace) runs after ours
+        rest = list(options.pop("chain", None) or []) + [dict(s) for s in reversed(steps[1:])]
+        steps[0].apply_async(args, kwargs, chain=rest or None, **options)
+        return result
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+    def apply(self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Any:
+        """Run every step here, in order (eager mode)."""
+        prev: Any = None
+        args = tuple(args or ())
+        for step in self.prepare_steps(options):
+            res = step.apply(args, kwargs) if prev is None else step.apply((prev.get(),))
+            if prev is not None and getattr(res, "parent", None) is None:
+                res.parent = prev
+            prev, kwargs = res, None
+            if not res.successful():
+                break
+        return prev
+
+    def __repr__(self) -> str:
+        return " | ".join(repr(t) for t in self.tasks) or "chain()"
+
+
+_chain = chain
+register_type("chain", chain)
+
+from .canvas_group import (  # noqa: E402 - the group primitives build on Signature and chain
+    chord,
+    chunks,
+    group,
+    xmap,
+    xstarmap,
+)
+
+__all__ = ["Signature", "chain", "chord", "chunks", "group", "maybe_signature", "signature",
+           "subtask", "xmap", "xstarmap"]

@@ -214,6 +214,7 @@ def purge(obj: CLIContext, queues: str | None, exclude_queues: str | None, force
 @click.option("--soft-time-limit", type=float)
 @click.option("--autoscale", help="max,min child processes.")
 @click.option("--pidfile", help="Write the worker's pid here.")
+@click.option("--liveness-file", help="Touch this file whenever the worker makes progress.")
 @click.option("-E", "--task-events", is_flag=True, help="Send task events.")
 @click.option("--without-heartbeat", is_flag=True, hidden=True)
 @click.option("--without-gossip", is_flag=True, hidden=True)
@@ -242,7 +243,8 @@ def worker(obj: CLIContext, hostname: str | None, queues: str | None,
             fh.write(str(os.getpid()))
     node = Worker(app, hostname=hostname, queues=names, concurrency=concurrency, pool=pool,
                   loglevel=loglevel, logfile=logfile, beat=beat,
-                  prefetch_multiplier=prefetch_multiplier, autoscale=options.get("autoscale"))
+                  prefetch_multiplier=prefetch_multiplier, autoscale=options.get("autoscale"),
+                  liveness_file=options.get("liveness_file"))
     try:
         code = node.start()
     finally:

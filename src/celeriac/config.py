@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
+from .config_names import ACCEPTED_ONLY, OLD_NAMES
 from .exceptions import ImproperlyConfigured
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ DEFAULTS: dict[str, Any] = {
     # beat
     "beat_schedule": {}, "beat_scheduler": None, "beat_schedule_filename": "celerybeat-schedule",
     "beat_sync_every": 0, "beat_max_loop_interval": 0, "beat_cron_starting_deadline": None,
+    "beat_schedule_store": None, "beat_redis_key_prefix": None, "beat_lease_seconds": 10.0,
+    "beat_claim_timeout": 30.0, "beat_fire_retention": 3600.0,
+    "beat_schedule_store": None, "beat_redis_key_prefix": None,
     # time
     "timezone": None, "enable_utc": True,
     # modules
@@ -102,46 +106,10 @@ DEFAULTS: dict[str, Any] = {
     "database_create_tables_at_setup": True,
 }
 
-#: Celery's pre-4.0 upper-case names (still used by older projects) -> new names.
-OLD_NAMES: dict[str, str] = {
-    "BROKER_URL": "broker_url", "BROKER_TRANSPORT_OPTIONS": "broker_transport_options",
-    "BROKER_HEARTBEAT": "broker_heartbeat", "BROKER_POOL_LIMIT": "broker_pool_limit",
-    "BROKER_CONNECTION_TIMEOUT": "broker_connection_timeout",
-    "BROKER_USE_SSL": "broker_use_ssl",
-    "CELERY_RESULT_BACKEND": "result_backend", "CELERY_RESULT_SERIALIZER": "result_serializer",
-    "CELERY_TASK_RESULT_EXPIRES": "result_expires", "CELERY_RESULT_EXPIRES": "result_expires",
-    "CELERY_TASK_SERIALIZER": "task_serializer", "CELERY_ACCEPT_CONTENT": "accept_content",
-    "CELERY_ALWAYS_EAGER": "task_always_eager",
-    "CELERY_EAGER_PROPAGATES_EXCEPTIONS": "task_eager_propagates",
-    "CELERY_EAGER_PROPAGATES": "task_eager_propagates",
-    "CELERY_TIMEZONE": "timezone", "CELERY_ENABLE_UTC": "enable_utc",
-    "CELERY_IMPORTS": "imports", "CELERY_INCLUDE": "include",
-    "CELERY_ROUTES": "task_routes", "CELERY_QUEUES": "task_queues",
-    "CELERY_DEFAULT_QUEUE": "task_default_queue", "CELERY_ACKS_LATE": "task_acks_late",
-    "CELERY_TRACK_STARTED": "task_track_started", "CELERY_IGNORE_RESULT": "task_ignore_result",
-    "CELERY_SEND_TASK_SENT_EVENT": "task_send_sent_event",
-    "CELERY_DEFAULT_RATE_LIMIT": "task_default_rate_limit",
-    "CELERY_ANNOTATIONS": "task_annotations",
-    "CELERY_STORE_ERRORS_EVEN_IF_IGNORED": "task_store_errors_even_if_ignored",
-    "CELERY_CREATE_MISSING_QUEUES": "task_create_missing_queues",
-    "CELERY_TASK_PUBLISH_RETRY": "task_publish_retry",
-    "CELERY_SEND_EVENTS": "worker_send_task_events",
-    "CELERYD_CONCURRENCY": "worker_concurrency",
-    "CELERYD_PREFETCH_MULTIPLIER": "worker_prefetch_multiplier",
-    "CELERYD_MAX_TASKS_PER_CHILD": "worker_max_tasks_per_child",
-    "CELERYD_MAX_MEMORY_PER_CHILD": "worker_max_memory_per_child",
-    "CELERYD_TASK_TIME_LIMIT": "task_time_limit",
-    "CELERYD_TASK_SOFT_TIME_LIMIT": "task_soft_time_limit",
-    "CELERYD_HIJACK_ROOT_LOGGER": "worker_hijack_root_logger",
-    "CELERYD_POOL": "worker_pool", "CELERYD_LOG_FORMAT": "worker_log_format",
-    "CELERYD_TASK_LOG_FORMAT": "worker_task_log_format",
-    "CELERYBEAT_SCHEDULE": "beat_schedule", "CELERYBEAT_SCHEDULER": "beat_scheduler",
-    "CELERYBEAT_SCHEDULE_FILENAME": "beat_schedule_filename",
-    "CELERYBEAT_MAX_LOOP_INTERVAL": "beat_max_loop_interval",
-}
+DEFAULTS.update({k: v for k, v in ACCEPTED_ONLY.items() if k not in DEFAULTS})
 
 
-class Settings(dict):  # type: ignore[type-arg]
+class Settings(dict):
     """``app.conf``: a dict of settings with attribute access and Celery's defaults."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -161,13 +129,27 @@ class Settings(dict):  # type: ignore[type-arg]
         else:
             self[key] = value
 
+    def __delattr__(self, key: str) -> None:
+        try:
+            del self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __missing__(self, key: str) -> Any:
+        if key in OLD_NAMES:  # ``app.conf.CELERY_ALWAYS_EAGER`` reads the new setting
+            return self[OLD_NAMES[key]]
+        raise KeyError(key)
+
     def __setitem__(self, key: str, value: Any) -> None:
+        key = OLD_NAMES.get(key, key)  # ``conf.update(CELERY_ALWAYS_EAGER=True)``, as Celery
+        if key in ("imports", "include") and isinstance(value, str):
+            value = tuple(value.replace(",", " ").split())  # an INI-style list of modules
         super().__setitem__(key, value)
         changes = self.__dict__.get("changes")
         if changes is not None:
             changes[key] = value
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
 
@@ -189,24 +171,47 @@ def _copy(value: Any) -> Any:
 
 
 def from_mapping(source: Mapping[str, Any] | Any, namespace: str | None) -> dict[str, Any]:
-    """Read settings from a mapping or object, honouring ``namespace`` (e.g. ``CELERY``)."""
-    items = _items(source)
+    """Read settings from a mapping or object, honouring ``namespace`` (e.g. ``CELERY``).
+
+    With a namespace only ``<NAMESPACE>_<UPPER_NAME>`` keys (and Celery's old
+    ``CELERY*`` names) are read; an unknown ``<NAMESPACE>_*`` key is reported.
+    Without one, lowercase names and old upper-case names are read, and an
+    unknown upper-case ``CELERY*``/``BROKER_*`` key is reported.
+    """
     out: dict[str, Any] = {}
     prefix = f"{namespace.upper()}_" if namespace else ""
-    for key, value in items:
-        if key in DEFAULTS and not prefix:
-            out[key] = value
-        elif key in OLD_NAMES and (not prefix or key.startswith(prefix) or key.startswith("CELERY")):
-            out[OLD_NAMES[key]] = value
-        elif prefix and key.startswith(prefix):
-            name = key[len(prefix):].lower()
-            if name in DEFAULTS:
-                out[name] = value
-            else:
-                _report_unknown(key)
-        elif not prefix and key.islower() and not key.startswith("_"):
+    for key, value in _items(source):
+        name = _setting_name(key, prefix)
+        if name is not None:
+            out[name] = value
+        elif _looks_like_setting(key, prefix):
+            _report_unknown(key)
+        elif not prefix and key.islower() and not key.startswith("_") and _is_data(value):
             out[key] = value  # user-defined lowercase settings are kept, as in Celery
     return out
+
+
+def _setting_name(key: str, prefix: str) -> str | None:
+    """The lowercase setting ``key`` stands for, or None if it names no known setting."""
+    if not prefix and key in DEFAULTS:
+        return key
+    if key in OLD_NAMES and (not prefix or key.startswith(prefix) or key.startswith("CELERY")):
+        return OLD_NAMES[key]
+    if prefix and key.startswith(prefix) and key[len(prefix):].lower() in DEFAULTS:
+        return key[len(prefix):].lower()
+    return None
+
+
+def _looks_like_setting(key: str, prefix: str) -> bool:
+    if prefix:
+        return key.startswith(prefix)
+    return key.isupper() and key.startswith(("CELERY", "BROKER_"))
+
+
+def _is_data(value: Any) -> bool:
+    import inspect
+
+    return not (inspect.ismodule(value) or inspect.isclass(value) or inspect.isroutine(value))
 
 
 def _items(source: Mapping[str, Any] | Any) -> Iterable[tuple[str, Any]]:

@@ -48,4 +48,4 @@ class Context:
     @property
     def children(self) -> list[Any]:
         value = self.__dict__.setdefault("_children", [])
-        return value  # type: ignore[no-any-return]
+        return value

@@ -40,7 +40,7 @@ class AlreadyRegistered(TaskError):
     """A task with this name is already registered."""
 
 
-class TimeoutError(TaskError):  # noqa: A001 - Celery's public name
+class TimeoutError(TaskError):
     """``AsyncResult.get(timeout=...)`` gave up waiting."""
 
 

@@ -10,9 +10,11 @@ split into ``begin`` / ``succeeded`` / ``failed`` steps so the asyncio pool can
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -101,7 +103,7 @@ class Tracer:
         try:
             result = self.task.run(*ctx.args, **ctx.kwargs)
             if inspect.isawaitable(result):
-                result = run_coroutine(result)
+                result = run_coroutine(result, reuse_loop=not ctx.is_eager)
             return result
         except Exception as exc:
             self.autoretry(exc)
@@ -134,10 +136,11 @@ class Tracer:
             except (TypeError, ValueError) as exc:
                 err = TypeError(f"cannot serialize the result of {task.name}: {exc}")
                 return self.failed(err)
-        task.on_success(retval, self.task_id, ctx.args, ctx.kwargs)
+        self._hook(task.on_success, retval, self.task_id, ctx.args, ctx.kwargs)
         after_success(task, ctx, retval)
         signals.task_success.send(sender=task, result=retval)
-        task.after_return(states.SUCCESS, retval, self.task_id, ctx.args, ctx.kwargs, None)
+        self._hook(task.after_return, states.SUCCESS, retval, self.task_id, ctx.args,
+                   ctx.kwargs, None)
         return self._finish(Outcome(states.SUCCESS, retval))
 
     def failed(self, exc: BaseException) -> Outcome:
@@ -157,7 +160,7 @@ class Tracer:
         if self._still_owner() and not ctx.is_eager:
             store_result(self.app, self.task_id, reason, states.RETRY,
                          traceback=einfo.traceback, request=ctx)
-        task.on_retry(reason, self.task_id, ctx.args, ctx.kwargs, einfo)
+        self._hook(task.on_retry, reason, self.task_id, ctx.args, ctx.kwargs, einfo)
         signals.task_retry.send(sender=task, request=ctx, reason=reason, einfo=einfo)
         logger.info("Task %s[%s] retry: %s", task.name, self.task_id, exc)
         return self._finish(Outcome(states.RETRY, exc, exc, einfo.traceback))
@@ -171,20 +174,34 @@ class Tracer:
         if owner and (self.store or task.store_errors_even_if_ignored):
             store_result(self.app, self.task_id, exc, states.FAILURE,
                          traceback=einfo.traceback, request=ctx)
-        task.on_failure(exc, self.task_id, ctx.args, ctx.kwargs, einfo)
+        self._hook(task.on_failure, exc, self.task_id, ctx.args, ctx.kwargs, einfo)
         if owner:
             after_failure(task, ctx, exc, einfo)
         signals.task_failure.send(sender=task, task_id=self.task_id, exception=exc,
                                   args=ctx.args, kwargs=ctx.kwargs, traceback=einfo.tb,
                                   einfo=einfo)
-        task.after_return(states.FAILURE, exc, self.task_id, ctx.args, ctx.kwargs, einfo)
+        self._hook(task.after_return, states.FAILURE, exc, self.task_id, ctx.args, ctx.kwargs,
+                   einfo)
         if not isinstance(exc, task.throws or ()):
-            logger.error("Task %s[%s] raised unexpected: %r\n%s", task.name, self.task_id,
-                         exc, einfo.traceback if not ctx.is_eager else "")
+            logger.error("Task %s[%s] raised unexpected: %r%s", task.name, self.task_id, exc,
+                         "" if ctx.is_eager else "\n" + einfo.traceback)
         outcome = self._finish(Outcome(states.FAILURE, exc, exc, einfo.traceback))
         if self.propagate:
             raise exc
         return outcome
+
+    def _hook(self, hook: Callable[..., Any], *args: Any) -> None:
+        """Call a task hook; an error in it is logged, as Celery's internal errors are."""
+        try:
+            hook(*args)
+        except Exception as exc:
+            logger.exception("Task %s[%s]: %s raised", self.task.name, self.task_id,
+                             getattr(hook, "__name__", hook))
+            signals.task_internal_error.send(sender=self.task, task_id=self.task_id,
+                                             args=self.task.request.args,
+                                             kwargs=self.task.request.kwargs,
+                                             request=self.task.request, exception=exc,
+                                             traceback=exc.__traceback__, einfo=None)
 
     def _still_owner(self) -> bool:
         return self.guard is None or self.guard()
@@ -210,8 +227,16 @@ class Tracer:
             if not isinstance(exc, Exception) and not _is_time_limit(exc):
                 self._unwind()
                 raise
-            return self.failed(exc)
-        return self.succeeded(retval)
+            return self._settle(self.failed, exc)
+        return self._settle(self.succeeded, retval)
+
+    def _settle(self, step: Callable[[Any], Outcome], value: Any) -> Outcome:
+        """Run an ending step; if it raises (eager propagation, a failed publish of the
+        next chain step), the request stack is still unwound."""
+        try:
+            return step(value)
+        finally:
+            self._unwind()
 
     def _unwind(self) -> None:
         if self._token is not None:
@@ -229,13 +254,31 @@ def _is_time_limit(exc: BaseException) -> bool:
 _loops = threading.local()
 
 
-def run_coroutine(awaitable: Any) -> Any:
-    """Run an ``async def`` task body to completion on this thread's event loop."""
+def run_coroutine(awaitable: Any, reuse_loop: bool = True) -> Any:
+    """Run an ``async def`` task body to completion.
+
+    Worker threads keep one event loop each (``reuse_loop``); eager runs use a
+    fresh loop. Called from code already inside a running loop (a sync
+    ``delay()`` in eager mode from async code), the body runs on a helper thread.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        with concurrent.futures.ThreadPoolExecutor(1, "celeriac-eager") as pool:
+            return pool.submit(asyncio.run, _awaited(awaitable)).result()
+    if not reuse_loop:
+        return asyncio.run(_awaited(awaitable))
     loop = getattr(_loops, "loop", None)
     if loop is None or loop.is_closed():
         loop = asyncio.new_event_loop()
         _loops.loop = loop
     return loop.run_until_complete(awaitable)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def apply_eagerly(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *,
@@ -251,8 +294,12 @@ def apply_eagerly(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *,
     request = {
         "id": task_id, "task": task.name, "args": args, "kwargs": kwargs, "retries": retries,
         "is_eager": True, "callbacks": _as_list(link), "errbacks": _as_list(link_error),
-        "headers": options.get("headers"), "delivery_info": {"is_eager": True},
-        "hostname": options.get("hostname"), "root_id": options.get("root_id") or task_id,
+        "headers": options.get("headers"),
+        "delivery_info": {"is_eager": True, "exchange": None, "routing_key": options.get("queue"),
+                          "priority": options.get("priority"), "redelivered": False},
+        "hostname": options.get("hostname") or socket.gethostname(),
+        "root_id": options.get("root_id") or (parent.request.root_id if parent else None)
+        or task_id,
         "parent_id": options.get("parent_id") or (parent.request.id if parent else None),
         "group": options.get("group_id"), "group_index": options.get("group_index"),
         "chain": options.get("chain"), "chord": options.get("chord"),
@@ -265,7 +312,7 @@ def apply_eagerly(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *,
                     propagate=bool(propagate))
     outcome = tracer.run()
     if isinstance(outcome.retval, Retry) and outcome.retval.sig is not None:
-        return outcome.retval.sig.apply(retries=retries + 1)  # type: ignore[no-any-return]
+        return outcome.retval.sig.apply(retries=retries + 1, throw=throw)
     return EagerResult(task_id, outcome.retval, outcome.state, traceback=outcome.traceback,
                        name=task.name, app=app)
 

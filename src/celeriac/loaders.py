@@ -23,8 +23,8 @@ def _app_name(entry: Any) -> str:
 
 def _django_apps() -> Iterable[str]:
     try:
-        from django.apps import apps  # type: ignore[import-not-found]
-        from django.conf import settings  # type: ignore[import-not-found]
+        from django.apps import apps
+        from django.conf import settings
     except ImportError:
         return []
     if not settings.configured:

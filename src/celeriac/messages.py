@@ -16,6 +16,7 @@ run, so the worker dead-letters it instead of crashing.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import socket
@@ -32,7 +33,12 @@ EMPTY_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": Non
 
 def origin() -> str:
     """Celery's ``origin`` header: ``gen<pid>@<host>``."""
-    return f"gen{os.getpid()}@{socket.gethostname()}"
+    return _origin(os.getpid())
+
+
+@functools.lru_cache(maxsize=4)
+def _origin(pid: int) -> str:
+    return f"gen{pid}@{socket.gethostname()}"
 
 
 def utcnow() -> datetime:
@@ -47,6 +53,8 @@ def to_timestamp(value: datetime | str | float | None) -> float | None:
         return float(value)
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime, ISO 8601 text or epoch seconds, got {value!r}")
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.timestamp()
@@ -114,7 +122,7 @@ class Message:
         raw = env.get("body", "")
         if props.get("body_encoding") == "base64":
             try:
-                body = base64.b64decode(raw)
+                body = base64.b64decode(raw, validate=True)
             except Exception as exc:
                 raise DecodeError(f"body is not valid base64: {exc}") from exc
         elif isinstance(raw, str):
@@ -242,6 +250,13 @@ def task_message(
     return Message(hdrs, props, body, content_type, encoding)
 
 
+#: the headers Celery 5.7 always sends, in its order
+STANDARD_HEADERS = (
+    "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
+    "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",
+    "replaced_task_nesting", "stamped_headers", "stamps",
+)
+
 _PROP_ORDER = (
     "correlation_id",
     "reply_to",
@@ -285,9 +300,10 @@ def parse_task(message: Message, accept: frozenset[str] | None) -> TaskCall:
     try:
         eta = to_timestamp(headers.get("eta"))
         expires = to_timestamp(headers.get("expires"))
-        hard, soft = (list(timelimit) + [None, None])[:2]
+        hard, soft = [*list(timelimit), None, None][:2]
+        retries = int(headers.get("retries") or 0)
     except (TypeError, ValueError) as exc:
-        raise DecodeError(f"bad eta/expires/timelimit header: {exc}") from exc
+        raise DecodeError(f"bad eta/expires/timelimit/retries header: {exc}") from exc
     return TaskCall(
         name=name,
         id=task_id,
@@ -298,6 +314,6 @@ def parse_task(message: Message, accept: frozenset[str] | None) -> TaskCall:
         properties=message.properties,
         eta=eta,
         expires=expires,
-        retries=int(headers.get("retries") or 0),
+        retries=retries,
         timelimit=(hard, soft),
     )

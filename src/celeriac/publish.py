@@ -16,7 +16,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from . import _state, signals
+from . import _state, serialization, signals
 from .canvas import Signature
 from .config import seconds
 from .exceptions import OperationalError
@@ -34,7 +34,7 @@ def _aware(value: datetime) -> datetime:
 
 
 def resolve_eta(countdown: float | None, eta: datetime | str | None) -> datetime | None:
-    if countdown is not None:
+    if countdown:  # as Celery: countdown=0 means "now", with no eta header
         return datetime.now(timezone.utc) + timedelta(seconds=float(countdown))
     if isinstance(eta, str):
         eta = datetime.fromisoformat(eta)
@@ -117,16 +117,27 @@ def send_task(app: Celery, name: str, args: Any = None, kwargs: Any = None,
     options = _task_defaults(options.get("task"), options)
     message, queue, not_before, priority = build_message(
         app, name, list(args or ()), dict(kwargs or {}), task_id, options)
-    signals.before_task_publish.send(sender=name, body=message.body, exchange="",
+    body = _signal_body(message)
+    # receivers may add headers (tracing does): the message carries the same dict
+    signals.before_task_publish.send(sender=name, body=body, exchange="",
                                      routing_key=queue, headers=message.headers,
                                      properties=message.properties, declare=[],
-                                     retry_policy=None)
+                                     retry_policy=options.get("retry_policy"))
     publish_with_retry(app, message, queue, not_before, priority,
                        retry=options.get("retry", app.conf.task_publish_retry),
                        policy=options.get("retry_policy"))
-    signals.after_task_publish.send(sender=name, body=message.body, exchange="",
+    signals.after_task_publish.send(sender=name, body=body, exchange="",
                                     routing_key=queue, headers=message.headers)
     return task_id
+
+
+def _signal_body(message: Message) -> Any:
+    """Celery's publish signals get the body as ``(args, kwargs, embed)``; decoded only
+    when someone listens."""
+    if not (signals.before_task_publish.receivers or signals.after_task_publish.receivers):
+        return None
+    args, kwargs, embed = serialization.loads(message.body, message.content_type, None)
+    return (args, kwargs, embed)
 
 
 def publish_with_retry(app: Celery, message: Message, queue: str, not_before: float | None,

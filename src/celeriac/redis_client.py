@@ -1,8 +1,9 @@
 """Redis connections shared by the Redis broker and result store.
 
-Owns URL parsing for ``redis://``, ``rediss://`` (TLS) and ``sentinel://``
-URLs, translation of Celery's transport options into redis-py arguments, and
-one client (connection pool) per process and configuration. The cache is
+Owns URL parsing for ``redis://``, ``rediss://`` (TLS), ``sentinel://`` and
+kombu's ``redis+socket://`` (unix socket) URLs, translation of Celery's
+transport options into redis-py arguments, and one client (connection pool)
+per process and configuration. The cache is
 fork-safe: a child process that inherits the cache gets fresh clients (the
 parent's sockets are never touched), because entries remember the pid that
 created them.
@@ -22,9 +23,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
@@ -32,7 +34,14 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from .exceptions import ImproperlyConfigured
+from .exceptions import ImproperlyConfigured, OperationalError
+
+_T = TypeVar("_T")
+
+#: Celery's ``task_publish_retry_policy`` defaults, used for every bounded retry.
+DEFAULT_RETRY_POLICY: dict[str, float] = {
+    "max_retries": 3, "interval_start": 0.0, "interval_step": 0.2, "interval_max": 1.0,
+}
 
 #: Errors after which a command may succeed on a new connection.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -81,6 +90,24 @@ def redact(url: str) -> str:
     return ";".join(parts)
 
 
+def retrying(url: str, what: str, call: Callable[[], _T],
+             policy: Mapping[str, float] | None = None) -> _T:
+    """Run ``call``; on connection errors retry by ``policy``, then raise OperationalError."""
+    rules = {**DEFAULT_RETRY_POLICY, **dict(policy or {})}
+    retries = int(rules["max_retries"])
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except RETRYABLE_ERRORS as exc:
+            if attempt >= retries:
+                raise OperationalError(
+                    f"Redis at {redact(url)}: {what} failed after {retries + 1} attempts: "
+                    f"{exc}") from exc
+            time.sleep(min(rules["interval_start"] + attempt * rules["interval_step"],
+                           rules["interval_max"]))
+    raise AssertionError("unreachable")
+
+
 def _client_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
     kwargs = {k: options.get(k, _DEFAULTS.get(k)) for k in _POOL_OPTIONS}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -103,13 +130,25 @@ def _db_of(path: str) -> int:
         raise ImproperlyConfigured(f"Redis URL: database {text!r} is not a number") from None
 
 
+def _celery_ssl_spelling(url: str) -> str:
+    """Accept Celery's ``ssl_cert_reqs=CERT_REQUIRED`` spelling (redis-py wants ``required``)."""
+    for celery_name, ours in (("CERT_REQUIRED", "required"), ("CERT_OPTIONAL", "optional"),
+                              ("CERT_NONE", "none")):
+        url = url.replace(f"ssl_cert_reqs={celery_name}", f"ssl_cert_reqs={ours}")
+    return url
+
+
 def parse_target(url: str, options: Mapping[str, Any] | None = None) -> RedisTarget:
     """Parse a redis/rediss/sentinel URL (and its options) into a :class:`RedisTarget`."""
     opts = dict(options or {})
     kwargs = _client_kwargs(opts)
     scheme = url.split("://", 1)[0].lower()
-    if scheme in ("redis", "rediss", "unix"):
-        return RedisTarget(url=url, kwargs=kwargs)
+    if scheme in ("redis", "rediss"):
+        return RedisTarget(url=_celery_ssl_spelling(url), kwargs=kwargs)
+    if scheme in ("unix", "redis+socket"):  # kombu's socket form has ?virtual_host=N
+        path = url.split("://", 1)[1].replace("virtual_host=", "db=")
+        kwargs.pop("socket_keepalive", None)  # not a unix socket option
+        return RedisTarget(url=f"unix://{path}", kwargs=kwargs)
     if scheme != "sentinel":
         raise ImproperlyConfigured(f"not a Redis URL: {redact(url)!r}")
     master_name = opts.get("master_name")
@@ -145,6 +184,14 @@ def _connect(target: RedisTarget) -> redis.Redis:
 
 _cache: dict[tuple[Any, ...], tuple[int, redis.Redis]] = {}
 _cache_lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _cache_lock
+    _cache_lock = threading.Lock()  # another thread may have held it at fork time
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def _cache_key(url: str, options: Mapping[str, Any]) -> tuple[Any, ...]:

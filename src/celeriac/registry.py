@@ -8,7 +8,9 @@ it returns resolves to the current app's instance, as Celery's proxy does.
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +31,9 @@ TASK_OPTIONS = {
     "send_events", "trail", "resultrepr_maxsize", "shared", "lazy", "pydantic",
     "compression", "exchange", "routing_key", "run_every", "filter",
 }
-_HOOKS = ("on_failure", "on_success", "on_retry", "after_return", "before_start")
 
 
-class TaskRegistry(dict):  # type: ignore[type-arg]
+class TaskRegistry(dict):
     """Map of task name to task instance; a missing name raises NotRegistered."""
 
     def __missing__(self, key: str) -> Task:
@@ -59,32 +60,45 @@ def task_name(fun: Callable[..., Any], name: str | None, app: Celery) -> str:
 
 def task_from_fun(app: Celery, fun: Callable[..., Any], name: str | None = None,
                   base: type[Task] | None = None, bind: bool = False, **options: Any) -> Task:
-    """Build, bind and register a Task subclass whose ``run`` is ``fun``."""
-    unknown = set(options) - TASK_OPTIONS
-    if unknown:
-        raise TypeError(f"unexpected task option(s) {sorted(unknown)} for {fun.__name__}")
+    """Build, bind and register a Task subclass whose ``run`` is ``fun``.
+
+    Every option becomes a class attribute, as in Celery (base classes read
+    their own); a name close to a known option but not equal is reported.
+    """
     full_name = task_name(fun, name, app)
     base = base or app.Task
+    _warn_misspelled(options, base, fun)
+    run = fun if bind else staticmethod(fun)
     attrs: dict[str, Any] = {
-        "name": full_name, "_app": app, "bind": bind,
-        "run": fun if bind else staticmethod(fun), "__doc__": fun.__doc__,
-        "__module__": fun.__module__, "__qualname__": fun.__qualname__, "__wrapped__": fun,
-        "_orig_run": fun, "__header__": staticmethod(fun),
+        "name": full_name, "_app": app, "bind": bind, "run": run, "__doc__": fun.__doc__,
+        "__module__": fun.__module__, "__qualname__": fun.__qualname__, "__wrapped__": run,
+        "_orig_run": staticmethod(fun), "__header__": staticmethod(fun),
+        "__annotations__": getattr(fun, "__annotations__", {}),
     }
-    for key in ("shared", "lazy", "pydantic", "compression", "exchange", "routing_key", "filter",
-                "run_every"):
+    for key in _IGNORED_OPTIONS:
         options.pop(key, None)
-    for hook in _HOOKS:
-        if hook in options:
-            attrs[hook] = options.pop(hook)
     attrs.update(options)
+    existing = app._tasks.get(full_name)
+    if existing is not None and getattr(existing, "_orig_run", None) is fun:
+        return existing
     cls = type(fun.__name__, (base,), attrs)
     cls.bind_app(app)  # type: ignore[attr-defined]
     task: Task = cls()
-    if full_name in app._tasks and getattr(app._tasks[full_name], "_orig_run", None) is fun:
-        return app._tasks[full_name]  # type: ignore[no-any-return]
     app._tasks.register(task)
     return task
+
+
+_IGNORED_OPTIONS = ("shared", "lazy", "filter", "run_every")
+
+
+def _warn_misspelled(options: dict[str, Any], base: type[Task], fun: Callable[..., Any]) -> None:
+    for key in options:
+        if key in TASK_OPTIONS or hasattr(base, key):
+            continue
+        close = difflib.get_close_matches(key, TASK_OPTIONS, n=1, cutoff=0.8)
+        if close:
+            warnings.warn(f"task {fun.__qualname__}: unknown option {key!r} (did you mean "
+                          f"{close[0]!r}?); it is set as a plain attribute", stacklevel=4)
 
 
 class SharedTask:
@@ -103,6 +117,10 @@ class SharedTask:
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._resolve(), attr)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # ``isinstance(shared, Task)`` holds, as in Celery
+        return type(self._resolve())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._resolve()(*args, **kwargs)

@@ -8,13 +8,12 @@ block inside a running task unless ``disable_sync_subtasks=False``.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import _state, states
 from .backends.meta import exception_from_dict
-from .exceptions import ImproperlyConfigured, TimeoutError
+from .exceptions import ImproperlyConfigured, RemoteTaskError, TimeoutError
 
 if TYPE_CHECKING:
     from .app import Celery
@@ -80,8 +79,14 @@ class AsyncResult:
     status = state
 
     def _decode(self, meta: dict[str, Any]) -> Any:
+        """The stored result; failures stored by Celery's encoding become exceptions.
+
+        A FAILURE whose meta is not an encoded exception (``update_state(state=FAILURE,
+        meta={...})`` then ``Ignore``, as CommCare does) reads back as that meta.
+        """
         value = meta.get("result")
-        if meta.get("status") in states.EXCEPTION_STATES:
+        if meta.get("status") in states.EXCEPTION_STATES and (
+                isinstance(value, dict) and "exc_type" in value):
             return exception_from_dict(value, self.app)
         return value
 
@@ -127,8 +132,8 @@ class AsyncResult:
     def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
             no_ack: bool = True, follow_parents: bool = True, callback: Any = None,
             on_message: Any = None, on_interval: Any = None, disable_sync_subtasks: bool = True,
-            EXCEPTION_STATES: frozenset[str] = states.EXCEPTION_STATES,  # noqa: N803
-            PROPAGATE_STATES: frozenset[str] = states.PROPAGATE_STATES) -> Any:  # noqa: N803
+            EXCEPTION_STATES: frozenset[str] = states.EXCEPTION_STATES,
+            PROPAGATE_STATES: frozenset[str] = states.PROPAGATE_STATES) -> Any:
         if disable_sync_subtasks:
             assert_will_not_block()
         if follow_parents and propagate and self.parent is not None:
@@ -143,7 +148,7 @@ class AsyncResult:
         if callback is not None:
             callback(self.id, value)
         if propagate and meta.get("status") in PROPAGATE_STATES:
-            raise value
+            raise _as_exception(value)
         return value
 
     wait = get
@@ -165,7 +170,7 @@ class AsyncResult:
         for node in reversed(chain):
             meta = node._get_meta()
             if meta.get("status") in states.PROPAGATE_STATES:
-                raise node._decode(meta)
+                raise _as_exception(node._decode(meta))
 
     # -- control -------------------------------------------------------------------------
     def forget(self) -> None:
@@ -201,6 +206,12 @@ class AsyncResult:
         return self.id
 
 
+def _as_exception(value: Any) -> BaseException:
+    if isinstance(value, BaseException):
+        return value
+    return RemoteTaskError("Exception", None, value)
+
+
 class EagerResult(AsyncResult):
     """The result of a task run locally with ``apply()`` or in eager mode."""
 
@@ -215,7 +226,7 @@ class EagerResult(AsyncResult):
         self.parent = None
         self._cache = None
 
-    @property  # type: ignore[override]
+    @property
     def app(self) -> Celery:
         return self._app or _state.get_current_app()
 
@@ -243,18 +254,30 @@ class EagerResult(AsyncResult):
     def traceback(self) -> str | None:
         return self._traceback
 
-    def get(self, timeout: float | None = None, propagate: bool = True,
-            disable_sync_subtasks: bool = True, **kwargs: Any) -> Any:
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
+            no_ack: bool = True, follow_parents: bool = True, callback: Any = None,
+            on_message: Any = None, on_interval: Any = None, disable_sync_subtasks: bool = True,
+            EXCEPTION_STATES: frozenset[str] = states.EXCEPTION_STATES,
+            PROPAGATE_STATES: frozenset[str] = states.PROPAGATE_STATES) -> Any:
+        """The value (or raise the exception) of the local run, as Celery's EagerResult."""
         if disable_sync_subtasks:
             assert_will_not_block()
         if self.successful():
             return self._result
-        if self._state in states.PROPAGATE_STATES and propagate:
-            raise self._result if isinstance(self._result, BaseException) else Exception(
-                self._result)
-        return self._result
+        if self._state in PROPAGATE_STATES:
+            if propagate:
+                raise self._result if isinstance(self._result, BaseException) else Exception(
+                    self._result)
+            return self._result
+        if self._state in EXCEPTION_STATES:
+            return self._result
+        return None
 
     wait = get
+
+    async def get_async(self, timeout: float | None = None, propagate: bool = True,
+                        interval: float = 0.5) -> Any:
+        return self.get(timeout, propagate, interval, disable_sync_subtasks=False)
 
     def forget(self) -> None:
         """Eager results are not stored."""
@@ -269,17 +292,4 @@ class EagerResult(AsyncResult):
         return f"<EagerResult: {self.id}>"
 
 
-def result_from_tuple(r: Any, app: Celery | None = None) -> AsyncResult:
-    """Rebuild a result from ``as_tuple()`` form."""
-    (task_id, parent), _nodes = r
-    parent_result = result_from_tuple(parent, app) if parent else None
-    return AsyncResult(task_id, app=app, parent=parent_result)
-
-
-def _wait_until(predicate: Any, timeout: float | None, interval: float) -> bool:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while not predicate():
-        if deadline is not None and time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
+from .result_set import GroupResult, ResultSet, result_from_tuple  # noqa: E402, F401

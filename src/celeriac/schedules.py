@@ -118,7 +118,7 @@ def _resolution_floor(instant: datetime, run_every: timedelta) -> datetime:
     return instant.replace(microsecond=0)
 
 
-class schedule(BaseSchedule):  # noqa: N801 - Celery's public name
+class schedule(BaseSchedule):
     """Run every ``run_every`` (seconds or a timedelta), computed in UTC.
 
     With ``relative=True`` the grid is aligned to the interval's resolution
@@ -174,7 +174,7 @@ class schedule(BaseSchedule):  # noqa: N801 - Celery's public name
         return hash(("schedule", self.run_every, self.relative))
 
 
-class crontab_parser:  # noqa: N801 - Celery's public name
+class crontab_parser:
     """Celery's ``crontab_parser(max_, min_).parse(spec) -> set[int]``."""
 
     ParseException = ParseException
@@ -192,7 +192,7 @@ def _field_text(spec: Cronspec) -> str:
     return ",".join(str(v) for v in sorted(spec))
 
 
-class crontab(BaseSchedule):  # noqa: N801 - Celery's public name
+class crontab(BaseSchedule):
     """Cron-like schedule in the app time zone; day_of_month and day_of_week are ANDed."""
 
     def __init__(self, minute: Cronspec = "*", hour: Cronspec = "*",

@@ -124,7 +124,7 @@ register(
         PICKLE,
         "binary",
         lambda v: pickle.dumps(v, protocol=4),
-        pickle.loads,  # noqa: S301 - only reached when accept_content lists pickle
+        pickle.loads,
     )
 )
 

@@ -26,14 +26,14 @@ _PRECEDENCE = [SUCCESS, FAILURE, None, REVOKED, STARTED, RECEIVED, REJECTED, RET
 
 
 def precedence(state: str | None) -> int:
-    """Return the precedence index of a state (lower is "more final"); custom states sit in the middle."""
+    """The precedence index of a state (lower is "more final"); custom states sit in the middle."""
     try:
         return _PRECEDENCE.index(state)
     except ValueError:
         return _PRECEDENCE.index(None)
 
 
-class state(str):  # noqa: N801 - Celery's public name
+class state(str):
     """A state string that compares by precedence, as ``celery.states.state`` does."""
 
     def __gt__(self, other: object) -> bool:

@@ -13,6 +13,7 @@ import inspect
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _state, states
@@ -20,10 +21,26 @@ from .backoff import exponential_backoff
 from .canvas import Signature
 from .context import Context
 from .exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
+from .task_retry import retry_signature
 
 if TYPE_CHECKING:
     from .app import Celery
     from .result import AsyncResult, EagerResult
+
+
+class _FromConfig:
+    """A task option that reads its app's setting unless a (sub)class sets it.
+
+    Celery binds these when the app is finalized; reading them at access time
+    means a setting changed after ``@app.task`` still applies.
+    """
+
+    def __init__(self, setting: str) -> None:
+        self.setting = setting
+
+    def __get__(self, instance: Any, owner: type[Task]) -> Any:
+        app = owner._app if owner._app is not None else _state.get_current_app()
+        return app.conf.get(self.setting)
 
 
 class Task:
@@ -40,16 +57,17 @@ class Task:
     retry_backoff: bool | float = False
     retry_backoff_max: float = 600
     retry_jitter: bool = True
-    rate_limit: str | None = None
-    ignore_result: bool | None = None
-    store_errors_even_if_ignored: bool | None = None
-    time_limit: float | None = None
-    soft_time_limit: float | None = None
-    acks_late: bool | None = None
-    acks_on_failure_or_timeout: bool | None = None
-    reject_on_worker_lost: bool | None = None
-    track_started: bool | None = None
-    serializer: str | None = None
+    # read from the app's configuration at access time unless the task sets them
+    rate_limit: Any = _FromConfig("task_default_rate_limit")
+    ignore_result: Any = _FromConfig("task_ignore_result")
+    store_errors_even_if_ignored: Any = _FromConfig("task_store_errors_even_if_ignored")
+    time_limit: Any = _FromConfig("task_time_limit")
+    soft_time_limit: Any = _FromConfig("task_soft_time_limit")
+    acks_late: Any = _FromConfig("task_acks_late")
+    acks_on_failure_or_timeout: Any = _FromConfig("task_acks_on_failure_or_timeout")
+    reject_on_worker_lost: Any = _FromConfig("task_reject_on_worker_lost")
+    track_started: Any = _FromConfig("task_track_started")
+    serializer: Any = _FromConfig("task_serializer")
     queue: str | None = None
     priority: int | None = None
     expires: float | datetime | None = None
@@ -63,7 +81,7 @@ class Task:
     bind: ClassVar[bool] = False
 
     MaxRetriesExceededError = MaxRetriesExceededError
-    from .exceptions import OperationalError  # noqa: E402 - Celery exposes it here
+    from .exceptions import OperationalError
 
     # -- app binding ------------------------------------------------------------
     @property
@@ -76,20 +94,8 @@ class Task:
 
     @classmethod
     def bind_app(cls, app: Celery) -> None:
+        """Attach the task class to ``app`` (options left unset follow ``app.conf``)."""
         cls._app = app
-        conf = app.conf
-        for attr, setting in (("acks_late", "task_acks_late"),
-                              ("ignore_result", "task_ignore_result"),
-                              ("track_started", "task_track_started"),
-                              ("reject_on_worker_lost", "task_reject_on_worker_lost"),
-                              ("store_errors_even_if_ignored", "task_store_errors_even_if_ignored"),
-                              ("acks_on_failure_or_timeout", "task_acks_on_failure_or_timeout"),
-                              ("serializer", "task_serializer"),
-                              ("time_limit", "task_time_limit"),
-                              ("soft_time_limit", "task_soft_time_limit"),
-                              ("rate_limit", "task_default_rate_limit")):
-            if getattr(cls, attr, None) is None:
-                setattr(cls, attr, conf.get(setting))
 
     # -- running ----------------------------------------------------------------
     def run(self, *args: Any, **kwargs: Any) -> Any:
@@ -180,13 +186,14 @@ class Task:
         except TypeError as exc:
             raise TypeError(f"{self.name}() {exc}") from None
 
-    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:
         return self.app.AsyncResult(task_id, task_name=self.name, **kwargs)
 
     # -- signatures ------------------------------------------------------------------
     def signature(self, args: Iterable[Any] | None = None, *starargs: Any, **starkwargs: Any
                   ) -> Signature:
-        return Signature(self, args, *starargs, app=self._app, **starkwargs)
+        starkwargs.setdefault("app", self._app)
+        return Signature(self, args, *starargs, **starkwargs)
 
     subtask = signature
 
@@ -204,10 +211,8 @@ class Task:
         request = self.request
         retries = request.retries + 1
         limit = self.max_retries if max_retries is None else max_retries
-        if request.called_directly:
-            if exc is not None:
-                raise exc
-            raise RuntimeError("retry() called outside of a task run")
+        if request.called_directly:  # as Celery: nothing to re-publish, raise at once
+            raise exc if exc is not None else Retry("Task can be retried", None)
         if eta is None and countdown is None:
             countdown = self.default_retry_delay
         if limit is not None and retries > limit:
@@ -216,43 +221,22 @@ class Task:
             raise self.MaxRetriesExceededError(
                 f"Can't retry {self.name}[{request.id}] args:{request.args} "
                 f"kwargs:{request.kwargs}", task_args=request.args, task_kwargs=request.kwargs)
-        sig = self._retry_signature(request, args, kwargs, retries, eta, countdown, options)
+        sig = retry_signature(self, request, args, kwargs, retries, eta, countdown, options)
         ret = Retry(exc=exc, when=eta or countdown, is_eager=bool(request.is_eager), sig=sig)
         if not request.is_eager:  # eager: apply() runs ret.sig itself, as in Celery
-            sig.apply_async()
+            try:
+                sig.apply_async()
+            except Exception as publish_error:  # as Celery; our worker dead-letters it
+                raise Reject(publish_error, requeue=False) from publish_error
         if throw:
             raise ret
         return ret
-
-    def _retry_signature(self, request: Context, args: Any, kwargs: Any, retries: int,
-                         eta: datetime | None, countdown: float | None,
-                         options: dict[str, Any]) -> Signature:
-        opts = {"task_id": request.id, "retries": retries, "root_id": request.root_id,
-                "parent_id": request.parent_id, "group_id": request.group,
-                "group_index": request.group_index, "link": request.callbacks,
-                "link_error": request.errbacks, "chain": request.chain,
-                "chord": request.chord, "headers": _user_headers(request.headers),
-                "time_limit": request.timelimit[0] if request.timelimit else None,
-                "soft_time_limit": request.timelimit[1] if request.timelimit else None,
-                "expires": request.expires, "_retrying": True}
-        info = request.delivery_info or {}
-        if info.get("routing_key") and "queue" not in options:
-            opts["queue"] = info["routing_key"]
-        if info.get("priority") is not None:
-            opts["priority"] = info["priority"]
-        if eta is not None:
-            opts["eta"] = eta
-        else:
-            opts["countdown"] = countdown
-        opts.update(options)
-        return Signature(self, request.args if args is None else args,
-                         request.kwargs if kwargs is None else kwargs, opts, app=self._app)
 
     def autoretry_countdown(self) -> float | None:
         """Countdown for an automatic retry, honouring retry_backoff/jitter/max."""
         if not self.retry_backoff:
             return None
-        factor = 1.0 if self.retry_backoff is True else float(self.retry_backoff)
+        factor = float(int(max(1.0, float(self.retry_backoff))))  # as Celery's autoretry
         return exponential_backoff(factor, self.request.retries, self.retry_backoff_max,
                                    full_jitter=self.retry_jitter)
 
@@ -303,33 +287,26 @@ class Task:
 
     # canvas shortcuts, filled in by celeriac.canvas when available
     def map(self, it: Iterable[Any]) -> Any:
-        from .canvas import xmap  # type: ignore[attr-defined]
+        from .canvas import xmap
 
         return xmap(self.s(), it, app=self.app)
 
     def starmap(self, it: Iterable[Any]) -> Any:
-        from .canvas import xstarmap  # type: ignore[attr-defined]
+        from .canvas import xstarmap
 
         return xstarmap(self.s(), it, app=self.app)
 
     def chunks(self, it: Iterable[Any], n: int) -> Any:
-        from .canvas import chunks  # type: ignore[attr-defined]
+        from .canvas import chunks
 
         return chunks(self.s(), it, n, app=self.app)
 
 
-def _user_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
-    from .messages import task_message
-
-    if not headers:
-        return {}
-    standard = set(task_message("x", "x").headers) | {"redelivered"}
-    return {k: v for k, v in headers.items() if k not in standard}
-
-
 import contextvars  # noqa: E402
 
-_REQUESTS: contextvars.ContextVar[dict[int, tuple[Context, ...]]] = contextvars.ContextVar(
-    "celeriac_requests", default={})
+#: per task object, its stack of requests; replaced (never mutated) on push/pop so
+#: asyncio tasks and threads that copy the context never share a stack
+_REQUESTS: contextvars.ContextVar[Mapping[int, tuple[Context, ...]]] = contextvars.ContextVar(
+    "celeriac_requests", default=MappingProxyType({}))
 
 __all__ = ["Context", "Ignore", "Reject", "Retry", "Task"]

@@ -52,13 +52,17 @@ def after_success(task: Task, ctx: Context, retval: Any) -> None:
 
 
 def after_failure(task: Task, ctx: Context, exc: BaseException, einfo: Any) -> None:
-    app = task.app
-    for errback in _sigs(app, ctx.errbacks):
-        _call_errback(app, errback, ctx, exc, einfo)
+    call_errbacks(task.app, ctx, exc, einfo)
     if ctx.chord:
         from .chords import on_header_done
 
         on_header_done(task, ctx, exc, failed=True)
+
+
+def call_errbacks(app: Any, ctx: Context, exc: BaseException, einfo: Any) -> None:
+    """Call every error callback of the failed request ``ctx``."""
+    for errback in _sigs(app, ctx.errbacks):
+        _call_errback(app, errback, ctx, exc, einfo)
 
 
 def _call_errback(app: Any, errback: Signature, ctx: Context, exc: BaseException,

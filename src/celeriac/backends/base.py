@@ -119,6 +119,23 @@ class ResultStore(abc.ABC):
     def delete_group(self, group_id: str) -> None:
         self._delete_raw(self.group_key(group_id))
 
+    # -- chord join -------------------------------------------------------------
+    @abc.abstractmethod
+    def chord_add(self, group_id: str, index: int, meta: Mapping[str, Any],
+                  size: int) -> list[dict[str, Any]] | None:
+        """Atomically record header member ``index`` (0..size-1) of chord ``group_id``.
+
+        ``meta`` is the member's result meta (``task_id``, ``status``, ``result``).
+        Recording is idempotent: the first meta stored for an index wins and a
+        repeated call for an index already recorded does not count twice. Returns
+        the ordered list of all ``size`` metas exactly once overall, to the call
+        that completes the set; None to every other call.
+        """
+
+    @abc.abstractmethod
+    def chord_clear(self, group_id: str) -> None:
+        """Forget the join state of chord ``group_id`` (after its body was applied)."""
+
     # -- housekeeping -----------------------------------------------------------
     def cleanup(self) -> int:
         """Remove expired entries where the store does not expire them itself."""

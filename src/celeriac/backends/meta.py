@@ -2,9 +2,10 @@
 
 Exceptions are stored as ``{"exc_type", "exc_message": [args], "exc_module"}``.
 Reading them back never imports a module named in a result (CVE-2021-23727):
-a failure is re-raised as its own class only when that class is a builtin, a
-celeriac/Celery exception, or a class already loaded in a module that defines
-a registered task, and it subclasses ``Exception``. Anything else becomes a
+a failure is re-raised as its own class only when it subclasses ``Exception``
+and is a builtin, a celeriac/Celery exception, or a class reachable by name
+from the (already imported) module of a registered task and defined in the
+module the result names. Anything else becomes a
 :class:`~celeriac.exceptions.RemoteTaskError` carrying the type name and message.
 """
 
@@ -55,8 +56,7 @@ def exception_to_dict(exc: BaseException) -> dict[str, Any]:
 def _task_modules(app: Celery | None) -> set[str]:
     if app is None:
         return set()
-    return {type(t).__module__ for t in app.tasks.values()} | {
-        getattr(t, "__module__", "") for t in app.tasks.values()}
+    return {type(t).__module__ for t in app.tasks.values()}
 
 
 def exception_from_dict(data: Any, app: Celery | None = None) -> BaseException:
@@ -65,7 +65,10 @@ def exception_from_dict(data: Any, app: Celery | None = None) -> BaseException:
         return RemoteTaskError("Exception", None, str(data))
     name = str(data.get("exc_type") or "Exception")
     module = data.get("exc_module")
-    message = data.get("exc_message") or []
+    module = str(module) if module is not None else None
+    message = data.get("exc_message")
+    if message is None:
+        message = []
     args = tuple(message) if isinstance(message, (list, tuple)) else (message,)
     cls = _resolve_class(name, module, app)
     if cls is None:
@@ -77,19 +80,35 @@ def exception_from_dict(data: Any, app: Celery | None = None) -> BaseException:
 
 
 def _resolve_class(name: str, module: str | None, app: Celery | None) -> type | None:
+    """The exception class named by a result, if it is safe to use; never imports."""
     candidate: Any = None
     if module in (None, "builtins", "exceptions"):
-        candidate = getattr(builtins, name, None)
+        candidate = _lookup(builtins, name)
     elif module in _OUR_MODULES:
-        candidate = getattr(exc_module_ours, name, None)
-    elif module in _task_modules(app) and module in sys.modules:
-        obj: Any = sys.modules[module]
-        for part in name.split("."):
-            obj = getattr(obj, part, None)
-        candidate = obj
-    if isinstance(candidate, type) and issubclass(candidate, Exception):
+        candidate = _lookup(exc_module_ours, name)
+    else:
+        for task_module in _task_modules(app):
+            found = _lookup(sys.modules.get(task_module), name)
+            if isinstance(found, type) and found.__module__ == module:
+                candidate = found
+                break
+    if (isinstance(candidate, type) and issubclass(candidate, Exception)
+            and candidate.__qualname__ == name):
         return candidate
     return None
+
+
+def _lookup(namespace: Any, dotted: str) -> Any:
+    """``namespace.<dotted>`` through plain ``vars()`` (no ``__getattr__`` hooks, no privates)."""
+    obj = namespace
+    for part in dotted.split("."):
+        if obj is None or not part or part.startswith("_"):
+            return None
+        try:
+            obj = vars(obj).get(part)
+        except TypeError:
+            return None
+    return obj
 
 
 def format_traceback(exc: BaseException) -> str:
@@ -131,7 +150,14 @@ def store_result(app: Celery, task_id: str, result: Any, state: str, *,
     backend = app.backend
     if backend is None:
         return
+    if state != states.SUCCESS and _already_succeeded(backend, task_id):
+        return  # as Celery: never overwrite a success (a redelivery, a late revoke)
     meta = build_meta(task_id, result, state, traceback=traceback, request=request,
                       extended=bool(app.conf.result_extended))
     expires = app.result_expires_for(state)
     backend.set(task_id, meta, expires=expires)
+
+
+def _already_succeeded(backend: Any, task_id: str) -> bool:
+    current = backend.get(task_id)
+    return bool(current) and current.get("status") == states.SUCCESS

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from .. import states
-from ..brokers.sqlite import Connections, data_version, parse_url, transaction, wait_for_change
+from ..brokers.sqlite import Connections, data_version, parse_url, wait_for_change
 from ..exceptions import OperationalError
 from .base import ResultStore, decode_meta, encode_meta
 from .memory import check_chord_args, expiry_time
@@ -105,7 +105,7 @@ class SQLiteResultStore(ResultStore):
         call that completes the set (the first value recorded for an index wins)."""
         check_chord_args(index, size)
         expires_at = expiry_time(self.expires, time.time())
-        with transaction(self._db.get(), self.path) as conn:
+        with self._db.tx() as conn:
             added = conn.execute(
                 "INSERT OR IGNORE INTO chord_parts (group_id, idx, value, expires_at)"
                 " VALUES (?, ?, ?, ?)", (group_id, index, encode_meta(meta), expires_at))
@@ -123,14 +123,14 @@ class SQLiteResultStore(ResultStore):
 
     def chord_clear(self, group_id: str) -> None:
         """Forget the join state of ``group_id``."""
-        with transaction(self._db.get(), self.path) as conn:
+        with self._db.tx() as conn:
             conn.execute("DELETE FROM chord_parts WHERE group_id = ?", (group_id,))
             conn.execute("DELETE FROM chords WHERE group_id = ?", (group_id,))
 
     # -- housekeeping -----------------------------------------------------------
     def cleanup(self) -> int:
         now = time.time()
-        with transaction(self._db.get(), self.path) as conn:
+        with self._db.tx() as conn:
             return sum(conn.execute(f"DELETE FROM {table} WHERE expires_at <= ?",
                                     (now,)).rowcount
                        for table in ("results", "chord_parts", "chords"))

@@ -22,7 +22,8 @@ logger = logging.getLogger("celeriac.beat")
 
 
 def _schedules(obj: Any) -> Schedules:
-    return Schedules(obj.app)
+    # ``obj.clock`` is an optional test seam (a celeriac.beat.clock.Clock).
+    return Schedules(obj.app, clock=getattr(obj, "clock", None))
 
 
 @click.command("beat")
@@ -98,9 +99,9 @@ def list_command(obj: Any, as_json: bool) -> None:
                "total_run_count")
     table = [[str(r[h]) for h in headers] for r in rows]
     widths = [max([len(h), *(len(row[i]) for row in table)]) for i, h in enumerate(headers)]
-    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)))
+    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)))
     for row in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
 
 
 def _json_arg(value: str | None, kind: type, what: str) -> Any:

@@ -150,7 +150,7 @@ class RedisStore(ScheduleStore):
         return f"{entry}\n{fire_us}"
 
     # -- entries ---------------------------------------------------------------
-    def _entry(self, raw: dict[bytes, bytes]) -> StoredEntry | None:
+    def _entry(self, raw: Any) -> StoredEntry | None:
         if not raw or b"definition" not in raw:
             return None
         h = {_text(k): _text(v) for k, v in raw.items()}
@@ -207,7 +207,7 @@ class RedisStore(ScheduleStore):
         self._run("mark_sent", [self._key("fire", entry, str(fire_us)), self._key("claimed")],
                   [to_us(sent_at), self._member(entry, fire_us)])
 
-    def _fires(self, members: list[bytes]) -> list[FireRecord]:
+    def _fires(self, members: Any) -> list[FireRecord]:
         pipe = self.client.pipeline(transaction=False)
         for member in members:
             entry, _, fire_us = _text(member).rpartition("\n")

@@ -43,9 +43,9 @@ DEFAULTS = {
     "beat_max_loop_interval": 5.0,
     "beat_lease_seconds": 10.0,
     "beat_claim_timeout": 30.0,
-    "beat_fire_retention": 86400.0,
+    "beat_fire_retention": 3600.0,
 }
-PRUNE_EVERY = 3600.0
+PRUNE_EVERY = 300.0
 SLEEP_SLICE = 0.25
 
 
@@ -92,15 +92,16 @@ class Scheduler:
             finalize()
         Schedules(self.app, self.store, self.clock).sync_from_code()
 
-    def run(self, stop: threading.Event | None = None, *, max_ticks: int | None = None) -> None:
-        """Tick until ``stop`` is set (or ``max_ticks`` ticks ran)."""
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Set up, then tick until ``stop`` is set; the lease is released on the way out."""
         stop = stop or threading.Event()
-        self.setup()
-        ticks = 0
+        ready = False
         try:
-            while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
-                ticks += 1
+            while not stop.is_set():
                 try:
+                    if not ready:  # retried until the store is reachable
+                        self.setup()
+                        ready = True
                     delay = self.tick()
                 except Exception:
                     logger.exception("beat: tick failed; retrying")
@@ -136,16 +137,19 @@ class Scheduler:
             logger.info("beat: %s %s the leader lease", self.node_id,
                         "took" if leader else "lost")
             self.is_leader, self._generation = leader, None
-        idle = min(self.max_interval, self.lease_seconds / 3)
         if not leader:
-            return idle
+            return min(self.max_interval, self.lease_seconds / 3)
+        return self.run_due(now)
+
+    def run_due(self, now: datetime) -> float:
+        """The leader's work for one tick (the lease is not checked here)."""
         self.refresh()
         self.recover(now)
         upcoming = [self._run_entry(entry, now) for entry in list(self.entries.values())]
         self._maybe_prune(now)
         after = self.clock.now()
         waits = [(t - after).total_seconds() for t in upcoming if t is not None]
-        return max(0.0, min([idle, *waits]))
+        return max(0.0, min([self.max_interval, self.lease_seconds / 3, *waits]))
 
     def refresh(self, force: bool = False) -> bool:
         """Reload entries if the store changed since the last load."""

@@ -56,9 +56,10 @@ class SQLiteStore(ScheduleStore):
 
     def __init__(self, url: str = "sqlite://", *, app: Any = None) -> None:
         self.url = url
-        self.path, _ = parse_url(url)
+        self.path, query = parse_url(url)
         self._app = app
-        self._conns = Connections(self.path, schema=SCHEMA)
+        self._conns = Connections(self.path, durability=query.get("durability", "durable"),
+                                  schema=SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
         return self._conns.get()

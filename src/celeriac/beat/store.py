@@ -130,7 +130,7 @@ class ScheduleStore(abc.ABC):
     @abc.abstractmethod
     def lease_holder(self, now: datetime) -> str | None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, stores without connections skip it
         """Release connections."""
 
 

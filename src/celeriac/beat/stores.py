@@ -2,14 +2,16 @@
 
 Order: the ``beat_schedule_store`` setting (a URL) if set; otherwise the
 broker's URL (SQLite broker -> same file, Redis broker -> same Redis, memory
-broker -> a process-shared memory store); otherwise the result backend if it
-is Redis or SQLite; otherwise a SQLite file in the working directory, which
+broker -> a memory store private to the app, like the broker); otherwise the
+result backend if it is Redis or SQLite; otherwise a SQLite file in the working directory, which
 only schedulers on this host share (a warning says so).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from typing import Any
 
 from ..brokers import scheme_of
@@ -20,6 +22,10 @@ logger = logging.getLogger(__name__)
 SQLITE_SCHEMES = ("sqlite", "db+sqlite", "sqla+sqlite")
 REDIS_SCHEMES = ("redis", "rediss", "sentinel")
 DEFAULT_PREFIX = "celeriac:beat:"
+
+#: A memory broker belongs to one app, so its schedule store does too.
+_APP_MEMORY_STORES: weakref.WeakKeyDictionary[Any, MemoryStore] = weakref.WeakKeyDictionary()
+_APP_MEMORY_LOCK = threading.Lock()
 
 
 def _scheme(url: str) -> str:
@@ -45,11 +51,8 @@ def store_for_url(url: str, *, app: Any = None, options: dict[str, Any] | None =
 
 
 def _broker_url(app: Any) -> str | None:
-    url = app.conf.get("broker_url")
-    if url:
-        return str(url)
-    broker = getattr(app, "broker", None)
-    return getattr(broker, "url", None)
+    url = getattr(app, "broker_url", None) or app.conf.get("broker_url")
+    return str(url) if url else None
 
 
 def store_url_for_app(app: Any) -> tuple[str, dict[str, Any]]:
@@ -73,5 +76,12 @@ def store_url_for_app(app: Any) -> tuple[str, dict[str, Any]]:
 def store_for_app(app: Any) -> ScheduleStore:
     """Open the schedule store of ``app`` (see the module docstring)."""
     url, options = store_url_for_app(app)
-    prefix = app.conf.get("beat_redis_key_prefix") or DEFAULT_PREFIX
+    if _scheme(url) == "memory" and not app.conf.get("beat_schedule_store"):
+        with _APP_MEMORY_LOCK:
+            if app not in _APP_MEMORY_STORES:
+                _APP_MEMORY_STORES[app] = MemoryStore(url)
+            return _APP_MEMORY_STORES[app]
+    # Honour kombu's global_keyprefix, so beat's keys sit beside the broker's.
+    prefix = (app.conf.get("beat_redis_key_prefix")
+              or str(options.get("global_keyprefix") or "") + DEFAULT_PREFIX)
     return store_for_url(url, app=app, options=options, prefix=prefix)

@@ -4,62 +4,83 @@ Capabilities: native delay yes (sorted set), priorities yes (0 first, kombu's
 steps 0/3/6/9), lease renewal yes, push wake-up yes for celeriac producers
 (see *Waiting*), multi-host yes.
 
-Key layout (every key is preceded by ``global_keyprefix``, as kombu does):
+Key layout (every key is preceded by ``global_keyprefix``, as kombu does;
+``S`` is kombu's separator ``\\x06\\x16``):
 
-==================================  ======  ==================================================
-``<queue>``                         list    ready messages, kombu's JSON envelope; LPUSH on
-                                            publish, RPOP (right end) on receive: FIFO.
-``<queue>\\x06\\x16<3|6|9>``          list    kombu's priority lists (step 0 = bare name);
-                                            a message of priority p goes to
-                                            ``steps[bisect(steps, p) - 1]``.
-``_kombu.binding.<queue>``          set     member ``<queue>\\x06\\x16\\x06\\x16<queue>`` (kombu 5.7
-``_kombu.binding_permanent.<queue>`` set     bindings of the default exchange), written once
-                                            per queue and broker instance.
-``_celeriac.queues``                set     names of queues published to.
-``_celeriac.delayed.<queue>``       zset    not-yet-due messages; member = 32-hex uid + 2-digit
-                                            step + envelope, score = due time (epoch s).
-``_celeriac.lease.<token>``         hash    one leased message: ``m`` envelope, ``q`` queue,
-                                            ``s`` step, ``o`` owner, ``dc`` delivery count,
-                                            ``lc`` lost count, ``fd`` first delivered at.
-``_celeriac.leases.<queue>``        zset    token -> lease expiry (Redis server time).
-``_celeriac.owner.<owner>``         set     tokens held by an owner (``expire_owner``).
-``_celeriac.seq``                   string  lease counter; token = per-instance nonce + seq.
-``_celeriac.returned``              hash    envelope -> "dc lc first" of messages given back
-                                            (lapsed or released), so counters survive the
-                                            trip through a kombu-format ready list.
-``_celeriac.wake.<queue>``          list    wake-up tokens (at most 16) pushed by celeriac
-                                            publishers; idle consumers BLPOP them.
-``_celeriac.dead``                  zset    dead-letter id -> time; ``_celeriac.deadq.<queue>``
-                                            the same per queue; ``_celeriac.dead.<id>`` hash
-                                            ``m q s r dc lc fd at`` (``r`` = reason).
-==================================  ======  ==================================================
+``<queue>``, ``<queue>S3``, ``<queue>S6``, ``<queue>S9`` (lists)
+    ready messages as kombu's JSON envelope, LPUSHed by producers (ours and
+    Celery's) and taken from the right end: FIFO. Priority p goes to step
+    ``steps[bisect(steps, p) - 1]`` (steps 0, 3, 6, 9; step 0 is the bare
+    name; lower steps are served first).
+``_kombu.binding.<queue>``, ``_kombu.binding_permanent.<queue>`` (sets)
+    member ``<queue>SS<queue>``: kombu 5.7's bindings of the default
+    exchange, written once per queue and broker instance.
+``_celeriac.queues`` (set)
+    names of the queues published to.
+``_celeriac.delayed.<queue>`` (zset)
+    messages not yet due: member = 32-hex uid + 2-digit step + envelope,
+    score = due time (epoch seconds).
+``_celeriac.lease.<token>`` (hash)
+    one leased message: ``m`` envelope, ``q`` queue, ``s`` step, ``o``
+    owner, ``dc`` delivery count, ``lc`` lost count, ``fd`` first delivery.
+``_celeriac.leases.<queue>`` (zset)
+    token -> lease expiry, by Redis server time.
+``_celeriac.owner.<owner>`` (set)
+    tokens an owner holds (for ``expire_owner``).
+``_celeriac.seq`` (string)
+    lease counter; a token is a per-instance nonce plus the counter, so it
+    is never reused, and the token is the fence.
+``_celeriac.returned`` (hash)
+    envelope -> ``"dc lc first"`` for messages given back (lapsed or
+    released), so their counters survive the trip through a kombu-format
+    ready list. An entry whose message a *Celery* worker consumes is never
+    removed (a small leak that only mixed fleets have).
+``_celeriac.wake.<queue>`` (list)
+    at most 16 wake-up tokens pushed by celeriac publishers.
+``_celeriac.dead`` (zset), ``_celeriac.deadq.<queue>`` (zset), ``_celeriac.dead.<id>`` (hash)
+    dead letters by time, all and per queue; the hash holds ``m q s r dc lc
+    fd at`` (``r`` = reason).
 
 Celery's ``unacked``, ``unacked_index`` and ``unacked_mutex`` are not used:
 there is no visibility timeout (the ``visibility_timeout`` transport option
-is accepted and ignored; leases renewed by heartbeats replace it). The Lua
-scripts are in :mod:`celeriac.brokers.redis_scripts`.
+is accepted and ignored; leases renewed by heartbeats replace it).
 
-Consuming: a message leaves a ready list only inside the ``RECEIVE`` script,
-which records the lease in the same atomic step, so no crash can lose it. A
-lapsed lease is put back at the head of its ready list by the next
-``receive`` of any consumer of that queue (lost count + 1). Redelivered
+Lua scripts (source and arguments in :mod:`celeriac.brokers.redis_scripts`):
+``RECEIVE`` (reclaim lapsed leases, promote due delays, lease a batch),
+``ACK``, ``RENEW``, ``RELEASE``, ``DEAD_LETTER`` (all fenced by the token),
+``EXPIRE_OWNER``, ``RETRY_DEAD``, ``PURGE_DEAD``, ``PURGE`` and ``STATS``.
+Publishing is a plain pipeline (LPUSH / ZADD, bindings, wake token). The
+scripts build key names from the prefix, so on Redis Cluster the prefix must
+be a hash tag such as ``{celeriac}`` (one slot).
+
+Crash analysis: a message leaves a ready list only inside the ``RECEIVE``
+script, which records the lease in the same atomic step; a consumer killed
+at any point leaves the message either ready or leased, and a lapsed lease
+goes back to the head of its ready list at the next ``receive`` of any
+consumer of that queue (lost count + 1, ``redelivered``). Redelivered
 messages get ``properties.delivery_info.redelivered = true`` in the message
-we hand out; the stored envelope is never rewritten.
+handed out; the stored envelope is never rewritten. With AOF on, Redis
+replays every script, so accepted messages survive a Redis crash too.
 
 Waiting: when nothing is ready, ``receive`` BLPOPs the queues' wake lists
-(celeriac publishers push a token with every publish, so the wake-up takes
-about a millisecond), bounded by the next delayed due time or lease expiry
-and by ``polling_interval`` (default 0.1 s): a real Celery producer only
-LPUSHes the ready list, so that is the latency for its messages. Blocking
-directly on the ready lists would need BLMPOP/BRPOP, which pop before the
-lease is recorded (the hole this broker exists to close). Set
-``polling_interval=None`` in a celeriac-only deployment to poll never.
+(celeriac publishers push a token with every publish, so a wake-up takes
+about a millisecond), bounded by the next delayed due time or lease expiry,
+by 5 s, and by ``polling_interval`` (default 0.1 s): a real Celery producer
+only LPUSHes the ready list, so that is the latency of its messages. A
+``receive`` that drains the queues clears their stale tokens in the same
+script. Blocking on the ready lists themselves was rejected: BRPOP/BLMPOP
+pop before the lease is recorded (the hole this broker closes), and the
+safe ``BLMOVE q q RIGHT RIGHT`` (a rotation that only waits) watches a
+single list, not the four priority lists of several queues. Set
+``polling_interval=None`` in a celeriac-only deployment to stop polling.
 
 Failures: ``receive`` swallows connection errors, backs off (up to 1 s) and
-retries until its timeout, then returns ``[]``; other calls retry by
-``retry_policy`` (Celery's publish defaults) and then raise
-:class:`~celeriac.exceptions.OperationalError`. A publish retried after a
-lost reply may store the message twice (at-least-once, never lost).
+retries until its timeout, then returns ``[]``, so consumers resume within
+about a second of Redis coming back; other calls retry by ``retry_policy``
+(Celery's ``task_publish_retry_policy`` defaults) and then raise
+:class:`~celeriac.exceptions.OperationalError` naming the URL. A publish
+retried after a lost reply may store the message twice (at-least-once,
+never lost). Scripts are reloaded after ``NOSCRIPT`` (a restarted server).
 """
 
 from __future__ import annotations
@@ -80,16 +101,14 @@ try:  # optional speed-up (celeriac[fast]); the stdlib parser is the fallback
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
 
-from ..exceptions import DecodeError, OperationalError
+from ..exceptions import DecodeError
 from ..messages import Message
-from ..redis_client import RETRYABLE_ERRORS, get_client, redact
+from ..redis_client import RETRYABLE_ERRORS, get_client, retrying
 from . import redis_scripts
 from .base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
 
 SEP = "\x06\x16"
 DEFAULT_STEPS = (0, 3, 6, 9)
-DEFAULT_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.0, "interval_step": 0.2,
-                        "interval_max": 1.0}
 _CHUNK = 1000
 _T = TypeVar("_T")
 
@@ -129,8 +148,7 @@ class RedisBroker(Broker):
                                    or DEFAULT_STEPS} | {0}))
         interval = self.options.get("polling_interval", 0.1)
         self.polling_interval = None if interval is None else float(interval)
-        self.retry_policy = {**DEFAULT_RETRY_POLICY, **dict(self.options.get("retry_policy")
-                                                            or {})}
+        self.retry_policy = dict(self.options.get("retry_policy") or {})
         self._nonce = uuid.uuid4().hex[:8] + ":"
         self._declared: set[str] = set()
         self._scripts: dict[str, Any] = {}
@@ -153,20 +171,7 @@ class RedisBroker(Broker):
         return self._scripts[name](keys=[], args=[self.prefix, *args], client=client)
 
     def _retrying(self, what: str, call: Callable[[], _T]) -> _T:
-        policy = self.retry_policy
-        retries = int(policy["max_retries"])
-        for attempt in range(retries + 1):
-            try:
-                return call()
-            except RETRYABLE_ERRORS as exc:
-                if attempt >= retries:
-                    raise OperationalError(
-                        f"Redis broker {redact(self.url)}: {what} failed after "
-                        f"{retries + 1} attempts: {exc}") from exc
-                time.sleep(min(float(policy["interval_start"])
-                               + attempt * float(policy["interval_step"]),
-                               float(policy["interval_max"])))
-        raise AssertionError("unreachable")
+        return retrying(self.url, what, call, self.retry_policy)
 
     def _step(self, priority: int) -> int:
         return self.steps[bisect(self.steps, priority) - 1]
@@ -235,6 +240,9 @@ class RedisBroker(Broker):
     def receive(self, queues: Sequence[str], *, owner: str, limit: int = 1,
                 timeout: float = 1.0) -> list[Delivery]:
         queues = list(dict.fromkeys(queues))
+        if not queues:
+            time.sleep(max(0.0, timeout))
+            return []
         deadline = time.monotonic() + max(0.0, timeout)
         backoff = 0.05
         while True:
@@ -344,8 +352,10 @@ class RedisBroker(Broker):
 
     def _dead_letters(self, queue: str | None, limit: int) -> list[DeadLetter]:
         index = self._key(f"_celeriac.deadq.{queue}" if queue is not None else "_celeriac.dead")
-        ids = [_text(i) for i in self.client.zrange(index, 0, max(0, limit) - 1)]
-        if not ids or limit <= 0:
+        if limit <= 0:
+            return []
+        ids = [_text(i) for i in self.client.zrange(index, 0, limit - 1)]  # type: ignore[arg-type]
+        if not ids:
             return []
         pipe = self.client.pipeline(transaction=False)
         for dead_id in ids:

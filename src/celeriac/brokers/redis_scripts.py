@@ -12,9 +12,11 @@ Scripts and their arguments (after the prefix):
     return lapsed leases of the queues to their ready lists (lost + 1), move
     due delayed messages to theirs, then ``RPOP`` up to ``limit`` messages in
     priority-major order and lease each one (lease hash, expiry zset, owner
-    set). Returns ``[now, hint, ("queue_index token delivery_count lost_count",
-    envelope)*]``; ``hint`` (when nothing was leased) is
-    the seconds until the next delayed message is due or a lease lapses.
+    set). If fewer than ``limit`` were found, the queues' wake lists are
+    cleared (their tokens are stale). Returns ``[now, hint, ("queue_index
+    token delivery_count lost_count", envelope)*]``; ``hint`` (when nothing
+    was leased) is the seconds until the next delayed message is due or a
+    lease lapses.
 ``ACK``  token...: delete the leases still held; returns how many.
 ``RENEW``  seconds, token...: extend the leases still held; returns 1/0 each.
 ``RELEASE``  token, not_before or "", uid: give a held message back, to the
@@ -134,6 +136,10 @@ for _, step in ipairs(steps) do
       got = got + #msgs
     end
   end
+end
+if got < limit then
+  -- every ready list of these queues is empty now: wake tokens left are stale
+  for _, q in ipairs(queues) do redis.call('DEL', P .. '_celeriac.wake.' .. q) end
 end
 if got == 0 then
   local nxt = nil

@@ -2,24 +2,11 @@
 
 Capabilities: native delay yes, priorities yes (0 first), lease renewal yes,
 push wake-up no (blocked ``receive`` calls poll ``PRAGMA data_version``, which
-changes when another connection commits, every 2 ms; 10-50 ms once idle for
-seconds), multi-host no.
+changes when another connection commits: every 2 ms, backing off to 5, 10 and
+25 ms after 1, 10 and 60 quiet seconds), multi-host no.
 
-Schema (created on first use; one file also holds the SQLite result store)::
-
-    messages(id INTEGER PRIMARY KEY AUTOINCREMENT, -- publish order
-             queue TEXT, priority INTEGER,          -- 0..9, 0 served first
-             not_before REAL,     -- NULL: due (promoted); else invisible until then
-             envelope TEXT,       -- kombu's JSON envelope (see messages.Message)
-             lease_token TEXT, lease_owner TEXT, lease_expires REAL,  -- NULL: not leased
-             delivery_count INTEGER, lost_count INTEGER,
-             first_delivered_at REAL, published_at REAL)
-      messages_ready   ON (queue, priority, id)  WHERE not_before IS NULL
-      messages_delayed ON (queue, not_before)    WHERE not_before IS NOT NULL
-    dead_letters(id INTEGER PRIMARY KEY AUTOINCREMENT, queue, priority, reason,
-                 envelope, delivery_count, lost_count, first_delivered_at,
-                 published_at, dead_at)  + index (queue, id)
-    queues(name TEXT PRIMARY KEY)   -- every queue that ever held a message
+Schema: :data:`SCHEMA` below (created on first use; the same file also holds
+the SQLite result store's tables).
 
 A message is ready when ``not_before`` is NULL (or has passed) and it has no
 lease or its lease lapsed. Delayed rows stay out of the ready index, so a
@@ -29,9 +16,11 @@ large ETA backlog never slows ``receive``; ``receive`` first promotes due rows
 Taking a row whose lease lapsed (token still set) counts one lost delivery.
 Leases carry a random 128-bit token; ack/renew/release/dead-letter match it.
 
-Durability: WAL with ``synchronous=FULL`` (an acknowledged publish survives
-power loss); option ``durability="fast"`` uses NORMAL. One connection per
-thread, reopened after ``fork``.
+Durability: WAL with ``synchronous=FULL`` for publishes and dead-letter moves
+(an acknowledged publish survives power loss); leases, acks, renewals and
+releases commit with NORMAL, since losing one in a power failure can only cause
+a redelivery. Option ``durability="fast"`` uses NORMAL throughout. One
+connection per thread, reopened after ``fork``.
 """
 
 from __future__ import annotations
@@ -40,7 +29,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
@@ -55,9 +44,11 @@ _SYNC = {"durable": "FULL", "full": "FULL", "fast": "NORMAL", "normal": "NORMAL"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0, not_before REAL, envelope TEXT NOT NULL,
-    lease_token TEXT, lease_owner TEXT, lease_expires REAL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,      -- publish order
+    queue TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0,  -- 0..9, 0 served first
+    not_before REAL,                           -- NULL: due, else invisible until then
+    envelope TEXT NOT NULL,                    -- kombu's JSON envelope
+    lease_token TEXT, lease_owner TEXT, lease_expires REAL,  -- NULL: not leased
     delivery_count INTEGER NOT NULL DEFAULT 0, lost_count INTEGER NOT NULL DEFAULT 0,
     first_delivered_at REAL, published_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_ready ON messages(queue, priority, id)
@@ -70,7 +61,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     lost_count INTEGER NOT NULL, first_delivered_at REAL, published_at REAL,
     dead_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS dead_letters_queue ON dead_letters(queue, id);
-CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY)  -- every queue that held messages
 """
 
 _READY = "not_before IS NULL AND (lease_expires IS NULL OR lease_expires < ?)"
@@ -121,20 +112,36 @@ class Connections:
         self._pid = os.getpid()
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._open: list[sqlite3.Connection] = []
+        self._open: list[tuple[threading.Thread, sqlite3.Connection]] = []
 
     def get(self) -> sqlite3.Connection:
         """This thread's connection; never one inherited across ``fork``."""
         if self._pid != os.getpid():
-            self._inherited.extend(self._open)
+            self._inherited.extend(conn for _, conn in self._open)
             self._reset()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._lock:
-                self._open.append(conn)
+            conn = self._local.conn = self._connect()
+            self._local.synchronous = self.synchronous
+            with self._lock:  # close the connections of threads that ended
+                dead = [c for t, c in self._open if not t.is_alive()]
+                self._open = [(t, c) for t, c in self._open if t.is_alive()]
+                self._open.append((threading.current_thread(), conn))
+            for old in dead:
+                old.close()
         return conn
+
+    def tx(self, *, durable: bool = True) -> Any:
+        """A write transaction on this thread's connection. ``durable=False`` commits
+        with ``synchronous=NORMAL``: for writes whose loss in a power failure only
+        causes a redelivery (leases, acks). WAL keeps commits in order, so the next
+        durable commit makes the earlier ones durable too."""
+        conn = self.get()
+        wanted = self.synchronous if durable else "NORMAL"
+        if self._local.synchronous != wanted:
+            conn.execute(f"PRAGMA synchronous = {wanted}")
+            self._local.synchronous = wanted
+        return transaction(conn, self.path)
 
     def _connect(self) -> sqlite3.Connection:
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -159,7 +166,7 @@ class Connections:
             return
         with self._lock:
             conns, self._open = self._open, []
-        for conn in conns:
+        for _, conn in conns:
             conn.close()
         self._local = threading.local()
 
@@ -189,12 +196,14 @@ def data_version(conn: sqlite3.Connection) -> int:
 
 def poll_interval(idle: float) -> float:
     """How long to sleep between ``data_version`` checks after ``idle`` quiet seconds."""
-    return 0.002 if idle < 5.0 else 0.01 if idle < 30.0 else 0.05
+    for quiet, interval in ((1.0, 0.002), (10.0, 0.005), (60.0, 0.01)):
+        if idle < quiet:
+            return interval
+    return 0.025
 
 
 def wait_for_change(conn: sqlite3.Connection, version: int, deadline: float,
-                    due: float | None, idle_since: float,
-                    stop: Callable[[], bool] | None = None) -> bool:
+                    due: float | None, idle_since: float) -> bool:
     """Sleep until another connection commits, ``due`` (epoch) passes or ``deadline``
     (monotonic) comes; return False only on the deadline."""
     while True:
@@ -203,8 +212,6 @@ def wait_for_change(conn: sqlite3.Connection, version: int, deadline: float,
             return False
         time.sleep(min(poll_interval(now - idle_since), deadline - now))
         if data_version(conn) != version or (due is not None and time.time() >= due):
-            return True
-        if stop is not None and stop():
             return True
 
 
@@ -235,9 +242,6 @@ class SQLiteBroker(Broker):
         self._known_queues: set[str] = set()
         self._idle = threading.local()
 
-    def _tx(self) -> Any:
-        return transaction(self._db.get(), self.path)
-
     # -- producing ------------------------------------------------------------
     def _rows(self, items: Iterable[Publish]) -> list[tuple[Any, ...]]:
         now, rows = self.now(), []
@@ -255,7 +259,7 @@ class SQLiteBroker(Broker):
     def publish_many(self, items: Iterable[Publish]) -> None:
         rows = self._rows(items)
         new_queues = {row[0] for row in rows} - self._known_queues
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             conn.executemany(_INSERT, rows)
             if new_queues:
                 conn.executemany("INSERT OR IGNORE INTO queues (name) VALUES (?)",
@@ -272,7 +276,7 @@ class SQLiteBroker(Broker):
             params += [queue, now, limit]
         if len(queues) > 1:
             params.append(limit)
-        with self._tx() as conn:
+        with self._db.tx(durable=False) as conn:
             conn.execute(f"UPDATE messages SET not_before = NULL WHERE queue IN ({marks})"
                          " AND not_before <= ?", (*queues, now))
             rows = conn.execute(_LEASE.format(select=_ready_select(len(queues))),
@@ -282,6 +286,14 @@ class SQLiteBroker(Broker):
                          owner=owner, redelivered=count > 1, delivery_count=count,
                          lost_count=lost, lease_expires=expires)
                 for mid, queue, _prio, env, token, count, lost in rows]
+
+    def _any_ready(self, conn: sqlite3.Connection, queues: list[str]) -> bool:
+        """A read-only check, so waiting consumers take the write lock only when useful."""
+        marks, now = ", ".join("?" * len(queues)), self.now()
+        return bool(conn.execute(
+            f"SELECT EXISTS (SELECT 1 FROM messages WHERE queue IN ({marks}) AND {_READY})"
+            f" OR EXISTS (SELECT 1 FROM messages WHERE queue IN ({marks}) AND not_before <= ?)",
+            (*queues, now, *queues, now)).fetchone()[0])
 
     def _next_due(self, conn: sqlite3.Connection, queues: list[str]) -> float | None:
         """Earliest delay end or lease expiry that could make a message ready."""
@@ -301,12 +313,15 @@ class SQLiteBroker(Broker):
         deadline = time.monotonic() + max(0.0, timeout)
         conn = self._db.get()
         idle_since = getattr(self._idle, "since", time.monotonic())
+        first = True
         while True:
             version = data_version(conn)
-            got = self._lease(names, owner, max(1, limit))
-            if got:
-                self._idle.since = time.monotonic()
-                return got
+            if first or self._any_ready(conn, names):
+                got = self._lease(names, owner, max(1, limit))
+                if got:
+                    self._idle.since = time.monotonic()
+                    return got
+            first = False
             due = self._next_due(conn, names)
             if not wait_for_change(conn, version, deadline, due, idle_since):
                 self._idle.since = idle_since
@@ -315,7 +330,7 @@ class SQLiteBroker(Broker):
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         if not deliveries:
             return 0
-        with self._tx() as conn:
+        with self._db.tx(durable=False) as conn:
             cur = conn.executemany(f"DELETE FROM messages WHERE {_HELD}",
                                    [(int(d.tag), d.token) for d in deliveries])
             return max(0, cur.rowcount)
@@ -324,14 +339,14 @@ class SQLiteBroker(Broker):
         if not deliveries:
             return []
         expires = self.now() + (self.lease_seconds if seconds is None else float(seconds))
-        with self._tx() as conn:
+        with self._db.tx(durable=False) as conn:
             return [conn.execute(f"UPDATE messages SET lease_expires = ? WHERE {_HELD}",
                                  (expires, int(d.tag), d.token)).rowcount == 1
                     for d in deliveries]
 
     def release(self, delivery: Delivery, *, not_before: float | None = None) -> bool:
         due = None if not_before is None or not_before <= self.now() else not_before
-        with self._tx() as conn:
+        with self._db.tx(durable=False) as conn:
             cur = conn.execute(
                 "UPDATE messages SET lease_token = NULL, lease_owner = NULL,"
                 f" lease_expires = NULL, not_before = ? WHERE {_HELD}",
@@ -340,7 +355,7 @@ class SQLiteBroker(Broker):
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
         key = (int(delivery.tag), delivery.token)
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             cur = conn.execute(
                 "INSERT INTO dead_letters (queue, priority, reason, envelope, delivery_count,"
                 " lost_count, first_delivered_at, published_at, dead_at) SELECT queue,"
@@ -352,7 +367,7 @@ class SQLiteBroker(Broker):
             return True
 
     def expire_owner(self, owner: str) -> int:
-        with self._tx() as conn:
+        with self._db.tx(durable=False) as conn:
             return conn.execute(
                 "UPDATE messages SET lease_expires = 0 WHERE lease_owner = ?"
                 " AND lease_token IS NOT NULL AND lease_expires >= ?",
@@ -360,7 +375,7 @@ class SQLiteBroker(Broker):
 
     # -- admin ------------------------------------------------------------------
     def purge(self, queue: str) -> int:
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             ready = conn.execute(f"DELETE FROM messages WHERE queue = ? AND {_READY}",
                                  (queue, self.now())).rowcount
             delayed = conn.execute("DELETE FROM messages WHERE queue = ?"
@@ -399,7 +414,7 @@ class SQLiteBroker(Broker):
             key = int(dead_id)
         except ValueError:
             return False
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             cur = conn.execute(
                 "INSERT INTO messages (queue, priority, not_before, envelope, published_at)"
                 " SELECT queue, priority, NULL, envelope, ? FROM dead_letters WHERE id = ?",
@@ -410,7 +425,7 @@ class SQLiteBroker(Broker):
             return True
 
     def purge_dead_letters(self, queue: str | None = None) -> int:
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             if queue is None:
                 return conn.execute("DELETE FROM dead_letters").rowcount
             return conn.execute("DELETE FROM dead_letters WHERE queue = ?", (queue,)).rowcount

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 from .. import states
 from ..brokers.base import Delivery
-from .job import Job, JobRunner
+from .job import Job, JobRunner, Limits, Monitor
 from .leases import LeaseKeeper
-from .limits import TimeLimiter
+from .limits import ThreadLimits
 from .pools import SoloPool, ThreadPool
 
 if TYPE_CHECKING:
@@ -33,24 +33,43 @@ def default_hostname() -> str:
     return f"celery@{socket.gethostname()}"
 
 
+def revoked_ids(app: Celery, batch: list[Delivery]) -> set[str]:
+    """Ids in ``batch`` revoked in the result store (one batched read)."""
+    backend = app.backend
+    ids = [d.message.task_id for d in batch if d.message.task_id]
+    if backend is None or not ids:
+        return set()
+    try:
+        metas = backend.get_many(ids)
+    except Exception:
+        logger.exception("Could not read revocations")
+        return set()
+    return {tid for tid, meta in metas.items() if meta.get("status") == states.REVOKED}
+
+
 class Consumer:
     """Fetches deliveries for a pool until told to stop."""
 
     def __init__(self, app: Celery, queues: list[str], pool: SoloPool | ThreadPool, *,
                  hostname: str | None = None, prefetch: int = 0,
-                 poll_timeout: float = 1.0) -> None:
+                 poll_timeout: float = 1.0, owner: str | None = None,
+                 limits: Limits | None = None, hard_in_process: bool = True,
+                 monitor: Monitor | None = None) -> None:
         self.app = app
         self.queues = queues
         self.pool = pool
         self.hostname = hostname or default_hostname()
-        self.owner = f"{self.hostname}:{os.getpid()}:{id(self):x}"
+        self.owner = owner or f"{self.hostname}:{os.getpid()}:{id(self):x}"
         self.prefetch = max(0, prefetch)
         self.poll_timeout = poll_timeout
         self.broker = app.broker
         lease = float(app.conf.worker_lease_seconds)
         interval = app.conf.worker_heartbeat_interval or lease / 3
         self.keeper = LeaseKeeper(self.broker, float(interval))
-        self.runner = JobRunner(app, self.keeper, self.hostname, TimeLimiter())
+        self.monitor = monitor or Monitor()
+        self.runner = JobRunner(app, self.keeper, self.hostname,
+                                limits if limits is not None else ThreadLimits(),
+                                hard_in_process=hard_in_process, monitor=self.monitor)
         self.buffer: collections.deque[Job] = collections.deque()
         self.stopping = threading.Event()
 
@@ -82,10 +101,11 @@ class Consumer:
             logger.exception("Receiving from %s failed; retrying", self.broker.url)
             self.stopping.wait(1.0)
             return
+        self.monitor.received(len(batch))
         if not batch:
             return
         self.keeper.hold(batch)
-        revoked = self._revoked(batch)
+        revoked = revoked_ids(self.app, batch)
         for delivery in batch:
             job = self._prepare(delivery, revoked)
             if job is not None:
@@ -101,18 +121,6 @@ class Consumer:
             self.keeper.drop(delivery)
             return None
 
-    def _revoked(self, batch: list[Delivery]) -> set[str]:
-        backend = self.app.backend
-        ids = [d.message.task_id for d in batch if d.message.task_id]
-        if backend is None or not ids:
-            return set()
-        try:
-            metas = backend.get_many(ids)
-        except Exception:
-            logger.exception("Could not read revocations")
-            return set()
-        return {tid for tid, meta in metas.items() if meta.get("status") == states.REVOKED}
-
     def _dispatch(self) -> None:
         while self.buffer and self.pool.free_slots() > 0 and not self.stopping.is_set():
             job = self.buffer.popleft()
@@ -121,11 +129,14 @@ class Consumer:
     def _execute(self, job: Job) -> None:
         try:
             self.runner.execute(job)
-        except BaseException:
-            logger.exception("Internal error running %s[%s]; releasing the message",
-                             job.call.name, job.call.id)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                logger.exception("Internal error running %s[%s]; releasing the message",
+                                 job.call.name, job.call.id)
             self.broker.release(job.delivery)
             self.keeper.drop(job.delivery)
+            if not isinstance(exc, Exception):
+                raise  # shutdown: the consumer loop ends
 
     def _release_buffer(self) -> None:
         while self.buffer:

@@ -10,11 +10,12 @@ and settles the message according to the outcome.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import serialization, states
 from ..backends.meta import store_result
@@ -22,21 +23,49 @@ from ..brokers import base
 from ..exceptions import (
     ContentDisallowed,
     DecodeError,
-    SoftTimeLimitExceeded,
     TaskRevokedError,
-    TimeLimitExceeded,
     WorkerLostError,
 )
-from ..execution import Outcome, Tracer
+from ..execution import Outcome, Tracer, run_coroutine
 from ..messages import TaskCall, parse_task
 from ..task import Task
 
 if TYPE_CHECKING:
     from ..app import Celery
     from .leases import LeaseKeeper
-    from .limits import TimeLimiter
+
+from .limits import limited
 
 logger = logging.getLogger("celeriac.worker")
+
+
+class Limits(Protocol):
+    """How time limits are armed around a task body (see :mod:`.limits`)."""
+
+    def arm(self, soft: float | None, hard: float | None) -> list[int]: ...
+
+    def disarm(self, tokens: list[int]) -> None: ...
+
+
+class Monitor:
+    """Hooks telling a supervisor what runs; the default does nothing."""
+
+    def task_started(self, job: Job, hard: float | None) -> None:
+        """A task body is about to run."""
+
+    def task_finished(self, job: Job) -> None:
+        """The body returned or raised (the message is settled next)."""
+
+    def received(self, count: int) -> None:
+        """A receive call returned ``count`` messages."""
+
+
+def unwind(tracer: Tracer) -> None:
+    """Pop the request/task stacks after a BaseException that ends the worker."""
+    try:
+        tracer._unwind()
+    except Exception:
+        logger.debug("Could not unwind the task context", exc_info=True)
 
 
 @dataclass
@@ -52,12 +81,16 @@ class JobRunner:
     """Prepares and executes deliveries for one consumer."""
 
     def __init__(self, app: Celery, keeper: LeaseKeeper, hostname: str,
-                 limiter: TimeLimiter | None = None) -> None:
+                 limits: Limits | None = None, *, hard_in_process: bool = True,
+                 monitor: Monitor | None = None) -> None:
         self.app = app
         self.broker = app.broker
         self.keeper = keeper
         self.hostname = hostname
-        self.limiter = limiter
+        self.limits = limits
+        #: False under prefork: the supervisor enforces hard limits by killing the child
+        self.hard_in_process = hard_in_process
+        self.monitor = monitor or Monitor()
         self.accept = serialization.accepted_types(app.conf.accept_content)
         self.max_redeliveries = int(app.conf.worker_max_redeliveries)
         self.processed = 0
@@ -93,14 +126,14 @@ class JobRunner:
         logger.info("Task %s[%s] received", call.name, call.id)
         return Job(delivery, call, task)
 
-    def _dead(self, delivery: base.Delivery, reason: str, detail: str) -> None:
+    def _dead(self, delivery: base.Delivery, reason: str, detail: str) -> Job | None:
         logger.error("Dead-lettering message %s (%s): %s", delivery.message.task_id, reason,
                      detail)
         self.broker.dead_letter(delivery, f"{reason}: {detail}" if detail else reason)
         self.keeper.drop(delivery)
         return None
 
-    def _worker_lost(self, delivery: base.Delivery, call: TaskCall) -> None:
+    def _worker_lost(self, delivery: base.Delivery, call: TaskCall) -> Job | None:
         exc = WorkerLostError(f"Worker exited prematurely while running {call.name}[{call.id}] "
                               f"({delivery.lost_count} times): message dead-lettered")
         store_result(self.app, call.id, exc, states.FAILURE)
@@ -108,7 +141,7 @@ class JobRunner:
                           f"{delivery.lost_count} deliveries lost with their worker")
 
     def _drop(self, delivery: base.Delivery, call: TaskCall,
-              exc: BaseException | None) -> None:
+              exc: BaseException | None) -> Job | None:
         if exc is not None:
             store_result(self.app, call.id, exc, states.REVOKED)
         self.broker.ack([delivery])
@@ -141,57 +174,91 @@ class JobRunner:
         }
 
     def execute(self, job: Job) -> Outcome:
-        d, task = job.delivery, job.task
-        acks_late = bool(task.acks_late)
+        """Run a job on this thread and settle its message."""
+        tracer = self.start(job)
+        soft, hard = self.limits_for(job)
+        self.monitor.task_started(job, hard)
+        try:
+            outcome = self.trace(tracer, soft, hard)
+        finally:
+            self.monitor.task_finished(job)
+        self.finish(job, outcome)
+        return outcome
+
+    def start(self, job: Job) -> Tracer:
+        """Acknowledge first for ``acks_late=False`` tasks; build the tracer."""
+        d = job.delivery
+        acks_late = bool(job.task.acks_late)
         if not acks_late:
             self.broker.ack([d])  # at-most-once, as the task asked
         with self._lock:
             self.active[job.call.id] = job
-        tracer = Tracer(task, self.request_for(job),
-                        guard=(lambda: self.keeper.still_owner(d)) if acks_late else None)
-        tokens = self._arm_limits(job)
-        try:
-            outcome = tracer.run()
-        finally:
-            for token in tokens:
-                self.limiter.disarm(token)  # type: ignore[union-attr]
-            with self._lock:
-                self.active.pop(job.call.id, None)
-        self._log(job, outcome)
-        if acks_late:
-            self.settle(d, outcome, task)
-        self.keeper.drop(d)
-        self.processed += 1
-        return outcome
+        return Tracer(job.task, self.request_for(job),
+                      guard=(lambda: self.keeper.still_owner(d)) if acks_late else None)
 
-    def _arm_limits(self, job: Job) -> list[int]:
-        if self.limiter is None:
-            return []
+    def limits_for(self, job: Job) -> tuple[float | None, float | None]:
+        """(soft, hard) seconds: the message's ``timelimit`` header, else the task's."""
         hard, soft = job.call.timelimit
         hard = hard if hard is not None else job.task.time_limit
         soft = soft if soft is not None else job.task.soft_time_limit
-        tokens = []
-        if soft:
-            tokens.append(self.limiter.arm(float(soft), SoftTimeLimitExceeded))
-        if hard:
-            tokens.append(self.limiter.arm(float(hard), TimeLimitExceeded))
-        return tokens
+        return (float(soft) if soft else None), (float(hard) if hard else None)
+
+    def trace(self, tracer: Tracer, soft: float | None, hard: float | None) -> Outcome:
+        """Tracer phases with the limits armed only around the task body."""
+        try:
+            ctx = tracer.begin()
+            tokens = self.limits.arm(soft, hard) if self.limits is not None else []
+            try:
+                retval = tracer.task.run(*ctx.args, **ctx.kwargs)
+            finally:
+                if self.limits is not None:
+                    self.limits.disarm(tokens)
+            if inspect.isawaitable(retval):
+                retval = run_coroutine(limited(retval, soft,
+                                               hard if self.hard_in_process else None))
+        except Exception as exc:
+            return self.fail(tracer, exc)
+        except BaseException:
+            unwind(tracer)
+            raise
+        return tracer.succeeded(retval)
+
+    @staticmethod
+    def fail(tracer: Tracer, exc: Exception) -> Outcome:
+        """Apply ``autoretry_for`` (which may raise Retry), then record the failure."""
+        try:
+            tracer.autoretry(exc)
+        except Exception as retry:
+            return tracer.failed(retry)
+        return tracer.failed(exc)
+
+    def finish(self, job: Job, outcome: Outcome) -> None:
+        """Log, settle the message (acks_late) and forget the job."""
+        with self._lock:
+            self.active.pop(job.call.id, None)
+        self._log(job, outcome)
+        d = job.delivery
+        if job.task.acks_late:
+            self.settle(d, outcome, job.task)
+        self.keeper.drop(d)
+        self.processed += 1
 
     def settle(self, d: base.Delivery, outcome: Outcome, task: Task) -> None:
-        """Acknowledge, requeue or dead-letter after the run (acks_late)."""
-        if not self.keeper.still_owner(d):
-            logger.warning("Not acknowledging %s[%s]: lease lost", task.name, d.message.task_id)
-            return
+        """Acknowledge, requeue or dead-letter after the run (acks_late).
+
+        Every broker call is fenced by the lease token: if another worker owns
+        the message now, nothing happens here and it is only logged.
+        """
         if outcome.state == states.REJECTED:
-            if outcome.requeue:
-                self.broker.release(d)
-            else:
-                self.broker.dead_letter(d, f"{base.REJECTED}: {outcome.exc}")
-            return
-        if outcome.state == states.FAILURE and task.acks_on_failure_or_timeout is False:
-            self.broker.release(d)
-            return
-        self.broker.ack([d])
+            done = (self.broker.release(d) if outcome.requeue
+                    else self.broker.dead_letter(d, f"{base.REJECTED}: {outcome.exc}"))
+        elif outcome.state == states.FAILURE and task.acks_on_failure_or_timeout is False:
+            done = self.broker.release(d)
+        else:
+            done = self.broker.ack([d]) == 1
+        if not done:
+            logger.warning("Not settling %s[%s]: lease lost, another worker owns it now",
+                           task.name, d.message.task_id)
 
     def _log(self, job: Job, outcome: Outcome) -> None:
         name, tid = job.call.name, job.call.id

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 
 from ..brokers.base import Broker, Delivery
@@ -25,6 +26,8 @@ class LeaseKeeper:
         self.broker = broker
         self.interval = max(0.05, interval)
         self._held: dict[str, Delivery] = {}
+        #: tag -> monotonic time the lease surely still runs until (local clock)
+        self._until: dict[str, float] = {}
         self._lost: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -40,13 +43,17 @@ class LeaseKeeper:
             self._thread.join(timeout=5)
 
     def hold(self, deliveries: Iterable[Delivery]) -> None:
+        now_mono, now = time.monotonic(), time.time()
         with self._lock:
             for d in deliveries:
                 self._held[d.tag] = d
+                self._until[d.tag] = now_mono + (d.lease_expires - now if d.lease_expires
+                                                 else 0.0)
 
     def drop(self, delivery: Delivery) -> None:
         with self._lock:
             self._held.pop(delivery.tag, None)
+            self._until.pop(delivery.tag, None)
             self._lost.discard(delivery.tag)
 
     def held(self) -> list[Delivery]:
@@ -54,25 +61,41 @@ class LeaseKeeper:
             return list(self._held.values())
 
     def still_owner(self, delivery: Delivery) -> bool:
+        """True if the lease is surely ours: locally known to run for at least half a lease
+        more, else confirmed by renewing it (one round trip)."""
+        margin = self.broker.lease_seconds / 2
         with self._lock:
             if delivery.tag in self._lost:
                 return False
+            if self._until.get(delivery.tag, 0.0) - time.monotonic() > margin:
+                return True
+        started = time.monotonic()
         ok = self.broker.renew([delivery])
         if not ok or not ok[0]:
             self._mark_lost([delivery])
             return False
+        self._extend([delivery], started)
         return True
+
+    def _extend(self, deliveries: list[Delivery], started: float) -> None:
+        until = started + self.broker.lease_seconds
+        with self._lock:
+            for d in deliveries:
+                if d.tag in self._held:
+                    self._until[d.tag] = until
 
     def renew_now(self) -> None:
         held = self.held()
         if not held:
             return
+        started = time.monotonic()
         try:
             results = self.broker.renew(held)
         except Exception:
             logger.exception("Lease renewal failed; will retry")
             return
-        self._mark_lost([d for d, ok in zip(held, results) if not ok])
+        self._mark_lost([d for d, ok in zip(held, results, strict=False) if not ok])
+        self._extend([d for d, ok in zip(held, results, strict=False) if ok], started)
 
     def _mark_lost(self, lost: list[Delivery]) -> None:
         with self._lock:

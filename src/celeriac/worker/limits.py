@@ -6,15 +6,26 @@ in the task's thread (``PyThreadState_SetAsyncExc``), so the task can catch
 it and clean up. Hard limits under the prefork pool are enforced by the
 supervisor killing the child; under threads/solo the hard limit is raised
 the same way as :class:`~celeriac.exceptions.TimeLimitExceeded`.
+
+Strategies used by the job runner: :class:`ThreadLimits` (threads/solo),
+:class:`AlarmLimits` (prefork children: ``SIGALRM`` interrupts blocking
+calls), and :func:`limited` for ``async def`` bodies, which raises the limit
+exception inside the coroutine at its current ``await``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import heapq
 import itertools
+import signal
 import threading
 import time
+from collections.abc import Generator
+from typing import Any
+
+from ..exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 _counter = itertools.count()
 
@@ -69,3 +80,107 @@ class TimeLimiter:
                 heapq.heappop(self._heap)
                 self._armed.discard(token)
                 raise_in_thread(tid, exc_type)
+
+
+class ThreadLimits:
+    """Soft and hard limits raised asynchronously in the task's thread (threads/solo pools)."""
+
+    def __init__(self, limiter: TimeLimiter | None = None, *, hard: bool = True) -> None:
+        self.limiter = limiter or TimeLimiter()
+        self.hard = hard
+
+    def arm(self, soft: float | None, hard: float | None) -> list[int]:
+        tokens = []
+        if soft:
+            tokens.append(self.limiter.arm(float(soft), SoftTimeLimitExceeded))
+        if hard and self.hard:
+            tokens.append(self.limiter.arm(float(hard), TimeLimitExceeded))
+        return tokens
+
+    def disarm(self, tokens: list[int]) -> None:
+        for token in tokens:
+            self.limiter.disarm(token)
+
+
+class AlarmLimits:
+    """Soft limit by ``SIGALRM`` in a prefork child, whose tasks run on the main thread.
+
+    A signal interrupts blocking calls such as ``time.sleep`` (an asynchronous
+    exception would wait for them to return). The hard limit is the
+    supervisor's job: it kills the child.
+    """
+
+    def __init__(self) -> None:
+        signal.signal(signal.SIGALRM, self._fire)
+
+    @staticmethod
+    def _fire(signum: int, frame: Any) -> None:
+        raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+    def arm(self, soft: float | None, hard: float | None) -> list[int]:
+        if not soft:
+            return []
+        signal.setitimer(signal.ITIMER_REAL, float(soft))
+        return [1]
+
+    def disarm(self, tokens: list[int]) -> None:
+        if tokens:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+class _Limited:
+    """Drives a coroutine and turns our own cancellation into a time-limit exception.
+
+    ``asyncio`` can only cancel a task; to raise ``SoftTimeLimitExceeded``
+    *inside* the task body (so it can catch it and clean up) the cancellation
+    that reaches this driver is replaced by the limit exception.
+    """
+
+    def __init__(self, coro: Any) -> None:
+        self.coro = coro
+        self.fired: type[BaseException] | None = None
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, send = self.coro, None
+        throw: BaseException | None = None
+        while True:
+            try:
+                yielded = coro.send(send) if throw is None else coro.throw(throw)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                send, throw = (yield yielded), None
+            except asyncio.CancelledError as exc:
+                send, throw = None, exc
+                if self.fired is not None:
+                    throw, self.fired = self.fired(f"{self.fired.__name__}"), None
+                    task = asyncio.current_task()
+                    if task is not None and hasattr(task, "uncancel"):
+                        task.uncancel()
+            except BaseException as exc:
+                send, throw = None, exc
+
+
+async def limited(coro: Any, soft: float | None, hard: float | None) -> Any:
+    """Await ``coro`` raising SoftTimeLimitExceeded / TimeLimitExceeded inside it on time."""
+    if not soft and not hard:
+        return await coro
+    driver = _Limited(coro)
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    handles = []
+
+    def fire(exc_type: type[BaseException]) -> None:
+        if task is not None and not task.done():
+            driver.fired = exc_type
+            task.cancel()
+
+    if soft:
+        handles.append(loop.call_later(float(soft), fire, SoftTimeLimitExceeded))
+    if hard:
+        handles.append(loop.call_later(float(hard), fire, TimeLimitExceeded))
+    try:
+        return await driver
+    finally:
+        for handle in handles:
+            handle.cancel()

@@ -14,10 +14,13 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from .. import config, signals
 from .consumer import Consumer, default_hostname
+from .health import NodeHealth
+from .job import Job, Monitor
 from .pools import make_pool
 
 if TYPE_CHECKING:
@@ -52,6 +55,19 @@ def expand_hostname(name: str | None) -> str:
     short, _, domain = host.partition(".")
     name = name.replace("%h", host).replace("%n", short).replace("%d", domain)
     return name if "@" in name else f"{name}@{host}"
+
+
+class ProgressMonitor(Monitor):
+    """Remembers when the consumer last received or finished something."""
+
+    def __init__(self) -> None:
+        self.last = time.time()
+
+    def received(self, count: int) -> None:
+        self.last = time.time()
+
+    def task_finished(self, job: Job) -> None:
+        self.last = time.time()
 
 
 class Worker:
@@ -103,8 +119,12 @@ class Worker:
 
     def _run_in_process(self) -> int:
         pool = make_pool(self.pool_name, self.concurrency)
+        progress = ProgressMonitor()
         self.consumer = Consumer(self.app, self.queues, pool, hostname=self.hostname,
-                                 prefetch=self.prefetch)
+                                 prefetch=self.prefetch, monitor=progress)
+        health = NodeHealth(self.app, self.hostname, pool=self.pool_name,
+                            concurrency=pool.concurrency, queues=self.queues,
+                            liveness_file=self.options.get("liveness_file"))
         self._install_signals()
         logger.info("%s", self.banner())
         thread = threading.Thread(target=self.consumer.run, name="celeriac-consumer")
@@ -113,7 +133,10 @@ class Worker:
         signals.worker_ready.send(sender=self)
         logger.info("%s ready.", self.hostname)
         while thread.is_alive() and not self._stop.is_set():
+            health.progress(time.time() if pool.running() else progress.last)
+            health.beat(processed=self.consumer.runner.processed, busy=pool.running())
             self._stop.wait(0.5)
+        health.remove()
         self._warm_shutdown(pool, thread)
         signals.worker_shutdown.send(sender=self)
         return 0
@@ -121,7 +144,7 @@ class Worker:
     def _start_beat(self) -> None:
         if not self.beat:
             return
-        from ..beat.embedded import start_embedded  # type: ignore[import-not-found]
+        from ..beat.embedded import start_embedded
 
         start_embedded(self.app, self._beat_stop)
 

@@ -1,0 +1,364 @@
+"""Parallel canvas primitives: ``group``, ``chord``, ``chunks``, ``xmap``, ``xstarmap``.
+
+A group publishes its N members in one batched ``broker.publish_many`` call,
+every message with the same ``group`` header and ``group_index`` 0..N-1, and
+returns a :class:`~celeriac.result_set.GroupResult` in call order. A chord
+publishes its header as a group whose messages carry the body signature in
+``embed.chord`` (with the body's pre-assigned ``task_id``, the header
+``group_id`` and ``chord_size``); the worker side of the join is
+:mod:`celeriac.chords`. ``xmap``/``xstarmap``/``chunks`` are Celery's
+one-message map helpers, run by the builtin ``celery.map``,
+``celery.starmap`` and ``celery.chunks`` tasks registered in every app.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import _state
+from .canvas import Signature, maybe_signature, register_type, sig_list
+from .canvas_publish import publish_members
+
+if TYPE_CHECKING:
+    from .app import Celery
+    from .result_set import GroupResult
+
+
+def _flatten(items: Iterable[Any], app: Celery | None) -> list[Signature]:
+    out: list[Signature] = []
+    for item in items:
+        sig = maybe_signature(item, app=app)
+        if sig is None:
+            continue
+        if isinstance(sig, group) and not sig["options"]:
+            out.extend(sig.tasks)
+        else:
+            out.append(sig)
+    return out
+
+
+class group(Signature):
+    """Tasks run in parallel; the result is a GroupResult in call order."""
+
+    def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
+        if len(tasks) == 1 and isinstance(tasks[0], Mapping) and "task" in tasks[0]:
+            d = dict(tasks[0])
+            if d.get("subtask_type") == "group":
+                super().__init__(d, app=app)
+                self["kwargs"]["tasks"] = _flatten(self["kwargs"].get("tasks") or [], app)
+                return
+        items: Iterable[Any] = tasks
+        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
+            items = tasks[0]
+        members = _flatten(items, app)
+        super().__init__("celery.group", (), {"tasks": members}, options, app=app,
+                         subtask_type="group")
+        if self._app is None and members:
+            self._app = members[0]._app
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return list(self["kwargs"]["tasks"])
+
+    @property
+    def app(self) -> Celery:
+        if self._app is None:
+            for member in self.tasks:
+                if member._app is not None or member._type is not None:
+                    return member.app
+        return super().app
+
+    def clone(self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+              **opts: Any) -> Signature:
+        new = group([t.clone(args, kwargs) for t in self.tasks], app=self._app,
+                    **{**self["options"], **opts})
+        new["immutable"] = self.immutable
+        return new
+
+    def __len__(self) -> int:
+        return len(self["kwargs"]["tasks"])
+
+    # -- freezing -----------------------------------------------------------------------
+    def freeze(self, _id: str | None = None, group_id: str | None = None,
+               chord: Signature | None = None, root_id: str | None = None,
+               parent_id: str | None = None, group_index: int | None = None) -> GroupResult:
+        """Assign the group id and member ids; members carry ``chord`` when in a header."""
+        from .result_set import GroupResult
+
+        gid = _id or self["options"].get("task_id") or str(uuid.uuid4())
+        self["options"]["task_id"] = gid
+        results = [member.freeze(group_id=gid, chord=chord, root_id=root_id,
+                                 parent_id=parent_id, group_index=index)
+                   for index, member in enumerate(self.tasks)]
+        return GroupResult(gid, results, app=self.app)
+
+    # -- calling ------------------------------------------------------------------------
+    def apply_async(self, args: Iterable[Any] | None = None,
+                    kwargs: Mapping[str, Any] | None = None, **options: Any) -> GroupResult:
+        app = self.app
+        if app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
+        options = {**self["options"], **options}
+        if options.get("chain") or options.get("chord"):
+            # a group that must act as one step (Task.replace in a chain or a chord
+            # header): join it into one result, as Celery does with celery.accumulate
+            body = app.tasks["celery.accumulate"].s(index=0)
+            joined = chord(self.tasks, body, app=app)
+            return joined.apply_async(args, kwargs, **options)
+        options.pop("group_index", None)
+        gid = options.pop("task_id", None) or options.pop("group_id", None)
+        join = options.pop("chord", None)
+        members = [m.clone(args, kwargs) for m in self.tasks]
+        for errback in sig_list(options.pop("link_error", None), app):
+            for m in members:
+                m.link_error(errback)
+        for callback in sig_list(options.pop("link", None), app):
+            for m in members:
+                m.link(callback)
+        frozen = group(members, app=app)
+        result = frozen.freeze(gid, chord=join, root_id=options.get("root_id"),
+                               parent_id=options.get("parent_id"))
+        publish_members(app, frozen.tasks, options)
+        return result
+
+    def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:
+        return self.apply_async(args, kwargs)
+
+    def apply(self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> GroupResult:
+        from .result_set import GroupResult
+
+        gid = options.get("task_id") or self["options"].get("task_id") or str(uuid.uuid4())
+        results = [m.apply(args, kwargs) for m in self.tasks]
+        return GroupResult(gid, results, app=self.app)
+
+    def __repr__(self) -> str:
+        return f"group([{', '.join(repr(t) for t in self.tasks)}])"
+
+
+class chord(Signature):
+    """A header group whose results, in order, are passed to the body once all finished."""
+
+    def __init__(self, header: Any = None, body: Any = None, args: Iterable[Any] | None = None,
+                 kwargs: Mapping[str, Any] | None = None, app: Celery | None = None,
+                 **options: Any) -> None:
+        if isinstance(header, Mapping) and header.get("subtask_type") == "chord":
+            super().__init__(dict(header), app=app)
+            kw = self["kwargs"]
+        else:
+            super().__init__("celery.chord", args, {"header": header, "body": body,
+                                                    "kwargs": dict(kwargs or {})},
+                             options, app=app, subtask_type="chord")
+            kw = self["kwargs"]
+        head = kw.get("header")
+        if isinstance(head, Mapping) and "task" in head:
+            head = group(head, app=app).tasks if head.get("subtask_type") == "group" else [head]
+        kw["header"] = _flatten(head or [], app)
+        kw["body"] = maybe_signature(kw.get("body"), app=app)
+        if self._app is None:
+            self._app = next((t._app for t in kw["header"] if t._app is not None), None)
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return list(self["kwargs"]["header"])
+
+    @property
+    def body(self) -> Signature:
+        return self["kwargs"]["body"]
+
+    @body.setter
+    def body(self, value: Signature) -> None:
+        self["kwargs"]["body"] = value
+
+    @property
+    def app(self) -> Celery:
+        if self._app is None:
+            for sig in [*self.tasks, self.body]:
+                if sig is not None and (sig._app is not None or sig._type is not None):
+                    return sig.app
+        return super().app
+
+    def clone(self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+              **opts: Any) -> Signature:
+        body = self.body.clone() if self.body is not None else None
+        new = chord([t.clone(args, kwargs) for t in self.tasks], body, app=self._app,
+                    **{**self["options"], **opts})
+        return new
+
+    # -- freezing -------------------------------------------------------------------------
+    def freeze(self, _id: str | None = None, group_id: str | None = None,
+               chord: Signature | None = None, root_id: str | None = None,
+               parent_id: str | None = None, group_index: int | None = None) -> Any:
+        """Pre-assign the header group id, the body id and the chord size.
+
+        The body joins an outer group/chord when this chord is a member of one;
+        otherwise its ``group_id`` is the header's, as Celery sends it.
+        """
+        from .result_set import GroupResult
+
+        header = self.tasks
+        existing = header[0]["options"].get("group_id") if header else None
+        gid = existing or str(uuid.uuid4())
+        body = self.body
+        body_result = body.freeze(_id, group_id=group_id, chord=chord, root_id=root_id,
+                                  group_index=group_index)
+        if group_id is None:
+            body["options"].setdefault("group_id", gid)
+        body["options"]["chord_size"] = len(header)
+        results = [m.freeze(group_id=gid, chord=body, root_id=root_id, parent_id=parent_id,
+                            group_index=i) for i, m in enumerate(header)]
+        if getattr(body_result, "parent", None) is None:
+            body_result.parent = GroupResult(gid, results, app=self.app)
+        return body_result
+
+    # -- calling ----------------------------------------------------------------------------
+    def __call__(self, body: Any = None, **options: Any) -> Any:
+        if body is not None:
+            self.body = maybe_signature(body, app=self._app)  # type: ignore[assignment]
+        return self.apply_async((), **options)
+
+    def apply_async(self, args: Iterable[Any] | None = None,
+                    kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
+        app = self.app
+        if self.body is None:
+            raise ValueError("chord has no body")
+        if app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
+        options = {**self["options"], **options}
+        body = self.body
+        for callback in sig_list(options.pop("link", None), app):
+            body.link(callback)
+        for errback in sig_list(options.pop("link_error", None), app):
+            body.link_error(errback)
+        rest = options.pop("chain", None)
+        if rest:
+            body["options"]["chain"] = list(rest)
+        result = self.freeze(options.pop("task_id", None), options.pop("group_id", None),
+                             options.pop("chord", None), options.get("root_id"),
+                             options.get("parent_id"), options.pop("group_index", None))
+        header = [m.clone(args, kwargs) for m in self.tasks]
+        if not header:
+            body.apply_async(([],), **options)
+            return result
+        _set_celery_chord_size(app, header[0]["options"]["group_id"], len(header))
+        publish_members(app, header, options)
+        return result
+
+    def apply(self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Any:
+        """Run the header, then the body, here (eager mode)."""
+        from .chords import chord_error
+        from .result import EagerResult
+        from .result_set import GroupResult
+
+        header = [m.apply(args, kwargs) for m in self.tasks]
+        for res in header:
+            if not res.successful():
+                exc = chord_error(res.id, res.result)
+                return EagerResult(self.body.id or str(uuid.uuid4()), exc, "FAILURE",
+                                   app=self.app)
+        result = self.body.apply(([r.get() for r in header],))
+        result.parent = GroupResult(str(uuid.uuid4()), header, app=self.app)
+        return result
+
+    def __repr__(self) -> str:
+        return f"chord([{', '.join(repr(t) for t in self.tasks)}], {self.body!r})"
+
+
+def _set_celery_chord_size(app: Celery, group_id: str, size: int) -> None:
+    """On Redis, also write Celery's ``<group key>.s`` so a Celery worker can join it."""
+    backend = app.backend
+    if backend is not None and "redis" in getattr(backend, "schemes", ()):
+        backend._set_raw(f"{backend.group_key(group_id)}.s", str(size), backend.expires)
+
+
+register_type("group", group)
+register_type("chord", chord)
+
+
+# -- map helpers -------------------------------------------------------------------------
+def xmap(task: Signature, it: Iterable[Any], app: Celery | None = None) -> Signature:
+    """One message running ``task(item)`` for each item (``task.map``)."""
+    return Signature("celery.map", (), {"task": dict(task), "it": list(it)}, immutable=True,
+                     app=app or task._app)
+
+
+def xstarmap(task: Signature, it: Iterable[Any], app: Celery | None = None) -> Signature:
+    """One message running ``task(*item)`` for each item (``task.starmap``)."""
+    return Signature("celery.starmap", (), {"task": dict(task), "it": [list(i) for i in it]},
+                     immutable=True, app=app or task._app)
+
+
+def _split(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    items = iter(it)
+    while True:
+        part = list(itertools.islice(items, n))
+        if not part:
+            return
+        yield part
+
+
+class chunks(Signature):
+    """Split ``it`` into parts of ``n``; each part is one ``xstarmap`` message of a group."""
+
+    def __init__(self, task: Any, it: Iterable[Any] | None = None, n: int | None = None,
+                 app: Celery | None = None, **options: Any) -> None:
+        if isinstance(task, Mapping) and task.get("task") == "celery.chunks":
+            super().__init__(dict(task), app=app)
+            return
+        sig = maybe_signature(task, app=app)
+        super().__init__("celery.chunks", (), {"task": dict(sig or {}),
+                                               "it": [list(i) for i in it or ()], "n": n},
+                         options, immutable=True, app=app or (sig._app if sig else None))
+
+    def group(self) -> group:
+        kw = self["kwargs"]
+        task = maybe_signature(kw["task"], app=self._app)
+        assert task is not None
+        return group([xstarmap(task, part, app=self._app) for part in _split(kw["it"], kw["n"])],
+                     app=self._app)
+
+    def apply_async(self, args: Iterable[Any] | None = None,
+                    kwargs: Mapping[str, Any] | None = None, **options: Any) -> GroupResult:
+        return self.group().apply_async(**options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:
+        return self.apply_async()
+
+    def apply(self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> GroupResult:
+        return self.group().apply()
+
+
+# -- builtin tasks -----------------------------------------------------------------------
+def _register_builtins(app: Celery) -> None:
+    if "celery.map" in app._tasks:
+        return
+
+    @app.task(name="celery.map", shared=False, lazy=False)
+    def xmap_task(task: Any, it: list[Any]) -> list[Any]:
+        fun = maybe_signature(task, app=app).type  # type: ignore[union-attr]
+        return [fun(item) for item in it]
+
+    @app.task(name="celery.starmap", shared=False, lazy=False)
+    def xstarmap_task(task: Any, it: list[Any]) -> list[Any]:
+        fun = maybe_signature(task, app=app).type  # type: ignore[union-attr]
+        return [fun(*item) for item in it]
+
+    @app.task(name="celery.chunks", shared=False, lazy=False)
+    def chunks_task(task: Any, it: list[Any], n: int) -> list[str]:
+        result = chunks(task, it, n, app=app).apply_async()
+        return [r.id for r in result.results]
+
+    @app.task(name="celery.accumulate", shared=False, lazy=False)
+    def accumulate(*args: Any, **kwargs: Any) -> Any:
+        index = kwargs.get("index")
+        return args[index] if index is not None else args
+
+    del xmap_task, xstarmap_task, chunks_task, accumulate
+
+
+_state.connect_on_app_finalize(_register_builtins)

@@ -1,0 +1,127 @@
+"""The worker side of a chord: join each header result, fire the body once.
+
+After each header task ends (success or final failure) the tracer calls
+:func:`on_header_done`. It records the task's result meta with the result
+store's atomic ``chord_add(group_id, group_index, meta, size)`` (Redis Lua,
+one SQLite transaction, an in-process lock: no polling task). The one call
+that completes the set receives every meta in header order and:
+
+* publishes the body with the ordered results as first argument (unless the
+  body is immutable) under the body's pre-assigned ``task_id``; or
+* if any header task failed, stores the body's result as FAILURE with
+  ``ChordError("Dependency <id> raised <exc>")`` and calls the body's error
+  callbacks, as Celery does;
+
+then clears the join state. The chord size travels in the body signature
+(``options.chord_size``); a chord sent by a real Celery client on Redis has
+it in Celery's ``celery-taskset-meta-<gid>.s`` key, which is read instead.
+Crash safety is discussed in docs/canvas.md ("Exactly once").
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from . import states
+from .backends.meta import encode_result, exception_from_dict, store_result
+from .canvas import Signature, chain, maybe_signature
+from .context import Context
+from .exceptions import ChordError
+
+if TYPE_CHECKING:
+    from .app import Celery
+    from .task import Task
+
+logger = logging.getLogger("celeriac.chords")
+
+
+def chord_error(task_id: str, exc: Any) -> ChordError:
+    """Celery's error for a failed header member."""
+    return ChordError(f"Dependency {task_id} raised {exc!r}")
+
+
+def on_header_done(task: Task, ctx: Context, retval: Any, failed: bool) -> None:
+    """Record a finished header task; the call completing the set fires the body."""
+    join_member(task.app, ctx, retval, failed)
+
+
+def join_member(app: Celery, ctx: Context, value: Any, failed: bool) -> None:
+    """Record member ``ctx.group_index`` of chord ``ctx.group`` (also for lost members)."""
+    backend = app.backend
+    body = maybe_signature(ctx.chord, app=app, clone=True)
+    if body is None or ctx.group is None or ctx.group_index is None:
+        return
+    if backend is None:
+        logger.error("Chord %s needs a result backend; body %r not applied", ctx.group, body)
+        return
+    size = chord_size(app, body, ctx.group)
+    if size is None:
+        logger.error("Chord %s: size unknown (no chord_size); body %r not applied",
+                     ctx.group, body)
+        return
+    state = states.FAILURE if failed else states.SUCCESS
+    meta = {"task_id": ctx.id, "status": state, "result": encode_result(value, state)}
+    parts = backend.chord_add(str(ctx.group), int(ctx.group_index), meta, size)
+    if parts is None:
+        return
+    fire(app, body, str(ctx.group), parts, ctx)
+
+
+def chord_size(app: Celery, body: Signature, group_id: str) -> int | None:
+    size = body["options"].get("chord_size") or body.get("chord_size")
+    if size is None:
+        backend = app.backend
+        raw = backend._get_raw(f"{backend.group_key(group_id)}.s") if backend else None
+        size = raw.decode() if isinstance(raw, bytes) else raw
+    return int(size) if size is not None else None
+
+
+def fire(app: Celery, body: Signature, group_id: str, parts: list[dict[str, Any]],
+         ctx: Context) -> None:
+    """Apply the body (or fail it) for a complete set of header metas, then clear."""
+    backend = app.backend
+    assert backend is not None
+    if not _already_fired(backend, body):
+        culprit = next((p for p in parts if p.get("status") in states.PROPAGATE_STATES), None)
+        if culprit is not None:
+            reason = exception_from_dict(culprit.get("result"), app)
+            fail_body(app, body, chord_error(str(culprit.get("task_id")), reason), ctx)
+        else:
+            values = [p.get("result") for p in parts]
+            body.apply_async((values,), parent_id=ctx.id, root_id=ctx.root_id or ctx.id)
+    backend.chord_clear(group_id)
+
+
+def _already_fired(backend: Any, body: Signature) -> bool:
+    """True when the body already started or finished (a redelivered completer)."""
+    body_id = _body_id(body)
+    if body_id is None:
+        return False
+    meta = backend.get(body_id)
+    return meta is not None and meta.get("status") in states.READY_STATES | {states.STARTED}
+
+
+def _body_id(body: Signature) -> str | None:
+    if isinstance(body, chain) and body.tasks:
+        return body.tasks[0].id
+    return body.id
+
+
+def fail_body(app: Celery, body: Signature, exc: ChordError, ctx: Context) -> None:
+    """Store the body as failed with ``exc`` and call its error callbacks."""
+    from .workflow import call_errbacks
+
+    last = body.tasks[-1] if isinstance(body, chain) and body.tasks else body
+    opts = last["options"]
+    body_ctx = Context(id=last.id, task=last.task, args=last.args, kwargs=last.kwargs,
+                       group=opts.get("group_id"), group_index=opts.get("group_index"),
+                       chord=opts.get("chord"), parent_id=ctx.id,
+                       root_id=ctx.root_id or ctx.id,
+                       errbacks=opts.get("link_error") or body["options"].get("link_error"))
+    logger.error("Chord %s failed: %s", ctx.group, exc)
+    if last.id is not None:
+        store_result(app, last.id, exc, states.FAILURE, request=body_ctx)
+    call_errbacks(app, body_ctx, exc, None)
+    if body_ctx.chord is not None:
+        join_member(app, body_ctx, exc, failed=True)

@@ -1,0 +1,188 @@
+"""A prefork child process: one consumer on its main thread, reporting to the supervisor.
+
+The supervisor creates a :class:`Slot` in shared memory for each child and
+reads it without any system call from the child: the task running now (id,
+start time, hard limit, whether it was acknowledged before running), the
+number of tasks processed and the time of the last progress. For a task with
+a hard time limit the child also sends its :class:`~celeriac.brokers.base.Delivery`
+over a pipe, so the supervisor can record ``TimeLimitExceeded`` and
+acknowledge the message after killing the child.
+
+Signals in a child: SIGTERM = warm (finish the running task, give back what
+was fetched, exit 0), SIGQUIT = cold (abort now, give everything back, exit
+0). SIGINT and SIGHUP are ignored: the supervisor coordinates (a terminal's
+Ctrl-C reaches the whole process group).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import logging
+import os
+import resource
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+from .. import signals
+from .consumer import Consumer
+from .job import Job, Monitor
+from .limits import AlarmLimits, ThreadLimits
+from .pools import SoloPool, ThreadPool
+
+if TYPE_CHECKING:
+    from ..app import Celery
+
+logger = logging.getLogger("celeriac.worker")
+
+#: conf keys handed to a spawned child (a forked child inherits the app as is)
+SPAWN_CONF_PREFIXES = ("worker_", "broker_", "result_", "task_time_limit",
+                       "task_soft_time_limit", "accept_content")
+
+
+class Slot(ctypes.Structure):
+    """What a child is doing, in memory shared with the supervisor."""
+
+    _fields_ = [
+        ("started", ctypes.c_double),     # wall time the running task started; 0 = idle
+        ("hard", ctypes.c_double),        # its hard time limit in seconds; 0 = none
+        ("acks_early", ctypes.c_bool),    # acknowledged before running (acks_late=False)
+        ("task_id", ctypes.c_char * 64),
+        ("processed", ctypes.c_longlong),
+        ("progress", ctypes.c_double),    # wall time of the last receive or finished task
+        ("exiting", ctypes.c_int),        # 1: the child decided to exit (recycling)
+    ]
+
+
+@dataclass
+class ChildSpec:
+    """How to start one child."""
+
+    owner: str
+    hostname: str
+    queues: list[str]
+    prefetch: int = 0
+    threads: int = 1
+    max_tasks: int | None = None
+    max_memory_kib: int | None = None
+    app: Any = None                      # the app itself (fork)
+    app_ref: str | None = None           # "module:attr" to import it (spawn)
+    conf: dict[str, Any] = field(default_factory=dict)
+
+
+class ColdShutdown(BaseException):
+    """Raised in a child's main thread on SIGQUIT: abort and give everything back."""
+
+
+def rss_kib() -> int:
+    """Current resident set size of this process in KiB."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+class ChildMonitor(Monitor):
+    """Writes the child's state into its slot; decides when the child recycles itself."""
+
+    def __init__(self, slot: Slot, conn: Connection, spec: ChildSpec) -> None:
+        self.slot, self.conn, self.spec = slot, conn, spec
+        self.consumer: Consumer | None = None
+
+    def received(self, count: int) -> None:
+        self.slot.progress = time.time()
+
+    def task_started(self, job: Job, hard: float | None) -> None:
+        slot = self.slot
+        slot.task_id = (job.call.id or "").encode()[:63]
+        slot.hard = hard or 0.0
+        slot.acks_early = not job.task.acks_late
+        if hard:
+            self.conn.send(("hard", job.call.id, job.call.name, job.delivery))
+        slot.started = time.time()
+
+    def task_finished(self, job: Job) -> None:
+        slot = self.slot
+        slot.started = 0.0
+        slot.processed += 1
+        slot.progress = time.time()
+        if self._should_recycle() and self.consumer is not None:
+            slot.exiting = 1
+            self.consumer.stop()
+
+    def _should_recycle(self) -> bool:
+        spec = self.spec
+        if spec.max_tasks and self.slot.processed >= spec.max_tasks:
+            logger.info("Child %d processed %d tasks: recycling", os.getpid(), spec.max_tasks)
+            return True
+        if spec.max_memory_kib:
+            rss = rss_kib()
+            if rss > spec.max_memory_kib:
+                logger.warning("Child %d uses %d KiB > max_memory_per_child %d KiB: recycling",
+                               os.getpid(), rss, spec.max_memory_kib)
+                return True
+        return False
+
+
+def load_app(spec: ChildSpec) -> Celery:
+    if spec.app is not None:
+        return spec.app
+    assert spec.app_ref, "a spawned child needs app_ref"
+    module_name, _, attr = spec.app_ref.partition(":")
+    app: Celery = getattr(importlib.import_module(module_name), attr)
+    for key, value in spec.conf.items():
+        app.conf[key] = value
+    app.finalize()
+    return app
+
+
+def child_main(spec: ChildSpec, slot: Slot, conn: Connection) -> None:
+    """Entry point of a child process."""
+    app = load_app(spec)
+    monitor = ChildMonitor(slot, conn, spec)
+    solo = spec.threads <= 1
+    pool = SoloPool() if solo else ThreadPool(spec.threads)
+    limits = AlarmLimits() if solo else ThreadLimits(hard=False)
+    consumer = Consumer(app, spec.queues, pool, hostname=spec.hostname, prefetch=spec.prefetch,
+                        owner=spec.owner, limits=limits, hard_in_process=False, monitor=monitor)
+    monitor.consumer = consumer
+    _install_signals(consumer)
+    signals.worker_process_init.send(sender=None)
+    code = 0
+    try:
+        consumer.run()
+        pool.join(None)  # warm: let running threads finish (SIGQUIT cuts this short)
+    except ColdShutdown:
+        pass
+    except Exception:
+        logger.exception("Child %d failed", os.getpid())
+        code = 1
+    finally:
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+        given_back = consumer.release_running()
+        if given_back:
+            logger.warning("Child %d gave back %d running task(s)", os.getpid(), given_back)
+        signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=code)
+        conn.close()
+        logging.shutdown()
+        os._exit(code)  # task threads cannot be joined after a cold stop; leases are given back
+
+
+def _install_signals(consumer: Consumer) -> None:
+    def warm(signum: int, frame: Any) -> None:
+        consumer.stop()
+
+    def cold(signum: int, frame: Any) -> None:
+        consumer.stop()
+        raise ColdShutdown()
+
+    signal.signal(signal.SIGTERM, warm)
+    signal.signal(signal.SIGQUIT, cold)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -1,0 +1,350 @@
+"""The prefork supervisor: starts, watches, limits and replaces child processes.
+
+Each child (see :mod:`.child`) runs its own consumer with its own broker
+connection under a lease ``owner`` id the supervisor chose. The supervisor:
+
+* starts ``-c N`` children (fork, or spawn with ``worker_pool_start_method``);
+* when a child exits without having asked to (crash, ``os._exit``, kill -9,
+  OOM), calls ``broker.expire_owner(owner)`` at once, so its messages are
+  redelivered now (counted as lost: poison pills reach the dead-letter store
+  after ``worker_max_redeliveries``), records ``WorkerLostError`` for a task
+  that was acknowledged before running (``acks_late=False``), and starts a
+  replacement;
+* enforces hard time limits: SIGKILL when a task runs past its limit, then
+  stores ``FAILURE``/``TimeLimitExceeded`` and acknowledges the message (it
+  ran; it is not redelivered); children recycled by ``max_tasks_per_child`` /
+  ``max_memory_per_child`` exit cleanly and are replaced;
+* grows and shrinks children with ``--autoscale=max,min`` (queue depth and
+  busy children), publishes the node heartbeat and touches the liveness file;
+* signals: SIGTERM/SIGINT warm, again or SIGQUIT cold, SIGHUP restarts
+  children gracefully (see :mod:`.main` for the meaning of warm and cold).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING, Any
+
+from .. import signals, states
+from ..backends.meta import store_result
+from ..brokers.base import Delivery
+from ..exceptions import TimeLimitExceeded, WorkerLostError
+from .autoscale import Autoscaler, parse_autoscale
+from .child import SPAWN_CONF_PREFIXES, ChildSpec, Slot, child_main
+from .health import NodeHealth
+
+if TYPE_CHECKING:
+    from .main import Worker
+
+logger = logging.getLogger("celeriac.worker")
+
+COLD_KILL_AFTER = 5.0   # seconds a child gets to give back its messages on a cold stop
+TICK = 0.1
+
+
+def run_pool_worker(worker: Worker) -> int:
+    """Run ``worker`` with a process pool (prefork) or an event loop (asyncio)."""
+    if worker.pool_name == "asyncio":
+        from .aio import run_asyncio_worker
+
+        return run_asyncio_worker(worker)
+    return Supervisor(worker).run()
+
+
+@dataclass
+class Child:
+    """The supervisor's view of one child process."""
+
+    process: Any
+    slot: Slot
+    conn: Connection
+    owner: str
+    hard: tuple[str, str, Delivery] | None = None   # (task id, name, delivery) of a limited task
+    killed_for_limit: bool = False
+    retiring: bool = False           # asked to stop: do not replace (autoscale down)
+    stop_sent_at: float = 0.0
+
+
+class Supervisor:
+    """Keeps ``target`` children running until shutdown."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.app = worker.app
+        conf = self.app.conf
+        method = str(conf.worker_pool_start_method or "fork")
+        self.mp: Any = multiprocessing.get_context(method)
+        self.autoscaler: Autoscaler | None = None
+        bounds = parse_autoscale(worker.options.get("autoscale"))
+        if bounds is not None:
+            self.autoscaler = Autoscaler(self.app, worker.queues, *bounds)
+            self.target = bounds[1]
+        else:
+            self.target = worker.concurrency
+        self.children: dict[int, Child] = {}
+        self.processed_by_gone = 0
+        self.state = "running"            # running -> warm -> cold
+        self.deadline = 0.0
+        self.cold_at = 0.0
+        self.health = NodeHealth(self.app, worker.hostname, pool="prefork",
+                                 concurrency=self.target, queues=worker.queues,
+                                 liveness_file=worker.options.get("liveness_file"))
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._pending: list[int] = []
+
+    # -- life cycle ---------------------------------------------------------------------
+    def run(self) -> int:
+        self._install_signals()
+        logger.info("%s", self.worker.banner())
+        self._fill()
+        signals.worker_ready.send(sender=self.worker)
+        logger.info("%s ready.", self.worker.hostname)
+        while self.children or self.state == "running":
+            self._tick()
+        self.health.remove()
+        signals.worker_shutdown.send(sender=self.worker)
+        self._wake_r.close()
+        self._wake_w.close()
+        return 0
+
+    def _tick(self) -> None:
+        handles: list[Any] = [self._wake_r]
+        for child in self.children.values():
+            handles += [child.conn, child.process.sentinel]
+        for ready in wait(handles, timeout=TICK):
+            if ready is self._wake_r:
+                self._wake_r.recv(4096)
+        self._handle_signals()
+        self._read_messages()
+        self._reap()
+        now = time.time()
+        self._enforce_limits(now)
+        self._shutdown_step(now)
+        if self.state == "running":
+            self._scale()
+            self._fill()
+        self._beat(now)
+
+    # -- children -----------------------------------------------------------------------
+    def _spec(self) -> ChildSpec:
+        w = self.worker
+        conf = self.app.conf
+        spec = ChildSpec(owner=f"{w.hostname}:{uuid.uuid4().hex[:16]}", hostname=w.hostname,
+                         queues=list(w.queues), prefetch=w.prefetch // max(1, w.concurrency),
+                         threads=int(w.options.get("threads") or 1),
+                         max_tasks=conf.worker_max_tasks_per_child,
+                         max_memory_kib=conf.worker_max_memory_per_child)
+        if self.mp.get_start_method() == "fork":
+            spec.app = self.app
+        else:
+            spec.app_ref = _app_ref(self.app)
+            spec.conf = {k: v for k, v in conf.items() if k.startswith(SPAWN_CONF_PREFIXES)}
+        return spec
+
+    def _start_child(self) -> None:
+        spec = self._spec()
+        slot = self.mp.RawValue(Slot)
+        reader, writer = self.mp.Pipe(duplex=False)
+        process = self.mp.Process(target=child_main, args=(spec, slot, writer),
+                                  name=f"ForkPoolWorker-{len(self.children) + 1}", daemon=False)
+        process.start()
+        writer.close()
+        self.children[process.pid] = Child(process, slot, reader, spec.owner)
+        logger.debug("Started child %d (%s)", process.pid, spec.owner)
+
+    def _active(self) -> list[Child]:
+        return [c for c in self.children.values() if not c.retiring]
+
+    def _fill(self) -> None:
+        while len(self._active()) < self.target:
+            self._start_child()
+
+    def _read_messages(self) -> None:
+        for child in list(self.children.values()):
+            try:
+                while child.conn.poll():
+                    message = child.conn.recv()
+                    if message[0] == "hard":
+                        child.hard = (message[1], message[2], message[3])
+            except (EOFError, OSError):
+                continue
+
+    def _reap(self) -> None:
+        for pid, child in list(self.children.items()):
+            if child.process.is_alive():
+                continue
+            child.process.join()
+            del self.children[pid]
+            self._child_gone(pid, child, child.process.exitcode)
+
+    def _child_gone(self, pid: int, child: Child, code: int | None) -> None:
+        slot = child.slot
+        self.processed_by_gone += slot.processed
+        self.health.progress(slot.progress)
+        if child.killed_for_limit:
+            self._record_time_limit(child)
+        elif code != 0:
+            released = self.app.broker.expire_owner(child.owner)
+            logger.error("Process %s pid %d exited with %s; %d message(s) made available "
+                         "for redelivery now", child.process.name, pid, _describe(code),
+                         released)
+            if slot.started and slot.acks_early:
+                self._record_lost(slot.task_id.decode(), code)
+        child.conn.close()
+
+    def _record_lost(self, task_id: str, code: int | None) -> None:
+        exc = WorkerLostError(f"Worker exited prematurely: {_describe(code)} "
+                              f"Job: {task_id}.")
+        try:
+            store_result(self.app, task_id, exc, states.FAILURE)
+        except Exception:
+            logger.exception("Could not store WorkerLostError for %s", task_id)
+
+    # -- hard time limits ----------------------------------------------------------------
+    def _enforce_limits(self, now: float) -> None:
+        for child in self.children.values():
+            slot = child.slot
+            started, hard = slot.started, slot.hard
+            if child.killed_for_limit or not started or not hard or now < started + hard:
+                continue
+            task_id = slot.task_id.decode()
+            if child.hard is None or child.hard[0] != task_id:
+                self._read_messages()
+                if child.hard is None or child.hard[0] != task_id:
+                    continue
+            logger.error("Hard time limit (%ss) exceeded for %s[%s]: killing child %d",
+                         hard, child.hard[1], task_id, child.process.pid)
+            child.killed_for_limit = True
+            _kill(child.process.pid, signal.SIGKILL)
+
+    def _record_time_limit(self, child: Child) -> None:
+        assert child.hard is not None
+        task_id, _name, delivery = child.hard
+        hard = child.slot.hard
+        try:
+            store_result(self.app, task_id, TimeLimitExceeded(hard), states.FAILURE)
+        except Exception:
+            logger.exception("Could not store TimeLimitExceeded for %s", task_id)
+        broker = self.app.broker
+        broker.ack([delivery])  # it ran to its limit: not redelivered
+        others = broker.expire_owner(child.owner)
+        if others:
+            logger.warning("%d prefetched message(s) of the killed child made available",
+                           others)
+
+    # -- scaling and heartbeat -------------------------------------------------------------
+    def _scale(self) -> None:
+        if self.autoscaler is None:
+            return
+        busy = sum(1 for c in self._active() if c.slot.started)
+        target = self.autoscaler.decide(len(self._active()), busy)
+        if target < len(self._active()):
+            idle = [c for c in self._active() if not c.slot.started]
+            for child in idle[:len(self._active()) - target]:
+                child.retiring = True
+                _kill(child.process.pid, signal.SIGTERM)
+        self.target = target
+
+    def _beat(self, now: float) -> None:
+        processed = self.processed_by_gone
+        busy = 0
+        for child in self.children.values():
+            processed += child.slot.processed
+            self.health.progress(child.slot.progress)
+            if child.slot.started:
+                busy += 1
+        if busy:
+            self.health.progress(now)
+        self.health.record["concurrency"] = len(self.children)
+        self.health.beat(processed=processed, busy=busy)
+
+    # -- signals and shutdown ---------------------------------------------------------------
+    def _install_signals(self) -> None:
+        def note(signum: int, frame: Any) -> None:
+            self._pending.append(signum)
+            try:
+                self._wake_w.send(b"x")
+            except OSError:
+                pass
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+            signal.signal(sig, note)
+
+    def _handle_signals(self) -> None:
+        while self._pending:
+            signum = self._pending.pop(0)
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                logger.warning("worker: restarting children (SIGHUP)")
+                for child in self._active():
+                    child.retiring = True
+                    _kill(child.process.pid, signal.SIGTERM)
+            elif signum == signal.SIGQUIT or self.state != "running":
+                self._go_cold(name)
+            else:
+                self._go_warm(name)
+
+    def _go_warm(self, name: str) -> None:
+        logger.warning("worker: Warm shutdown (%s)", name)
+        signals.worker_shutting_down.send(sender=self.worker.hostname, sig=name, how="Warm",
+                                          exitcode=0)
+        self.state = "warm"
+        self.deadline = time.time() + float(self.app.conf.worker_soft_shutdown_timeout or 0)
+        for child in self.children.values():
+            _kill(child.process.pid, signal.SIGTERM)
+
+    def _go_cold(self, name: str) -> None:
+        if self.state != "cold":
+            logger.warning("worker: Cold shutdown (%s)", name)
+        self.state = "cold"
+        self.cold_at = time.time()
+        for child in self.children.values():
+            _kill(child.process.pid, signal.SIGQUIT)
+
+    def _shutdown_step(self, now: float) -> None:
+        if self.state == "warm" and now >= self.deadline and self.children:
+            logger.warning("Tasks still running after the soft shutdown timeout: giving "
+                           "them back")
+            self._go_cold("timeout")
+        elif self.state == "cold" and now >= self.cold_at + COLD_KILL_AFTER:
+            for child in self.children.values():
+                _kill(child.process.pid, signal.SIGKILL)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _describe(code: int | None) -> str:
+    if code is None:
+        return "unknown status"
+    if code < 0:
+        try:
+            return f"signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exitcode {code}"
+
+
+def _app_ref(app: Any) -> str:
+    """``module:attr`` under which ``app`` can be imported (for spawned children)."""
+    for name, module in list(sys.modules.items()):
+        if name == "__main__" or module is None:
+            continue
+        for attr, value in list(vars(module).items()):
+            if value is app:
+                return f"{name}:{attr}"
+    raise RuntimeError("worker_pool_start_method='spawn' needs the app importable from a "
+                       "module (define it at module level)")

@@ -1,0 +1,182 @@
+"""Canvas on the SQLite broker through real worker processes, including the kill test.
+
+The "Done when" test: a chord of 1,000 header tasks fires its body exactly
+once with the 1,000 results in order while worker processes are SIGKILLed
+every second (prefork children when the prefork pool works, whole
+``-P threads`` workers otherwise). Body runs are counted in a side-effect file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROJ = textwrap.dedent('''
+    import os
+    import time
+    from celeriac import Celery
+
+    app = Celery("canvasproj", broker="sqlite:///" + os.environ["CANVAS_DB"])
+    app.conf.worker_lease_seconds = 2
+    app.conf.worker_max_redeliveries = 0
+    BODY_LOG = os.environ["CANVAS_BODY_LOG"]
+
+    @app.task(name="cp.add", acks_late=True)
+    def add(x, y):
+        return x + y
+
+    @app.task(name="cp.mul", acks_late=True)
+    def mul(x, y):
+        return x * y
+
+    @app.task(name="cp.slow_add", acks_late=True)
+    def slow_add(x, y):
+        time.sleep(0.02)
+        return x + y
+
+    @app.task(name="cp.boom", acks_late=True)
+    def boom(*args):
+        raise ValueError("boom")
+
+    @app.task(name="cp.collect", acks_late=True)
+    def collect(values):
+        with open(BODY_LOG, "a") as f:
+            f.write(f"{len(values)} {sum(values)} {int(values == sorted(values))}\\n")
+        return len(values)
+
+    @app.task(name="cp.store_error", acks_late=True)
+    def store_error(task_id):
+        with open(BODY_LOG + ".err", "a") as f:
+            f.write(task_id + "\\n")
+''')
+
+
+class Env:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.db = str(tmp / "canvas.sqlite3")
+        self.body_log = tmp / "body.log"
+        (tmp / "canvasproj.py").write_text(PROJ)
+        self.env = {**os.environ, "CANVAS_DB": self.db, "CANVAS_BODY_LOG": str(self.body_log),
+                    "PYTHONPATH": f"{tmp}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def app(self) -> Any:
+        os.environ["CANVAS_DB"] = self.db
+        os.environ["CANVAS_BODY_LOG"] = str(self.body_log)
+        sys.path.insert(0, str(self.tmp))
+        sys.modules.pop("canvasproj", None)
+        import canvasproj  # type: ignore[import-not-found]
+
+        sys.path.remove(str(self.tmp))
+        return canvasproj.app
+
+    def start_worker(self, pool: str = "threads", concurrency: int = 4) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "celeriac", "-A", "canvasproj", "worker", "-P", pool,
+               "-c", str(concurrency), "-l", "WARNING"]
+        proc = subprocess.Popen(cmd, cwd=self.tmp, env=self.env, stdout=subprocess.DEVNULL,
+                                stderr=open(self.tmp / "worker.err", "ab"))  # noqa: SIM115
+        self.workers.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def body_lines(self) -> list[str]:
+        return self.body_log.read_text().splitlines() if self.body_log.exists() else []
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    e.stop()
+
+
+def test_chain_group_chord_through_a_worker_process(env: Env) -> None:
+    from celeriac import chord, group
+
+    app = env.app()
+    env.start_worker()
+    add, mul, collect = app.tasks["cp.add"], app.tasks["cp.mul"], app.tasks["cp.collect"]
+    assert (add.s(1, 2) | mul.s(3) | add.s(1)).delay().get(timeout=30) == 10
+    res = group(add.s(i, i) for i in range(25)).apply_async()
+    assert res.get(timeout=30) == [2 * i for i in range(25)]
+    assert chord([add.s(i, 0) for i in range(40)])(collect.s()).get(timeout=30) == 40
+    assert env.body_lines() == [f"40 {sum(range(40))} 1"]
+    assert add.chunks([(i, i) for i in range(4)], 3).delay().get(timeout=30) == [[0, 2, 4], [6]]
+    nested = chord(group(add.s(1, 1) | mul.s(5), add.s(0, 1)), collect.s()).delay()
+    assert nested.get(timeout=30) == 2
+
+
+def test_chord_failure_through_a_worker_process(env: Env) -> None:
+    from celeriac import chord
+    from celeriac.exceptions import ChordError
+
+    app = env.app()
+    env.start_worker()
+    body = app.tasks["cp.collect"].s().on_error(app.tasks["cp.store_error"].s())
+    res = chord([app.tasks["cp.add"].s(1, 1), app.tasks["cp.boom"].s()], body).delay()
+    with pytest.raises(ChordError, match="raised ValueError"):
+        res.get(timeout=30, follow_parents=False)
+    deadline = time.monotonic() + 10
+    err = Path(str(env.body_log) + ".err")
+    while not err.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert err.read_text().split() == [res.id] and env.body_lines() == []
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+def test_chord_of_1000_fires_once_while_workers_are_killed(env: Env) -> None:
+    from celeriac import chord
+
+    app = env.app()
+    n = 1000
+    res = chord([app.tasks["cp.slow_add"].s(i, 0) for i in range(n)])(
+        app.tasks["cp.collect"].s())
+    prefork = env.start_worker("prefork", 2)
+    threads = env.start_worker("threads", 4)
+    kills = 0
+    deadline = time.monotonic() + 240
+    while not env.body_lines() and time.monotonic() < deadline:
+        time.sleep(1.0)
+        if env.body_lines():
+            break
+        victims = _children(prefork.pid)
+        if victims:  # a prefork child dies; the supervisor replaces it
+            os.kill(victims[kills % len(victims)], signal.SIGKILL)
+        if kills % 2 == 0:  # and every other second a whole threads worker
+            os.kill(threads.pid, signal.SIGKILL)
+            threads.wait()
+            threads = env.start_worker("threads", 4)
+        kills += 1
+    assert res.get(timeout=60) == n
+    time.sleep(3)  # let any duplicate (there must be none) run
+    assert env.body_lines() == [f"{n} {sum(range(n))} 1"], json.dumps(env.body_lines())
+    assert kills >= 3, kills
+    print(f"{kills} kill rounds")

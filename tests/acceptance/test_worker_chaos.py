@@ -1,0 +1,138 @@
+"""Chaos and failure tests against real prefork workers started by the CLI.
+
+kill -9 of random children under load (0 lost, duplicates only among tasks a
+killed child held), poison pills dead-lettered after exactly 3 deliveries
+while normal tasks finish, a SIGSTOPped child fenced after its lease lapsed,
+and long tasks kept alive by heartbeats. Every test runs on SQLite and, when
+the Redis broker is importable and a server is up, on Redis too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def _load_harness() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "celeriac_worker_harness", Path(__file__).with_name("test_worker_harness.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+H = _load_harness()
+
+
+project_factory = H.project_factory
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_kill9_random_children_loses_nothing(project_factory: Any) -> None:
+    project = project_factory()
+    rng = random.Random(7)
+    ids = project.publish_many("work", [(rng.randint(1, 50),) for _ in range(10_000)])
+    worker = project.start_worker("-c", "10")
+    killed: set[int] = set()
+    done = 0
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        time.sleep(2.0)
+        done = project.states(ids)["SUCCESS"]
+        if done == len(ids):
+            break
+        children = H.child_pids(worker.pid)
+        if children:
+            victim = rng.choice(children)
+            os.kill(victim, signal.SIGKILL)
+            killed.add(victim)
+    states = project.states(ids)
+    starts = project.runs_by_task("start")
+    last_start: dict[int, tuple[float, str]] = {}
+    for tid, event, pid, at in project.run_rows():
+        if event == "start" and pid in killed and at >= last_start.get(pid, (0.0, ""))[0]:
+            last_start[pid] = (at, tid)
+    # a solo child runs one task at a time: its last start is what it held when killed
+    inflight_at_kill = {tid for _, tid in last_start.values()}
+    duplicates = {tid for tid, n in starts.items() if n > 1}
+    never_ran = [tid for tid in ids if starts[tid] == 0]
+    dead = project.app.broker.dead_letters(limit=100)
+    print(f"\nkill -9 chaos: tasks={len(ids)} kills={len(killed)} "
+          f"succeeded={states['SUCCESS']} lost={len(ids) - states['SUCCESS']} "
+          f"duplicated_exec={len(duplicates)} inflight_at_kill={len(inflight_at_kill)} "
+          f"never_ran={len(never_ran)} dead_letters={len(dead)}")
+    assert len(killed) >= 3, "the test must actually kill children"
+    assert states["SUCCESS"] == len(ids), states
+    assert not never_ran
+    assert duplicates <= inflight_at_kill, "a task ran twice but was not running at a kill"
+    assert len(duplicates) <= len(killed)
+    assert not dead
+
+
+@pytest.mark.timeout(180)
+def test_poison_pill_dead_lettered_after_three_deliveries(project_factory: Any) -> None:
+    project = project_factory()
+    poison_id = project.publish_many("poison", [()])[0]
+    ids = project.publish_many("work", [(1,)] * 1000)
+    project.start_worker("-c", "2")
+    H.wait_until(lambda: project.states(ids)["SUCCESS"] == len(ids), 120,
+                 what="1,000 normal tasks")
+    H.wait_until(lambda: project.app.broker.dead_letters(), 30, what="the dead letter")
+    dead = project.app.broker.dead_letters()
+    assert len(dead) == 1
+    assert dead[0].message.task_id == poison_id
+    assert dead[0].reason.startswith("worker_lost")
+    assert project.runs_by_task("start")[poison_id] == 3
+    meta = project.meta(poison_id)
+    assert meta is not None and meta["status"] == "FAILURE"
+    assert meta["result"]["exc_type"] == "WorkerLostError"
+
+
+@pytest.mark.timeout(120)
+def test_long_task_with_short_lease_runs_exactly_once(project_factory: Any) -> None:
+    project = project_factory(worker_lease_seconds=5, worker_heartbeat_interval=1)
+    task_id = project.publish_many("long", [(60,)])[0]
+    project.start_worker("-c", "2", name="w1")
+    project.start_worker("-c", "2", name="w2")
+    meta = H.wait_until(lambda: (m := project.meta(task_id)) and m["status"] == "SUCCESS"
+                        and m, 100, interval=0.5, what="the 60 s task")
+    assert meta["status"] == "SUCCESS"
+    assert project.runs_by_task("start")[task_id] == 1
+    assert project.runs_by_task("done")[task_id] == 1
+
+
+@pytest.mark.timeout(120)
+def test_sigstopped_child_is_fenced(project_factory: Any) -> None:
+    project = project_factory(worker_lease_seconds=2, worker_heartbeat_interval=0.5)
+    task_id = project.publish_many("long", [(3,)])[0]
+    first = project.start_worker("-c", "1", name="w1")
+    H.wait_until(lambda: project.runs_by_task("start")[task_id] == 1, 30,
+                 what="the first run")
+    [child] = H.child_pids(first.pid)
+    os.kill(child, signal.SIGSTOP)
+    try:
+        project.start_worker("-c", "1", name="w2")
+        meta = H.wait_until(lambda: (m := project.meta(task_id)) and m["status"] == "SUCCESS"
+                            and m, 30, what="the second worker's run")
+        winner = meta["result"]
+        assert winner != child
+    finally:
+        os.kill(child, signal.SIGCONT)
+    # the woken child finishes its sleep, then must neither ack nor overwrite the result
+    H.wait_until(lambda: project.runs_by_task("done")[task_id] == 2, 30,
+                 what="the woken child to finish its body")
+    time.sleep(1.0)
+    assert project.meta(task_id)["result"] == winner
+    assert project.runs_by_task("start")[task_id] == 2
+    assert "lease lost" in project.log_text("w1")
+    stats = project.app.broker.stats(project.app.conf.task_default_queue)
+    assert stats.ready == 0 and stats.leased == 0

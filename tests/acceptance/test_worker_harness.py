@@ -1,0 +1,294 @@
+"""Harness for the worker acceptance tests: a test project, CLI worker subprocesses, run logs.
+
+Imported by the other ``test_worker_*`` files (by path); it holds no tests itself
+except a check of its own run log. Tasks record every execution in a separate
+SQLite file (``runs.sqlite3``: one row per start and per finish, with the pid)
+so tests count how often each task id ran, independently of the broker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROJECT = '''
+import asyncio, os, sqlite3, time
+from celeriac import Celery
+from celeriac.exceptions import SoftTimeLimitExceeded
+
+app = Celery("proj", broker={broker!r}, backend={backend!r})
+app.conf.update({conf!r})
+RUNS = {runs!r}
+_conn = {{}}
+
+
+def _db():
+    pid = os.getpid()
+    if pid not in _conn:
+        conn = sqlite3.connect(RUNS, timeout=30, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")
+        _conn.clear()
+        _conn[pid] = conn
+    return _conn[pid]
+
+
+def log(task_id, event):
+    _db().execute("INSERT INTO runs VALUES (?, ?, ?, ?)",
+                  (task_id, event, os.getpid(), time.time()))
+
+
+@app.task(bind=True)
+def work(self, ms):
+    log(self.request.id, "start")
+    time.sleep(ms / 1000.0)
+    log(self.request.id, "done")
+    return ms
+
+
+@app.task(bind=True)
+def poison(self):
+    log(self.request.id, "start")
+    os._exit(1)
+
+
+@app.task(bind=True)
+def long(self, seconds):
+    log(self.request.id, "start")
+    time.sleep(seconds)
+    log(self.request.id, "done")
+    return os.getpid()
+
+
+@app.task(bind=True, soft_time_limit=1)
+def soft(self, seconds):
+    log(self.request.id, "start")
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        return "soft limit caught"
+    return "finished"
+
+
+@app.task(bind=True, time_limit=1)
+def hard(self, seconds):
+    log(self.request.id, "start")
+    time.sleep(seconds)
+    return "finished"
+
+
+@app.task(bind=True)
+async def asleep(self, seconds):
+    await asyncio.sleep(seconds)
+    return self.request.id
+
+
+@app.task(bind=True, soft_time_limit=0.5)
+async def asoft(self, seconds):
+    try:
+        await asyncio.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        return "async soft limit caught"
+    return "finished"
+
+
+@app.task
+def pid():
+    return os.getpid()
+
+
+@app.task(acks_late=False, bind=True)
+def early(self, seconds):
+    log(self.request.id, "start")
+    time.sleep(seconds)
+    return "finished"
+'''
+
+
+class Project:
+    """A test project in ``tmp_path`` plus the worker processes started for it."""
+
+    def __init__(self, root: Path, broker: str | None = None, backend: str | None = None,
+                 conf: dict[str, Any] | None = None) -> None:
+        self.root = root
+        self.db = str(root / "celeriac.sqlite3")
+        self.broker_url = broker or f"sqlite:///{self.db}"
+        self.backend_url = backend or f"sqlite:///{self.db}"
+        self.runs = str(root / "runs.sqlite3")
+        self.module = f"proj_{uuid.uuid4().hex[:8]}"
+        self.conf = dict(conf or {})
+        with sqlite3.connect(self.runs) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE runs (task_id TEXT, event TEXT, pid INT, at REAL)")
+        (root / f"{self.module}.py").write_text(textwrap.dedent(PROJECT.format(
+            broker=self.broker_url, backend=self.backend_url, conf=self.conf, runs=self.runs)))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._app: Any = None
+
+    @property
+    def app(self) -> Any:
+        """The project's app imported in the test process (to publish and read results)."""
+        if self._app is None:
+            sys.path.insert(0, str(self.root))
+            try:
+                module = __import__(self.module)
+            finally:
+                sys.path.remove(str(self.root))
+            self._app = module.app
+        return self._app
+
+    def task(self, name: str) -> Any:
+        return self.app.tasks[f"{self.module}.{name}"]
+
+    def publish_many(self, name: str, arglist: Iterable[tuple[Any, ...]],
+                     **options: Any) -> list[str]:
+        """Publish many calls in one broker batch; return their task ids."""
+        from celeriac.brokers.base import Publish
+        from celeriac.publish import build_message
+
+        ids, items = [], []
+        for args in arglist:
+            task_id = str(uuid.uuid4())
+            message, queue, not_before, priority = build_message(
+                self.app, f"{self.module}.{name}", list(args), {}, task_id, dict(options))
+            items.append(Publish(message, queue, not_before, priority))
+            ids.append(task_id)
+        for start in range(0, len(items), 1000):
+            self.app.broker.publish_many(items[start:start + 1000])
+        return ids
+
+    # -- workers --------------------------------------------------------------------
+    def start_worker(self, *args: str, name: str = "w1") -> subprocess.Popen[bytes]:
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop_all
+        env = dict(os.environ, PYTHONPATH=str(self.root) + os.pathsep
+                   + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celeriac", "-A", self.module, "worker", "-n", f"{name}@%h",
+             "-l", "WARNING", *args], cwd=self.root, env=env, stdout=log, stderr=log,
+            start_new_session=True)
+        proc.log = log  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def log_text(self, name: str = "w1") -> str:
+        path = self.root / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop_all(self) -> None:
+        """Teardown: kill every process group this project started."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(10)
+            else:
+                try:  # children of an exited supervisor may linger in its group
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            proc.log.close()  # type: ignore[attr-defined]
+        self.procs.clear()
+
+    # -- observations -------------------------------------------------------------------
+    def runs_by_task(self, event: str = "start") -> Counter[str]:
+        with sqlite3.connect(self.runs, timeout=30) as conn:
+            rows = conn.execute("SELECT task_id FROM runs WHERE event = ?", (event,)).fetchall()
+        return Counter(r[0] for r in rows)
+
+    def run_rows(self) -> list[tuple[str, str, int, float]]:
+        with sqlite3.connect(self.runs, timeout=30) as conn:
+            return conn.execute("SELECT task_id, event, pid, at FROM runs").fetchall()
+
+    def states(self, ids: list[str]) -> Counter[str]:
+        metas = {}
+        for start in range(0, len(ids), 500):
+            metas.update(self.app.backend.get_many(ids[start:start + 500]))
+        return Counter(metas[i]["status"] if i in metas else "MISSING" for i in ids)
+
+    def meta(self, task_id: str) -> dict[str, Any] | None:
+        return self.app.backend.get(task_id)  # type: ignore[no-any-return]
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return sorted(found)
+
+
+def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.1,
+               what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _redis_available() -> bool:
+    try:
+        import celeriac.brokers.redis  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+BROKERS = ["sqlite"] + (["redis"] if _redis_available() else [])
+
+
+@pytest.fixture(params=BROKERS)
+def project_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    projects: list[Any] = []
+
+    def make(**conf: Any) -> Any:
+        broker = backend = None
+        if request.param == "redis":
+            url = request.getfixturevalue("redis_url")
+            prefix = request.getfixturevalue("key_prefix")
+            conf.setdefault("broker_transport_options", {"global_keyprefix": prefix})
+            broker = url
+            backend = f"sqlite:///{tmp_path / 'results.sqlite3'}"
+        project = Project(tmp_path, broker=broker, backend=backend, conf=conf)
+        projects.append(project)
+        return project
+
+    yield make
+    for project in projects:
+        project.stop_all()
+
+
+def test_harness_counts_runs_per_task(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    with sqlite3.connect(project.runs) as conn:
+        conn.executemany("INSERT INTO runs VALUES (?, ?, ?, ?)",
+                         [("a", "start", 1, 0.0), ("a", "start", 2, 0.0),
+                          ("b", "start", 1, 0.0), ("b", "done", 1, 0.0)])
+    assert project.runs_by_task() == Counter({"a": 2, "b": 1})
+    assert project.runs_by_task("done") == Counter({"b": 1})

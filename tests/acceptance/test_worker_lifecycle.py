@@ -1,0 +1,217 @@
+"""Worker life cycle against real CLI workers: shutdown, limits, recycling, pools, scaling.
+
+Each test starts ``celeriac -A proj worker`` subprocesses on a project written
+into ``tmp_path`` (see ``test_worker_harness.py``), on SQLite and on Redis
+when available.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def _load_harness() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "celeriac_worker_harness", Path(__file__).with_name("test_worker_harness.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+H = _load_harness()
+project_factory = H.project_factory
+
+
+def _done(project: Any, ids: list[str]) -> bool:
+    return project.states(ids)["SUCCESS"] == len(ids)
+
+
+@pytest.mark.timeout(120)
+def test_warm_shutdown_mid_run_loses_nothing_runs_nothing_twice(project_factory: Any) -> None:
+    project = project_factory(worker_soft_shutdown_timeout=10)
+    ids = project.publish_many("work", [(100,)] * 300)
+    worker = project.start_worker("-c", "4")
+    H.wait_until(lambda: project.states(ids)["SUCCESS"] >= 20, 30, what="some progress")
+    worker.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert worker.wait(15) == 0
+    assert time.monotonic() - started < 5
+    finished_before = project.states(ids)["SUCCESS"]
+    assert finished_before < len(ids), "shutdown must happen mid-run"
+    assert not H.child_pids(worker.pid)
+    project.start_worker("-c", "4", name="w2")
+    H.wait_until(lambda: _done(project, ids), 60, what="the rest after restart")
+    starts = project.runs_by_task("start")
+    assert all(starts[i] == 1 for i in ids), "a task ran twice across a warm shutdown"
+    assert not project.app.broker.dead_letters()
+
+
+@pytest.mark.timeout(120)
+def test_warm_shutdown_gives_back_tasks_longer_than_grace(project_factory: Any) -> None:
+    project = project_factory(worker_soft_shutdown_timeout=1)
+    task_id = project.publish_many("long", [(30,)])[0]
+    worker = project.start_worker("-c", "1")
+    H.wait_until(lambda: project.runs_by_task("start")[task_id] == 1, 30, what="the run")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(15) == 0
+    queue = project.app.conf.task_default_queue
+    stats = project.app.broker.stats(queue)
+    assert stats.ready == 1 and stats.leased == 0, stats
+    [delivery] = project.app.broker.receive([queue], owner="test", limit=1, timeout=1)
+    assert delivery.lost_count == 0, "a warm-shutdown give-back must not count as a failure"
+
+
+@pytest.mark.timeout(60)
+def test_sigquit_is_a_cold_shutdown_that_gives_everything_back(project_factory: Any) -> None:
+    project = project_factory()
+    task_id = project.publish_many("long", [(30,)])[0]
+    worker = project.start_worker("-c", "1")
+    H.wait_until(lambda: project.runs_by_task("start")[task_id] == 1, 30, what="the run")
+    worker.send_signal(signal.SIGQUIT)
+    started = time.monotonic()
+    assert worker.wait(15) == 0
+    assert time.monotonic() - started < 5
+    stats = project.app.broker.stats(project.app.conf.task_default_queue)
+    assert stats.ready == 1 and stats.leased == 0, stats
+
+
+@pytest.mark.timeout(60)
+def test_hard_time_limit_kills_and_replaces_the_child(project_factory: Any) -> None:
+    project = project_factory()
+    worker = project.start_worker("-c", "1")
+    before = H.wait_until(lambda: H.child_pids(worker.pid), 20, what="the child")
+    task_id = project.publish_many("hard", [(30,)])[0]
+    meta = H.wait_until(lambda: (m := project.meta(task_id)) and m["status"] == "FAILURE"
+                        and m, 20, what="the time limit")
+    assert meta["result"]["exc_type"] == "TimeLimitExceeded"
+    after = H.wait_until(lambda: H.child_pids(worker.pid), 20, what="a replacement child")
+    assert set(after).isdisjoint(before)
+    ok = project.publish_many("work", [(1,)] * 5)
+    H.wait_until(lambda: _done(project, ok), 20, what="tasks on the new child")
+    assert project.runs_by_task("start")[task_id] == 1, "a timed-out task is not redelivered"
+    assert not project.app.broker.dead_letters()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pool", ["prefork", "asyncio", "threads"])
+def test_soft_time_limit_raises_inside_the_task(tmp_path: Path, pool: str) -> None:
+    project = H.Project(tmp_path)
+    try:
+        sync_id = project.publish_many("soft", [(10,)])[0] if pool == "prefork" else None
+        async_id = project.publish_many("asoft", [(10,)])[0]
+        project.start_worker("-P", pool, "-c", "2")
+        for task_id, expected in ((sync_id, "soft limit caught"),
+                                  (async_id, "async soft limit caught")):
+            if task_id is None:
+                continue
+            meta = H.wait_until(lambda t=task_id: (m := project.meta(t))
+                                and m["status"] == "SUCCESS" and m, 20, what="soft limit")
+            assert meta["result"] == expected
+    finally:
+        project.stop_all()
+
+
+@pytest.mark.timeout(120)
+def test_max_tasks_per_child_one_runs_200_tasks(project_factory: Any) -> None:
+    project = project_factory()
+    ids = project.publish_many("pid", [()] * 200)
+    project.start_worker("-c", "2", "--max-tasks-per-child", "1")
+    H.wait_until(lambda: _done(project, ids), 100, interval=0.5, what="200 tasks")
+    pids = {project.meta(i)["result"] for i in ids}
+    assert len(pids) == 200, "every task must run in a fresh child"
+    assert not project.app.broker.dead_letters()
+
+
+@pytest.mark.timeout(60)
+def test_max_memory_per_child_recycles_without_losing_tasks(tmp_path: Path) -> None:
+    project = H.Project(tmp_path)
+    try:
+        ids = project.publish_many("pid", [()] * 20)
+        project.start_worker("-c", "2", "--max-memory-per-child", "1")
+        H.wait_until(lambda: _done(project, ids), 40, what="20 tasks")
+        assert len({project.meta(i)["result"] for i in ids}) == 20
+    finally:
+        project.stop_all()
+
+
+@pytest.mark.timeout(60)
+def test_async_tasks_1000_in_flight_on_the_asyncio_pool(project_factory: Any) -> None:
+    project = project_factory()
+    ids = project.publish_many("asleep", [(0.1,)] * 1000)
+    started = time.monotonic()
+    project.start_worker("-P", "asyncio", "-c", "1000")
+    H.wait_until(lambda: _done(project, ids), 30, interval=0.02, what="1,000 async tasks")
+    elapsed = time.monotonic() - started
+    print(f"\n1,000 x asyncio.sleep(0.1) with --pool asyncio -c 1000: {elapsed:.2f}s "
+          "(including worker start-up)")
+    assert elapsed < 10
+
+
+@pytest.mark.timeout(60)
+def test_long_task_does_not_block_short_ones(project_factory: Any) -> None:
+    project = project_factory()
+    long_id = project.publish_many("long", [(4,)])[0]
+    short = project.publish_many("work", [(10,)] * 30)
+    project.start_worker("-c", "2")
+    H.wait_until(lambda: _done(project, short), 20, what="the short tasks")
+    meta = project.meta(long_id)
+    assert meta is None or meta["status"] != "SUCCESS", "short tasks waited for the long one"
+
+
+@pytest.mark.timeout(60)
+def test_acks_early_task_on_dead_child_fails_with_worker_lost(tmp_path: Path) -> None:
+    project = H.Project(tmp_path)
+    try:
+        task_id = project.publish_many("early", [(30,)])[0]
+        worker = project.start_worker("-c", "1")
+        H.wait_until(lambda: project.runs_by_task("start")[task_id] == 1, 20, what="the run")
+        [child] = H.child_pids(worker.pid)
+        os.kill(child, signal.SIGKILL)
+        meta = H.wait_until(lambda: (m := project.meta(task_id)) and m["status"] == "FAILURE"
+                            and m, 20, what="WorkerLostError")
+        assert meta["result"]["exc_type"] == "WorkerLostError"
+        time.sleep(1.5)
+        assert project.runs_by_task("start")[task_id] == 1, "acks_late=False: at most once"
+    finally:
+        project.stop_all()
+
+
+@pytest.mark.timeout(90)
+def test_autoscale_grows_and_shrinks(tmp_path: Path) -> None:
+    project = H.Project(tmp_path)
+    try:
+        worker = project.start_worker("--autoscale", "4,1")
+        H.wait_until(lambda: len(H.child_pids(worker.pid)) == 1, 20, what="one child")
+        ids = project.publish_many("long", [(3,)] * 8)
+        H.wait_until(lambda: len(H.child_pids(worker.pid)) == 4, 20, what="four children")
+        H.wait_until(lambda: _done(project, ids), 40, what="the load")
+        H.wait_until(lambda: len(H.child_pids(worker.pid)) < 4, 30, what="shrinking")
+    finally:
+        project.stop_all()
+
+
+@pytest.mark.timeout(60)
+def test_sighup_restarts_children_gracefully(tmp_path: Path) -> None:
+    project = H.Project(tmp_path)
+    try:
+        worker = project.start_worker("-c", "2")
+        before = H.wait_until(lambda: len(c := H.child_pids(worker.pid)) == 2 and c, 20,
+                              what="two children")
+        running = project.publish_many("long", [(1,)])
+        H.wait_until(lambda: project.runs_by_task("start")[running[0]] == 1, 20, what="run")
+        worker.send_signal(signal.SIGHUP)
+        H.wait_until(lambda: len(c := H.child_pids(worker.pid)) == 2 and set(c).isdisjoint(
+            before), 20, what="two new children")
+        ids = project.publish_many("work", [(1,)] * 10)
+        H.wait_until(lambda: _done(project, ids + running), 20, what="tasks after SIGHUP")
+        assert project.runs_by_task("start")[running[0]] == 1
+    finally:
+        project.stop_all()

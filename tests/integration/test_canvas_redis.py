@@ -1,0 +1,148 @@
+"""Canvas on Redis (broker and result store) with an in-process threaded worker."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from celeriac import Celery, chord, group
+from celeriac.exceptions import ChordError
+
+T = 20
+
+
+@pytest.fixture
+def app(redis_url: str, key_prefix: str) -> Iterator[Celery]:
+    pytest.importorskip("celeriac.brokers.redis")
+    from celeriac.worker.consumer import Consumer
+    from celeriac.worker.pools import ThreadPool
+
+    app = Celery("canvas_redis", broker=redis_url, backend=redis_url)
+    app.conf.broker_transport_options = {"global_keyprefix": key_prefix}
+    app.conf.result_backend_transport_options = {"global_keyprefix": key_prefix}
+
+    @app.task(name="tasks.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="tasks.tsum")
+    def tsum(xs: list[int]) -> int:
+        return sum(xs)
+
+    @app.task(name="tasks.boom")
+    def boom(*args: Any) -> None:
+        raise ValueError("boom")
+
+    consumer = Consumer(app, ["celery"], ThreadPool(4), poll_timeout=0.1)
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    yield app
+    consumer.stop()
+    thread.join(10)
+    app.close()
+
+
+def test_chain_group_chord_on_redis(app: Celery) -> None:
+    add, tsum = app.tasks["tasks.add"], app.tasks["tasks.tsum"]
+    res = (add.s(1, 2) | add.s(3) | add.s(4)).delay()
+    assert res.get(timeout=T) == 10 and res.parent.get(timeout=T) == 6
+    g = group(add.s(i, i) for i in range(100)).apply_async()
+    assert g.get(timeout=T) == [2 * i for i in range(100)]
+    g.save()
+    from celeriac.result import GroupResult
+
+    again = GroupResult.restore(g.id, app=app)
+    assert again is not None and again.get(timeout=T)[99] == 198
+    body = chord([add.s(i, 1) for i in range(200)])(tsum.s())
+    assert body.get(timeout=T) == sum(range(200)) + 200
+
+
+def test_chord_failure_on_redis(app: Celery) -> None:
+    add, tsum, boom = (app.tasks[n] for n in ("tasks.add", "tasks.tsum", "tasks.boom"))
+    res = chord([add.s(1, 1), boom.s(), add.s(2, 2)], tsum.s()).apply_async()
+    with pytest.raises(ChordError, match=r"Dependency .* raised ValueError\('boom'\)"):
+        res.get(timeout=T, follow_parents=False)
+
+
+def _real_celery(redis_url: str, key_prefix: str) -> Any:
+    from celery import Celery as RealCelery
+
+    real = RealCelery("tasks", broker=redis_url, backend=redis_url, set_as_current=False)
+    real.conf.broker_transport_options = {"global_keyprefix": key_prefix}
+    real.conf.result_backend_transport_options = {"global_keyprefix": key_prefix}
+
+    @real.task(name="tasks.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @real.task(name="tasks.tsum")
+    def tsum(xs: list[int]) -> int:
+        return sum(xs)
+
+    return real
+
+
+def test_canvas_sent_by_a_celery_client_runs_on_celeriac(app: Celery, redis_url: str,
+                                                         key_prefix: str) -> None:
+    from celery import chord as real_chord
+
+    real = _real_celery(redis_url, key_prefix)
+    add, tsum = real.tasks["tasks.add"], real.tasks["tasks.tsum"]
+    assert (add.s(1, 2) | add.s(3) | add.s(4)).delay().get(timeout=T) == 10
+    # Celery puts the chord size in its own `.s` key, which the join reads
+    assert real_chord([add.s(i, i) for i in range(10)])(tsum.s()).get(timeout=T) == 90
+
+
+CELERY_TASKS = '''
+import os
+from celery import Celery
+app = Celery("tasks", broker=os.environ["URL"], backend=os.environ["URL"])
+app.conf.broker_transport_options = {"global_keyprefix": os.environ["KP"]}
+app.conf.result_backend_transport_options = {"global_keyprefix": os.environ["KP"]}
+
+@app.task(name="tasks.add")
+def add(x, y):
+    return x + y
+
+@app.task(name="tasks.tsum")
+def tsum(xs):
+    return sum(xs)
+'''
+
+
+def test_canvas_sent_by_celeriac_runs_on_a_celery_worker(redis_url: str, key_prefix: str,
+                                                         tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("celeriac.brokers.redis")
+    (tmp_path / "celtasks.py").write_text(CELERY_TASKS)
+    env = {**os.environ, "URL": redis_url, "KP": key_prefix, "PYTHONPATH": str(tmp_path)}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "celtasks", "worker", "-P", "solo", "-l",
+         "WARNING", "--without-mingle", "--without-gossip"],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        app = Celery("canvas_client", broker=redis_url, backend=redis_url)
+        app.conf.broker_transport_options = {"global_keyprefix": key_prefix}
+        app.conf.result_backend_transport_options = {"global_keyprefix": key_prefix}
+
+        @app.task(name="tasks.add")
+        def add(x: int, y: int) -> int:
+            return x + y
+
+        @app.task(name="tasks.tsum")
+        def tsum(xs: list[int]) -> int:
+            return sum(xs)
+
+        assert (add.s(1, 2) | add.s(3) | add.s(4)).delay().get(timeout=60) == 10
+        assert chord([add.s(i, i) for i in range(5)])(tsum.s()).get(timeout=60) == 20
+        assert group(add.s(i, 1) for i in range(5)).delay().get(timeout=60) == [1, 2, 3, 4, 5]
+        app.close()
+    finally:
+        worker.terminate()
+        worker.wait(30)
