@@ -6,7 +6,7 @@ What it measures (one table at the end):
   SQLite transaction), and ``broker.publish_many`` (one transaction per batch);
 * **drain**: worker processes started by the CLI (``python -m celeriac -A
   benchproj worker``) consume a pre-filled queue; the clock starts when every
-  worker has logged ``ready.`` (counting what is left at that moment) and stops
+  worker has signalled ``worker_ready`` (counting what is left then) and stops
   when the queue has nothing ready or leased; every result is then checked.
   Configurations: 2 x ``-P solo``, 2 x ``-P threads -c 1``, 1 x ``-P prefork -c 2``;
 * with ``--celery``: real Celery 5 on Redis (db 12, a unique key prefix, removed
@@ -46,9 +46,18 @@ TARGET = 3000.0
 BATCH = 1000
 PROJECT = '''
 """No-op tasks for the drain benchmark (embedded SQLite broker and results)."""
+import os
+from pathlib import Path
+
 from celeriac import Celery
+from celeriac.signals import worker_ready
 
 app = Celery("benchproj")
+
+
+@worker_ready.connect
+def announce(**kwargs):
+    Path(os.environ["BENCH_READY_DIR"], f"ready-{os.getpid()}").touch()
 
 
 @app.task
@@ -58,8 +67,10 @@ def noop():
 CELERY_PROJECT = '''
 """The same no-op task for real Celery on Redis (unique key prefix, db 12)."""
 import os
+from pathlib import Path
 
 from celery import Celery
+from celery.signals import worker_ready
 
 URL = os.environ["BENCH_REDIS_URL"]
 PREFIX = os.environ["BENCH_PREFIX"]
@@ -70,6 +81,11 @@ app.conf.update(
     task_default_queue=PREFIX + "q", worker_prefetch_multiplier=64,
     worker_hijack_root_logger=True,
 )
+
+
+@worker_ready.connect
+def announce(**kwargs):
+    Path(os.environ["BENCH_READY_DIR"], f"ready-{os.getpid()}").touch()
 
 
 @app.task
@@ -108,10 +124,14 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str,
 
 
 class Workers:
-    """Worker subprocesses writing to log files; ready when each logged 'ready.'."""
+    """Worker subprocesses writing to log files; each announces ``worker_ready`` with a
+    file in ``BENCH_READY_DIR`` (works at any log level)."""
 
     def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        self.workdir, self.env = workdir, env
+        self.workdir = workdir
+        self.ready_dir = workdir / "ready"
+        self.ready_dir.mkdir(exist_ok=True)
+        self.env = dict(env, BENCH_READY_DIR=str(self.ready_dir))
         self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
 
     def start(self, command: list[str]) -> None:
@@ -128,7 +148,7 @@ class Workers:
         for (proc, _), text in zip(self.procs, self.logs(), strict=True):
             if proc.poll() is not None:
                 raise SystemExit(f"a worker exited early:\n{text}")
-        return all("ready." in text for text in self.logs())
+        return len(list(self.ready_dir.glob("ready-*"))) >= len(self.procs)
 
     def stop(self) -> None:
         for proc, _ in self.procs:
@@ -141,6 +161,8 @@ class Workers:
                 proc.kill()
                 proc.wait(10)
         self.procs.clear()
+        for marker in self.ready_dir.glob("ready-*"):
+            marker.unlink()
 
 
 # -- celeriac on SQLite ---------------------------------------------------------------------
@@ -202,7 +224,7 @@ def prefork_available() -> bool:
 
 
 def run_celeriac(workdir: Path, n: int, pools: list[str], durability: str,
-                 prefetch: int) -> list[Row]:
+                 prefetch: int, loglevel: str) -> list[Row]:
     db = workdir / "bench.sqlite3"
     os.environ["CELERIAC_SQLITE_PATH"] = str(db)
     if durability != "durable":
@@ -210,7 +232,7 @@ def run_celeriac(workdir: Path, n: int, pools: list[str], durability: str,
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proj = load_project(workdir)
     rows: list[Row] = []
-    base = [sys.executable, "-m", "celeriac", "-A", "benchproj", "worker", "-l", "INFO",
+    base = [sys.executable, "-m", "celeriac", "-A", "benchproj", "worker", "-l", loglevel,
             "--prefetch-multiplier", str(prefetch)]
     configs = {
         "solo": ("2 x -P solo", [[*base, "-P", "solo", "-n", f"w{i}@%h"] for i in (1, 2)]),
@@ -280,7 +302,7 @@ def redis_up(host: str = "127.0.0.1", port: int = 6379) -> bool:
         return False
 
 
-def run_celery(workdir: Path, n: int) -> list[Row]:
+def run_celery(workdir: Path, n: int, loglevel: str) -> list[Row]:
     if not redis_up() or importlib.util.find_spec("celery") is None:
         say("--celery: Redis not reachable or celery not installed: skipped")
         return []
@@ -302,15 +324,18 @@ def run_celery(workdir: Path, n: int) -> list[Row]:
         enqueue = Row("celery enqueue: delay() x1", n, time.perf_counter() - start)
         say(f"{enqueue.what}: {enqueue.rate:,.0f}/s")
         for i in (1, 2):
-            workers.start([celery, "-A", "celerybench", "worker", "-P", "solo", "-l", "INFO",
+            workers.start([celery, "-A", "celerybench", "worker", "-P", "solo", "-l", loglevel,
                            "--prefetch-multiplier", "64", "-n", f"cb{i}-{prefix[:-1]}@%h",
                            "--without-gossip", "--without-mingle"])
         wait_for(workers.all_ready, 60, "celery workers", interval=0.01)
         start = time.perf_counter()
         keys = [f"{prefix}celery-task-meta-{task_id}" for task_id in ids]
         left = n - sum(1 for v in client.mget(keys) if v is not None)
+        # cheap polling while the queue drains, then wait for the last results
+        wait_for(lambda: client.llen(f"{prefix}{prefix}q") == 0, 600, "celery to drain",
+                 interval=0.01)
         wait_for(lambda: all(v is not None for v in client.mget(keys)), 600,
-                 "celery to drain", interval=0.05)
+                 "celery's last results", interval=0.01)
         drain_row = Row("celery drain: 2 x -P solo, prefetch 64 (Redis)", left,
                         time.perf_counter() - start)
         say(f"{drain_row.what}: {drain_row.rate:,.0f}/s")
@@ -351,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--durability", choices=["durable", "fast"], default="durable",
                         help="SQLite durability: durable = synchronous FULL (default), "
                         "fast = NORMAL")
+    parser.add_argument("--loglevel", default="WARNING",
+                        help="worker log level for both celeriac and Celery (INFO logs "
+                        "every task)")
     parser.add_argument("--prefetch-multiplier", type=int, default=1,
                         help="celeriac worker_prefetch_multiplier (1 = no prefetch)")
     args = parser.parse_args(argv)
@@ -358,11 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pools = [p for p in args.pools.split(",") if p]
         rows = run_celeriac(workdir, args.tasks, pools, args.durability,
-                            args.prefetch_multiplier)
+                            args.prefetch_multiplier, args.loglevel)
         if args.celery:
-            rows += run_celery(workdir, args.tasks)
+            rows += run_celery(workdir, args.tasks, args.loglevel)
         print_table(rows, args.tasks, f"durability={args.durability}, "
-                    f"prefetch_multiplier={args.prefetch_multiplier}")
+                    f"prefetch_multiplier={args.prefetch_multiplier}, "
+                    f"loglevel={args.loglevel}")
         if args.profile:
             profile_consumer(workdir, args.profile_tasks)
     finally:

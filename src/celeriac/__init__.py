@@ -15,6 +15,14 @@ from .task import Task
 
 __version__ = "0.1.0"
 VERSION = __version__
+version_info = tuple(int(part) for part in __version__.split("."))
+
+
+def uuid() -> str:
+    """A new task id (``celery.uuid``)."""
+    import uuid as _uuid
+
+    return str(_uuid.uuid4())
 
 
 def __getattr__(name: str) -> object:
@@ -37,5 +45,5 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AsyncResult", "Celery", "Signature", "Task", "current_app", "current_task",
-    "maybe_signature", "shared_task", "signature", "states", "subtask",
+    "maybe_signature", "shared_task", "signature", "states", "subtask", "uuid",
 ]

@@ -117,8 +117,8 @@ class Celery:
     # -- tasks --------------------------------------------------------------------
     def task(self, *args: Any, **opts: Any) -> Any:
         """Decorator: ``@app.task`` or ``@app.task(name=..., bind=True, ...)``."""
-        if len(args) == 1 and callable(args[0]) and not opts:
-            return task_from_fun(self, args[0])
+        if len(args) == 1 and callable(args[0]):  # @app.task, or app.task(fun, **opts)
+            return task_from_fun(self, args[0], **opts)
         if args:
             raise TypeError("app.task() takes keyword options only")
 
@@ -256,7 +256,8 @@ class Celery:
                     self._broker = broker_for_url(
                         self.broker_url,
                         lease_seconds=float(self.conf.worker_lease_seconds),
-                        options=self.conf.broker_transport_options)
+                        options={"retry_policy": self.conf.task_publish_retry_policy,
+                                 **(self.conf.broker_transport_options or {})})
         return self._broker
 
     @property

@@ -142,6 +142,8 @@ class group(Signature):
 class chord(Signature):
     """A header group whose results, in order, are passed to the body once all finished."""
 
+    header_id: str | None = None
+
     def __init__(self, header: Any = None, body: Any = None, args: Iterable[Any] | None = None,
                  kwargs: Mapping[str, Any] | None = None, app: Celery | None = None,
                  **options: Any) -> None:
@@ -200,8 +202,8 @@ class chord(Signature):
         from .result_set import GroupResult
 
         header = self.tasks
-        existing = header[0]["options"].get("group_id") if header else None
-        gid = existing or str(uuid.uuid4())
+        gid = (_joined_group(header[0]) if header else None) or str(uuid.uuid4())
+        self.header_id = gid
         body = self.body
         body_result = body.freeze(_id, group_id=group_id, chord=chord, root_id=root_id,
                                   group_index=group_index)
@@ -243,7 +245,7 @@ class chord(Signature):
         if not header:
             body.apply_async(([],), **options)
             return result
-        _set_celery_chord_size(app, header[0]["options"]["group_id"], len(header))
+        _set_celery_chord_size(app, self.header_id, len(header))
         publish_members(app, header, options)
         return result
 
@@ -266,6 +268,13 @@ class chord(Signature):
 
     def __repr__(self) -> str:
         return f"chord([{', '.join(repr(t) for t in self.tasks)}], {self.body!r})"
+
+
+def _joined_group(member: Signature) -> str | None:
+    """The group a frozen header member reports to (a chain's last step reports)."""
+    tasks = member["kwargs"].get("tasks") if member.subtask_type == "chain" else None
+    last = maybe_signature(tasks[-1]) if tasks else member
+    return last["options"].get("group_id") if last is not None else None
 
 
 def _set_celery_chord_size(app: Celery, group_id: str, size: int) -> None:

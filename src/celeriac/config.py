@@ -27,7 +27,7 @@ PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "interval_step": 
 DEFAULTS: dict[str, Any] = {
     # broker
     "broker_url": None, "broker_read_url": None, "broker_write_url": None,
-    "broker_transport": None, "broker_transport_options": {}, "broker_use_ssl": None,
+    "broker_transport": None, "broker_transport_options": {}, "broker_use_ssl": False,
     "broker_connection_retry": True, "broker_connection_retry_on_startup": None,
     "broker_connection_max_retries": 100, "broker_connection_timeout": 4.0,
     "broker_heartbeat": 120, "broker_pool_limit": 10, "broker_login_method": None,
@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "task_serializer": "json", "accept_content": ["json"], "task_compression": None,
     "task_protocol": 2, "task_default_queue": "celery", "task_default_exchange": None,
     "task_default_exchange_type": "direct", "task_default_routing_key": None,
-    "task_default_priority": None, "task_default_delivery_mode": "persistent",
+    "task_default_priority": None, "task_default_delivery_mode": 2,
     "task_queues": None, "task_routes": None, "task_create_missing_queues": True,
     "task_queue_max_priority": None, "task_inherit_parent_priority": False,
     "task_always_eager": False, "task_eager_propagates": False,
@@ -82,7 +82,6 @@ DEFAULTS: dict[str, Any] = {
     "beat_sync_every": 0, "beat_max_loop_interval": 0, "beat_cron_starting_deadline": None,
     "beat_schedule_store": None, "beat_redis_key_prefix": None, "beat_lease_seconds": 10.0,
     "beat_claim_timeout": 30.0, "beat_fire_retention": 3600.0,
-    "beat_schedule_store": None, "beat_redis_key_prefix": None,
     # time
     "timezone": None, "enable_utc": True,
     # modules
@@ -101,7 +100,8 @@ DEFAULTS: dict[str, Any] = {
     "redis_backend_health_check_interval": None, "redis_backend_credential_provider": None,
     "redis_password": None, "redis_host": None, "redis_port": None, "redis_db": None,
     # database backend (accepted for compatibility)
-    "database_url": None, "database_engine_options": None, "database_table_names": None,
+    "database_url": None, "database_table_names": None,
+    "database_engine_options": {"pool_pre_ping": True, "pool_recycle": 3600},
     "database_short_lived_sessions": False, "database_table_schemas": None,
     "database_create_tables_at_setup": True,
 }

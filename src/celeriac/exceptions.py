@@ -167,3 +167,101 @@ class RemoteTaskError(TaskError):
 
     def __reduce__(self) -> Any:
         return self.__class__, (self.exc_type, self.exc_module, *self.args)
+
+
+# -- the rest of celery.exceptions, so ``except celery.exceptions.X`` keeps working ---------
+UNREGISTERED_FMT = """\
+Task of kind {0} never registered, please make sure it's imported."""
+
+
+class CeleryWarning(UserWarning):
+    """Base class of celeriac's warnings (Celery's name)."""
+
+
+class AlwaysEagerIgnored(CeleryWarning):
+    """send_task ignores task_always_eager."""
+
+
+class DuplicateNodenameWarning(CeleryWarning):
+    """Multiple workers are using the same nodename."""
+
+
+class FixupWarning(CeleryWarning):
+    """Fixup related warning."""
+
+
+class NotConfigured(CeleryWarning):
+    """Celery has not been configured, as no config module has been found."""
+
+
+class SecurityWarning(CeleryWarning):
+    """Potential security issue found."""
+
+
+class DuplicateTaskNameWarning(CeleryWarning):
+    """A task with the same name was registered twice."""
+
+
+class CPendingDeprecationWarning(PendingDeprecationWarning):
+    """Celery's pending-deprecation warning."""
+
+
+class CDeprecationWarning(DeprecationWarning):
+    """Celery's deprecation warning."""
+
+
+class SecurityError(CeleriacError):
+    """Security related exception."""
+
+
+class InvalidTaskError(CeleriacError):
+    """The task has invalid data or is not properly constructed."""
+
+
+class IncompleteStream(TaskError):
+    """Found the end of a stream of data, but the data is not yet complete."""
+
+
+class BackendError(CeleriacError):
+    """An issue writing or reading to/from the result store."""
+
+
+class BackendGetMetaError(BackendError):
+    """An issue reading from the result store."""
+
+    def __init__(self, *args: Any, task_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args)
+        self.task_id = task_id
+
+
+class BackendStoreError(BackendError):
+    """An issue writing to the result store."""
+
+    def __init__(self, *args: Any, state: str | None = None, task_id: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args)
+        self.state = state
+        self.task_id = task_id
+
+
+class WorkerTerminate(SystemExit):
+    """Signals that the worker should terminate immediately."""
+
+
+SystemTerminate = WorkerTerminate
+
+
+class WorkerShutdown(SystemExit):
+    """Signals that the worker should perform a warm shutdown."""
+
+
+class Terminated(WorkerLostError):
+    """The task was terminated by a signal."""
+
+
+class CeleryCommandException(CeleriacError):
+    """A CLI command failed (Celery's click exception, without click)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,16 +34,22 @@ def _django_apps() -> Iterable[str]:
 
 
 def import_related(package: str, related_name: str = "tasks") -> Any:
-    """Import ``package.related_name`` if that module exists; errors inside it propagate."""
-    if not related_name:
-        return importlib.import_module(package)
+    """Import ``package.related_name`` if that module exists, as Celery's
+    ``find_related_module``: a missing package raises (a typo must not pass silently),
+    except a Django ``app.apps.AppConfig`` path, which is walked up one level; a
+    package without the module is skipped; errors inside the module propagate."""
     try:
-        pkg = importlib.import_module(package)
-    except ImportError:
-        return None
-    if not hasattr(pkg, "__path__"):
-        return None
+        module = importlib.import_module(package)
+        if not related_name:
+            return module
+    except ModuleNotFoundError:
+        package = package.rpartition(".")[0]
+        if not package:
+            raise
     name = f"{package}.{related_name}"
-    if importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            return None
+        raise

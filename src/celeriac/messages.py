@@ -97,7 +97,8 @@ class Message:
         props["delivery_info"] = info
         props.setdefault("priority", 0)
         props["body_encoding"] = "base64"
-        props.setdefault("delivery_tag", str(uuid.uuid4()))
+        if "delivery_tag" not in props:
+            props["delivery_tag"] = str(uuid.uuid4())
         return {
             "body": base64.b64encode(self.body).decode("ascii"),
             "content-encoding": self.content_encoding,
@@ -204,6 +205,7 @@ def task_message(
     replaced_task_nesting: int = 0,
     stamped_headers: list[str] | None = None,
     stamps: dict[str, Any] | None = None,
+    compression: str | None = None,
 ) -> Message:
     """Build a protocol v2 task message with the full Celery 5.7 header set."""
     args = list(args or ())
@@ -233,6 +235,8 @@ def task_message(
     }
     if headers:
         hdrs.update(headers)
+    if compression:
+        body, hdrs["compression"] = serialization.compress(body, compression)
     props: dict[str, Any] = {
         "correlation_id": task_id,
         "reply_to": reply_to,
@@ -286,7 +290,10 @@ def parse_task(message: Message, accept: frozenset[str] | None) -> TaskCall:
         raise DecodeError("message has no 'task' header")
     if not isinstance(task_id, str) or not task_id:
         raise DecodeError("message has no 'id' header")
-    payload = serialization.loads(message.body, message.content_type, accept)
+    body = message.body
+    if headers.get("compression"):
+        body = serialization.decompress(body, str(headers["compression"]))
+    payload = serialization.loads(body, message.content_type, accept)
     if isinstance(payload, dict) and "args" in payload:  # protocol 1 body
         args, kwargs, embed = payload.get("args", []), payload.get("kwargs", {}), {}
     elif isinstance(payload, (list, tuple)) and len(payload) == 3:

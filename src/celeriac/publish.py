@@ -62,7 +62,7 @@ def _task_defaults(task: Any, options: dict[str, Any]) -> dict[str, Any]:
     if task is None:
         return options
     for attr in ("queue", "priority", "expires", "time_limit", "soft_time_limit",
-                 "serializer"):
+                 "serializer", "compression"):
         if options.get(attr) is None and getattr(task, attr, None) is not None:
             options[attr] = getattr(task, attr)
     if options.get("ignore_result") is None and task.ignore_result:
@@ -100,6 +100,7 @@ def build_message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
         queue=queue, serializer=options.get("serializer") or conf.task_serializer,
         replaced_task_nesting=int(options.get("replaced_task_nesting") or 0),
         stamped_headers=options.get("stamped_headers"), stamps=options.get("stamps"),
+        compression=options.get("compression") or conf.task_compression,
     )
     return message, queue, to_timestamp(eta), priority
 
@@ -136,7 +137,10 @@ def _signal_body(message: Message) -> Any:
     when someone listens."""
     if not (signals.before_task_publish.receivers or signals.after_task_publish.receivers):
         return None
-    args, kwargs, embed = serialization.loads(message.body, message.content_type, None)
+    body = message.body
+    if message.headers.get("compression"):
+        body = serialization.decompress(body, str(message.headers["compression"]))
+    args, kwargs, embed = serialization.loads(body, message.content_type, None)
     return (args, kwargs, embed)
 
 
@@ -144,7 +148,8 @@ def publish_with_retry(app: Celery, message: Message, queue: str, not_before: fl
                        priority: int | None, *, retry: bool = True,
                        policy: dict[str, Any] | None = None) -> None:
     policy = {**app.conf.task_publish_retry_policy, **(policy or {})}
-    attempts = 1 + (int(policy.get("max_retries", 3)) if retry else 0)
+    broker_retries = type(app.broker).retries_connection
+    attempts = 1 + (int(policy.get("max_retries", 3)) if retry and not broker_retries else 0)
     delay = float(policy.get("interval_start", 0))
     last: Exception | None = None
     for attempt in range(attempts):

@@ -146,7 +146,7 @@ def shared_task(*args: Any, **options: Any) -> Any:
         name = options.get("name") or f"{fun.__module__}.{fun.__name__}"
         return SharedTask(holder.get("name", name), make)
 
-    if len(args) == 1 and callable(args[0]) and not options:
+    if len(args) == 1 and callable(args[0]):
         return create(args[0])
     if args:
         raise TypeError("shared_task() takes keyword options only")

@@ -29,7 +29,13 @@ def assert_will_not_block() -> None:
         raise RuntimeError(E_WOULDBLOCK)
 
 
-class AsyncResult:
+class ResultBase:
+    """Base class of results (Celery's name, for ``isinstance`` checks)."""
+
+    parent: Any = None
+
+
+class AsyncResult(ResultBase):
     """The pending or finished result of a task, looked up by id."""
 
     def __init__(self, id: str, backend: Any = None, task_name: str | None = None,
@@ -139,6 +145,14 @@ class AsyncResult:
         if follow_parents and propagate and self.parent is not None:
             self.parent._maybe_reraise_parent_error()
         meta = self._cache or self.backend.wait(self.id, timeout=timeout, interval=interval)
+        return self._outcome(meta, propagate, callback, on_message, PROPAGATE_STATES)
+
+    wait = get
+
+    def _outcome(self, meta: dict[str, Any] | None, propagate: bool, callback: Any = None,
+                 on_message: Any = None,
+                 propagate_states: frozenset[str] = states.PROPAGATE_STATES) -> Any:
+        """What ``get``/``get_async`` return (or raise) for a waited-for meta."""
         if meta is None or meta.get("status") not in states.READY_STATES:
             raise TimeoutError("The operation timed out.")
         self._set_cache(meta)
@@ -147,19 +161,29 @@ class AsyncResult:
         value = self._decode(meta)
         if callback is not None:
             callback(self.id, value)
-        if propagate and meta.get("status") in PROPAGATE_STATES:
+        if propagate and meta.get("status") in propagate_states:
             raise _as_exception(value)
         return value
 
-    wait = get
-
     async def get_async(self, timeout: float | None = None, propagate: bool = True,
                         interval: float = 0.5) -> Any:
-        """``get`` for asyncio code: waits without blocking the event loop."""
+        """``get`` for asyncio code: polls the store without blocking the event loop
+        (each read on a worker thread), backing off up to ``interval``; cancellable."""
         import asyncio
 
-        return await asyncio.to_thread(self.get, timeout, propagate, interval,
-                                       disable_sync_subtasks=False)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        pause = 0.002
+        while True:
+            meta = self._cache or await asyncio.to_thread(self.backend.get, self.id)
+            if meta is not None and meta.get("status") in states.READY_STATES:
+                break
+            if deadline is not None and loop.time() >= deadline:
+                break
+            wait = pause if deadline is None else min(pause, deadline - loop.time())
+            await asyncio.sleep(max(0.0, wait))
+            pause = min(pause * 2, max(interval, 0.002))
+        return self._outcome(meta, propagate)
 
     def _maybe_reraise_parent_error(self) -> None:
         node: AsyncResult | None = self

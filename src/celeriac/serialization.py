@@ -9,15 +9,19 @@ Celery and celeriac unchanged::
     bytes    -> {"__type__": "bytes", "__value__": "<utf-8 text>"} or "base64"
 
 ``accept_content`` is enforced by :func:`loads`: a content type that is not
-listed raises :class:`~celeriac.exceptions.ContentDisallowed`.
+listed raises :class:`~celeriac.exceptions.ContentDisallowed`. Bodies may be
+compressed as kombu compresses them (``compression`` header).
 """
 
 from __future__ import annotations
 
 import base64
+import bz2
 import json
+import lzma
 import pickle
 import uuid
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -165,3 +169,44 @@ def loads(payload: bytes | str, content_type: str, accept: frozenset[str] | None
         return s.loads(data)  # type: ignore[arg-type]
     except Exception as exc:
         raise DecodeError(f"cannot decode {content_type} payload: {exc}") from exc
+
+
+# -- compression (kombu's content types, so Celery's compressed messages decode) ----------
+#: Decompressed bodies larger than this are refused (a compressed "bomb" cannot exhaust memory).
+MAX_DECOMPRESSED = 256 * 1024 * 1024
+_ALIASES = {"gzip": "application/x-gzip", "zlib": "application/x-gzip",
+            "bzip2": "application/x-bz2", "bzip": "application/x-bz2",
+            "lzma": "application/x-lzma", "xz": "application/x-lzma"}
+_COMPRESSORS: dict[str, tuple[Callable[[bytes], bytes], Callable[[], Any]]] = {
+    "application/x-gzip": (zlib.compress, zlib.decompressobj),
+    "application/x-bz2": (bz2.compress, bz2.BZ2Decompressor),
+    "application/x-lzma": (lzma.compress, lzma.LZMADecompressor),
+}
+
+
+def compression_type(method: str) -> str:
+    """``gzip``/``zlib``/``bzip2``/``lzma`` (or a content type) -> kombu's content type."""
+    content_type = _ALIASES.get(method, method)
+    if content_type not in _COMPRESSORS:
+        raise ContentDisallowed(f"unknown compression {method!r}")
+    return content_type
+
+
+def compress(body: bytes, method: str) -> tuple[bytes, str]:
+    """Compress ``body`` as kombu does; return ``(body, content type for the header)``."""
+    content_type = compression_type(method)
+    return _COMPRESSORS[content_type][0](body), content_type
+
+
+def decompress(body: bytes, content_type: str, limit: int = MAX_DECOMPRESSED) -> bytes:
+    """Undo :func:`compress`; raise DecodeError on garbage or past ``limit`` bytes."""
+    try:
+        decompressor = _COMPRESSORS[compression_type(content_type)][1]()
+        out = decompressor.decompress(body, limit + 1)
+    except ContentDisallowed:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"cannot decompress {content_type} body: {exc}") from exc
+    if len(out) > limit:
+        raise DecodeError(f"decompressed body exceeds {limit} bytes")
+    return bytes(out)

@@ -39,12 +39,13 @@ class Signal:
     def send(self, sender: Any = None, **named: Any) -> list[tuple[Receiver, Any]]:
         responses = []
         for receiver, wanted in list(self._receivers):
-            if wanted is not None and wanted is not sender:
+            if not _matches(wanted, sender):
                 continue
             try:
                 responses.append((receiver, receiver(sender=sender, signal=self, **named)))
-            except Exception:
+            except Exception as exc:  # as Celery: logged, returned, the others still run
                 logger.exception("Signal %s receiver %r raised", self.name, receiver)
+                responses.append((receiver, exc))
         return responses
 
     send_robust = send
@@ -55,6 +56,13 @@ class Signal:
 
     def __repr__(self) -> str:
         return f"<Signal: {self.name}>"
+
+
+def _matches(wanted: Any, sender: Any) -> bool:
+    """``connect(sender=...)`` filter: the same object, or an equal name (task names)."""
+    if wanted is None or wanted is sender:
+        return True
+    return isinstance(wanted, str) and wanted == sender
 
 
 before_task_publish = Signal("before_task_publish")
@@ -84,3 +92,9 @@ after_setup_logger = Signal("after_setup_logger")
 after_setup_task_logger = Signal("after_setup_task_logger")
 beat_init = Signal("beat_init")
 beat_embedded_init = Signal("beat_embedded_init")
+worker_before_create_process = Signal("worker_before_create_process")
+#: eventlet pool signals: accepted so receivers can connect; celeriac has no eventlet pool
+eventlet_pool_started = Signal("eventlet_pool_started")
+eventlet_pool_preshutdown = Signal("eventlet_pool_preshutdown")
+eventlet_pool_postshutdown = Signal("eventlet_pool_postshutdown")
+eventlet_pool_apply = Signal("eventlet_pool_apply")

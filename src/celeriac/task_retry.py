@@ -59,7 +59,7 @@ def user_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
     if not headers:
         return {}
     return {k: v for k, v in headers.items()
-            if k not in STANDARD_HEADERS and k != "redelivered"}
+            if k not in STANDARD_HEADERS and k not in ("redelivered", "compression")}
 
 
 def retry_signature(task: Task, request: Context, args: Any, kwargs: Any, retries: int,
@@ -77,6 +77,8 @@ def retry_signature(task: Task, request: Context, args: Any, kwargs: Any, retrie
         "ignore_result": bool(request.ignore_result),
         "replaced_task_nesting": request.replaced_task_nesting or 0,
     }
+    if (request.headers or {}).get("compression"):
+        opts["compression"] = request.headers["compression"]
     info = request.delivery_info or {}
     if info.get("routing_key") and "queue" not in options:
         opts["queue"] = info["routing_key"]

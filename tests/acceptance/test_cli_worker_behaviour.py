@@ -7,6 +7,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from workerproc import Project, project, read_lines, wait_until
@@ -93,7 +94,7 @@ def test_unsupported_broker_scheme_names_the_setting(proj: Project) -> None:
 @pytest.mark.xfail(strict=True, reason="the worker says 'ready.' and retries silently "
                    "when its broker is unreachable (reported in issue 2)")
 def test_unreachable_broker_on_worker(proj: Project) -> None:
-    shown = proj.cli("-b", "redis://127.0.0.1:1/0", "worker", "-P", "threads", timeout=20)
+    shown = proj.cli("-b", "redis://127.0.0.1:1/0", "worker", "-P", "threads", timeout=10)
     _assert_clean_error(shown, "127.0.0.1:1")
 
 
@@ -121,8 +122,11 @@ def test_malformed_body_is_dead_lettered_and_the_worker_carries_on(proj: Project
     with proj.worker() as worker:
         good = proj.client().add.delay(2, 2)
         assert good.get(timeout=30) == 4
-        dead = wait_until(lambda: [d for d in [broker.dead_letters("celery")]
-                                   if len(d) >= 3], what="3 dead letters")[0]
+        def three_dead() -> list[Any]:
+            found = broker.dead_letters("celery")
+            return found if len(found) >= 3 else []
+
+        dead = wait_until(three_dead, what="3 dead letters")
         assert worker.alive()
 
     reasons = {d.message.task_id: d.reason for d in dead}
@@ -149,8 +153,9 @@ def test_undecodable_envelope_in_the_table_is_dead_lettered(proj: Project) -> No
 
 # -- shutdown -----------------------------------------------------------------------------
 
-def test_sigterm_lets_the_running_task_finish(proj: Project) -> None:
-    with proj.worker() as worker:
+@pytest.mark.parametrize("pool", ["threads", "solo", "prefork"])
+def test_sigterm_lets_the_running_task_finish(proj: Project, pool: str) -> None:
+    with proj.worker(pool=pool) as worker:
         res = proj.client().slow.delay(2.0)
         wait_until(lambda: (proj.path / "slow-started").exists(), what="the task to start")
         code = worker.stop()

@@ -188,7 +188,7 @@ class Project:
             sys.path.remove(str(self.path))
             for name, module in list(sys.modules.items()):
                 origin = getattr(module, "__file__", None) or ""
-                if origin.startswith(str(self.path)):
+                if origin.startswith(str(self.path) + os.sep):
                     del sys.modules[name]
             if self._saved_env is None:
                 os.environ.pop("CELERIAC_SQLITE_PATH", None)

@@ -466,3 +466,72 @@ def test_conf_can_be_patched_with_mock(app: Celery) -> None:
     with mock.patch.object(app.conf, "task_always_eager", True):
         assert app.conf.task_always_eager is True
     assert app.conf.task_always_eager is False
+
+
+def test_public_names_match_celery() -> None:
+    """Every name users import from celery, celery.exceptions/states/result/signals."""
+    import celeriac.exceptions
+    import celeriac.result
+    import celeriac.signals
+    import celeriac.states
+
+    pairs = [("celery", celeriac), ("celery.exceptions", celeriac.exceptions),
+             ("celery.states", celeriac.states), ("celery.result", celeriac.result),
+             ("celery.signals", celeriac.signals)]
+    wanted = {"celery": ["Celery", "Signature", "Task", "chain", "chord", "chunks",
+                         "current_app", "current_task", "group", "maybe_signature",
+                         "shared_task", "signature", "subtask", "uuid", "xmap", "xstarmap"]}
+    for module_name, ours in pairs:
+        theirs = pytest.importorskip(module_name)
+        names = wanted.get(module_name) or [n for n in getattr(theirs, "__all__", dir(theirs))
+                                            if n[:1].isupper() or module_name.endswith("signals")]
+        missing = [n for n in names if not n.startswith("_") and not hasattr(ours, n)]
+        assert missing == [], (module_name, missing)
+    assert len(celeriac.uuid()) == 36
+
+
+#: settings whose default differs from Celery's on purpose (docs: differences from Celery)
+DELIBERATE = {
+    "task_acks_late": True,  # at-least-once by default
+    "worker_prefetch_multiplier": 1,  # no hoarding behind long tasks
+    "worker_soft_shutdown_timeout": 30.0,  # finish running tasks on SIGTERM
+    "accept_content": ["json"],  # a list, equal in meaning to Celery's ('json',)
+    "beat_scheduler": None,  # celeriac's own scheduler
+    "worker_autoscaler": None,  # not a Celery class path
+}
+
+
+def test_defaults_equal_celery_except_deliberate_differences() -> None:
+    celery_defaults = pytest.importorskip("celery.app.defaults")
+    for key, theirs in celery_defaults.DEFAULTS.items():
+        if not key.islower():
+            continue
+        ours = config_module.DEFAULTS[key]
+        if key in DELIBERATE:
+            assert ours == DELIBERATE[key], key
+        elif isinstance(ours, timedelta) and not isinstance(theirs, timedelta):
+            assert ours.total_seconds() == theirs, key
+        else:
+            assert ours == theirs, key
+
+
+def test_autodiscover_missing_package_raises_and_appconfig_paths(
+        app: Celery, temp_packages: tuple[str, str]) -> None:
+    with_tasks, _ = temp_packages
+    app.finalize()
+    with pytest.raises(ModuleNotFoundError):
+        app.autodiscover_tasks(["no_such_package_celeriac_q"])
+    app.autodiscover_tasks([f"{with_tasks}.NotAModuleConfig"])  # Django AppConfig path
+    assert f"{with_tasks}.tasks.discovered" in app.tasks
+
+
+def test_autodiscover_propagates_errors_inside_the_tasks_module(
+        app: Celery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"pkg_broken_{uuid.uuid4().hex[:8]}"
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "__init__.py").write_text("")
+    (tmp_path / name / "tasks.py").write_text("import not_installed_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app.finalize()
+    with pytest.raises(ModuleNotFoundError, match="not_installed_dependency_xyz"):
+        app.autodiscover_tasks([name])

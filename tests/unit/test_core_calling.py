@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -413,3 +414,52 @@ def test_publish_signals_see_body_and_can_add_headers(app: Celery, add: Task) ->
 def test_countdown_zero_sends_no_eta(app: Celery, add: Task) -> None:
     add.apply_async((1, 1), countdown=0)
     assert one(app).headers["eta"] is None
+
+
+def test_signal_sender_filter_by_task_name(app: Celery, add: Task) -> None:
+    from celeriac.signals import after_task_publish
+
+    seen: list[str] = []
+
+    def only_add(sender: str, headers: dict[str, Any], **kw: Any) -> None:
+        seen.append(headers["task"])
+
+    name = "".join(["tasks.", "add"])  # an equal string, not the same object
+    after_task_publish.connect(only_add, sender=name)
+    try:
+        add.delay(1, 1)
+        app.send_task("tasks.other")
+    finally:
+        after_task_publish.disconnect(only_add)
+    assert seen == ["tasks.add"]
+
+
+def test_compression_option_and_setting(app: Celery, add: Task) -> None:
+    from celeriac.messages import parse_task
+    from celeriac.serialization import accepted_types
+
+    add.apply_async((1, 2), compression="gzip")
+    msg = one(app)
+    assert msg.headers["compression"] == "application/x-gzip"
+    assert parse_task(msg, accepted_types(["json"])).args == [1, 2]
+    app.conf.task_compression = "bzip2"
+    add.delay(1, 2)
+    assert one(app).headers["compression"] == "application/x-bz2"
+
+
+def test_compressed_task_runs_and_retries(app: Celery) -> None:
+    runs: list[int] = []
+
+    @app.task(bind=True, compression="zlib")
+    def squeezed(self: Task, x: int) -> int:
+        runs.append(self.request.retries)
+        if not self.request.retries:
+            raise self.retry(countdown=0.01)
+        return x
+
+    result = squeezed.delay(3)
+    work(app)
+    time.sleep(0.05)
+    [outcome] = work(app)
+    assert outcome.retval == 3 and runs == [0, 1]
+    assert result.get(timeout=1) == 3

@@ -358,3 +358,33 @@ def test_malformed_failure_meta_is_remote() -> None:
     assert isinstance(exception_from_dict("just text"), RemoteTaskError)
     assert isinstance(exception_from_dict({"exc_type": "ValueError", "exc_message": "plain",
                                            "exc_module": "builtins"}), ValueError)
+
+
+def test_get_async_waits_times_out_and_propagates(app: Celery) -> None:
+    import asyncio
+
+    async def main() -> list[Any]:
+        out: list[Any] = []
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, store, app, "aio-ok", states.SUCCESS, 7)
+        out.append(await app.AsyncResult("aio-ok").get_async(timeout=5, interval=0.01))
+        try:
+            await app.AsyncResult("aio-never").get_async(timeout=0.1)
+        except TimeoutError:
+            out.append("timeout")
+        store(app, "aio-bad", states.FAILURE, failure("KeyError", "builtins", "k"))
+        try:
+            await app.AsyncResult("aio-bad").get_async(timeout=1)
+        except KeyError:
+            out.append("raised")
+        out.append(type(await app.AsyncResult("aio-bad").get_async(propagate=False)).__name__)
+        waiter = asyncio.ensure_future(app.AsyncResult("aio-cancel").get_async())
+        await asyncio.sleep(0.02)
+        waiter.cancel()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            out.append("cancelled")
+        return out
+
+    assert asyncio.run(main()) == [7, "timeout", "raised", "KeyError", "cancelled"]

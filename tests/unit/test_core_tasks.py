@@ -711,7 +711,8 @@ def test_retry_publish_failure_rejects_the_message(app: Celery) -> None:
         [outcome] = work(app)
     assert outcome.state == states.REJECTED
     assert isinstance(outcome.exc, Reject) and outcome.exc.requeue is False
-    assert [d.reason for d in broker.dead_letters()][0].startswith("rejected")
+    [dead] = broker.dead_letters()
+    assert dead.reason.startswith("rejected")
 
 
 def test_retry_backoff_factor_like_celery(app: Celery) -> None:
@@ -726,3 +727,13 @@ def test_retry_backoff_factor_like_celery(app: Celery) -> None:
         assert t.autoretry_countdown() == 5  # capped by retry_backoff_max
     finally:
         t.pop_request()
+
+
+def test_app_task_called_with_function_and_options(app: Celery) -> None:
+    def plain(x: int) -> int:
+        return x
+
+    task = app.task(plain, name="direct.plain", max_retries=1)
+    assert task.name == "direct.plain" and task.max_retries == 1
+    shared = shared_task(plain, name="direct.shared")
+    assert shared.name == "direct.shared" and shared(3) == 3

@@ -86,6 +86,26 @@ def test_pragmas_durable_by_default_fast_on_request(sqlite_path: str) -> None:
     fast.close()
 
 
+def test_publish_commits_with_full_sync_leases_and_acks_with_normal(sqlite_path: str) -> None:
+    broker = SQLiteBroker(f"sqlite:///{sqlite_path}")
+    broker.publish(message(1), Q)
+    assert pragma(broker, "synchronous") == 2
+    broker.ack(broker.receive([Q], owner="a", timeout=1))
+    assert pragma(broker, "synchronous") == 1
+    broker.publish(message(2), Q)
+    assert pragma(broker, "synchronous") == 2
+    broker.close()
+
+
+def test_result_store_sync_is_normal_unless_durable(sqlite_path: str) -> None:
+    def sync(store: SQLiteResultStore) -> object:
+        return store._db.get().execute("PRAGMA synchronous").fetchone()[0]
+
+    assert sync(SQLiteResultStore(f"sqlite:///{sqlite_path}")) == 1
+    durable = SQLiteResultStore(f"sqlite:///{sqlite_path}", options={"durability": "durable"})
+    assert sync(durable) == 2
+
+
 def test_messages_and_leases_survive_a_new_instance(sqlite_path: str) -> None:
     first = SQLiteBroker(f"sqlite:///{sqlite_path}", lease_seconds=30)
     first.publish_many(Publish(message(n), Q) for n in range(3))

@@ -344,3 +344,36 @@ def test_standard_headers_constant_matches_task_message() -> None:
 
     assert tuple(task_message("t", "i").headers) == STANDARD_HEADERS
     assert list(json.loads(CAPTURED[0][0])["headers"]) == list(STANDARD_HEADERS)
+
+
+# -- compression, as kombu does it --------------------------------------------------------
+@pytest.mark.parametrize("method", ["gzip", "zlib", "bzip2", "lzma"])
+def test_compressed_message_matches_kombu(method: str) -> None:
+    compression = pytest.importorskip("kombu.compression")
+    message = task_message("t", "i", [1, "two"], {"k": 3}, compression=method)
+    ctype = message.headers["compression"]
+    assert list(message.headers)[-1] == "compression"
+    assert kombu_json.loads(compression.decompress(message.body, ctype)) == [
+        [1, "two"], {"k": 3}, EMPTY_EMBED]
+    theirs, their_type = compression.compress(b'[[5], {}, {}]', method)
+    assert their_type == ctype
+    env = {"body": base64.b64encode(theirs).decode(), "content-type": JSON,
+           "content-encoding": "utf-8", "headers": {"task": "t", "id": "x", "compression": ctype},
+           "properties": {"body_encoding": "base64"}}
+    assert parse_task(Message.from_envelope(env), ACCEPT_JSON).args == [5]
+
+
+def test_decompression_bomb_and_garbage_are_refused() -> None:
+    import zlib
+
+    from celeriac import serialization
+
+    bomb = zlib.compress(b"[" + b" " * 5_000_000 + b"]")
+    with pytest.raises(DecodeError, match="exceeds"):
+        serialization.decompress(bomb, "application/x-gzip", limit=1_000_000)
+    message = Message({"task": "t", "id": "i", "compression": "application/x-gzip"}, {},
+                      b"not compressed")
+    with pytest.raises(DecodeError):
+        parse_task(message, ACCEPT_JSON)
+    with pytest.raises(ContentDisallowed):
+        parse_task(message.with_headers(compression="application/x-rar"), ACCEPT_JSON)

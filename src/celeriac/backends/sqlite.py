@@ -4,6 +4,11 @@ Same file conventions as :mod:`celeriac.brokers.sqlite` (``sqlite://`` alone
 means :func:`~celeriac.brokers.sqlite.default_path`, shared with the broker),
 WAL, busy_timeout, one connection per thread, reopened after ``fork``.
 
+Durability: commits use ``synchronous=NORMAL`` unless option
+``durability="durable"`` asks for FULL. A worker stores a result before it acks
+the task, and WAL keeps commits in order, so in the shared default file a power
+failure that loses a result also loses the ack and the task runs again.
+
 Schema::
 
     results(key TEXT PRIMARY KEY, value TEXT, expires_at REAL)  -- NULL: never expires
@@ -53,7 +58,7 @@ class SQLiteResultStore(ResultStore):
         path, query = parse_url(url)
         super().__init__(url, expires=expires, options={**query, **(options or {})})
         self.path = path
-        self._db = Connections(path, durability=str(self.options.get("durability", "durable")),
+        self._db = Connections(path, durability=str(self.options.get("durability", "fast")),
                                schema=SCHEMA)
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> int:

@@ -118,6 +118,9 @@ class Broker(abc.ABC):
     capabilities: ClassVar[Capabilities]
     #: URL schemes this class serves, e.g. ``("sqlite",)``.
     schemes: ClassVar[tuple[str, ...]] = ()
+    #: True when the broker itself retries lost connections by ``options["retry_policy"]``
+    #: (the producer then does not add its own retry loop on top).
+    retries_connection: ClassVar[bool] = False
 
     def __init__(
         self,

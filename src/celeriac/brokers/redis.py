@@ -33,8 +33,9 @@ Key layout (every key is preceded by ``global_keyprefix``, as kombu does;
 ``_celeriac.returned`` (hash)
     envelope -> ``"dc lc first"`` for messages given back (lapsed or
     released), so their counters survive the trip through a kombu-format
-    ready list. An entry whose message a *Celery* worker consumes is never
-    removed (a small leak that only mixed fleets have).
+    ready list. An entry whose message a *Celery* worker consumes is not
+    removed; the hash expires a week after the last give-back, which bounds
+    that leak (only mixed fleets have it; an expired entry only resets counts).
 ``_celeriac.wake.<queue>`` (list)
     at most 16 wake-up tokens pushed by celeriac publishers.
 ``_celeriac.dead`` (zset), ``_celeriac.deadq.<queue>`` (zset), ``_celeriac.dead.<id>`` (hash)
@@ -132,6 +133,7 @@ def _text(value: bytes | str) -> str:
 
 
 class RedisBroker(Broker):
+    retries_connection = True
     """Celery-compatible Redis broker with leases, delays and dead letters."""
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")
@@ -270,9 +272,14 @@ class RedisBroker(Broker):
         hint = float(reply[1]) if reply[1] else None
         expires = now + self.lease_seconds
         out: list[Delivery] = []
-        for i in range(2, len(reply), 2):
-            index, token, dc_text, lc_text = _text(reply[i]).split(" ")
-            message, dc = parse_envelope(reply[i + 1]), int(dc_text)
+        batch: bytes = reply[2]
+        pos = 0
+        while pos < len(batch):
+            eol = batch.index(b"\n", pos)
+            index, token_b, dc_text, lc_text, size = batch[pos:eol].split(b" ")
+            pos = eol + 1 + int(size)
+            message, dc = parse_envelope(batch[eol + 1:pos]), int(dc_text)
+            token = token_b.decode()
             if dc > 1:
                 info = dict(message.properties.get("delivery_info") or {})
                 message = message.with_properties(delivery_info={**info, "redelivered": True})

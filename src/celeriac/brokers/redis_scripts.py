@@ -13,10 +13,11 @@ Scripts and their arguments (after the prefix):
     due delayed messages to theirs, then ``RPOP`` up to ``limit`` messages in
     priority-major order and lease each one (lease hash, expiry zset, owner
     set). If fewer than ``limit`` were found, the queues' wake lists are
-    cleared (their tokens are stale). Returns ``[now, hint, ("queue_index
-    token delivery_count lost_count", envelope)*]``; ``hint`` (when nothing
-    was leased) is the seconds until the next delayed message is due or a
-    lease lapses.
+    cleared (their tokens are stale). Returns ``[now, hint, batch]``:
+    ``batch`` is one string of records ``"queue_index token delivery_count
+    lost_count size\n" + envelope`` (one bulk reply parses much faster than
+    two per message); ``hint`` (when nothing was leased) is the seconds until
+    the next delayed message is due or a lease lapses.
 ``ACK``  token...: delete the leases still held; returns how many.
 ``RENEW``  seconds, token...: extend the leases still held; returns 1/0 each.
 ``RELEASE``  token, not_before or "", uid: give a held message back, to the
@@ -59,6 +60,17 @@ local function wake(q)
   redis.call('LPUSH', k, '1')
   redis.call('LTRIM', k, 0, __WAKE_CAP__ - 1)
 end
+-- Call cmd([key,] ...) with the values in chunks (Lua's unpack has a stack limit).
+local function batched(cmd, key, values)
+  for i = 1, #values, 2000 do
+    local last = math.min(i + 1999, #values)
+    if key then
+      redis.call(cmd, key, unpack(values, i, last))
+    else
+      redis.call(cmd, unpack(values, i, last))
+    end
+  end
+end
 local function drop_lease(tok, q, o)
   redis.call('DEL', lease_key(tok))
   redis.call('ZREM', leases_key(q), tok)
@@ -72,6 +84,7 @@ local function give_back(tok, lost, not_before, uid, signal)
   drop_lease(tok, r[2], r[4])
   redis.call('HSET', RETURNED, r[1],
              r[5] .. ' ' .. tostring(tonumber(r[6]) + lost) .. ' ' .. r[7])
+  redis.call('EXPIRE', RETURNED, 604800)  -- bounds what Celery consumers leave behind
   if not_before then
     local member = uid .. string.format('%02d', tonumber(r[3])) .. r[1]
     redis.call('ZADD', delayed_key(r[2]), not_before, member)
@@ -104,7 +117,8 @@ for _, q in ipairs(queues) do
   for _, tok in ipairs(lapsed) do give_back(tok, 1, nil, nil, false) end
   promote(q, now)
 end
-local out = {tostring(now), ''}
+local out = {tostring(now), '', ''}
+local parts = {}
 local got = 0
 local has_returned = redis.call('EXISTS', RETURNED) == 1
 local expires = now + lease
@@ -115,6 +129,7 @@ for _, step in ipairs(steps) do
     local msgs = redis.call('RPOP', list_key(q, step), limit - got)
     if msgs then
       local base = redis.call('INCRBY', P .. '_celeriac.seq', #msgs) - #msgs
+      local scored, toks = {}, {}
       for j, m in ipairs(msgs) do
         local tok = nonce .. tostring(base + j)
         local dc, lc, fd = 1, 0, tostring(now)
@@ -128,15 +143,18 @@ for _, step in ipairs(steps) do
         end
         redis.call('HSET', lease_key(tok), 'm', m, 'q', q, 's', step, 'o', owner,
                    'dc', dc, 'lc', lc, 'fd', fd)
-        redis.call('ZADD', leases_key(q), expires, tok)
-        redis.call('SADD', okey, tok)
-        out[#out + 1] = qi .. ' ' .. tok .. ' ' .. dc .. ' ' .. lc
-        out[#out + 1] = m
+        scored[#scored + 1], scored[#scored + 2] = expires, tok
+        toks[#toks + 1] = tok
+        parts[#parts + 1] = qi .. ' ' .. tok .. ' ' .. dc .. ' ' .. lc .. ' ' .. #m .. '\n'
+        parts[#parts + 1] = m
       end
+      batched('ZADD', leases_key(q), scored)
+      batched('SADD', okey, toks)
       got = got + #msgs
     end
   end
 end
+out[3] = table.concat(parts)
 if got < limit then
   -- every ready list of these queues is empty now: wake tokens left are stale
   for _, q in ipairs(queues) do redis.call('DEL', P .. '_celeriac.wake.' .. q) end
@@ -158,15 +176,22 @@ return out
 """
 
 ACK = _PRELUDE + r"""
-local n = 0
+local keys, by_queue, by_owner = {}, {}, {}
 for i = 2, #ARGV do
-  local r = redis.call('HMGET', lease_key(ARGV[i]), 'q', 'o')
+  local tok = ARGV[i]
+  local r = redis.call('HMGET', lease_key(tok), 'q', 'o')
   if r[1] then
-    drop_lease(ARGV[i], r[1], r[2])
-    n = n + 1
+    keys[#keys + 1] = lease_key(tok)
+    by_queue[r[1]] = by_queue[r[1]] or {}
+    table.insert(by_queue[r[1]], tok)
+    by_owner[r[2]] = by_owner[r[2]] or {}
+    table.insert(by_owner[r[2]], tok)
   end
 end
-return n
+if #keys > 0 then batched('DEL', nil, keys) end
+for q, toks in pairs(by_queue) do batched('ZREM', leases_key(q), toks) end
+for o, toks in pairs(by_owner) do batched('SREM', owner_key(o), toks) end
+return #keys
 """
 
 RENEW = _PRELUDE + r"""
