@@ -5,6 +5,8 @@ RETRY, IGNORED, REJECTED), storing states, calling the task's hooks, firing
 signals and following links/chains through :mod:`celeriac.workflow`. It is
 split into ``begin`` / ``succeeded`` / ``failed`` steps so the asyncio pool can
 ``await`` the task body between them; ``run`` does all three for sync code.
+An error raised by a task hook (``on_success``...) is logged and sent as
+``task_internal_error``, as Celery does; it does not change the outcome.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from . import _state, serialization, signals
@@ -29,26 +29,28 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.publish")
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+def _aware(value: datetime, tz: tzinfo | None) -> datetime:
+    """A naive datetime is read in the app's time zone (UTC by default), as Celery does."""
+    return value if value.tzinfo else value.replace(tzinfo=tz or timezone.utc)
 
 
-def resolve_eta(countdown: float | None, eta: datetime | str | None) -> datetime | None:
+def resolve_eta(countdown: float | None, eta: datetime | str | None,
+                tz: tzinfo | None = None) -> datetime | None:
     if countdown:  # as Celery: countdown=0 means "now", with no eta header
         return datetime.now(timezone.utc) + timedelta(seconds=float(countdown))
     if isinstance(eta, str):
         eta = datetime.fromisoformat(eta)
-    return _aware(eta) if eta is not None else None
+    return _aware(eta, tz) if eta is not None else None
 
 
-def resolve_expires(expires: Any) -> datetime | None:
+def resolve_expires(expires: Any, tz: tzinfo | None = None) -> datetime | None:
     if expires is None:
         return None
     if isinstance(expires, (int, float, timedelta)):
         return datetime.now(timezone.utc) + timedelta(seconds=seconds(expires) or 0)
     if isinstance(expires, str):
         expires = datetime.fromisoformat(expires)
-    return _aware(expires)
+    return _aware(expires, tz)
 
 
 def _sig_list(value: Any) -> list[dict[str, Any]] | None:
@@ -83,8 +85,9 @@ def build_message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
         priority = conf.task_default_priority
     if priority is None and preq is not None and conf.task_inherit_parent_priority:
         priority = (preq.delivery_info or {}).get("priority")
-    eta = resolve_eta(options.get("countdown"), options.get("eta"))
-    expires = resolve_expires(options.get("expires"))
+    tz = app.timezone
+    eta = resolve_eta(options.get("countdown"), options.get("eta"), tz)
+    expires = resolve_expires(options.get("expires"), tz)
     message = task_message(
         name, task_id, args, kwargs, eta=eta, expires=expires,
         retries=int(options.get("retries") or 0), group_id=options.get("group_id"),

@@ -106,7 +106,7 @@ def test_group_meta(result_store: ResultStore) -> None:
 
 
 def chord_add(store: ResultStore, group_id: str, index: int, size: int) -> Any:
-    return store.chord_add(group_id, index, meta(f"{group_id}-{index}", result=index), size)  # type: ignore[attr-defined]
+    return store.chord_add(group_id, index, meta(f"{group_id}-{index}", result=index), size)
 
 
 def test_chord_add_completes_once_in_order(result_store: ResultStore) -> None:
@@ -118,18 +118,18 @@ def test_chord_add_completes_once_in_order(result_store: ResultStore) -> None:
     assert done == [meta(f"{group_id}-{i}", result=i) for i in range(3)]
     for index in range(3):
         assert chord_add(result_store, group_id, index, 3) is None
-    result_store.chord_clear(group_id)  # type: ignore[attr-defined]
+    result_store.chord_clear(group_id)
     assert chord_add(result_store, group_id, 0, 2) is None
     assert chord_add(result_store, group_id, 1, 2) == [
         meta(f"{group_id}-{i}", result=i) for i in range(2)]
-    result_store.chord_clear(group_id)  # type: ignore[attr-defined]
+    result_store.chord_clear(group_id)
 
 
 def test_chord_add_single_member(result_store: ResultStore) -> None:
     group_id = new_id()
     assert chord_add(result_store, group_id, 0, 1) == [meta(f"{group_id}-0", result=0)]
     assert chord_add(result_store, group_id, 0, 1) is None
-    result_store.chord_clear(group_id)  # type: ignore[attr-defined]
+    result_store.chord_clear(group_id)
 
 
 def test_chord_add_has_exactly_one_completer_under_concurrency(
@@ -153,4 +153,4 @@ def test_chord_add_has_exactly_one_completer_under_concurrency(
     for thread in threads:
         thread.join()
     assert completions == [[meta(f"{group_id}-{i}", result=i) for i in range(size)]]
-    result_store.chord_clear(group_id)  # type: ignore[attr-defined]
+    result_store.chord_clear(group_id)

@@ -463,3 +463,14 @@ def test_compressed_task_runs_and_retries(app: Celery) -> None:
     [outcome] = work(app)
     assert outcome.retval == 3 and runs == [0, 1]
     assert result.get(timeout=1) == 3
+
+
+def test_naive_eta_is_in_the_app_time_zone(app: Celery, add: Task) -> None:
+    from zoneinfo import ZoneInfo
+
+    app.conf.timezone = "Asia/Tokyo"
+    naive = datetime.now(ZoneInfo("Asia/Tokyo")).replace(tzinfo=None) + timedelta(seconds=30)
+    add.apply_async((1, 1), eta=naive)
+    eta = datetime.fromisoformat(one(app, shift=31).headers["eta"])
+    assert eta.utcoffset() == timedelta(hours=9)
+    assert timedelta(seconds=25) < eta - datetime.now(timezone.utc) <= timedelta(seconds=30)

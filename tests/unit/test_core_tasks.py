@@ -737,3 +737,41 @@ def test_app_task_called_with_function_and_options(app: Celery) -> None:
     assert task.name == "direct.plain" and task.max_retries == 1
     shared = shared_task(plain, name="direct.shared")
     assert shared.name == "direct.shared" and shared(3) == 3
+
+
+def test_unserializable_return_value_fails_the_task(app: Celery) -> None:
+    @app.task
+    def returns_a_set() -> set[int]:
+        return {1, 2}
+
+    result = returns_a_set.delay()
+    [outcome] = work(app)
+    assert outcome.state == states.FAILURE
+    with pytest.raises(TypeError, match="cannot serialize the result"):
+        result.get(timeout=1)
+
+
+def test_unserializable_argument_fails_at_publish(app: Celery) -> None:
+    @app.task
+    def takes(x: Any) -> None:
+        return None
+
+    with pytest.raises(TypeError):
+        takes.delay({1, 2})
+    assert messages(app) == []
+
+
+def test_hook_errors_are_logged_not_fatal(app: Celery, caplog: pytest.LogCaptureFixture) -> None:
+    class Loud(Task):
+        def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+            raise RuntimeError("hook broke")
+
+    @app.task(base=Loud)
+    def fine() -> int:
+        return 1
+
+    result = fine.delay()
+    [outcome] = work(app)
+    assert outcome.state == states.SUCCESS and result.get(timeout=1) == 1
+    assert "on_success raised" in caplog.text
+    assert fine.request_stack_empty()

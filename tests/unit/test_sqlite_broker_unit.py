@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,13 +17,13 @@ from celeriac.brokers import broker_for_url
 from celeriac.brokers.base import Publish
 from celeriac.brokers.sqlite import SQLiteBroker, default_path, parse_url
 from celeriac.exceptions import ImproperlyConfigured
-from celeriac.messages import task_message
+from celeriac.messages import Message, task_message
 
 Q = "unit-q"
 FORK = mp.get_context("fork")
 
 
-def message(n: int):  # type: ignore[no-untyped-def]
+def message(n: int) -> Message:
     return task_message("tests.add", f"task-{n}", (n,), {})
 
 
@@ -150,15 +151,15 @@ def test_connections_of_finished_threads_are_closed(sqlite_path: str) -> None:
     broker.close()
 
 
-def _drain_child(url: str, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def _drain_child(url: str, out: Any) -> None:
     broker = SQLiteBroker(url)
-    got: list[str | None] = []
+    got: list[str] = []
     while True:
         batch = broker.receive([Q], owner=f"p{os.getpid()}", limit=20, timeout=0.5)
         if not batch:
             break
         assert broker.ack(batch) == len(batch)
-        got.extend(d.message.task_id for d in batch)
+        got.extend(str(d.message.task_id) for d in batch)
     out.put(got)
 
 
@@ -166,7 +167,7 @@ def test_two_processes_drain_one_file_without_loss_or_duplicates(sqlite_path: st
     url = f"sqlite:///{sqlite_path}"
     broker = SQLiteBroker(url)
     broker.publish_many(Publish(message(n), Q) for n in range(1500))
-    out: mp.Queue = FORK.Queue()  # type: ignore[type-arg]
+    out: Any = FORK.Queue()
     procs = [FORK.Process(target=_drain_child, args=(url, out)) for _ in range(2)]
     for proc in procs:
         proc.start()
@@ -182,7 +183,7 @@ def test_two_processes_drain_one_file_without_loss_or_duplicates(sqlite_path: st
 
 
 def _use_inherited(broker: SQLiteBroker, parent_conn: sqlite3.Connection,
-                   out: mp.Queue) -> None:  # type: ignore[type-arg]
+                   out: Any) -> None:
     reused = broker._db.get() is parent_conn
     broker.publish(message(2), Q)
     out.put((reused, [d.message.task_id for d in broker.receive([Q], owner="c", limit=5,
@@ -193,7 +194,7 @@ def test_forked_child_opens_its_own_connection(sqlite_path: str) -> None:
     broker = SQLiteBroker(f"sqlite:///{sqlite_path}")
     broker.publish(message(1), Q)
     parent_conn = broker._db.get()
-    out: mp.Queue = FORK.Queue()  # type: ignore[type-arg]
+    out: Any = FORK.Queue()
     child = FORK.Process(target=_use_inherited, args=(broker, parent_conn, out))
     child.start()
     reused, got = out.get(timeout=30)

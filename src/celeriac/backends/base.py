@@ -78,6 +78,12 @@ class ResultStore(abc.ABC):
         self._set_raw(self.task_key(task_id), encode_meta(meta),
                       self.expires if expires == -1 else expires)
 
+    def set_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], *,
+                 expires: float | None = -1) -> None:
+        """Store several ``(task_id, meta)`` pairs; stores override this to batch."""
+        for task_id, meta in items:
+            self.set(task_id, meta, expires=expires)
+
     def get(self, task_id: str) -> dict[str, Any] | None:
         return decode_meta(self._get_raw(self.task_key(task_id)))
 
@@ -85,7 +91,7 @@ class ResultStore(abc.ABC):
         ids = list(task_ids)
         raws = self._get_many_raw([self.task_key(i) for i in ids])
         out: dict[str, dict[str, Any]] = {}
-        for task_id, raw in zip(ids, raws):
+        for task_id, raw in zip(ids, raws, strict=True):
             meta = decode_meta(raw)
             if meta is not None:
                 out[task_id] = meta

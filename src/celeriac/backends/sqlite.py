@@ -26,11 +26,17 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from .. import states
-from ..brokers.sqlite import Connections, data_version, parse_url, wait_for_change
+from ..brokers.sqlite import (
+    Connections,
+    data_version,
+    parse_url,
+    transaction,
+    wait_for_change,
+)
 from ..exceptions import OperationalError
 from .base import ResultStore, decode_meta, encode_meta
 from .memory import check_chord_args, expiry_time
@@ -89,6 +95,17 @@ class SQLiteResultStore(ResultStore):
 
     def _delete_raw(self, key: str) -> None:
         self._write("DELETE FROM results WHERE key = ?", (key,))
+
+    def set_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], *,
+                 expires: float | None = -1) -> None:
+        """Store several results in one transaction (one commit for a worker's batch)."""
+        at = expiry_time(self.expires if expires == -1 else expires, time.time())
+        rows = [(self.task_key(tid), encode_meta(meta), at) for tid, meta in items]
+        if not rows:
+            return
+        with transaction(self._db.get(), self.path) as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO results (key, value, expires_at) VALUES (?, ?, ?)", rows)
 
     def wait(self, task_id: str, *, timeout: float | None = None,
              interval: float = 0.05) -> dict[str, Any] | None:

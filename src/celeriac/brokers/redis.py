@@ -20,6 +20,10 @@ Key layout (every key is preceded by ``global_keyprefix``, as kombu does;
 ``_celeriac.delayed.<queue>`` (zset)
     messages not yet due: member = 32-hex uid + 2-digit step + envelope,
     score = due time (epoch seconds).
+    With the transport option ``delay_in_broker=False`` (fleets that still
+    include Celery workers, which never read this set) a countdown/eta
+    message is LPUSHed to its ready list at once with its ``eta`` header, as
+    Celery does; a celeriac worker that receives it early parks it here.
 ``_celeriac.lease.<token>`` (hash)
     one leased message: ``m`` envelope, ``q`` queue, ``s`` step, ``o``
     owner, ``dc`` delivery count, ``lc`` lost count, ``fd`` first delivery.
@@ -133,8 +137,9 @@ def _text(value: bytes | str) -> str:
 
 
 class RedisBroker(Broker):
-    retries_connection = True
     """Celery-compatible Redis broker with leases, delays and dead letters."""
+
+    retries_connection = True
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -151,6 +156,7 @@ class RedisBroker(Broker):
         interval = self.options.get("polling_interval", 0.1)
         self.polling_interval = None if interval is None else float(interval)
         self.retry_policy = dict(self.options.get("retry_policy") or {})
+        self.delay_in_broker = bool(self.options.get("delay_in_broker", True))
         self._nonce = uuid.uuid4().hex[:8] + ":"
         self._declared: set[str] = set()
         self._scripts: dict[str, Any] = {}
@@ -210,7 +216,8 @@ class RedisBroker(Broker):
             props["priority"] = prio
             props["delivery_info"]["routing_key"] = item.queue
             text, step = json.dumps(env), self._step(prio)
-            if item.not_before is not None and item.not_before > now:
+            if (item.not_before is not None and item.not_before > now
+                    and self.delay_in_broker):
                 member = f"{uuid.uuid4().hex}{step:02d}{text}"
                 delayed.setdefault(item.queue, {})[member] = float(item.not_before)
             else:
