@@ -180,14 +180,16 @@ def from_mapping(source: Mapping[str, Any] | Any, namespace: str | None) -> dict
     """
     out: dict[str, Any] = {}
     prefix = f"{namespace.upper()}_" if namespace else ""
-    for key, value in _items(source):
+    for key in _keys(source):
         name = _setting_name(key, prefix)
         if name is not None:
-            out[name] = value
+            out[name] = _value(source, key)
         elif _looks_like_setting(key, prefix):
             _report_unknown(key)
-        elif not prefix and key.islower() and not key.startswith("_") and _is_data(value):
-            out[key] = value  # user-defined lowercase settings are kept, as in Celery
+        elif not prefix and key.islower() and not key.startswith("_"):
+            value = _value(source, key)
+            if _is_data(value):
+                out[key] = value  # user-defined lowercase settings are kept, as in Celery
     return out
 
 
@@ -214,10 +216,15 @@ def _is_data(value: Any) -> bool:
     return not (inspect.ismodule(value) or inspect.isclass(value) or inspect.isroutine(value))
 
 
-def _items(source: Mapping[str, Any] | Any) -> Iterable[tuple[str, Any]]:
-    if isinstance(source, Mapping):
-        return list(source.items())
-    return [(k, getattr(source, k)) for k in dir(source) if not k.startswith("__")]
+def _keys(source: Mapping[str, Any] | Any) -> Iterable[str]:
+    keys = source.keys() if isinstance(source, Mapping) else dir(source)
+    return [k for k in keys if isinstance(k, str) and not k.startswith("__")]
+
+
+def _value(source: Mapping[str, Any] | Any, key: str) -> Any:
+    """Read one key; only keys that may be settings are read (a Django settings
+    object evaluates attributes lazily)."""
+    return source[key] if isinstance(source, Mapping) else getattr(source, key)
 
 
 def _report_unknown(key: str) -> None:

@@ -35,8 +35,13 @@ class Context:
         return self.__dict__.get(key, default)
 
     def __getattr__(self, name: str) -> Any:
+        """Unknown fields read as None; custom message headers read as fields, as in
+        Celery (``apply_async(headers={"tenant": ...})`` -> ``self.request.tenant``)."""
         if name.startswith("__"):
             raise AttributeError(name)
+        headers = self.__dict__.get("headers")
+        if isinstance(headers, dict):
+            return headers.get(name)
         return None
 
     def as_dict(self) -> dict[str, Any]:

@@ -282,6 +282,15 @@ def saferepr(value: Any, maxlen: int = 1024) -> str:
     return text if len(text) <= maxlen else text[: maxlen - 3] + "..."
 
 
+def decode_body(message: Message, accept: frozenset[str] | None = None) -> Any:
+    """The deserialized body (decompressed first when the ``compression`` header says so);
+    ``accept`` (content types) is enforced when given."""
+    body = message.body
+    if message.headers.get("compression"):
+        body = serialization.decompress(body, str(message.headers["compression"]))
+    return serialization.loads(body, message.content_type, accept)
+
+
 def parse_task(message: Message, accept: frozenset[str] | None) -> TaskCall:
     """Decode a task message; raise DecodeError/ContentDisallowed if it cannot run."""
     headers = message.headers
@@ -290,10 +299,7 @@ def parse_task(message: Message, accept: frozenset[str] | None) -> TaskCall:
         raise DecodeError("message has no 'task' header")
     if not isinstance(task_id, str) or not task_id:
         raise DecodeError("message has no 'id' header")
-    body = message.body
-    if headers.get("compression"):
-        body = serialization.decompress(body, str(headers["compression"]))
-    payload = serialization.loads(body, message.content_type, accept)
+    payload = decode_body(message, accept)
     if isinstance(payload, dict) and "args" in payload:  # protocol 1 body
         args, kwargs, embed = payload.get("args", []), payload.get("kwargs", {}), {}
     elif isinstance(payload, (list, tuple)) and len(payload) == 3:

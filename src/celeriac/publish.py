@@ -16,11 +16,11 @@ import uuid
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
-from . import _state, serialization, signals
+from . import _state, signals
 from .canvas import Signature
 from .config import seconds
 from .exceptions import OperationalError
-from .messages import Message, task_message, to_timestamp
+from .messages import Message, decode_body, task_message, to_timestamp
 from .routing import route
 
 if TYPE_CHECKING:
@@ -140,10 +140,7 @@ def _signal_body(message: Message) -> Any:
     when someone listens."""
     if not (signals.before_task_publish.receivers or signals.after_task_publish.receivers):
         return None
-    body = message.body
-    if message.headers.get("compression"):
-        body = serialization.decompress(body, str(message.headers["compression"]))
-    args, kwargs, embed = serialization.loads(body, message.content_type, None)
+    args, kwargs, embed = decode_body(message)
     return (args, kwargs, embed)
 
 

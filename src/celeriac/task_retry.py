@@ -1,8 +1,10 @@
 """What ``Task.retry`` re-publishes: the same task id, ``retries + 1``, the caller's options.
 
 :func:`retry_signature` rebuilds the call from the running request (queue,
-priority, links, chain, chord, custom headers, time limits, expiry,
-``ignore_result``) as Celery's ``signature_from_request`` does;
+priority, links, chain, chord, custom headers, time limits, expiry, shadow,
+``ignore_result``) as Celery's ``signature_from_request`` does, and keeps
+``argsrepr``/``kwargsrepr`` when the arguments are unchanged (Celery drops
+them, so a retry would log the secrets they masked);
 :func:`merge_arguments` follows Celery 5.7 when only ``args`` or only
 ``kwargs`` is given to ``retry``, so an argument is never passed twice.
 """
@@ -76,7 +78,10 @@ def retry_signature(task: Task, request: Context, args: Any, kwargs: Any, retrie
         "soft_time_limit": timelimit[1], "expires": request.expires,
         "ignore_result": bool(request.ignore_result),
         "replaced_task_nesting": request.replaced_task_nesting or 0,
+        "shadow": request.shadow,
     }
+    if args is None and kwargs is None:  # same arguments: keep their masked reprs
+        opts.update(argsrepr=request.argsrepr, kwargsrepr=request.kwargsrepr)
     if (request.headers or {}).get("compression"):
         opts["compression"] = request.headers["compression"]
     info = request.delivery_info or {}

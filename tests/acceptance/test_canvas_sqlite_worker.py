@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -105,10 +106,13 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = Env(tmp_path)
-    yield e
-    e.stop()
+def env() -> Iterator[Env]:
+    # not pytest's tmp_path: concurrent pytest runs prune each other's base temp dirs,
+    # and the worker processes need their database for the whole test
+    with tempfile.TemporaryDirectory(prefix="celeriac-canvas-") as tmp:
+        e = Env(Path(tmp))
+        yield e
+        e.stop()
 
 
 def test_chain_group_chord_through_a_worker_process(env: Env) -> None:

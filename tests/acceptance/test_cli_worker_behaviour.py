@@ -94,7 +94,7 @@ def test_unsupported_broker_scheme_names_the_setting(proj: Project) -> None:
 @pytest.mark.xfail(strict=True, reason="the worker says 'ready.' and retries silently "
                    "when its broker is unreachable (reported in issue 2)")
 def test_unreachable_broker_on_worker(proj: Project) -> None:
-    shown = proj.cli("-b", "redis://127.0.0.1:1/0", "worker", "-P", "threads", timeout=10)
+    shown = proj.cli("-b", "redis://127.0.0.1:1/0", "worker", "-P", "threads", timeout=6)
     _assert_clean_error(shown, "127.0.0.1:1")
 
 
@@ -145,7 +145,7 @@ def test_undecodable_envelope_in_the_table_is_dead_lettered(proj: Project) -> No
     with proj.worker() as worker:
         good = proj.client().add.delay(1, 2)
         assert good.get(timeout=30) == 3
-        dead = wait_until(lambda: proj.app.broker.dead_letters("celery"), timeout=10,
+        dead = wait_until(lambda: proj.app.broker.dead_letters("celery"), timeout=5,
                           what="the dead letter")
         assert worker.alive()
     assert "decode" in dead[0].reason

@@ -46,6 +46,14 @@ def test_get_many_returns_only_stored(result_store: ResultStore) -> None:
     assert result_store.get_many([]) == {}
 
 
+def test_set_many_stores_every_item(result_store: ResultStore) -> None:
+    ids = [new_id() for _ in range(5)]
+    result_store.set_many([(tid, meta(tid, result=i)) for i, tid in enumerate(ids)])
+    found = result_store.get_many(ids)
+    assert [found[tid]["result"] for tid in ids] == [0, 1, 2, 3, 4]
+    result_store.set_many([])  # an empty batch is a no-op
+
+
 def test_delete(result_store: ResultStore) -> None:
     task_id = new_id()
     result_store.set(task_id, meta(task_id))

@@ -535,3 +535,15 @@ def test_autodiscover_propagates_errors_inside_the_tasks_module(
     app.finalize()
     with pytest.raises(ModuleNotFoundError, match="not_installed_dependency_xyz"):
         app.autodiscover_tasks([name])
+
+
+def test_only_candidate_keys_are_read_from_a_settings_object(app: Celery) -> None:
+    class LazySettings:
+        CELERY_TASK_DEFAULT_QUEUE = "lazyq"
+
+        @property
+        def DATABASES(self) -> dict[str, str]:
+            raise AssertionError("must not be evaluated")
+
+    app.config_from_object(LazySettings(), namespace="CELERY")
+    assert app.conf.task_default_queue == "lazyq"

@@ -320,7 +320,8 @@ def test_request_fields_in_the_worker(app: Celery) -> None:
                     is_eager=r.is_eager, called_directly=r.called_directly,
                     root_id=r.root_id, parent_id=r.parent_id,
                     correlation_id=r.correlation_id, headers=r.headers, task=r.task,
-                    origin=r.origin, reply_to=r.reply_to, timelimit=r.timelimit)
+                    origin=r.origin, reply_to=r.reply_to, timelimit=r.timelimit,
+                    tenant=r.tenant)
 
     result = inspect_request.apply_async((1,), {"b": 2}, queue="work", expires=600,
                                          headers={"tenant": "acme"}, priority=4,
@@ -337,6 +338,7 @@ def test_request_fields_in_the_worker(app: Celery) -> None:
     assert seen["is_eager"] is False and seen["called_directly"] is False
     assert seen["parent_id"] is None
     assert seen["headers"]["tenant"] == "acme" and seen["headers"]["id"] == result.id
+    assert seen["tenant"] == "acme"  # custom headers read as request fields, as in Celery
     assert seen["task"] == "req.fields"
     assert seen["origin"].startswith("gen") and seen["reply_to"]
     assert tuple(seen["timelimit"]) == (10, 5)
@@ -775,3 +777,43 @@ def test_hook_errors_are_logged_not_fatal(app: Celery, caplog: pytest.LogCapture
     assert outcome.state == states.SUCCESS and result.get(timeout=1) == 1
     assert "on_success raised" in caplog.text
     assert fine.request_stack_empty()
+
+
+def test_retry_keeps_shadow_and_masked_reprs(app: Celery) -> None:
+    @app.task(bind=True)
+    def charge(self: Task, card: str) -> None:
+        raise self.retry(countdown=1)
+
+    charge.apply_async(("4111 1111",), shadow="charge-42", argsrepr="('****',)")
+    work(app)
+    [msg] = messages(app, shift=2)
+    assert msg.headers["shadow"] == "charge-42"
+    assert msg.headers["argsrepr"] == "('****',)"
+    assert "4111" not in msg.headers["argsrepr"]
+
+
+@pytest.mark.parametrize(("message", "reason"), [
+    (Message({"task": "tasks.nope", "id": "u1"}, {}, b"[[], {}, {}]"), "unregistered"),
+    (Message({"task": "t", "id": "d1"}, {}, b"[[5, 5], {}]"), "decode_error"),
+    (Message({"task": "t", "id": "d2"}, {}, b"not json"), "decode_error"),
+    (Message({"task": "t", "id": "c1"}, {}, b"\x80\x04K\x01.", "application/x-python-serialize",
+             "binary"), "content_disallowed"),
+])
+def test_bad_messages_are_dead_lettered_and_the_worker_carries_on(
+        app: Celery, message: Message, reason: str) -> None:
+    @app.task(name="t")
+    def t() -> str:
+        return "ran"
+
+    app.broker.publish(message, "celery")
+    good = t.delay()
+    deliveries = receive(app)
+    keeper = LeaseKeeper(app.broker, interval=60)
+    keeper.hold(deliveries)
+    runner = JobRunner(app, keeper, "w")
+    jobs = [runner.prepare(d, set()) for d in deliveries]
+    assert jobs[0] is None
+    [outcome] = [runner.execute(job) for job in jobs if job is not None]
+    assert outcome.retval == "ran" and good.get(timeout=1) == "ran"
+    [dead] = app.broker.dead_letters("celery")
+    assert dead.reason.startswith(reason) and dead.message.task_id == message.task_id

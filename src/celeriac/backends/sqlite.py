@@ -1,7 +1,7 @@
 """The SQLite result store (``sqlite:///path``, ``db+sqlite:///path``).
 
 Same file conventions as :mod:`celeriac.brokers.sqlite` (``sqlite://`` alone
-means :func:`~celeriac.brokers.sqlite.default_path`, shared with the broker),
+means :func:`~celeriac.sqlite_db.default_path`, shared with the broker),
 WAL, busy_timeout, one connection per thread, reopened after ``fork``.
 
 Durability: commits use ``synchronous=NORMAL`` unless option
@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from .. import states
-from ..brokers.sqlite import (
+from ..sqlite_db import (
     Connections,
     data_version,
     parse_url,

@@ -26,7 +26,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from ..brokers.sqlite import Connections, parse_url, transaction
+from ..sqlite_db import Connections, parse_url, transaction
 from .entries import EntrySpec, StoredEntry
 from .store import SENT, FireRecord, ScheduleStore, from_us, to_us
 
