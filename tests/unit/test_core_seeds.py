@@ -72,14 +72,15 @@ def test_tutorial_delay_get_state(app: Celery) -> None:
         return z
 
     with running_worker(app):
+        add.delay(0, 0).get(timeout=10)  # the worker thread is up
         res = add.delay(2, 2)
         assert res.get(timeout=1) == 4
         assert res.id
         assert res.state == "SUCCESS"
         assert res.failed() is False
         assert res.successful() is True
-        assert add.apply_async((2, 2)).get(timeout=1) == 4
-        assert add.apply_async((2,), {"y": 3}).get(timeout=1) == 5
+        assert add.apply_async((2, 2)).get(timeout=5) == 4
+        assert add.apply_async((2,), {"y": 3}).get(timeout=5) == 5
 
 
 def test_tutorial_countdown_and_expires(app: Celery) -> None:
@@ -187,7 +188,7 @@ def test_tutorial_signature_reprs(app: Celery) -> None:
 
     assert repr(add.s(2, 2, debug=True)) == "tasks.add(2, 2, debug=True)"
     with running_worker(app):
-        assert add.s(2, 2).delay().get(timeout=1) == 4
+        assert add.s(2, 2).delay().get(timeout=5) == 4
 
 
 # -- 004: HackSoft styleguide ---------------------------------------------------------------------

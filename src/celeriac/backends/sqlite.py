@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from .. import states
+from ..exceptions import OperationalError
 from ..sqlite_db import (
     Connections,
     data_version,
@@ -37,7 +38,6 @@ from ..sqlite_db import (
     transaction,
     wait_for_change,
 )
-from ..exceptions import OperationalError
 from .base import ResultStore, decode_meta, encode_meta
 from .memory import check_chord_args, expiry_time
 
