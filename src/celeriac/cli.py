@@ -49,7 +49,7 @@ def load_app(name: str | None) -> Celery:
     if not name:
         from ._state import get_current_app
 
-        return get_current_app()  # type: ignore[no-any-return]
+        return get_current_app()
     module_name, _, attr = name.partition(":")
     try:
         module = importlib.import_module(module_name)
