@@ -351,6 +351,8 @@ def run_celery(workdir: Path, n: int, loglevel: str) -> list[Row]:
 # -- main ---------------------------------------------------------------------------------
 
 def print_table(rows: list[Row], n: int, settings: str) -> None:
+    if not rows:
+        return
     print(f"\nSQLite drain benchmark: {n:,} no-op tasks, {os.cpu_count()} CPUs, "
           f"Python {sys.version.split()[0]}, {settings}")
     print(f"{'measurement':<52} {'tasks':>7} {'seconds':>8} {'tasks/s':>9}")

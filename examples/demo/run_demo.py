@@ -103,6 +103,8 @@ def run(tasks: Any) -> bool:
 
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="celeriac-demo-"))
+    for variable in ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        os.environ.pop(variable, None)  # the demo is about the embedded default
     os.environ["CELERIAC_SQLITE_PATH"] = str(workdir / "demo.sqlite3")
     say(f"embedded SQLite broker and results: {os.environ['CELERIAC_SQLITE_PATH']}")
     sys.path.insert(0, str(HERE))

@@ -322,7 +322,7 @@ class chain(Signature):
         new = chain(*[t.clone() for t in self.tasks], app=self._app,
                     **{**self["options"], **opts})
         new["immutable"] = self.immutable
-        if args or kwargs:
+        if (args or kwargs) and new.tasks:
             new["kwargs"]["tasks"][0] = new.tasks[0].clone(args, kwargs)
         return new
 

@@ -110,16 +110,17 @@ class group(Signature):
             return joined.apply_async(args, kwargs, **options)
         options.pop("group_index", None)
         gid = options.pop("task_id", None) or options.pop("group_id", None)
-        join = options.pop("chord", None)
         members = [m.clone(args, kwargs) for m in self.tasks]
+        # as Celery: errbacks on every member, callbacks on the first one only (which
+        # cannot pass its siblings' results), both made immutable
         for errback in sig_list(options.pop("link_error", None), app):
             for m in members:
-                m.link_error(errback)
+                m.link_error(errback.clone().set(immutable=True))
         for callback in sig_list(options.pop("link", None), app):
-            for m in members:
-                m.link(callback)
+            if members:
+                members[0].link(callback.clone().set(immutable=True))
         frozen = group(members, app=app)
-        result = frozen.freeze(gid, chord=join, root_id=options.get("root_id"),
+        result = frozen.freeze(gid, root_id=options.get("root_id"),
                                parent_id=options.get("parent_id"))
         publish_members(app, frozen.tasks, options)
         return result
@@ -229,7 +230,12 @@ class chord(Signature):
             raise ValueError("chord has no body")
         if app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
-        options = {**self["options"], **options}
+        # a copy is frozen and sent, so applying the same chord twice makes two chords
+        joined: chord = self.clone(args, kwargs)  # type: ignore[assignment]
+        return joined._send({**self["options"], **options})
+
+    def _send(self, options: dict[str, Any]) -> Any:
+        app = self.app
         body = self.body
         for callback in sig_list(options.pop("link", None), app):
             body.link(callback)
@@ -241,11 +247,11 @@ class chord(Signature):
         result = self.freeze(options.pop("task_id", None), options.pop("group_id", None),
                              options.pop("chord", None), options.get("root_id"),
                              options.get("parent_id"), options.pop("group_index", None))
-        header = [m.clone(args, kwargs) for m in self.tasks]
+        header = self.tasks
         if not header:
             body.apply_async(([],), **options)
             return result
-        _set_celery_chord_size(app, self.header_id, len(header))
+        _set_celery_chord_size(app, str(self.header_id), len(header))
         publish_members(app, header, options)
         return result
 

@@ -8,6 +8,12 @@ fork-safe: a child process that inherits the cache gets fresh clients (the
 parent's sockets are never touched), because entries remember the pid that
 created them.
 
+Hot paths (publish, receive, ack, result writes and reads) go through
+:class:`Direct`: one dedicated connection per thread, used with redis-py's
+raw ``send``/``read`` calls. redis-py 8 spends about 40 µs of Python per
+command on pool checkout, retries and observability hooks; a script call on a
+raw connection takes about half the time of the same call through the client.
+
 Sentinel URLs use kombu's form, ``sentinel://[:password@]host:port[/db]``,
 several joined with ``;``; the options must name the master with
 ``master_name`` (``broker_transport_options={"master_name": "mymaster"}``)
@@ -24,7 +30,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -221,3 +227,67 @@ def forget_clients() -> None:
             if owner_pid == pid:
                 client.close()
             del _cache[key]
+
+
+class Direct:
+    """Per-thread raw connections of ``client``'s pool, for commands on hot paths.
+
+    Each thread (of each process: a forked child never touches its parent's
+    socket) gets its own connection, built like the pool's but not counted by
+    it, and keeps it. A connection error or an interrupted read drops the socket
+    (the next call reconnects); error replies are raised after every reply of
+    the batch was read, so the stream always stays in sync.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._local = threading.local()
+
+    def _connection(self) -> Any:
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.conn = self._pool.connection_class(**self._pool.connection_kwargs)
+            local.pid = os.getpid()
+        return local.conn
+
+    def execute(self, *args: Any) -> Any:
+        """Send one command and return its raw reply."""
+        return self.pipeline([args])[0]
+
+    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send ``commands`` in one write; return their raw replies in order."""
+        conn = self._connection()
+        replies: list[Any] = []
+        error: redis.ResponseError | None = None
+        try:
+            if not conn.is_connected:
+                conn.connect()  # sentinel connections find the master here
+            conn.send_packed_command(conn.pack_commands(commands))
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:  # a whole reply was read: still in sync
+                    error = error or exc
+                    replies.append(exc)
+        except BaseException:
+            conn.disconnect()
+            raise
+        if error is not None:
+            raise error
+        return replies
+
+    def close(self) -> None:
+        """Drop this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.disconnect()
+        self._local.pid = None
+
+
+def direct_for(client: redis.Redis) -> Direct:
+    """The :class:`Direct` connections of ``client`` (one set per client)."""
+    found: Direct | None = getattr(client, "_celeriac_direct", None)
+    if found is None:
+        found = Direct(client)
+        client._celeriac_direct = found  # type: ignore[attr-defined]
+    return found

@@ -2,9 +2,10 @@
 
 ``get()``/``join()`` return values in call order. Waiting is efficient: one
 batched ``get_many`` read finds every finished member, then the store's
-blocking ``wait`` (pub/sub, condition or data_version) sleeps on the first
-unfinished one, and the cycle repeats, so N members cost O(N) reads, not
-N polls per interval. ``GroupResult.save`` stores Celery's format under
+blocking ``wait`` (pub/sub, condition or data_version) sleeps on the last
+unfinished one, and the cycle repeats re-reading only unfinished members
+(finished ones are cached), so N members cost about O(N) reads, not N polls
+per interval. ``GroupResult.save`` stores Celery's format under
 ``celery-taskset-meta-<id>``: ``{"result": [[gid, null], [[[tid, null], null], ...]]}``.
 """
 
@@ -75,12 +76,12 @@ class ResultSet:
     # -- state -------------------------------------------------------------------------
     def _metas(self) -> list[dict[str, Any]]:
         """Current meta of every member, read in one batch for stored results."""
-        stored = [r for r in self.results if _is_stored(r)]
+        stored = [r for r in self.results if _is_stored(r) and r._cache is None]
         found = self.backend.get_many([r.id for r in stored]) if stored else {}
         out = []
         for r in self.results:
             if _is_stored(r):
-                meta = found.get(r.id)
+                meta = r._cache or found.get(r.id)
                 if meta is not None:
                     r._set_cache(meta)
                 out.append(meta or {"status": states.PENDING, "task_id": r.id})
@@ -123,8 +124,14 @@ class ResultSet:
 
     def revoke(self, connection: Any = None, terminate: bool = False, signal: Any = None,
                wait: bool = False, timeout: float | None = None) -> None:
+        """Revoke every member (one call, so the store records them together)."""
+        self.app.control.revoke(self._leaf_ids(), terminate=terminate, signal=signal)
+
+    def _leaf_ids(self) -> list[str]:
+        ids: list[str] = []
         for r in self.results:
-            r.revoke(terminate=terminate, signal=signal)
+            ids.extend(r._leaf_ids() if isinstance(r, ResultSet) else [r.id])
+        return ids
 
     # -- waiting ---------------------------------------------------------------------------
     def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
@@ -142,7 +149,7 @@ class ResultSet:
         if disable_sync_subtasks:
             assert_will_not_block()
         deadline = None if timeout is None else time.monotonic() + timeout
-        metas = self._wait_all(deadline, interval)
+        metas = self._wait_all(deadline, interval, propagate)
         values = []
         for r, meta in zip(self.results, metas, strict=True):
             value = r._decode(meta)
@@ -155,22 +162,32 @@ class ResultSet:
 
     join_native = join
 
-    def _wait_all(self, deadline: float | None, interval: float) -> list[dict[str, Any]]:
+    def _wait_all(self, deadline: float | None, interval: float,
+                  propagate: bool = False) -> list[dict[str, Any]]:
+        """Metas of all members once ready; or as soon as a failure would be raised,
+        like Celery's join: a failed member whose predecessors are all ready."""
         while True:
             metas = self._metas()
             pending = [r for r, m in zip(self.results, metas, strict=True)
                        if m.get("status") not in states.READY_STATES]
-            if not pending:
+            if not pending or (propagate and _failure_reached(metas)):
                 return metas
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError("The operation timed out.")
-            first = pending[0]
-            if isinstance(first, ResultSet):
-                first.join(timeout=remaining, propagate=False, interval=interval,
-                           disable_sync_subtasks=False)
+            # members finish roughly in publish order: waiting for the last unfinished
+            # one lets the next batched read find (nearly) all of them done; the wait is
+            # capped at ``interval`` so a failure among earlier members is seen promptly
+            last = pending[-1]
+            step = interval if remaining is None else min(interval, remaining)
+            if isinstance(last, ResultSet):
+                try:
+                    last.join(timeout=step, propagate=False, interval=interval,
+                              disable_sync_subtasks=False)
+                except TimeoutError:
+                    pass
             else:
-                self.backend.wait(first.id, timeout=remaining, interval=interval)
+                self.backend.wait(last.id, timeout=step, interval=interval)
 
     def iterate(self, timeout: float | None = None, propagate: bool = True,
                 interval: float = 0.5) -> Iterator[Any]:
@@ -194,6 +211,16 @@ class ResultSet:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: [{', '.join(r.id for r in self.results)}]>"
+
+
+def _failure_reached(metas: list[dict[str, Any]]) -> bool:
+    for meta in metas:
+        status = meta.get("status")
+        if status in states.PROPAGATE_STATES:
+            return True
+        if status not in states.READY_STATES:
+            return False
+    return False
 
 
 def _is_stored(result: Any) -> bool:

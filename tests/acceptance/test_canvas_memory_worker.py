@@ -73,6 +73,10 @@ def app(seen: Seen) -> Iterator[Celery]:
     def replaced_by_chain(self: Any, x: int) -> None:
         raise self.replace(app.tasks["tasks.add"].s(x, 1) | app.tasks["tasks.mul"].s(10))
 
+    @app.task(name="tasks.replaced_by_group", bind=True)
+    def replaced_by_group(self: Any, x: int) -> None:
+        raise self.replace(group(app.tasks["tasks.add"].s(x, 0), app.tasks["tasks.add"].s(x, 1)))
+
     consumer = Consumer(app, ["celery"], ThreadPool(4), poll_timeout=0.05)
     thread = threading.Thread(target=consumer.run, daemon=True)
     thread.start()
@@ -123,6 +127,11 @@ def test_group_failure_propagates(app: Celery) -> None:
     assert res.failed() and not res.successful() and res.completed_count() == 1
     values = res.get(timeout=T, propagate=False)
     assert values[0] == 2 and isinstance(values[1], ValueError)
+    # like Celery's join: a failure is raised once the members before it are done,
+    # without waiting for later ones (this one is never consumed)
+    stuck = group(t(app, "boom").s(), t(app, "add").s(1, 1).set(queue="nobody")).delay()
+    with pytest.raises(ValueError):
+        stuck.get(timeout=T)
 
 
 def test_chord_body_gets_ordered_results_once(app: Celery, seen: Seen) -> None:
@@ -166,12 +175,17 @@ def test_link_and_link_error_on_a_signature(app: Celery, seen: Seen) -> None:
     wait_for(lambda: any(i[0] == "on_err" and i[1] == res.id for i in seen.items))
 
 
-def test_task_replace(app: Celery) -> None:
+def test_task_replace(app: Celery, seen: Seen) -> None:
     assert t(app, "replaced").delay(1).get(timeout=T) == 101
     res = (t(app, "add").s(1, 1) | t(app, "replaced").s() | t(app, "mul").s(2)).delay()
     assert res.get(timeout=T) == 204
     res = (t(app, "replaced_by_chain").s(4) | t(app, "add").s(1)).delay()
     assert res.get(timeout=T) == 51
+    res = (t(app, "replaced_by_group").s(2) | t(app, "tsum").s()).delay()
+    assert res.get(timeout=T) == 5
+    res = chord([t(app, "replaced").s(1), t(app, "replaced_by_group").s(2)], t(app, "record").s())()
+    assert res.get(timeout=T) == "recorded"
+    assert ("record", ([101, [2, 3]],)) in seen.items
 
 
 def test_nesting_chain_inside_group_inside_chord(app: Celery) -> None:
@@ -181,6 +195,9 @@ def test_nesting_chain_inside_group_inside_chord(app: Celery) -> None:
     assert res.get(timeout=T) == 20 + 4 + 14
     nested = (add.s(1, 1) | group(mul.s(2), mul.s(3)) | tsum.s() | add.s(1)).delay()
     assert nested.get(timeout=T) == 11
+    inner = chord([add.s(1, 1), add.s(2, 2)], tsum.s())
+    outer = chord([inner, add.s(10, 0), group(add.s(0, 1), add.s(0, 2))], tsum.s()).delay()
+    assert outer.get(timeout=T) == 6 + 10 + 1 + 2
 
 
 def test_seed_002_good_chain(app: Celery, seen: Seen) -> None:
@@ -215,11 +232,11 @@ def test_celery_built_messages_and_dicts_run(app: Celery) -> None:
     assert app.AsyncResult("b01b99b4-e36b-4fe1-bc7b-32aadb780812").get(timeout=T) == 0
     real = RealCelery("tasks", broker="memory://", set_as_current=False)
 
-    @real.task(name="tasks.add")
+    @real.task(name="tasks.add", shared=False)
     def add(x: int, y: int) -> int:
         return x + y
 
-    @real.task(name="tasks.tsum")
+    @real.task(name="tasks.tsum", shared=False)
     def tsum(xs: list[int]) -> int:
         return sum(xs)
 
@@ -236,3 +253,12 @@ def wait_for(predicate: Any, timeout: float = T) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.01)
+
+
+def test_the_same_canvas_applied_twice_runs_twice(app: Celery) -> None:
+    add, tsum = t(app, "add"), t(app, "tsum")
+    for canvas in (chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(1, 1) | add.s(1),
+                   group(add.s(1, 1), add.s(2, 2))):
+        first, second = canvas.delay(), canvas.delay()
+        assert first.id != second.id
+        assert first.get(timeout=T) == second.get(timeout=T)

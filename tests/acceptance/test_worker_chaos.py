@@ -97,6 +97,16 @@ def test_poison_pill_dead_lettered_after_three_deliveries(project_factory: Any) 
     assert meta["result"]["exc_type"] == "WorkerLostError"
 
 
+@pytest.mark.timeout(60)
+def test_reject_on_worker_lost_false_never_reruns(project_factory: Any) -> None:
+    project = project_factory()
+    task_id = project.publish_many("poison_once", [()])[0]
+    project.start_worker("-c", "1")
+    H.wait_until(lambda: project.app.broker.dead_letters(), 30, what="the dead letter")
+    assert project.runs_by_task("start")[task_id] == 1
+    assert project.meta(task_id)["result"]["exc_type"] == "WorkerLostError"
+
+
 @pytest.mark.timeout(120)
 def test_long_task_with_short_lease_runs_exactly_once(project_factory: Any) -> None:
     project = project_factory(worker_lease_seconds=5, worker_heartbeat_interval=1)

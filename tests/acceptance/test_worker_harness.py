@@ -105,6 +105,12 @@ async def asoft(self, seconds):
     return "finished"
 
 
+@app.task(bind=True, reject_on_worker_lost=False)
+def poison_once(self):
+    log(self.request.id, "start")
+    os._exit(1)
+
+
 @app.task
 def pid():
     return os.getpid()

@@ -215,3 +215,32 @@ def test_sighup_restarts_children_gracefully(tmp_path: Path) -> None:
         assert project.runs_by_task("start")[running[0]] == 1
     finally:
         project.stop_all()
+
+
+@pytest.mark.timeout(60)
+def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    project = H.Project(tmp_path)
+    try:
+        worker = project.start_worker("-c", "2")
+        children = H.wait_until(lambda: len(c := H.child_pids(worker.pid)) == 2 and c, 20,
+                                what="two children")
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+
+        def gone() -> bool:
+            return all(not os.path.exists(f"/proc/{pid}") or _zombie(pid) for pid in children)
+
+        H.wait_until(gone, 15, what="orphaned children to exit")
+        ids = project.publish_many("work", [(1,)] * 3)
+        time.sleep(1.5)
+        assert project.states(ids)["SUCCESS"] == 0, "no orphan may keep consuming"
+    finally:
+        project.stop_all()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -28,6 +28,9 @@ from typing import Any, TypeVar
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 45.0
 CLI_TIMEOUT = 60.0
+#: Environment variables that would point a project away from its own SQLite file.
+OVERRIDING_ENV = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
+                  "CELERIAC_APP")
 
 T = TypeVar("T")
 
@@ -120,13 +123,10 @@ class Project:
         (path / f"{module}.py").write_text(textwrap.dedent(source))
         self._client: ModuleType | None = None
         self._workers: list[WorkerProcess] = []
-        self._saved_env: str | None = None
+        self._saved_env: dict[str, str | None] = {}
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        for key in ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
-                    "CELERIAC_APP"):
-            env.pop(key, None)
+        env = {k: v for k, v in os.environ.items() if k not in OVERRIDING_ENV}
         env["CELERIAC_SQLITE_PATH"] = str(self.db_path)
         env["PYTHONUNBUFFERED"] = "1"
         env.update(extra)
@@ -164,7 +164,8 @@ class Project:
     def client(self) -> ModuleType:
         """Import the project module in this process (the producer side)."""
         if self._client is None:
-            self._saved_env = os.environ.get("CELERIAC_SQLITE_PATH")
+            self._saved_env = {k: os.environ.pop(k, None)
+                               for k in (*OVERRIDING_ENV, "CELERIAC_SQLITE_PATH")}
             os.environ["CELERIAC_SQLITE_PATH"] = str(self.db_path)
             sys.path.insert(0, str(self.path))  # sibling modules (settings, tasks)
             spec = importlib.util.spec_from_file_location(self.module,
@@ -190,10 +191,11 @@ class Project:
                 origin = getattr(module, "__file__", None) or ""
                 if origin.startswith(str(self.path) + os.sep):
                     del sys.modules[name]
-            if self._saved_env is None:
-                os.environ.pop("CELERIAC_SQLITE_PATH", None)
-            else:
-                os.environ["CELERIAC_SQLITE_PATH"] = self._saved_env
+            for key, value in self._saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
             self._client = None
 
 

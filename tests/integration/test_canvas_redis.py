@@ -36,6 +36,10 @@ def app(redis_url: str, key_prefix: str) -> Iterator[Celery]:
     def boom(*args: Any) -> None:
         raise ValueError("boom")
 
+    @app.task(name="tasks.replaced", bind=True)
+    def replaced(self: Any, x: int) -> None:
+        raise self.replace(add.s(x, 1) | add.s(10))
+
     consumer = Consumer(app, ["celery"], ThreadPool(4), poll_timeout=0.1)
     thread = threading.Thread(target=consumer.run, daemon=True)
     thread.start()
@@ -60,6 +64,22 @@ def test_chain_group_chord_on_redis(app: Celery) -> None:
     assert body.get(timeout=T) == sum(range(200)) + 200
 
 
+def test_chunks_map_replace_link_nesting_on_redis(app: Celery) -> None:
+    add, tsum = app.tasks["tasks.add"], app.tasks["tasks.tsum"]
+    assert add.chunks([(i, i) for i in range(5)], 2).delay().get(timeout=T) == [
+        [0, 2], [4, 6], [8]]
+    assert add.starmap([(1, 2)]).delay().get(timeout=T) == [3]
+    assert tsum.map([[1, 2]]).delay().get(timeout=T) == [3]
+    assert (app.tasks["tasks.replaced"].s(1) | add.s(100)).delay().get(timeout=T) == 112
+    sig = add.s(1, 1)
+    callback = add.s(5).set(task_id=f"cb-{sig.freeze().id}")
+    sig.link(callback)
+    assert sig.delay().get(timeout=T) == 2
+    assert app.AsyncResult(callback.id).get(timeout=T) == 7
+    header = group(add.s(1, 1) | add.s(1), chord([add.s(1, 0), add.s(2, 0)], tsum.s()))
+    assert chord(header, tsum.s()).delay().get(timeout=T) == 3 + 3
+
+
 def test_chord_failure_on_redis(app: Celery) -> None:
     add, tsum, boom = (app.tasks[n] for n in ("tasks.add", "tasks.tsum", "tasks.boom"))
     res = chord([add.s(1, 1), boom.s(), add.s(2, 2)], tsum.s()).apply_async()
@@ -74,11 +94,11 @@ def _real_celery(redis_url: str, key_prefix: str) -> Any:
     real.conf.broker_transport_options = {"global_keyprefix": key_prefix}
     real.conf.result_backend_transport_options = {"global_keyprefix": key_prefix}
 
-    @real.task(name="tasks.add")
+    @real.task(name="tasks.add", shared=False)
     def add(x: int, y: int) -> int:
         return x + y
 
-    @real.task(name="tasks.tsum")
+    @real.task(name="tasks.tsum", shared=False)
     def tsum(xs: list[int]) -> int:
         return sum(xs)
 

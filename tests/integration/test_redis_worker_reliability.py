@@ -1,9 +1,10 @@
 """kill -9 on Redis: celeriac workers killed every 2 s lose nothing; leases outlive long tasks.
 
-A worker subprocess (``-P threads -c 4``, lease 3 s, heartbeat 1 s) drains
-2,000 short tasks (1-20 ms) while the test SIGKILLs it every 2 s and starts a
+A worker subprocess (``-P threads -c 4``, or ``-P prefork -c 2``; lease 3 s,
+heartbeat 1 s) drains 2,000 short tasks (1-20 ms) while the test SIGKILLs its
+whole process group every 2 s (a crashed or OOM-killed container) and starts a
 new one. Every completed execution is recorded in Redis (``RPUSH`` of
-``"<task>:<pid>"`` under the test's key prefix). Verified: every task ran to
+``"<task>:<worker process group>"`` under the test's key prefix). Verified: every task ran to
 completion at least once, and a task ran more than once only if an earlier
 run was in a worker that was then killed (it was in flight at a kill: ran,
 but its ack never reached Redis). The second test runs a 10 s task with a
@@ -49,7 +50,7 @@ _redis = redis.Redis.from_url(URL)
 @app.task(name="reliability.work")
 def work(index, ms):
     time.sleep(ms / 1000.0)
-    _redis.rpush(PREFIX + "runs", f"{{index}}:{{os.getpid()}}")
+    _redis.rpush(PREFIX + "runs", f"{{index}}:{{os.getpgid(0)}}")
 
 
 @app.task(name="reliability.long")
@@ -85,17 +86,26 @@ def tasks(tmp_path: Path, redis_url: str, key_prefix: str) -> Iterator[ModuleTyp
     module.app.close()
 
 
-def start_worker(cwd: Path, *extra: str) -> subprocess.Popen[bytes]:
+def start_worker(cwd: Path, *args: str) -> subprocess.Popen[bytes]:
+    """A worker in a new session: its pid is the process group of all its processes."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd),
                                                         os.environ.get("PYTHONPATH", "")])}
     log = open(cwd / f"worker-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "celeriac", "-A", "reliability_tasks", "worker",
-             "-P", "threads", "-l", "WARNING", *extra],
-            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+             "-l", "WARNING", *args],
+            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     finally:
         log.close()
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the worker and every child it started
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -104,8 +114,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+            pass
+    kill_group(proc)  # whatever is left of the group
 
 
 def runs_by_task(raw: redis.Redis, prefix: str) -> dict[int, list[int]]:
@@ -116,12 +126,15 @@ def runs_by_task(raw: redis.Redis, prefix: str) -> dict[int, list[int]]:
     return out
 
 
+@pytest.mark.parametrize("pool", [["-P", "threads", "-c", "4"], ["-P", "prefork", "-c", "2"]],
+                         ids=["threads", "prefork"])
 def test_kill_9_every_two_seconds_loses_nothing(tasks: ModuleType, raw: redis.Redis,
-                                               key_prefix: str, tmp_path: Path) -> None:
+                                               key_prefix: str, tmp_path: Path,
+                                               pool: list[str]) -> None:
     for i in range(TOTAL):
         tasks.work.delay(i, 1 + i % 20)
     killed: set[int] = set()
-    worker = start_worker(tmp_path, "-c", "4")
+    worker = start_worker(tmp_path, *pool)
     started = time.monotonic()
     try:
         while raw.llen(key_prefix + "runs") < TOTAL or len(runs_by_task(raw, key_prefix)) < TOTAL:
@@ -129,10 +142,9 @@ def test_kill_9_every_two_seconds_loses_nothing(tasks: ModuleType, raw: redis.Re
             time.sleep(KILL_EVERY)
             if len(runs_by_task(raw, key_prefix)) >= TOTAL:
                 break
-            worker.kill()  # SIGKILL: no shutdown code runs
-            worker.wait(10)
+            kill_group(worker)  # SIGKILL: no shutdown code runs anywhere
             killed.add(worker.pid)
-            worker = start_worker(tmp_path, "-c", "4")
+            worker = start_worker(tmp_path, *pool)
     finally:
         stop(worker)
     runs = runs_by_task(raw, key_prefix)
@@ -140,7 +152,7 @@ def test_kill_9_every_two_seconds_loses_nothing(tasks: ModuleType, raw: redis.Re
     duplicated = {i: pids for i, pids in runs.items() if len(pids) > 1}
     unexplained = {i: pids for i, pids in duplicated.items()
                    if not any(pid in killed for pid in pids[:-1])}
-    print(f"\nkill -9 on Redis: {len(killed)} kills, {TOTAL} tasks, {len(lost)} lost, "
+    print(f"\nkill -9 on Redis ({pool[1]}): {len(killed)} kills, {TOTAL} tasks, {len(lost)} lost, "
           f"{len(duplicated)} run twice (all in flight at a kill: {not unexplained}), "
           f"{time.monotonic() - started:.1f}s")
     assert len(killed) >= 2, "the workers finished before enough kills to mean anything"
@@ -152,7 +164,7 @@ def test_kill_9_every_two_seconds_loses_nothing(tasks: ModuleType, raw: redis.Re
 
 def test_long_task_keeps_its_lease_and_runs_once(tasks: ModuleType, raw: redis.Redis,
                                                  key_prefix: str, tmp_path: Path) -> None:
-    workers = [start_worker(tmp_path, "-c", "2") for _ in range(2)]
+    workers = [start_worker(tmp_path, "-P", "threads", "-c", "2") for _ in range(2)]
     try:
         tasks.long.delay(10)
         deadline = time.monotonic() + 60

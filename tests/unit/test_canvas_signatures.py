@@ -65,11 +65,11 @@ def test_dict_forms_match_real_celery(app: Celery) -> None:
 
     real = RealCelery("tasks", broker="memory://", set_as_current=False)
 
-    @real.task(name="tasks.add")
+    @real.task(name="tasks.add", shared=False)
     def add(x: int, y: int) -> int:
         return x + y
 
-    @real.task(name="tasks.tsum")
+    @real.task(name="tasks.tsum", shared=False)
     def tsum(xs: list[int]) -> int:
         return sum(xs)
 
@@ -104,7 +104,7 @@ def test_celery_built_dicts_become_our_types_and_back(app: Celery) -> None:
 
     real = RealCelery("tasks", broker="memory://", set_as_current=False)
 
-    @real.task(name="tasks.add")
+    @real.task(name="tasks.add", shared=False)
     def add(x: int, y: int) -> int:
         return x + y
 

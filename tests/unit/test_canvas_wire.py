@@ -147,3 +147,18 @@ def test_batched_group_messages_equal_one_by_one_messages(app: Celery) -> None:
         skip = {"delivery_tag", "expiration"}
         assert {k: v for k, v in call.properties.items() if k not in skip} == {
             k: v for k, v in expected.properties.items() if k not in skip}
+
+
+def test_group_revoke_records_every_member_and_link_follows_celery(app: Celery) -> None:
+    add = app.tasks["tasks.add"]
+    g = group(add.s(1, 1), add.s(2, 2))
+    g.link(add.s(100))
+    g.link_error(add.s(200))
+    res = g.apply_async()
+    calls = sorted(drain(app), key=lambda c: c.headers["group_index"])
+    assert [len(c.embed["callbacks"] or []) for c in calls] == [1, 0]
+    assert calls[0].embed["callbacks"][0]["immutable"] is True
+    assert all(c.embed["errbacks"][0]["args"] == [200] for c in calls)
+    res.revoke()
+    assert [r.state for r in res.results] == ["REVOKED", "REVOKED"]
+    assert res.ready() and not res.successful()

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import redis
 
 from .. import serialization, states
-from ..redis_client import RETRYABLE_ERRORS, get_client, retrying
+from ..redis_client import RETRYABLE_ERRORS, Direct, direct_for, get_client, retrying
 from .base import ResultStore, decode_meta, encode_meta
 
 _LISTENER_ERRORS: tuple[type[BaseException], ...] = (
@@ -213,6 +213,7 @@ class RedisResultStore(ResultStore):
         self._redis: redis.Redis | None = None
         self._client_pid = -1
         self._chord_add: Any = None
+        self._direct: Direct | None = None
 
     @property
     def client(self) -> redis.Redis:
@@ -221,7 +222,15 @@ class RedisResultStore(ResultStore):
             self._redis = get_client(self.url, self.options)
             self._client_pid = os.getpid()
             self._chord_add = self._redis.register_script(CHORD_ADD)
+            self._direct = direct_for(self._redis)
         return self._redis
+
+    @property
+    def direct(self) -> Direct:
+        """This thread's raw connection for reads and writes (see :class:`Direct`)."""
+        self.client  # noqa: B018 - (re)connects after a fork
+        assert self._direct is not None
+        return self._direct
 
     def _retrying(self, what: str, call: Any) -> Any:
         return retrying(self.url, what, call, self.retry_policy)
@@ -235,14 +244,14 @@ class RedisResultStore(ResultStore):
 
     # -- raw storage -------------------------------------------------------------------
     def _get_raw(self, key: str) -> bytes | None:
-        value: bytes | None = self._retrying("get", partial(self.client.get, key))
+        value: bytes | None = self._retrying("get", partial(self.direct.execute, "GET", key))
         return value
 
     def _get_many_raw(self, keys: list[str]) -> list[str | bytes | None]:
         if not keys:
             return []
-        values: list[str | bytes | None] = self._retrying("mget",
-                                                          partial(self.client.mget, keys))
+        values: list[str | bytes | None] = self._retrying(
+            "mget", partial(self.direct.execute, "MGET", *keys))
         return values
 
     def _delete_raw(self, key: str) -> None:
@@ -252,16 +261,21 @@ class RedisResultStore(ResultStore):
         self._retrying("set", partial(self._write, [(key, value)], expires))
 
     def _write(self, items: list[tuple[str, str]], expires: float | None) -> None:
-        pipe = self.client.pipeline(transaction=True)
+        """``MULTI; SETEX; PUBLISH; ...; EXEC`` (Celery's exact write) in one round trip."""
+        commands: list[tuple[Any, ...]] = [("MULTI",)]
         for key, value in items:
             if expires is None or expires <= 0:
-                pipe.set(key, value)
+                commands.append(("SET", key, value))
             elif float(expires).is_integer():
-                pipe.execute_command("SETEX", key, int(expires), value)  # Celery's exact write
+                commands.append(("SETEX", key, int(expires), value))
             else:
-                pipe.set(key, value, px=max(1, int(expires * 1000)))
-            pipe.publish(key, value)
-        pipe.execute()
+                commands.append(("SET", key, value, "PX", max(1, int(expires * 1000))))
+            commands.append(("PUBLISH", key, value))
+        commands.append(("EXEC",))
+        replies = self.direct.pipeline(commands)
+        for reply in replies[-1] or ():
+            if isinstance(reply, redis.ResponseError):
+                raise reply
 
     def set_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], *,
                  expires: float | None = -1) -> None:
@@ -328,3 +342,4 @@ class RedisResultStore(ResultStore):
     def close(self) -> None:
         """Drop this instance's reference; the process-wide pool and listener stay."""
         self._redis = None
+        self._direct = None

@@ -54,7 +54,9 @@ Lua scripts (source and arguments in :mod:`celeriac.brokers.redis_scripts`):
 ``RECEIVE`` (reclaim lapsed leases, promote due delays, lease a batch),
 ``ACK``, ``RENEW``, ``RELEASE``, ``DEAD_LETTER`` (all fenced by the token),
 ``EXPIRE_OWNER``, ``RETRY_DEAD``, ``PURGE_DEAD``, ``PURGE`` and ``STATS``.
-Publishing is a plain pipeline (LPUSH / ZADD, bindings, wake token). The
+Publishing is a plain pipeline (LPUSH / ZADD, bindings, wake token), or for
+one ready message to a queue this instance already declared, the tiny
+``PUBLISH`` script (one round trip, one reply). The
 scripts build key names from the prefix, so on Redis Cluster the prefix must
 be a hash tag such as ``{celeriac}`` (one slot).
 
@@ -108,7 +110,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 from ..exceptions import DecodeError
 from ..messages import Message
-from ..redis_client import RETRYABLE_ERRORS, get_client, retrying
+from ..redis_client import RETRYABLE_ERRORS, Direct, direct_for, get_client, retrying
 from . import redis_scripts
 from .base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
 
@@ -162,6 +164,7 @@ class RedisBroker(Broker):
         self._scripts: dict[str, Any] = {}
         self._client_pid = -1
         self._redis: redis.Redis | None = None
+        self._direct: Direct | None = None
 
     # -- plumbing ----------------------------------------------------------------
     @property
@@ -172,11 +175,19 @@ class RedisBroker(Broker):
             self._client_pid = os.getpid()
             self._scripts = {name: self._redis.register_script(src)
                              for name, src in redis_scripts.ALL.items()}
+            self._direct = direct_for(self._redis)
         return self._redis
 
     def _script(self, name: str, *args: Any) -> Any:
-        client = self.client
-        return self._scripts[name](keys=[], args=[self.prefix, *args], client=client)
+        """Run a script on this thread's raw connection (see :class:`Direct`)."""
+        self.client  # noqa: B018 - (re)connects after a fork
+        script, direct = self._scripts[name], self._direct
+        assert direct is not None
+        try:
+            return direct.execute("EVALSHA", script.sha, 0, self.prefix, *args)
+        except redis.exceptions.NoScriptError:  # a restarted or flushed server
+            direct.execute("SCRIPT", "LOAD", script.script)
+            return direct.execute("EVALSHA", script.sha, 0, self.prefix, *args)
 
     def _retrying(self, what: str, call: Callable[[], _T]) -> _T:
         return retrying(self.url, what, call, self.retry_policy)
@@ -193,7 +204,15 @@ class RedisBroker(Broker):
     # -- producing ----------------------------------------------------------------
     def publish(self, message: Message, queue: str, *, not_before: float | None = None,
                 priority: int | None = None) -> None:
-        self.publish_many([Publish(message, queue, not_before, priority)])
+        if queue not in self._declared or (
+                not_before is not None and self.delay_in_broker and not_before > self.now()):
+            self.publish_many([Publish(message, queue, not_before, priority)])
+            return
+        # fast path (a declared queue, ready now): one script call, one reply
+        prio = self.message_priority(message, priority)
+        text = json.dumps(self._envelope(message, queue, prio))
+        key = f"{queue}{SEP}{self._step(prio)}" if self._step(prio) else queue
+        self._retrying("publish", partial(self._script, "publish", key, queue, text))
 
     def publish_many(self, items: Iterable[Publish]) -> None:
         batch = list(items)
@@ -211,11 +230,8 @@ class RedisBroker(Broker):
         counts: dict[str, int] = {}
         for item in batch:
             prio = self.message_priority(item.message, item.priority)
-            env = item.message.to_envelope(item.queue)
-            props = env["properties"]
-            props["priority"] = prio
-            props["delivery_info"]["routing_key"] = item.queue
-            text, step = json.dumps(env), self._step(prio)
+            text = json.dumps(self._envelope(item.message, item.queue, prio))
+            step = self._step(prio)
             if (item.not_before is not None and item.not_before > now
                     and self.delay_in_broker):
                 member = f"{uuid.uuid4().hex}{step:02d}{text}"
@@ -224,6 +240,14 @@ class RedisBroker(Broker):
                 ready.setdefault(self._list_key(item.queue, step), []).append(text)
             counts[item.queue] = counts.get(item.queue, 0) + 1
         return ready, delayed, counts, set(counts) - self._declared
+
+    @staticmethod
+    def _envelope(message: Message, queue: str, priority: int) -> dict[str, Any]:
+        env = message.to_envelope(queue)
+        props = env["properties"]
+        props["priority"] = priority
+        props["delivery_info"]["routing_key"] = queue
+        return env
 
     def _send(self, staged: tuple[dict[str, list[str]], dict[str, dict[str, float]],
                                   dict[str, int], set[str]]) -> None:
@@ -398,4 +422,5 @@ class RedisBroker(Broker):
     def close(self) -> None:
         """Drop this instance's reference; the process-wide pool stays for other users."""
         self._redis = None
+        self._direct = None
         self._scripts = {}

@@ -61,10 +61,12 @@ class AsyncioWorker:
         self.keeper = LeaseKeeper(self.broker, float(app.conf.worker_heartbeat_interval
                                                      or lease / 3))
         self.runner = JobRunner(app, self.keeper, worker.hostname, ThreadLimits())
+        self.runner.batch_acks = True
         self.io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="celeriac-io")
         self.sync = ThreadPoolExecutor(min(self.limit, 64), thread_name_prefix="celeriac-task")
         self.running: set[asyncio.Task[None]] = set()
         self.signals = 0
+        self._flush_scheduled = False
         self.health = NodeHealth(app, worker.hostname, pool="asyncio", concurrency=self.limit,
                                  queues=self.queues,
                                  liveness_file=worker.options.get("liveness_file"))
@@ -136,6 +138,18 @@ class AsyncioWorker:
         self.running.discard(task)
         self.freed.set()
         self.health.progress()
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().run_in_executor(self.io, self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        """On an I/O thread: send every acknowledgement queued so far in one call."""
+        self._flush_scheduled = False
+        try:
+            self.runner.acks.flush()
+        except Exception:
+            logger.exception("Acknowledging finished tasks failed; their leases will lapse "
+                             "and they may run again")
 
     def _beat(self) -> None:
         if self.running:
@@ -219,12 +233,15 @@ class AsyncioWorker:
                                           exitcode=0)
         grace = float(self.app.conf.worker_soft_shutdown_timeout or 0)
         await self._drain(grace)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.io, self._flush_acks)
         forced = bool(self.running)
         if forced:
             logger.warning("Giving %d running task(s) back to the queue", len(self.running))
             for task in self.running:
                 task.cancel()
             await asyncio.wait(set(self.running), timeout=5.0)
+        await loop.run_in_executor(self.io, self._flush_acks)
         self.keeper.stop()
         self.health.remove()
         signals.worker_shutdown.send(sender=self.worker)

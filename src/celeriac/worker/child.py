@@ -70,6 +70,7 @@ class ChildSpec:
     max_memory_kib: int | None = None
     app: Any = None                      # the app itself (fork)
     app_ref: str | None = None           # "module:attr" to import it (spawn)
+    parent: int = 0                      # the supervisor's pid: exit when it is gone
     conf: dict[str, Any] = field(default_factory=dict)
 
 
@@ -96,6 +97,10 @@ class ChildMonitor(Monitor):
 
     def received(self, count: int) -> None:
         self.slot.progress = time.time()
+        if self.spec.parent and os.getppid() != self.spec.parent and self.consumer is not None:
+            logger.error("Child %d: the supervisor %d is gone; stopping", os.getpid(),
+                         self.spec.parent)
+            self.consumer.stop()
 
     def task_started(self, job: Job, hard: float | None) -> None:
         slot = self.slot

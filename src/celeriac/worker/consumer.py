@@ -70,6 +70,7 @@ class Consumer:
         self.runner = JobRunner(app, self.keeper, self.hostname,
                                 limits if limits is not None else ThreadLimits(),
                                 hard_in_process=hard_in_process, monitor=self.monitor)
+        self.runner.batch_acks = True
         self.buffer: collections.deque[Job] = collections.deque()
         self.stopping = threading.Event()
 
@@ -81,13 +82,22 @@ class Consumer:
                 self._fill()
                 self._dispatch()
         finally:
+            self._flush_acks()
             self._release_buffer()
             self.keeper.stop()
 
     def stop(self) -> None:
         self.stopping.set()
 
+    def _flush_acks(self) -> None:
+        try:
+            self.runner.acks.flush()
+        except Exception:
+            logger.exception("Acknowledging finished tasks failed; their leases will lapse "
+                             "and they may run again")
+
     def _fill(self) -> None:
+        self._flush_acks()
         free = self.pool.free_slots()
         want = free + self.prefetch - len(self.buffer)
         if want <= 0:
@@ -146,6 +156,7 @@ class Consumer:
 
     def release_running(self) -> int:
         """Cold shutdown: give back the messages of jobs still running."""
+        self._flush_acks()
         held = self.keeper.held()
         for delivery in held:
             self.broker.release(delivery)

@@ -68,6 +68,42 @@ def unwind(tracer: Tracer) -> None:
         logger.debug("Could not unwind the task context", exc_info=True)
 
 
+class AckBatcher:
+    """Collects acknowledgements so a consumer sends them in one broker call.
+
+    The consumer flushes before each receive (and before giving messages back),
+    so a finished task's ack waits at most one loop turn; its lease is still
+    renewed meanwhile. Saves one write transaction per task when several
+    tasks finish per turn (prefetch, thread or asyncio pools).
+    """
+
+    def __init__(self, broker: base.Broker, keeper: LeaseKeeper) -> None:
+        self.broker, self.keeper = broker, keeper
+        self._pending: list[base.Delivery] = []
+        self._lock = threading.Lock()
+
+    def add(self, delivery: base.Delivery) -> None:
+        with self._lock:
+            self._pending.append(delivery)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            done = self.broker.ack(batch)
+        finally:
+            for d in batch:
+                self.keeper.drop(d)
+        if done < len(batch):
+            logger.warning("%d acknowledgement(s) refused: lease lost, another worker owns "
+                           "the message now", len(batch) - done)
+
+
 @dataclass
 class Job:
     """A delivery that passed the checks and may run."""
@@ -91,6 +127,9 @@ class JobRunner:
         #: False under prefork: the supervisor enforces hard limits by killing the child
         self.hard_in_process = hard_in_process
         self.monitor = monitor or Monitor()
+        self.acks = AckBatcher(self.broker, keeper)
+        #: True when the owner (a consumer) flushes ``acks`` itself; else each ack is sent now
+        self.batch_acks = False
         self.accept = serialization.accepted_types(app.conf.accept_content)
         self.max_redeliveries = int(app.conf.worker_max_redeliveries)
         self.processed = 0
@@ -110,7 +149,10 @@ class JobRunner:
         if task is None:
             return self._dead(delivery, base.UNREGISTERED, f"Received unregistered task "
                               f"of type {call.name!r}")
-        if delivery.lost_count >= self.max_redeliveries > 0:
+        if delivery.lost_count and (0 < self.max_redeliveries <= delivery.lost_count
+                                    or task.reject_on_worker_lost is False):
+            # explicit reject_on_worker_lost=False keeps Celery's "never re-run after a
+            # worker loss", quarantined in the dead-letter store instead of dropped
             return self._worker_lost(delivery, call)
         now = time.time()
         if call.eta is not None and call.eta > now + 0.005:
@@ -238,16 +280,17 @@ class JobRunner:
             self.active.pop(job.call.id, None)
         self._log(job, outcome)
         d = job.delivery
-        if job.task.acks_late:
-            self.settle(d, outcome, job.task)
-        self.keeper.drop(d)
+        if not job.task.acks_late or not self.settle(d, outcome, job.task):
+            self.keeper.drop(d)
         self.processed += 1
 
-    def settle(self, d: base.Delivery, outcome: Outcome, task: Task) -> None:
+    def settle(self, d: base.Delivery, outcome: Outcome, task: Task) -> bool:
         """Acknowledge, requeue or dead-letter after the run (acks_late).
 
         Every broker call is fenced by the lease token: if another worker owns
-        the message now, nothing happens here and it is only logged.
+        the message now, nothing happens here and it is only logged. A plain
+        acknowledgement is queued on :attr:`acks` (True is returned: the
+        batcher drops the lease once the ack is sent).
         """
         if outcome.state == states.REJECTED:
             done = (self.broker.release(d) if outcome.requeue
@@ -255,10 +298,14 @@ class JobRunner:
         elif outcome.state == states.FAILURE and task.acks_on_failure_or_timeout is False:
             done = self.broker.release(d)
         else:
-            done = self.broker.ack([d]) == 1
+            self.acks.add(d)
+            if not self.batch_acks:
+                self.acks.flush()
+            return True
         if not done:
             logger.warning("Not settling %s[%s]: lease lost, another worker owns it now",
                            task.name, d.message.task_id)
+        return False
 
     def _log(self, job: Job, outcome: Outcome) -> None:
         name, tid = job.call.name, job.call.id

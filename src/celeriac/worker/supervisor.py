@@ -142,7 +142,7 @@ class Supervisor:
                          queues=list(w.queues), prefetch=w.prefetch // max(1, w.concurrency),
                          threads=int(w.options.get("threads") or 1),
                          max_tasks=conf.worker_max_tasks_per_child,
-                         max_memory_kib=conf.worker_max_memory_per_child)
+                         max_memory_kib=conf.worker_max_memory_per_child, parent=os.getpid())
         if self.mp.get_start_method() == "fork":
             spec.app = self.app
         else:

@@ -1,0 +1,76 @@
+"""The per-thread raw connections (:class:`celeriac.redis_client.Direct`) of hot paths.
+
+They bypass redis-py's pool for speed, so the guarantees the pool gave must
+hold here too: replies stay in sync after an error reply, a dropped
+connection is replaced on the next call, threads and forked children never
+share a socket.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from celeriac.redis_client import Direct, direct_for, get_client
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def direct(redis_url: str) -> Iterator[Direct]:
+    found = direct_for(get_client(redis_url))
+    yield found
+    found.close()
+
+
+def test_error_reply_is_raised_after_the_batch_and_the_stream_stays_in_sync(
+        direct: Direct, key_prefix: str) -> None:
+    key = f"{key_prefix}k"
+    with pytest.raises(redis.ResponseError):
+        direct.pipeline([("SET", key, "1"), ("INCRBY", key, "not-a-number"), ("INCR", key)])
+    assert direct.execute("GET", key) == b"2"  # the third command ran; replies line up
+
+
+def test_a_dropped_connection_is_replaced_on_the_next_call(direct: Direct,
+                                                          redis_url: str) -> None:
+    my_id = direct.execute("CLIENT", "ID")
+    killer = redis.Redis.from_url(redis_url)
+    assert killer.execute_command("CLIENT", "KILL", "ID", my_id) == 1
+    killer.close()
+    with pytest.raises(redis.ConnectionError):
+        direct.execute("PING")
+    assert direct.execute("PING") in (b"PONG", True)
+    assert direct.execute("CLIENT", "ID") != my_id
+
+
+def test_threads_get_their_own_connections(direct: Direct) -> None:
+    ids: list[int] = []
+    threads = [threading.Thread(target=lambda: ids.append(direct.execute("CLIENT", "ID")))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids.append(direct.execute("CLIENT", "ID"))
+    assert len(set(ids)) == 4
+
+
+def test_a_forked_child_does_not_use_the_parents_socket(direct: Direct) -> None:
+    parent_id = direct.execute("CLIENT", "ID")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report its connection id, never return into pytest
+        try:
+            os.write(write_end, str(direct.execute("CLIENT", "ID")).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    child_id = int(os.read(read_end, 64))
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert child_id != parent_id
+    assert direct.execute("CLIENT", "ID") == parent_id  # the parent's socket still works
