@@ -123,9 +123,9 @@ def _json_arg(value: str | None, what: str, kind: type) -> Any:
     try:
         parsed = json.loads(value)
     except ValueError as exc:
-        raise click.BadParameter(f"{what} is not valid JSON: {exc}") from None
+        raise click.ClickException(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(parsed, kind):
-        raise click.BadParameter(f"{what} must be a JSON {kind.__name__}")
+        raise click.ClickException(f"{what} must be a JSON {kind.__name__}")
     return parsed
 
 

@@ -330,3 +330,17 @@ def parse_task(message: Message, accept: frozenset[str] | None) -> TaskCall:
         retries=retries,
         timelimit=(hard, soft),
     )
+
+
+def parse_envelope(raw: bytes | str) -> Message:
+    """Parse a stored envelope leniently: garbage becomes a header-less message.
+
+    Brokers use this when delivering, so one undecodable message never fails a
+    whole ``receive`` batch: the worker sees no ``task``/``id`` header and
+    dead-letters it as ``decode_error`` with the raw bytes kept in the body.
+    """
+    try:
+        return Message.loads(raw)
+    except DecodeError:
+        body = raw if isinstance(raw, bytes) else raw.encode("utf-8")
+        return Message(headers={}, properties={}, body=body)

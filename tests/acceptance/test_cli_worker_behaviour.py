@@ -136,9 +136,6 @@ def test_malformed_body_is_dead_lettered_and_the_worker_carries_on(proj: Project
     assert broker.stats("celery").ready == 0
 
 
-@pytest.mark.xfail(strict=True, reason="brokers/sqlite.py raises DecodeError from receive() "
-                   "for a garbage envelope instead of delivering it to be dead-lettered "
-                   "(reported in issue 2)")
 def test_undecodable_envelope_in_the_table_is_dead_lettered(proj: Project) -> None:
     proj.app.broker.stats("celery")  # creates the schema
     _raw_insert(proj.db_path, "celery", "{this is not a JSON envelope")

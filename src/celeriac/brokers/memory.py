@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..messages import Message
+from ..messages import Message, parse_envelope
 from .base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
 
 READY, DELAYED, LEASED = "ready", "delayed", "leased"
@@ -181,7 +181,7 @@ class MemoryBroker(Broker):
             token = uuid.uuid4().hex
             self._make_leased(entry, token, owner, expires)
             out.append(Delivery(
-                message=Message.loads(entry.envelope), queue=entry.queue, tag=str(entry.id),
+                message=parse_envelope(entry.envelope), queue=entry.queue, tag=str(entry.id),
                 token=token, owner=owner, redelivered=entry.delivery_count > 1,
                 delivery_count=entry.delivery_count, lost_count=entry.lost_count,
                 lease_expires=expires,
@@ -247,7 +247,7 @@ class MemoryBroker(Broker):
             dead_id = str(entry.id)
             self._dead[dead_id] = DeadLetter(
                 id=dead_id, queue=entry.queue, reason=reason,
-                message=Message.loads(entry.envelope), delivery_count=entry.delivery_count,
+                message=parse_envelope(entry.envelope), delivery_count=entry.delivery_count,
                 lost_count=entry.lost_count, first_delivered_at=entry.first_delivered_at,
                 dead_at=self.now(),
             )

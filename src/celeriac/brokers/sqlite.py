@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from ..messages import Message
+from ..messages import Message, parse_envelope
 from ..sqlite_db import (  # noqa: F401 - re-exported for the stores and tests
     ENV_PATH,
     Connections,
@@ -146,7 +146,7 @@ class SQLiteBroker(Broker):
             rows = conn.execute(_LEASE.format(select=_ready_select(len(queues))),
                                 params).fetchall()
         rows.sort(key=lambda r: (r[2], r[0]))
-        return [Delivery(message=Message.loads(env), queue=queue, tag=str(mid), token=token,
+        return [Delivery(message=parse_envelope(env), queue=queue, tag=str(mid), token=token,
                          owner=owner, redelivered=count > 1, delivery_count=count,
                          lost_count=lost, lease_expires=expires)
                 for mid, queue, _prio, env, token, count, lost in rows]
@@ -269,7 +269,7 @@ class SQLiteBroker(Broker):
             "SELECT id, queue, reason, envelope, delivery_count, lost_count,"
             f" first_delivered_at, dead_at FROM dead_letters {where} ORDER BY id LIMIT ?",
             (() if queue is None else (queue,)) + (limit,)).fetchall()
-        return [DeadLetter(id=str(r[0]), queue=r[1], reason=r[2], message=Message.loads(r[3]),
+        return [DeadLetter(id=str(r[0]), queue=r[1], reason=r[2], message=parse_envelope(r[3]),
                            delivery_count=r[4], lost_count=r[5], first_delivered_at=r[6],
                            dead_at=r[7]) for r in rows]
 
