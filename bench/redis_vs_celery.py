@@ -4,8 +4,7 @@ For each setup (worker processes started from the CLI, 2-core budget):
 
 * **enqueue**: ``noop.delay()`` called one at a time, N times (default 20,000),
   by a client app in this process configured exactly like the workers (Redis
-  broker and Redis result backend: Celery's ``delay()`` then also SUBSCRIBEs
-  to each result, as it does for its users);
+  broker and Redis result backend);
 * **drain**: the workers are started on the filled queue; the clock starts at
   the first message taken and stops when nothing is ready or in flight
   (Celery: ``unacked`` empty; celeriac: no lease left), so acknowledgements
@@ -23,6 +22,7 @@ p99 <= 3 ms, RSS no higher than Celery's.
 Usage::
 
     .venv/bin/python bench/redis_vs_celery.py --write
+    .venv/bin/python bench/redis_vs_celery.py --rounds 3       # medians of 3 runs (~9 min)
     .venv/bin/python bench/redis_vs_celery.py --tasks 5000 --setups celeriac-threads-x2
 """
 
@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -87,7 +87,6 @@ class Result:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     rss_mb: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
 
 # -- processes and memory ------------------------------------------------------------
@@ -242,6 +241,19 @@ def run_setup(name: str, args: argparse.Namespace, workdir: Path,
 
 
 # -- reporting ------------------------------------------------------------------------
+def medians(results: list[Result]) -> list[Result]:
+    """One result per setup (first-seen order): the median of each metric over rounds."""
+    by_setup: dict[str, list[Result]] = {}
+    for r in results:
+        by_setup.setdefault(r.setup, []).append(r)
+    out = []
+    for name, runs in by_setup.items():
+        out.append(Result(name, runs[0].package, *(
+            statistics.median(getattr(r, metric) for r in runs)
+            for metric in ("enqueue", "drain", "p50_ms", "p99_ms", "rss_mb"))))
+    return out
+
+
 def table(results: list[Result]) -> str:
     lines = [f"{'setup':<22}{'enqueue/s':>11}{'drain/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
              f"{'RSS MB':>9}"]
@@ -326,9 +338,8 @@ NOTES = """\
 * Both sides store results in Redis (`backend=redis://...`) and acknowledge
   every message. Celery acknowledges before running (its default), celeriac
   after (at-least-once), so celeriac does more work per task.
-* Celery's `delay()` with a Redis result backend also SUBSCRIBEs to the
-  task's result channel; that is part of what its users pay, so it is
-  included. Without a result backend Celery's enqueue is about 15 % faster.
+* Both clients are configured like their workers (Redis broker and Redis
+  result backend); `delay()` itself only publishes on either side.
 * Drain starts at the first message taken and ends when nothing is ready or
   in flight; worker start-up is excluded for both.
 * The best setup is picked by drain rate; latency and RSS are reported for it.
@@ -345,7 +356,8 @@ def write_report(results: list[Result], output: str, facts: str, args: argparse.
     (HERE / "RESULTS.md").write_text(
         "# celeriac vs Celery 5.7 on Redis\n\n"
         f"Produced by `python bench/redis_vs_celery.py --write` ({args.tasks:,} no-op tasks, "
-        f"{args.latency} round trips), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n"
+        f"{args.latency} round trips, median of {args.rounds} round(s) per setup), "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n"
         f"Machine: {facts}.\n\n"
         "The machine was shared with other test runs, so absolute numbers are noisy; "
         "every setup ran in the same session against the same Redis.\n\n"
@@ -359,6 +371,8 @@ def main() -> None:
     parser.add_argument("--url", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--setups", default=",".join(SETUPS))
     parser.add_argument("--timeout", type=float, default=240.0)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every setup this many times; report medians")
     parser.add_argument("--write", action="store_true", help="write RESULTS.md and the PNG")
     args = parser.parse_args()
     raw = redis.Redis.from_url(args.url)
@@ -368,16 +382,19 @@ def main() -> None:
         for package in ("celery", "celeriac"):
             (workdir / f"bench_{package}.py").write_text(TASKS.format(package=package))
         sys.path.insert(0, str(workdir))
-        for name in args.setups.split(","):
-            t0 = time.monotonic()
-            try:
-                results.append(run_setup(name, args, workdir, raw))
-            except Exception as exc:
-                print(f"{name}: FAILED: {exc!r}", flush=True)
-                for log in workdir.glob("worker-*.log"):
-                    print(log.read_text()[-2000:])
-                continue
-            print(f"{name}: done in {time.monotonic() - t0:.0f}s", flush=True)
+        for round_no in range(1, args.rounds + 1):
+            for name in args.setups.split(","):
+                t0 = time.monotonic()
+                try:
+                    results.append(run_setup(name, args, workdir, raw))
+                except Exception as exc:
+                    print(f"{name}: FAILED: {exc!r}", flush=True)
+                    for log in workdir.glob("worker-*.log"):
+                        print(log.read_text()[-2000:])
+                    continue
+                print(f"round {round_no}, {name}: done in {time.monotonic() - t0:.0f}s",
+                      flush=True)
+    results = medians(results)
     facts = machine()
     output = f"{table(results)}\n\n{comparison(results)}"
     print(f"\n{facts}\n\n{output}")

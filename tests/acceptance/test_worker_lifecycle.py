@@ -244,3 +244,18 @@ def _zombie(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+@pytest.mark.timeout(60)
+def test_spawn_start_method(tmp_path: Path) -> None:
+    project = H.Project(tmp_path, conf={"worker_pool_start_method": "spawn",
+                                        "worker_max_tasks_per_child": 5})
+    try:
+        ids = project.publish_many("pid", [()] * 12)
+        worker = project.start_worker("-c", "2")
+        H.wait_until(lambda: _done(project, ids), 40, what="tasks on spawned children")
+        assert len({project.meta(i)["result"] for i in ids}) >= 3, "children were recycled"
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(15) == 0
+    finally:
+        project.stop_all()

@@ -154,3 +154,51 @@ def test_still_owner_skips_the_round_trip_while_the_lease_is_fresh() -> None:
     assert broker.calls == 1
     assert not keeper.still_owner(stale), "a lost lease stays lost"  # type: ignore[arg-type]
     assert broker.calls == 1
+
+
+def _memory_app() -> Any:
+    from celeriac import Celery
+
+    app = Celery("units", broker="memory://", backend="memory://", set_as_current=False)
+
+    @app.task(name="units.noop")
+    def noop() -> None:
+        return None
+
+    return app
+
+
+def test_node_heartbeat_record_is_listed_and_removed(tmp_path: Any) -> None:
+    from celeriac.worker.health import NodeHealth, read_nodes
+
+    app = _memory_app()
+    alive = tmp_path / "alive"
+    health = NodeHealth(app, "w1@host", pool="prefork", concurrency=2, queues=["celery"],
+                        liveness_file=str(alive))
+    health.progress()
+    health.beat(processed=5, busy=1)
+    [node] = read_nodes(app)
+    assert node["hostname"] == "w1@host" and node["processed"] == 5 and node["busy"] == 1
+    assert alive.exists()
+    health.remove()
+    assert read_nodes(app) == []
+
+
+def test_ack_batcher_sends_one_call_and_drops_leases() -> None:
+    from celeriac.worker.job import AckBatcher
+
+    app = _memory_app()
+    for _ in range(3):
+        app.send_task("units.noop")
+    broker = app.broker
+    deliveries = broker.receive(["celery"], owner="o", limit=3, timeout=0)
+    keeper = LeaseKeeper(broker, 10)
+    keeper.hold(deliveries)
+    batcher = AckBatcher(broker, keeper)
+    for d in deliveries:
+        batcher.add(d)
+    assert len(batcher) == 3
+    batcher.flush()
+    assert len(batcher) == 0 and keeper.held() == []
+    stats = broker.stats("celery")
+    assert stats.ready == 0 and stats.leased == 0

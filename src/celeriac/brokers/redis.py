@@ -70,9 +70,11 @@ handed out; the stored envelope is never rewritten. With AOF on, Redis
 replays every script, so accepted messages survive a Redis crash too.
 
 Waiting: when nothing is ready, ``receive`` BLPOPs the queues' wake lists
-(celeriac publishers push a token with every publish, so a wake-up takes
-about a millisecond), bounded by the next delayed due time or lease expiry,
-by 5 s, and by ``polling_interval`` (default 0.1 s): a real Celery producer
+(celeriac publishers push a token with every publish) with the next
+``RECEIVE`` pipelined behind it on the same connection, so Redis leases a new
+message the moment the BLPOP returns, in the same round trip. The wait is
+bounded by the next delayed due time or lease expiry, by 5 s, and by
+``polling_interval`` (default 0.1 s): a real Celery producer
 only LPUSHes the ready list, so that is the latency of its messages. A
 ``receive`` that drains the queues clears their stale tokens in the same
 script. Blocking on the ready lists themselves was rejected: BRPOP/BLMPOP
@@ -277,28 +279,62 @@ class RedisBroker(Broker):
             time.sleep(max(0.0, timeout))
             return []
         deadline = time.monotonic() + max(0.0, timeout)
-        backoff = 0.05
+        backoff, hint, waited = 0.05, None, False
+        limit = max(1, int(limit))
         while True:
             try:
-                got, hint = self._receive_once(queues, owner, max(1, int(limit)))
+                if waited:  # the wait and the next attempt share one round trip
+                    got, hint = self._wait_then_receive(queues, owner, limit,
+                                                        deadline - time.monotonic(), hint)
+                else:
+                    got, hint = self._receive_once(queues, owner, limit)
                 if got:
                     return got
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return []
-                self._wait(queues, remaining, hint)
-                backoff = 0.05
+                waited, backoff = True, 0.05
             except RETRYABLE_ERRORS:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return []
-                time.sleep(min(backoff, remaining))
+                waited = False
+                time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
                 backoff = min(backoff * 2, 1.0)
+            if deadline - time.monotonic() <= 0:
+                return []
+
+    def _receive_args(self, queues: list[str], owner: str, limit: int) -> list[Any]:
+        return [owner, limit, self.lease_seconds, self._nonce, len(queues), *queues,
+                *self.steps]
 
     def _receive_once(self, queues: list[str], owner: str,
                       limit: int) -> tuple[list[Delivery], float | None]:
-        reply = self._script("receive", owner, limit, self.lease_seconds, self._nonce,
-                             len(queues), *queues, *self.steps)
+        reply = self._script("receive", *self._receive_args(queues, owner, limit))
+        return self._deliveries(reply, queues, owner)
+
+    def _wait_then_receive(self, queues: list[str], owner: str, limit: int,
+                           remaining: float, hint: float | None
+                           ) -> tuple[list[Delivery], float | None]:
+        """``BLPOP`` the wake lists, then ``RECEIVE``, pipelined on one connection.
+
+        Redis runs the queued script the moment the BLPOP returns (a wake-up
+        token or its timeout), so a wake-up costs no extra round trip.
+        """
+        wait = min(max(remaining, 0.0), 5.0)
+        if self.polling_interval is not None:
+            wait = min(wait, self.polling_interval)
+        if hint is not None:
+            wait = min(wait, max(hint, 0.0) + 0.002)
+        keys = [self._key(f"_celeriac.wake.{q}") for q in queues]
+        self.client  # noqa: B018 - (re)connects after a fork
+        assert self._direct is not None
+        script = self._scripts["receive"]
+        try:
+            _, reply = self._direct.pipeline([
+                ("BLPOP", *keys, max(round(wait, 3), 0.001)),
+                ("EVALSHA", script.sha, 0, self.prefix,
+                 *self._receive_args(queues, owner, limit))])
+        except redis.exceptions.NoScriptError:  # a restarted server: load and try again
+            return self._receive_once(queues, owner, limit)
+        return self._deliveries(reply, queues, owner)
+
+    def _deliveries(self, reply: list[Any], queues: list[str],
+                    owner: str) -> tuple[list[Delivery], float | None]:
         now = float(reply[0])
         hint = float(reply[1]) if reply[1] else None
         expires = now + self.lease_seconds
@@ -321,15 +357,6 @@ class RedisBroker(Broker):
                 lease_expires=expires,
             ))
         return out, hint
-
-    def _wait(self, queues: list[str], remaining: float, hint: float | None) -> None:
-        wait = min(remaining, 5.0)
-        if self.polling_interval is not None:
-            wait = min(wait, self.polling_interval)
-        if hint is not None:
-            wait = min(wait, max(hint, 0.0) + 0.002)
-        keys = [self._key(f"_celeriac.wake.{q}") for q in queues]
-        self.client.blpop(keys, timeout=max(wait, 0.001))
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         tokens = [d.token for d in deliveries]

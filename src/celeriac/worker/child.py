@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 from .. import signals
 from .consumer import Consumer
 from .job import Job, Monitor
-from .limits import AlarmLimits, ThreadLimits
-from .pools import SoloPool, ThreadPool
+from .limits import AlarmLimits
+from .pools import SoloPool
 
 if TYPE_CHECKING:
     from ..app import Celery
@@ -65,7 +65,6 @@ class ChildSpec:
     hostname: str
     queues: list[str]
     prefetch: int = 0
-    threads: int = 1
     max_tasks: int | None = None
     max_memory_kib: int | None = None
     app: Any = None                      # the app itself (fork)
@@ -150,18 +149,16 @@ def child_main(spec: ChildSpec, slot: Slot, conn: Connection) -> None:
     """Entry point of a child process."""
     app = load_app(spec)
     monitor = ChildMonitor(slot, conn, spec)
-    solo = spec.threads <= 1
-    pool = SoloPool() if solo else ThreadPool(spec.threads)
-    limits = AlarmLimits() if solo else ThreadLimits(hard=False)
+    pool = SoloPool()
     consumer = Consumer(app, spec.queues, pool, hostname=spec.hostname, prefetch=spec.prefetch,
-                        owner=spec.owner, limits=limits, hard_in_process=False, monitor=monitor)
+                        owner=spec.owner, limits=AlarmLimits(), hard_in_process=False,
+                        monitor=monitor)
     monitor.consumer = consumer
     _install_signals(consumer)
     signals.worker_process_init.send(sender=None)
     code = 0
     try:
         consumer.run()
-        pool.join(None)  # warm: let running threads finish (SIGQUIT cuts this short)
     except ColdShutdown:
         pass
     except Exception:
@@ -175,7 +172,7 @@ def child_main(spec: ChildSpec, slot: Slot, conn: Connection) -> None:
         signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=code)
         conn.close()
         logging.shutdown()
-        os._exit(code)  # task threads cannot be joined after a cold stop; leases are given back
+        os._exit(code)  # skip interpreter teardown: leases are given back, nothing to join
 
 
 def _install_signals(consumer: Consumer) -> None:

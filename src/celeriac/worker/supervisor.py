@@ -71,7 +71,7 @@ class Child:
     hard: tuple[str, str, Delivery] | None = None   # (task id, name, delivery) of a limited task
     killed_for_limit: bool = False
     retiring: bool = False           # asked to stop: do not replace (autoscale down)
-    stop_sent_at: float = 0.0
+    started_at: float = 0.0
 
 
 class Supervisor:
@@ -100,6 +100,8 @@ class Supervisor:
                                  liveness_file=worker.options.get("liveness_file"))
         self._wake_r, self._wake_w = socket.socketpair()
         self._pending: list[int] = []
+        self._quick_deaths = 0
+        self._restart_after = 0.0
 
     # -- life cycle ---------------------------------------------------------------------
     def run(self) -> int:
@@ -140,7 +142,6 @@ class Supervisor:
         conf = self.app.conf
         spec = ChildSpec(owner=f"{w.hostname}:{uuid.uuid4().hex[:16]}", hostname=w.hostname,
                          queues=list(w.queues), prefetch=w.prefetch // max(1, w.concurrency),
-                         threads=int(w.options.get("threads") or 1),
                          max_tasks=conf.worker_max_tasks_per_child,
                          max_memory_kib=conf.worker_max_memory_per_child, parent=os.getpid())
         if self.mp.get_start_method() == "fork":
@@ -158,15 +159,28 @@ class Supervisor:
                                   name=f"ForkPoolWorker-{len(self.children) + 1}", daemon=False)
         process.start()
         writer.close()
-        self.children[process.pid] = Child(process, slot, reader, spec.owner)
+        self.children[process.pid] = Child(process, slot, reader, spec.owner,
+                                           started_at=time.monotonic())
         logger.debug("Started child %d (%s)", process.pid, spec.owner)
 
     def _active(self) -> list[Child]:
         return [c for c in self.children.values() if not c.retiring]
 
     def _fill(self) -> None:
+        if time.monotonic() < self._restart_after:
+            return
         while len(self._active()) < self.target:
             self._start_child()
+
+    def _note_exit(self, child: Child, clean: bool) -> None:
+        """Back off (up to 10 s) when children keep dying right after they start."""
+        if clean or child.slot.processed or time.monotonic() - child.started_at > 2.0:
+            self._quick_deaths = 0
+            return
+        self._quick_deaths += 1
+        delay = min(10.0, 0.25 * 2 ** self._quick_deaths)
+        self._restart_after = time.monotonic() + delay
+        logger.error("Children exit right after starting; next start in %.1fs", delay)
 
     def _read_messages(self) -> None:
         for child in list(self.children.values()):
@@ -199,6 +213,7 @@ class Supervisor:
                          released)
             if slot.started and slot.acks_early:
                 self._record_lost(slot.task_id.decode(), code)
+        self._note_exit(child, code == 0 or child.killed_for_limit)
         child.conn.close()
 
     def _record_lost(self, task_id: str, code: int | None) -> None:
@@ -341,7 +356,7 @@ def _describe(code: int | None) -> str:
 def _app_ref(app: Any) -> str:
     """``module:attr`` under which ``app`` can be imported (for spawned children)."""
     for name, module in list(sys.modules.items()):
-        if name == "__main__" or module is None:
+        if name == "__main__" or module is None or name.split(".")[0] == "celeriac":
             continue
         for attr, value in list(vars(module).items()):
             if value is app:
