@@ -9,6 +9,7 @@ fork), from ``broker_url`` / ``result_backend``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -308,11 +309,12 @@ class Celery:
     def AsyncResult(self, id: str, **kwargs: Any) -> AsyncResult:
         return AsyncResult(id, app=self, **kwargs)
 
-    def GroupResult(self, *args: Any, **kwargs: Any) -> Any:
+    @functools.cached_property
+    def GroupResult(self) -> type:
+        """``app.GroupResult(id, results)`` and ``app.GroupResult.restore(id)``, bound here."""
         from .result import GroupResult
 
-        kwargs.setdefault("app", self)
-        return GroupResult(*args, **kwargs)
+        return type("GroupResult", (GroupResult,), {"_default_app": self})
 
     def signature(self, *args: Any, **kwargs: Any) -> Any:
         from .canvas import signature

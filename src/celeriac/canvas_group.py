@@ -144,6 +144,7 @@ class chord(Signature):
     """A header group whose results, in order, are passed to the body once all finished."""
 
     header_id: str | None = None
+    header_result: GroupResult | None = None
 
     def __init__(self, header: Any = None, body: Any = None, args: Iterable[Any] | None = None,
                  kwargs: Mapping[str, Any] | None = None, app: Celery | None = None,
@@ -213,8 +214,9 @@ class chord(Signature):
         body["options"]["chord_size"] = len(header)
         results = [m.freeze(group_id=gid, chord=body, root_id=root_id, parent_id=parent_id,
                             group_index=i) for i, m in enumerate(header)]
+        self.header_result = GroupResult(gid, results, app=self.app)
         if getattr(body_result, "parent", None) is None:
-            body_result.parent = GroupResult(gid, results, app=self.app)
+            body_result.parent = self.header_result
         return body_result
 
     # -- calling ----------------------------------------------------------------------------
@@ -252,6 +254,8 @@ class chord(Signature):
             body.apply_async(([],), **options)
             return result
         _set_celery_chord_size(app, str(self.header_id), len(header))
+        if self.header_result is not None and app.backend is not None:
+            self.header_result.save()  # lets a redelivered header task recover the join
         publish_members(app, header, options)
         return result
 

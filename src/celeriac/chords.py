@@ -62,10 +62,45 @@ def join_member(app: Celery, ctx: Context, value: Any, failed: bool) -> None:
         return
     state = states.FAILURE if failed else states.SUCCESS
     meta = {"task_id": ctx.id, "status": state, "result": encode_result(value, state)}
+    redelivered = _redelivered(ctx)
+    if redelivered and _already_fired(backend, body, str(ctx.group)):
+        return  # a late copy: do not start a new join state after chord_clear
     parts = backend.chord_add(str(ctx.group), int(ctx.group_index), meta, size)
+    if parts is None and redelivered:
+        parts = recover(app, body, str(ctx.group), size)
     if parts is None:
         return
     fire(app, body, str(ctx.group), parts, ctx)
+
+
+def _redelivered(ctx: Context) -> bool:
+    return bool((ctx.delivery_info or {}).get("redelivered"))
+
+
+def recover(app: Celery, body: Signature, group_id: str,
+            size: int) -> list[dict[str, Any]] | None:
+    """For a redelivered header task: the complete set of results if the body was never
+    applied (its completer died after the join, before applying it), else None.
+
+    Reads the header's saved GroupResult and the members' stored results; members
+    that ignore their results cannot be recovered this way.
+    """
+    backend = app.backend
+    assert backend is not None
+    if _already_fired(backend, body, group_id):
+        return None
+    saved = backend.get_group(group_id)
+    if not saved:
+        return None
+    ids = [str(node[0][0]) for node in saved["result"][1]]
+    metas = backend.get_many(ids)
+    if len(ids) != size or any(metas.get(i, {}).get("status") not in states.READY_STATES
+                               for i in ids):
+        return None
+    logger.warning("Chord %s: completing the join again for a redelivered header task",
+                   group_id)
+    return [{"task_id": i, "status": metas[i]["status"], "result": metas[i].get("result")}
+            for i in ids]
 
 
 def chord_size(app: Celery, body: Signature, group_id: str) -> int | None:
@@ -82,7 +117,7 @@ def fire(app: Celery, body: Signature, group_id: str, parts: list[dict[str, Any]
     """Apply the body (or fail it) for a complete set of header metas, then clear."""
     backend = app.backend
     assert backend is not None
-    if not _already_fired(backend, body):
+    if not _already_fired(backend, body, group_id):
         culprit = next((p for p in parts if p.get("status") in states.PROPAGATE_STATES), None)
         if culprit is not None:
             reason = exception_from_dict(culprit.get("result"), app)
@@ -90,11 +125,18 @@ def fire(app: Celery, body: Signature, group_id: str, parts: list[dict[str, Any]
         else:
             values = [p.get("result") for p in parts]
             body.apply_async((values,), parent_id=ctx.id, root_id=ctx.root_id or ctx.id)
+        backend._set_raw(_fired_key(backend, group_id), "1", backend.expires)
     backend.chord_clear(group_id)
 
 
-def _already_fired(backend: Any, body: Signature) -> bool:
-    """True when the body already started or finished (a redelivered completer)."""
+def _fired_key(backend: Any, group_id: str) -> str:
+    return f"{backend.group_key(group_id)}.fired"
+
+
+def _already_fired(backend: Any, body: Signature, group_id: str) -> bool:
+    """True when the body was applied already, or started or finished."""
+    if backend._get_raw(_fired_key(backend, group_id)) is not None:
+        return True
     body_id = _body_id(body)
     if body_id is None:
         return False

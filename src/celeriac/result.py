@@ -8,6 +8,7 @@ block inside a running task unless ``disable_sync_subtasks=False``.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -143,9 +144,26 @@ class AsyncResult(ResultBase):
         if disable_sync_subtasks:
             assert_will_not_block()
         if follow_parents and propagate and self.parent is not None:
-            self.parent._maybe_reraise_parent_error()
-        meta = self._cache or self.backend.wait(self.id, timeout=timeout, interval=interval)
+            meta = self._wait_watching_parents(timeout, interval)
+        else:
+            meta = self._cache or self.backend.wait(self.id, timeout=timeout, interval=interval)
         return self._outcome(meta, propagate, callback, on_message, PROPAGATE_STATES)
+
+    def _wait_watching_parents(self, timeout: float | None,
+                               interval: float) -> dict[str, Any] | None:
+        """Wait in ``interval`` slices, re-raising a parent's failure as soon as it shows
+        (a chain whose middle step failed never completes its last step)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            assert self.parent is not None
+            self.parent._maybe_reraise_parent_error()
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            step = interval if left is None else min(interval, left)
+            meta = self._cache or self.backend.wait(self.id, timeout=step, interval=interval)
+            if meta is not None and meta.get("status") in states.READY_STATES:
+                return meta
+            if deadline is not None and time.monotonic() >= deadline:
+                return meta
 
     wait = get
 

@@ -26,9 +26,12 @@ if TYPE_CHECKING:
 class ResultSet:
     """A list of results handled together."""
 
+    #: set on the per-app subclass ``app.GroupResult`` (Celery binds it to the app)
+    _default_app: Celery | None = None
+
     def __init__(self, results: list[Any], app: Celery | None = None, **kwargs: Any) -> None:
         self.results = list(results)
-        self._app = app
+        self._app = app or self._default_app
 
     @property
     def app(self) -> Celery:
@@ -267,14 +270,17 @@ class GroupResult(ResultSet):
     @classmethod
     def restore(cls, id: str, backend: Any = None, app: Celery | None = None
                 ) -> GroupResult | None:
-        app = app or _state.get_current_app()
+        app = app or cls._default_app or _state.get_current_app()
         store = backend or app.backend
         if store is None:
             raise ValueError("GroupResult.restore needs a result backend")
         meta = store.get_group(id)
         if meta is None:
             return None
-        return result_from_tuple(meta["result"], app)  # type: ignore[return-value]
+        restored = result_from_tuple(meta["result"], app)
+        if not isinstance(restored, GroupResult):
+            raise ValueError(f"{id} is not a saved group")
+        return restored
 
     def as_tuple(self) -> tuple[Any, ...]:
         parent = self.parent.as_tuple() if self.parent is not None else None

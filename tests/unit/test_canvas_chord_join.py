@@ -128,3 +128,49 @@ def test_completer_does_not_republish_a_body_that_already_ran(app: Celery) -> No
         on_header_done(task, ctx, 1, failed=False)  # type: ignore[arg-type]
     assert published_bodies(app) == []
     assert app.backend.chord_add(ctxs[0].group, 0, {}, 2) is None  # the join state was cleared
+
+
+def test_redelivered_header_task_recovers_a_join_whose_completer_died(app: Celery,
+                                                                       monkeypatch: Any) -> None:
+    """With the stores' return-once chord_add: recovery from the saved header group."""
+    from celeriac.backends.meta import store_result
+
+    res, ctxs = header_contexts(app, 3)
+    task = SimpleNamespace(app=app)
+    for ctx in ctxs:
+        store_result(app, ctx.id, ctx.group_index + 1, "SUCCESS")  # as the tracer does first
+    for ctx in ctxs[:2]:
+        on_header_done(task, ctx, ctx.group_index + 1, failed=False)  # type: ignore[arg-type]
+
+    class Died(BaseException):
+        pass
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise Died
+
+    with monkeypatch.context() as patch:
+        patch.setattr(app.broker, "publish", die)
+        with pytest.raises(Died):
+            on_header_done(task, ctxs[2], 3, failed=False)  # type: ignore[arg-type]
+    on_header_done(task, ctxs[1], 2, failed=False)  # type: ignore[arg-type]  # not redelivered
+    assert published_bodies(app) == []
+    ctxs[2].delivery_info = {"redelivered": True}
+    on_header_done(task, ctxs[2], 3, failed=False)  # type: ignore[arg-type]
+    (body,) = published_bodies(app)
+    assert body.id == res.id and body.args == [[1, 2, 3]]
+    for ctx in ctxs:  # later redeliveries find the body applied
+        ctx.delivery_info = {"redelivered": True}
+        on_header_done(task, ctx, 0, failed=False)  # type: ignore[arg-type]
+    assert published_bodies(app) == []
+
+
+def test_recovery_waits_while_header_tasks_are_unfinished(app: Celery) -> None:
+    from celeriac.backends.meta import store_result
+
+    _, ctxs = header_contexts(app, 2)
+    task = SimpleNamespace(app=app)
+    store_result(app, ctxs[0].id, 1, "SUCCESS")
+    ctxs[0].delivery_info = {"redelivered": True}
+    on_header_done(task, ctxs[0], 1, failed=False)  # type: ignore[arg-type]
+    on_header_done(task, ctxs[0], 1, failed=False)  # type: ignore[arg-type]
+    assert published_bodies(app) == []

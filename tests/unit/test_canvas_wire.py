@@ -162,3 +162,13 @@ def test_group_revoke_records_every_member_and_link_follows_celery(app: Celery) 
     res.revoke()
     assert [r.state for r in res.results] == ["REVOKED", "REVOKED"]
     assert res.ready() and not res.successful()
+
+
+def test_group_result_subclass_bound_to_an_app(app: Celery) -> None:
+    """What ``app.GroupResult`` should return: Celery binds the class to the app."""
+    bound = type("GroupResult", (GroupResult,), {"_default_app": app})
+    res = group(app.tasks["tasks.add"].s(1, 1)).apply_async()
+    res.save()
+    again = bound.restore(res.id)
+    assert again is not None and again.app is app and again.results[0].id == res.results[0].id
+    assert bound("g", []).app is app

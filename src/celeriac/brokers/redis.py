@@ -254,22 +254,25 @@ class RedisBroker(Broker):
     def _send(self, staged: tuple[dict[str, list[str]], dict[str, dict[str, float]],
                                   dict[str, int], set[str]]) -> None:
         ready, delayed, counts, new_queues = staged
-        pipe = self.client.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         for queue in new_queues:
             member = f"{queue}{SEP}{SEP}{queue}"
-            pipe.sadd(self._key(f"_kombu.binding.{queue}"), member)
-            pipe.sadd(self._key(f"_kombu.binding_permanent.{queue}"), member)
-            pipe.sadd(self._key("_celeriac.queues"), queue)
+            commands += [("SADD", self._key(f"_kombu.binding.{queue}"), member),
+                         ("SADD", self._key(f"_kombu.binding_permanent.{queue}"), member),
+                         ("SADD", self._key("_celeriac.queues"), queue)]
         for key, texts in ready.items():
             for i in range(0, len(texts), _CHUNK):
-                pipe.lpush(key, *texts[i:i + _CHUNK])
+                commands.append(("LPUSH", key, *texts[i:i + _CHUNK]))
         for queue, members in delayed.items():
-            pipe.zadd(self._key(f"_celeriac.delayed.{queue}"), members)
+            scored = [x for member, due in members.items() for x in (repr(due), member)]
+            commands.append(("ZADD", self._key(f"_celeriac.delayed.{queue}"), *scored))
         for queue, count in counts.items():
             wake = self._key(f"_celeriac.wake.{queue}")
-            pipe.lpush(wake, *["1"] * min(count, redis_scripts.WAKE_CAP))
-            pipe.ltrim(wake, 0, redis_scripts.WAKE_CAP - 1)
-        pipe.execute()
+            commands += [("LPUSH", wake, *["1"] * min(count, redis_scripts.WAKE_CAP)),
+                         ("LTRIM", wake, 0, redis_scripts.WAKE_CAP - 1)]
+        self.client  # noqa: B018 - (re)connects after a fork
+        assert self._direct is not None
+        self._direct.pipeline(commands)
 
     # -- consuming ------------------------------------------------------------------
     def receive(self, queues: Sequence[str], *, owner: str, limit: int = 1,

@@ -57,6 +57,11 @@ def run_pool_worker(worker: Worker) -> int:
         from .aio import run_asyncio_worker
 
         return run_asyncio_worker(worker)
+    if worker.app.broker_url.split(":", 1)[0] == "memory":
+        logger.warning("The memory broker lives in one process: using the threads pool "
+                       "instead of prefork")
+        worker.pool_name = "threads"
+        return worker._run_in_process()
     return Supervisor(worker).run()
 
 
