@@ -286,7 +286,7 @@ def comparison(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
-def machine() -> str:
+def machine(load_before: float) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -299,7 +299,8 @@ def machine() -> str:
     return (f"{os.cpu_count()} cores ({cpu}), {int(mem) // 1024 // 1024} GiB RAM, "
             f"Linux {platform.release()}, Python {platform.python_version()}, "
             f"Redis {info['redis_version']} on loopback, celery {celery.__version__}, "
-            f"celeriac {celeriac.__version__}, load average {os.getloadavg()[0]:.2f}")
+            f"celeriac {celeriac.__version__}, 1-minute load average {load_before:.2f} before "
+            f"the run and {os.getloadavg()[0]:.2f} after")
 
 
 def chart(results: list[Result], path: Path) -> None:
@@ -376,6 +377,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write RESULTS.md and the PNG")
     args = parser.parse_args()
     raw = redis.Redis.from_url(args.url)
+    load_before = os.getloadavg()[0]
     results = []
     with tempfile.TemporaryDirectory(prefix="celeriac-bench-") as tmp:
         workdir = Path(tmp)
@@ -395,7 +397,7 @@ def main() -> None:
                 print(f"round {round_no}, {name}: done in {time.monotonic() - t0:.0f}s",
                       flush=True)
     results = medians(results)
-    facts = machine()
+    facts = machine(load_before)
     output = f"{table(results)}\n\n{comparison(results)}"
     print(f"\n{facts}\n\n{output}")
     if args.write:

@@ -105,35 +105,16 @@ from typing import Any, ClassVar, TypeVar
 
 import redis
 
-try:  # optional speed-up (celeriac[fast]); the stdlib parser is the fallback
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None  # type: ignore[assignment]
-
-from ..exceptions import DecodeError
 from ..messages import Message
 from ..redis_client import RETRYABLE_ERRORS, Direct, direct_for, get_client, retrying
 from . import redis_scripts
 from .base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from .redis_scripts import parse_envelope
 
 SEP = "\x06\x16"
 DEFAULT_STEPS = (0, 3, 6, 9)
 _CHUNK = 1000
 _T = TypeVar("_T")
-
-
-def parse_envelope(raw: bytes | str) -> Message:
-    """The message in ``raw``; garbage becomes a header-less message the worker dead-letters."""
-    try:
-        if _orjson is not None:
-            try:
-                return Message.from_envelope(_orjson.loads(raw))
-            except _orjson.JSONDecodeError:
-                pass  # not strict JSON for orjson (e.g. NaN): let the stdlib decide
-        return Message.loads(raw)
-    except DecodeError:
-        body = raw if isinstance(raw, bytes) else raw.encode("utf-8")
-        return Message(headers={}, properties={}, body=body)
 
 
 def _text(value: bytes | str) -> str:
@@ -338,28 +319,7 @@ class RedisBroker(Broker):
 
     def _deliveries(self, reply: list[Any], queues: list[str],
                     owner: str) -> tuple[list[Delivery], float | None]:
-        now = float(reply[0])
-        hint = float(reply[1]) if reply[1] else None
-        expires = now + self.lease_seconds
-        out: list[Delivery] = []
-        batch: bytes = reply[2]
-        pos = 0
-        while pos < len(batch):
-            eol = batch.index(b"\n", pos)
-            index, token_b, dc_text, lc_text, size = batch[pos:eol].split(b" ")
-            pos = eol + 1 + int(size)
-            message, dc = parse_envelope(batch[eol + 1:pos]), int(dc_text)
-            token = token_b.decode()
-            if dc > 1:
-                info = dict(message.properties.get("delivery_info") or {})
-                message = message.with_properties(delivery_info={**info, "redelivered": True})
-            out.append(Delivery(
-                message=message, queue=queues[int(index) - 1],
-                tag=message.delivery_tag or token, token=token, owner=owner,
-                redelivered=dc > 1, delivery_count=dc, lost_count=int(lc_text),
-                lease_expires=expires,
-            ))
-        return out, hint
+        return redis_scripts.parse_receive(reply, queues, owner, self.lease_seconds)
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         tokens = [d.token for d in deliveries]

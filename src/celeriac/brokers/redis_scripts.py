@@ -1,5 +1,7 @@
 """The Lua scripts of the Redis broker (key layout: see :mod:`celeriac.brokers.redis`).
 
+Also owns the parsing of ``RECEIVE``'s reply (:func:`parse_receive`).
+
 Every state change of a message that is not a plain publish is one of these
 scripts, so each is atomic on the server. All scripts take the global key
 prefix as ``ARGV[1]`` and build key names from it (a Redis Cluster deployment
@@ -36,6 +38,17 @@ Scripts and their arguments (after the prefix):
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+try:  # optional speed-up (celeriac[fast]); the stdlib parser is the fallback
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None  # type: ignore[assignment]
+
+from ..exceptions import DecodeError
+from ..messages import Message
+from .base import Delivery
 
 #: Most wake-up tokens kept per queue (consumers pop one per wake-up).
 WAKE_CAP = 16
@@ -332,3 +345,44 @@ ALL = {
     "dead_letter": DEAD_LETTER, "expire_owner": EXPIRE_OWNER, "retry_dead": RETRY_DEAD,
     "purge_dead": PURGE_DEAD, "purge": PURGE, "stats": STATS,
 }
+
+
+def parse_envelope(raw: bytes | str) -> Message:
+    """The message in ``raw``; garbage becomes a header-less message the worker dead-letters."""
+    try:
+        if _orjson is not None:
+            try:
+                return Message.from_envelope(_orjson.loads(raw))
+            except _orjson.JSONDecodeError:
+                pass  # not strict JSON for orjson (e.g. NaN): let the stdlib decide
+        return Message.loads(raw)
+    except DecodeError:
+        body = raw if isinstance(raw, bytes) else raw.encode("utf-8")
+        return Message(headers={}, properties={}, body=body)
+
+
+def parse_receive(reply: list[Any], queues: list[str], owner: str,
+                  lease_seconds: float) -> tuple[list[Delivery], float | None]:
+    """``RECEIVE``'s reply as deliveries, plus the wait hint (seconds) or None."""
+    now = float(reply[0])
+    hint = float(reply[1]) if reply[1] else None
+    expires = now + lease_seconds
+    out: list[Delivery] = []
+    batch: bytes = reply[2]
+    pos = 0
+    while pos < len(batch):
+        eol = batch.index(b"\n", pos)
+        index, token_b, dc_text, lc_text, size = batch[pos:eol].split(b" ")
+        pos = eol + 1 + int(size)
+        message, dc = parse_envelope(batch[eol + 1:pos]), int(dc_text)
+        token = token_b.decode()
+        if dc > 1:
+            info = dict(message.properties.get("delivery_info") or {})
+            message = message.with_properties(delivery_info={**info, "redelivered": True})
+        out.append(Delivery(
+            message=message, queue=queues[int(index) - 1],
+            tag=message.delivery_tag or token, token=token, owner=owner,
+            redelivered=dc > 1, delivery_count=dc, lost_count=int(lc_text),
+            lease_expires=expires,
+        ))
+    return out, hint

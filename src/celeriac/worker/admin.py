@@ -155,7 +155,7 @@ def status(obj: Any, max_age: float, node: str | None, max_silence: float,
                    f"processed={n['processed']} queues={','.join(n['queues'])} "
                    f"last heartbeat {now - n['timestamp']:.1f}s ago")
     if not alive:
-        raise click.ClickException("Error: No nodes replied within time constraint")
+        raise click.ClickException("No nodes replied within time constraint")
     if not as_json:
         click.echo(f"\n{len(alive)} node{'s' if len(alive) != 1 else ''} online.")
 
