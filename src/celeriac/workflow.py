@@ -105,3 +105,31 @@ def replace(task: Task, sig: Any) -> None:
         raise Ignore(new.apply().get())
     new.apply_async()
     raise Ignore("Replaced by new task")
+
+
+def fail_outside_tracer(app: Any, message: Any, exc: BaseException) -> None:
+    """A task ended without its tracer (worker lost, hard time limit): record FAILURE,
+    call its error callbacks and count it in its chord, so workflows still finish."""
+    from .backends.meta import store_result
+    from .chords import join_member
+    from .context import Context
+    from .messages import parse_task
+    from .states import FAILURE
+
+    task_id = message.task_id
+    if not task_id:
+        return
+    store_result(app, task_id, exc, FAILURE)
+    try:
+        call = parse_task(message, None)
+    except Exception:
+        return  # nothing more to follow in a message we cannot decode
+    headers = call.headers
+    ctx = Context(id=call.id, task=call.name, args=call.args, kwargs=call.kwargs,
+                  group=headers.get("group"), group_index=headers.get("group_index"),
+                  chord=call.embed.get("chord"), errbacks=call.embed.get("errbacks"),
+                  root_id=headers.get("root_id"), parent_id=headers.get("parent_id"),
+                  headers=headers, delivery_info={"redelivered": True}, called_directly=False)
+    call_errbacks(app, ctx, exc, None)
+    if ctx.chord:
+        join_member(app, ctx, exc, failed=True)

@@ -91,8 +91,6 @@ def test_unsupported_broker_scheme_names_the_setting(proj: Project) -> None:
     _assert_clean_error(shown, "broker_url", "nosuch")
 
 
-@pytest.mark.xfail(strict=True, reason="the worker says 'ready.' and retries silently "
-                   "when its broker is unreachable (reported in issue 2)")
 def test_unreachable_broker_on_worker(proj: Project) -> None:
     shown = proj.cli("-b", "redis://127.0.0.1:1/0", "worker", "-P", "threads", timeout=6)
     _assert_clean_error(shown, "127.0.0.1:1")

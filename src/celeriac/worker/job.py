@@ -29,6 +29,7 @@ from ..exceptions import (
 from ..execution import Outcome, Tracer, run_coroutine
 from ..messages import TaskCall, parse_task
 from ..task import Task
+from ..workflow import fail_outside_tracer
 
 if TYPE_CHECKING:
     from ..app import Celery
@@ -178,7 +179,7 @@ class JobRunner:
     def _worker_lost(self, delivery: base.Delivery, call: TaskCall) -> Job | None:
         exc = WorkerLostError(f"Worker exited prematurely while running {call.name}[{call.id}] "
                               f"({delivery.lost_count} times): message dead-lettered")
-        store_result(self.app, call.id, exc, states.FAILURE)
+        fail_outside_tracer(self.app, delivery.message, exc)
         return self._dead(delivery, base.WORKER_LOST,
                           f"{delivery.lost_count} deliveries lost with their worker")
 

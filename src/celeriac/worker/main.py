@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import config, signals
+from ..exceptions import OperationalError
 from .consumer import Consumer, default_hostname
 from .health import NodeHealth
 from .job import Job, Monitor
@@ -101,11 +102,26 @@ class Worker:
         if self.setup_logs:
             setup_logging(app, self.loglevel, self.logfile)
         app.finalize()
+        self.check_broker()
         if self.pool_name in ("prefork", "asyncio"):
-            from .supervisor import run_pool_worker  # provided by the production worker
+            from .supervisor import run_pool_worker
 
-            return run_pool_worker(self)
+            self._start_beat()
+            try:
+                return run_pool_worker(self)
+            finally:
+                self._beat_stop.set()
         return self._run_in_process()
+
+    def check_broker(self) -> None:
+        """Fail at start-up, naming the broker, when it cannot be reached."""
+        try:
+            self.app.broker.stats(self.queues[0])
+        except OperationalError:
+            raise
+        except Exception as exc:
+            raise OperationalError(f"cannot reach the broker at {self.app.broker.url}: "
+                                   f"{exc}") from exc
 
     def banner(self) -> str:
         app = self.app

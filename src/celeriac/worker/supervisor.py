@@ -38,6 +38,7 @@ from .. import signals, states
 from ..backends.meta import store_result
 from ..brokers.base import Delivery
 from ..exceptions import TimeLimitExceeded, WorkerLostError
+from ..workflow import fail_outside_tracer
 from .autoscale import Autoscaler, parse_autoscale
 from .child import SPAWN_CONF_PREFIXES, ChildSpec, Slot, child_main
 from .health import NodeHealth
@@ -251,9 +252,9 @@ class Supervisor:
         task_id, _name, delivery = child.hard
         hard = child.slot.hard
         try:
-            store_result(self.app, task_id, TimeLimitExceeded(hard), states.FAILURE)
+            fail_outside_tracer(self.app, delivery.message, TimeLimitExceeded(hard))
         except Exception:
-            logger.exception("Could not store TimeLimitExceeded for %s", task_id)
+            logger.exception("Could not record TimeLimitExceeded for %s", task_id)
         broker = self.app.broker
         broker.ack([delivery])  # it ran to its limit: not redelivered
         others = broker.expire_owner(child.owner)

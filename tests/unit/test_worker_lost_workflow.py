@@ -1,0 +1,73 @@
+"""A task that ends outside its tracer (its workers kept dying) still finishes its workflow:
+FAILURE is stored, its error callbacks run and its chord is told, so the body fails with
+ChordError instead of waiting forever."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from celeriac import Celery, chord
+from celeriac.exceptions import ChordError, WorkerLostError
+from celeriac.worker.consumer import Consumer
+from celeriac.worker.pools import ThreadPool
+
+
+@pytest.fixture
+def app() -> Iterator[Celery]:
+    app = Celery("lostwf", broker="memory://", backend="memory://")
+    app.conf.worker_lease_seconds = 0.3
+    app.conf.worker_max_redeliveries = 1
+    yield app
+    app.close()
+
+
+def _lose_first_delivery(app: Celery) -> None:
+    """Lease every ready message to an owner that 'dies' (never acks); leases lapse."""
+    taken = app.broker.receive(["celery"], owner="dead-worker", limit=100, timeout=1)
+    assert taken, "expected messages to lease"
+    time.sleep(0.5)
+
+
+def _run_worker(app: Celery, seconds: float) -> None:
+    consumer = Consumer(app, ["celery"], ThreadPool(2))
+    thread = threading.Thread(target=consumer.run)
+    thread.start()
+    time.sleep(seconds)
+    consumer.stop()
+    thread.join(10)
+
+
+def test_lost_chord_member_fails_the_body_and_calls_errbacks(app: Celery) -> None:
+    seen: list[str] = []
+
+    @app.task
+    def member(x: int) -> int:
+        return x
+
+    @app.task
+    def body(results: list[int]) -> int:
+        return sum(results)
+
+    @app.task
+    def on_error(task_id: str) -> None:
+        seen.append(task_id)
+
+    header = [member.s(1), member.s(2).on_error(on_error.s())]
+    result = chord(header)(body.s())
+    _lose_first_delivery(app)
+    _run_worker(app, 1.5)
+
+    dead = app.broker.dead_letters("celery")
+    assert len(dead) == 2 and all(d.reason.startswith("worker_lost") for d in dead)
+    lost_ids = {d.message.task_id for d in dead}
+    for task_id in lost_ids:
+        assert isinstance(app.AsyncResult(task_id).result, WorkerLostError)
+    assert len(seen) == 1 and seen[0] in lost_ids
+    with pytest.raises(WorkerLostError):  # get() follows parents: the header failed first
+        result.get(timeout=5, disable_sync_subtasks=False)
+    with pytest.raises(ChordError, match="Dependency"):
+        app.AsyncResult(result.id).get(timeout=5, disable_sync_subtasks=False)
