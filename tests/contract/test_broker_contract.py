@@ -383,3 +383,19 @@ def test_concurrent_consumers_lose_and_duplicate_nothing(broker: Broker) -> None
     assert sorted(seen) == sorted(f"task-{n}" for n in range(total))
     assert sum(acked) == total
     assert counts(broker) == (0, 0, 0, 0)
+
+
+def test_ack_and_receive_settles_then_leases(broker: Broker) -> None:
+    for n in range(3):
+        broker.publish(make_message(n), Q)
+    first = broker.receive([Q], owner="w1", limit=2, timeout=1)
+    done, more = broker.ack_and_receive(first, [Q], owner="w1", limit=5, timeout=1)
+    assert done == 2
+    assert ids(more) == ["task-2"]
+    assert broker.stats(Q).leased == 1
+    # a stale ack (lease already given back and taken by another owner) is refused
+    broker.release(more[0])
+    taken = broker.receive([Q], owner="w2", limit=1, timeout=1)
+    done, nothing = broker.ack_and_receive(more, [Q], owner="w1", limit=1, timeout=0.05)
+    assert done == 0 and nothing == []
+    assert broker.ack(taken) == 1

@@ -167,6 +167,13 @@ class Broker(abc.ABC):
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         """Remove for good; return how many were still leased under their token."""
 
+    def ack_and_receive(self, acks: Sequence[Delivery], queues: Sequence[str], *, owner: str,
+                        limit: int = 1, timeout: float = 1.0) -> tuple[int, list[Delivery]]:
+        """``ack(acks)`` then ``receive(...)``; brokers override this to do both in one
+        round trip or transaction (a worker's loop: settle what finished, take more)."""
+        done = self.ack(acks) if acks else 0
+        return done, self.receive(queues, owner=owner, limit=limit, timeout=timeout)
+
     @abc.abstractmethod
     def renew(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> list[bool]:
         """Extend leases by ``seconds`` (default ``lease_seconds``); False where lost."""

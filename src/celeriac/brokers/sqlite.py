@@ -131,7 +131,8 @@ class SQLiteBroker(Broker):
         self._known_queues |= new_queues
 
     # -- consuming --------------------------------------------------------------
-    def _lease(self, queues: list[str], owner: str, limit: int) -> list[Delivery]:
+    def _lease(self, queues: list[str], owner: str, limit: int,
+               acks: Sequence[Delivery] = ()) -> tuple[int, list[Delivery]]:
         now = self.now()
         expires = now + self.lease_seconds
         marks = ", ".join("?" * len(queues))
@@ -140,13 +141,17 @@ class SQLiteBroker(Broker):
             params += [queue, now, limit]
         if len(queues) > 1:
             params.append(limit)
+        acked = 0
         with self._db.tx(durable=False) as conn:
+            if acks:
+                acked = max(0, conn.executemany(f"DELETE FROM messages WHERE {_HELD}",
+                                                [(int(d.tag), d.token) for d in acks]).rowcount)
             conn.execute(f"UPDATE messages SET not_before = NULL WHERE queue IN ({marks})"
                          " AND not_before <= ?", (*queues, now))
             rows = conn.execute(_LEASE.format(select=_ready_select(len(queues))),
                                 params).fetchall()
         rows.sort(key=lambda r: (r[2], r[0]))
-        return [Delivery(message=parse_envelope(env), queue=queue, tag=str(mid), token=token,
+        return acked, [Delivery(message=parse_envelope(env), queue=queue, tag=str(mid), token=token,
                          owner=owner, redelivered=count > 1, delivery_count=count,
                          lost_count=lost, lease_expires=expires)
                 for mid, queue, _prio, env, token, count, lost in rows]
@@ -171,9 +176,15 @@ class SQLiteBroker(Broker):
 
     def receive(self, queues: Sequence[str], *, owner: str, limit: int = 1,
                 timeout: float = 1.0) -> list[Delivery]:
+        return self.ack_and_receive((), queues, owner=owner, limit=limit, timeout=timeout)[1]
+
+    def ack_and_receive(self, acks: Sequence[Delivery], queues: Sequence[str], *, owner: str,
+                        limit: int = 1, timeout: float = 1.0) -> tuple[int, list[Delivery]]:
+        """Acknowledge ``acks`` inside the same transaction as the first lease attempt."""
         names = list(dict.fromkeys(queues))
         if not names:
-            return []
+            return (self.ack(acks) if acks else 0), []
+        acked = 0
         deadline = time.monotonic() + max(0.0, timeout)
         conn = self._db.get()
         idle_since = getattr(self._idle, "since", time.monotonic())
@@ -181,15 +192,16 @@ class SQLiteBroker(Broker):
         while True:
             version = data_version(conn)
             if first or self._any_ready(conn, names):
-                got = self._lease(names, owner, max(1, limit))
+                done, got = self._lease(names, owner, max(1, limit), acks if first else ())
+                acked += done
                 if got:
                     self._idle.since = time.monotonic()
-                    return got
+                    return acked, got
             first = False
             due = self._next_due(conn, names)
             if not wait_for_change(conn, version, deadline, due, idle_since):
                 self._idle.since = idle_since
-                return []
+                return acked, []
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         if not deliveries:

@@ -97,20 +97,23 @@ class Consumer:
                              "and they may run again")
 
     def _fill(self) -> None:
-        self._flush_acks()
         free = self.pool.free_slots()
         want = free + self.prefetch - len(self.buffer)
         if want <= 0:
+            self._flush_acks()
             self.pool.wait_for_slot(0.2)
             return
         timeout = 0.0 if self.buffer else self.poll_timeout
-        try:
-            batch = self.broker.receive(self.queues, owner=self.owner, limit=want,
-                                        timeout=timeout)
+        acks = self.runner.acks.take()
+        try:  # settle what finished and lease more in one round trip where the broker can
+            done, batch = self.broker.ack_and_receive(acks, self.queues, owner=self.owner,
+                                                      limit=want, timeout=timeout)
         except Exception:
+            self.runner.acks.restore(acks)
             logger.exception("Receiving from %s failed; retrying", self.broker.url)
             self.stopping.wait(1.0)
             return
+        self.runner.acks.settled(acks, done)
         self.monitor.received(len(batch))
         if not batch:
             return

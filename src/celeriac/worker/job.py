@@ -90,19 +90,33 @@ class AckBatcher:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def flush(self) -> None:
+    def take(self) -> list[base.Delivery]:
+        """Hand the pending acks to a caller that sends them (see :meth:`settled`)."""
         with self._lock:
             batch, self._pending = self._pending, []
-        if not batch:
-            return
-        try:
-            done = self.broker.ack(batch)
-        finally:
-            for d in batch:
-                self.keeper.drop(d)
+        return batch
+
+    def restore(self, batch: list[base.Delivery]) -> None:
+        """Put back acks whose sending failed, to be sent on the next turn."""
+        with self._lock:
+            self._pending[:0] = batch
+
+    def settled(self, batch: list[base.Delivery], done: int) -> None:
+        for d in batch:
+            self.keeper.drop(d)
         if done < len(batch):
             logger.warning("%d acknowledgement(s) refused: lease lost, another worker owns "
                            "the message now", len(batch) - done)
+
+    def flush(self) -> None:
+        batch = self.take()
+        if not batch:
+            return
+        done = 0
+        try:
+            done = self.broker.ack(batch)
+        finally:
+            self.settled(batch, done)
 
 
 @dataclass
