@@ -53,6 +53,7 @@ class Celery:
         self._broker: Broker | None = None
         self._backend: ResultStore | None = None
         self._pid = os.getpid()
+        self._oids: dict[tuple[int, int], str] = {}
         self._resources_lock = threading.Lock()
         self.on_configure = Signal("app.on_configure")
         self.on_after_configure = Signal("app.on_after_configure")
@@ -257,9 +258,31 @@ class Celery:
                     self._broker = broker_for_url(
                         self.broker_url,
                         lease_seconds=float(self.conf.worker_lease_seconds),
-                        options={"retry_policy": self.conf.task_publish_retry_policy,
-                                 **(self.conf.broker_transport_options or {})})
+                        options=self._broker_options())
         return self._broker
+
+    def _broker_options(self) -> dict[str, Any]:
+        """Transport options plus the Celery settings a broker driver understands."""
+        conf = self.conf
+        options: dict[str, Any] = {"retry_policy": conf.task_publish_retry_policy}
+        if conf.broker_use_ssl:
+            options["ssl"] = conf.broker_use_ssl
+        options.update(conf.broker_transport_options or {})
+        return options
+
+    def _backend_options(self) -> dict[str, Any]:
+        """Result transport options plus Celery's ``redis_*`` result settings, when set."""
+        conf = self.conf
+        options: dict[str, Any] = {}
+        for setting, option in (("redis_backend_use_ssl", "ssl"),
+                                ("redis_max_connections", "max_connections"),
+                                ("redis_socket_timeout", "socket_timeout"),
+                                ("redis_socket_connect_timeout", "socket_connect_timeout"),
+                                ("redis_socket_keepalive", "socket_keepalive")):
+            if setting in conf.changes and conf.get(setting) is not None:
+                options[option] = conf.get(setting)  # only what the user set: keep our defaults
+        options.update(conf.result_backend_transport_options or {})
+        return options
 
     @property
     def backend_url(self) -> str | None:
@@ -285,7 +308,7 @@ class Celery:
                 if self._backend is None:
                     self._backend = store_for_url(
                         url, expires=config.seconds(self.conf.result_expires),
-                        options=self.conf.result_backend_transport_options)
+                        options=self._backend_options())
         return self._backend
 
     def result_expires_for(self, state: str) -> float | None:
@@ -295,8 +318,13 @@ class Celery:
 
     @property
     def thread_oid(self) -> str:
-        return str(uuid.uuid3(uuid.NAMESPACE_OID, f"{uuid.getnode()}-{os.getpid()}-"
-                              f"{threading.get_ident()}-{id(self)}"))
+        """Celery's per-thread ``reply_to`` id (uuid3 of node, pid, thread, app)."""
+        key = (os.getpid(), threading.get_ident())
+        oid = self._oids.get(key)
+        if oid is None:
+            oid = self._oids[key] = str(uuid.uuid3(
+                uuid.NAMESPACE_OID, f"{uuid.getnode()}-{key[0]}-{key[1]}-{id(self)}"))
+        return oid
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None,
                   **options: Any) -> AsyncResult:

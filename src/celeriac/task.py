@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from . import _state, states
 from .backoff import exponential_backoff
@@ -177,9 +177,8 @@ class Task:
                              link_error=link_error, options=options)
 
     def _check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        try:
-            sig = inspect.signature(self.run)
-        except (TypeError, ValueError):
+        sig = _run_signature(type(self), self.run)
+        if sig is None:
             return
         try:
             sig.bind(*args, **kwargs)
@@ -310,3 +309,20 @@ _REQUESTS: contextvars.ContextVar[Mapping[int, tuple[Context, ...]]] = contextva
     "celeriac_requests", default=MappingProxyType({}))
 
 __all__ = ["Context", "Ignore", "Reject", "Retry", "Task"]
+
+
+_NO_SIGNATURE = object()
+
+
+def _run_signature(cls: type, run: Any) -> inspect.Signature | None:
+    """``inspect.signature(task.run)``, computed once per task class (hot path of delay)."""
+    cached = cls.__dict__.get("_run_signature_cache", _NO_SIGNATURE)
+    if cached is not _NO_SIGNATURE:
+        return cast("inspect.Signature | None", cached)
+    try:
+        sig: inspect.Signature | None = inspect.signature(run)
+    except (TypeError, ValueError):
+        sig = None
+    cls._run_signature_cache = sig  # type: ignore[attr-defined]
+    return sig
+

@@ -22,6 +22,7 @@ import logging
 import os
 import resource
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -145,6 +146,19 @@ def load_app(spec: ChildSpec) -> Celery:
     return app
 
 
+def _die_with_supervisor(spec: ChildSpec) -> None:
+    """Ask Linux to send SIGTERM (warm stop) to this child when its supervisor dies,
+    so a SIGKILLed supervisor never leaves children consuming on their own."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            logger.debug("prctl(PR_SET_PDEATHSIG) unavailable")
+    if spec.parent and os.getppid() != spec.parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def child_main(spec: ChildSpec, slot: Slot, conn: Connection) -> None:
     """Entry point of a child process."""
     app = load_app(spec)
@@ -155,6 +169,7 @@ def child_main(spec: ChildSpec, slot: Slot, conn: Connection) -> None:
                         monitor=monitor)
     monitor.consumer = consumer
     _install_signals(consumer)
+    _die_with_supervisor(spec)
     signals.worker_process_init.send(sender=None)
     code = 0
     try:
