@@ -16,7 +16,7 @@ from celeriac.messages import Message
 from celeriac.worker.consumer import Consumer
 from celeriac.worker.pools import ThreadPool
 
-CAPTURE = Path("/work/shared/reference/celery-wire-capture.txt")
+CAPTURE = Path(__file__).parents[1] / "fixtures" / "celery-wire-capture.txt"
 T = 10  # seconds: generous get() timeout
 
 

@@ -14,7 +14,7 @@ from celeriac.canvas import maybe_signature
 from celeriac.messages import Message, TaskCall, parse_task
 from celeriac.result import GroupResult
 
-CAPTURE = Path("/work/shared/reference/celery-wire-capture.txt")
+CAPTURE = Path(__file__).parents[1] / "fixtures" / "celery-wire-capture.txt"
 
 
 @pytest.fixture

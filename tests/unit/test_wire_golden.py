@@ -1,7 +1,7 @@
 """Golden wire tests: the captured Celery 5.7 messages decode, and we encode the same shape.
 
-The envelopes are parsed out of ``/work/shared/reference/celery-wire-capture.txt``
-(copied beside the tests when the shared folder is absent) so the fixtures are
+The envelopes are parsed out of ``tests/fixtures/celery-wire-capture.txt`` (a
+copy of ``shared/reference/celery-wire-capture.txt``), so the fixtures are
 the real bytes Celery wrote to Redis. Tagged JSON is compared with kombu's own
 ``kombu.utils.json`` (installed for tests only).
 """
@@ -25,18 +25,13 @@ from celeriac.serialization import JSON, PICKLE, accepted_types, dumps, json_dum
 
 kombu_json = pytest.importorskip("kombu.utils.json")
 
-CAPTURE_PATHS = [
-    Path("/work/shared/reference/celery-wire-capture.txt"),
-    Path(__file__).parent / "fixtures" / "celery-wire-capture.txt",
-]
+#: a copy of shared/reference/celery-wire-capture.txt, kept with the tests
+CAPTURE = Path(__file__).parents[1] / "fixtures" / "celery-wire-capture.txt"
 ACCEPT_JSON = accepted_types(["json"])
 
 
 def _capture_text() -> str:
-    for path in CAPTURE_PATHS:
-        if path.exists():
-            return path.read_text()
-    pytest.skip("celery-wire-capture.txt not found")
+    return CAPTURE.read_text()
 
 
 def captured_messages() -> list[tuple[str, dict[str, Any]]]:
