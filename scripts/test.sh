@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,redis]'
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,redis,fast]'
 .venv/bin/ruff check src tests bench examples
 .venv/bin/mypy
 exec .venv/bin/pytest "$@"

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _state, signals, states
-from .backends.meta import format_traceback, store_result
+from .backends.base import encode_meta
+from .backends.meta import build_meta, format_traceback, store_result
 from .context import Context
 from .exceptions import Ignore, Reject, Retry
 
@@ -64,13 +65,16 @@ class Tracer:
     """Runs one task request through its whole life cycle."""
 
     def __init__(self, task: Task, request: dict[str, Any], *, store: bool = True,
-                 propagate: bool = False, guard: Callable[[], bool] | None = None) -> None:
+                 propagate: bool = False, guard: Callable[[], bool] | None = None,
+                 result_sink: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.task = task
         self.app = task.app
         self.request = request
         self.store = store and not self._ignores_result()
         self.propagate = propagate
         self.guard = guard
+        #: where a plain SUCCESS meta goes instead of an immediate write (worker batching)
+        self.result_sink = result_sink
         self._token: Any = None
         self._started = 0.0
 
@@ -134,7 +138,7 @@ class Tracer:
             return self._finish(Outcome(states.SUCCESS, retval))
         if self.store:
             try:
-                store_result(self.app, self.task_id, retval, states.SUCCESS, request=ctx)
+                self._store_success(retval, ctx)
             except (TypeError, ValueError) as exc:
                 err = TypeError(f"cannot serialize the result of {task.name}: {exc}")
                 return self.failed(err)
@@ -144,6 +148,26 @@ class Tracer:
         self._hook(task.after_return, states.SUCCESS, retval, self.task_id, ctx.args,
                    ctx.kwargs, None)
         return self._finish(Outcome(states.SUCCESS, retval))
+
+    def _store_success(self, retval: Any, ctx: Context) -> None:
+        """Store SUCCESS now, or hand it to the result sink when nothing can observe the
+        delay: no callbacks, chain, chord or group, and no on_success/after_return hook
+        (those run after the result is stored and might read it)."""
+        if self.result_sink is None or not self._batchable(ctx):
+            store_result(self.app, self.task_id, retval, states.SUCCESS, request=ctx)
+            return
+        meta = build_meta(self.task_id, retval, states.SUCCESS, request=ctx,
+                          extended=bool(self.app.conf.result_extended))
+        encode_meta(meta)  # raises TypeError/ValueError now for an unserializable result
+        self.result_sink(self.task_id, meta)
+
+    def _batchable(self, ctx: Context) -> bool:
+        from .task import Task as BaseTask
+
+        cls = type(self.task)
+        return not (ctx.callbacks or ctx.chain or ctx.chord or ctx.group
+                    or cls.on_success is not BaseTask.on_success
+                    or cls.after_return is not BaseTask.after_return)
 
     def failed(self, exc: BaseException) -> Outcome:
         if isinstance(exc, Retry):

@@ -41,14 +41,21 @@ from __future__ import annotations
 
 from typing import Any
 
-try:  # optional speed-up (celeriac[fast]); the stdlib parser is the fallback
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None  # type: ignore[assignment]
-
 from ..exceptions import DecodeError
 from ..messages import Message
 from .base import Delivery
+
+
+def _optional_orjson() -> Any:
+    """orjson when installed (``celeriac[fast]``); the stdlib parser is the fallback."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    return orjson
+
+
+_orjson = _optional_orjson()
 
 #: Most wake-up tokens kept per queue (consumers pop one per wake-up).
 WAKE_CAP = 16

@@ -71,6 +71,7 @@ class Consumer:
                                 limits if limits is not None else ThreadLimits(),
                                 hard_in_process=hard_in_process, monitor=self.monitor)
         self.runner.batch_acks = True
+        self.runner.batch_results = isinstance(pool, SoloPool)
         self.buffer: collections.deque[Job] = collections.deque()
         self.stopping = threading.Event()
 
@@ -89,7 +90,18 @@ class Consumer:
     def stop(self) -> None:
         self.stopping.set()
 
+    def _flush_results(self) -> bool:
+        """Store batched results; False (acks must wait) if the store failed."""
+        try:
+            self.runner.results.flush()
+            return True
+        except Exception:
+            logger.exception("Storing results failed; retrying before acknowledging")
+            return False
+
     def _flush_acks(self) -> None:
+        if not self._flush_results():
+            return
         try:
             self.runner.acks.flush()
         except Exception:
@@ -104,6 +116,9 @@ class Consumer:
             self.pool.wait_for_slot(0.2)
             return
         timeout = 0.0 if self.buffer else self.poll_timeout
+        if not self._flush_results():
+            self.stopping.wait(1.0)
+            return
         acks = self.runner.acks.take()
         try:  # settle what finished and lease more in one round trip where the broker can
             done, batch = self.broker.ack_and_receive(acks, self.queues, owner=self.owner,

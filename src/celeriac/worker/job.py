@@ -119,6 +119,34 @@ class AckBatcher:
             self.settled(batch, done)
 
 
+class ResultBatcher:
+    """Collects plain SUCCESS results so a consumer stores them in one ``set_many``.
+
+    Used only where jobs run on the consumer's own thread (solo, prefork
+    children), so a result waits at most until the next loop turn, and is always
+    flushed before the acknowledgement of its message is sent.
+    """
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self._pending: list[tuple[str, dict[str, Any]]] = []
+
+    def add(self, task_id: str, meta: dict[str, Any]) -> None:
+        self._pending.append((task_id, meta))
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> None:
+        """Store the pending results; they stay pending if the store fails."""
+        if not self._pending or self.app.backend is None:
+            self._pending.clear()
+            return
+        self.app.backend.set_many(self._pending,
+                                  expires=self.app.result_expires_for(states.SUCCESS))
+        self._pending.clear()
+
+
 @dataclass
 class Job:
     """A delivery that passed the checks and may run."""
@@ -145,6 +173,9 @@ class JobRunner:
         self.acks = AckBatcher(self.broker, keeper)
         #: True when the owner (a consumer) flushes ``acks`` itself; else each ack is sent now
         self.batch_acks = False
+        self.results = ResultBatcher(app)
+        #: True when jobs run on the consumer thread: SUCCESS results are batched too
+        self.batch_results = False
         self.accept = serialization.accepted_types(app.conf.accept_content)
         self.max_redeliveries = int(app.conf.worker_max_redeliveries)
         self.processed = 0
@@ -251,7 +282,8 @@ class JobRunner:
         with self._lock:
             self.active[job.call.id] = job
         return Tracer(job.task, self.request_for(job),
-                      guard=(lambda: self.keeper.still_owner(d)) if acks_late else None)
+                      guard=(lambda: self.keeper.still_owner(d)) if acks_late else None,
+                      result_sink=self.results.add if self.batch_results else None)
 
     def limits_for(self, job: Job) -> tuple[float | None, float | None]:
         """(soft, hard) seconds: the message's ``timelimit`` header, else the task's."""
