@@ -286,7 +286,23 @@ def _as_list(tasks: tuple[Any, ...]) -> list[Any]:
     return list(tasks)
 
 
-class chain(Signature):
+class Composite(Signature):
+    """A signature made of member signatures (chain, group): members and their app."""
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return list(self["kwargs"]["tasks"])
+
+    @property
+    def app(self) -> Celery:
+        if self._app is None:
+            for member in self.tasks:
+                if member._app is not None or member._type is not None:
+                    return member.app
+        return super().app
+
+
+class chain(Composite):
     """Tasks run one after the other, each receiving the previous result."""
 
     def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
@@ -304,18 +320,6 @@ class chain(Signature):
 
     def _sigs(self, items: list[Any]) -> list[Signature]:
         return [s for s in (maybe_signature(t, app=self._app) for t in items) if s is not None]
-
-    @property
-    def tasks(self) -> list[Signature]:
-        return list(self["kwargs"]["tasks"])
-
-    @property
-    def app(self) -> Celery:
-        if self._app is None:
-            for step in self.tasks:
-                if step._app is not None or step._type is not None:
-                    return step.app
-        return super().app
 
     def clone(self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **opts: Any) -> Signature:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _state
-from .canvas import Signature, maybe_signature, register_type, sig_list
+from .canvas import Composite, Signature, maybe_signature, register_type, sig_list
 from .canvas_publish import publish_members
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def _flatten(items: Iterable[Any], app: Celery | None) -> list[Signature]:
     return out
 
 
-class group(Signature):
+class group(Composite):
     """Tasks run in parallel; the result is a GroupResult in call order."""
 
     def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
@@ -58,18 +58,6 @@ class group(Signature):
                          subtask_type="group")
         if self._app is None and members:
             self._app = members[0]._app
-
-    @property
-    def tasks(self) -> list[Signature]:
-        return list(self["kwargs"]["tasks"])
-
-    @property
-    def app(self) -> Celery:
-        if self._app is None:
-            for member in self.tasks:
-                if member._app is not None or member._type is not None:
-                    return member.app
-        return super().app
 
     def clone(self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **opts: Any) -> Signature:
