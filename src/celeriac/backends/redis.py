@@ -210,27 +210,27 @@ class RedisResultStore(ResultStore):
         super().__init__(url, expires=expires, options=options)
         self.prefix = _celery_prefix(str(self.options.get("global_keyprefix") or ""))
         self.retry_policy = dict(self.options.get("retry_policy") or {})
-        self._redis: redis.Redis | None = None
-        self._client_pid = -1
-        self._chord_add: Any = None
-        self._direct: Direct | None = None
+        #: (pid, client, chord script, direct connection), replaced as a whole so
+        #: threads never see a half-built connection; rebuilt after a fork
+        self._conn: tuple[int, redis.Redis, Any, Direct] | None = None
 
     @property
     def client(self) -> redis.Redis:
         """This process's client (a new one after a fork)."""
-        if self._redis is None or self._client_pid != os.getpid():
-            self._redis = get_client(self.url, self.options)
-            self._client_pid = os.getpid()
-            self._chord_add = self._redis.register_script(CHORD_ADD)
-            self._direct = direct_for(self._redis)
-        return self._redis
+        return self._connection()[1]
+
+    def _connection(self) -> tuple[int, redis.Redis, Any, Direct]:
+        conn = self._conn
+        if conn is None or conn[0] != os.getpid():
+            client = get_client(self.url, self.options)
+            conn = (os.getpid(), client, client.register_script(CHORD_ADD), direct_for(client))
+            self._conn = conn
+        return conn
 
     @property
     def direct(self) -> Direct:
         """This thread's raw connection for reads and writes (see :class:`Direct`)."""
-        self.client  # noqa: B018 - (re)connects after a fork
-        assert self._direct is not None
-        return self._direct
+        return self._connection()[3]
 
     def _retrying(self, what: str, call: Any) -> Any:
         return retrying(self.url, what, call, self.retry_policy)
@@ -329,7 +329,7 @@ class RedisResultStore(ResultStore):
         ttl = "" if self.expires is None else str(max(1, int(self.expires)))
         client = self.client
         reply = self._retrying("chord_add", partial(
-            self._chord_add, keys=self._chord_keys(group_id),
+            self._connection()[2], keys=self._chord_keys(group_id),
             args=[int(index), member, int(size), ttl, encode_meta(meta)], client=client))
         if not reply:
             return None
@@ -341,5 +341,4 @@ class RedisResultStore(ResultStore):
 
     def close(self) -> None:
         """Drop this instance's reference; the process-wide pool and listener stay."""
-        self._redis = None
-        self._direct = None
+        self._conn = None

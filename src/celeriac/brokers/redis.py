@@ -144,28 +144,30 @@ class RedisBroker(Broker):
         self.delay_in_broker = bool(self.options.get("delay_in_broker", True))
         self._nonce = uuid.uuid4().hex[:8] + ":"
         self._declared: set[str] = set()
-        self._scripts: dict[str, Any] = {}
-        self._client_pid = -1
-        self._redis: redis.Redis | None = None
-        self._direct: Direct | None = None
+        #: (pid, client, scripts, direct connection), replaced as a whole so threads
+        #: never see a half-built connection; rebuilt after a fork
+        self._conn: tuple[int, redis.Redis, dict[str, Any], Direct] | None = None
 
     # -- plumbing ----------------------------------------------------------------
     @property
     def client(self) -> redis.Redis:
         """This process's client (a new one after a fork)."""
-        if self._redis is None or self._client_pid != os.getpid():
-            self._redis = get_client(self.url, self.options)
-            self._client_pid = os.getpid()
-            self._scripts = {name: self._redis.register_script(src)
-                             for name, src in redis_scripts.ALL.items()}
-            self._direct = direct_for(self._redis)
-        return self._redis
+        return self._connection()[1]
+
+    def _connection(self) -> tuple[int, redis.Redis, dict[str, Any], Direct]:
+        conn = self._conn
+        if conn is None or conn[0] != os.getpid():
+            client = get_client(self.url, self.options)
+            scripts = {name: client.register_script(src)
+                       for name, src in redis_scripts.ALL.items()}
+            conn = (os.getpid(), client, scripts, direct_for(client))
+            self._conn = conn
+        return conn
 
     def _script(self, name: str, *args: Any) -> Any:
         """Run a script on this thread's raw connection (see :class:`Direct`)."""
-        self.client  # noqa: B018 - (re)connects after a fork
-        script, direct = self._scripts[name], self._direct
-        assert direct is not None
+        _, _, scripts, direct = self._connection()
+        script = scripts[name]
         try:
             return direct.execute("EVALSHA", script.sha, 0, self.prefix, *args)
         except redis.exceptions.NoScriptError:  # a restarted or flushed server
@@ -251,9 +253,7 @@ class RedisBroker(Broker):
             wake = self._key(f"_celeriac.wake.{queue}")
             commands += [("LPUSH", wake, *["1"] * min(count, redis_scripts.WAKE_CAP)),
                          ("LTRIM", wake, 0, redis_scripts.WAKE_CAP - 1)]
-        self.client  # noqa: B018 - (re)connects after a fork
-        assert self._direct is not None
-        self._direct.pipeline(commands)
+        self._connection()[3].pipeline(commands)
 
     # -- consuming ------------------------------------------------------------------
     def receive(self, queues: Sequence[str], *, owner: str, limit: int = 1,
@@ -305,11 +305,10 @@ class RedisBroker(Broker):
         if hint is not None:
             wait = min(wait, max(hint, 0.0) + 0.002)
         keys = [self._key(f"_celeriac.wake.{q}") for q in queues]
-        self.client  # noqa: B018 - (re)connects after a fork
-        assert self._direct is not None
-        script = self._scripts["receive"]
+        _, _, scripts, direct = self._connection()
+        script = scripts["receive"]
         try:
-            _, reply = self._direct.pipeline([
+            _, reply = direct.pipeline([
                 ("BLPOP", *keys, max(round(wait, 3), 0.001)),
                 ("EVALSHA", script.sha, 0, self.prefix,
                  *self._receive_args(queues, owner, limit))])
@@ -411,6 +410,4 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         """Drop this instance's reference; the process-wide pool stays for other users."""
-        self._redis = None
-        self._direct = None
-        self._scripts = {}
+        self._conn = None
