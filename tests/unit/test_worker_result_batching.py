@@ -1,5 +1,6 @@
-"""Consumers that run jobs on their own thread (solo, prefork children) store plain SUCCESS
-results in batches, always before the acknowledgements of those messages."""
+"""Consumers that run jobs on their own thread (solo, prefork children) with a prefetch
+store plain SUCCESS results in batches, always before the acknowledgements of those
+messages."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def app() -> Iterator[Celery]:
 
 
 def _run(app: Celery, until: Any, timeout: float = 10.0) -> Consumer:
-    consumer = Consumer(app, ["celery"], SoloPool(), poll_timeout=0.05)
+    consumer = Consumer(app, ["celery"], SoloPool(), poll_timeout=0.05, prefetch=4)
     thread = threading.Thread(target=consumer.run)
     thread.start()
     deadline = time.monotonic() + timeout
@@ -101,3 +102,9 @@ def test_results_with_callbacks_are_stored_at_once(app: Celery) -> None:
     app.backend.set = recording_set  # type: ignore[union-attr,method-assign]
     _run(app, lambda: res.ready())
     assert res.id in stored_directly  # a linked task's result is not deferred
+
+
+def test_without_prefetch_results_are_stored_at_once(app: Celery) -> None:
+    consumer = Consumer(app, ["celery"], SoloPool())
+    assert consumer.runner.batch_results is False  # one result per turn: nothing to batch
+
