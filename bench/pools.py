@@ -62,8 +62,8 @@ def load(workdir: Path, url: str) -> Any:
 
 
 def publish(proj: Any, name: str, n: int, args: tuple[Any, ...] = ()) -> list[str]:
+    from celeriac.app.publish import build_message
     from celeriac.brokers.base import Publish
-    from celeriac.publish import build_message
 
     ids: list[str] = []
     for offset in range(0, n, 1000):

@@ -30,10 +30,10 @@ from typing import Any
 import redis
 
 from celeriac import Celery
-from celeriac.backends.meta import build_meta
+from celeriac.app.publish import build_message
 from celeriac.brokers.base import Publish
 from celeriac.messages import parse_task
-from celeriac.publish import build_message
+from celeriac.results.meta import build_meta
 from celeriac.worker.consumer import Consumer
 from celeriac.worker.pools import SoloPool
 

@@ -180,8 +180,8 @@ def enqueue_delay(proj: Any, n: int) -> tuple[Row, list[str]]:
 
 
 def enqueue_many(proj: Any, n: int) -> tuple[Row, list[str]]:
+    from celeriac.app.publish import build_message
     from celeriac.brokers.base import Publish
-    from celeriac.publish import build_message
 
     app = proj.app
     ids: list[str] = []

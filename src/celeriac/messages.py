@@ -344,3 +344,10 @@ def parse_envelope(raw: bytes | str) -> Message:
     except DecodeError:
         body = raw if isinstance(raw, bytes) else raw.encode("utf-8")
         return Message(headers={}, properties={}, body=body)
+
+
+def encode_envelope(message: Message, queue: str, priority: int) -> str:
+    """The JSON envelope stored for ``message``, carrying its effective priority."""
+    env = message.to_envelope(queue)
+    env["properties"]["priority"] = priority
+    return json.dumps(env)

@@ -162,8 +162,8 @@ class Project:
     def publish_many(self, name: str, arglist: Iterable[tuple[Any, ...]],
                      **options: Any) -> list[str]:
         """Publish many calls in one broker batch; return their task ids."""
+        from celeriac.app.publish import build_message
         from celeriac.brokers.base import Publish
-        from celeriac.publish import build_message
 
         ids, items = [], []
         for args in arglist:
@@ -260,7 +260,7 @@ def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.1,
 
 def _redis_available() -> bool:
     try:
-        import celeriac.brokers.redis  # noqa: F401
+        import celeriac.brokers.redis.client  # noqa: F401
     except ImportError:
         return False
     return True

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from celeriac.backends.base import ResultStore
 from celeriac.brokers.base import Broker
+from celeriac.results.store import ResultStore
 
 LEASE_SECONDS = 1.0
 BROKERS = ["memory", "sqlite", "redis"]
@@ -31,14 +31,14 @@ def load(module: str, attr: str) -> Any:
 
 def make_broker(kind: str, request: pytest.FixtureRequest) -> Broker:
     if kind == "memory":
-        from celeriac.brokers.memory import MemoryBroker
+        from celeriac.brokers.memory.broker import MemoryBroker
         return MemoryBroker("memory://", lease_seconds=LEASE_SECONDS)
     if kind == "sqlite":
-        from celeriac.brokers.sqlite import SQLiteBroker
+        from celeriac.brokers.sqlite.broker import SQLiteBroker
         path = request.getfixturevalue("sqlite_path")
         return SQLiteBroker(f"sqlite:///{path}", lease_seconds=LEASE_SECONDS)
     if kind == "redis":
-        cls = load("celeriac.brokers.redis", "RedisBroker")
+        cls = load("celeriac.brokers.redis.broker", "RedisBroker")
         url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("key_prefix")
         broker: Broker = cls(url, lease_seconds=LEASE_SECONDS,
                              options={"global_keyprefix": prefix})
@@ -48,13 +48,13 @@ def make_broker(kind: str, request: pytest.FixtureRequest) -> Broker:
 
 def make_store(kind: str, request: pytest.FixtureRequest) -> ResultStore:
     if kind == "memory":
-        from celeriac.backends.memory import MemoryResultStore
+        from celeriac.brokers.memory.results import MemoryResultStore
         return MemoryResultStore("memory://")
     if kind == "sqlite":
-        from celeriac.backends.sqlite import SQLiteResultStore
+        from celeriac.brokers.sqlite.results import SQLiteResultStore
         return SQLiteResultStore(f"sqlite:///{request.getfixturevalue('sqlite_path')}")
     if kind == "redis":
-        cls = load("celeriac.backends.redis", "RedisResultStore")
+        cls = load("celeriac.brokers.redis.results", "RedisResultStore")
         url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("key_prefix")
         store: ResultStore = cls(url, options={"global_keyprefix": prefix})
         return store

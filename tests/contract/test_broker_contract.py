@@ -11,14 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from celeriac.brokers.base import (
-    DECODE_ERROR,
-    REJECTED,
-    WORKER_LOST,
-    Broker,
-    Delivery,
-    Publish,
-)
+from celeriac.brokers.base import DECODE_ERROR, REJECTED, WORKER_LOST, Broker, Delivery, Publish
 from celeriac.messages import Message, task_message
 
 LEASE = 1.0

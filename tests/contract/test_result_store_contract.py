@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from celeriac.backends.base import ResultStore
+from celeriac.results.store import ResultStore
 
 
 def meta(task_id: str, status: str = "SUCCESS", result: Any = 4) -> dict[str, Any]:

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from celeriac import Celery
-from celeriac.beat.clock import ManualClock
-from celeriac.beat.policy import fire_task_id
-from celeriac.beat.redis_store import RedisStore
 from celeriac.beat.scheduler import Scheduler
+from celeriac.brokers.redis.beat_store import RedisStore
+from celeriac.schedules.clock import ManualClock
+from celeriac.schedules.policy import fire_task_id
 
 pytestmark = pytest.mark.redis
 UTC = timezone.utc

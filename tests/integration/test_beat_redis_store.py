@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from celeriac.beat.redis_store import RedisStore
-from celeriac.beat.store import ScheduleStore
+from celeriac.brokers.redis.beat_store import RedisStore
+from celeriac.schedules.store import ScheduleStore
 
 pytestmark = pytest.mark.redis
 UNIT = Path(__file__).resolve().parents[1] / "unit"
@@ -57,7 +57,7 @@ def test_three_schedulers_share_redis(redis_url: str, key_prefix: str) -> None:
 
 
 def test_store_for_app_uses_the_redis_broker(redis_url: str, key_prefix: str) -> None:
-    from celeriac.beat.stores import store_for_app
+    from celeriac.schedules.stores import store_for_app
 
     class App:
         class conf(dict):

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from celeriac.backends.redis import RedisResultStore
-from celeriac.brokers.redis import RedisBroker
+from celeriac.brokers.redis.broker import RedisBroker
+from celeriac.brokers.redis.client import get_client, parse_target, redact
+from celeriac.brokers.redis.results import RedisResultStore
 from celeriac.exceptions import ImproperlyConfigured, OperationalError
 from celeriac.messages import task_message
-from celeriac.redis_client import get_client, parse_target, redact
 
 pytestmark = pytest.mark.redis
 
@@ -92,7 +92,7 @@ def test_crashed_consumer_loses_nothing(redis_url: str, key_prefix: str) -> None
         broker.publish(msg(n), "q")  # type: ignore[arg-type]
     code = (
         "import os, sys\n"
-        "from celeriac.brokers.redis import RedisBroker\n"
+        "from celeriac.brokers.redis.broker import RedisBroker\n"
         f"b = RedisBroker({redis_url!r}, lease_seconds=1.0, "
         f"options={{'global_keyprefix': {key_prefix!r}}})\n"
         "got = b.receive(['q'], owner='doomed', limit=5, timeout=2)\n"

@@ -1,4 +1,4 @@
-"""The per-thread raw connections (:class:`celeriac.redis_client.Direct`) of hot paths.
+"""The per-thread raw connections (:class:`celeriac.brokers.redis.client.Direct`) of hot paths.
 
 They bypass redis-py's pool for speed, so the guarantees the pool gave must
 hold here too: replies stay in sync after an error reply, a dropped
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from celeriac.redis_client import Direct, direct_for, get_client
+from celeriac.brokers.redis.client import Direct, direct_for, get_client
 
 pytestmark = pytest.mark.redis
 

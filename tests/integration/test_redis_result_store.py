@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import redis
 
-from celeriac.backends.base import encode_meta
-from celeriac.backends.redis import RedisResultStore, listener_for
+from celeriac.brokers.redis.results import RedisResultStore, listener_for
+from celeriac.results.store import encode_meta
 
 pytestmark = pytest.mark.redis
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import redis
 
-from celeriac.backends.redis import RedisResultStore
-from celeriac.brokers.redis import RedisBroker
+from celeriac.brokers.redis.broker import RedisBroker
+from celeriac.brokers.redis.results import RedisResultStore
 from celeriac.messages import task_message
 
 pytestmark = pytest.mark.redis

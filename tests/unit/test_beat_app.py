@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from celeriac import Celery
-from celeriac.beat.clock import ManualClock
 from celeriac.beat.embedded import start_embedded
 from celeriac.beat.scheduler import Scheduler
-from celeriac.beat.sqlite_store import SQLiteStore
-from celeriac.beat.stores import store_for_app
+from celeriac.brokers.sqlite.beat_store import SQLiteStore
 from celeriac.messages import parse_task
 from celeriac.schedules import crontab
+from celeriac.schedules.clock import ManualClock
+from celeriac.schedules.stores import store_for_app
 
 UTC = timezone.utc
 MONDAY = datetime(2026, 3, 2, 7, 29, 0, tzinfo=UTC)

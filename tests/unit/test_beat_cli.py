@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from celeriac.beat.cli import beat_command, schedule_group
-from celeriac.beat.clock import ManualClock
 from celeriac.beat.scheduler import Scheduler
+from celeriac.cli.beat import beat_command, schedule_group
+from celeriac.schedules.clock import ManualClock
 
 UTC = timezone.utc
 

@@ -17,13 +17,14 @@ from typing import Any
 
 import pytest
 
-from celeriac.beat.clock import ManualClock
-from celeriac.beat.entries import spec_from_conf
-from celeriac.beat.policy import fire_task_id
 from celeriac.beat.scheduler import Scheduler
-from celeriac.beat.sqlite_store import SQLiteStore
-from celeriac.beat.store import MemoryStore, ScheduleStore
+from celeriac.brokers.memory.beat_store import MemoryStore
+from celeriac.brokers.sqlite.beat_store import SQLiteStore
 from celeriac.schedules import crontab
+from celeriac.schedules.clock import ManualClock
+from celeriac.schedules.entries import spec_from_conf
+from celeriac.schedules.policy import fire_task_id
+from celeriac.schedules.store import ScheduleStore
 
 UTC = timezone.utc
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

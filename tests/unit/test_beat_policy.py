@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from celeriac.beat.clock import ManualClock
-from celeriac.beat.entries import EntrySpec, StoredEntry, entry_for_task, spec_from_conf
-from celeriac.beat.policy import fire_task_id, max_lateness, plan
 from celeriac.beat.scheduler import Scheduler
-from celeriac.beat.store import MemoryStore
+from celeriac.brokers.memory.beat_store import MemoryStore
 from celeriac.schedules import crontab, schedule
+from celeriac.schedules.clock import ManualClock
+from celeriac.schedules.entries import EntrySpec, StoredEntry, entry_for_task, spec_from_conf
+from celeriac.schedules.policy import fire_task_id, max_lateness, plan
 
 UTC = timezone.utc
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from celeriac import Celery
-from celeriac.beat.sqlite_store import SQLiteStore
+from celeriac.brokers.sqlite.beat_store import SQLiteStore
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 

@@ -6,10 +6,10 @@ import threading
 from datetime import datetime, timezone
 from typing import Any
 
-from celeriac.beat.clock import ManualClock
-from celeriac.beat.entries import StoredEntry
 from celeriac.beat.scheduler import Scheduler
-from celeriac.beat.store import MemoryStore
+from celeriac.brokers.memory.beat_store import MemoryStore
+from celeriac.schedules.clock import ManualClock
+from celeriac.schedules.entries import StoredEntry
 
 UTC = timezone.utc
 

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from celeriac.beat.entries import EntrySpec, StoredEntry
-from celeriac.beat.firing import new_record
-from celeriac.beat.sqlite_store import SQLiteStore
-from celeriac.beat.store import MemoryStore, ScheduleStore
+from celeriac.brokers.memory.beat_store import MemoryStore
+from celeriac.brokers.sqlite.beat_store import SQLiteStore
 from celeriac.schedules import crontab, schedule
+from celeriac.schedules.entries import EntrySpec, StoredEntry
+from celeriac.schedules.firing import new_record
+from celeriac.schedules.store import ScheduleStore
 
 UTC = timezone.utc
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

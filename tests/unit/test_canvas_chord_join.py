@@ -1,4 +1,4 @@
-"""The chord join (celeriac.chords): ordering, size sources, failures, redelivered completers."""
+"""The chord join (celeriac.canvas.join): ordering, size sources, failures, late completers."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from celeriac import Celery, chord
-from celeriac.backends.memory import MemoryResultStore
-from celeriac.chords import on_header_done
-from celeriac.context import Context
+from celeriac.app.context import Context
+from celeriac.brokers.memory.results import MemoryResultStore
+from celeriac.canvas.join import on_header_done
 from celeriac.messages import parse_task
 
 
@@ -85,7 +85,7 @@ class RedeliveryStore(MemoryResultStore):
         return super().chord_add(group_id, index, meta, size)
 
     def _decoded(self, group_id: str, size: int) -> list[dict[str, Any]]:
-        from celeriac.backends.base import decode_meta
+        from celeriac.results.store import decode_meta
 
         parts = self._chords[group_id][0]
         return [decode_meta(parts[i]) or {} for i in range(size)]
@@ -118,7 +118,7 @@ def test_redelivered_completer_publishes_the_body_it_died_before_sending(app: Ce
 
 
 def test_completer_does_not_republish_a_body_that_already_ran(app: Celery) -> None:
-    from celeriac.backends.meta import store_result
+    from celeriac.results.meta import store_result
 
     app._backend = RedeliveryStore()
     res, ctxs = header_contexts(app, 2)
@@ -133,7 +133,7 @@ def test_completer_does_not_republish_a_body_that_already_ran(app: Celery) -> No
 def test_redelivered_header_task_recovers_a_join_whose_completer_died(app: Celery,
                                                                        monkeypatch: Any) -> None:
     """With the stores' return-once chord_add: recovery from the saved header group."""
-    from celeriac.backends.meta import store_result
+    from celeriac.results.meta import store_result
 
     res, ctxs = header_contexts(app, 3)
     task = SimpleNamespace(app=app)
@@ -165,7 +165,7 @@ def test_redelivered_header_task_recovers_a_join_whose_completer_died(app: Celer
 
 
 def test_recovery_waits_while_header_tasks_are_unfinished(app: Celery) -> None:
-    from celeriac.backends.meta import store_result
+    from celeriac.results.meta import store_result
 
     _, ctxs = header_contexts(app, 2)
     task = SimpleNamespace(app=app)

@@ -125,8 +125,8 @@ def test_captured_chord_body_decodes(app: Celery) -> None:
 
 
 def test_batched_group_messages_equal_one_by_one_messages(app: Celery) -> None:
-    from celeriac.canvas_publish import publish_members
-    from celeriac.publish import build_message
+    from celeriac.app.publish import build_message
+    from celeriac.canvas.publish import publish_members
 
     add, tsum = app.tasks["tasks.add"], app.tasks["tasks.tsum"]
     app.conf.task_routes = {"tasks.add": {"queue": "celery", "priority": 3}}

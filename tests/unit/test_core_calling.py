@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from celeriac import Celery, Task, signature, states
+from celeriac.app.trace import Outcome
 from celeriac.brokers.base import Delivery
-from celeriac.execution import Outcome
 from celeriac.messages import Message
 from celeriac.result import AsyncResult, EagerResult
 from celeriac.worker.job import JobRunner

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from celeriac import Celery, states
-from celeriac.backends.meta import build_meta, exception_from_dict, exception_to_dict
 from celeriac.exceptions import (
     ImproperlyConfigured,
     MaxRetriesExceededError,
@@ -24,6 +23,7 @@ from celeriac.exceptions import (
     TimeoutError,
 )
 from celeriac.result import AsyncResult
+from celeriac.results.meta import build_meta, exception_from_dict, exception_to_dict
 
 
 @pytest.fixture

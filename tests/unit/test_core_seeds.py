@@ -20,8 +20,8 @@ from unittest import mock
 import pytest
 
 from celeriac import Celery, Task, shared_task, states
+from celeriac.app.trace import Outcome
 from celeriac.exceptions import Ignore, Reject, TaskRevokedError
-from celeriac.execution import Outcome
 from celeriac.worker.consumer import Consumer
 from celeriac.worker.job import JobRunner
 from celeriac.worker.leases import LeaseKeeper

@@ -18,9 +18,9 @@ from unittest import mock
 import pytest
 
 from celeriac import Celery, Task, shared_task, states
+from celeriac.app.trace import Outcome
 from celeriac.brokers.base import Delivery
 from celeriac.exceptions import MaxRetriesExceededError, Retry
-from celeriac.execution import Outcome
 from celeriac.messages import Message
 from celeriac.worker.job import JobRunner
 from celeriac.worker.leases import LeaseKeeper

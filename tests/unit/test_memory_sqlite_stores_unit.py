@@ -8,12 +8,11 @@ import time
 
 import pytest
 
-from celeriac.backends import store_for_url
-from celeriac.backends.memory import MemoryResultStore
-from celeriac.backends.sqlite import SQLiteResultStore
-from celeriac.brokers import broker_for_url
-from celeriac.brokers.memory import MemoryBroker
-from celeriac.brokers.sqlite import SQLiteBroker
+from celeriac.brokers.memory.broker import MemoryBroker
+from celeriac.brokers.memory.results import MemoryResultStore
+from celeriac.brokers.registry import broker_for_url, store_for_url
+from celeriac.brokers.sqlite.broker import SQLiteBroker
+from celeriac.brokers.sqlite.results import SQLiteResultStore
 from celeriac.messages import task_message
 
 META = {"status": "SUCCESS", "result": 1}

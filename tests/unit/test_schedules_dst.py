@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from celeriac.beat.clock import ManualClock
-from celeriac.beat.cron import resolve_wall_time
 from celeriac.beat.scheduler import Scheduler
-from celeriac.beat.store import MemoryStore
+from celeriac.brokers.memory.beat_store import MemoryStore
 from celeriac.schedules import crontab, schedule
+from celeriac.schedules.clock import ManualClock
+from celeriac.schedules.cron import resolve_wall_time
 
 UTC = timezone.utc
 PARIS, NEW_YORK, LORD_HOWE = (ZoneInfo("Europe/Paris"), ZoneInfo("America/New_York"),

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from celeriac.backends.sqlite import SQLiteResultStore
-from celeriac.brokers import broker_for_url
 from celeriac.brokers.base import Publish
-from celeriac.brokers.sqlite import SQLiteBroker, default_path, parse_url
+from celeriac.brokers.registry import broker_for_url
+from celeriac.brokers.sqlite.broker import SQLiteBroker
+from celeriac.brokers.sqlite.db import default_path, parse_url
+from celeriac.brokers.sqlite.results import SQLiteResultStore
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.messages import Message, task_message
 

@@ -29,13 +29,13 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..schedules import app_timezone
-from .api import Schedules
-from .clock import Clock, SystemClock
-from .entries import StoredEntry
-from .firing import deliver, new_record
-from .policy import plan
-from .store import ScheduleStore
+from ..schedules.clock import Clock, SystemClock
+from ..schedules.editing import Schedules
+from ..schedules.entries import StoredEntry
+from ..schedules.firing import deliver, new_record
+from ..schedules.kinds import app_timezone
+from ..schedules.policy import plan
+from ..schedules.store import ScheduleStore
 
 logger = logging.getLogger("celeriac.beat")
 
@@ -69,7 +69,7 @@ class Scheduler:
         self.clock = clock or SystemClock()
         self._owns_store = store is None
         if store is None:
-            from .stores import store_for_app
+            from ..schedules.stores import store_for_app
 
             store = store_for_app(app)
         self.store = store

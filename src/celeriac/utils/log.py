@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .._state import get_current_task
+from ..app.state import get_current_task
 
 
 class TaskContextFilter(logging.Filter):

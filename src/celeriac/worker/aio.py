@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
+from ..app.trace import Outcome, Tracer
 from ..brokers.base import Delivery
-from ..execution import Outcome, Tracer
 from .consumer import revoked_ids
 from .health import NodeHealth
 from .job import Job, JobRunner, unwind

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..app import Celery
+    from ..app.base import Celery
 
 logger = logging.getLogger("celeriac.worker")
 

@@ -35,7 +35,7 @@ from .limits import AlarmLimits
 from .pools import SoloPool
 
 if TYPE_CHECKING:
-    from ..app import Celery
+    from ..app.base import Celery
 
 logger = logging.getLogger("celeriac.worker")
 

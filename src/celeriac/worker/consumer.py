@@ -24,7 +24,7 @@ from .limits import ThreadLimits
 from .pools import SoloPool, ThreadPool
 
 if TYPE_CHECKING:
-    from ..app import Celery
+    from ..app.base import Celery
 
 logger = logging.getLogger("celeriac.worker")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..app import Celery
+    from ..app.base import Celery
 
 logger = logging.getLogger("celeriac.worker.health")
 

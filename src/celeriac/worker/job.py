@@ -18,21 +18,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import serialization, states
-from ..backends.meta import store_result
+from ..app.task import Task
+from ..app.trace import Outcome, Tracer, run_coroutine
 from ..brokers import base
-from ..exceptions import (
-    ContentDisallowed,
-    DecodeError,
-    TaskRevokedError,
-    WorkerLostError,
-)
-from ..execution import Outcome, Tracer, run_coroutine
+from ..canvas.callbacks import fail_outside_tracer
+from ..exceptions import ContentDisallowed, DecodeError, TaskRevokedError, WorkerLostError
 from ..messages import TaskCall, parse_task
-from ..task import Task
-from ..workflow import fail_outside_tracer
+from ..results.meta import store_result
 
 if TYPE_CHECKING:
-    from ..app import Celery
+    from ..app.base import Celery
     from .leases import LeaseKeeper
 
 from .limits import limited

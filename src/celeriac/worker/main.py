@@ -18,14 +18,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import config, signals
+from ..beat.embedded import start_embedded
 from ..exceptions import OperationalError
+from ..version import __version__
 from .consumer import Consumer, default_hostname
 from .health import NodeHealth
 from .job import Job, Monitor
 from .pools import make_pool
+from .supervisor import run_pool_worker
 
 if TYPE_CHECKING:
-    from ..app import Celery
+    from ..app.base import Celery
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -104,8 +107,6 @@ class Worker:
         app.finalize()
         self.check_broker()
         if self.pool_name in ("prefork", "asyncio"):
-            from .supervisor import run_pool_worker
-
             self._start_beat()
             try:
                 return run_pool_worker(self)
@@ -160,8 +161,6 @@ class Worker:
     def _start_beat(self) -> None:
         if not self.beat:
             return
-        from ..beat.embedded import start_embedded
-
         start_embedded(self.app, self._beat_stop)
 
     def _warm_shutdown(self, pool: Any, thread: threading.Thread) -> None:
@@ -212,6 +211,4 @@ class Worker:
 
 
 def _version() -> str:
-    from .. import __version__
-
     return __version__

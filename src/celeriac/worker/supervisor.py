@@ -35,10 +35,11 @@ from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
 from .. import signals, states
-from ..backends.meta import store_result
 from ..brokers.base import Delivery
+from ..canvas.callbacks import fail_outside_tracer
 from ..exceptions import TimeLimitExceeded, WorkerLostError
-from ..workflow import fail_outside_tracer
+from ..results.meta import store_result
+from .aio import run_asyncio_worker
 from .autoscale import Autoscaler, parse_autoscale
 from .child import SPAWN_CONF_PREFIXES, ChildSpec, Slot, child_main
 from .health import NodeHealth
@@ -55,8 +56,6 @@ TICK = 0.1
 def run_pool_worker(worker: Worker) -> int:
     """Run ``worker`` with a process pool (prefork) or an event loop (asyncio)."""
     if worker.pool_name == "asyncio":
-        from .aio import run_asyncio_worker
-
         return run_asyncio_worker(worker)
     if worker.app.broker_url.split(":", 1)[0] == "memory":
         logger.warning("The memory broker lives in one process: using the threads pool "

@@ -1,0 +1,306 @@
+"""The in-memory broker (``memory://``): one process, many threads.
+
+Capabilities: native delay yes, priorities yes (0 first), lease renewal yes,
+push wake-up yes (a Condition wakes blocked ``receive`` calls at once),
+multi-host no.
+
+All state lives in the instance, guarded by one lock; the app keeps one broker
+per process and in-process worker threads share it. Messages are stored as
+their JSON envelope text, exactly as the SQLite broker stores them, so a
+delivered :class:`~celeriac.messages.Message` is a fresh copy that looks the
+same on every broker.
+
+Bookkeeping: ``_entries`` (id -> entry) is the truth; three heaps index it
+lazily (stale heap items are recognised by the entry's ``version``):
+
+* ``_ready[queue]``: ``(priority, id, version)``, served lowest first;
+* ``_delayed``: ``(not_before, id, version)``;
+* ``_leases``: ``(lease_expires, id, version)``; a lapsed lease moves its
+  entry back to ready, keeping the token until someone else takes it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ...messages import Message, encode_envelope, parse_envelope
+from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+
+READY, DELAYED, LEASED = "ready", "delayed", "leased"
+
+
+@dataclass
+class _Entry:
+    id: int
+    queue: str
+    priority: int
+    envelope: str
+    state: str
+    not_before: float = 0.0
+    token: str | None = None
+    owner: str | None = None
+    lease_expires: float = 0.0
+    delivery_count: int = 0
+    lost_count: int = 0
+    first_delivered_at: float | None = None
+    version: int = 0
+
+
+class MemoryBroker(Broker):
+    """A thread-safe broker kept in this process's memory."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("memory",)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        native_delay=True, priorities=True, lease_renewal=True, push_wakeup=True,
+        multi_host=False,
+    )
+
+    def __init__(self, url: str = "memory://", *, lease_seconds: float = 30.0,
+                 options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(url, lease_seconds=lease_seconds, options=options)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._ids = itertools.count(1)
+        self._entries: dict[int, _Entry] = {}
+        self._ready: dict[str, list[tuple[int, int, int]]] = {}
+        self._delayed: list[tuple[float, int, int]] = []
+        self._leases: list[tuple[float, int, int]] = []
+        self._dead: dict[str, DeadLetter] = {}
+        self._queues: dict[str, None] = {}
+
+    # -- state transitions (lock held) -------------------------------------
+    def _make_ready(self, entry: _Entry) -> None:
+        entry.state, entry.version = READY, entry.version + 1
+        heapq.heappush(self._ready.setdefault(entry.queue, []),
+                       (entry.priority, entry.id, entry.version))
+
+    def _make_delayed(self, entry: _Entry, not_before: float) -> None:
+        entry.state, entry.version, entry.not_before = DELAYED, entry.version + 1, not_before
+        heapq.heappush(self._delayed, (not_before, entry.id, entry.version))
+
+    def _make_leased(self, entry: _Entry, token: str, owner: str, expires: float) -> None:
+        entry.state, entry.version = LEASED, entry.version + 1
+        entry.token, entry.owner, entry.lease_expires = token, owner, expires
+        heapq.heappush(self._leases, (expires, entry.id, entry.version))
+
+    def _current(self, item: tuple[Any, int, int]) -> _Entry | None:
+        entry = self._entries.get(item[1])
+        return entry if entry is not None and entry.version == item[2] else None
+
+    def _promote(self, now: float) -> None:
+        """Move due delayed messages and lapsed leases to ready."""
+        while self._delayed and self._delayed[0][0] <= now:
+            entry = self._current(heapq.heappop(self._delayed))
+            if entry is not None:
+                self._make_ready(entry)
+        while self._leases and self._leases[0][0] < now:
+            entry = self._current(heapq.heappop(self._leases))
+            if entry is not None:
+                self._make_ready(entry)  # keeps token: the holder may still ack
+
+    def _held(self, delivery: Delivery) -> _Entry | None:
+        """The entry if ``delivery``'s token still holds it."""
+        entry = self._entries.get(int(delivery.tag))
+        if entry is None or entry.token is None or entry.token != delivery.token:
+            return None
+        return entry
+
+    def _next_event(self) -> float | None:
+        heads = [h[0][0] for h in (self._delayed, self._leases) if h]
+        return min(heads) if heads else None
+
+    # -- producing ------------------------------------------------------------
+    def _add(self, message: Message, queue: str, not_before: float | None,
+             priority: int | None, now: float) -> None:
+        prio = self.message_priority(message, priority)
+        entry = _Entry(next(self._ids), queue, prio, encode_envelope(message, queue, prio), READY)
+        self._entries[entry.id] = entry
+        self._queues.setdefault(queue, None)
+        if not_before is not None and not_before > now:
+            self._make_delayed(entry, not_before)
+        else:
+            self._make_ready(entry)
+
+    def publish(self, message: Message, queue: str, *, not_before: float | None = None,
+                priority: int | None = None) -> None:
+        with self._changed:
+            self._add(message, queue, not_before, priority, self.now())
+            self._changed.notify_all()
+
+    def publish_many(self, items: Iterable[Publish]) -> None:
+        batch = list(items)
+        with self._changed:
+            now = self.now()
+            for item in batch:
+                self._add(item.message, item.queue, item.not_before, item.priority, now)
+            self._changed.notify_all()
+
+    # -- consuming --------------------------------------------------------------
+    def _pop_ready(self, queues: Sequence[str]) -> _Entry | None:
+        best: tuple[int, int, int] | None = None
+        best_heap: list[tuple[int, int, int]] | None = None
+        for queue in queues:
+            heap = self._ready.get(queue)
+            while heap and self._current(heap[0]) is None:
+                heapq.heappop(heap)
+            if heap and (best is None or heap[0] < best):
+                best, best_heap = heap[0], heap
+        if best is None or best_heap is None:
+            return None
+        heapq.heappop(best_heap)
+        return self._entries[best[1]]
+
+    def _take(self, queues: Sequence[str], owner: str, limit: int) -> list[Delivery]:
+        now = self.now()
+        self._promote(now)
+        expires = now + self.lease_seconds
+        out: list[Delivery] = []
+        while len(out) < limit:
+            entry = self._pop_ready(queues)
+            if entry is None:
+                break
+            if entry.token is not None:  # its previous lease lapsed
+                entry.lost_count += 1
+            entry.delivery_count += 1
+            if entry.first_delivered_at is None:
+                entry.first_delivered_at = now
+            token = uuid.uuid4().hex
+            self._make_leased(entry, token, owner, expires)
+            out.append(Delivery(
+                message=parse_envelope(entry.envelope), queue=entry.queue, tag=str(entry.id),
+                token=token, owner=owner, redelivered=entry.delivery_count > 1,
+                delivery_count=entry.delivery_count, lost_count=entry.lost_count,
+                lease_expires=expires,
+            ))
+        return out
+
+    def receive(self, queues: Sequence[str], *, owner: str, limit: int = 1,
+                timeout: float = 1.0) -> list[Delivery]:
+        deadline = self.now() + max(0.0, timeout)
+        with self._changed:
+            while True:
+                got = self._take(queues, owner, max(1, limit))
+                now = self.now()
+                if got or now >= deadline:
+                    return got
+                wake = deadline
+                event = self._next_event()
+                if event is not None:
+                    wake = min(wake, event + 0.001)
+                self._changed.wait(max(0.0, wake - now))
+
+    def ack(self, deliveries: Sequence[Delivery]) -> int:
+        done = 0
+        with self._lock:
+            for delivery in deliveries:
+                entry = self._held(delivery)
+                if entry is not None:
+                    del self._entries[entry.id]
+                    done += 1
+        return done
+
+    def renew(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> list[bool]:
+        extend = self.lease_seconds if seconds is None else float(seconds)
+        out: list[bool] = []
+        with self._lock:
+            expires = self.now() + extend
+            for delivery in deliveries:
+                entry = self._held(delivery)
+                if entry is not None:
+                    self._make_leased(entry, delivery.token, delivery.owner, expires)
+                out.append(entry is not None)
+        return out
+
+    def release(self, delivery: Delivery, *, not_before: float | None = None) -> bool:
+        with self._changed:
+            entry = self._held(delivery)
+            if entry is None:
+                return False
+            entry.token = entry.owner = None
+            if not_before is not None and not_before > self.now():
+                self._make_delayed(entry, not_before)
+            else:
+                self._make_ready(entry)
+            self._changed.notify_all()
+            return True
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        with self._lock:
+            entry = self._held(delivery)
+            if entry is None:
+                return False
+            del self._entries[entry.id]
+            dead_id = str(entry.id)
+            self._dead[dead_id] = DeadLetter(
+                id=dead_id, queue=entry.queue, reason=reason,
+                message=parse_envelope(entry.envelope), delivery_count=entry.delivery_count,
+                lost_count=entry.lost_count, first_delivered_at=entry.first_delivered_at,
+                dead_at=self.now(),
+            )
+            return True
+
+    def expire_owner(self, owner: str) -> int:
+        with self._changed:
+            now = self.now()
+            lapsed = 0
+            for entry in self._entries.values():
+                if entry.state == LEASED and entry.owner == owner and entry.lease_expires >= now:
+                    entry.lease_expires = 0.0
+                    self._make_ready(entry)
+                    lapsed += 1
+            if lapsed:
+                self._changed.notify_all()
+            return lapsed
+
+    # -- admin ------------------------------------------------------------------
+    def purge(self, queue: str) -> int:
+        with self._lock:
+            self._promote(self.now())
+            doomed = [e.id for e in self._entries.values()
+                      if e.queue == queue and e.state != LEASED]
+            for entry_id in doomed:
+                del self._entries[entry_id]
+            self._ready.pop(queue, None)
+            return len(doomed)
+
+    def stats(self, queue: str) -> QueueStats:
+        with self._lock:
+            self._promote(self.now())
+            counts = {READY: 0, DELAYED: 0, LEASED: 0}
+            for entry in self._entries.values():
+                if entry.queue == queue:
+                    counts[entry.state] += 1
+            dead = sum(1 for d in self._dead.values() if d.queue == queue)
+        return QueueStats(queue, ready=counts[READY], delayed=counts[DELAYED],
+                          leased=counts[LEASED], dead=dead)
+
+    def queues(self) -> list[str]:
+        with self._lock:
+            return list(self._queues)
+
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        with self._lock:
+            found = [d for d in self._dead.values() if queue is None or d.queue == queue]
+        return found[:limit]
+
+    def retry_dead_letter(self, dead_id: str) -> bool:
+        with self._changed:
+            dead = self._dead.pop(dead_id, None)
+            if dead is None:
+                return False
+            self._add(dead.message, dead.queue, None, None, self.now())
+            self._changed.notify_all()
+            return True
+
+    def purge_dead_letters(self, queue: str | None = None) -> int:
+        with self._lock:
+            doomed = [k for k, d in self._dead.items() if queue is None or d.queue == queue]
+            for key in doomed:
+                del self._dead[key]
+            return len(doomed)

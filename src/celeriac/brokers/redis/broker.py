@@ -1,0 +1,413 @@
+"""The Redis broker (``redis://``, ``rediss://``, ``sentinel://``), wire-compatible with Celery.
+
+Capabilities: native delay yes (sorted set), priorities yes (0 first, kombu's
+steps 0/3/6/9), lease renewal yes, push wake-up yes for celeriac producers
+(see *Waiting*), multi-host yes.
+
+Key layout (every key is preceded by ``global_keyprefix``, as kombu does;
+``S`` is kombu's separator ``\\x06\\x16``):
+
+``<queue>``, ``<queue>S3``, ``<queue>S6``, ``<queue>S9`` (lists)
+    ready messages as kombu's JSON envelope, LPUSHed by producers (ours and
+    Celery's) and taken from the right end: FIFO. Priority p goes to step
+    ``steps[bisect(steps, p) - 1]`` (steps 0, 3, 6, 9; step 0 is the bare
+    name; lower steps are served first).
+``_kombu.binding.<queue>``, ``_kombu.binding_permanent.<queue>`` (sets)
+    member ``<queue>SS<queue>``: kombu 5.7's bindings of the default
+    exchange, written once per queue and broker instance.
+``_celeriac.queues`` (set)
+    names of the queues published to.
+``_celeriac.delayed.<queue>`` (zset)
+    messages not yet due: member = 32-hex uid + 2-digit step + envelope,
+    score = due time (epoch seconds).
+    With the transport option ``delay_in_broker=False`` (fleets that still
+    include Celery workers, which never read this set) a countdown/eta
+    message is LPUSHed to its ready list at once with its ``eta`` header, as
+    Celery does; a celeriac worker that receives it early parks it here.
+``_celeriac.lease.<token>`` (hash)
+    one leased message: ``m`` envelope, ``q`` queue, ``s`` step, ``o``
+    owner, ``dc`` delivery count, ``lc`` lost count, ``fd`` first delivery.
+``_celeriac.leases.<queue>`` (zset)
+    token -> lease expiry, by Redis server time.
+``_celeriac.owner.<owner>`` (set)
+    tokens an owner holds (for ``expire_owner``).
+``_celeriac.seq`` (string)
+    lease counter; a token is a per-instance nonce plus the counter, so it
+    is never reused, and the token is the fence.
+``_celeriac.returned`` (hash)
+    envelope -> ``"dc lc first"`` for messages given back (lapsed or
+    released), so their counters survive the trip through a kombu-format
+    ready list. An entry whose message a *Celery* worker consumes is not
+    removed; the hash expires a week after the last give-back, which bounds
+    that leak (only mixed fleets have it; an expired entry only resets counts).
+``_celeriac.wake.<queue>`` (list)
+    at most 16 wake-up tokens pushed by celeriac publishers.
+``_celeriac.dead`` (zset), ``_celeriac.deadq.<queue>`` (zset), ``_celeriac.dead.<id>`` (hash)
+    dead letters by time, all and per queue; the hash holds ``m q s r dc lc
+    fd at`` (``r`` = reason).
+
+Celery's ``unacked``, ``unacked_index`` and ``unacked_mutex`` are not used:
+there is no visibility timeout (the ``visibility_timeout`` transport option
+is accepted and ignored; leases renewed by heartbeats replace it).
+
+Lua scripts (source and arguments in :mod:`celeriac.brokers.redis_scripts`):
+``RECEIVE`` (reclaim lapsed leases, promote due delays, lease a batch),
+``ACK``, ``RENEW``, ``RELEASE``, ``DEAD_LETTER`` (all fenced by the token),
+``EXPIRE_OWNER``, ``RETRY_DEAD``, ``PURGE_DEAD``, ``PURGE`` and ``STATS``.
+Publishing is a plain pipeline (LPUSH / ZADD, bindings, wake token), or for
+one ready message to a queue this instance already declared, the tiny
+``PUBLISH`` script (one round trip, one reply). The
+scripts build key names from the prefix, so on Redis Cluster the prefix must
+be a hash tag such as ``{celeriac}`` (one slot).
+
+Crash analysis: a message leaves a ready list only inside the ``RECEIVE``
+script, which records the lease in the same atomic step; a consumer killed
+at any point leaves the message either ready or leased, and a lapsed lease
+goes back to the head of its ready list at the next ``receive`` of any
+consumer of that queue (lost count + 1, ``redelivered``). Redelivered
+messages get ``properties.delivery_info.redelivered = true`` in the message
+handed out; the stored envelope is never rewritten. With AOF on, Redis
+replays every script, so accepted messages survive a Redis crash too.
+
+Waiting: when nothing is ready, ``receive`` BLPOPs the queues' wake lists
+(celeriac publishers push a token with every publish) with the next
+``RECEIVE`` pipelined behind it on the same connection, so Redis leases a new
+message the moment the BLPOP returns, in the same round trip. The wait is
+bounded by the next delayed due time or lease expiry, by 5 s, and by
+``polling_interval`` (default 0.1 s): a real Celery producer
+only LPUSHes the ready list, so that is the latency of its messages. A
+``receive`` that drains the queues clears their stale tokens in the same
+script. Blocking on the ready lists themselves was rejected: BRPOP/BLMPOP
+pop before the lease is recorded (the hole this broker closes), and the
+safe ``BLMOVE q q RIGHT RIGHT`` (a rotation that only waits) watches a
+single list, not the four priority lists of several queues. Set
+``polling_interval=None`` in a celeriac-only deployment to stop polling.
+
+Failures: ``receive`` swallows connection errors, backs off (up to 1 s) and
+retries until its timeout, then returns ``[]``, so consumers resume within
+about a second of Redis coming back; other calls retry by ``retry_policy``
+(Celery's ``task_publish_retry_policy`` defaults) and then raise
+:class:`~celeriac.exceptions.OperationalError` naming the URL. A publish
+retried after a lost reply may store the message twice (at-least-once,
+never lost). Scripts are reloaded after ``NOSCRIPT`` (a restarted server).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from bisect import bisect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any, ClassVar, TypeVar
+
+import redis
+
+from ...messages import Message
+from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from . import scripts as redis_scripts
+from .client import RETRYABLE_ERRORS, Direct, direct_for, get_client, retrying
+from .scripts import parse_envelope
+
+SEP = "\x06\x16"
+DEFAULT_STEPS = (0, 3, 6, 9)
+_CHUNK = 1000
+_T = TypeVar("_T")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+class RedisBroker(Broker):
+    """Celery-compatible Redis broker with leases, delays and dead letters."""
+
+    retries_connection = True
+
+    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        native_delay=True, priorities=True, lease_renewal=True, push_wakeup=True,
+        multi_host=True,
+    )
+
+    def __init__(self, url: str, *, lease_seconds: float = 30.0,
+                 options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(url, lease_seconds=lease_seconds, options=options)
+        self.prefix = str(self.options.get("global_keyprefix") or "")
+        self.steps = tuple(sorted({int(s) for s in self.options.get("priority_steps")
+                                   or DEFAULT_STEPS} | {0}))
+        interval = self.options.get("polling_interval", 0.1)
+        self.polling_interval = None if interval is None else float(interval)
+        self.retry_policy = dict(self.options.get("retry_policy") or {})
+        self.delay_in_broker = bool(self.options.get("delay_in_broker", True))
+        self._nonce = uuid.uuid4().hex[:8] + ":"
+        self._declared: set[str] = set()
+        #: (pid, client, scripts, direct connection), replaced as a whole so threads
+        #: never see a half-built connection; rebuilt after a fork
+        self._conn: tuple[int, redis.Redis, dict[str, Any], Direct] | None = None
+
+    # -- plumbing ----------------------------------------------------------------
+    @property
+    def client(self) -> redis.Redis:
+        """This process's client (a new one after a fork)."""
+        return self._connection()[1]
+
+    def _connection(self) -> tuple[int, redis.Redis, dict[str, Any], Direct]:
+        conn = self._conn
+        if conn is None or conn[0] != os.getpid():
+            client = get_client(self.url, self.options)
+            scripts = {name: client.register_script(src)
+                       for name, src in redis_scripts.ALL.items()}
+            conn = (os.getpid(), client, scripts, direct_for(client))
+            self._conn = conn
+        return conn
+
+    def _script(self, name: str, *args: Any) -> Any:
+        """Run a script on this thread's raw connection (see :class:`Direct`)."""
+        _, _, scripts, direct = self._connection()
+        script = scripts[name]
+        try:
+            return direct.execute("EVALSHA", script.sha, 0, self.prefix, *args)
+        except redis.exceptions.NoScriptError:  # a restarted or flushed server
+            direct.execute("SCRIPT", "LOAD", script.script)
+            return direct.execute("EVALSHA", script.sha, 0, self.prefix, *args)
+
+    def _retrying(self, what: str, call: Callable[[], _T]) -> _T:
+        return retrying(self.url, what, call, self.retry_policy)
+
+    def _step(self, priority: int) -> int:
+        return self.steps[bisect(self.steps, priority) - 1]
+
+    def _list_key(self, queue: str, step: int) -> str:
+        return f"{self.prefix}{queue}{SEP}{step}" if step else f"{self.prefix}{queue}"
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    # -- producing ----------------------------------------------------------------
+    def publish(self, message: Message, queue: str, *, not_before: float | None = None,
+                priority: int | None = None) -> None:
+        if queue not in self._declared or (
+                not_before is not None and self.delay_in_broker and not_before > self.now()):
+            self.publish_many([Publish(message, queue, not_before, priority)])
+            return
+        # fast path (a declared queue, ready now): one script call, one reply
+        prio = self.message_priority(message, priority)
+        text = json.dumps(self._envelope(message, queue, prio))
+        key = f"{queue}{SEP}{self._step(prio)}" if self._step(prio) else queue
+        self._retrying("publish", partial(self._script, "publish", key, queue, text))
+
+    def publish_many(self, items: Iterable[Publish]) -> None:
+        batch = list(items)
+        now = self.now()
+        for start in range(0, len(batch), 10 * _CHUNK):
+            chunk = batch[start:start + 10 * _CHUNK]
+            staged = self._stage(chunk, now)
+            self._retrying("publish", partial(self._send, staged))
+            self._declared.update(staged[3])
+
+    def _stage(self, batch: list[Publish], now: float) -> tuple[
+            dict[str, list[str]], dict[str, dict[str, float]], dict[str, int], set[str]]:
+        ready: dict[str, list[str]] = {}
+        delayed: dict[str, dict[str, float]] = {}
+        counts: dict[str, int] = {}
+        for item in batch:
+            prio = self.message_priority(item.message, item.priority)
+            text = json.dumps(self._envelope(item.message, item.queue, prio))
+            step = self._step(prio)
+            if (item.not_before is not None and item.not_before > now
+                    and self.delay_in_broker):
+                member = f"{uuid.uuid4().hex}{step:02d}{text}"
+                delayed.setdefault(item.queue, {})[member] = float(item.not_before)
+            else:
+                ready.setdefault(self._list_key(item.queue, step), []).append(text)
+            counts[item.queue] = counts.get(item.queue, 0) + 1
+        return ready, delayed, counts, set(counts) - self._declared
+
+    @staticmethod
+    def _envelope(message: Message, queue: str, priority: int) -> dict[str, Any]:
+        env = message.to_envelope(queue)
+        props = env["properties"]
+        props["priority"] = priority
+        props["delivery_info"]["routing_key"] = queue
+        return env
+
+    def _send(self, staged: tuple[dict[str, list[str]], dict[str, dict[str, float]],
+                                  dict[str, int], set[str]]) -> None:
+        ready, delayed, counts, new_queues = staged
+        commands: list[tuple[Any, ...]] = []
+        for queue in new_queues:
+            member = f"{queue}{SEP}{SEP}{queue}"
+            commands += [("SADD", self._key(f"_kombu.binding.{queue}"), member),
+                         ("SADD", self._key(f"_kombu.binding_permanent.{queue}"), member),
+                         ("SADD", self._key("_celeriac.queues"), queue)]
+        for key, texts in ready.items():
+            for i in range(0, len(texts), _CHUNK):
+                commands.append(("LPUSH", key, *texts[i:i + _CHUNK]))
+        for queue, members in delayed.items():
+            scored = [x for member, due in members.items() for x in (repr(due), member)]
+            commands.append(("ZADD", self._key(f"_celeriac.delayed.{queue}"), *scored))
+        for queue, count in counts.items():
+            wake = self._key(f"_celeriac.wake.{queue}")
+            commands += [("LPUSH", wake, *["1"] * min(count, redis_scripts.WAKE_CAP)),
+                         ("LTRIM", wake, 0, redis_scripts.WAKE_CAP - 1)]
+        self._connection()[3].pipeline(commands)
+
+    # -- consuming ------------------------------------------------------------------
+    def receive(self, queues: Sequence[str], *, owner: str, limit: int = 1,
+                timeout: float = 1.0) -> list[Delivery]:
+        queues = list(dict.fromkeys(queues))
+        if not queues:
+            time.sleep(max(0.0, timeout))
+            return []
+        deadline = time.monotonic() + max(0.0, timeout)
+        backoff, hint, waited = 0.05, None, False
+        limit = max(1, int(limit))
+        while True:
+            try:
+                if waited:  # the wait and the next attempt share one round trip
+                    got, hint = self._wait_then_receive(queues, owner, limit,
+                                                        deadline - time.monotonic(), hint)
+                else:
+                    got, hint = self._receive_once(queues, owner, limit)
+                if got:
+                    return got
+                waited, backoff = True, 0.05
+            except RETRYABLE_ERRORS:
+                waited = False
+                time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+                backoff = min(backoff * 2, 1.0)
+            if deadline - time.monotonic() <= 0:
+                return []
+
+    def _receive_args(self, queues: list[str], owner: str, limit: int) -> list[Any]:
+        return [owner, limit, self.lease_seconds, self._nonce, len(queues), *queues,
+                *self.steps]
+
+    def _receive_once(self, queues: list[str], owner: str,
+                      limit: int) -> tuple[list[Delivery], float | None]:
+        reply = self._script("receive", *self._receive_args(queues, owner, limit))
+        return self._deliveries(reply, queues, owner)
+
+    def _wait_then_receive(self, queues: list[str], owner: str, limit: int,
+                           remaining: float, hint: float | None
+                           ) -> tuple[list[Delivery], float | None]:
+        """``BLPOP`` the wake lists, then ``RECEIVE``, pipelined on one connection.
+
+        Redis runs the queued script the moment the BLPOP returns (a wake-up
+        token or its timeout), so a wake-up costs no extra round trip.
+        """
+        wait = min(max(remaining, 0.0), 5.0)
+        if self.polling_interval is not None:
+            wait = min(wait, self.polling_interval)
+        if hint is not None:
+            wait = min(wait, max(hint, 0.0) + 0.002)
+        keys = [self._key(f"_celeriac.wake.{q}") for q in queues]
+        _, _, scripts, direct = self._connection()
+        script = scripts["receive"]
+        try:
+            _, reply = direct.pipeline([
+                ("BLPOP", *keys, max(round(wait, 3), 0.001)),
+                ("EVALSHA", script.sha, 0, self.prefix,
+                 *self._receive_args(queues, owner, limit))])
+        except redis.exceptions.NoScriptError:  # a restarted server: load and try again
+            return self._receive_once(queues, owner, limit)
+        return self._deliveries(reply, queues, owner)
+
+    def _deliveries(self, reply: list[Any], queues: list[str],
+                    owner: str) -> tuple[list[Delivery], float | None]:
+        return redis_scripts.parse_receive(reply, queues, owner, self.lease_seconds)
+
+    def ack(self, deliveries: Sequence[Delivery]) -> int:
+        tokens = [d.token for d in deliveries]
+        done = 0
+        for i in range(0, len(tokens), _CHUNK):
+            part = tokens[i:i + _CHUNK]
+            done += int(self._retrying("ack", partial(self._script, "ack", *part)))
+        return done
+
+    def renew(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> list[bool]:
+        extend = self.lease_seconds if seconds is None else float(seconds)
+        tokens = [d.token for d in deliveries]
+        out: list[bool] = []
+        for i in range(0, len(tokens), _CHUNK):
+            part = tokens[i:i + _CHUNK]
+            flags = self._retrying("renew", partial(self._script, "renew", extend, *part))
+            out.extend(bool(int(f)) for f in flags)
+        return out
+
+    def release(self, delivery: Delivery, *, not_before: float | None = None) -> bool:
+        nb = "" if not_before is None else repr(float(not_before))
+        return bool(self._retrying("release", lambda: self._script(
+            "release", delivery.token, nb, uuid.uuid4().hex)))
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        return bool(self._retrying("dead_letter", lambda: self._script(
+            "dead_letter", delivery.token, reason, delivery.token)))
+
+    def expire_owner(self, owner: str) -> int:
+        return int(self._retrying("expire_owner", lambda: self._script("expire_owner", owner)))
+
+    # -- admin -------------------------------------------------------------------------
+    def purge(self, queue: str) -> int:
+        return int(self._retrying("purge", lambda: self._script("purge", queue, *self.steps)))
+
+    def stats(self, queue: str) -> QueueStats:
+        ready, delayed, leased, dead = self._retrying(
+            "stats", lambda: self._script("stats", queue, *self.steps))
+        return QueueStats(queue, ready=int(ready), delayed=int(delayed), leased=int(leased),
+                          dead=int(dead))
+
+    def queues(self) -> list[str]:
+        return self._retrying("queues", self._queue_names)
+
+    def _queue_names(self) -> list[str]:
+        client = self.client
+        names = {_text(n) for n in client.smembers(self._key("_celeriac.queues"))}
+        pattern = self._key("_kombu.binding.*")
+        for key in client.scan_iter(match=pattern, count=1000):
+            for member in client.smembers(key):
+                name = _text(member).split(SEP)[-1]
+                if name and "pidbox" not in name:
+                    names.add(name)
+        return sorted(names)
+
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        return self._retrying("dead_letters", lambda: self._dead_letters(queue, limit))
+
+    def _dead_letters(self, queue: str | None, limit: int) -> list[DeadLetter]:
+        index = self._key(f"_celeriac.deadq.{queue}" if queue is not None else "_celeriac.dead")
+        if limit <= 0:
+            return []
+        ids = [_text(i) for i in self.client.zrange(index, 0, limit - 1)]  # type: ignore[arg-type]
+        if not ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for dead_id in ids:
+            pipe.hgetall(self._key(f"_celeriac.dead.{dead_id}"))
+        out = []
+        for dead_id, rec in zip(ids, pipe.execute(), strict=True):
+            if not rec:
+                continue
+            out.append(DeadLetter(
+                id=dead_id, queue=_text(rec[b"q"]), reason=_text(rec[b"r"]),
+                message=parse_envelope(rec[b"m"]), delivery_count=int(rec[b"dc"]),
+                lost_count=int(rec[b"lc"]),
+                first_delivered_at=float(rec[b"fd"]) if rec.get(b"fd") else None,
+                dead_at=float(rec[b"at"]),
+            ))
+        return out
+
+    def retry_dead_letter(self, dead_id: str) -> bool:
+        return bool(self._retrying("retry_dead_letter",
+                                   lambda: self._script("retry_dead", dead_id)))
+
+    def purge_dead_letters(self, queue: str | None = None) -> int:
+        return int(self._retrying("purge_dead_letters",
+                                  lambda: self._script("purge_dead", queue or "")))
+
+    def close(self) -> None:
+        """Drop this instance's reference; the process-wide pool stays for other users."""
+        self._conn = None

@@ -1,0 +1,344 @@
+"""The Redis result store, written exactly as Celery's Redis result backend writes.
+
+Keys (with ``global_keyprefix``, to which Celery appends ``_`` unless it ends
+in one of ``:_-.``):
+
+* ``celery-task-meta-<task_id>``: task meta JSON, written with
+  ``MULTI; SETEX <key> <expires> <json>; PUBLISH <key> <json>; EXEC`` (the
+  channel has the key's name), so Celery's ``AsyncResult.get()`` wakes up;
+* ``celery-taskset-meta-<group_id>``: ``GroupResult.save`` meta, same write;
+* chord join, Celery 5.5 layout: ``celery-taskset-meta-<gid>.j`` (zset,
+  member ``[1, task_id, status, result]`` JSON, score = index), ``.s`` (size),
+  ``.t`` (Celery's total adjustment, read only), plus ``.d`` (set of indexes
+  seen: duplicates are ignored), ``.m`` (hash index -> full meta JSON, what
+  ``chord_add`` returns) and ``.c`` (``done`` once the join fired).
+  Celery 5.5 readers understand ``.j``/``.s``; a Celery 5.7 worker joining the
+  *same* chord would use ``tid:index`` members in ``.d`` and claim tokens in
+  ``.c``, so mixed fleets must not share one chord.
+
+``wait`` does not poll: one pub/sub connection per process and configuration
+(:class:`ResultListener`, a daemon thread) subscribes to the key, and the
+waiter GETs the key once the subscription is confirmed, which closes the race
+with a result written just before. After a reconnect the listener subscribes
+again and every waiter GETs again.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from functools import partial
+from typing import Any, ClassVar
+
+import redis
+
+from ... import serialization, states
+from ...results.store import ResultStore, decode_meta, encode_meta
+from .client import RETRYABLE_ERRORS, Direct, direct_for, get_client, retrying
+
+_LISTENER_ERRORS: tuple[type[BaseException], ...] = (
+    *RETRYABLE_ERRORS, redis.exceptions.PubSubError, RuntimeError)
+PING_INTERVAL = 30.0  # seconds between liveness PINGs on the subscription connection
+Inbox = queue.SimpleQueue  # items: ("subscribed", None) or ("message", payload)
+
+CHORD_ADD = r"""
+local j, d, s, t, c, m = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local index, member, size, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+if redis.call('GET', c) == 'done' then return false end
+if redis.call('SADD', d, index) == 0 then return false end
+redis.call('ZADD', j, tonumber(index), member)
+redis.call('HSET', m, index, ARGV[5])
+if ttl ~= '' then
+  redis.call('SET', s, size, 'EX', ttl)
+  for _, k in ipairs({j, d, t, m}) do redis.call('EXPIRE', k, ttl) end
+else
+  redis.call('SET', s, size)
+end
+local total = size + tonumber(redis.call('GET', t) or '0')
+if redis.call('SCARD', d) < total then return false end
+if ttl ~= '' then redis.call('SET', c, 'done', 'EX', ttl) else redis.call('SET', c, 'done') end
+local out = {}
+local scored = redis.call('ZRANGE', j, 0, -1, 'WITHSCORES')
+for i = 2, #scored, 2 do out[#out + 1] = redis.call('HGET', m, scored[i]) end
+return out
+"""
+
+
+class ResultListener:
+    """One pub/sub connection of this process, shared by every waiting thread."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._pubsub = client.pubsub()
+        self._waiters: dict[bytes, list[Inbox[tuple[str, Any]]]] = {}
+        self._pending: dict[bytes, int] = {}  # SUBSCRIBEs sent but not confirmed
+        self._broken = False
+        self._thread: threading.Thread | None = None
+
+    def subscribe(self, channel: str) -> Inbox[tuple[str, Any]]:
+        """Register a waiter; its inbox gets ``subscribed`` once Redis confirmed."""
+        key = channel.encode("utf-8")
+        inbox: Inbox[tuple[str, Any]] = queue.SimpleQueue()
+        with self._lock:
+            waiters = self._waiters.setdefault(key, [])
+            waiters.append(inbox)
+            if len(waiters) == 1:
+                self._send("subscribe", key)
+            elif self._pending.get(key, 0) <= 0:
+                inbox.put(("subscribed", None))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="celeriac-result-listener")
+                self._thread.start()
+        return inbox
+
+    def unsubscribe(self, channel: str, inbox: Inbox[tuple[str, Any]]) -> None:
+        key = channel.encode("utf-8")
+        with self._lock:
+            waiters = self._waiters.get(key, [])
+            if inbox in waiters:
+                waiters.remove(inbox)
+            if not waiters and key in self._waiters:
+                del self._waiters[key]
+                self._send("unsubscribe", key)
+
+    def _send(self, command: str, key: bytes) -> None:
+        """Send (un)subscribe with the lock held; a failure makes the loop reconnect."""
+        if command == "subscribe":
+            self._pending[key] = self._pending.get(key, 0) + 1
+        try:
+            getattr(self._pubsub, command)(key)
+        except RETRYABLE_ERRORS:
+            self._broken = True
+
+    def _reconnect(self) -> None:
+        with self._lock:
+            old, self._pubsub = self._pubsub, self._client.pubsub()
+            self._pending = {key: 1 for key in self._waiters}
+            self._broken = False
+            try:
+                old.reset()
+            except Exception:  # the old socket is already dead; nothing to release
+                pass
+            if self._waiters:
+                try:
+                    self._pubsub.subscribe(*self._waiters)
+                except RETRYABLE_ERRORS:
+                    self._broken = True
+
+    def _run(self) -> None:
+        backoff, last_ping = 0.05, time.monotonic()
+        while True:
+            try:
+                if self._broken:
+                    self._reconnect()
+                if self._waiters and time.monotonic() - last_ping > PING_INTERVAL:
+                    last_ping = time.monotonic()
+                    with self._lock:  # finds a dead connection; the reply is a "pong" message
+                        self._pubsub.ping()
+                message = self._pubsub.get_message(timeout=1.0)
+                backoff = 0.05
+                if message is not None:
+                    self._dispatch(message)
+            except _LISTENER_ERRORS:
+                self._broken = True
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind, key = message.get("type"), message.get("channel")
+        if not isinstance(key, bytes):
+            return
+        with self._lock:
+            if kind == "subscribe":
+                left = max(0, self._pending.get(key, 0) - 1)
+                self._pending[key] = left
+                if left:
+                    return
+                item: tuple[str, Any] = ("subscribed", None)
+            elif kind == "message":
+                item = ("message", message.get("data"))
+            else:
+                return
+            for inbox in self._waiters.get(key, ()):
+                inbox.put(item)
+
+
+_listeners: dict[tuple[Any, ...], tuple[int, ResultListener]] = {}
+_listeners_lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _listeners_lock
+    _listeners_lock = threading.Lock()  # another thread may have held it at fork time
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
+
+
+def listener_for(url: str, options: Mapping[str, Any]) -> ResultListener:
+    """The process-wide listener for ``url`` (a new one after a fork)."""
+    key = (url, repr(sorted((str(k), repr(v)) for k, v in options.items())))
+    with _listeners_lock:
+        found = _listeners.get(key)
+        if found is None or found[0] != os.getpid():
+            # own pool without redis-py's health-check PINGs: they would be sent from
+            # this thread while another one subscribes; the listener pings itself
+            client = get_client(url, {**options, "health_check_interval": 0})
+            found = (os.getpid(), ResultListener(client))
+            _listeners[key] = found
+        return found[1]
+
+
+def _celery_prefix(prefix: str) -> str:
+    if prefix and prefix[-1] not in ":_-.":
+        return prefix + "_"
+    return prefix
+
+
+class RedisResultStore(ResultStore):
+    """Celery-compatible Redis result store with pub/sub waits and an atomic chord join."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")
+
+    def __init__(self, url: str, *, expires: float | None = 86400.0,
+                 options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(url, expires=expires, options=options)
+        self.prefix = _celery_prefix(str(self.options.get("global_keyprefix") or ""))
+        self.retry_policy = dict(self.options.get("retry_policy") or {})
+        #: (pid, client, chord script, direct connection), replaced as a whole so
+        #: threads never see a half-built connection; rebuilt after a fork
+        self._conn: tuple[int, redis.Redis, Any, Direct] | None = None
+
+    @property
+    def client(self) -> redis.Redis:
+        """This process's client (a new one after a fork)."""
+        return self._connection()[1]
+
+    def _connection(self) -> tuple[int, redis.Redis, Any, Direct]:
+        conn = self._conn
+        if conn is None or conn[0] != os.getpid():
+            client = get_client(self.url, self.options)
+            conn = (os.getpid(), client, client.register_script(CHORD_ADD), direct_for(client))
+            self._conn = conn
+        return conn
+
+    @property
+    def direct(self) -> Direct:
+        """This thread's raw connection for reads and writes (see :class:`Direct`)."""
+        return self._connection()[3]
+
+    def _retrying(self, what: str, call: Any) -> Any:
+        return retrying(self.url, what, call, self.retry_policy)
+
+    # -- keys ---------------------------------------------------------------------
+    def task_key(self, task_id: str) -> str:
+        return self.prefix + super().task_key(task_id)
+
+    def group_key(self, group_id: str) -> str:
+        return self.prefix + super().group_key(group_id)
+
+    # -- raw storage -------------------------------------------------------------------
+    def _get_raw(self, key: str) -> bytes | None:
+        value: bytes | None = self._retrying("get", partial(self.direct.execute, "GET", key))
+        return value
+
+    def _get_many_raw(self, keys: list[str]) -> list[str | bytes | None]:
+        if not keys:
+            return []
+        values: list[str | bytes | None] = self._retrying(
+            "mget", partial(self.direct.execute, "MGET", *keys))
+        return values
+
+    def _delete_raw(self, key: str) -> None:
+        self._retrying("delete", partial(self.client.delete, key))
+
+    def _set_raw(self, key: str, value: str, expires: float | None) -> None:
+        self._retrying("set", partial(self._write, [(key, value)], expires))
+
+    def _write(self, items: list[tuple[str, str]], expires: float | None) -> None:
+        """``MULTI; SETEX; PUBLISH; ...; EXEC`` (Celery's exact write) in one round trip."""
+        commands: list[tuple[Any, ...]] = [("MULTI",)]
+        for key, value in items:
+            if expires is None or expires <= 0:
+                commands.append(("SET", key, value))
+            elif float(expires).is_integer():
+                commands.append(("SETEX", key, int(expires), value))
+            else:
+                commands.append(("SET", key, value, "PX", max(1, int(expires * 1000))))
+            commands.append(("PUBLISH", key, value))
+        commands.append(("EXEC",))
+        replies = self.direct.pipeline(commands)
+        for reply in replies[-1] or ():
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+
+    def set_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], *,
+                 expires: float | None = -1) -> None:
+        """Store several task metas in one round trip (each with its PUBLISH)."""
+        ttl = self.expires if expires == -1 else expires
+        encoded = [(self.task_key(tid), encode_meta(meta)) for tid, meta in items]
+        for start in range(0, len(encoded), 1000):
+            part = encoded[start:start + 1000]
+            self._retrying("set_many", partial(self._write, part, ttl))
+
+    # -- waiting -----------------------------------------------------------------------
+    def _listener(self) -> ResultListener:
+        return listener_for(self.url, self.options)
+
+    def wait(self, task_id: str, *, timeout: float | None = None,
+             interval: float = 0.05) -> dict[str, Any] | None:
+        """Wait for a ready state on pub/sub; return the last meta seen on timeout."""
+        meta: dict[str, Any] | None = None
+        key = self.task_key(task_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        listener = self._listener()
+        inbox = listener.subscribe(key)
+        try:
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return meta if meta is not None else self.get(task_id)
+                try:
+                    kind, payload = inbox.get(timeout=remaining)
+                except queue.Empty:
+                    continue
+                if kind == "message" and payload is not None:
+                    meta = decode_meta(payload)
+                else:  # subscribed (or re-subscribed after a reconnect): read the key
+                    meta = self.get(task_id)
+                if meta is not None and meta.get("status") in states.READY_STATES:
+                    return meta
+        finally:
+            listener.unsubscribe(key, inbox)
+
+    # -- chords ------------------------------------------------------------------------
+    def _chord_keys(self, group_id: str) -> list[str]:
+        base = self.group_key(group_id)
+        return [f"{base}.{suffix}" for suffix in ("j", "d", "s", "t", "c", "m")]
+
+    def chord_add(self, group_id: str, index: int, meta: Mapping[str, Any],
+                  size: int) -> list[dict[str, Any]] | None:
+        """Record member ``index``; the one call completing the set gets all metas, ordered."""
+        member = serialization.json_dumps(
+            [1, meta.get("task_id"), meta.get("status"), meta.get("result")])
+        ttl = "" if self.expires is None else str(max(1, int(self.expires)))
+        client = self.client
+        reply = self._retrying("chord_add", partial(
+            self._connection()[2], keys=self._chord_keys(group_id),
+            args=[int(index), member, int(size), ttl, encode_meta(meta)], client=client))
+        if not reply:
+            return None
+        return [decode_meta(raw) or {} for raw in reply]
+
+    def chord_clear(self, group_id: str) -> None:
+        """Forget a chord's join state."""
+        self._retrying("chord_clear", partial(self.client.delete, *self._chord_keys(group_id)))
+
+    def close(self) -> None:
+        """Drop this instance's reference; the process-wide pool and listener stay."""
+        self._conn = None

@@ -1,0 +1,175 @@
+"""The one table of URL schemes: which engine serves a URL as broker, result store, beat store.
+
+:data:`SCHEMES` maps a URL scheme (``sqlite``, ``redis``, ``redis+socket``...)
+to the function that loads its engine. An engine function imports its own
+package only when called, so a driver (redis-py, later psycopg or an AMQP
+client) is needed only when its engine is used, and returns an
+:class:`Engine`: the broker class, the result store class and the schedule
+store factory it provides. A scheme may stand for only some of them
+(``cache+memory://`` names a result store, not a broker, as in Celery).
+
+A new engine is a package under ``celeriac/brokers/<name>/``, one function
+here and its rows in :data:`SCHEMES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..exceptions import ImproperlyConfigured
+from ..results.store import ResultStore
+from ..schedules.store import ScheduleStore
+from .base import Broker
+
+BROKER, RESULTS, BEAT = "broker", "results", "beat"
+ALL_ROLES = frozenset({BROKER, RESULTS, BEAT})
+
+#: ``(url, *, app, options, prefix)`` -> the schedule store at ``url``
+BeatStoreFactory = Callable[..., ScheduleStore]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What one storage engine provides (None where it provides nothing)."""
+
+    broker: type[Broker] | None
+    result_store: type[ResultStore] | None
+    beat_store: BeatStoreFactory | None
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One row of the table: the engine a scheme loads and what the scheme names."""
+
+    load: Callable[[], Engine]
+    roles: frozenset[str] = ALL_ROLES
+    #: the ``pip install 'celeriac[<extra>]'`` that brings the engine's driver
+    extra: str | None = None
+    #: results default to the broker's own URL (one file, one process), as beat does
+    embedded: bool = False
+
+
+def memory_engine() -> Engine:
+    from .memory.beat_store import store_for_url as beat_store
+    from .memory.broker import MemoryBroker
+    from .memory.results import MemoryResultStore
+
+    return Engine(MemoryBroker, MemoryResultStore, beat_store)
+
+
+def sqlite_engine() -> Engine:
+    from .sqlite.beat_store import store_for_url as beat_store
+    from .sqlite.broker import SQLiteBroker
+    from .sqlite.results import SQLiteResultStore
+
+    return Engine(SQLiteBroker, SQLiteResultStore, beat_store)
+
+
+def redis_engine() -> Engine:
+    from .redis.beat_store import store_for_url as beat_store
+    from .redis.broker import RedisBroker
+    from .redis.results import RedisResultStore
+
+    return Engine(RedisBroker, RedisResultStore, beat_store)
+
+
+_REDIS = Scheme(redis_engine, extra="redis")
+
+SCHEMES: dict[str, Scheme] = {
+    "memory": Scheme(memory_engine, embedded=True),
+    "cache+memory": Scheme(memory_engine, roles=frozenset({RESULTS})),
+    "sqlite": Scheme(sqlite_engine, embedded=True),
+    "db+sqlite": Scheme(sqlite_engine, roles=frozenset({RESULTS, BEAT})),
+    "sqla+sqlite": Scheme(sqlite_engine, roles=frozenset({BEAT})),
+    "redis": _REDIS,
+    "rediss": _REDIS,
+    "sentinel": _REDIS,
+    "redis+socket": _REDIS,
+    "unix": _REDIS,
+}
+
+
+def scheme_of(url: str) -> str:
+    """The scheme's head: ``redis`` for ``redis+socket://...`` (kombu's transport name)."""
+    return url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else url.lower()
+
+
+def full_scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else url.lower()
+
+
+def _row(url: str, role: str) -> tuple[str, Scheme] | None:
+    for name in (full_scheme(url), scheme_of(url)):
+        row = SCHEMES.get(name)
+        if row is not None and role in row.roles:
+            return name, row
+    return None
+
+
+def known_schemes(role: str) -> list[str]:
+    return sorted(name for name, row in SCHEMES.items() if role in row.roles)
+
+
+def serves(url: str, role: str) -> bool:
+    """True when a scheme of the table names ``role`` (broker, results, beat) for ``url``."""
+    return _row(url, role) is not None
+
+
+def is_embedded(url: str) -> bool:
+    """True for engines whose results live with the broker (SQLite file, memory)."""
+    found = _row(url, BROKER)
+    return found is not None and found[1].embedded
+
+
+def _engine(name: str, row: Scheme, url: str, setting: str) -> Engine:
+    try:
+        return row.load()
+    except ImportError as exc:
+        if setting == "broker_url":
+            hint = f" (pip install 'celeriac[{row.extra}]')" if row.extra else ""
+            raise ImproperlyConfigured(f"broker_url: {name}:// needs {exc.name}{hint}") from exc
+        raise ImproperlyConfigured(f"{setting}: {url!r} needs {exc.name}") from exc
+
+
+def broker_class(url: str) -> type[Broker]:
+    found = _row(url, BROKER)
+    if found is None:
+        raise ImproperlyConfigured(
+            f"broker_url: unsupported scheme {scheme_of(url)!r} in {url!r} "
+            f"(known: {', '.join(known_schemes(BROKER))})")
+    cls = _engine(found[0], found[1], url, "broker_url").broker
+    assert cls is not None
+    return cls
+
+
+def broker_for_url(url: str, *, lease_seconds: float = 30.0,
+                   options: Mapping[str, Any] | None = None) -> Broker:
+    """Create the broker for ``url``."""
+    return broker_class(url)(url, lease_seconds=lease_seconds, options=options)
+
+
+def store_for_url(url: str, *, expires: float | None = 86400.0,
+                  options: Mapping[str, Any] | None = None) -> ResultStore:
+    """Create the result store for ``url``."""
+    found = _row(url, RESULTS)
+    if found is None:
+        raise ImproperlyConfigured(
+            f"result_backend: unsupported scheme in {url!r} "
+            f"(known: {', '.join(known_schemes(RESULTS))})")
+    cls = _engine(found[0], found[1], url, "result_backend").result_store
+    assert cls is not None
+    return cls(url, expires=expires, options=options)
+
+
+def beat_store_for_url(url: str, *, app: Any = None, options: Mapping[str, Any] | None = None,
+                       prefix: str) -> ScheduleStore:
+    """Create the schedule store for ``url`` (``memory://``, ``sqlite:///path``, ``redis://``)."""
+    found = _row(url, BEAT)
+    if found is None:
+        raise ValueError(
+            f"beat: no schedule store for {url!r} (use sqlite://, redis:// or memory://)")
+    factory = _engine(found[0], found[1], url, "beat_schedule_store").beat_store
+    assert factory is not None
+    return factory(url, app=app, options=dict(options or {}), prefix=prefix)

@@ -1,0 +1,196 @@
+"""Shared SQLite plumbing for the embedded broker, result store and beat store.
+
+Owns the default database file (``$CELERIAC_SQLITE_PATH`` or
+``./celeriac.sqlite3``), ``sqlite://`` URL parsing, one connection per thread
+(reopened after ``fork``) in WAL mode with a busy timeout, ``BEGIN IMMEDIATE``
+transactions that turn SQLite errors into
+:class:`~celeriac.exceptions.OperationalError`, and the cheap
+``PRAGMA data_version`` wait that blocked readers use instead of a push wake-up.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl
+
+from ...exceptions import ImproperlyConfigured, OperationalError
+
+ENV_PATH = "CELERIAC_SQLITE_PATH"
+_SYNC = {"durable": "FULL", "full": "FULL", "fast": "NORMAL", "normal": "NORMAL"}
+
+
+def default_path() -> str:
+    """The default database file: ``$CELERIAC_SQLITE_PATH``, else ./celeriac.sqlite3."""
+    return os.environ.get(ENV_PATH) or os.path.join(os.getcwd(), "celeriac.sqlite3")
+
+
+def parse_url(url: str) -> tuple[str, dict[str, str]]:
+    """``sqlite:///rel/path`` -> ``rel/path``; ``sqlite:////abs`` -> ``/abs``;
+    ``sqlite://`` -> :func:`default_path`. A ``?key=value`` query becomes options."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    rest, _, query = rest.partition("?")
+    path = rest[1:] if rest.startswith("/") else rest
+    if path == ":memory:":
+        raise ImproperlyConfigured(f"{url!r}: use memory:// for an in-memory broker")
+    return (path or default_path()), dict(parse_qsl(query))
+
+
+class Connections:
+    """One SQLite connection per thread (reopened in a forked child), WAL + busy_timeout."""
+
+    def __init__(self, path: str, *, durability: str = "durable",
+                 schema: str = "") -> None:
+        try:
+            self.synchronous = _SYNC[durability]
+        except KeyError:
+            raise ImproperlyConfigured(
+                f"sqlite durability must be 'durable' or 'fast', not {durability!r}"
+            ) from None
+        self.path, self.schema = path, schema
+        #: connections opened by a parent process: never closed (nor freed) in a child
+        self._inherited: list[sqlite3.Connection] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[tuple[threading.Thread, sqlite3.Connection]] = []
+
+    def get(self) -> sqlite3.Connection:
+        """This thread's connection; never one inherited across ``fork``."""
+        if self._pid != os.getpid():
+            self._inherited.extend(conn for _, conn in self._open)
+            self._reset()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+            self._local.synchronous = self.synchronous
+            with self._lock:  # close the connections of threads that ended
+                dead = [c for t, c in self._open if not t.is_alive()]
+                self._open = [(t, c) for t, c in self._open if t.is_alive()]
+                self._open.append((threading.current_thread(), conn))
+            for old in dead:
+                old.close()
+        return conn
+
+    def tx(self, *, durable: bool = True) -> Any:
+        """A write transaction on this thread's connection. ``durable=False`` commits
+        with ``synchronous=NORMAL``: for writes whose loss in a power failure only
+        causes a redelivery (leases, acks). WAL keeps commits in order, so the next
+        durable commit makes the earlier ones durable too."""
+        conn = self.get()
+        wanted = self.synchronous if durable else "NORMAL"
+        if self._local.synchronous != wanted:
+            conn.execute(f"PRAGMA synchronous = {wanted}")
+            self._local.synchronous = wanted
+        return transaction(conn, self.path)
+
+    def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            with transaction(conn, self.path):
+                for statement in self.schema.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise OperationalError(f"sqlite {self.path}: {exc}") from exc
+        return conn
+
+    def close(self) -> None:
+        """Close this process's connections (all threads)."""
+        if self._pid != os.getpid():
+            return
+        with self._lock:
+            conns, self._open = self._open, []
+        for _, conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+
+#: How long a writer waits for the write lock before giving up (same as busy_timeout).
+BUSY_TIMEOUT = 5.0
+
+
+def begin_immediate(conn: sqlite3.Connection, path: str) -> None:
+    """Take the write lock, retrying every 50 us doubling to 2 ms for up to 5 s.
+
+    SQLite's own busy handler sleeps at least 1 ms per try; with several worker
+    processes each holding the lock for well under a millisecond, that sleep was
+    most of the cost of a task on this broker, so writers retry with a short
+    backoff instead (``busy_timeout`` is lifted to 0 only around BEGIN).
+    """
+    delay, deadline = 0.00005, time.monotonic() + BUSY_TIMEOUT
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise OperationalError(f"sqlite {path}: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise OperationalError(f"sqlite {path}: {exc}") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.002)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection, path: str) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; SQLite errors become OperationalError."""
+    begin_immediate(conn, path)
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise OperationalError(f"sqlite {path}: {exc}") from exc
+        raise
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """Changes whenever another connection commits to the database."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def poll_interval(idle: float) -> float:
+    """How long to sleep between ``data_version`` checks after ``idle`` quiet seconds."""
+    for quiet, interval in ((1.0, 0.002), (10.0, 0.005), (60.0, 0.01)):
+        if idle < quiet:
+            return interval
+    return 0.025
+
+
+def wait_for_change(conn: sqlite3.Connection, version: int, deadline: float,
+                    due: float | None, idle_since: float) -> bool:
+    """Sleep until another connection commits, ``due`` (epoch) passes or ``deadline``
+    (monotonic) comes; return False only on the deadline."""
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            return False
+        time.sleep(min(poll_interval(now - idle_since), deadline - now))
+        if data_version(conn) != version or (due is not None and time.time() >= due):
+            return True

@@ -1,0 +1,79 @@
+"""``celeriac call``, ``celeriac result`` and ``celeriac purge``: tasks from the shell."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from .base import CLIContext, json_arg
+
+
+@click.command()
+@click.argument("name")
+@click.option("-a", "--args", help='Positional arguments as JSON, e.g. \'[2, 2]\'.')
+@click.option("-k", "--kwargs", help="Keyword arguments as JSON object.")
+@click.option("--eta", help="ISO 8601 time to run at.")
+@click.option("--countdown", type=float, help="Seconds to wait before running.")
+@click.option("--expires", help="Seconds or ISO 8601 time after which the task is dropped.")
+@click.option("--queue", "-Q", help="Queue to send to.")
+@click.option("--priority", type=int, help="Priority 0-9 (0 is served first).")
+@click.pass_obj
+def call(obj: CLIContext, name: str, args: str | None, kwargs: str | None, eta: str | None,
+         countdown: float | None, expires: str | None, queue: str | None,
+         priority: int | None) -> None:
+    """Send a task by name and print its id."""
+    a = json_arg(args, "--args", list)
+    k = json_arg(kwargs, "--kwargs", dict)
+    exp: Any = expires
+    if expires is not None:
+        try:
+            exp = float(expires)
+        except ValueError:
+            exp = expires
+    result = obj.app.send_task(name, a, k, eta=eta, countdown=countdown, expires=exp,
+                               queue=queue, priority=priority)
+    click.echo(result.id)
+
+
+@click.command()
+@click.argument("task_id")
+@click.option("-t", "--task", help="Task name (accepted for Celery compatibility).")
+@click.option("--traceback", "show_tb", is_flag=True, help="Show the traceback of a failure.")
+@click.option("--timeout", type=float, help="Wait up to this many seconds for the result.")
+@click.pass_obj
+def result(obj: CLIContext, task_id: str, task: str | None, show_tb: bool,
+           timeout: float | None) -> None:
+    """Print the state and result of a task."""
+    res = obj.app.AsyncResult(task_id)
+    if timeout:
+        try:
+            res.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
+        except Exception as exc:
+            raise click.ClickException(str(exc)) from None
+    if show_tb:
+        click.echo(res.traceback or "")
+        return
+    value = res.result
+    click.echo(f"{res.state}: {value!r}" if res.state != "SUCCESS" else json.dumps(
+        value, default=repr))
+
+
+@click.command()
+@click.option("-Q", "--queues", help="Comma-separated queues (default: task_default_queue).")
+@click.option("-X", "--exclude-queues", help="Queues to leave alone.")
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def purge(obj: CLIContext, queues: str | None, exclude_queues: str | None, force: bool) -> None:
+    """Delete all waiting (ready and delayed) messages of the queues."""
+    app = obj.app
+    names = [q for q in (queues or app.conf.task_default_queue).split(",") if q]
+    excluded = set((exclude_queues or "").split(","))
+    names = [q for q in names if q not in excluded]
+    if not force and sys.stdin.isatty():
+        click.confirm(f"Delete all messages in {', '.join(names)}?", abort=True)
+    total = sum(app.broker.purge(q) for q in names)
+    click.echo(f"Purged {total} message{'s' if total != 1 else ''} from "
+               f"{len(names)} known task queue{'s' if len(names) != 1 else ''}.")

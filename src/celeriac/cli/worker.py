@@ -1,0 +1,66 @@
+"""``celeriac worker``: start a worker node (Celery's options)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from ..worker.main import Worker
+from .base import CLIContext
+
+
+@click.command()
+@click.option("-n", "--hostname", help="Node name, e.g. w1@%h.")
+@click.option("-Q", "--queues", help="Comma-separated queues to consume.")
+@click.option("-X", "--exclude-queues", help="Queues not to consume.")
+@click.option("-c", "--concurrency", type=int, help="Number of child processes/threads.")
+@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "asyncio", "solo"]),
+              help="Pool implementation.")
+@click.option("-l", "--loglevel", default="WARNING", show_default=True)
+@click.option("-f", "--logfile", help="Log to this file.")
+@click.option("-B", "--beat", is_flag=True, help="Also run the periodic task scheduler.")
+@click.option("--prefetch-multiplier", type=int, help="Messages per slot to lease ahead.")
+@click.option("--max-tasks-per-child", type=int)
+@click.option("--max-memory-per-child", type=int, help="KiB of RSS before a child is replaced.")
+@click.option("--time-limit", type=float)
+@click.option("--soft-time-limit", type=float)
+@click.option("--autoscale", help="max,min child processes.")
+@click.option("--pidfile", help="Write the worker's pid here.")
+@click.option("--liveness-file", help="Touch this file whenever the worker makes progress.")
+@click.option("-E", "--task-events", is_flag=True, help="Send task events.")
+@click.option("--without-heartbeat", is_flag=True, hidden=True)
+@click.option("--without-gossip", is_flag=True, hidden=True)
+@click.option("--without-mingle", is_flag=True, hidden=True)
+@click.pass_obj
+def worker(obj: CLIContext, hostname: str | None, queues: str | None,
+           exclude_queues: str | None, concurrency: int | None, pool: str | None,
+           loglevel: str, logfile: str | None, beat: bool, prefetch_multiplier: int | None,
+           **options: Any) -> None:
+    """Start a worker."""
+    app = obj.app
+    names = [q for q in (queues or "").split(",") if q] or [app.conf.task_default_queue]
+    excluded = set((exclude_queues or "").split(","))
+    names = [q for q in names if q not in excluded]
+    pidfile = options.pop("pidfile", None)
+    for key in ("max_tasks_per_child", "max_memory_per_child", "time_limit", "soft_time_limit"):
+        if options.get(key) is not None:
+            setting = f"worker_{key}" if "child" in key else f"task_{key}"
+            app.conf[setting] = options[key]
+    if options.get("task_events"):
+        app.conf.worker_send_task_events = True
+    if pidfile:
+        with open(pidfile, "w") as fh:
+            fh.write(str(os.getpid()))
+    node = Worker(app, hostname=hostname, queues=names, concurrency=concurrency, pool=pool,
+                  loglevel=loglevel, logfile=logfile, beat=beat,
+                  prefetch_multiplier=prefetch_multiplier, autoscale=options.get("autoscale"),
+                  liveness_file=options.get("liveness_file"))
+    try:
+        code = node.start()
+    finally:
+        if pidfile and os.path.exists(pidfile):
+            os.unlink(pidfile)
+    sys.exit(code)

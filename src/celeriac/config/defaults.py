@@ -1,0 +1,94 @@
+"""The settings celeriac uses, with Celery's defaults (and celeriac's own where it differs).
+
+:data:`USED` lists every setting some part of celeriac reads. Settings
+accepted for compatibility without effect are in :mod:`.accepted`, apart, so
+setting one can be reported; :data:`DEFAULTS` is both, the defaults
+``app.conf`` starts from. Deliberate default differences (``task_acks_late``
+is true) are documented in docs/differences.md.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from .accepted import ACCEPTED_ONLY
+
+#: Celery's ``task_publish_retry_policy`` default: every bounded retry starts from it.
+PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2,
+                        "interval_max": 1}
+
+#: Settings celeriac reads, with their defaults.
+USED: dict[str, Any] = {
+    # broker
+    "broker_url": None,
+    "broker_transport_options": {},
+    "broker_use_ssl": False,
+    # results
+    "result_backend": None,
+    "result_backend_transport_options": {},
+    "result_expires": timedelta(days=1),
+    "result_extended": False,
+    "result_failure_expires": None,
+    # tasks
+    "task_serializer": "json",
+    "accept_content": ["json"],
+    "task_compression": None,
+    "task_default_queue": "celery",
+    "task_default_priority": None,
+    "task_routes": None,
+    "task_inherit_parent_priority": False,
+    "task_always_eager": False,
+    "task_eager_propagates": False,
+    "task_store_eager_result": False,
+    "task_acks_late": True,
+    "task_acks_on_failure_or_timeout": True,
+    "task_reject_on_worker_lost": None,
+    "task_track_started": False,
+    "task_ignore_result": False,
+    "task_store_errors_even_if_ignored": False,
+    "task_time_limit": None,
+    "task_soft_time_limit": None,
+    "task_default_rate_limit": None,
+    "task_publish_retry": True,
+    "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
+    # worker
+    "worker_concurrency": None,
+    "worker_prefetch_multiplier": 1,
+    "worker_pool": "prefork",
+    "worker_max_tasks_per_child": None,
+    "worker_max_memory_per_child": None,
+    "worker_send_task_events": False,
+    "worker_hijack_root_logger": True,
+    "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
+    "worker_soft_shutdown_timeout": 30.0,
+    "worker_pool_start_method": "fork",
+    # celeriac: leases, heartbeats, poison messages
+    "worker_lease_seconds": 30.0,
+    "worker_heartbeat_interval": None,
+    "worker_max_redeliveries": 3,
+    # beat
+    "beat_schedule": {},
+    "beat_max_loop_interval": 0,
+    "beat_cron_starting_deadline": None,
+    "beat_schedule_store": None,
+    "beat_redis_key_prefix": None,
+    "beat_lease_seconds": 10.0,
+    "beat_claim_timeout": 30.0,
+    "beat_fire_retention": 3600.0,
+    # time
+    "timezone": None,
+    "enable_utc": True,
+    # modules
+    "imports": (),
+    "include": (),
+    # redis tuning
+    "redis_max_connections": None,
+    "redis_socket_timeout": 120.0,
+    "redis_socket_connect_timeout": None,
+    "redis_socket_keepalive": False,
+    "redis_backend_use_ssl": None,
+}
+
+#: Every setting ``app.conf`` knows: the used ones, then those accepted without effect.
+DEFAULTS: dict[str, Any] = {**ACCEPTED_ONLY, **USED}

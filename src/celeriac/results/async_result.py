@@ -1,0 +1,336 @@
+"""Task results: ``AsyncResult`` (read from the result store) and ``EagerResult``.
+
+``get()`` waits through the store's ``wait`` (push-based where the store can:
+Redis pub/sub, in-process conditions), re-raises failures as safely rebuilt
+exceptions (see :mod:`celeriac.backends.meta`) and, like Celery, refuses to
+block inside a running task unless ``disable_sync_subtasks=False``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .. import states
+from ..app import state as _state
+from ..exceptions import ImproperlyConfigured, RemoteTaskError, TimeoutError
+from .meta import exception_from_dict
+
+if TYPE_CHECKING:
+    from ..app.base import Celery
+
+E_WOULDBLOCK = (
+    "Never call result.get() within a task!\n"
+    "See https://docs.celeryq.dev/en/latest/userguide/tasks.html#avoid-launching-synchronous-subtasks"
+)
+
+
+def assert_will_not_block() -> None:
+    if _state.get_current_worker_task() is not None:
+        raise RuntimeError(E_WOULDBLOCK)
+
+
+class ResultBase:
+    """Base class of results (Celery's name, for ``isinstance`` checks)."""
+
+    parent: Any = None
+
+
+class AsyncResult(ResultBase):
+    """The pending or finished result of a task, looked up by id."""
+
+    def __init__(self, id: str, backend: Any = None, task_name: str | None = None,
+                 app: Celery | None = None, parent: AsyncResult | None = None) -> None:
+        if id is None:
+            raise ValueError(f"AsyncResult requires valid id, not {type(id)}")
+        self.app = app or _state.get_current_app()
+        self.id = str(id)
+        self._backend = backend
+        self.task_name = task_name
+        self.parent = parent
+        self._cache: dict[str, Any] | None = None
+        self.on_ready: Any = None
+
+    @property
+    def backend(self) -> Any:
+        backend = self._backend if self._backend is not None else self.app.backend
+        if backend is None:
+            raise ImproperlyConfigured(
+                "No result backend is configured. Set result_backend (or use the embedded "
+                "SQLite default by leaving broker_url unset).")
+        return backend
+
+    @property
+    def task_id(self) -> str:
+        return self.id
+
+    # -- metadata -----------------------------------------------------------------
+    def _get_meta(self) -> dict[str, Any]:
+        if self._cache is not None:
+            return self._cache
+        meta = self.backend.get(self.id) or {"status": states.PENDING, "result": None,
+                                             "traceback": None, "children": [],
+                                             "task_id": self.id}
+        if meta.get("status") in states.READY_STATES:
+            self._cache = meta
+        return meta
+
+    def _set_cache(self, meta: dict[str, Any] | None) -> None:
+        if meta is not None and meta.get("status") in states.READY_STATES:
+            self._cache = meta
+
+    @property
+    def state(self) -> str:
+        return str(self._get_meta().get("status", states.PENDING))
+
+    status = state
+
+    def _decode(self, meta: dict[str, Any]) -> Any:
+        """The stored result; failures stored by Celery's encoding become exceptions.
+
+        A FAILURE whose meta is not an encoded exception (``update_state(state=FAILURE,
+        meta={...})`` then ``Ignore``, as CommCare does) reads back as that meta.
+        """
+        value = meta.get("result")
+        if meta.get("status") in states.EXCEPTION_STATES and (
+                isinstance(value, dict) and "exc_type" in value):
+            return exception_from_dict(value, self.app)
+        return value
+
+    @property
+    def result(self) -> Any:
+        return self._decode(self._get_meta())
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        return self._get_meta().get("traceback")
+
+    @property
+    def date_done(self) -> datetime | None:
+        value = self._get_meta().get("date_done")
+        return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+    @property
+    def children(self) -> list[Any]:
+        return list(self._get_meta().get("children") or [])
+
+    def _extended(self, key: str) -> Any:
+        return self._get_meta().get(key)
+
+    name = property(lambda self: self._extended("name"))
+    args = property(lambda self: self._extended("args"))
+    kwargs = property(lambda self: self._extended("kwargs"))
+    worker = property(lambda self: self._extended("worker"))
+    retries = property(lambda self: self._extended("retries"))
+    queue = property(lambda self: self._extended("queue"))
+
+    def ready(self) -> bool:
+        return self.state in states.READY_STATES
+
+    def successful(self) -> bool:
+        return self.state == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == states.FAILURE
+
+    # -- waiting ------------------------------------------------------------------------
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
+            no_ack: bool = True, follow_parents: bool = True, callback: Any = None,
+            on_message: Any = None, on_interval: Any = None, disable_sync_subtasks: bool = True,
+            EXCEPTION_STATES: frozenset[str] = states.EXCEPTION_STATES,
+            PROPAGATE_STATES: frozenset[str] = states.PROPAGATE_STATES) -> Any:
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        if follow_parents and propagate and self.parent is not None:
+            meta = self._wait_watching_parents(timeout, interval)
+        else:
+            meta = self._cache or self.backend.wait(self.id, timeout=timeout, interval=interval)
+        return self._outcome(meta, propagate, callback, on_message, PROPAGATE_STATES)
+
+    def _wait_watching_parents(self, timeout: float | None,
+                               interval: float) -> dict[str, Any] | None:
+        """Wait in ``interval`` slices, re-raising a parent's failure as soon as it shows
+        (a chain whose middle step failed never completes its last step)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            assert self.parent is not None
+            self.parent._maybe_reraise_parent_error()
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            step = interval if left is None else min(interval, left)
+            meta = self._cache or self.backend.wait(self.id, timeout=step, interval=interval)
+            if meta is not None and meta.get("status") in states.READY_STATES:
+                return meta
+            if deadline is not None and time.monotonic() >= deadline:
+                return meta
+
+    wait = get
+
+    def _outcome(self, meta: dict[str, Any] | None, propagate: bool, callback: Any = None,
+                 on_message: Any = None,
+                 propagate_states: frozenset[str] = states.PROPAGATE_STATES) -> Any:
+        """What ``get``/``get_async`` return (or raise) for a waited-for meta."""
+        if meta is None or meta.get("status") not in states.READY_STATES:
+            raise TimeoutError("The operation timed out.")
+        self._set_cache(meta)
+        if on_message is not None:
+            on_message(meta)
+        value = self._decode(meta)
+        if callback is not None:
+            callback(self.id, value)
+        if propagate and meta.get("status") in propagate_states:
+            raise _as_exception(value)
+        return value
+
+    async def get_async(self, timeout: float | None = None, propagate: bool = True,
+                        interval: float = 0.5) -> Any:
+        """``get`` for asyncio code: polls the store without blocking the event loop
+        (each read on a worker thread), backing off up to ``interval``; cancellable."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        pause = 0.002
+        while True:
+            meta = self._cache or await asyncio.to_thread(self.backend.get, self.id)
+            if meta is not None and meta.get("status") in states.READY_STATES:
+                break
+            if deadline is not None and loop.time() >= deadline:
+                break
+            wait = pause if deadline is None else min(pause, deadline - loop.time())
+            await asyncio.sleep(max(0.0, wait))
+            pause = min(pause * 2, max(interval, 0.002))
+        return self._outcome(meta, propagate)
+
+    def _maybe_reraise_parent_error(self) -> None:
+        node: AsyncResult | None = self
+        chain = []
+        while node is not None:
+            chain.append(node)
+            node = node.parent
+        for node in reversed(chain):
+            meta = node._get_meta()
+            if meta.get("status") in states.PROPAGATE_STATES:
+                raise _as_exception(node._decode(meta))
+
+    # -- control -------------------------------------------------------------------------
+    def forget(self) -> None:
+        self._cache = None
+        self.backend.delete(self.id)
+
+    def revoke(self, connection: Any = None, terminate: bool = False, signal: Any = None,
+               wait: bool = False, timeout: float | None = None) -> None:
+        """Revoke: stored as REVOKED so every worker skips it, even after restarts."""
+        self.app.control.revoke(self.id, terminate=terminate, signal=signal)
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        parent = self.parent.as_tuple() if self.parent is not None else None
+        return ((self.id, parent), None)
+
+    def then(self, callback: Any, on_error: Any = None, weak: bool = False) -> None:
+        self.on_ready = callback
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AsyncResult):
+            return other.id == self.id
+        if isinstance(other, str):
+            return other == self.id
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.id}>"
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def _as_exception(value: Any) -> BaseException:
+    if isinstance(value, BaseException):
+        return value
+    return RemoteTaskError("Exception", None, value)
+
+
+class EagerResult(AsyncResult):
+    """The result of a task run locally with ``apply()`` or in eager mode."""
+
+    def __init__(self, id: str, ret_value: Any, state: str, traceback: str | None = None,
+                 name: str | None = None, app: Celery | None = None) -> None:
+        self.id = str(id)
+        self._app = app
+        self._result = ret_value
+        self._state = state
+        self._traceback = traceback
+        self.task_name = name
+        self.parent = None
+        self._cache = None
+
+    @property
+    def app(self) -> Celery:
+        return self._app or _state.get_current_app()
+
+    @app.setter
+    def app(self, value: Celery) -> None:
+        self._app = value
+
+    def _get_meta(self) -> dict[str, Any]:
+        return {"status": self._state, "result": self._result, "traceback": self._traceback,
+                "task_id": self.id, "children": []}
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    status = state
+
+    @property
+    def result(self) -> Any:
+        return self._result
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        return self._traceback
+
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
+            no_ack: bool = True, follow_parents: bool = True, callback: Any = None,
+            on_message: Any = None, on_interval: Any = None, disable_sync_subtasks: bool = True,
+            EXCEPTION_STATES: frozenset[str] = states.EXCEPTION_STATES,
+            PROPAGATE_STATES: frozenset[str] = states.PROPAGATE_STATES) -> Any:
+        """The value (or raise the exception) of the local run, as Celery's EagerResult."""
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        if self.successful():
+            return self._result
+        if self._state in PROPAGATE_STATES:
+            if propagate:
+                raise self._result if isinstance(self._result, BaseException) else Exception(
+                    self._result)
+            return self._result
+        if self._state in EXCEPTION_STATES:
+            return self._result
+        return None
+
+    wait = get
+
+    async def get_async(self, timeout: float | None = None, propagate: bool = True,
+                        interval: float = 0.5) -> Any:
+        return self.get(timeout, propagate, interval, disable_sync_subtasks=False)
+
+    def forget(self) -> None:
+        """Eager results are not stored."""
+
+    def revoke(self, *args: Any, **kwargs: Any) -> None:
+        self._state = states.REVOKED
+
+    def ready(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return f"<EagerResult: {self.id}>"
+
