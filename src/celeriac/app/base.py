@@ -34,7 +34,7 @@ from ..signals import Signal
 from . import state as _state
 from .builtins import register_builtins
 from .control import Control
-from .loaders import discover_packages, import_related
+from .loaders import discover_packages, import_object, import_related
 from .publish import send_task
 from .registry import TaskRegistry, task_from_fun
 from .task import Task
@@ -97,7 +97,7 @@ class Celery:
                            namespace: str | None = None) -> None:
         if isinstance(obj, str):
             try:
-                obj = _import_object(obj)
+                obj = import_object(obj)
             except ImportError:
                 if silent:
                     return
@@ -384,23 +384,6 @@ def default_sqlite_url() -> str:
     """``sqlite:///<absolute path>`` of the embedded default database file."""
     path = os.environ.get(SQLITE_PATH_ENV) or "celeriac.sqlite3"
     return "sqlite:///" + os.path.abspath(os.path.expanduser(path))
-
-
-def _import_object(path: str) -> Any:
-    """Import ``module:attr``, ``module.attr`` or a module."""
-    if ":" in path:
-        module, _, attr = path.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        return obj
-    try:
-        return importlib.import_module(path)
-    except ImportError:
-        module, _, attr = path.rpartition(".")
-        if not module:
-            raise
-        return getattr(importlib.import_module(module), attr)
 
 
 _state.set_default_app_factory(lambda: Celery("default", set_as_current=True))

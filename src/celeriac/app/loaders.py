@@ -1,4 +1,5 @@
-"""Finding task modules: ``autodiscover_tasks`` over packages or Django's installed apps."""
+"""Finding modules: ``autodiscover_tasks`` over packages or Django's installed apps, and
+the objects ``config_from_object`` names (``module:attr``, ``module.attr``)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,20 @@ def import_related(package: str, related_name: str = "tasks") -> Any:
         if exc.name == name:
             return None
         raise
+
+
+def import_object(path: str) -> Any:
+    """Import ``module:attr``, ``module.attr`` or a module."""
+    if ":" in path:
+        module, _, attr = path.partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+    try:
+        return importlib.import_module(path)
+    except ImportError:
+        module, _, attr = path.rpartition(".")
+        if not module:
+            raise
+        return getattr(importlib.import_module(module), attr)

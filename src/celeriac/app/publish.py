@@ -5,22 +5,27 @@
 queue, ETA and expiry, builds the protocol v2 message and hands it to the
 broker with ``not_before`` so delays wait in the broker. Publishing either
 succeeds or raises :class:`~celeriac.exceptions.OperationalError` after the
-bounded ``task_publish_retry_policy``.
+call's ``retry``/``retry_policy`` (``task_publish_retry``,
+``task_publish_retry_policy``) and, at the latest, ``broker_publish_timeout``
+seconds (:func:`publish_items`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
+from ..brokers.base import Publish, redact
 from ..canvas.signature import Signature
 from ..config.settings import seconds
 from ..exceptions import OperationalError
 from ..messages import Message, decode_body, task_message, to_timestamp
+from ..retry import RetryPolicy
+from ..retry import call as retry_call
 from . import state as _state
 from .routing import route
 
@@ -28,6 +33,9 @@ if TYPE_CHECKING:
     from .base import Celery
 
 logger = logging.getLogger("celeriac.publish")
+
+#: what a broker raises when a publish may succeed if tried again
+PUBLISH_ERRORS: tuple[type[BaseException], ...] = (OperationalError, OSError, ConnectionError)
 
 
 def _aware(value: datetime, tz: tzinfo | None) -> datetime:
@@ -128,9 +136,8 @@ def send_task(app: Celery, name: str, args: Any = None, kwargs: Any = None,
                                      routing_key=queue, headers=message.headers,
                                      properties=message.properties, declare=[],
                                      retry_policy=options.get("retry_policy"))
-    publish_with_retry(app, message, queue, not_before, priority,
-                       retry=options.get("retry", app.conf.task_publish_retry),
-                       policy=options.get("retry_policy"))
+    publish_items(app, [Publish(message, queue, not_before, priority)],
+                  retry=options.get("retry"), policy=options.get("retry_policy"))
     signals.after_task_publish.send(sender=name, body=body, exchange="",
                                     routing_key=queue, headers=message.headers)
     return task_id
@@ -145,25 +152,43 @@ def _signal_body(message: Message) -> Any:
     return (args, kwargs, embed)
 
 
-def publish_with_retry(app: Celery, message: Message, queue: str, not_before: float | None,
-                       priority: int | None, *, retry: bool = True,
-                       policy: dict[str, Any] | None = None) -> None:
-    policy = {**app.conf.task_publish_retry_policy, **(policy or {})}
-    broker_retries = type(app.broker).retries_connection
-    attempts = 1 + (int(policy.get("max_retries", 3)) if retry and not broker_retries else 0)
-    delay = float(policy.get("interval_start", 0))
-    last: Exception | None = None
-    for attempt in range(attempts):
-        try:
-            app.broker.publish(message, queue, not_before=not_before, priority=priority)
-            return
-        except (OperationalError, OSError, ConnectionError) as exc:
-            last = exc
-            if attempt + 1 < attempts:
-                logger.warning("Publish to %s failed (%s); retrying in %.1fs", queue, exc, delay)
-                time.sleep(delay)
-                delay = min(delay + float(policy.get("interval_step", 0.2)),
-                            float(policy.get("interval_max", 1)))
-    raise OperationalError(
-        f"could not publish {message.task_name}[{message.task_id}] to {app.broker.url}: {last}"
-    ) from last
+def publish_policy(app: Celery, retry: bool | None = None,
+                   policy: Mapping[str, Any] | None = None) -> RetryPolicy:
+    """The retry policy of one publish: ``task_publish_retry_policy`` updated by the call's
+    ``retry_policy``, no retries when ``retry`` (default ``task_publish_retry``) is false,
+    and always the ``broker_publish_timeout`` deadline."""
+    conf = app.conf
+    rules = RetryPolicy.from_celery({**(conf.task_publish_retry_policy or {}), **(policy or {})},
+                                    timeout=seconds(conf.broker_publish_timeout))
+    if retry is None:
+        retry = conf.task_publish_retry
+    return rules if retry else rules.once()
+
+
+def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = None,
+                  policy: Mapping[str, Any] | None = None) -> None:
+    """Publish ``items`` (one message or a batch) durably, or raise OperationalError.
+
+    The one retry layer of publishing (:func:`celeriac.retry.call`): brokers
+    try once inside it, and give up at the publish deadline even when the
+    server accepts connections but never answers.
+    """
+    broker = app.broker
+    rules = publish_policy(app, retry, policy)
+    first = items[0].message
+    what = (f"publish of {first.task_name}[{first.task_id}]" if len(items) == 1
+            else f"publish of {len(items)} messages")
+
+    def attempt() -> None:
+        if len(items) == 1:
+            item = items[0]
+            broker.publish(item.message, item.queue, not_before=item.not_before,
+                           priority=item.priority)
+        else:
+            broker.publish_many(items)
+
+    def warn(exc: BaseException, pause: float) -> None:
+        logger.warning("Publish to %s failed (%s); retrying in %.1fs", items[0].queue, exc, pause)
+
+    retry_call(attempt, rules, retry_on=PUBLISH_ERRORS, what=what,
+               where=f"broker {redact(broker.url)}", on_retry=warn)

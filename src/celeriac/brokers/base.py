@@ -21,6 +21,12 @@ Contract (checked for every broker by ``tests/contract``):
   calls it when a child dies), so redelivery does not wait for the lease.
 * Dead letters can be listed, retried (re-published to their queue with
   counters reset) and purged.
+* Failures: a call that fails for a reason that may pass (connection lost,
+  server down, database locked) raises
+  :class:`~celeriac.exceptions.OperationalError`; a broker that retries does
+  so through :func:`celeriac.retry.call` (which makes it one attempt when the
+  producer already retries the publish) and bounds blocking I/O by
+  :func:`celeriac.retry.time_left`, so a publish ends by its deadline.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
 from ..messages import Message
 
@@ -41,6 +48,22 @@ WORKER_LOST = "worker_lost"
 REJECTED = "rejected"
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for error messages and logs (``;``-joined URLs too)."""
+    parts = []
+    for piece in url.split(";"):
+        split = urlsplit(piece)
+        if split.password is None:
+            parts.append(piece)
+            continue
+        host = split.hostname or ""
+        netloc = f"{split.username or ''}:***@{host}"
+        if split.port is not None:
+            netloc += f":{split.port}"
+        parts.append(urlunsplit((split.scheme, netloc, split.path, split.query, split.fragment)))
+    return ";".join(parts)
 
 
 def clamp_priority(priority: int | None) -> int:
@@ -118,10 +141,6 @@ class Broker(abc.ABC):
     capabilities: ClassVar[Capabilities]
     #: URL schemes this class serves, e.g. ``("sqlite",)``.
     schemes: ClassVar[tuple[str, ...]] = ()
-    #: True when the broker itself retries lost connections by ``options["retry_policy"]``
-    #: (the producer then does not add its own retry loop on top).
-    retries_connection: ClassVar[bool] = False
-
     def __init__(
         self,
         url: str,

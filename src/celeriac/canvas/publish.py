@@ -17,7 +17,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from .. import serialization, signals
-from ..app.publish import _task_defaults, build_message
+from ..app.publish import _task_defaults, build_message, publish_items
 from ..brokers.base import Publish
 from ..messages import Message, saferepr
 
@@ -100,11 +100,11 @@ def publish_members(app: Celery, members: list[Signature], options: dict[str, An
             signals.before_task_publish.send(sender=msg.task_name, body=msg.body, exchange="",
                                              routing_key=item.queue, headers=msg.headers,
                                              properties=msg.properties, declare=[],
-                                             retry_policy=None)
+                                             retry_policy=options.get("retry_policy"))
         batch.append(item)
     if not batch:
         return
-    app.broker.publish_many(batch)
+    publish_items(app, batch, retry=options.get("retry"), policy=options.get("retry_policy"))
     if signals.after_task_publish._receivers:
         for item in batch:
             signals.after_task_publish.send(sender=item.message.task_name,

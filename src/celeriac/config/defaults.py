@@ -24,6 +24,7 @@ USED: dict[str, Any] = {
     "broker_url": None,
     "broker_transport_options": {},
     "broker_use_ssl": False,
+    "broker_publish_timeout": 5.0,
     # results
     "result_backend": None,
     "result_backend_transport_options": {},

@@ -14,21 +14,24 @@ Key layout (``P`` is the prefix, default ``celeriac:beat:``)::
     P lease                   HASH  owner, expires_us           -- the leader lease
 
 ``claim`` checks the entry (enabled, version, cursor), creates the fire hash
-(the unique key per fire time) and advances the cursor in one script.
+(the unique key per fire time) and advances the cursor in one script. Every
+round trip is retried on connection errors by :func:`celeriac.retry.call`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from ...retry import RetryPolicy
 from ...schedules.entries import EntrySpec, StoredEntry
 from ...schedules.store import FireRecord, ScheduleStore, from_us, to_us
-from .client import get_client
+from .client import get_client, retrying
 
 DEFAULT_PREFIX = "celeriac:beat:"
+_T = TypeVar("_T")
 
 _CURSOR_LUA = """
 local function cursor_of(key)
@@ -135,6 +138,7 @@ class RedisStore(ScheduleStore):
                  options: dict[str, Any] | None = None, app: Any = None) -> None:
         self.url, self.prefix, self._app = url, prefix, app
         self.client = get_client(url, options)
+        self.retry_policy = RetryPolicy.from_celery((options or {}).get("retry_policy"))
         self._scripts = {name: self.client.register_script(body) for name, body in (
             ("put", PUT), ("delete", DELETE), ("claim", CLAIM), ("drop", DROP),
             ("mark_sent", MARK_SENT), ("take_over", TAKE_OVER), ("lease", LEASE),
@@ -143,8 +147,12 @@ class RedisStore(ScheduleStore):
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
+    def _redis(self, what: str, call: Callable[[], _T]) -> _T:
+        """One Redis round trip, retried on connection errors (:mod:`celeriac.retry`)."""
+        return retrying(self.url, f"beat {what}", call, self.retry_policy)
+
     def _run(self, script: str, keys: list[str], args: list[Any]) -> bool:
-        return bool(self._scripts[script](keys=keys, args=args))
+        return bool(self._redis(script, lambda: self._scripts[script](keys=keys, args=args)))
 
     @staticmethod
     def _member(entry: str, fire_us: int) -> str:
@@ -165,6 +173,9 @@ class RedisStore(ScheduleStore):
             source=h["source"], code_hash=h.get("code_hash") or None)
 
     def list_entries(self) -> list[StoredEntry]:
+        return self._redis("list_entries", self._list_entries)
+
+    def _list_entries(self) -> list[StoredEntry]:
         names = sorted(_text(n) for n in self.client.smembers(self._key("names")))
         pipe = self.client.pipeline(transaction=False)
         for name in names:
@@ -173,10 +184,11 @@ class RedisStore(ScheduleStore):
         return [e for e in entries if e is not None]
 
     def get_entry(self, name: str) -> StoredEntry | None:
-        return self._entry(self.client.hgetall(self._key("entry", name)))
+        return self._entry(self._redis("get_entry", lambda: self.client.hgetall(
+            self._key("entry", name))))
 
     def generation(self) -> int:
-        value = self.client.get(self._key("generation"))
+        value = self._redis("generation", lambda: self.client.get(self._key("generation")))
         return int(value) if value else 0
 
     def put_entry(self, entry: StoredEntry, expected_version: int | None) -> bool:
@@ -214,7 +226,7 @@ class RedisStore(ScheduleStore):
             entry, _, fire_us = _text(member).rpartition("\n")
             pipe.hgetall(self._key("fire", entry, fire_us))
         records = []
-        for raw in pipe.execute():
+        for raw in self._redis("fires", pipe.execute):
             if not raw:
                 continue
             h = {_text(k): _text(v) for k, v in raw.items()}
@@ -227,8 +239,8 @@ class RedisStore(ScheduleStore):
         return records
 
     def stale_claims(self, claimed_before: datetime) -> list[FireRecord]:
-        members = self.client.zrangebyscore(self._key("claimed"), "-inf",
-                                            f"({to_us(claimed_before)}")
+        members = self._redis("stale_claims", lambda: self.client.zrangebyscore(
+            self._key("claimed"), "-inf", f"({to_us(claimed_before)}"))
         stale = [f for f in self._fires(members) if f.state == "claimed"]
         return sorted(stale, key=lambda f: f.fire_time)
 
@@ -240,11 +252,13 @@ class RedisStore(ScheduleStore):
                                              self._member(record.entry, fire_us)])
 
     def list_fires(self, entry: str | None = None) -> list[FireRecord]:
-        records = self._fires(self.client.zrange(self._key("fires"), 0, -1))
+        records = self._fires(self._redis("list_fires", lambda: self.client.zrange(
+            self._key("fires"), 0, -1)))
         return [r for r in records if entry in (None, r.entry)]
 
     def prune_fires(self, before: datetime) -> int:
-        members = self.client.zrangebyscore(self._key("fires"), "-inf", f"({to_us(before)}")
+        members = self._redis("prune_fires", lambda: self.client.zrangebyscore(
+            self._key("fires"), "-inf", f"({to_us(before)}"))
         old = [f for f in self._fires(members) if f.state == "sent"]
         if not old:
             return 0
@@ -253,7 +267,7 @@ class RedisStore(ScheduleStore):
             fire_us = to_us(record.fire_time)
             pipe.delete(self._key("fire", record.entry, str(fire_us)))
             pipe.zrem(self._key("fires"), self._member(record.entry, fire_us))
-        pipe.execute()
+        self._redis("prune_fires", pipe.execute)
         return len(old)
 
     # -- lease -------------------------------------------------------------------
@@ -266,7 +280,8 @@ class RedisStore(ScheduleStore):
         self._run("release", [self._key("lease")], [owner])
 
     def lease_holder(self, now: datetime) -> str | None:
-        owner, expires = self.client.hmget(self._key("lease"), "owner", "expires_us")
+        owner, expires = self._redis("lease_holder", lambda: self.client.hmget(
+            self._key("lease"), "owner", "expires_us"))
         if owner is None or expires is None or int(expires) <= to_us(now):
             return None
         return _text(owner)

@@ -86,10 +86,13 @@ single list, not the four priority lists of several queues. Set
 Failures: ``receive`` swallows connection errors, backs off (up to 1 s) and
 retries until its timeout, then returns ``[]``, so consumers resume within
 about a second of Redis coming back; other calls retry by ``retry_policy``
-(Celery's ``task_publish_retry_policy`` defaults) and then raise
-:class:`~celeriac.exceptions.OperationalError` naming the URL. A publish
-retried after a lost reply may store the message twice (at-least-once,
-never lost). Scripts are reloaded after ``NOSCRIPT`` (a restarted server).
+(Celery's ``task_publish_retry_policy`` defaults) through
+:func:`celeriac.retry.call` and then raise
+:class:`~celeriac.exceptions.OperationalError` naming the URL. Inside a
+producer's publish (which owns the retry policy and the deadline) a publish
+here is one attempt. A publish retried after a lost reply may store the
+message twice (at-least-once, never lost). Scripts are reloaded after
+``NOSCRIPT`` (a restarted server).
 """
 
 from __future__ import annotations
@@ -106,25 +109,24 @@ from typing import Any, ClassVar, TypeVar
 import redis
 
 from ...messages import Message
+from ...retry import RetryPolicy
 from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
 from . import scripts as redis_scripts
+from .bookkeeping import SEP, queue_names, read_dead_letters
 from .client import RETRYABLE_ERRORS, Direct, direct_for, get_client, retrying
-from .scripts import parse_envelope
 
-SEP = "\x06\x16"
+#: how ``receive`` waits between attempts while Redis is unreachable (back within ~1 s)
+RECEIVE_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_step=0.2,
+                              interval_max=1.0)
 DEFAULT_STEPS = (0, 3, 6, 9)
 _CHUNK = 1000
 _T = TypeVar("_T")
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
 class RedisBroker(Broker):
     """Celery-compatible Redis broker with leases, delays and dead letters."""
 
-    retries_connection = True
+
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -140,7 +142,7 @@ class RedisBroker(Broker):
                                    or DEFAULT_STEPS} | {0}))
         interval = self.options.get("polling_interval", 0.1)
         self.polling_interval = None if interval is None else float(interval)
-        self.retry_policy = dict(self.options.get("retry_policy") or {})
+        self.retry_policy = RetryPolicy.from_celery(self.options.get("retry_policy"))
         self.delay_in_broker = bool(self.options.get("delay_in_broker", True))
         self._nonce = uuid.uuid4().hex[:8] + ":"
         self._declared: set[str] = set()
@@ -263,7 +265,7 @@ class RedisBroker(Broker):
             time.sleep(max(0.0, timeout))
             return []
         deadline = time.monotonic() + max(0.0, timeout)
-        backoff, hint, waited = 0.05, None, False
+        pauses, hint, waited = RECEIVE_BACKOFF.intervals(), None, False
         limit = max(1, int(limit))
         while True:
             try:
@@ -274,11 +276,10 @@ class RedisBroker(Broker):
                     got, hint = self._receive_once(queues, owner, limit)
                 if got:
                     return got
-                waited, backoff = True, 0.05
+                waited, pauses = True, RECEIVE_BACKOFF.intervals()
             except RETRYABLE_ERRORS:
                 waited = False
-                time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
-                backoff = min(backoff * 2, 1.0)
+                time.sleep(min(next(pauses), max(0.0, deadline - time.monotonic())))
             if deadline - time.monotonic() <= 0:
                 return []
 
@@ -361,44 +362,11 @@ class RedisBroker(Broker):
                           dead=int(dead))
 
     def queues(self) -> list[str]:
-        return self._retrying("queues", self._queue_names)
-
-    def _queue_names(self) -> list[str]:
-        client = self.client
-        names = {_text(n) for n in client.smembers(self._key("_celeriac.queues"))}
-        pattern = self._key("_kombu.binding.*")
-        for key in client.scan_iter(match=pattern, count=1000):
-            for member in client.smembers(key):
-                name = _text(member).split(SEP)[-1]
-                if name and "pidbox" not in name:
-                    names.add(name)
-        return sorted(names)
+        return self._retrying("queues", lambda: queue_names(self.client, self.prefix))
 
     def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        return self._retrying("dead_letters", lambda: self._dead_letters(queue, limit))
-
-    def _dead_letters(self, queue: str | None, limit: int) -> list[DeadLetter]:
-        index = self._key(f"_celeriac.deadq.{queue}" if queue is not None else "_celeriac.dead")
-        if limit <= 0:
-            return []
-        ids = [_text(i) for i in self.client.zrange(index, 0, limit - 1)]  # type: ignore[arg-type]
-        if not ids:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for dead_id in ids:
-            pipe.hgetall(self._key(f"_celeriac.dead.{dead_id}"))
-        out = []
-        for dead_id, rec in zip(ids, pipe.execute(), strict=True):
-            if not rec:
-                continue
-            out.append(DeadLetter(
-                id=dead_id, queue=_text(rec[b"q"]), reason=_text(rec[b"r"]),
-                message=parse_envelope(rec[b"m"]), delivery_count=int(rec[b"dc"]),
-                lost_count=int(rec[b"lc"]),
-                first_delivered_at=float(rec[b"fd"]) if rec.get(b"fd") else None,
-                dead_at=float(rec[b"at"]),
-            ))
-        return out
+        return self._retrying("dead_letters", lambda: read_dead_letters(
+            self.client, self.prefix, queue, limit))
 
     def retry_dead_letter(self, dead_id: str) -> bool:
         return bool(self._retrying("retry_dead_letter",

@@ -19,6 +19,12 @@ several joined with ``;``; the options must name the master with
 ``master_name`` (``broker_transport_options={"master_name": "mymaster"}``)
 and may give ``sentinel_kwargs`` (e.g. the sentinels' own password).
 
+Failures: :func:`retrying` runs a call through :func:`celeriac.retry.call`
+(the project's one retry helper) with Redis's connection errors as the
+retryable ones; redis-py's own retries are off. :class:`Direct` calls made
+during a publish cap their socket timeouts by the publish deadline
+(:func:`bounded_by_deadline`).
+
 Options understood (the rest are ignored here): ``socket_timeout``,
 ``socket_connect_timeout``, ``socket_keepalive``, ``max_connections``,
 ``health_check_interval``, ``ssl`` (a dict of redis-py ``ssl_*`` arguments,
@@ -29,25 +35,23 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from ...exceptions import ImproperlyConfigured, OperationalError
+from ... import retry
+from ...exceptions import ImproperlyConfigured
+from ...retry import RetryPolicy
+from ..base import redact
 
 _T = TypeVar("_T")
-
-#: Celery's ``task_publish_retry_policy`` defaults, used for every bounded retry.
-DEFAULT_RETRY_POLICY: dict[str, float] = {
-    "max_retries": 3, "interval_start": 0.0, "interval_step": 0.2, "interval_max": 1.0,
-}
 
 #: Errors after which a command may succeed on a new connection.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -80,38 +84,39 @@ class RedisTarget:
     sentinel_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def redact(url: str) -> str:
-    """``url`` without its password, for error messages and logs."""
-    parts = []
-    for piece in url.split(";"):
-        split = urlsplit(piece)
-        if split.password is None:
-            parts.append(piece)
-            continue
-        host = split.hostname or ""
-        netloc = f"{split.username or ''}:***@{host}"
-        if split.port is not None:
-            netloc += f":{split.port}"
-        parts.append(urlunsplit((split.scheme, netloc, split.path, split.query, split.fragment)))
-    return ";".join(parts)
+def retrying(url: str, what: str, call: Callable[[], _T], policy: RetryPolicy) -> _T:
+    """Run ``call`` through :func:`celeriac.retry.call`, retrying Redis connection errors."""
+    return retry.call(call, policy, retry_on=RETRYABLE_ERRORS, what=what,
+                      where=f"Redis at {redact(url)}")
 
 
-def retrying(url: str, what: str, call: Callable[[], _T],
-             policy: Mapping[str, float] | None = None) -> _T:
-    """Run ``call``; on connection errors retry by ``policy``, then raise OperationalError."""
-    rules = {**DEFAULT_RETRY_POLICY, **dict(policy or {})}
-    retries = int(rules["max_retries"])
-    for attempt in range(retries + 1):
-        try:
-            return call()
-        except RETRYABLE_ERRORS as exc:
-            if attempt >= retries:
-                raise OperationalError(
-                    f"Redis at {redact(url)}: {what} failed after {retries + 1} attempts: "
-                    f"{exc}") from exc
-            time.sleep(min(rules["interval_start"] + attempt * rules["interval_step"],
-                           rules["interval_max"]))
-    raise AssertionError("unreachable")
+@contextmanager
+def bounded_by_deadline(conn: Any) -> Iterator[None]:
+    """Make ``conn``'s socket timeouts no longer than the running publish's deadline.
+
+    A server that accepts connections but never answers would otherwise hold
+    the caller for ``socket_timeout`` (30 s) per attempt. Outside a deadline
+    (consumers, result reads) the configured timeouts apply unchanged.
+    """
+    left = retry.time_left()
+    if left is None:
+        yield
+        return
+    if left <= 0:
+        raise redis.TimeoutError("deadline reached")
+    read, connect = conn.socket_timeout, conn.socket_connect_timeout
+    conn.socket_timeout = left if read is None else min(read, left)
+    conn.socket_connect_timeout = left if connect is None else min(connect, left)
+    sock = getattr(conn, "_sock", None)
+    if sock is not None:
+        sock.settimeout(conn.socket_timeout)
+    try:
+        yield
+    finally:
+        conn.socket_timeout, conn.socket_connect_timeout = read, connect
+        sock = getattr(conn, "_sock", None)
+        if sock is not None:
+            sock.settimeout(read)
 
 
 def _client_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,9 +125,9 @@ def _client_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
     ssl = options.get("ssl")
     if isinstance(ssl, Mapping):
         kwargs.update({str(k): v for k, v in ssl.items()})
-    # One quick internal retry hides stale pooled sockets after a server restart;
-    # longer outages are handled (and bounded) by the broker and result store.
-    kwargs["retry"] = Retry(ExponentialBackoff(cap=0.1, base=0.01), 1)
+    # No retries inside redis-py: the broker and stores retry through celeriac.retry,
+    # the one retry layer (a stale pooled socket after a restart is its first retry).
+    kwargs["retry"] = Retry(NoBackoff(), 0)
     return kwargs
 
 
@@ -260,15 +265,16 @@ class Direct:
         replies: list[Any] = []
         error: redis.ResponseError | None = None
         try:
-            if not conn.is_connected:
-                conn.connect()  # sentinel connections find the master here
-            conn.send_packed_command(conn.pack_commands(commands))
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except redis.ResponseError as exc:  # a whole reply was read: still in sync
-                    error = error or exc
-                    replies.append(exc)
+            with bounded_by_deadline(conn):
+                if not conn.is_connected:
+                    conn.connect()  # sentinel connections find the master here
+                conn.send_packed_command(conn.pack_commands(commands))
+                for _ in commands:
+                    try:
+                        replies.append(conn.read_response())
+                    except redis.ResponseError as exc:  # a whole reply was read: in sync
+                        error = error or exc
+                        replies.append(exc)
         except BaseException:
             conn.disconnect()
             raise

@@ -37,10 +37,14 @@ import redis
 
 from ... import serialization, states
 from ...results.store import ResultStore, decode_meta, encode_meta
+from ...retry import RetryPolicy
 from .client import RETRYABLE_ERRORS, Direct, direct_for, get_client, retrying
 
 _LISTENER_ERRORS: tuple[type[BaseException], ...] = (
     *RETRYABLE_ERRORS, redis.exceptions.PubSubError, RuntimeError)
+#: how the listener waits between reconnection attempts (back within ~1 s)
+RECONNECT_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_step=0.2,
+                                interval_max=1.0)
 PING_INTERVAL = 30.0  # seconds between liveness PINGs on the subscription connection
 Inbox = queue.SimpleQueue  # items: ("subscribed", None) or ("message", payload)
 
@@ -131,7 +135,7 @@ class ResultListener:
                     self._broken = True
 
     def _run(self) -> None:
-        backoff, last_ping = 0.05, time.monotonic()
+        pauses, last_ping = RECONNECT_BACKOFF.intervals(), time.monotonic()
         while True:
             try:
                 if self._broken:
@@ -141,13 +145,12 @@ class ResultListener:
                     with self._lock:  # finds a dead connection; the reply is a "pong" message
                         self._pubsub.ping()
                 message = self._pubsub.get_message(timeout=1.0)
-                backoff = 0.05
+                pauses = RECONNECT_BACKOFF.intervals()
                 if message is not None:
                     self._dispatch(message)
             except _LISTENER_ERRORS:
                 self._broken = True
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                time.sleep(next(pauses))
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind, key = message.get("type"), message.get("channel")
@@ -209,7 +212,7 @@ class RedisResultStore(ResultStore):
                  options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, expires=expires, options=options)
         self.prefix = _celery_prefix(str(self.options.get("global_keyprefix") or ""))
-        self.retry_policy = dict(self.options.get("retry_policy") or {})
+        self.retry_policy = RetryPolicy.from_celery(self.options.get("retry_policy"))
         #: (pid, client, chord script, direct connection), replaced as a whole so
         #: threads never see a half-built connection; rebuilt after a fork
         self._conn: tuple[int, redis.Redis, Any, Direct] | None = None

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ... import retry
 from ...exceptions import ImproperlyConfigured, OperationalError
 
 ENV_PATH = "CELERIAC_SQLITE_PATH"
@@ -125,14 +126,18 @@ BUSY_TIMEOUT = 5.0
 
 
 def begin_immediate(conn: sqlite3.Connection, path: str) -> None:
-    """Take the write lock, retrying every 50 us doubling to 2 ms for up to 5 s.
+    """Take the write lock, trying every 50 us doubling to 2 ms for up to 5 s.
 
-    SQLite's own busy handler sleeps at least 1 ms per try; with several worker
+    This is SQLite's busy handler done better, not a retry of a failed call:
+    SQLite's own handler sleeps at least 1 ms per try; with several worker
     processes each holding the lock for well under a millisecond, that sleep was
-    most of the cost of a task on this broker, so writers retry with a short
-    backoff instead (``busy_timeout`` is lifted to 0 only around BEGIN).
+    most of the cost of a task on this broker, so writers poll with a short
+    backoff instead (``busy_timeout`` is lifted to 0 only around BEGIN). Inside
+    a publish the wait also ends at the publish deadline (:func:`retry.time_left`).
     """
-    delay, deadline = 0.00005, time.monotonic() + BUSY_TIMEOUT
+    left = retry.time_left()
+    wait = BUSY_TIMEOUT if left is None else max(0.0, min(BUSY_TIMEOUT, left))
+    delay, deadline = 0.00005, time.monotonic() + wait
     conn.execute("PRAGMA busy_timeout = 0")
     try:
         while True:

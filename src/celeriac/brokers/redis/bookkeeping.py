@@ -1,0 +1,59 @@
+"""Reading the Redis broker's bookkeeping outside its Lua scripts: queue names, dead letters.
+
+Key names are those documented at the top of :mod:`.broker` (all behind the
+``global_keyprefix``); ``SEP`` is kombu's separator in priority list names
+and bindings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from ..base import DeadLetter
+from .scripts import parse_envelope
+
+SEP = "\x06\x16"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def queue_names(client: redis.Redis, prefix: str) -> list[str]:
+    """Queues published to by celeriac, plus those kombu bound (Celery's producers)."""
+    names = {_text(n) for n in client.smembers(f"{prefix}_celeriac.queues")}
+    for key in client.scan_iter(match=f"{prefix}_kombu.binding.*", count=1000):
+        for member in client.smembers(key):
+            name = _text(member).split(SEP)[-1]
+            if name and "pidbox" not in name:
+                names.add(name)
+    return sorted(names)
+
+
+def read_dead_letters(client: redis.Redis, prefix: str, queue: str | None,
+                      limit: int) -> list[DeadLetter]:
+    """Up to ``limit`` dead letters, oldest first (of ``queue``, or of every queue)."""
+    index = f"{prefix}_celeriac.deadq.{queue}" if queue is not None else f"{prefix}_celeriac.dead"
+    if limit <= 0:
+        return []
+    ids = [_text(i) for i in client.zrange(index, 0, limit - 1)]  # type: ignore[arg-type]
+    if not ids:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for dead_id in ids:
+        pipe.hgetall(f"{prefix}_celeriac.dead.{dead_id}")
+    out = []
+    records: list[Any] = pipe.execute()
+    for dead_id, rec in zip(ids, records, strict=True):
+        if not rec:
+            continue
+        out.append(DeadLetter(
+            id=dead_id, queue=_text(rec[b"q"]), reason=_text(rec[b"r"]),
+            message=parse_envelope(rec[b"m"]), delivery_count=int(rec[b"dc"]),
+            lost_count=int(rec[b"lc"]),
+            first_delivered_at=float(rec[b"fd"]) if rec.get(b"fd") else None,
+            dead_at=float(rec[b"at"]),
+        ))
+    return out
