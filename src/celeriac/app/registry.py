@@ -1,6 +1,6 @@
 """Task registry, task creation from functions, and ``shared_task``.
 
-``@app.task`` turns a function into a :class:`~celeriac.task.Task` subclass
+``@app.task`` turns a function into a :class:`~celeriac.app.task.Task` subclass
 instance registered under ``module.function`` (or ``name=``); every decorator
 option becomes a class attribute, as in Celery, and a near-miss of a known
 option name (``max_retires``) is reported. ``shared_task`` defines a task for

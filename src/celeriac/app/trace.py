@@ -2,7 +2,7 @@
 
 :class:`Tracer` turns a request into an :class:`Outcome` (SUCCESS, FAILURE,
 RETRY, IGNORED, REJECTED), storing states, calling the task's hooks, firing
-signals and following links/chains through :mod:`celeriac.workflow`. It is
+signals and following links/chains through :mod:`celeriac.canvas.callbacks`. It is
 split into ``begin`` / ``succeeded`` / ``failed`` steps so the asyncio pool can
 ``await`` the task body between them; ``run`` does all three for sync code.
 An error raised by a task hook (``on_success``...) is logged and sent as

@@ -7,7 +7,7 @@ Any number of schedulers may run against one store. Each tick:
 2. reload entries when the store's ``generation`` changed (runtime edits are
    seen within one tick);
 3. re-send fires left ``claimed`` by a dead scheduler (same task id);
-4. for each enabled entry, apply the missed-run policy (:mod:`.policy`) and
+4. for each enabled entry, apply the missed-run policy (:mod:`celeriac.schedules.policy`) and
    **claim** each fire to send (atomic, fenced by entry version and cursor),
    publish it, mark it sent; fires the policy drops advance the cursor;
 5. sleep until the next fire, at most ``beat_max_loop_interval`` (5 s) and a
@@ -15,7 +15,7 @@ Any number of schedulers may run against one store. Each tick:
 
 Correctness never depends on the lease: a paused leader that wakes up after
 another took over can only claim fires nobody claimed. Time comes from an
-injectable :class:`~celeriac.beat.clock.Clock`.
+injectable :class:`~celeriac.schedules.clock.Clock`.
 """
 
 from __future__ import annotations

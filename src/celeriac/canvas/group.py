@@ -2,7 +2,7 @@
 
 A group publishes its N members in one batched ``broker.publish_many`` call,
 every message with the same ``group`` header and ``group_index`` 0..N-1, and
-returns a :class:`~celeriac.result_set.GroupResult` in call order. A chord
+returns a :class:`~celeriac.results.group.GroupResult` in call order. A chord
 publishes its header as a group whose messages carry the body signature in
 ``embed.chord`` (with the body's pre-assigned ``task_id``, the header
 ``group_id`` and ``chord_size``); the worker side of the join is

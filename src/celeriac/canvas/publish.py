@@ -8,7 +8,7 @@ the cost of a large group, so when routing cannot depend on the arguments
 equal the previous member's reuses that member's message as a template:
 only the id, ``group_index``, ``root_id``, args/kwargs (body and reprs),
 ``correlation_id`` and ``delivery_tag`` differ. The result is the message
-:func:`celeriac.publish.build_message` would build (checked by tests).
+:func:`celeriac.app.publish.build_message` would build (checked by tests).
 """
 
 from __future__ import annotations

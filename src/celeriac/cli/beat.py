@@ -25,7 +25,7 @@ logger = logging.getLogger("celeriac.beat")
 
 
 def _schedules(obj: Any) -> Schedules:
-    # ``obj.clock`` is an optional test seam (a celeriac.beat.clock.Clock).
+    # ``obj.clock`` is an optional test seam (a celeriac.schedules.clock.Clock).
     return Schedules(obj.app, clock=getattr(obj, "clock", None))
 
 

@@ -2,7 +2,7 @@
 
 ``get()`` waits through the store's ``wait`` (push-based where the store can:
 Redis pub/sub, in-process conditions), re-raises failures as safely rebuilt
-exceptions (see :mod:`celeriac.backends.meta`) and, like Celery, refuses to
+exceptions (see :mod:`celeriac.results.meta`) and, like Celery, refuses to
 block inside a running task unless ``disable_sync_subtasks=False``.
 """
 

@@ -5,7 +5,7 @@ Every schedule also exposes the pure method the beat scheduler uses,
 ``next_fire_after(instant, anchor=..., tz=...)``, which returns the first fire
 instant (aware UTC) strictly after ``instant``. Interval schedules are computed
 in UTC on a grid anchored at the entry's anchor; crontabs are evaluated in the
-app's time zone with the DST rule documented in :mod:`celeriac.beat.cron`.
+app's time zone with the DST rule documented in :mod:`celeriac.schedules.cron`.
 
 ``solar`` schedules are not provided (they need ``ephem``); see ``docs/beat.md``.
 """

@@ -1,4 +1,4 @@
-"""The Lua scripts of the Redis broker (key layout: see :mod:`celeriac.brokers.redis`).
+"""The Lua scripts of the Redis broker (key layout: see :mod:`celeriac.brokers.redis.broker`).
 
 Also owns the parsing of ``RECEIVE``'s reply (:func:`parse_receive`).
 

@@ -1,7 +1,7 @@
 """The SQLite result store (``sqlite:///path``, ``db+sqlite:///path``).
 
-Same file conventions as :mod:`celeriac.brokers.sqlite` (``sqlite://`` alone
-means :func:`~celeriac.sqlite_db.default_path`, shared with the broker),
+Same file conventions as :mod:`celeriac.brokers.sqlite.broker` (``sqlite://`` alone
+means :func:`~celeriac.brokers.sqlite.db.default_path`, shared with the broker),
 WAL, busy_timeout, one connection per thread, reopened after ``fork``.
 
 Durability: commits use ``synchronous=NORMAL`` unless option
