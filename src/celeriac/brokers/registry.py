@@ -123,23 +123,33 @@ def is_embedded(url: str) -> bool:
     return found is not None and found[1].embedded
 
 
-def _engine(name: str, row: Scheme, url: str, setting: str) -> Engine:
+#: per role: the setting it comes from, and the error for a scheme no engine serves
+_UNSERVED = {
+    BROKER: ("broker_url", "broker_url: unsupported scheme {head!r} in {url!r} (known: {known})"),
+    RESULTS: ("result_backend", "result_backend: unsupported scheme in {url!r} (known: {known})"),
+    BEAT: ("beat_schedule_store", "beat_schedule_store: unsupported scheme in {url!r}"),
+}
+
+
+def engine_for(url: str, role: str) -> Engine:
+    """Load the engine serving ``url`` as ``role``; ImproperlyConfigured names the setting."""
+    setting, unserved = _UNSERVED[role]
+    found = _row(url, role)
+    if found is None:
+        raise ImproperlyConfigured(unserved.format(head=scheme_of(url), url=url,
+                                                   known=", ".join(known_schemes(role))))
+    name, row = found
     try:
         return row.load()
     except ImportError as exc:
-        if setting == "broker_url":
+        if role == BROKER:
             hint = f" (pip install 'celeriac[{row.extra}]')" if row.extra else ""
             raise ImproperlyConfigured(f"broker_url: {name}:// needs {exc.name}{hint}") from exc
         raise ImproperlyConfigured(f"{setting}: {url!r} needs {exc.name}") from exc
 
 
 def broker_class(url: str) -> type[Broker]:
-    found = _row(url, BROKER)
-    if found is None:
-        raise ImproperlyConfigured(
-            f"broker_url: unsupported scheme {scheme_of(url)!r} in {url!r} "
-            f"(known: {', '.join(known_schemes(BROKER))})")
-    cls = _engine(found[0], found[1], url, "broker_url").broker
+    cls = engine_for(url, BROKER).broker
     assert cls is not None
     return cls
 
@@ -153,12 +163,7 @@ def broker_for_url(url: str, *, lease_seconds: float = 30.0,
 def store_for_url(url: str, *, expires: float | None = 86400.0,
                   options: Mapping[str, Any] | None = None) -> ResultStore:
     """Create the result store for ``url``."""
-    found = _row(url, RESULTS)
-    if found is None:
-        raise ImproperlyConfigured(
-            f"result_backend: unsupported scheme in {url!r} "
-            f"(known: {', '.join(known_schemes(RESULTS))})")
-    cls = _engine(found[0], found[1], url, "result_backend").result_store
+    cls = engine_for(url, RESULTS).result_store
     assert cls is not None
     return cls(url, expires=expires, options=options)
 
@@ -166,10 +171,9 @@ def store_for_url(url: str, *, expires: float | None = 86400.0,
 def beat_store_for_url(url: str, *, app: Any = None, options: Mapping[str, Any] | None = None,
                        prefix: str) -> ScheduleStore:
     """Create the schedule store for ``url`` (``memory://``, ``sqlite:///path``, ``redis://``)."""
-    found = _row(url, BEAT)
-    if found is None:
+    if _row(url, BEAT) is None:
         raise ValueError(
             f"beat: no schedule store for {url!r} (use sqlite://, redis:// or memory://)")
-    factory = _engine(found[0], found[1], url, "beat_schedule_store").beat_store
+    factory = engine_for(url, BEAT).beat_store
     assert factory is not None
     return factory(url, app=app, options=dict(options or {}), prefix=prefix)

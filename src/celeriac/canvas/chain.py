@@ -12,36 +12,16 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .group import chord, group
-from .signature import Composite, Signature, maybe_signature, register_type, sig_list
+from .signature import Composite, Signature, register_type, sig_list
 
 if TYPE_CHECKING:
-    from ..app.base import Celery
-
-
-def _as_list(tasks: tuple[Any, ...]) -> list[Any]:
-    if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
-        return list(tasks[0])
-    return list(tasks)
+    pass
 
 
 class chain(Composite):
     """Tasks run one after the other, each receiving the previous result."""
 
-    def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
-        if len(tasks) == 1 and isinstance(tasks[0], Mapping) and "task" in tasks[0]:
-            d = dict(tasks[0])
-            if d.get("subtask_type") == "chain":
-                super().__init__(d, app=app)
-                self["kwargs"]["tasks"] = self._sigs(self["kwargs"].get("tasks") or [])
-                return
-        steps = self._sigs(_as_list(tasks))
-        super().__init__("celery.chain", (), {"tasks": steps}, options, app=app,
-                         subtask_type="chain")
-        if self._app is None and steps:
-            self._app = steps[0]._app
-
-    def _sigs(self, items: list[Any]) -> list[Signature]:
-        return [s for s in (maybe_signature(t, app=self._app) for t in items) if s is not None]
+    subtask_kind = "chain"
 
     def clone(self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **opts: Any) -> Signature:

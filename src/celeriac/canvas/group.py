@@ -41,21 +41,10 @@ def _flatten(items: Iterable[Any], app: Celery | None) -> list[Signature]:
 class group(Composite):
     """Tasks run in parallel; the result is a GroupResult in call order."""
 
-    def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
-        if len(tasks) == 1 and isinstance(tasks[0], Mapping) and "task" in tasks[0]:
-            d = dict(tasks[0])
-            if d.get("subtask_type") == "group":
-                super().__init__(d, app=app)
-                self["kwargs"]["tasks"] = _flatten(self["kwargs"].get("tasks") or [], app)
-                return
-        items: Iterable[Any] = tasks
-        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
-            items = tasks[0]
-        members = _flatten(items, app)
-        super().__init__("celery.group", (), {"tasks": members}, options, app=app,
-                         subtask_type="group")
-        if self._app is None and members:
-            self._app = members[0]._app
+    subtask_kind = "group"
+
+    def _members(self, items: Iterable[Any], app: Celery | None) -> list[Signature]:
+        return _flatten(items, app)
 
     def clone(self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **opts: Any) -> Signature:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..app.state import get_current_app
 
@@ -284,7 +284,35 @@ def sig_list(value: Any, app: Celery | None = None) -> list[Signature]:
 
 
 class Composite(Signature):
-    """A signature made of member signatures (chain, group): members and their app."""
+    """A signature made of member signatures (chain, group): members and their app.
+
+    Built from members (``chain(a, b)``, ``group([a, b])``) or from its own dict
+    form (decoded from a message); ``subtask_kind`` names the subclass
+    (``celery.<kind>`` is its task name) and ``_members`` turns items into
+    member signatures.
+    """
+
+    subtask_kind: ClassVar[str] = ""
+
+    def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
+        kind = self.subtask_kind
+        if len(tasks) == 1 and isinstance(tasks[0], Mapping) and "task" in tasks[0]:
+            d = dict(tasks[0])
+            if d.get("subtask_type") == kind:
+                super().__init__(d, app=app)
+                self["kwargs"]["tasks"] = self._members(self["kwargs"].get("tasks") or [], app)
+                return
+        items: Iterable[Any] = tasks
+        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
+            items = tasks[0]
+        members = self._members(items, app)
+        super().__init__(f"celery.{kind}", (), {"tasks": members}, options, app=app,
+                         subtask_type=kind)
+        if self._app is None and members:
+            self._app = members[0]._app
+
+    def _members(self, items: Iterable[Any], app: Celery | None) -> list[Signature]:
+        return [s for s in (maybe_signature(t, app=app) for t in items) if s is not None]
 
     @property
     def tasks(self) -> list[Signature]:

@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -52,6 +52,7 @@ from ...retry import RetryPolicy
 from ..base import redact
 
 _T = TypeVar("_T")
+_V = TypeVar("_V")
 
 #: Errors after which a command may succeed on a new connection.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -193,16 +194,39 @@ def _connect(target: RedisTarget) -> redis.Redis:
                                username=target.username, **kwargs)
 
 
-_cache: dict[tuple[Any, ...], tuple[int, redis.Redis]] = {}
-_cache_lock = threading.Lock()
+class PerProcess(Generic[_V]):
+    """One object per key and process: a forked child builds its own and never touches
+    its parent's sockets (the lock is renewed after a fork, as another thread may have
+    held it at fork time)."""
+
+    def __init__(self) -> None:
+        self._items: dict[Any, tuple[int, _V]] = {}
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._renew_lock)
+
+    def _renew_lock(self) -> None:
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, make: Callable[[], _V]) -> _V:
+        pid = os.getpid()
+        with self._lock:
+            found = self._items.get(key)
+            if found is None or found[0] != pid:
+                found = (pid, make())
+                self._items[key] = found
+            return found[1]
+
+    def clear(self, release: Callable[[_V], None]) -> None:
+        """Forget every object; release those this process made."""
+        with self._lock:
+            pid = os.getpid()
+            for owner_pid, item in self._items.values():
+                if owner_pid == pid:
+                    release(item)
+            self._items.clear()
 
 
-def _new_lock_after_fork() -> None:
-    global _cache_lock
-    _cache_lock = threading.Lock()  # another thread may have held it at fork time
-
-
-os.register_at_fork(after_in_child=_new_lock_after_fork)
+_clients: PerProcess[redis.Redis] = PerProcess()
 
 
 def _cache_key(url: str, options: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -213,25 +237,12 @@ def _cache_key(url: str, options: Mapping[str, Any]) -> tuple[Any, ...]:
 def get_client(url: str, options: Mapping[str, Any] | None = None) -> redis.Redis:
     """The process-wide client for ``url`` and ``options`` (recreated after a fork)."""
     opts = dict(options or {})
-    key = _cache_key(url, opts)
-    pid = os.getpid()
-    with _cache_lock:
-        cached = _cache.get(key)
-        if cached is not None and cached[0] == pid:
-            return cached[1]
-        client = _connect(parse_target(url, opts))
-        _cache[key] = (pid, client)
-        return client
+    return _clients.get(_cache_key(url, opts), lambda: _connect(parse_target(url, opts)))
 
 
 def forget_clients() -> None:
     """Drop every cached client of this process (tests; shutdown)."""
-    with _cache_lock:
-        pid = os.getpid()
-        for key, (owner_pid, client) in list(_cache.items()):
-            if owner_pid == pid:
-                client.close()
-            del _cache[key]
+    _clients.clear(lambda client: client.close())
 
 
 class Direct:

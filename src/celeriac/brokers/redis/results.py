@@ -38,7 +38,7 @@ import redis
 from ... import serialization, states
 from ...results.store import ResultStore, decode_meta, encode_meta
 from ...retry import RetryPolicy
-from .client import RETRYABLE_ERRORS, Direct, direct_for, get_client, retrying
+from .client import RETRYABLE_ERRORS, Direct, PerProcess, direct_for, get_client, retrying
 
 _LISTENER_ERRORS: tuple[type[BaseException], ...] = (
     *RETRYABLE_ERRORS, redis.exceptions.PubSubError, RuntimeError)
@@ -171,30 +171,16 @@ class ResultListener:
                 inbox.put(item)
 
 
-_listeners: dict[tuple[Any, ...], tuple[int, ResultListener]] = {}
-_listeners_lock = threading.Lock()
-
-
-def _new_lock_after_fork() -> None:
-    global _listeners_lock
-    _listeners_lock = threading.Lock()  # another thread may have held it at fork time
-
-
-os.register_at_fork(after_in_child=_new_lock_after_fork)
+_listeners: PerProcess[ResultListener] = PerProcess()
 
 
 def listener_for(url: str, options: Mapping[str, Any]) -> ResultListener:
     """The process-wide listener for ``url`` (a new one after a fork)."""
     key = (url, repr(sorted((str(k), repr(v)) for k, v in options.items())))
-    with _listeners_lock:
-        found = _listeners.get(key)
-        if found is None or found[0] != os.getpid():
-            # own pool without redis-py's health-check PINGs: they would be sent from
-            # this thread while another one subscribes; the listener pings itself
-            client = get_client(url, {**options, "health_check_interval": 0})
-            found = (os.getpid(), ResultListener(client))
-            _listeners[key] = found
-        return found[1]
+    # own pool without redis-py's health-check PINGs: they would be sent from this
+    # thread while another one subscribes; the listener pings itself
+    return _listeners.get(key, lambda: ResultListener(
+        get_client(url, {**options, "health_check_interval": 0})))
 
 
 def _celery_prefix(prefix: str) -> str:
