@@ -201,3 +201,32 @@ def test_module_says_what_it_owns_and_stays_small(name: str) -> None:
     text = path.read_text()
     assert ast.get_docstring(ast.parse(text)), f"{name} has no module docstring"
     assert len(text.splitlines()) <= MAX_LINES, f"{name} has more than {MAX_LINES} lines"
+
+
+def test_worker_main_reaches_the_command_line_at_call_time(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``app.worker_main(argv)`` (Celery's API) runs the CLI with this app, though the app
+    layer does not import the CLI."""
+    from celeriac import Celery
+
+    app = Celery("cli-handoff", broker="memory://", set_as_current=False)
+    with pytest.raises(SystemExit) as exit_info:
+        app.worker_main(["purge", "-f", "-Q", "handoff"])
+    assert exit_info.value.code == 0
+    assert "Purged 0 messages from 1 known task queue." in capsys.readouterr().out
+
+
+def test_used_settings_are_read_and_accepted_ones_are_not() -> None:
+    """``config.USED`` lists what the code reads; ``ACCEPTED_ONLY`` what it never reads."""
+    import re
+
+    from celeriac.config import ACCEPTED_ONLY, USED
+
+    code = "\n".join(path.read_text() for name, path in modules().items()
+                     if not name.startswith("celeriac.config"))
+
+    def read(setting: str) -> bool:
+        return re.search(rf"[\"'.]{setting}\b", code) is not None
+
+    assert [s for s in USED if not read(s)] == []
+    assert [s for s in ACCEPTED_ONLY if s not in USED and read(s)] == []
