@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..canvas.signature import Signature
+from ..messages import STANDARD_HEADERS
 
 if TYPE_CHECKING:
     from .context import Context
@@ -56,8 +57,6 @@ def merge_arguments(run: Callable[..., Any], request: Context, args: Any, kwargs
 
 def user_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
     """The headers a caller added (``apply_async(headers=...)``), to keep on retry."""
-    from ..messages import STANDARD_HEADERS
-
     if not headers:
         return {}
     return {k: v for k, v in headers.items()

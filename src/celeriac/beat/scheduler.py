@@ -36,6 +36,7 @@ from ..schedules.firing import deliver, new_record
 from ..schedules.kinds import app_timezone
 from ..schedules.policy import plan
 from ..schedules.store import ScheduleStore
+from ..schedules.stores import store_for_app
 
 logger = logging.getLogger("celeriac.beat")
 
@@ -69,8 +70,6 @@ class Scheduler:
         self.clock = clock or SystemClock()
         self._owns_store = store is None
         if store is None:
-            from ..schedules.stores import store_for_app
-
             store = store_for_app(app)
         self.store = store
         self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -22,6 +22,7 @@ from .entries import SOURCE_CODE, SOURCE_RUNTIME, EntrySpec, StoredEntry, specs_
 from .firing import deliver, new_record
 from .kinds import BaseSchedule, app_timezone, crontab, maybe_schedule, schedule
 from .store import ScheduleStore
+from .stores import store_for_app
 
 logger = logging.getLogger("celeriac.beat")
 CAS_ATTEMPTS = 20
@@ -70,8 +71,6 @@ class Schedules:
     @property
     def store(self) -> ScheduleStore:
         if self._store is None:
-            from .stores import store_for_app
-
             self._store = store_for_app(self.app)
         return self._store
 
