@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import _state, config, states
+from . import _state, config, signals, states
 from .backends import ResultStore, store_for_url
 from .brokers import Broker, broker_for_url, scheme_of
 from .config import Settings
@@ -31,6 +31,10 @@ from .task import Task
 logger = logging.getLogger("celeriac.app")
 
 EMBEDDED_SCHEMES = {"sqlite", "memory"}
+#: Fixups every app applies (Celery's ``builtin_fixups``): ``module:function``, called
+#: with the app at creation; each does nothing unless its framework is in use (the
+#: Django one: ``DJANGO_SETTINGS_MODULE`` is set and Django is importable).
+BUILTIN_FIXUPS = ("celeriac.contrib.django.fixup:fixup",)
 SQLITE_PATH_ENV = "CELERIAC_SQLITE_PATH"
 
 
@@ -41,7 +45,8 @@ class Celery:
                  backend: str | None = None, include: Iterable[str] | None = None,
                  task_cls: type[Task] | str | None = None, set_as_current: bool = True,
                  config_source: Any = None, namespace: str | None = None,
-                 autofinalize: bool = True, **kwargs: Any) -> None:
+                 autofinalize: bool = True, fixups: Iterable[str] | None = None,
+                 **kwargs: Any) -> None:
         self.main = main
         self.conf = Settings()
         self.namespace = namespace
@@ -70,6 +75,8 @@ class Celery:
             self.config_from_object(config_source, namespace=namespace)
         self.conf.update({k: v for k, v in kwargs.items() if k in config.DEFAULTS})
         _state.register_app(self, set_as_current)
+        self.fixups = [*BUILTIN_FIXUPS, *(fixups or ())]
+        self._fixups = [fixup(self) for fixup in map(_import_object, self.fixups)]
 
     def _make_task_base(self, task_cls: type[Task] | str | None) -> type[Task]:
         base = task_cls or Task
@@ -153,6 +160,9 @@ class Celery:
             self._finalized = True
             for make in _state.app_finalizers():
                 make(self)
+            # as Celery's loader: receivers (the Django fixup's django.setup()) run
+            # before any task module is imported
+            signals.import_modules.send(sender=self)
             self._import_modules()
             self._run_autodiscover()
             for make in _state.app_finalizers():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from . import serialization, signals
+from . import hooks, serialization, signals
 from .brokers.base import Publish
 from .messages import Message, saferepr
 from .publish import _task_defaults, build_message
@@ -104,7 +104,8 @@ def publish_members(app: Celery, members: list[Signature], options: dict[str, An
         batch.append(item)
     if not batch:
         return
-    app.broker.publish_many(batch)
+    if not (hooks._interceptors and hooks.intercept_publish(app, batch)):
+        app.broker.publish_many(batch)
     if signals.after_task_publish._receivers:
         for item in batch:
             signals.after_task_publish.send(sender=item.message.task_name,

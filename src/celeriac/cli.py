@@ -257,6 +257,8 @@ def _register_extensions() -> None:
     """Add the command groups that live in their own modules, when present."""
     for module_name, attrs in (("celeriac.beat.cli", ("beat_command", "schedule_group")),
                                ("celeriac.worker.admin", ("deadletters", "status")),
+                               ("celeriac.backends.cli", ("results_group",)),
+                               ("celeriac.contrib.django.cli", ("outbox_group",)),
                                ("celeriac.monitor.cli", ("inspect", "events"))):
         try:
             module = importlib.import_module(module_name)

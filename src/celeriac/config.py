@@ -82,6 +82,9 @@ DEFAULTS: dict[str, Any] = {
     "beat_sync_every": 0, "beat_max_loop_interval": 0, "beat_cron_starting_deadline": None,
     "beat_schedule_store": None, "beat_redis_key_prefix": None, "beat_lease_seconds": 10.0,
     "beat_claim_timeout": 30.0, "beat_fire_retention": 3600.0,
+    # celeriac.contrib.django: transactional outbox (docs/django.md)
+    "task_outbox": False, "task_outbox_database": "default", "task_outbox_retention": 86400.0,
+    "task_outbox_claim_timeout": 30.0, "worker_outbox_relay": True,
     # time
     "timezone": None, "enable_utc": True,
     # modules
@@ -265,6 +268,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "task_routes": (lambda v: v is None or isinstance(v, (dict, list, tuple, str)) or callable(v),
                     "a dict, a list of routers, or a callable"),
     "beat_schedule": (lambda v: isinstance(v, dict), "a dict of entries"),
+    "task_outbox": (lambda v: isinstance(v, bool), "True or False"),
+    "task_outbox_database": (lambda v: isinstance(v, str) and bool(v), "a database alias"),
+    "task_outbox_retention": (lambda v: isinstance(v, (int, float, timedelta))
+                              and not isinstance(v, bool), "seconds or a timedelta"),
     "timezone": (lambda v: v is None or isinstance(v, str) or hasattr(v, "utcoffset"),
                  "an IANA time zone name"),
 }

@@ -16,7 +16,8 @@ import uuid
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
-from . import _state, signals
+from . import _state, hooks, signals
+from .brokers.base import Publish
 from .canvas import Signature
 from .config import seconds
 from .exceptions import OperationalError
@@ -147,6 +148,9 @@ def _signal_body(message: Message) -> Any:
 def publish_with_retry(app: Celery, message: Message, queue: str, not_before: float | None,
                        priority: int | None, *, retry: bool = True,
                        policy: dict[str, Any] | None = None) -> None:
+    if hooks._interceptors and hooks.intercept_publish(
+            app, [Publish(message, queue, not_before, priority)]):
+        return  # taken by an integration (e.g. written to a transactional outbox)
     policy = {**app.conf.task_publish_retry_policy, **(policy or {})}
     broker_retries = type(app.broker).retries_connection
     attempts = 1 + (int(policy.get("max_retries", 3)) if retry and not broker_retries else 0)

@@ -20,6 +20,9 @@ _BY_SCHEME: dict[str, str] = {
     "redis": "celeriac.backends.redis:RedisResultStore",
     "rediss": "celeriac.backends.redis:RedisResultStore",
     "sentinel": "celeriac.backends.redis:RedisResultStore",
+    # Django integration (celeriac[django]): django-celery-results' names
+    "django-db": "celeriac.contrib.django.results.store:DatabaseResultStore",
+    "django-cache": "celeriac.contrib.django.results.store:CacheResultStore",
 }
 
 

@@ -20,6 +20,10 @@ from .store import MemoryStore, ScheduleStore
 logger = logging.getLogger(__name__)
 
 SQLITE_SCHEMES = ("sqlite", "db+sqlite", "sqla+sqlite")
+#: stores that live in integrations: ``scheme -> module:Class`` (built with ``(url, app=)``)
+EXTRA_STORES: dict[str, str] = {
+    "django": "celeriac.contrib.django.beat.store:DjangoScheduleStore",
+}
 REDIS_SCHEMES = ("redis", "rediss", "sentinel")
 DEFAULT_PREFIX = "celeriac:beat:"
 
@@ -47,6 +51,12 @@ def store_for_url(url: str, *, app: Any = None, options: dict[str, Any] | None =
         from .redis_store import RedisStore
 
         return RedisStore(url, prefix=prefix, options=options, app=app)
+    if scheme in EXTRA_STORES:
+        import importlib
+
+        module_name, _, attr = EXTRA_STORES[scheme].partition(":")
+        store: ScheduleStore = getattr(importlib.import_module(module_name), attr)(url, app=app)
+        return store
     raise ValueError(f"beat: no schedule store for {url!r} (use sqlite://, redis:// or memory://)")
 
 

@@ -102,6 +102,7 @@ class Worker:
         if self.setup_logs:
             setup_logging(app, self.loglevel, self.logfile)
         app.finalize()
+        signals.worker_init.send(sender=self)
         self.check_broker()
         if self.pool_name in ("prefork", "asyncio"):
             from .supervisor import run_pool_worker
