@@ -15,11 +15,50 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
+import threading
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from celeriac import hooks
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+_EXECUTOR: ThreadPoolExecutor | None = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def off_loop(method: F) -> F:
+    """Run an ORM call on a helper thread when called on a running event loop.
+
+    The asyncio pool stores states (``STARTED``) from the event loop; Django
+    refuses ORM calls there, so they run on a small thread pool (each thread with
+    its own connections, kept fresh by :func:`fresh`) and the loop waits, as it
+    waits for any other result store.
+    """
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not _in_event_loop():
+            return method(*args, **kwargs)
+        global _EXECUTOR
+        with _EXECUTOR_LOCK:
+            if _EXECUTOR is None:
+                _EXECUTOR = ThreadPoolExecutor(4, thread_name_prefix="celeriac-django-db")
+        return _EXECUTOR.submit(method, *args, **kwargs).result()
+
+    return call  # type: ignore[return-value]
 
 
 def on_commit(callback: Callable[[], Any]) -> None:

@@ -127,7 +127,10 @@ class DjangoFixup:
 
     # -- in the worker -------------------------------------------------------------------
     def _mine(self, task: Any) -> bool:
-        return _app_of(task) is self.app and not getattr(task.request, "is_eager", False)
+        """A task of this app run by a worker thread (not eagerly, not on an event loop,
+        where connections belong to the task's context: see the module docstring)."""
+        return (_app_of(task) is self.app and not getattr(task.request, "is_eager", False)
+                and not db._in_event_loop())
 
     def on_worker_process_init(self, **kwargs: Any) -> None:
         django_setup()  # a no-op after fork; spawned children may not be set up yet

@@ -29,7 +29,7 @@ from celeriac import serialization, states
 from celeriac.backends.base import ResultStore, decode_meta, encode_meta
 from celeriac.backends.memory import check_chord_args
 
-from ..db import db_time, fresh
+from ..db import db_time, fresh, off_loop
 
 TASK_PREFIX, GROUP_PREFIX = "celery-task-meta-", "celery-taskset-meta-"
 _COLUMNS = ("status", "result", "traceback", "task_id")
@@ -154,6 +154,7 @@ class DatabaseResultStore(ResultStore):
     def set(self, task_id: str, meta: Mapping[str, Any], *, expires: float | None = -1) -> None:
         self.set_many([(task_id, meta)], expires=expires)
 
+    @off_loop
     def set_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], *,
                  expires: float | None = -1) -> None:
         """Upsert every item; one statement per kind of write (STARTED or not)."""
@@ -172,10 +173,12 @@ class DatabaseResultStore(ResultStore):
                 manager.bulk_create([model(**values) for values in rows], update_conflicts=True,
                                     unique_fields=["task_id"], update_fields=fields)
 
+    @off_loop
     def get(self, task_id: str) -> dict[str, Any] | None:
         row = self._live(self._tasks().filter(task_id=task_id)).first()
         return meta_of(row) if row is not None else None
 
+    @off_loop
     def get_many(self, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         ids = list(task_ids)
         out: dict[str, dict[str, Any]] = {}
@@ -184,6 +187,7 @@ class DatabaseResultStore(ResultStore):
                 out[row.task_id] = meta_of(row)
         return out
 
+    @off_loop
     def delete(self, task_id: str) -> None:
         self._tasks(write=True).filter(task_id=task_id).delete()
 
@@ -194,6 +198,7 @@ class DatabaseResultStore(ResultStore):
         fresh(alias)
         return model.objects.using(alias)
 
+    @off_loop
     def _get_raw(self, key: str) -> str | None:
         if key.startswith(GROUP_PREFIX):
             meta = self.get_group(key[len(GROUP_PREFIX):])
@@ -204,6 +209,7 @@ class DatabaseResultStore(ResultStore):
             return None if row is None else str(row.value)
         return None if meta is None else encode_meta(meta)
 
+    @off_loop
     def _set_raw(self, key: str, value: str, expires: float | None) -> None:
         if key.startswith(GROUP_PREFIX):
             self._save_group(key[len(GROUP_PREFIX):], decode_meta(value) or {}, expires)
@@ -213,6 +219,7 @@ class DatabaseResultStore(ResultStore):
             self._entries(write=True).update_or_create(key=key, defaults={
                 "value": value, "expires_at": _db_time(_expires_at(expires))})
 
+    @off_loop
     def _delete_raw(self, key: str) -> None:
         if key.startswith(GROUP_PREFIX):
             self.delete_group(key[len(GROUP_PREFIX):])
@@ -228,6 +235,7 @@ class DatabaseResultStore(ResultStore):
         fresh(alias)
         return model.objects.using(alias)
 
+    @off_loop
     def save_group(self, group_id: str, meta: Mapping[str, Any]) -> None:
         self._save_group(group_id, meta, self.expires)
 
@@ -236,14 +244,17 @@ class DatabaseResultStore(ResultStore):
             group_id=group_id, defaults={"result": encode_meta(meta),
                                          "expires_at": _db_time(_expires_at(expires))})
 
+    @off_loop
     def get_group(self, group_id: str) -> dict[str, Any] | None:
         row = self._live(self._groups().filter(group_id=group_id)).first()
         return decode_meta(row.result) if row is not None else None
 
+    @off_loop
     def delete_group(self, group_id: str) -> None:
         self._groups(write=True).filter(group_id=group_id).delete()
 
     # -- chord join ----------------------------------------------------------------------
+    @off_loop
     def chord_add(self, group_id: str, index: int, meta: Mapping[str, Any],
                   size: int) -> list[dict[str, Any]] | None:
         """Record member ``index``; return all metas, in order, to the call completing it."""
@@ -278,6 +289,7 @@ class DatabaseResultStore(ResultStore):
                         .values_list("meta", flat=True))
         return [decode_meta(value) or {} for value in rows]
 
+    @off_loop
     def chord_clear(self, group_id: str) -> None:
         models = self._models()
         alias = self._alias(models.ChordCounter, True)
@@ -286,6 +298,7 @@ class DatabaseResultStore(ResultStore):
         models.ChordCounter.objects.using(alias).filter(group_id=group_id).delete()
 
     # -- housekeeping -------------------------------------------------------------------
+    @off_loop
     def cleanup(self) -> int:
         """Delete every result, group and chord row past its expiry; return how many."""
         models = self._models()
