@@ -233,6 +233,13 @@ class Site:
                               env=self.env(**env), capture_output=True, text=True,
                               timeout=timeout, check=False)
 
+    def cli(self, *args: str, timeout: float = 120.0,
+            **env: str) -> subprocess.CompletedProcess[str]:
+        """``celeriac -A proj ARGS`` run to completion."""
+        return subprocess.run([sys.executable, "-m", "celeriac", "-A", "proj", *args],
+                              cwd=PROJECT, env=self.env(**env), capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
     def proc(self, *argv: str, name: str = "proc", **env: str) -> Proc:
         proc = Proc(self, [sys.executable, *argv], name, self.env(**env))
         self.procs.append(proc)
