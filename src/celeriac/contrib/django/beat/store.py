@@ -181,9 +181,11 @@ class DjangoScheduleStore(ScheduleStore):
                         self._tasks().bulk_create([self.m.PeriodicTask(name=entry.name,
                                                                        **values)])
                 except IntegrityError:
+                    transaction.set_rollback(True, using=self.alias)  # and the schedule row
                     return False
             elif not self._tasks().filter(name=entry.name, version=expected_version).update(
                     **values):
+                transaction.set_rollback(True, using=self.alias)
                 return False
             self._touch()
         return True
