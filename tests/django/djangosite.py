@@ -288,7 +288,6 @@ class InProcess:
 def setup_inprocess(root: Path, with_postgres: bool) -> tuple[InProcess, Callable[[], None]]:
     """Set Django up here once (settings of the test project); return it and a teardown."""
     import django
-
     from celeriac import _state
 
     previous = _state.get_current_app() if _state.all_apps() else None

@@ -8,6 +8,7 @@ import importlib.util
 import sys
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -56,7 +57,7 @@ def test_setup_periodic_tasks_then_three_beats_fire_each_time_once(site: Site) -
     assert len(ran) == len(set(ran)) == len(sent)  # every fire ran, none twice
     assert sorted(ran) == sorted(task_id for _, task_id, _ in sent)
     times = [fire_us for fire_us, _, _ in sent]
-    assert all(b - a == 1_000_000 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a == 1_000_000 for a, b in pairwise(times))
     assert sum("took the leader lease" in b.log for b in beats) >= 1
     [(count,)] = site.query("SELECT total_run_count FROM celeriac_beat_periodictask "
                             "WHERE name = %s", ("every second",))

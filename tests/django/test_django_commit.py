@@ -51,7 +51,7 @@ def test_delay_on_commit_sends_only_after_commit(proj: Any) -> None:
         process_order.apply_async_on_commit((order.id,), countdown=0)
         assert waiting(proj) == 0
     assert waiting(proj) == 2
-    [first, second] = messages(proj)
+    [first, _second] = messages(proj)
     assert first.message.task_name == "shop.tasks.process_order"
 
 

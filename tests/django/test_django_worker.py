@@ -69,7 +69,7 @@ def test_manage_py_celeriac_worker(sqlite_site: Site) -> None:
                             "-l", "INFO", name="manage-worker")
     proc.wait_for("ready.")
     try:
-        order_id, runs = sqlite_site.result(CREATE_AND_SEND)
+        _, runs = sqlite_site.result(CREATE_AND_SEND)
     finally:
         assert proc.stop() == 0
     assert runs == 1

@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 from celeriac import hooks
 
-
 F = TypeVar("F", bound=Callable[..., Any])
 _EXECUTOR: ThreadPoolExecutor | None = None
 _EXECUTOR_LOCK = threading.Lock()

@@ -170,8 +170,9 @@ class DjangoFixup:
 
 def django_setup() -> None:
     """``django.setup()`` unless the app registry is ready or being populated."""
-    import django
     from django.apps import apps
+
+    import django
 
     if apps.ready or apps.loading:
         return

@@ -49,7 +49,7 @@ def _when(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-class CeleriacBackend(_backends_base.BaseTaskBackend):
+class CeleriacBackend(_backends_base.BaseTaskBackend):  # type: ignore[name-defined]
     """Runs Django tasks on celeriac workers, results in the celeriac result store."""
 
     supports_defer = True
@@ -111,8 +111,8 @@ class CeleriacBackend(_backends_base.BaseTaskBackend):
         desc_meta = store.get(descriptor_id(result_id)) if store is not None else None
         if not desc_meta:
             raise ResultDoesNotExist(result_id)
-        desc = desc_meta.get("result") or {}
-        meta = store.get(result_id) or {}
+        desc: dict[str, Any] = desc_meta.get("result") or {}
+        meta: dict[str, Any] = store.get(result_id) or {}
         state = meta.get("status") or states.PENDING
         status = _STATUS.get(state, "RUNNING" if desc.get("started_at") else "READY")
         task = import_string(desc["module_path"])
@@ -121,7 +121,8 @@ class CeleriacBackend(_backends_base.BaseTaskBackend):
         finished = _when(meta.get("date_done")) if status in ("SUCCESSFUL", "FAILED") else None
         errors = []
         if status == "FAILED":
-            exc = meta.get("result") if isinstance(meta.get("result"), dict) else {}
+            stored = meta.get("result")
+            exc: dict[str, Any] = stored if isinstance(stored, dict) else {}
             path = f"{exc.get('exc_module') or 'builtins'}.{exc.get('exc_type') or 'Exception'}"
             errors.append(TaskError(exception_class_path=path,
                                     traceback=meta.get("traceback") or ""))

@@ -36,8 +36,9 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils.translation import gettext_lazy as _
 
+from celeriac import schedules as celeriac_schedules
 from celeriac.beat.store import to_us
-from celeriac.schedules import schedule, solar
+from celeriac.schedules import solar
 
 from .schedules import TzAwareCrontab, clocked, crontab_in_words
 
@@ -121,11 +122,12 @@ class IntervalSchedule(ScheduleModel):
         ordering = ["period", "every"]
 
     @property
-    def schedule(self) -> schedule:
-        return schedule(timedelta(**{self.period: self.every}))
+    def schedule(self) -> celeriac_schedules.schedule:
+        return celeriac_schedules.schedule(timedelta(**{self.period: self.every}))
 
     @classmethod
-    def from_schedule(cls, sched: schedule, period: str = SECONDS) -> IntervalSchedule:
+    def from_schedule(cls, sched: celeriac_schedules.schedule,
+                      period: str = SECONDS) -> IntervalSchedule:
         every = max(int(sched.run_every.total_seconds()), 0)
         if sched.run_every.total_seconds() != every:
             every, period = int(sched.run_every / timedelta(microseconds=1)), MICROSECONDS

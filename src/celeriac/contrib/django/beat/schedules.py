@@ -11,6 +11,7 @@ claims of :mod:`celeriac.beat` apply to them unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -98,7 +99,7 @@ def _join(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def _list(values: set[int], name: Any) -> str:
+def _list(values: Iterable[int], name: Any) -> str:
     pieces = []
     for start, end in _runs(sorted(values)):
         if start == end:
@@ -110,7 +111,7 @@ def _list(values: set[int], name: Any) -> str:
     return _join(pieces)
 
 
-def _step(values: set[int], low: int, high: int) -> int | None:
+def _step(values: Iterable[int], low: int, high: int) -> int | None:
     """The step ``n`` when ``values`` is ``low, low+n, ...`` up to the field's end."""
     ordered = sorted(values)
     if len(ordered) < 2 or ordered[0] != low:

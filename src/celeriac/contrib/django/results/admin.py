@@ -76,7 +76,8 @@ class TaskResultAdmin(admin.ModelAdmin):
     actions = ["retry_tasks", "revoke_tasks"]
     fieldsets = (
         (None, {"fields": ("task_id", "task_name", "periodic_task_name", "status", "worker",
-                           "content_type", "content_encoding"), "classes": ("extrapretty", "wide")}),
+                           "content_type", "content_encoding"),
+                "classes": ("extrapretty", "wide")}),
         (_("Parameters"), {"fields": ("task_args", "task_kwargs"),
                            "classes": ("extrapretty", "wide")}),
         (_("Result"), {"fields": ("result", "date_created", "date_started", "date_done",

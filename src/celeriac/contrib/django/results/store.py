@@ -61,7 +61,8 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def _db_time(value: datetime | None) -> datetime | None:
-    return db_time(value)  # type: ignore[no-any-return]
+    stored: datetime | None = db_time(value)
+    return stored
 
 
 def _periodic_task_name(task_id: str) -> str | None:
