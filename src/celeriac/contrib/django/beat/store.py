@@ -57,6 +57,9 @@ class DjangoScheduleStore(ScheduleStore):
     # -- helpers -----------------------------------------------------------------------
     @property
     def m(self) -> Any:
+        from ..fixup import django_setup
+
+        django_setup()  # a CLI process (celeriac schedule ...) may not have set Django up
         from . import models
 
         return models

@@ -123,6 +123,9 @@ class DatabaseResultStore(ResultStore):
 
     # -- helpers -----------------------------------------------------------------------
     def _models(self) -> Any:
+        from ..fixup import django_setup
+
+        django_setup()  # a client process may reach the store before Django is set up
         from . import models
 
         return models
