@@ -77,11 +77,6 @@ class ScheduleModel(models.Model):
         super().save(*args, **kwargs)
         _touch_tasks(**{self._meta.model_name.replace("schedule", ""): self})
 
-    def delete(self, *args: Any, **kwargs: Any) -> Any:
-        result = super().delete(*args, **kwargs)
-        PeriodicTasks.update_changed()
-        return result
-
 
 class SolarSchedule(ScheduleModel):
     event = models.CharField(_("Solar Event"), max_length=24, choices=SOLAR_SCHEDULES)

@@ -179,13 +179,6 @@ class PeriodicTask(models.Model):
             return start - every
         return anchor_us if anchor_us is not None else now
 
-    def delete(self, *args: Any, **kwargs: Any) -> Any:
-        result = super().delete(*args, **kwargs)
-        from .models import PeriodicTasks
-
-        PeriodicTasks.changed(self)
-        return result
-
     @property
     def anchor(self) -> datetime:
         return from_us(self.anchor_us or 0)
