@@ -19,7 +19,7 @@ from celeriac.results.store import ResultStore
 
 LEASE_SECONDS = 1.0
 BROKERS = ["memory", "sqlite", "redis"]
-STORES = ["memory", "sqlite", "redis"]
+STORES = ["memory", "sqlite", "redis", "django-db", "django-db-postgres", "django-cache"]
 
 
 def load(module: str, attr: str) -> Any:
@@ -58,7 +58,26 @@ def make_store(kind: str, request: pytest.FixtureRequest) -> ResultStore:
         url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("key_prefix")
         store: ResultStore = cls(url, options={"global_keyprefix": prefix})
         return store
+    if kind.startswith("django"):
+        return make_django_store(kind, request)
     raise ValueError(kind)
+
+
+def make_django_store(kind: str, request: pytest.FixtureRequest) -> ResultStore:
+    """``result_backend = 'django-db'`` on the test project's SQLite database and, as
+    ``django-db-postgres``, on PostgreSQL; ``'django-cache'`` on its local-memory cache."""
+    django = request.getfixturevalue("django_inprocess")
+    from celeriac.contrib.django.results.store import CacheResultStore, DatabaseResultStore
+
+    if kind == "django-cache":
+        return CacheResultStore("django-cache", options={"cache": "default"})
+    if kind == "django-db-postgres":
+        if "pg" not in django.aliases:
+            import djangosite
+
+            djangosite.require_postgres()
+        return DatabaseResultStore("django-db", options={"database": "pg"})
+    return DatabaseResultStore("django-db")
 
 
 @pytest.fixture(params=BROKERS)

@@ -9,7 +9,11 @@ store factory it provides. A scheme may stand for only some of them
 (``cache+memory://`` names a result store, not a broker, as in Celery).
 
 A new engine is a package under ``celeriac/brokers/<name>/``, one function
-here and its rows in :data:`SCHEMES`.
+here and its rows in :data:`SCHEMES`. An integration that sits above the core
+adds its rows with :func:`register_scheme` instead, so the table never imports
+it: ``celeriac.contrib.django`` registers ``django-db`` and ``django-cache``
+(result stores) and ``django://`` (schedule store) when it is imported, which
+every app does through its built-in fix-up.
 """
 
 from __future__ import annotations
@@ -91,6 +95,14 @@ SCHEMES: dict[str, Scheme] = {
 }
 
 
+def register_scheme(name: str, row: Scheme) -> None:
+    """Add the row of an engine that lives above the core (a framework integration)."""
+    current = SCHEMES.get(name)
+    if current is not None and current != row:
+        raise ImproperlyConfigured(f"URL scheme {name!r} is already served by {current.load!r}")
+    SCHEMES[name] = row
+
+
 def scheme_of(url: str) -> str:
     """The scheme's head: ``redis`` for ``redis+socket://...`` (kombu's transport name)."""
     return url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else url.lower()
@@ -142,10 +154,10 @@ def engine_for(url: str, role: str) -> Engine:
     try:
         return row.load()
     except ImportError as exc:
+        hint = f" (pip install 'celeriac[{row.extra}]')" if row.extra else ""
         if role == BROKER:
-            hint = f" (pip install 'celeriac[{row.extra}]')" if row.extra else ""
             raise ImproperlyConfigured(f"broker_url: {name}:// needs {exc.name}{hint}") from exc
-        raise ImproperlyConfigured(f"{setting}: {url!r} needs {exc.name}") from exc
+        raise ImproperlyConfigured(f"{setting}: {url!r} needs {exc.name}{hint}") from exc
 
 
 def broker_class(url: str) -> type[Broker]:
