@@ -18,7 +18,9 @@ processes started from each system's own CLI. For each setup, in order:
    an ``UPDATE`` of the queue name on SQLite), the workers start, and a second
    client trickles warm-up tasks (on another counter) until 30 ran and the
    worker tree's CPU is quiet, so start-up and warm-up are excluded;
-3. **drain**: the backlog is put back in one step; the clock starts at the
+3. **drain**: the backlog is put back in one step (then a few more warm-up
+   tasks are sent at once, which wakes workers that wait for a publisher's
+   wake-up token or poll); the clock starts at the
    first ``INCR`` of the drain counter and stops when it reaches N + 100
    (rate = tasks counted in that window / its length); the worker tree's CPU
    time over the window gives **CPU per task**;
@@ -185,10 +187,11 @@ def wait_warm(raw: redis.Redis, key: str, roots: list[int], timeout: float = 60)
     return f"warm in {time.monotonic() - started:.1f}s"
 
 
-def time_drain(raw: redis.Redis, key: str, total: int, pids: list[int],
-               timeout: float) -> tuple[float, float, str]:
-    """(tasks/s, CPU µs per task, note) from the first INCR of ``key`` to the ``total``-th."""
-    deadline, released = time.monotonic() + timeout, time.perf_counter()
+def time_drain(raw: redis.Redis, key: str, total: int, pids: list[int], timeout: float,
+               released: float) -> tuple[float, float, str]:
+    """(tasks/s, CPU µs per task, note) from the first INCR of ``key`` to the ``total``-th;
+    ``released``: when the backlog was put back (``perf_counter``)."""
+    deadline = time.monotonic() + timeout
     while (first := counter(raw, key)) == 0:
         if time.monotonic() > deadline:
             raise TimeoutError("no task ran after the backlog was released")
@@ -239,8 +242,11 @@ def run_setup(setup: Setup, round_no: int, args: argparse.Namespace, raw: redis.
         sampler = MemorySampler(roots)
         sampler.start()
         pids = process_tree(roots)
+        released = time.perf_counter()
         backlog.release()
-        run.drain, run.cpu_us, note = time_drain(raw, drain_key, total, pids, args.timeout)
+        client.call(op="nudge", key=warm_key, n=2 * len(pids))
+        run.drain, run.cpu_us, note = time_drain(raw, drain_key, total, pids, args.timeout,
+                                                 released)
         run.notes.append(note)
         time.sleep(0.2)
         extra = counter(raw, drain_key) - total
@@ -296,7 +302,7 @@ def versions() -> dict[str, str]:
 
     out = {name: installed(name) for name in ("celeriac", "celery", "kombu", "dramatiq", "huey",
                                               "rq", "redis", "hiredis", "orjson")}
-    arq = subprocess.run([BY_NAME["arq-x2-tuned"].python(), "-c",
+    arq = subprocess.run([BY_NAME["arq-x2-poll5ms"].python(), "-c",
                           "from importlib.metadata import version as v;"
                           "print(v('arq'), v('redis'), v('hiredis'))"],
                          capture_output=True, text=True, check=True).stdout.split()
@@ -419,8 +425,9 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.monotonic()
                 run = run_setup(BY_NAME[name], round_no, args, raw, root)
                 runs.append(run)
-                status = run.error or (f"drain {run.drain:,.0f}/s, enqueue {run.enqueue:,.0f}/s"
-                                       if run.drain and run.enqueue else "done")
+                status = run.error or (f"drain {run.drain:,.0f}/s, enqueue {run.enqueue:,.0f}/s; "
+                                       + "; ".join(run.notes) if run.drain and run.enqueue
+                                       else "done")
                 print(f"# round {round_no}, {name}: {status} ({time.monotonic() - t0:.0f}s)",
                       file=sys.stderr, flush=True)
         facts["machine"] = machine(raw, load_before)

@@ -37,8 +37,10 @@ METHOD = """\
 * **Drain**: N + 100 tasks are queued before the workers start, then moved
   aside (`RENAME`; SQLite: `UPDATE` of the queue name). Workers start, warm
   up on a trickle of tasks counted elsewhere, and once their CPU is quiet the
-  backlog is put back in one step. The clock runs from the first `INCR` of
-  the drain counter to the last. Worker start-up, imports and idle back-off
+  backlog is put back in one step, followed by a few warm-up tasks sent at
+  once (celeriac workers wait for a publisher's wake-up token, which a
+  `RENAME` does not send). The clock runs from the first `INCR` of the drain
+  counter to the last. Worker start-up, imports and idle back-off
   are thus excluded for everyone.
 * **CPU per task**: user + system time of the worker process tree (including
   reaped children) over the drain window, divided by the tasks drained.
@@ -80,9 +82,13 @@ def report(runs: list[Run], args: argparse.Namespace, facts: dict[str, Any], com
     lines = [r.line() for r in ratios(summaries, runs)]
     failures = [f"round {r.round}, {r.setup}: {r.error}" for r in runs if r.error]
     medians = text_table(summaries, "median")
+    lpush = [r.lpush for r in runs if r.lpush]
+    reference = (f"raw redis-py LPUSH of celeriac's message bytes, sequential: "
+                 f"{statistics.median(lpush):,.0f}/s (median of {len(lpush)})" if lpush
+                 else "raw LPUSH not measured (no celeriac Redis setup ran)")
     print(f"\n{facts.get('machine', '')}\n\nmedian of {args.rounds} round(s), "
           f"{args.tasks:,} tasks, {args.round_trips:,} round trips "
-          f"(* = the system's best setup)\n{medians}")
+          f"(* = the system's best setup)\n{medians}\n{reference}")
     if args.rounds > 1:
         print(f"\nbest of {args.rounds} rounds\n{text_table(summaries, 'best')}")
     print("\n" + "\n".join(lines + failures))
@@ -90,11 +96,10 @@ def report(runs: list[Run], args: argparse.Namespace, facts: dict[str, Any], com
     if args.no_write:
         return
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    mode = "--quick" if args.quick else "full"
-    lpush = [r.lpush for r in runs if r.lpush]
+    mode = "quick" if args.quick else "full"
     chart(summaries, statistics.median(lpush) if lpush else None, HERE / "peers.png",
           f"celeriac (blue) vs Celery (red) and peers (grey), same Redis, 2 cores, "
-          f"{args.tasks:,} tasks ({mode}, medians of {args.rounds})")
+          f"{args.tasks:,} tasks ({mode} mode, medians of {args.rounds})")
     versions = ", ".join(f"{k} {v}" for k, v in facts["versions"].items())
     if facts.get("load_before", 0.0) > 0.7:
         loaded = ("The machine was shared with other jobs while this ran (see the load "
@@ -113,7 +118,7 @@ def report(runs: list[Run], args: argparse.Namespace, facts: dict[str, Any], com
     names = list(dict.fromkeys(r.setup for r in runs))
     body = [f"# celeriac vs every peer, one run (`bench/peers.py`)\n\n{head}",
             "## Headline (medians; each system's best setup, and celeriac's defaults)\n\n"
-            + summary_markdown(headline(summaries)),
+            + summary_markdown(headline(summaries)) + f"\n\nReference: {reference}.",
             f"## Ratios\n\n{ratio_block}",
             "![bar chart of the headline setups](peers.png)",
             "## Every setup (medians; `*` = the system's best)\n\n"
@@ -128,7 +133,8 @@ def report(runs: list[Run], args: argparse.Namespace, facts: dict[str, Any], com
     (HERE / "PEERS.md").write_text("\n\n".join(body) + "\n")
     section = (f"## celeriac vs every peer (`bench/peers.py`)\n\n{when}, commit {commit}, "
                f"{mode} mode ({args.tasks:,} tasks, {args.rounds} round(s)); {loaded}\n\n"
-               + summary_markdown(headline(summaries)) + f"\n\n{ratio_block}\n\n"
+               + summary_markdown(headline(summaries)) + f"\n\nReference: {reference}.\n\n"
+               f"{ratio_block}\n\n"
                "Every setup, every round, versions and method: [PEERS.md](PEERS.md).\n\n"
                "![bar chart](peers.png)")
     results = HERE / "RESULTS.md"

@@ -104,6 +104,7 @@ class Ratio:
     what: str
     value: float
     target: str = ""  # e.g. ">= 5"; empty: informative only
+    unit: str = "x"
 
     def met(self) -> bool | None:
         if not self.target:
@@ -114,7 +115,7 @@ class Ratio:
     def line(self) -> str:
         verdict = {None: "", True: f" (target {self.target}: met)",
                    False: f" (target {self.target}: NOT met)"}[self.met()]
-        return f"{self.what}: {self.value:.2f}{verdict}"
+        return f"{self.what}: {self.value:.2f}{self.unit}{verdict}"
 
 
 def _ratio(what: str, a: float | None, b: float | None, target: str = "") -> Ratio | None:
@@ -160,8 +161,8 @@ def ratios(summaries: list[Summary], runs: list[Run]) -> list[Ratio]:
                          "per-round ratios)", statistics.median(lpush), ">= 0.9"))
     for metric, target in (("p50_ms", "<= 1.0"), ("p99_ms", "<= 2.5")):
         if dm[metric] is not None:
-            out.append(Ratio(f"round trip {metric[:3]} of celeriac default, ms", dm[metric],
-                             target))
+            out.append(Ratio(f"round trip {metric[:3]} of celeriac default", dm[metric], target,
+                             " ms"))
     if celery_pss:
         out.append(_ratio("worker PSS: celeriac default / Celery's smallest setup", dm["pss_mb"],
                           min(celery_pss), "<= 1.0"))

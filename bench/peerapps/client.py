@@ -13,6 +13,10 @@
     warm and out of their idle back-off until the backlog is released).
 ``{"op": "stop_trickle"}``
     stops it; answers ``{"sent": count}``.
+``{"op": "nudge", "key": K, "n": N}``
+    enqueue ``incr(K)`` N times at once: right after the backlog is put back,
+    so that workers that wait for a publisher's wake-up (celeriac) or poll
+    start on it together; answers ``{"sent": N}``.
 ``{"op": "roundtrip", "warm": W, "n": N, "key": K, "timeout": T, "budget": B}``
     ``W`` untimed, then up to ``N`` timed ``enqueue + wait for the result``
     calls, stopping early once the timed ones took ``B`` seconds (systems that
@@ -194,6 +198,10 @@ class Server:
             self.trickler = threading.Thread(target=run, daemon=True)
             self.trickler.start()
             return {"ok": True}
+        if op == "nudge":
+            for _ in range(cmd["n"]):
+                client.send(cmd["key"])
+            return {"sent": cmd["n"]}
         if op == "stop_trickle":
             self.stop.set()
             if self.trickler is not None:
