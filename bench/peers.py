@@ -220,6 +220,7 @@ def run_setup(setup: Setup, round_no: int, args: argparse.Namespace, raw: redis.
     drain_key, warm_key, rt_key = (f"{prefix}count:{k}" for k in ("drain", "warm", "rt"))
     workers: list[subprocess.Popen[Any]] = []
     client: Client | None = None
+    sampler: MemorySampler | None = None
     backlog = Backlog(setup, raw, prefix, workdir)
     try:
         client = Client(setup, workdir, env, "client-enqueue")
@@ -267,6 +268,8 @@ def run_setup(setup: Setup, round_no: int, args: argparse.Namespace, raw: redis.
             print(f"--- {log.name} (last lines)\n{log.read_text(errors='replace')[-1500:]}",
                   file=sys.stderr)
     finally:
+        if sampler is not None and sampler.is_alive():
+            sampler.stop()
         if client is not None:
             client.close()
         stop_processes(workers, setup.stop_signal)
