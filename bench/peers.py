@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/peers.py --quick     # one round, 3,000 tasks, < 3 minutes
+    .venv/bin/python bench/peers.py --quick     # one round, 2,000 tasks, < 3 minutes
     .venv/bin/python bench/peers.py             # 3 rounds, 20,000 tasks, every candidate
 
 Every system runs the same task (``incr(key)``: one Redis ``INCR``, see
@@ -383,10 +383,10 @@ def stop_on_signal(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="1 round, 3,000 tasks, 200 round trips, one setup per peer "
+                        help="1 round, 2,000 tasks, 100 round trips, one setup per peer "
                         "(< 3 minutes)")
-    parser.add_argument("--tasks", type=int, help="N (default 20,000; 3,000 with --quick)")
-    parser.add_argument("--round-trips", type=int, help="K (default 1,000; 200 with --quick)")
+    parser.add_argument("--tasks", type=int, help="N (default 20,000; 2,000 with --quick)")
+    parser.add_argument("--round-trips", type=int, help="K (default 1,000; 100 with --quick)")
     parser.add_argument("--rounds", type=int, help="repeats (default 3; 1 with --quick)")
     parser.add_argument("--setups", help="comma-separated setup names (default: all, or the "
                         "--quick ones); --list shows them")
@@ -402,8 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         for s in SETUPS:
             print(f"{s.name:<26}{'quick ' if s.quick else '      '}{s.how}")
         return 0
-    args.tasks = args.tasks or (3000 if args.quick else 20_000)
-    args.round_trips = args.round_trips or (200 if args.quick else 1000)
+    args.tasks = args.tasks or (2000 if args.quick else 20_000)
+    args.round_trips = args.round_trips or (100 if args.quick else 1000)
     args.rounds = args.rounds or (1 if args.quick else 3)
     names = (args.setups.split(",") if args.setups else
              [s.name for s in SETUPS if s.quick or not args.quick])

@@ -132,7 +132,8 @@ def report(runs: list[Run], args: argparse.Namespace, facts: dict[str, Any], com
              METHOD]
     (HERE / "PEERS.md").write_text("\n\n".join(body) + "\n")
     section = (f"## celeriac vs every peer (`bench/peers.py`)\n\n{when}, commit {commit}, "
-               f"{mode} mode ({args.tasks:,} tasks, {args.rounds} round(s)); {loaded}\n\n"
+               f"{mode} mode ({args.tasks:,} tasks, {args.rounds} round(s)). "
+               f"Machine: {facts.get('machine', 'unknown')}. {loaded}\n\n"
                + summary_markdown(headline(summaries)) + f"\n\nReference: {reference}.\n\n"
                f"{ratio_block}\n\n"
                "Every setup, every round, versions and method: [PEERS.md](PEERS.md).\n\n"

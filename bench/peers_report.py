@@ -209,7 +209,8 @@ def text_table(summaries: list[Summary], which: str = "median") -> str:
 
 def markdown_table(head: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
+             "|" + "|".join("---" if name in ("setup", "notes") else "---:" for name in head)
+             + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines)
 
