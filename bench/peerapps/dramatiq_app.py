@@ -1,6 +1,6 @@
 """Dramatiq on Redis, with its Redis results backend (needed for the round trip).
 
-Keys live under ``<BENCH_PREFIX>dramatiq:`` (the broker's ``namespace``). The
+Keys live under ``<BENCH_PREFIX>dramatiq`` (the broker's and the results' ``namespace``). The
 queue prefetch per worker process comes from Dramatiq's own
 ``dramatiq_queue_prefetch`` environment variable, set by the harness.
 """
@@ -19,7 +19,10 @@ from peerapps.client import SyncClient
 
 NAMESPACE = f"{PREFIX}dramatiq"
 broker = RedisBroker(url=URL, namespace=NAMESPACE)
-broker.add_middleware(Results(backend=RedisBackend(url=URL, namespace=f"{NAMESPACE}-results")))
+# readable result keys under the prefix (by default they are bare md5 digests, which no
+# prefix pattern can find to clean up)
+results = RedisBackend(url=URL, namespace=f"{NAMESPACE}-results", use_namespace_prefix_keys=True)
+broker.add_middleware(Results(backend=results))
 dramatiq.set_broker(broker)
 
 
