@@ -67,6 +67,7 @@ from benchlib import (
     tree_cpu_seconds,
     wait_for,
 )
+from peers_output import commit, machine, report, versions
 from peers_report import Run, percentile
 from peers_systems import BY_NAME, HERE, SETUPS, Setup
 
@@ -294,47 +295,6 @@ def plan(names: list[str], rounds: int) -> list[list[str]]:
     return out
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
-
-    out = {name: installed(name) for name in ("celeriac", "celery", "kombu", "dramatiq", "huey",
-                                              "rq", "redis", "hiredis", "orjson")}
-    arq = subprocess.run([BY_NAME["arq-x2-poll5ms"].python(), "-c",
-                          "from importlib.metadata import version as v;"
-                          "print(v('arq'), v('redis'), v('hiredis'))"],
-                         capture_output=True, text=True, check=True).stdout.split()
-    out["arq"] = f"{arq[0]} (own venv: redis {arq[1]}, hiredis {arq[2]})"
-    return out
-
-
-def machine(raw: redis.Redis, load_before: float) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
-    return (f"{os.cpu_count()} cores ({cpu}), {mem} GiB RAM, Linux {platform.release()}, "
-            f"Python {platform.python_version()}, Redis {raw.info('server')['redis_version']} "
-            f"on loopback; 1-minute load average {load_before:.2f} before the run, "
-            f"{os.getloadavg()[0]:.2f} after")
-
-
-def commit() -> str:
-    def git(*argv: str) -> str:
-        return subprocess.run(["git", *argv], cwd=HERE, capture_output=True,
-                              text=True).stdout.strip()
-
-    dirty = git("status", "--porcelain", "--", "../src", ".", "../pyproject.toml",
-                ":!PEERS.md", ":!peers.png", ":!RESULTS.md")
-    return (git("rev-parse", "--short", "HEAD") or "unknown") + (" + local changes" if dirty
-                                                                  else "")
-
-
 #: key patterns every setup's keys fall under (see Setup.cleanup_patterns)
 ALL_PATTERNS = ("peers-*", "huey.*.peers*", "rq:*", "arq:*")
 
@@ -440,8 +400,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# logs kept in {root}", file=sys.stderr)
         else:
             shutil.rmtree(root, ignore_errors=True)
-    from peers_output import report
-
     report(runs, args, facts, commit(), time.monotonic() - started)
     return 0
 

@@ -1,14 +1,20 @@
 """What ``bench/peers.py`` prints and writes: the tables, the ratios, PEERS.md, the chart
 and its section of RESULTS.md (between ``<!-- peers.py: begin/end -->`` markers;
-the rest of RESULTS.md belongs to the other benchmarks and is kept as it is)."""
+the rest of RESULTS.md belongs to the other benchmarks and is kept as it is), and the
+facts about the run they state (versions, machine, commit)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
+import redis
 from benchlib import replace_section
 from peers_report import (
     Run,
@@ -63,6 +69,47 @@ METHOD = """\
   defaults with a result backend); Dramatiq with `store_results=True`; Huey,
   arq and RQ store results by default.
 """
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    out = {name: installed(name) for name in ("celeriac", "celery", "kombu", "dramatiq", "huey",
+                                              "rq", "redis", "hiredis", "orjson")}
+    arq = subprocess.run([BY_NAME["arq-x2-poll5ms"].python(), "-c",
+                          "from importlib.metadata import version as v;"
+                          "print(v('arq'), v('redis'), v('hiredis'))"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    out["arq"] = f"{arq[0]} (own venv: redis {arq[1]}, hiredis {arq[2]})"
+    return out
+
+
+def machine(raw: redis.Redis, load_before: float) -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+    return (f"{os.cpu_count()} cores ({cpu}), {mem} GiB RAM, Linux {platform.release()}, "
+            f"Python {platform.python_version()}, Redis {raw.info('server')['redis_version']} "
+            f"on loopback; 1-minute load average {load_before:.2f} before the run, "
+            f"{os.getloadavg()[0]:.2f} after")
+
+
+def commit() -> str:
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=HERE, capture_output=True,
+                              text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "../src", ".", "../pyproject.toml",
+                ":!PEERS.md", ":!peers.png", ":!RESULTS.md")
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + (" + local changes" if dirty
+                                                                  else "")
 
 
 def setups_markdown(names: list[str]) -> str:
