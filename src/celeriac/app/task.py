@@ -133,9 +133,15 @@ class Task:
         return not self._stack()
 
     def push_request(self, *args: Any, **kwargs: Any) -> None:
+        """Push a request: a :class:`Context` (the worker's request object, pushed as is)
+        or the mappings/fields to build one from."""
+        if len(args) == 1 and isinstance(args[0], Context) and not kwargs:
+            request = args[0]
+        else:
+            request = Context(*args, **kwargs)
         # immutable updates: asyncio tasks copy the context, and must not share stacks
         stacks = _REQUESTS.get()
-        _REQUESTS.set({**stacks, id(self): (*stacks.get(id(self), ()), Context(*args, **kwargs))})
+        _REQUESTS.set({**stacks, id(self): (*stacks.get(id(self), ()), request)})
 
     def pop_request(self) -> None:
         stacks = _REQUESTS.get()

@@ -112,7 +112,7 @@ from ...messages import Message
 from ...retry import RetryPolicy
 from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
 from . import scripts as redis_scripts
-from .bookkeeping import SEP, queue_names, read_dead_letters
+from .bookkeeping import SEP, queue_names, read_dead_letters, store_dead_letter
 from .client import RETRYABLE_ERRORS, Direct, direct_for, get_client, retrying
 
 #: how ``receive`` waits between attempts while Redis is unreachable (back within ~1 s)
@@ -230,10 +230,10 @@ class RedisBroker(Broker):
 
     @staticmethod
     def _envelope(message: Message, queue: str, priority: int) -> dict[str, Any]:
-        env = message.to_envelope(queue)
-        props = env["properties"]
-        props["priority"] = priority
-        props["delivery_info"]["routing_key"] = queue
+        env = message.to_envelope(queue, priority)
+        info = env["properties"]["delivery_info"]
+        if isinstance(info, dict):  # a malformed one is kept for the worker to name
+            info["routing_key"] = queue
         return env
 
     def _send(self, staged: tuple[dict[str, list[str]], dict[str, dict[str, float]],
@@ -339,14 +339,24 @@ class RedisBroker(Broker):
             out.extend(bool(int(f)) for f in flags)
         return out
 
-    def release(self, delivery: Delivery, *, not_before: float | None = None) -> bool:
+    def release(self, delivery: Delivery, *, not_before: float | None = None,
+                failed: bool = False) -> bool:
         nb = "" if not_before is None else repr(float(not_before))
         return bool(self._retrying("release", lambda: self._script(
-            "release", delivery.token, nb, uuid.uuid4().hex)))
+            "release", delivery.token, nb, uuid.uuid4().hex, int(failed))))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
         return bool(self._retrying("dead_letter", lambda: self._script(
             "dead_letter", delivery.token, reason, delivery.token)))
+
+    def dead_letter_message(self, message: Message, queue: str, reason: str) -> str:
+        prio = self.message_priority(message, None)
+        text = json.dumps(self._envelope(message, queue, prio))
+        dead_id = uuid.uuid4().hex
+        self._retrying("dead_letter_message", partial(
+            store_dead_letter, self.client, self.prefix, dead_id, queue, self._step(prio),
+            reason, text))
+        return dead_id
 
     def expire_owner(self, owner: str) -> int:
         return int(self._retrying("expire_owner", lambda: self._script("expire_owner", owner)))
