@@ -24,6 +24,7 @@ from ..canvas.maps import chunks as chunks_signature
 from ..canvas.maps import xmap, xstarmap
 from ..canvas.signature import Signature
 from ..exceptions import Ignore, MaxRetriesExceededError, OperationalError, Reject, Retry
+from ..messages import saferepr
 from ..results.meta import store_result
 from ..retry import exponential_backoff
 from . import state as _state
@@ -232,9 +233,11 @@ class Task:
         if limit is not None and retries > limit:
             if exc is not None:
                 raise exc
-            raise self.MaxRetriesExceededError(
-                f"Can't retry {self.name}[{request.id}] args:{request.args} "
-                f"kwargs:{request.kwargs}", task_args=request.args, task_kwargs=request.kwargs)
+            shown_args = request.argsrepr or saferepr(tuple(request.args or ()))
+            shown_kwargs = request.kwargsrepr or saferepr(dict(request.kwargs or {}))
+            raise self.MaxRetriesExceededError(  # shown as argsrepr/kwargsrepr mask them
+                f"Can't retry {self.name}[{request.id}] args:{shown_args} "
+                f"kwargs:{shown_kwargs}", task_args=request.args, task_kwargs=request.kwargs)
         sig = retry_signature(self, request, args, kwargs, retries, eta, countdown, options)
         ret = Retry(exc=exc, when=eta or countdown, is_eager=bool(request.is_eager), sig=sig)
         if not request.is_eager:  # eager: apply() runs ret.sig itself, as in Celery

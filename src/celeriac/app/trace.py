@@ -274,7 +274,8 @@ class Tracer:
                    einfo)
         if not isinstance(exc, task.throws or ()):
             logger.error("Task %s[%s] raised unexpected: %s%s", task.name, self.task_id,
-                         bounded(exc, task), "" if ctx.is_eager else "\n" + einfo.traceback)
+                         bounded(exc, task),
+                         "" if ctx.is_eager else "\n" + bounded_lines(einfo.traceback, task))
         outcome = self._finish(Outcome(states.FAILURE, exc, exc, einfo.traceback))
         if self.propagate:
             raise exc
@@ -312,11 +313,22 @@ class Tracer:
             self._token = None
 
 
+def _limit(task: Any) -> int:
+    return int(getattr(task, "resultrepr_maxsize", None) or 1024)
+
+
 def bounded(value: Any, task: Any, show: Callable[[Any], str] = repr) -> str:
     """``value`` as shown in a log line: cut to the task's ``resultrepr_maxsize``
     (Celery's option, default 1024 characters)."""
-    limit = getattr(task, "resultrepr_maxsize", None) or 1024
-    return saferepr(value, int(limit), show)
+    return saferepr(value, _limit(task), show)
+
+
+def bounded_lines(text: str, task: Any) -> str:
+    """A traceback for a log line: each line cut to ``resultrepr_maxsize`` (the exception
+    message on its last line may be as long as the arguments it quotes)."""
+    limit = _limit(task)
+    return "\n".join(line if len(line) <= limit else line[:limit - 3] + "..."
+                     for line in text.splitlines())
 
 
 def _is_time_limit(exc: BaseException) -> bool:

@@ -30,7 +30,6 @@ from .job import Job, JobRunner, Limits, Monitor
 from .leases import LeaseKeeper, Renewal
 from .limits import ThreadLimits
 from .pools import SoloPool
-from .revocation import FRESH_FOR
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -96,6 +95,8 @@ class Consumer:
         self.revocations = self.runner.revocations
         self.buffer: collections.deque[Job] = collections.deque()
         self.stopping = threading.Event()
+        #: when the current loop turn started: a job checked before it waited since
+        self._turn = 0.0
         pool.start(self.runner)
 
     def run(self) -> None:
@@ -103,6 +104,7 @@ class Consumer:
         self.keeper.start()
         try:
             while not self.stopping.is_set():
+                self._turn = time.monotonic()
                 self._fill()
                 self._dispatch()
                 self._watch_running()
@@ -222,9 +224,10 @@ class Consumer:
             self.pool.submit(self.buffer.popleft())
 
     def _recheck_waiting(self) -> None:
-        """Check revocations again for buffered jobs that waited (one read for all)."""
+        """Check revocations again for buffered jobs received in an earlier loop turn: they
+        waited (prefetched), and a revoke may have come meanwhile (one read for all)."""
         now = time.monotonic()
-        stale = [job for job in self.buffer if now - job.checked_at > FRESH_FOR]
+        stale = [job for job in self.buffer if job.checked_at < self._turn]
         if not stale:
             return
         revoked = self.revocations.revoked(job.id for job in stale)

@@ -172,7 +172,10 @@ class JobRunner:
         exc = WorkerLostError(f"Worker exited prematurely while running {request.task}"
                               f"[{request.id}] ({delivery.lost_count} times): message "
                               f"dead-lettered")
-        fail_outside_tracer(self.app, delivery.message, exc)
+        try:
+            fail_outside_tracer(self.app, delivery.message, exc)
+        except Exception:  # the dead letter matters more than the recorded failure
+            logger.exception("Could not record WorkerLostError for %s", request.id)
         return self._dead(delivery, base.WORKER_LOST,
                           f"{delivery.lost_count} deliveries lost with their worker "
                           f"or not settled")

@@ -49,6 +49,8 @@ logger = logging.getLogger("celeriac.worker.leases")
 
 RUNNING, STOPPED, GONE = "running", "stopped", "gone"
 _HEADER = struct.Struct(">I")
+#: seconds a worker waits for its renewer process to be up
+READY_TIMEOUT = 60.0
 
 
 def process_state(pid: int) -> str:
@@ -178,11 +180,19 @@ class ProcessRenewal:
             self._spawn()
 
     def _spawn(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "celeriac.worker.renewer"],
-                                     stdin=subprocess.PIPE, close_fds=True)
-        assert self.proc.stdin is not None
-        write_frame(self.proc.stdin, self.config)
-        logger.debug("Lease renewer process %d started", self.proc.pid)
+        """Start the renewer and wait until it is connected (it writes one byte), so no
+        task starts before its leases can be renewed."""
+        proc = self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celeriac.worker.renewer"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, close_fds=True)
+        assert proc.stdin is not None and proc.stdout is not None
+        write_frame(proc.stdin, self.config)
+        ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
+        if not ready or proc.stdout.read(1) != b"R":
+            proc.kill()
+            raise RuntimeError(f"the lease renewer process did not start (exit code "
+                               f"{proc.wait(5)})")
+        logger.debug("Lease renewer process %d started", proc.pid)
 
     def _send(self, frame: tuple[Any, ...]) -> None:
         with self._lock:
@@ -217,6 +227,8 @@ class ProcessRenewal:
         except (OSError, subprocess.TimeoutExpired):
             proc.kill()
             proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def _die_with_owner() -> None:
@@ -245,6 +257,7 @@ def main() -> int:
     broker = broker_for_url(config["url"], lease_seconds=config["lease_seconds"],
                             options=config["options"])
     owner, renewer = int(config["owner"]), Renewer(broker, config["interval"])
+    os.write(sys.stdout.fileno(), b"R")  # connected: the owner may start tasks
     for frame in read_frames(buffer):
         renewer.apply(owner, frame)
     while process_state(owner) != GONE:

@@ -5,7 +5,8 @@ in the result store, with the signal when ``terminate=True``
 (``{"terminate": "SIGTERM"}`` in the meta). Workers read it:
 
 * when a batch is received (one read for the batch) and again right before a
-  job starts if it waited since (prefetched jobs), so a task revoked while it
+  job starts if it waited since (a prefetched job, dispatched in a later turn
+  of the consumer loop; one read for all of them), so a task revoked while it
   waited never runs;
 * every :data:`POLL_INTERVAL` seconds for the tasks running now, so
   ``terminate=True`` reaches a running task (prefork: the supervisor signals
@@ -40,8 +41,6 @@ logger = logging.getLogger("celeriac.worker")
 
 #: seconds between two reads of the revocations of running tasks
 POLL_INTERVAL = 1.0
-#: a job that waited longer than this since its last check is checked again before it starts
-FRESH_FOR = 0.05
 #: ids remembered from direct revoke() calls (oldest forgotten first)
 REMEMBERED = 10_000
 
