@@ -190,7 +190,7 @@ def test_the_revoked_rule_holds_under_concurrent_writers(result_store: ResultSto
         task_id = new_id()
         start = threading.Barrier(3)
 
-        def write(status: str, tid: str = task_id) -> None:
+        def write(status: str, tid: str = task_id, start: threading.Barrier = start) -> None:
             start.wait()
             for _ in range(20):
                 result_store.set(tid, meta(tid, status))
