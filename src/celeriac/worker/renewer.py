@@ -182,9 +182,13 @@ class ProcessRenewal:
     def _spawn(self) -> None:
         """Start the renewer and wait until it is connected (it writes one byte), so no
         task starts before its leases can be renewed."""
+        # the renewer imports the celeriac this process runs, wherever it came from
+        here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
         proc = self.proc = subprocess.Popen(
             [sys.executable, "-m", "celeriac.worker.renewer"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, close_fds=True)
+            stdout=subprocess.PIPE, close_fds=True, env=env)
         assert proc.stdin is not None and proc.stdout is not None
         write_frame(proc.stdin, self.config)
         ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
