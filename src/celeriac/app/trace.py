@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any
 from .. import signals, states
 from ..canvas.callbacks import FollowupHandler, after_failure, after_success
 from ..exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
-from ..messages import saferepr
 from ..results.async_result import EagerResult
 from ..results.meta import build_meta, format_traceback, store_result
 from ..results.store import encode_meta
+from ..utils.log import bounded, bounded_lines
 from . import state as _state
 from .context import Context
 
@@ -311,24 +311,6 @@ class Tracer:
             self.task.pop_request()
             _state.pop_task(self._token)
             self._token = None
-
-
-def _limit(task: Any) -> int:
-    return int(getattr(task, "resultrepr_maxsize", None) or 1024)
-
-
-def bounded(value: Any, task: Any, show: Callable[[Any], str] = repr) -> str:
-    """``value`` as shown in a log line: cut to the task's ``resultrepr_maxsize``
-    (Celery's option, default 1024 characters)."""
-    return saferepr(value, _limit(task), show)
-
-
-def bounded_lines(text: str, task: Any) -> str:
-    """A traceback for a log line: each line cut to ``resultrepr_maxsize`` (the exception
-    message on its last line may be as long as the arguments it quotes)."""
-    limit = _limit(task)
-    return "\n".join(line if len(line) <= limit else line[:limit - 3] + "..."
-                     for line in text.splitlines())
 
 
 def _is_time_limit(exc: BaseException) -> bool:

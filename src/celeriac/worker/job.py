@@ -36,11 +36,12 @@ from .. import serialization, states
 from ..app.context import Context
 from ..app.request import Request, parse_request
 from ..app.task import Task
-from ..app.trace import Outcome, Tracer, bounded, run_coroutine
+from ..app.trace import Outcome, Tracer, run_coroutine
 from ..brokers import base
 from ..canvas.callbacks import fail_outside_tracer
 from ..exceptions import ContentDisallowed, DecodeError, TaskRevokedError, WorkerLostError
 from ..results.meta import store_result
+from ..utils.log import bounded
 from .followups import FollowupRecorder
 from .limits import limited
 from .revocation import Revocations

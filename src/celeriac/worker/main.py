@@ -157,13 +157,15 @@ class Worker:
                 f"- queues: {', '.join(self.queues)}\n[tasks]\n{tasks}")
 
     def _renewal(self) -> Renewal | None:
-        """Leases renewed by a separate process (a task holding the GIL cannot stop it);
-        the in-process memory broker renews from a thread (None: the default)."""
+        """Leases renewed by a separate process (a task holding the GIL cannot stop it),
+        started now; the in-process memory broker renews from a thread (None)."""
         if self._in_process_broker():
             return None
         conf = self.app.conf
         lease = float(conf.worker_lease_seconds)
-        return ProcessRenewal(self.app, float(conf.worker_heartbeat_interval or lease / 3))
+        renewal = ProcessRenewal(self.app, float(conf.worker_heartbeat_interval or lease / 3))
+        renewal.launch()
+        return renewal
 
     def _run_in_process(self) -> int:
         pool = make_pool(self.pool_name, self.concurrency)

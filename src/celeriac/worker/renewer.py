@@ -174,10 +174,16 @@ class ProcessRenewal:
         self.keeper: LeaseKeeper | None = None
         self._lock = threading.Lock()
 
+    def launch(self) -> None:
+        """Start the renewer process now (from the main thread, so a failure stops the
+        worker at start-up and the renewer's death signal is tied to that thread)."""
+        with self._lock:
+            if self.proc is None:
+                self._spawn()
+
     def start(self, keeper: LeaseKeeper) -> None:
         self.keeper = keeper
-        with self._lock:
-            self._spawn()
+        self.launch()
 
     def _spawn(self) -> None:
         """Start the renewer and wait until it is connected (it writes one byte), so no
