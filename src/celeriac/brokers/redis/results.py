@@ -27,7 +27,6 @@ again and every waiter GETs again.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -40,7 +39,16 @@ import redis
 from ... import serialization, states
 from ...results.store import ResultStore, decode_meta, decode_task_meta, encode_meta
 from ...retry import RetryPolicy
-from .client import RETRYABLE_ERRORS, Direct, PerProcess, direct_for, get_client, retrying
+from .client import (
+    RETRYABLE_ERRORS,
+    Connection,
+    Direct,
+    PerProcess,
+    connection,
+    get_client,
+    retrying,
+    run_script,
+)
 
 _LISTENER_ERRORS: tuple[type[BaseException], ...] = (
     *RETRYABLE_ERRORS, redis.exceptions.PubSubError, RuntimeError)
@@ -104,6 +112,9 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
+
+
+_SCRIPTS = {"chord_add": CHORD_ADD, "write_metas": WRITE_METAS}
 
 
 class ResultListener:
@@ -236,21 +247,15 @@ class RedisResultStore(ResultStore):
         self.retry_policy = RetryPolicy.from_celery(self.options.get("retry_policy"))
         #: (pid, client, scripts, direct connection), replaced as a whole so
         #: threads never see a half-built connection; rebuilt after a fork
-        self._conn: tuple[int, redis.Redis, dict[str, Any], Direct] | None = None
+        self._conn: Connection | None = None
 
     @property
     def client(self) -> redis.Redis:
         """This process's client (a new one after a fork)."""
         return self._connection()[1]
 
-    def _connection(self) -> tuple[int, redis.Redis, dict[str, Any], Direct]:
-        conn = self._conn
-        if conn is None or conn[0] != os.getpid():
-            client = get_client(self.url, self.options)
-            scripts = {"chord_add": client.register_script(CHORD_ADD),
-                       "write_metas": client.register_script(WRITE_METAS)}
-            conn = (os.getpid(), client, scripts, direct_for(client))
-            self._conn = conn
+    def _connection(self) -> Connection:
+        conn = self._conn = connection(self.url, self.options, _SCRIPTS, self._conn)
         return conn
 
     @property
@@ -325,12 +330,7 @@ class RedisResultStore(ResultStore):
     def _run_script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Run a script on this thread's raw connection (loaded again after NOSCRIPT)."""
         _, _, scripts, direct = self._connection()
-        script = scripts[name]
-        try:
-            return direct.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:  # a restarted or flushed server
-            direct.execute("SCRIPT", "LOAD", script.script)
-            return direct.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        return run_script(direct, scripts[name], keys, args)
 
     # -- waiting -----------------------------------------------------------------------
     def _listener(self) -> ResultListener:
