@@ -172,8 +172,8 @@ def test_idle_children_killed_from_outside_are_replaced_at_once(project_factory:
         os.kill(victim, signal.SIGKILL)
         started = time.monotonic()
         fresh = H.wait_until(
-            lambda: len(p := H.child_pids(worker.pid)) == 2 and set(p) - seen and p, 10,
-            interval=0.02, what="a replacement child")
+            lambda known=frozenset(seen): len(p := H.child_pids(worker.pid)) == 2
+            and set(p) - known and p, 10, interval=0.02, what="a replacement child")
         assert time.monotonic() - started < 2.0
         seen |= set(fresh)
     assert "right after starting" not in project.log_text("w1")

@@ -87,6 +87,7 @@ def test_renewer_process_keeps_a_lease_while_the_gil_is_held(tmp_path: object) -
     keeper.start()
     try:
         keeper.hold([delivery])
+        keeper.sync()  # as the consumer does before it starts a job
         hold_gil(3)  # three leases long: no thread of this process runs meanwhile
         assert broker.receive(["celery"], owner="other", timeout=0) == []
         assert keeper.still_owner(delivery)

@@ -188,14 +188,14 @@ class Consumer:
             return
         self.runner.acks.settled(acks, done)
         self.monitor.received(len(batch))
-        if not batch:
-            return
-        self.keeper.hold(batch)
-        revoked = self.revocations.revoked(d.message.task_id or "" for d in batch)
-        for delivery in batch:
-            job = self._prepare(delivery, revoked)
-            if job is not None:
-                self.buffer.append(job)
+        if batch:
+            self.keeper.hold(batch)
+            revoked = self.revocations.revoked(d.message.task_id or "" for d in batch)
+            for delivery in batch:
+                job = self._prepare(delivery, revoked)
+                if job is not None:
+                    self.buffer.append(job)
+        self.keeper.sync()  # the renewer knows every lease before a job of them starts
 
     def _prepare(self, delivery: Delivery, revoked: set[str]) -> Job | None:
         try:

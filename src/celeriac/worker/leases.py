@@ -49,11 +49,14 @@ class Renewal(Protocol):
 
     def start(self, keeper: LeaseKeeper) -> None: ...
 
-    def hold(self, deliveries: list[Delivery]) -> None: ...
-
-    def drop(self, deliveries: list[Delivery]) -> None: ...
+    def update(self, held: list[Delivery], dropped: list[Delivery]) -> None: ...
 
     def stop(self) -> None: ...
+
+
+def update_frame(held: list[Delivery], dropped: list[Delivery]) -> tuple[Any, ...]:
+    """What a renewer is told: new leases (slim) and settled ones (tag, token)."""
+    return ("update", [slim(d) for d in held], [(d.tag, d.token) for d in dropped])
 
 
 class ThreadRenewal:
@@ -72,10 +75,7 @@ class ThreadRenewal:
         self._thread = threading.Thread(target=loop, name="celeriac-leases", daemon=True)
         self._thread.start()
 
-    def hold(self, deliveries: list[Delivery]) -> None:
-        """The keeper's own book is what this thread renews."""
-
-    def drop(self, deliveries: list[Delivery]) -> None:
+    def update(self, held: list[Delivery], dropped: list[Delivery]) -> None:
         """The keeper's own book is what this thread renews."""
 
     def stop(self) -> None:
@@ -101,18 +101,20 @@ class SupervisorRenewal:
             except (OSError, ValueError):  # the supervisor is gone: the child stops soon
                 logger.debug("Could not tell the supervisor %r", message[0])
 
-    def hold(self, deliveries: list[Delivery]) -> None:
-        self.send(("hold", [slim(d) for d in deliveries]))
-
-    def drop(self, deliveries: list[Delivery]) -> None:
-        self.send(("drop", [d.tag for d in deliveries]))
+    def update(self, held: list[Delivery], dropped: list[Delivery]) -> None:
+        self.send(update_frame(held, dropped))
 
     def stop(self) -> None:
         """Nothing to stop: the supervisor forgets a child's leases when it exits."""
 
 
 class LeaseKeeper:
-    """The deliveries one consumer holds, and whether their leases are still its own."""
+    """The deliveries one consumer holds, and whether their leases are still its own.
+
+    What it starts and stops holding reaches the renewal at :meth:`sync`, which the
+    consumer calls once per loop turn, before it starts any job it received: one
+    message per turn, not two per task.
+    """
 
     def __init__(self, broker: Broker, interval: float, renewal: Renewal | None = None) -> None:
         self.broker = broker
@@ -122,6 +124,8 @@ class LeaseKeeper:
         #: tag -> monotonic time the lease surely still runs until (local clock)
         self._until: dict[str, float] = {}
         self._lost: set[str] = set()
+        self._new: list[Delivery] = []
+        self._gone: list[Delivery] = []
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -138,16 +142,24 @@ class LeaseKeeper:
                 self._held[d.tag] = d
                 self._until[d.tag] = now_mono + (d.lease_expires - now if d.lease_expires
                                                  else 0.0)
-        if batch:
-            self.renewal.hold(batch)
+            self._new.extend(batch)
 
     def drop(self, delivery: Delivery) -> None:
         with self._lock:
-            known = self._held.pop(delivery.tag, None) is not None
+            known = self._held.pop(delivery.tag, None)
             self._until.pop(delivery.tag, None)
             self._lost.discard(delivery.tag)
-        if known:
-            self.renewal.drop([delivery])
+            if known is not None:
+                self._gone.append(known)
+
+    def sync(self) -> None:
+        """Tell the renewal what was held and dropped since the last call."""
+        with self._lock:
+            new, gone = self._new, self._gone
+            if not new and not gone:
+                return
+            self._new, self._gone = [], []
+        self.renewal.update(new, gone)
 
     def held(self) -> list[Delivery]:
         with self._lock:

@@ -11,8 +11,9 @@ refuses to renew is forgotten (another worker owns the message now).
   (told what each holds over their pipes, see
   :class:`~celeriac.worker.leases.SupervisorRenewal`).
 * Under solo, threads and asyncio, :class:`ProcessRenewal` starts
-  ``python -m celeriac.worker.renewer`` and writes ``hold``/``drop`` frames
-  (length-prefixed pickles) to its stdin; the first frame is its
+  ``python -m celeriac.worker.renewer`` and writes ``update`` frames (what was
+  held and settled since the last one; length-prefixed pickles) to its stdin;
+  the first frame is its
   configuration (broker URL and options, lease, interval, owner pid). The
   renewer exits when its stdin closes or its owner is gone, and dies with it
   (``PR_SET_PDEATHSIG``).
@@ -39,7 +40,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ..brokers.base import Broker, Delivery
 from ..brokers.registry import broker_for_url
-from .leases import slim
+from .leases import update_frame
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -90,10 +91,13 @@ class Renewer:
         for d in deliveries:
             book[d.tag] = d
 
-    def drop(self, pid: int, tags: list[str]) -> None:
+    def drop(self, pid: int, settled: list[tuple[str, str]]) -> None:
+        """Forget ``(tag, token)`` leases of ``pid`` (a newer lease of the tag stays)."""
         book = self.held.get(pid, {})
-        for tag in tags:
-            book.pop(tag, None)
+        for tag, token in settled:
+            held = book.get(tag)
+            if held is not None and held.token == token:
+                del book[tag]
 
     def forget(self, pid: int) -> list[Delivery]:
         """Stop renewing for ``pid`` (it exited); return what it held."""
@@ -101,11 +105,10 @@ class Renewer:
         return list(self.held.pop(pid, {}).values())
 
     def apply(self, pid: int, frame: tuple[Any, ...]) -> None:
-        """A ``("hold", deliveries)`` or ``("drop", tags)`` message from ``pid``."""
-        if frame[0] == "hold":
+        """An ``("update", held, settled)`` message from ``pid`` (see ``update_frame``)."""
+        if frame[0] == "update":
             self.hold(pid, frame[1])
-        elif frame[0] == "drop":
-            self.drop(pid, frame[1])
+            self.drop(pid, frame[2])
 
     def due(self) -> bool:
         return time.monotonic() >= self._next
@@ -136,9 +139,10 @@ class Renewer:
             logger.exception("Lease renewal failed; will retry")
             return
         for (pid, d), ok in zip(batch, results, strict=False):
-            if not ok and self.held.get(pid, {}).pop(d.tag, None) is not None:
-                logger.warning("Lease lost for %s[%s]: another worker may run it now",
-                               d.message.task_name, d.message.task_id)
+            if not ok:  # settled meanwhile, or lost (the owner finds out and logs it)
+                self.drop(pid, [(d.tag, d.token)])
+                logger.debug("Not leased any more: %s[%s]", d.message.task_name,
+                             d.message.task_id)
 
 
 # -- the renewer process -------------------------------------------------------------------
@@ -217,13 +221,10 @@ class ProcessRenewal:
                 self._spawn()
                 held = self.keeper.held() if self.keeper is not None else []
                 assert self.proc.stdin is not None
-                write_frame(self.proc.stdin, ("hold", [slim(d) for d in held]))
+                write_frame(self.proc.stdin, update_frame(held, []))
 
-    def hold(self, deliveries: list[Delivery]) -> None:
-        self._send(("hold", [slim(d) for d in deliveries]))
-
-    def drop(self, deliveries: list[Delivery]) -> None:
-        self._send(("drop", [d.tag for d in deliveries]))
+    def update(self, held: list[Delivery], dropped: list[Delivery]) -> None:
+        self._send(update_frame(held, dropped))
 
     def stop(self) -> None:
         with self._lock:
