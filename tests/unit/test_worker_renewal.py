@@ -18,7 +18,7 @@ import pytest
 
 from celeriac import Celery
 from celeriac.messages import task_message
-from celeriac.worker.leases import LeaseKeeper, slim
+from celeriac.worker.leases import LeaseKeeper, delivery_of, lease_of
 from celeriac.worker.renewer import GONE, RUNNING, STOPPED, ProcessRenewal, Renewer, process_state
 
 
@@ -62,8 +62,8 @@ def test_renewer_skips_stopped_owners_and_forgets_lost_leases(
         broker.publish(task_message("t", f"id-{n}", (), {}), "celery")
     mine, theirs, lost = broker.receive(["celery"], owner="w", limit=3, timeout=1)
     renewer = Renewer(broker, interval=0.1)
-    renewer.hold(os.getpid(), [slim(mine), slim(lost)])
-    renewer.hold(sleeper.pid, [slim(theirs)])
+    renewer.hold(os.getpid(), [lease_of(mine), lease_of(lost)])
+    renewer.hold(sleeper.pid, [lease_of(theirs)])
     assert broker.ack([lost]) == 1  # settled behind the renewer's back
     sleeper.send_signal(signal.SIGSTOP)
     time.sleep(0.05)
@@ -74,7 +74,7 @@ def test_renewer_skips_stopped_owners_and_forgets_lost_leases(
     assert broker.renew([mine]) == [True]
     [again] = broker.receive(["celery"], owner="other", timeout=1)
     assert again.message.task_id == "id-1" and again.lost_count == 1  # the stopped owner's
-    assert renewer.forget(sleeper.pid) == [slim(theirs)]
+    assert renewer.forget(sleeper.pid) == [delivery_of(lease_of(theirs))]
 
 
 def test_renewer_process_keeps_a_lease_while_the_gil_is_held(tmp_path: object) -> None:

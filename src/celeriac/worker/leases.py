@@ -27,7 +27,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
@@ -37,11 +36,22 @@ from ..messages import Message
 logger = logging.getLogger("celeriac.worker.leases")
 
 
-def slim(delivery: Delivery) -> Delivery:
-    """``delivery`` without its body: what a renewer needs (tag, token, owner, queue, ids)."""
-    headers = delivery.message.headers
-    keep = {k: headers.get(k) for k in ("id", "task")} if isinstance(headers, dict) else {}
-    return replace(delivery, message=Message(headers=keep, properties={}, body=b""))
+#: a lease as a renewer keeps it: (tag, token, queue, owner, task id, task name); plain
+#: tuples, because they cross a pipe once per consumer loop turn
+Lease = tuple[str, str, str, str, Any, Any]
+
+
+def lease_of(delivery: Delivery) -> Lease:
+    message = delivery.message
+    return (delivery.tag, delivery.token, delivery.queue, delivery.owner, message.task_id,
+            message.task_name)
+
+
+def delivery_of(lease: Lease) -> Delivery:
+    """A body-less delivery for ``lease``: enough to renew, acknowledge or release it."""
+    tag, token, queue, owner, task_id, name = lease
+    return Delivery(message=Message(headers={"id": task_id, "task": name}, properties={},
+                                    body=b""), queue=queue, tag=tag, token=token, owner=owner)
 
 
 class Renewal(Protocol):
@@ -55,8 +65,8 @@ class Renewal(Protocol):
 
 
 def update_frame(held: list[Delivery], dropped: list[Delivery]) -> tuple[Any, ...]:
-    """What a renewer is told: new leases (slim) and settled ones (tag, token)."""
-    return ("update", [slim(d) for d in held], [(d.tag, d.token) for d in dropped])
+    """What a renewer is told: new leases and settled ones (tag, token)."""
+    return ("update", [lease_of(d) for d in held], [(d.tag, d.token) for d in dropped])
 
 
 class ThreadRenewal:

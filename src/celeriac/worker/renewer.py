@@ -40,7 +40,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ..brokers.base import Broker, Delivery
 from ..brokers.registry import broker_for_url
-from .leases import update_frame
+from .leases import Lease, delivery_of, update_frame
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -82,27 +82,27 @@ class Renewer:
     def __init__(self, broker: Broker, interval: float) -> None:
         self.broker = broker
         self.interval = max(0.05, interval)
-        self.held: dict[int, dict[str, Delivery]] = {}
+        self.held: dict[int, dict[str, Lease]] = {}
         self._stopped: set[int] = set()
         self._next = time.monotonic() + self.interval
 
-    def hold(self, pid: int, deliveries: list[Delivery]) -> None:
+    def hold(self, pid: int, leases: list[Lease]) -> None:
         book = self.held.setdefault(pid, {})
-        for d in deliveries:
-            book[d.tag] = d
+        for lease in leases:
+            book[lease[0]] = lease
 
     def drop(self, pid: int, settled: list[tuple[str, str]]) -> None:
         """Forget ``(tag, token)`` leases of ``pid`` (a newer lease of the tag stays)."""
         book = self.held.get(pid, {})
         for tag, token in settled:
             held = book.get(tag)
-            if held is not None and held.token == token:
+            if held is not None and held[1] == token:
                 del book[tag]
 
     def forget(self, pid: int) -> list[Delivery]:
         """Stop renewing for ``pid`` (it exited); return what it held."""
         self._stopped.discard(pid)
-        return list(self.held.pop(pid, {}).values())
+        return [delivery_of(lease) for lease in self.held.pop(pid, {}).values()]
 
     def apply(self, pid: int, frame: tuple[Any, ...]) -> None:
         """An ``("update", held, settled)`` message from ``pid`` (see ``update_frame``)."""
@@ -130,7 +130,7 @@ class Renewer:
             if pid in self._stopped:
                 self._stopped.discard(pid)
                 logger.warning("Process %d runs again: renewing its leases", pid)
-            batch.extend((pid, d) for d in book.values())
+            batch.extend((pid, delivery_of(lease)) for lease in book.values())
         if not batch:
             return
         try:

@@ -118,14 +118,15 @@ class Supervisor:
         return 0
 
     def _tick(self) -> None:
+        # children's pipes are read every tick, not waited on: a lease update per task
+        # must not wake the supervisor (the pipe buffers a tick's worth many times over)
         handles: list[Any] = [self._wake_r]
-        for child in self.children.values():
-            handles += [child.conn, child.process.sentinel]
+        handles += [child.process.sentinel for child in self.children.values()]
         for ready in wait(handles, timeout=TICK):
             if ready is self._wake_r:
                 self._wake_r.recv(4096)
-        self._handle_signals()
         self._read_messages()
+        self._handle_signals()
         self._reap()
         if self.renewer.due():
             self.renewer.renew()
