@@ -144,7 +144,7 @@ class Consumer:
         """Every second while jobs run: stop those revoked with ``terminate=True``."""
         if not self.runner.active or not self.revocations.poll_due():
             return
-        for task_id, signum in self.revocations.terminations(list(self.runner.active)).items():
+        for task_id, signum in self.revocations.terminations(self.runner.running()).items():
             self.terminate(task_id, signum)
 
     # -- receiving ------------------------------------------------------------------------

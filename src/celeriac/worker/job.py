@@ -189,6 +189,11 @@ class JobRunner:
         self.keeper.drop(delivery)
         return None
 
+    def running(self) -> list[str]:
+        """Ids of the jobs running now (started, not yet finished)."""
+        with self._lock:
+            return list(self.active)
+
     # -- running ----------------------------------------------------------------------
     def run(self, job: Job) -> None:
         """Execute on this thread; an internal error gives the message back as failed."""

@@ -12,8 +12,8 @@ connection under a lease ``owner`` id the supervisor chose. The supervisor:
   replacement;
 * renews the leases of every child in one batched call per heartbeat
   (:class:`~celeriac.worker.renewer.Renewer`; children tell it what they hold
-  over their pipes), so a task holding its child's GIL cannot lose its
-  lease; a stopped (``SIGSTOP``) child is not renewed and gets fenced;
+  over their pipes, read every tick), so a task holding its child's GIL cannot
+  lose its lease; a stopped (``SIGSTOP``) child is not renewed and gets fenced;
 * enforces hard time limits: SIGKILL when a task runs past its limit, then
   stores ``FAILURE``/``TimeLimitExceeded`` and acknowledges the message (it
   ran; it is not redelivered); children recycled by ``max_tasks_per_child`` /
