@@ -21,7 +21,7 @@ import pytest
 from celeriac import Celery
 from celeriac.worker.aio import AsyncioPool
 from celeriac.worker.consumer import Consumer
-from celeriac.worker.pools import ThreadPool
+from celeriac.worker.pools import SoloPool, ThreadPool
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
@@ -82,10 +82,12 @@ def settled(app: Celery) -> bool:
     return stats.ready == 0 and stats.leased == 0
 
 
-def test_a_prefetched_task_revoked_while_waiting_never_runs(app: Celery, consume: Any) -> None:
+@pytest.mark.parametrize("pool", [lambda: ThreadPool(1), SoloPool], ids=["threads", "solo"])
+def test_a_prefetched_task_revoked_while_waiting_never_runs(app: Celery, consume: Any,
+                                                            pool: Any) -> None:
     first = app.tasks["t.block"].delay()
     second = app.tasks["t.quick"].delay()
-    consume(app, ThreadPool(1), prefetch=1)
+    consume(app, pool(), prefetch=1)
     wait_for(lambda: app.ran == [first.id] and app.broker.stats("celery").leased == 2)
     second.revoke()
     app.gate.set()  # type: ignore[attr-defined]

@@ -33,6 +33,7 @@ class AsyncioPool:
     """Runs jobs as asyncio tasks on one event loop thread."""
 
     name = "asyncio"
+    inline = False
 
     def __init__(self, concurrency: int) -> None:
         self.concurrency = max(1, concurrency)

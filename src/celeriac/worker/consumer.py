@@ -20,7 +20,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -46,6 +45,8 @@ class Pool(Protocol):
 
     name: str
     concurrency: int
+    #: True when ``submit`` runs the job on the calling (consumer) thread
+    inline: bool
 
     def start(self, runner: JobRunner) -> None: ...
 
@@ -95,8 +96,6 @@ class Consumer:
         self.revocations = self.runner.revocations
         self.buffer: collections.deque[Job] = collections.deque()
         self.stopping = threading.Event()
-        #: when the current loop turn started: a job checked before it waited since
-        self._turn = 0.0
         pool.start(self.runner)
 
     def run(self) -> None:
@@ -104,7 +103,6 @@ class Consumer:
         self.keeper.start()
         try:
             while not self.stopping.is_set():
-                self._turn = time.monotonic()
                 self._fill()
                 self._dispatch()
                 self._watch_running()
@@ -218,21 +216,26 @@ class Consumer:
     # -- dispatching ----------------------------------------------------------------------
     def _dispatch(self) -> None:
         while self.buffer and self.pool.free_slots() > 0 and not self.stopping.is_set():
-            self._recheck_waiting()
-            if not self.buffer:
-                return
+            if not self.buffer[0].fresh:
+                self._recheck_waiting()
+                if not self.buffer:
+                    return
             self.pool.submit(self.buffer.popleft())
+            if self.pool.inline:  # a job ran on this thread: the others waited for it
+                self._waited()
+        self._waited()  # what is left waits for a free slot
+
+    def _waited(self) -> None:
+        for job in self.buffer:
+            job.fresh = False
 
     def _recheck_waiting(self) -> None:
-        """Check revocations again for buffered jobs received in an earlier loop turn: they
-        waited (prefetched), and a revoke may have come meanwhile (one read for all)."""
-        now = time.monotonic()
-        stale = [job for job in self.buffer if job.checked_at < self._turn]
-        if not stale:
-            return
+        """Check revocations again for buffered jobs that waited (prefetched, or behind an
+        inline job): a revoke may have come meanwhile (one read for all of them)."""
+        stale = [job for job in self.buffer if not job.fresh]
         revoked = self.revocations.revoked(job.id for job in stale)
         for job in stale:
-            job.checked_at = now
+            job.fresh = True
         if revoked:
             for job in [j for j in self.buffer if j.id in revoked]:
                 self.buffer.remove(job)

@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import serialization, states
@@ -85,8 +85,8 @@ class Job:
     delivery: base.Delivery
     request: Request
     task: Task
-    #: monotonic time revocations were last checked for it
-    checked_at: float = field(default_factory=time.monotonic)
+    #: revocations were checked and it has not waited since (see the consumer's dispatch)
+    fresh: bool = True
     #: the signal of a ``revoke(terminate=True)`` that reached it while running
     terminated: int | None = None
 

@@ -31,6 +31,7 @@ class SoloPool:
     """Runs each job inline in the consumer thread."""
 
     name = "solo"
+    inline = True
 
     def __init__(self, concurrency: int = 1) -> None:
         self.concurrency = 1
@@ -74,6 +75,7 @@ class ThreadPool:
     """Runs jobs on ``concurrency`` threads."""
 
     name = "threads"
+    inline = False
 
     def __init__(self, concurrency: int) -> None:
         self.concurrency = max(1, concurrency)
