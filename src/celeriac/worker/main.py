@@ -130,7 +130,10 @@ class Worker:
         ``terminate`` stop those running with ``signal`` (default SIGTERM; prefork: the
         child is signalled and replaced; asyncio: the task is cancelled; threads/solo:
         a warning, the task runs to its end). ``app.control.revoke`` stores the
-        revocation for every worker; a remote-control channel calls this directly."""
+        revocation for every worker; a remote-control channel calls this directly in
+        the worker's main process. Prefork children learn of revocations that are not
+        terminations from the result store (checked before every start), so a channel
+        should store them too, as ``app.control.revoke`` does."""
         if self.supervisor is not None:
             self.supervisor.revoke(ids, terminate=terminate, signal=signal)
         elif self.consumer is not None:
