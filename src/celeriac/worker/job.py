@@ -296,6 +296,9 @@ class JobRunner:
             self.active.pop(job.id, None)
         try:
             self.broker.release(job.delivery, failed=failed)
+        except Exception:
+            logger.exception("Could not give %s[%s] back; its lease will lapse", job.name,
+                             job.id)
         finally:
             self.keeper.drop(job.delivery)
 
