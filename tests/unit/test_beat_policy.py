@@ -12,7 +12,13 @@ from celeriac.brokers.memory.beat_store import MemoryStore
 from celeriac.schedules import crontab, schedule
 from celeriac.schedules.clock import ManualClock
 from celeriac.schedules.entries import EntrySpec, StoredEntry, entry_for_task, spec_from_conf
-from celeriac.schedules.policy import fire_task_id, max_lateness, plan
+from celeriac.schedules.policy import (
+    describe_skipped,
+    fire_task_id,
+    max_lateness,
+    plan,
+    skip_reason,
+)
 
 UTC = timezone.utc
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -38,6 +44,46 @@ def test_latest_sends_only_the_newest_missed_fire() -> None:
     decision = plan(stored(schedule(60)), T0 + timedelta(minutes=10, seconds=30), UTC)
     assert decision.send == minutes(10)
     assert decision.drop_through is None  # claiming 9:10 moves the cursor past 9:01..9:09
+    assert decision.skipped == minutes(1, 2, 3, 4, 5, 6, 7, 8, 9)  # ...which are named
+    assert decision.unlisted is None
+    assert describe_skipped(decision) == ", ".join(m.isoformat() for m in minutes(*range(1, 10)))
+
+
+def test_on_time_fires_skip_nothing() -> None:
+    assert plan(stored(schedule(60)), T0 + timedelta(seconds=60.2), UTC).skipped == ()
+    assert plan(stored(schedule(60)), T0 + timedelta(seconds=59), UTC).skipped == ()
+    assert plan(stored(schedule(60), missed="all", max_late=300),
+                T0 + timedelta(minutes=4, seconds=1), UTC).skipped == ()
+
+
+def test_every_skipped_fire_is_named_after_a_long_downtime() -> None:
+    """An hour down with an every-second entry: 100 named, then a range, then the window."""
+    entry = stored(schedule(1))
+    now = T0 + timedelta(hours=1, seconds=0.5)
+    decision = plan(entry, now, UTC)
+    assert decision.send == (T0 + timedelta(hours=1),)
+    first = [T0 + timedelta(seconds=k) for k in range(1, 101)]
+    assert decision.skipped[:100] == tuple(first)
+    window = now - timedelta(seconds=600)  # older fires are past any lateness
+    assert decision.unlisted == (first[-1], decision.skipped[100])
+    assert decision.skipped[100] > window - timedelta(seconds=1)
+    assert decision.skipped[-1] == T0 + timedelta(hours=1, seconds=-1)
+    text = describe_skipped(decision)
+    assert f"{first[-1].isoformat()}, every fire after {first[-1].isoformat()} and before " \
+           f"{decision.skipped[100].isoformat()}, {decision.skipped[100].isoformat()}" in text
+    every = [T0 + timedelta(seconds=k) for k in range(1, 3600)]
+    listed = set(decision.skipped)
+    lo, hi = decision.unlisted
+    assert all(f in listed or lo < f < hi for f in every), "every missed fire is covered"
+
+
+def test_a_skipped_fire_with_nothing_on_time_is_named_and_dropped() -> None:
+    decision = plan(stored(schedule(3600)), T0 + timedelta(hours=1, minutes=11), UTC)
+    assert decision.send == () and decision.skipped == (T0 + timedelta(hours=1),)
+    entry = stored(schedule(60), missed="skip")
+    decision = plan(entry, T0 + timedelta(minutes=2, seconds=30), UTC)
+    assert decision.skipped == minutes(1, 2) and decision.drop_through is not None
+    assert skip_reason(entry, decision, UTC) == "missed='skip' sends only fires at most 5s late"
 
 
 def test_latest_skips_when_the_newest_is_later_than_the_period() -> None:

@@ -1,17 +1,25 @@
-"""The beat scheduler loop: lease, reload on change, recover claims, fire due entries.
+"""The beat scheduler loop: lease, stand-by, reload on change, recover claims, fire.
 
 Any number of schedulers may run against one store. Each tick:
 
-1. take or renew the **leader lease**; a follower does nothing else and
-   checks again soon (so one node normally does the work);
+1. take or renew the **leader lease**. The leader works (steps 2-4) every
+   tick. A scheduler without the lease **stands by**: it re-reads every
+   entry's cursor, and as soon as a fire is still unsent a short grace after
+   its time (:func:`~celeriac.schedules.policy.takeover_grace`: 1 s, or half
+   the fire's max lateness if less) it warns and works like a leader for one
+   lease period, whether or not the lease is free yet. So a dead or stalled
+   leader costs about one grace plus one tick, not a lease period, and the
+   lease is only an optimisation (one node normally does the claiming);
 2. reload entries when the store's ``generation`` changed (runtime edits are
    seen within one tick);
-3. re-send fires left ``claimed`` by a dead scheduler (same task id);
+3. re-send abandoned claims (:mod:`.claims`: same task id, never a live
+   scheduler's claim);
 4. for each enabled entry, apply the missed-run policy (:mod:`celeriac.schedules.policy`) and
    **claim** each fire to send (atomic, fenced by entry version and cursor),
-   publish it, mark it sent; fires the policy drops advance the cursor;
+   publish it, mark it sent; fires the policy does not send are named in a
+   warning by the scheduler whose claim (or drop) moved the cursor past them;
 5. sleep until the next fire, at most ``beat_max_loop_interval`` (5 s) and a
-   third of the lease.
+   third of the lease (a stand-by scheduler: until the next fire plus grace).
 
 Correctness never depends on the lease: a paused leader that wakes up after
 another took over can only claim fires nobody claimed. Time comes from an
@@ -34,11 +42,12 @@ from ..exceptions import ImproperlyConfigured
 from ..schedules.clock import Clock, SystemClock
 from ..schedules.editing import Schedules
 from ..schedules.entries import StoredEntry
-from ..schedules.firing import deliver, new_record
+from ..schedules.firing import NOT_SENT, SENT_NOT_MARKED, deliver, mark, new_record
 from ..schedules.kinds import app_timezone
-from ..schedules.policy import plan
-from ..schedules.store import ScheduleStore
+from ..schedules.policy import Plan, describe_skipped, plan, skip_reason, takeover_grace
+from ..schedules.store import FireRecord, ScheduleStore
 from ..schedules.stores import store_for_app
+from .claims import ClaimBook
 
 logger = logging.getLogger("celeriac.beat")
 
@@ -81,6 +90,10 @@ class Scheduler:
         self.retention = _setting(app, "beat_fire_retention", None)
         self.tz = app_timezone(app)
         self.is_leader = False
+        #: Working without the lease until then (a stand-by that found a fire unsent).
+        self.acting_until: datetime | None = None
+        self._next_lease_try: datetime | None = None
+        self.claims = ClaimBook(self.store, self.node_id, self.claim_timeout, self.clock)
         self.entries: dict[str, StoredEntry] = {}
         self._generation: int | None = None
         self._last_prune: datetime | None = None
@@ -96,6 +109,8 @@ class Scheduler:
     def run(self, stop: threading.Event | None = None) -> None:
         """Set up, then tick until ``stop`` is set; the lease is released on the way out."""
         stop = stop or threading.Event()
+        keeper_stop = threading.Event()
+        keeper = self.claims.keep_fresh(keeper_stop)
         ready = False
         try:
             while not stop.is_set():
@@ -107,9 +122,13 @@ class Scheduler:
                 except Exception:
                     logger.exception("beat: tick failed; retrying")
                     self.is_leader, self._generation = False, None
+                    self._next_lease_try = None
+                    self.claims.forget_watch()
                     delay = min(self.max_interval, 1.0)
                 self._sleep(delay, stop)
         finally:
+            keeper_stop.set()
+            keeper.join(5)
             self.close()
 
     def _sleep(self, seconds: float, stop: threading.Event) -> None:
@@ -133,13 +152,47 @@ class Scheduler:
     def tick(self) -> float:
         """Do one round of work; return the seconds to sleep before the next."""
         now = self.clock.now()
-        leader = self.store.acquire_lease(self.node_id, now, self.lease_seconds)
+        acting = self.acting_until is not None and now < self.acting_until
+        if self.is_leader or acting or self._next_lease_try is None or now >= self._next_lease_try:
+            # a follower asks for the lease every third of it; stand_by covers the meantime
+            self._next_lease_try = now + timedelta(seconds=self.lease_seconds / 3)
+            leader = self.store.acquire_lease(self.node_id, now, self.lease_seconds)
+        else:
+            leader = False
         if leader != self.is_leader:
             logger.info("beat: %s %s the leader lease", self.node_id,
                         "took" if leader else "lost")
             self.is_leader, self._generation = leader, None
-        if not leader:
-            return min(self.max_interval, self.lease_seconds / 3)
+        if leader:
+            self.acting_until = None
+            return self.run_due(now)
+        if acting:
+            return self.run_due(now)
+        self.acting_until = None
+        return self.stand_by(now)
+
+    def stand_by(self, now: datetime) -> float:
+        """A follower's tick: re-send abandoned claims, and work if a fire went unsent."""
+        self.recover(now)
+        self.refresh(force=True)  # cursors move with every claim: read them all
+        late: list[tuple[str, datetime]] = []
+        waits = [self.max_interval, self.lease_seconds / 3]
+        for entry in self.entries.values():
+            first = entry.next_run_at(self.tz)
+            if first is None:
+                continue
+            after = (first - now).total_seconds() + takeover_grace(entry, first, self.tz)
+            if after <= 0:
+                late.append((entry.name, first))
+            waits.append(after)
+        if not late:
+            return max(0.0, min(waits))
+        self.acting_until = now + timedelta(seconds=self.lease_seconds)
+        named = ", ".join(f"{name!r} fire {fire.isoformat()}" for name, fire in late)
+        logger.warning("beat: %s taking over from the leader (%s): %s not sent on time; "
+                       "this scheduler sends fires for the next %gs, or until it holds the "
+                       "lease", self.node_id, self.store.lease_holder(now) or "lease expired",
+                       named, self.lease_seconds)
         return self.run_due(now)
 
     def run_due(self, now: datetime) -> float:
@@ -161,28 +214,44 @@ class Scheduler:
         self._generation = generation
         return True
 
-    def _reload(self, name: str) -> None:
+    def _reload(self, name: str) -> StoredEntry | None:
         entry = self.store.get_entry(name)
         if entry is None:
             self.entries.pop(name, None)
         else:
             self.entries[name] = entry
+        return entry
 
     def _run_entry(self, entry: StoredEntry, now: datetime) -> datetime | None:
         decision = plan(entry, now, self.tz)
+        if decision.skipped:  # look again before skipping: another node may have sent them
+            fresh = self._reload(entry.name)
+            if fresh is None:
+                return None
+            entry, decision = fresh, plan(fresh, now, self.tz)
+        warned = False
         for fire in decision.send:
             entry = self.entries.get(entry.name, entry)
             if not self.fire(entry, fire, now):
                 return now  # someone else moved this entry on: look again next tick
+            if not warned:
+                warned = self._warn_skipped(entry, decision)
         if decision.drop_through is not None:
             entry = self.entries.get(entry.name, entry)
             if self.store.drop_through(entry.name, entry.version, decision.drop_through):
                 self.entries[entry.name] = replace(entry, dropped_through=decision.drop_through)
-                logger.warning("beat: %s: missed fires up to %s dropped (policy %r)", entry.name,
-                               decision.drop_through.isoformat(), entry.spec.missed)
+                if not warned:
+                    self._warn_skipped(entry, decision)
             else:
                 self._reload(entry.name)
         return decision.next_fire
+
+    def _warn_skipped(self, entry: StoredEntry, decision: Plan) -> bool:
+        """Name the fires the policy skipped (once our claim or drop moved the cursor)."""
+        if decision.skipped:
+            logger.warning("beat: %s: missed fires not sent (%s): %s", entry.name,
+                           skip_reason(entry, decision, self.tz), describe_skipped(decision))
+        return True
 
     def fire(self, entry: StoredEntry, fire_time: datetime, now: datetime) -> bool:
         """Claim one fire and publish it; False if the claim was refused."""
@@ -192,18 +261,37 @@ class Scheduler:
             return False
         self.entries[entry.name] = replace(entry, last_run_at=fire_time,
                                            total_run_count=entry.total_run_count + 1)
-        deliver(self.app, self.store, record, now)
+        self._deliver(record, now)
         return True
 
+    def _deliver(self, record: FireRecord, now: datetime) -> bool:
+        """Publish a claim we hold, keeping it fresh (:mod:`.claims`) until it is marked."""
+        self.claims.hold(record)
+        outcome = NOT_SENT
+        try:
+            outcome = deliver(self.app, self.store, record, now)
+        finally:
+            if outcome == SENT_NOT_MARKED:
+                self.claims.published_unmarked(record)
+            else:
+                self.claims.release(record)
+        return outcome != NOT_SENT
+
     def recover(self, now: datetime) -> int:
-        """Re-send fires whose claimer died before marking them sent."""
-        before = now - timedelta(seconds=self.claim_timeout)
+        """Mark what we sent but could not mark; re-send claims abandoned by their claimer."""
+        for record in self.claims.unmarked():
+            if mark(self.store, record, now, attempts=1):
+                self.claims.release(record)
         sent = 0
-        for record in self.store.stale_claims(before):
-            if self.store.take_over(record, self.node_id, now, before):
-                logger.warning("beat: re-sending %s fire %s (claimed by %s, never marked sent)",
-                               record.entry, record.fire_time.isoformat(), record.owner)
-                sent += deliver(self.app, self.store, record, now)
+        for record in self.claims.abandoned(now):
+            if self.store.take_over(record, self.node_id, now, now):
+                logger.warning("beat: re-sending %s fire %s, task id %s (claimed by %s, never "
+                               "marked sent; if that scheduler had published it just before "
+                               "it stopped, this is a second copy with the same task id)",
+                               record.entry, record.fire_time.isoformat(), record.task_id,
+                               record.owner)
+                taken = replace(record, owner=self.node_id, claimed_at=now)
+                sent += self._deliver(taken, now)
         return sent
 
     def _maybe_prune(self, now: datetime) -> None:

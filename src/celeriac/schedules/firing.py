@@ -3,16 +3,19 @@
 A fire goes through three steps: **claim** (store, atomic, state ``claimed``),
 **publish** (broker, with the fire's deterministic task id) and **mark sent**
 (store). A scheduler that dies between claim and mark leaves a ``claimed``
-record; after ``beat_claim_timeout`` any scheduler takes it over and publishes
-it again with the *same* task id. So a fire is never lost silently, and the
-rare duplicate (publish succeeded, mark did not) carries the same task id,
-which consumers can de-duplicate: delivery is at-least-once, like the rest of
-celeriac.
+record; once it is abandoned (:mod:`celeriac.beat.claims` says when) another
+scheduler takes it over and publishes it again with the *same* task id. So a
+fire is never lost silently. A live scheduler whose mark fails retries the
+mark, never the publish; the one duplicate left is a scheduler dying (or
+paused past ``beat_claim_timeout``) in the instant between the broker
+accepting the message and the store recording it: that copy carries the same
+task id and the warning of the scheduler that re-sends it names it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -51,20 +54,44 @@ def publish(app: Any, record: FireRecord) -> Any:
                          headers=headers, **options)
 
 
-def deliver(app: Any, store: ScheduleStore, record: FireRecord, now: datetime) -> bool:
-    """Publish a claimed fire and mark it sent; on failure leave it claimed for recovery."""
+#: What :func:`deliver` did: published and marked, published but not marked, or neither.
+SENT_AND_MARKED, SENT_NOT_MARKED, NOT_SENT = "sent", "unmarked", ""
+MARK_ATTEMPTS = 3
+
+
+def mark(store: ScheduleStore, record: FireRecord, now: datetime,
+         attempts: int = MARK_ATTEMPTS) -> bool:
+    """Mark a published fire sent, trying a few times; False if the store kept refusing."""
+    for attempt in range(attempts):
+        try:
+            store.mark_sent(record.entry, record.fire_time, now)
+            return True
+        except Exception:
+            if attempt + 1 == attempts:
+                logger.warning("beat: %s fire %s was sent (task id %s) but could not be "
+                               "marked sent yet; retrying", record.entry,
+                               record.fire_time.isoformat(), record.task_id, exc_info=True)
+            else:
+                time.sleep(0.05 * (attempt + 1))
+    return False
+
+
+def deliver(app: Any, store: ScheduleStore, record: FireRecord, now: datetime) -> str:
+    """Publish a claimed fire and mark it sent; on failure leave it claimed for recovery.
+
+    Returns :data:`SENT_AND_MARKED`, :data:`SENT_NOT_MARKED` (the caller must
+    keep the claim alive and mark it later: re-sending it would send it twice)
+    or :data:`NOT_SENT` (false: it stays claimed and is re-sent with the same
+    task id).
+    """
     try:
         publish(app, record)
     except Exception:
         logger.exception("beat: publishing %s (fire %s, task id %s) failed; it stays claimed "
                          "and will be re-sent", record.entry, record.fire_time.isoformat(),
                          record.task_id)
-        return False
-    try:
-        store.mark_sent(record.entry, record.fire_time, now)
-    except Exception:
-        logger.exception("beat: %s sent but not marked; it may be re-sent with task id %s",
-                         record.entry, record.task_id)
+        return NOT_SENT
+    marked = mark(store, record, now)
     logger.info("beat: sent %s[%s] for %s", record.payload.get("task"), record.task_id,
                 record.fire_time.isoformat())
-    return True
+    return SENT_AND_MARKED if marked else SENT_NOT_MARKED

@@ -109,7 +109,13 @@ class ScheduleStore(abc.ABC):
     @abc.abstractmethod
     def take_over(self, record: FireRecord, owner: str, now: datetime,
                   claimed_before: datetime) -> bool:
-        """Re-own a stale claim (still claimed, claimed before the bound) to re-send it."""
+        """Re-own a claim to re-send it, or (``owner`` its claimer) to renew it.
+
+        A compare-and-set: the fire must still be ``claimed`` with exactly
+        ``record.claimed_at`` (so two schedulers cannot both take it, and a
+        claimer that renewed it in between keeps it), claimed before
+        ``claimed_before``. Sets the owner and ``claimed_at = now``.
+        """
 
     @abc.abstractmethod
     def list_fires(self, entry: str | None = None) -> list[FireRecord]: ...
@@ -131,6 +137,9 @@ class ScheduleStore(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, stores without connections skip it
         """Release connections."""
+
+    def close_thread(self) -> None:  # noqa: B027 - optional hook
+        """Release the calling thread's connection (a helper thread that is ending)."""
 
 
 def definition_changed(old: StoredEntry, new: StoredEntry) -> StoredEntry:

@@ -114,7 +114,9 @@ class MemoryStore(ScheduleStore):
         with self._lock:
             key = (record.entry, to_us(record.fire_time))
             current = self._fires.get(key)
-            if current is None or current.state != CLAIMED or current.claimed_at >= claimed_before:
+            if (current is None or current.state != CLAIMED
+                    or current.claimed_at != record.claimed_at
+                    or current.claimed_at >= claimed_before):
                 return False
             self._fires[key] = replace(current, owner=owner, claimed_at=now)
             return True

@@ -104,9 +104,11 @@ return 1
 """
 
 TAKE_OVER = """
--- KEYS: fire, claimed. ARGV: owner, now_us, before_us, member
+-- KEYS: fire, claimed. ARGV: owner, now_us, before_us, member, expected claimed_us
 local f = redis.call('HMGET', KEYS[1], 'state', 'claimed_us')
-if f[1] ~= 'claimed' or tonumber(f[2]) >= tonumber(ARGV[3]) then return 0 end
+if f[1] ~= 'claimed' or f[2] ~= ARGV[5] or tonumber(f[2]) >= tonumber(ARGV[3]) then
+  return 0
+end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'claimed_us', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
 return 1
@@ -249,7 +251,8 @@ class RedisStore(ScheduleStore):
         fire_us = to_us(record.fire_time)
         keys = [self._key("fire", record.entry, str(fire_us)), self._key("claimed")]
         return self._run("take_over", keys, [owner, to_us(now), to_us(claimed_before),
-                                             self._member(record.entry, fire_us)])
+                                             self._member(record.entry, fire_us),
+                                             str(to_us(record.claimed_at))])
 
     def list_fires(self, entry: str | None = None) -> list[FireRecord]:
         records = self._fires(self._redis("list_fires", lambda: self.client.zrange(

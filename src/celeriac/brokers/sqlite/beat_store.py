@@ -189,9 +189,9 @@ class SQLiteStore(ScheduleStore):
         with self._tx() as conn:
             cur = conn.execute(
                 "UPDATE beat_fires SET owner = ?, claimed_us = ? WHERE entry = ? AND fire_us = ? "
-                "AND state = 'claimed' AND claimed_us < ?",
+                "AND state = 'claimed' AND claimed_us = ? AND claimed_us < ?",
                 (owner, to_us(now), record.entry, to_us(record.fire_time),
-                 to_us(claimed_before)))
+                 to_us(record.claimed_at), to_us(claimed_before)))
             return cur.rowcount == 1
 
     def list_fires(self, entry: str | None = None) -> list[FireRecord]:

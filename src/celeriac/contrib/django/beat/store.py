@@ -262,8 +262,8 @@ class DjangoScheduleStore(ScheduleStore):
                   claimed_before: datetime) -> bool:
         return self._fires().filter(
             entry=record.entry, fire_us=to_us(record.fire_time), state=CLAIMED,
-            claimed_us__lt=to_us(claimed_before)).update(owner=owner,
-                                                         claimed_us=to_us(now)) == 1
+            claimed_us=to_us(record.claimed_at), claimed_us__lt=to_us(claimed_before),
+        ).update(owner=owner, claimed_us=to_us(now)) == 1
 
     def list_fires(self, entry: str | None = None) -> list[FireRecord]:
         rows = self._fires()
@@ -309,6 +309,10 @@ class DjangoScheduleStore(ScheduleStore):
         conn = connections[self.alias]
         if not conn.in_atomic_block:
             conn.close()
+
+    def close_thread(self) -> None:
+        """Django's connections are per thread: close this thread's one."""
+        self.close()
 
 
 def with_task_name(entry: StoredEntry) -> StoredEntry:
