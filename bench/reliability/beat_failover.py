@@ -59,9 +59,9 @@ READY_TIMEOUT = 90.0
 OVERRIDING_ENV = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
                   "CELERIAC_APP", "CELERIAC_SQLITE_PATH")
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?\+00:00"
-SKIPPED = re.compile(r"beat: (?P<entry>\S+): missed fires not sent \(.*?\): (?P<list>.*)$")
+SKIPPED = re.compile(r"beat: '(?P<entry>[^']+)': missed fires not sent \(.*?\): (?P<list>.*)$")
 RANGE = re.compile(rf"every fire after ({STAMP}) and before ({STAMP})")
-RESENT = re.compile(rf"re-sending (?P<entry>\S+) fire (?P<fire>{STAMP}), task id")
+RESENT = re.compile(rf"re-sending '(?P<entry>[^']+)' fire (?P<fire>{STAMP}), task id")
 
 PROJECT = '''\
 from celeriac import Celery

@@ -91,7 +91,7 @@ def named_in_warnings(records: list[logging.LogRecord], entry: str) -> set[datet
     named: set[datetime] = set()
     for record in records:
         text = record.getMessage()
-        if text.startswith(f"beat: {entry}: missed fires not sent"):
+        if text.startswith(f"beat: {entry!r}: missed fires not sent"):
             named |= {datetime.fromisoformat(s) for s in STAMP.findall(text.split("): ", 1)[1])}
     return named
 
@@ -233,7 +233,7 @@ def test_a_paused_claimer_is_taken_over_once_watched_for_the_timeout(caplog: Any
     clock.advance(60)
     a.tick()
     assert senders(log) == ["b", "a"], "b re-sent it, then the paused a woke up"
-    assert any("re-sending e fire" in r.getMessage() and FIRE_60 in r.getMessage()
+    assert any("re-sending 'e' fire" in r.getMessage() and FIRE_60 in r.getMessage()
                for r in caplog.records)
 
 
