@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from . import _state, signals
+from .brokers.base import Publish
 from .canvas import Signature
 from .config import seconds
 from .exceptions import OperationalError
@@ -118,6 +119,7 @@ def send_task(app: Celery, name: str, args: Any = None, kwargs: Any = None,
               **options: Any) -> str:
     """Publish a task call; return its task id."""
     task_id = options.pop("task_id", None) or str(uuid.uuid4())
+    connection = options.pop("connection", None)
     options = _task_defaults(options.get("task"), options)
     message, queue, not_before, priority = build_message(
         app, name, list(args or ()), dict(kwargs or {}), task_id, options)
@@ -127,9 +129,13 @@ def send_task(app: Celery, name: str, args: Any = None, kwargs: Any = None,
                                      routing_key=queue, headers=message.headers,
                                      properties=message.properties, declare=[],
                                      retry_policy=options.get("retry_policy"))
-    publish_with_retry(app, message, queue, not_before, priority,
-                       retry=options.get("retry", app.conf.task_publish_retry),
-                       policy=options.get("retry_policy"))
+    if connection is not None:  # inside the caller's transaction: no retry loop
+        app.broker.publish_in_transaction(connection, [Publish(message, queue, not_before,
+                                                               priority)])
+    else:
+        publish_with_retry(app, message, queue, not_before, priority,
+                           retry=options.get("retry", app.conf.task_publish_retry),
+                           policy=options.get("retry_policy"))
     signals.after_task_publish.send(sender=name, body=body, exchange="",
                                     routing_key=queue, headers=message.headers)
     return task_id

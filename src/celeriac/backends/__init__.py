@@ -20,6 +20,9 @@ _BY_SCHEME: dict[str, str] = {
     "redis": "celeriac.backends.redis:RedisResultStore",
     "rediss": "celeriac.backends.redis:RedisResultStore",
     "sentinel": "celeriac.backends.redis:RedisResultStore",
+    **{scheme: "celeriac.brokers.postgres.results:PostgresResultStore"
+       for scheme in ("postgresql", "postgres", "db+postgresql", "db+postgres",
+                      "db+postgresql+psycopg", "db+postgresql+psycopg2")},
 }
 
 
@@ -37,6 +40,7 @@ def store_for_url(url: str, *, expires: float | None = 86400.0,
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ImproperlyConfigured(f"result_backend: {url!r} needs {exc.name}") from exc
+        hint = " (pip install 'celeriac[postgres]')" if "postgres" in module_name else ""
+        raise ImproperlyConfigured(f"result_backend: {url!r} needs {exc.name}{hint}") from exc
     cls: type[ResultStore] = getattr(module, attr)
     return cls(url, expires=expires, options=options)

@@ -22,9 +22,12 @@ _BY_SCHEME: dict[str, str] = {
     "redis": "celeriac.brokers.redis:RedisBroker",
     "rediss": "celeriac.brokers.redis:RedisBroker",
     "sentinel": "celeriac.brokers.redis:RedisBroker",
+    "postgresql": "celeriac.brokers.postgres.broker:PostgresBroker",
+    "postgres": "celeriac.brokers.postgres.broker:PostgresBroker",
 }
 
-_EXTRAS = {"redis": "redis", "rediss": "redis", "sentinel": "redis"}
+_EXTRAS = {"redis": "redis", "rediss": "redis", "sentinel": "redis",
+           "postgresql": "postgres", "postgres": "postgres"}
 
 
 def scheme_of(url: str) -> str:

@@ -151,6 +151,15 @@ class Broker(abc.ABC):
             self.publish(item.message, item.queue, not_before=item.not_before,
                          priority=item.priority)
 
+    def publish_in_transaction(self, connection: Any, items: Iterable[Publish]) -> None:
+        """Publish inside the caller's open database transaction (``apply_async(...,
+        connection=conn)``); only brokers that live in that database can."""
+        from ..exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"apply_async(connection=...) enqueues inside your database transaction and "
+            f"needs the PostgreSQL broker; this broker is {self.url.split('://', 1)[0]}://")
+
     # -- consuming -------------------------------------------------------
     @abc.abstractmethod
     def receive(
