@@ -1,8 +1,9 @@
 """Choosing the schedule store for an app.
 
 Order: the ``beat_schedule_store`` setting (a URL) if set; otherwise the
-broker's URL (SQLite broker -> same file, Redis broker -> same Redis, memory
-broker -> a memory store private to the app, like the broker); otherwise the
+broker's URL (SQLite broker -> same file, Redis broker -> same Redis, PostgreSQL
+broker -> same database and schema, memory broker -> a memory store private to the
+app, like the broker); otherwise the
 result backend if it is Redis or SQLite; otherwise a SQLite file in the working directory, which
 only schedulers on this host share (a warning says so).
 """
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 SQLITE_SCHEMES = ("sqlite", "db+sqlite", "sqla+sqlite")
 REDIS_SCHEMES = ("redis", "rediss", "sentinel")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 DEFAULT_PREFIX = "celeriac:beat:"
 
 #: A memory broker belongs to one app, so its schedule store does too.
@@ -47,7 +49,11 @@ def store_for_url(url: str, *, app: Any = None, options: dict[str, Any] | None =
         from .redis_store import RedisStore
 
         return RedisStore(url, prefix=prefix, options=options, app=app)
-    raise ValueError(f"beat: no schedule store for {url!r} (use sqlite://, redis:// or memory://)")
+    if scheme in POSTGRES_SCHEMES:
+        from ..brokers.postgres.beat_store import PostgresStore
+
+        return PostgresStore(url, app=app, options=options)
+    raise ValueError(f"beat: no schedule store for {url!r} (use sqlite://, redis://, postgresql:// or memory://)")
 
 
 def _broker_url(app: Any) -> str | None:
@@ -62,7 +68,7 @@ def store_url_for_app(app: Any) -> tuple[str, dict[str, Any]]:
     if explicit:
         return str(explicit), dict(conf.get("broker_transport_options") or {})
     broker = _broker_url(app)
-    if broker and _scheme(broker) in ("memory", "sqlite", *REDIS_SCHEMES):
+    if broker and _scheme(broker) in ("memory", "sqlite", *REDIS_SCHEMES, *POSTGRES_SCHEMES):
         return broker, dict(conf.get("broker_transport_options") or {})
     backend = conf.get("result_backend")
     if isinstance(backend, str) and _scheme(backend) in ("sqlite", *REDIS_SCHEMES):
