@@ -257,7 +257,8 @@ def _register_extensions() -> None:
     """Add the command groups that live in their own modules, when present."""
     for module_name, attrs in (("celeriac.beat.cli", ("beat_command", "schedule_group")),
                                ("celeriac.worker.admin", ("deadletters", "status")),
-                               ("celeriac.monitor.cli", ("inspect", "events"))):
+                               ("celeriac.monitor.cli", ("inspect", "events")),
+                               ("celeriac.brokers.postgres.cli", ("db_group",))):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

@@ -11,7 +11,8 @@ DB-API connection underneath:
 * a Django connection wrapper (``django.db.connection`` or ``connections[alias]``),
   whose ``vendor`` must be ``postgresql``;
 * an SQLAlchemy ``Connection`` or ``Session`` (``Session.connection()`` joins the
-  session's transaction).
+  session's transaction; a ``Connection`` outside a transaction begins one, as
+  SQLAlchemy's autobegin would, so ``conn.commit()`` commits the message).
 
 The connection must reach the broker's database: celeriac compares
 ``current_database()``, the database's oid, the server's port and start time with
@@ -54,6 +55,8 @@ def unwrap(connection: Any) -> Any:
     if module.startswith("sqlalchemy."):
         if callable(getattr(connection, "connection", None)):  # an ORM Session
             connection = connection.connection()
+        elif not connection.in_transaction():
+            connection.begin()  # what SQLAlchemy's autobegin does for its own statements
         proxied = connection.connection  # PoolProxiedConnection
         return getattr(proxied, "driver_connection", None) or proxied.dbapi_connection
     return connection
