@@ -149,10 +149,15 @@ class Database:
         if pool is None:
             with self._lock:
                 if self._pool is None:
+                    # Short waits on purpose: while the server is down the pool gives up
+                    # reconnecting after 1 s and a caller waits at most 3 s for a
+                    # connection, so the next call starts a fresh attempt and workers are
+                    # back within about a second of the server (the pool's own backoff
+                    # would wait 1, 2, 4... s between attempts).
                     self._pool = psycopg_pool.ConnectionPool(
                         self.settings.conninfo, min_size=1, max_size=self.settings.pool_size,
-                        kwargs={"autocommit": True}, open=True, timeout=10.0,
-                        reconnect_timeout=2.0, max_idle=60.0,
+                        kwargs={"autocommit": True}, open=True, timeout=3.0,
+                        reconnect_timeout=1.0, max_idle=60.0,
                         name=f"celeriac-{self.schema}")
                 pool = self._pool
         return pool
