@@ -6,6 +6,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -74,16 +75,32 @@ def drop_pg_schema(schema: str, base_url: str = PG_BASE_URL) -> None:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
+@contextmanager
+def pg_test_schema() -> Iterator[str]:
     """A unique schema name in the shared PostgreSQL ``test`` database, dropped afterwards."""
     require_service("PostgreSQL", PG_HOST, PG_PORT)
     schema = f"celeriac_test_{uuid.uuid4().hex[:12]}"
-    yield schema
-    drop_pg_schema(schema)
+    try:
+        yield schema
+    finally:
+        drop_pg_schema(schema)
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A schema of the test's own (see :func:`pg_test_schema`)."""
+    with pg_test_schema() as schema:
+        yield schema
 
 
 @pytest.fixture
 def postgres_url(pg_schema: str) -> str:
     """A broker/result URL whose tables live in the test's own schema (``?schema=``)."""
     return f"{PG_BASE_URL}?schema={pg_schema}"
+
+
+@pytest.fixture(scope="module")
+def postgres_url_module() -> Iterator[str]:
+    """A PostgreSQL URL with a schema shared by one test module, dropped afterwards."""
+    with pg_test_schema() as schema:
+        yield f"{PG_BASE_URL}?schema={schema}"
