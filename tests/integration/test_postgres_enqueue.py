@@ -219,9 +219,9 @@ def test_connection_to_another_database_is_refused(app: Celery) -> None:
     with psycopg.connect(BASE, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     try:
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}") as conn:
-            with pytest.raises(ImproperlyConfigured, match=f"database '{name}'"):
-                app.tasks["enqueue.add"].apply_async((1, 1), connection=conn)
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}") as conn, \
+                pytest.raises(ImproperlyConfigured, match=f"database '{name}'"):
+            app.tasks["enqueue.add"].apply_async((1, 1), connection=conn)
     finally:
         with psycopg.connect(BASE, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

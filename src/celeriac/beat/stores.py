@@ -53,7 +53,8 @@ def store_for_url(url: str, *, app: Any = None, options: dict[str, Any] | None =
         from ..brokers.postgres.beat_store import PostgresStore
 
         return PostgresStore(url, app=app, options=options)
-    raise ValueError(f"beat: no schedule store for {url!r} (use sqlite://, redis://, postgresql:// or memory://)")
+    raise ValueError(f"beat: no schedule store for {url!r} "
+                     "(use sqlite://, redis://, postgresql:// or memory://)")
 
 
 def _broker_url(app: Any) -> str | None:
@@ -68,7 +69,8 @@ def store_url_for_app(app: Any) -> tuple[str, dict[str, Any]]:
     if explicit:
         return str(explicit), dict(conf.get("broker_transport_options") or {})
     broker = _broker_url(app)
-    if broker and _scheme(broker) in ("memory", "sqlite", *REDIS_SCHEMES, *POSTGRES_SCHEMES):
+    if broker and _scheme(broker) in ("memory", "sqlite", *REDIS_SCHEMES,
+                                      *POSTGRES_SCHEMES):
         return broker, dict(conf.get("broker_transport_options") or {})
     backend = conf.get("result_backend")
     if isinstance(backend, str) and _scheme(backend) in ("sqlite", *REDIS_SCHEMES):

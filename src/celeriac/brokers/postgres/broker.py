@@ -1,4 +1,4 @@
-"""The PostgreSQL broker (``postgresql://``, ``postgres://``): a queue table leased with SKIP LOCKED.
+"""The PostgreSQL broker (``postgresql://``, ``postgres://``): a table leased with SKIP LOCKED.
 
 Capabilities: native delay yes (``not_before``), priorities yes (0-9, 0 first),
 lease renewal yes, push wake-up yes (LISTEN/NOTIFY), multi-host yes.
@@ -147,10 +147,10 @@ class PostgresBroker(Broker):
 
     def publish_many(self, items: Iterable[Publish]) -> None:
         batch = list(items)
+        statements = self.db.sql
         for start in range(0, len(batch), _CHUNK):
             cols = self._columns(batch[start:start + _CHUNK])
             new = [q for q in cols["channels"] if q not in self._declared]
-            statements = self.db.sql
 
             def work(conn: Any, cols: dict[str, list[Any]] = cols, new: list[str] = new) -> None:
                 with conn.transaction():

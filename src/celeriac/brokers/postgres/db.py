@@ -94,9 +94,13 @@ def parse_url(url: str, options: Mapping[str, Any] | None = None,
     if base not in SCHEMES:
         raise ImproperlyConfigured(f"{what}: {url!r} is not a postgresql:// URL")
     split = urlsplit("postgresql://" + rest)
-    libpq, ours = [], {}
+    libpq: list[tuple[str, str]] = []
+    ours: dict[str, Any] = {}
     for key, value in parse_qsl(split.query, keep_blank_values=True):
-        (ours.__setitem__(key, value) if key in OWN_OPTIONS else libpq.append((key, value)))
+        if key in OWN_OPTIONS:
+            ours[key] = value
+        else:
+            libpq.append((key, value))
     for key, value in (options or {}).items():
         if key in OWN_OPTIONS:
             ours[key] = value
@@ -201,7 +205,7 @@ class Database:
         text = self.sql[name]
 
         def work(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-            cur = conn.execute(text, params)  # type: ignore[call-overload]
+            cur = conn.execute(text, params)
             return cur.fetchall() if cur.description else [(cur.rowcount,)]
 
         return self.run(work, attempts=attempts)

@@ -86,9 +86,9 @@ class Maintenance:
                 for name, live, dead, autovacuum in rows:
                     if self._denied or (autovacuum == "on" and not force):
                         continue
-                    if force or (dead >= DEAD_ROWS_MIN and dead * 5 >= live):
-                        if self._vacuum(conn, f"{schema}.{name}"):
-                            vacuumed.append(name)
+                    wanted = force or (dead >= DEAD_ROWS_MIN and dead * 5 >= live)
+                    if wanted and self._vacuum(conn, f"{schema}.{name}"):
+                        vacuumed.append(name)
             finally:
                 conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock,))
         self.runs += 1

@@ -29,7 +29,7 @@ def check_schema(name: str) -> str:
     return name
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _raw_statements() -> dict[str, str]:
     text = resources.files(__package__).joinpath("queries.sql").read_text("utf-8")
     parts = _NAME.split(text)
