@@ -108,7 +108,9 @@ class PostgresBroker(Broker):
 
     @property
     def db(self) -> Database:
-        return self._handle.db
+        db = self._handle.db
+        db.broker_attached = True
+        return db
 
     def _attempts(self) -> int:
         return 1 + max(0, int(self.retry_policy.get("max_retries", 3)))

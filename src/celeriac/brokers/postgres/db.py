@@ -126,6 +126,13 @@ def parse_url(url: str, options: Mapping[str, Any] | None = None,
         raise ImproperlyConfigured(f"{what}: bad option in {url!r}: {exc}") from None
 
 
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Plan each statement once per connection: psycopg prepares a statement after a
+    few runs, and a generic plan of these statements is the index plan they are
+    written for; re-planning the lease statement per call cost more than running it."""
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+
+
 class SchemaError(ImproperlyConfigured):
     """The database's celeriac schema is missing, older or newer than this code."""
 
@@ -142,6 +149,8 @@ class Database:
         self._listener: Any = None
         self._checked = False
         self.users = 0
+        #: a PostgreSQL broker of this process uses this database (see results.py)
+        self.broker_attached = False
         from .maintenance import Maintenance
 
         self.maintenance = Maintenance(self)
@@ -161,7 +170,7 @@ class Database:
                     self._pool = psycopg_pool.ConnectionPool(
                         self.settings.conninfo, min_size=1, max_size=self.settings.pool_size,
                         kwargs={"autocommit": True}, open=True, timeout=3.0,
-                        reconnect_timeout=1.0, max_idle=60.0,
+                        reconnect_timeout=1.0, max_idle=60.0, configure=_configure,
                         name=f"celeriac-{self.schema}")
                 pool = self._pool
         return pool

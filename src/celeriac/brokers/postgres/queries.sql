@@ -27,6 +27,8 @@
 -- Result store
 --   result_get / result_get_many / result_set / result_set_many / result_delete
 --                      Celery's meta JSON by key; a set NOTIFYs the key's channel
+--                      (async commit when %(fast)s: the broker shares this database,
+--                      so the task's later ack cannot survive a crash its result lost)
 --   chord_add          record one header member (first value per index wins) and
 --                      count it; returns the new count, or nothing for a duplicate
 --   chord_parts        every recorded member of a chord, in index order
@@ -227,7 +229,8 @@ WITH stored AS (
     VALUES (%(key)s, %(value)s, now() + make_interval(secs => %(expires)s::float8))
     ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
 )
-SELECT pg_notify({schema}.channel('r', %(key)s), '');
+SELECT pg_notify({schema}.channel('r', %(key)s), ''),
+       CASE WHEN %(fast)s::boolean THEN set_config('synchronous_commit', 'off', true) END;
 
 -- name: result_set_many
 WITH stored AS (
@@ -236,7 +239,9 @@ WITH stored AS (
     FROM unnest(%(keys)s::text[], %(values)s::text[]) AS r(k, v)
     ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
 )
-SELECT pg_notify({schema}.channel('r', k), '') FROM unnest(%(keys)s::text[]) AS r(k);
+SELECT pg_notify({schema}.channel('r', k), ''),
+       CASE WHEN %(fast)s::boolean THEN set_config('synchronous_commit', 'off', true) END
+FROM unnest(%(keys)s::text[]) AS r(k);
 
 -- name: result_delete
 DELETE FROM {schema}.results WHERE key = %(key)s;

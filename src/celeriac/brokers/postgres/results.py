@@ -11,6 +11,12 @@ Celery's ``db+postgresql://`` URL selects its SQLAlchemy backend, whose tables
 ``+psycopg2``/``+psycopg`` driver part, but keeps its own JSON table: results are
 readable by celeriac clients, not by Celery's database backend.
 
+Durability: a result commits asynchronously when this process also uses a
+PostgreSQL broker on the same database and schema (a worker stores a result,
+then acknowledges the task: WAL keeps commits in order, so a server crash that
+loses the result also loses the ack and the task runs again); otherwise with the
+server's ``synchronous_commit``.
+
 ``wait`` does not poll: every write NOTIFYs the key's channel in the same
 statement; a waiter LISTENs on it (the process's shared listener), then reads the
 row once, so a result stored just before the LISTEN is not missed. The chord join
@@ -66,7 +72,8 @@ class PostgresResultStore(ResultStore):
         return [found.get(k) for k in keys]
 
     def _set_raw(self, key: str, value: str, expires: float | None) -> None:
-        self._run("result_set", {"key": key, "value": value, "expires": expires})
+        self._run("result_set", {"key": key, "value": value, "expires": expires,
+                                 "fast": self.db.broker_attached})
         self.db.maintenance.note(1)
 
     def _delete_raw(self, key: str) -> None:
@@ -80,7 +87,8 @@ class PostgresResultStore(ResultStore):
         for start in range(0, len(pairs), _CHUNK):
             chunk = pairs[start:start + _CHUNK]
             self._run("result_set_many", {"keys": [k for k, _ in chunk],
-                                          "values": [v for _, v in chunk], "expires": ttl})
+                                          "values": [v for _, v in chunk], "expires": ttl,
+                                          "fast": self.db.broker_attached})
         self.db.maintenance.note(len(pairs))
 
     def wait(self, task_id: str, *, timeout: float | None = None,
