@@ -104,7 +104,10 @@ def publish_members(app: Celery, members: list[Signature], options: dict[str, An
         batch.append(item)
     if not batch:
         return
-    app.broker.publish_many(batch)
+    if options.get("connection") is not None:  # inside the caller's database transaction
+        app.broker.publish_in_transaction(options["connection"], batch)
+    else:
+        app.broker.publish_many(batch)
     if signals.after_task_publish._receivers:
         for item in batch:
             signals.after_task_publish.send(sender=item.message.task_name,

@@ -76,6 +76,23 @@ def test_rollback_leaves_nothing(app: Celery) -> None:
     assert received_ids(app, timeout=0.3) == []
 
 
+def test_group_and_chord_members_join_the_transaction(app: Celery) -> None:
+    from celeriac import chord, group
+
+    add = app.tasks["enqueue.add"]
+    with psycopg.connect(BASE) as conn:
+        group(add.s(i, i) for i in range(5)).apply_async(connection=conn)
+        chord([add.s(1, 1), add.s(2, 2)], add.s(0)).apply_async(connection=conn)
+        (add.s(1, 1) | add.s(2)).apply_async(connection=conn)
+        assert waiting(app) == 0
+        conn.rollback()
+    assert waiting(app) == 0
+    with psycopg.connect(BASE) as conn:
+        group(add.s(i, i) for i in range(5)).apply_async(connection=conn)
+        conn.commit()
+    assert waiting(app) == 5
+
+
 def test_commit_wakes_a_waiting_consumer(app: Celery) -> None:
     add = app.tasks["enqueue.add"]
     app.broker.receive(["celery"], owner="t", timeout=0)  # listener up and subscribed
