@@ -197,8 +197,8 @@ class PostgresBroker(Broker):
         with self._lock:
             new = [c for c in channels if c not in self._subscribed]
             self._subscribed.update(new)
-        if new:
-            self.db.listener.subscribe(new)
+        if new:  # waits for the LISTEN (short: while the server is down, it polls)
+            self.db.listener.subscribe(new, timeout=2.0)
         return channels
 
     def _idle(self, queues: list[str]) -> _Idle:

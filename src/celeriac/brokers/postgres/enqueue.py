@@ -15,7 +15,7 @@ DB-API connection underneath:
   SQLAlchemy's autobegin would, so ``conn.commit()`` commits the message).
 
 The connection must reach the broker's database: celeriac compares
-``current_database()``, the database's oid, the server's port and start time with
+``current_database()``, the database's oid, the server's port setting and start time with
 its own connection's, once per connection object, and raises
 :class:`~celeriac.exceptions.ImproperlyConfigured` naming both otherwise. A
 connection in autocommit mode outside a transaction block simply commits the
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .broker import PostgresBroker
 
 _IDENTITY = ("SELECT current_database(), (SELECT oid FROM pg_database WHERE datname = "
-             "current_database())::bigint, inet_server_port(), "
+             "current_database())::bigint, current_setting('port')::integer, "
              "extract(epoch FROM pg_postmaster_start_time())::float8")
 _CHECKED: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
 
