@@ -295,7 +295,10 @@ def report(total: int, rates: dict[str, float], lat: dict[str, float],
         "* Procrastinate keeps finished jobs (its default `delete_jobs=never`); "
         "celeriac deletes acknowledged rows, so its queue table holds only waiting and "
         "running work, and VACUUM (run by celeriac itself when autovacuum is off) makes "
-        "the space reusable: the second cycle does not grow the table.", "",
+        "the space reusable: the second cycle does not grow the table. \"drained\" is larger "
+        "than \"full\" because each lease rewrites its row once before the ack deletes it.",
+        "* The load average shows other engineers' test runs on the same 2 cores during "
+        "the run; ratios between setups measured minutes apart are approximate.", "",
     ])
 
 
