@@ -18,8 +18,8 @@ from celeriac.brokers.base import Broker
 from celeriac.results.store import ResultStore
 
 LEASE_SECONDS = 1.0
-BROKERS = ["memory", "sqlite", "redis"]
-STORES = ["memory", "sqlite", "redis"]
+BROKERS = ["memory", "sqlite", "redis", "postgres"]
+STORES = ["memory", "sqlite", "redis", "postgres"]
 
 
 def load(module: str, attr: str) -> Any:
@@ -43,6 +43,10 @@ def make_broker(kind: str, request: pytest.FixtureRequest) -> Broker:
         broker: Broker = cls(url, lease_seconds=LEASE_SECONDS,
                              options={"global_keyprefix": prefix})
         return broker
+    if kind == "postgres":
+        cls = load("celeriac.brokers.postgres.broker", "PostgresBroker")
+        made: Broker = cls(request.getfixturevalue("postgres_url"), lease_seconds=LEASE_SECONDS)
+        return made
     raise ValueError(kind)
 
 
@@ -58,6 +62,10 @@ def make_store(kind: str, request: pytest.FixtureRequest) -> ResultStore:
         url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("key_prefix")
         store: ResultStore = cls(url, options={"global_keyprefix": prefix})
         return store
+    if kind == "postgres":
+        cls = load("celeriac.brokers.postgres.results", "PostgresResultStore")
+        pg_store: ResultStore = cls(request.getfixturevalue("postgres_url"))
+        return pg_store
     raise ValueError(kind)
 
 

@@ -3,7 +3,8 @@
 Global options mirror Celery's (``-A/--app``, ``-b/--broker``,
 ``--result-backend``, ``--workdir``). Each command group lives in its own
 module: :mod:`.tasks` (call, result, purge), :mod:`.worker`, :mod:`.beat`
-(beat, schedule), :mod:`.admin` (deadletters, status).
+(beat, schedule), :mod:`.admin` (deadletters, status), :mod:`.db` (the
+PostgreSQL schema: migrate, status, vacuum).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ..app.base import Celery
 from .admin import deadletters, status
 from .base import CLIContext, ErrorHandlingGroup
 from .beat import beat_command, schedule_group
+from .db import db_group
 from .tasks import call, purge, result
 from .worker import worker
 
@@ -38,7 +40,8 @@ def cli(ctx: click.Context, app_name: str | None, broker: str | None,
         ctx.obj = CLIContext(app_name, broker, result_backend)
 
 
-for command in (call, result, purge, worker, beat_command, schedule_group, deadletters, status):
+for command in (call, result, purge, worker, beat_command, schedule_group, deadletters, status,
+                db_group):
     cli.add_command(command)
 
 
