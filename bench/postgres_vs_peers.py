@@ -26,8 +26,8 @@ All in one run, on this machine's shared servers (loopback), 2-core budget:
 Every celeriac run uses its own schema, Celery its own Redis key prefix (db 12),
 Procrastinate its own database; all are dropped afterwards. Targets (reported,
 never asserted): drain >= Celery's best on Redis and >= 2x Procrastinate;
-``delay()`` p50 <= 1 ms. ``--write`` appends the report as a section of
-``bench/RESULTS.md`` (replacing an earlier section of this benchmark only).
+``delay()`` p50 <= 1 ms. ``--write`` writes the report as this benchmark's section
+of ``bench/RESULTS.md`` (between its markers; the other sections are kept).
 
 Usage::
 
@@ -51,11 +51,13 @@ from typing import Any
 
 import psycopg
 import redis
+from benchlib import replace_section
 
 HERE = Path(__file__).resolve().parent
 PG = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
-SECTION = "# celeriac on PostgreSQL vs Celery on Redis and Procrastinate"
+SECTION = ("## celeriac on PostgreSQL vs Celery on Redis and Procrastinate "
+           "(`bench/postgres_vs_peers.py`)")
 
 CELERIAC_TASKS = '''\
 import os
@@ -303,13 +305,10 @@ def report(total: int, rates: dict[str, float], lat: dict[str, float],
 
 
 def write_section(text: str) -> None:
+    """This script's section of RESULTS.md (between its markers; the rest is kept)."""
     path = HERE / "RESULTS.md"
     current = path.read_text() if path.exists() else ""
-    if SECTION in current:
-        head, _, rest = current.partition(SECTION)
-        nxt = rest.find("\n# ", 1)
-        current = head + (rest[nxt + 1:] if nxt >= 0 else "")
-    path.write_text(current.rstrip("\n") + "\n\n" + text)
+    path.write_text(replace_section(current, "postgres_vs_peers.py", text, after_title=False))
 
 
 def main() -> None:

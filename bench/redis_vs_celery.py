@@ -10,7 +10,7 @@ For each setup (worker processes started from the CLI, 2-core budget):
   (Celery: ``unacked`` empty; celeriac: no lease left), so acknowledgements
   are included; the last task's result is then read to check results exist;
 * **latency**: 500 sequential ``noop.delay().get()`` round trips, p50 / p99;
-* **peak RSS**: sum of VmRSS over the worker processes and their children,
+* **peak RSS**: sum of RSS over the worker processes and their children,
   sampled every 50 ms through ``/proc`` while draining and measuring latency.
 
 Every setup uses its own ``global_keyprefix`` on Redis db 12 (broker and
@@ -36,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from pathlib import Path
 from types import ModuleType
 
 import redis
+from benchlib import MemorySampler, replace_section, stop_processes
 
 HERE = Path(__file__).resolve().parent
 SEP = "\x06\x16"
@@ -90,41 +90,6 @@ class Result:
 
 
 # -- processes and memory ------------------------------------------------------------
-def tree_rss_kib(roots: list[int]) -> int:
-    """VmRSS summed over ``roots`` and all their descendants (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, list(roots)
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, ()))
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total
-
-
-class RssSampler(threading.Thread):
-    def __init__(self, pids: list[int]) -> None:
-        super().__init__(daemon=True)
-        self.pids, self.peak_kib, self.done = pids, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(0.05):
-            self.peak_kib = max(self.peak_kib, tree_rss_kib(self.pids))
-
-
 def start_workers(package: str, tails: list[list[str]], workdir: Path,
                   env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
     procs = []
@@ -141,18 +106,6 @@ def start_workers(package: str, tails: list[list[str]], workdir: Path,
                                       stderr=subprocess.STDOUT))
         log.close()
     return procs
-
-
-def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 # -- measurements ----------------------------------------------------------------------
@@ -212,7 +165,7 @@ def run_setup(name: str, args: argparse.Namespace, workdir: Path,
         result.enqueue = args.tasks / (time.perf_counter() - started)
         client.app.close()
         procs = start_workers(package, tails, workdir, env)
-        sampler = RssSampler([p.pid for p in procs])
+        sampler = MemorySampler([p.pid for p in procs], interval=0.05)
         sampler.start()
         result.drain = measure_drain(raw, prefix, package, args.tasks, args.timeout)
         assert last is not None
@@ -228,12 +181,11 @@ def run_setup(name: str, args: argparse.Namespace, workdir: Path,
         samples.sort()
         result.p50_ms = statistics.median(samples)
         result.p99_ms = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
-        sampler.done.set()
-        sampler.join()
-        result.rss_mb = sampler.peak_kib / 1024
+        sampler.stop()
+        result.rss_mb = sampler.peak_rss_kib / 1024
         fresh.app.close()
     finally:
-        stop_workers(procs)
+        stop_processes(procs)
         keys = list(raw.scan_iter(match=f"{prefix}*", count=1000))
         for i in range(0, len(keys), 1000):
             raw.delete(*keys[i:i + 1000])
@@ -334,7 +286,7 @@ def chart(results: list[Result], path: Path) -> None:
 
 
 NOTES = """\
-## How to read this
+### How to read this
 
 * Both sides store results in Redis (`backend=redis://...`) and acknowledge
   every message. Celery acknowledges before running (its default), celeriac
@@ -353,9 +305,10 @@ NOTES = """\
 
 def write_report(results: list[Result], output: str, facts: str, args: argparse.Namespace
                  ) -> None:
+    """The chart, and this script's section of RESULTS.md (other sections are kept)."""
     chart(results, HERE / "redis_vs_celery.png")
-    (HERE / "RESULTS.md").write_text(
-        "# celeriac vs Celery 5.7 on Redis\n\n"
+    section = (
+        "## celeriac vs Celery 5.7 on Redis (`bench/redis_vs_celery.py`)\n\n"
         f"Produced by `python bench/redis_vs_celery.py --write` ({args.tasks:,} no-op tasks, "
         f"{args.latency} round trips, median of {args.rounds} round(s) per setup), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n"
@@ -363,6 +316,9 @@ def write_report(results: list[Result], output: str, facts: str, args: argparse.
         "The machine was shared with other test runs, so absolute numbers are noisy; "
         "every setup ran in the same session against the same Redis.\n\n"
         f"```\n{output}\n```\n\n![bar chart](redis_vs_celery.png)\n\n" + NOTES)
+    results_md = HERE / "RESULTS.md"
+    old = results_md.read_text() if results_md.exists() else "# Benchmark results\n"
+    results_md.write_text(replace_section(old, "redis_vs_celery.py", section, after_title=False))
 
 
 def main() -> None:

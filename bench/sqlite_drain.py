@@ -31,16 +31,16 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from benchlib import service_up, wait_for
 
 TARGET = 3000.0
 BATCH = 1000
@@ -109,18 +109,6 @@ class Row:
 
 def say(text: str) -> None:
     print(f"# {text}", file=sys.stderr, flush=True)
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str,
-             interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 class Workers:
@@ -294,16 +282,8 @@ def profile_consumer(workdir: Path, n: int, top: int = 25) -> None:
 
 # -- Celery on Redis ----------------------------------------------------------------------
 
-def redis_up(host: str = "127.0.0.1", port: int = 6379) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def run_celery(workdir: Path, n: int, loglevel: str) -> list[Row]:
-    if not redis_up() or importlib.util.find_spec("celery") is None:
+    if not service_up() or importlib.util.find_spec("celery") is None:
         say("--celery: Redis not reachable or celery not installed: skipped")
         return []
     import redis

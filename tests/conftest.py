@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,3 +107,34 @@ def postgres_url_module() -> Iterator[str]:
     """A PostgreSQL URL with a schema shared by one test module, dropped afterwards."""
     with pg_test_schema() as schema:
         yield f"{PG_BASE_URL}?schema={schema}"
+
+
+_DJANGO_TESTS = str(Path(__file__).resolve().parent / "django")
+
+
+def _djangosite() -> Any:
+    if _DJANGO_TESTS not in sys.path:
+        sys.path.insert(0, _DJANGO_TESTS)
+    import djangosite
+
+    return djangosite
+
+
+def _postgres_usable() -> bool:
+    import importlib.util
+
+    return service_up("127.0.0.1", 5432) and importlib.util.find_spec("psycopg") is not None
+
+
+@pytest.fixture(scope="session")
+def django_inprocess(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Django set up in this process with the test project (tests/django_project);
+    the PostgreSQL alias ``pg`` exists when PostgreSQL is reachable."""
+    site = _djangosite()
+    site.require_django()
+    with_pg = _postgres_usable()
+    if not with_pg and IN_CI:
+        site.require_postgres()  # fails with the reason
+    state, teardown = site.setup_inprocess(tmp_path_factory.mktemp("django"), with_pg)
+    yield state
+    teardown()

@@ -19,7 +19,8 @@ from celeriac.results.store import ResultStore
 
 LEASE_SECONDS = 1.0
 BROKERS = ["memory", "sqlite", "redis", "postgres"]
-STORES = ["memory", "sqlite", "redis", "postgres"]
+STORES = ["memory", "sqlite", "redis", "postgres", "django-db", "django-db-postgres",
+          "django-cache"]
 
 
 def load(module: str, attr: str) -> Any:
@@ -66,7 +67,26 @@ def make_store(kind: str, request: pytest.FixtureRequest) -> ResultStore:
         cls = load("celeriac.brokers.postgres.results", "PostgresResultStore")
         pg_store: ResultStore = cls(request.getfixturevalue("postgres_url"))
         return pg_store
+    if kind.startswith("django"):
+        return make_django_store(kind, request)
     raise ValueError(kind)
+
+
+def make_django_store(kind: str, request: pytest.FixtureRequest) -> ResultStore:
+    """``result_backend = 'django-db'`` on the test project's SQLite database and, as
+    ``django-db-postgres``, on PostgreSQL; ``'django-cache'`` on its local-memory cache."""
+    django = request.getfixturevalue("django_inprocess")
+    from celeriac.contrib.django.results.store import CacheResultStore, DatabaseResultStore
+
+    if kind == "django-cache":
+        return CacheResultStore("django-cache", options={"cache": "default"})
+    if kind == "django-db-postgres":
+        if "pg" not in django.aliases:
+            import djangosite
+
+            djangosite.require_postgres()
+        return DatabaseResultStore("django-db", options={"database": "pg"})
+    return DatabaseResultStore("django-db")
 
 
 @pytest.fixture(params=BROKERS)

@@ -165,6 +165,54 @@ def test_django_connection_wrapper(app: Celery, tmp_path: Path) -> None:
     assert waiting(app) == 0
 
 
+DJANGO_OUTBOX_SCRIPT = textwrap.dedent('''
+    import sys
+    import django
+    from django.conf import settings
+    settings.configure(DATABASES={"default": {
+        "ENGINE": "django.db.backends.postgresql", "NAME": "test", "USER": "postgres",
+        "HOST": "127.0.0.1", "PORT": 5432}}, USE_TZ=True)
+    django.setup()
+    from django.db import transaction
+    from celeriac import Celery, hooks
+    from celeriac.contrib.django import outbox
+
+    app = Celery("djo", broker=sys.argv[1])
+    app.conf.task_outbox = True
+    hooks.register_publish_interceptor(outbox.intercept)
+
+    @app.task(name="djo.add")
+    def add(x, y):
+        return x + y
+
+    with transaction.atomic():
+        kept = add.delay(1, 1).id
+    try:
+        with transaction.atomic():
+            add.delay(2, 2)
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    print(kept)
+''')
+
+
+def test_django_outbox_joins_the_transaction_on_the_same_database(
+        app: Celery, tmp_path: Path) -> None:
+    """With ``task_outbox`` and the broker in Django's database, ``delay()`` inside
+    ``atomic()`` goes into the queue table in that transaction (no outbox table: the
+    script never migrates one, so writing a row would fail)."""
+    pytest.importorskip("django")
+    script = tmp_path / "djo.py"
+    script.write_text(DJANGO_OUTBOX_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), app.broker_url], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    kept = done.stdout.strip().splitlines()[-1]
+    assert received_ids(app, timeout=5) == [kept]
+    assert waiting(app) == 0
+
+
 PRODUCER = textwrap.dedent('''
     import sys, time
     import psycopg

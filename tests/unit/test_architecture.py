@@ -29,8 +29,9 @@ SERVICES = ("celeriac.worker", "celeriac.beat", "celeriac.cli", "celeriac.contri
 STORAGE = ("celeriac.brokers", "celeriac.results.store", "celeriac.results.meta")
 CALLER_SIDE = ("celeriac.app", "celeriac.canvas", "celeriac.results.async_result",
                "celeriac.results.group", "celeriac.result")
-#: The ground floor: imported by everything, importing only each other.
-FOUNDATION = ("celeriac.exceptions", "celeriac.states", "celeriac.signals",
+#: The ground floor: imported by everything, importing only each other (``hooks``: the
+#: extension points integrations register into).
+FOUNDATION = ("celeriac.exceptions", "celeriac.states", "celeriac.signals", "celeriac.hooks",
               "celeriac.serialization", "celeriac.retry", "celeriac.version")
 
 RULES: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
@@ -158,6 +159,15 @@ def test_dependencies_point_one_way() -> None:
             if _within(edge.source, sources) and _within(edge.target, forbidden) and not (
                     sources is FOUNDATION and _within(edge.target, FOUNDATION)):
                 broken.append(f"{edge.source}:{edge.line} imports {edge.target} ({why})")
+    assert broken == []
+
+
+def test_core_never_imports_contrib() -> None:
+    """Integrations plug into the core's seams (fix-ups, hooks, the scheme table, the
+    ``celeriac.commands`` entry points); no module outside ``contrib`` imports them."""
+    contrib = ("celeriac.contrib",)
+    broken = [f"{e.source}:{e.line} imports {e.target}" for e in all_edges()
+              if _within(e.target, contrib) and not _within(e.source, contrib)]
     assert broken == []
 
 

@@ -103,3 +103,35 @@ def test_other_brokers_refuse_transactional_enqueue() -> None:
 
     with pytest.raises(ImproperlyConfigured, match="needs the PostgreSQL broker"):
         MemoryBroker("memory://").publish_in_transaction(object(), [])
+
+
+@pytest.mark.parametrize(("settings", "shared"), [
+    ({"ENGINE": "django.db.backends.postgresql", "NAME": "appdb", "HOST": "db.internal",
+      "PORT": "5432"}, True),
+    ({"ENGINE": "django.db.backends.postgresql", "NAME": "appdb", "HOST": "db.internal",
+      "PORT": ""}, True),
+    ({"ENGINE": "django.contrib.gis.db.backends.postgis", "NAME": "appdb",
+      "HOST": "db.internal", "PORT": 5432}, True),
+    ({"ENGINE": "django.db.backends.postgresql", "NAME": "other", "HOST": "db.internal"},
+     False),
+    ({"ENGINE": "django.db.backends.postgresql", "NAME": "appdb", "HOST": "db2.internal"},
+     False),
+    ({"ENGINE": "django.db.backends.postgresql", "NAME": "appdb", "HOST": "db.internal",
+      "PORT": "5433"}, False),
+    ({"ENGINE": "django.db.backends.sqlite3", "NAME": "appdb"}, False),
+])
+def test_shares_database_compares_engine_name_host_and_port(settings: dict[str, object],
+                                                            shared: bool) -> None:
+    from celeriac.brokers.postgres.enqueue import shares_database
+
+    conninfo = parse_url("postgresql://app:pw@db.internal:5432/appdb?schema=s").conninfo
+    assert shares_database(conninfo, settings) is shared
+
+
+def test_local_host_names_are_one_host() -> None:
+    from celeriac.brokers.postgres.enqueue import shares_database
+
+    conninfo = parse_url("postgresql://postgres@127.0.0.1/test").conninfo
+    for host in ("", "localhost", "/var/run/postgresql"):
+        assert shares_database(conninfo, {"ENGINE": "django.db.backends.postgresql",
+                                          "NAME": "test", "HOST": host})

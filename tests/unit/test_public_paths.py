@@ -32,7 +32,7 @@ CELERY_PATHS: dict[str, tuple[str, ...]] = {
                         "group", "chord", "chunks", "xmap", "xstarmap"),
     "celeriac.result": ("AsyncResult", "GroupResult", "ResultSet", "EagerResult",
                         "ResultBase", "result_from_tuple"),
-    "celeriac.schedules": ("crontab", "schedule", "maybe_schedule", "schedstate",
+    "celeriac.schedules": ("crontab", "schedule", "solar", "maybe_schedule", "schedstate",
                            "crontab_parser", "BaseSchedule", "ParseException"),
     "celeriac.exceptions": ("Retry", "Ignore", "Reject", "MaxRetriesExceededError",
                             "SoftTimeLimitExceeded", "TimeLimitExceeded", "TimeoutError",

@@ -179,6 +179,28 @@ def test_connection_goes_to_publish_in_transaction_once(app: Celery) -> None:
         (conn, 1), (conn, 2)]
 
 
+def test_connection_bypasses_publish_interceptors(app: Celery) -> None:
+    """An explicit ``connection=`` is where the caller wants the message: an
+    interceptor (the Django outbox) is not consulted for it."""
+    from celeriac import hooks
+
+    seen: list[int] = []
+
+    def take(_app: Any, items: Any) -> bool:
+        seen.append(len(items))
+        return True
+
+    hooks.register_publish_interceptor(take)
+    try:
+        with mock.patch.object(app.broker, "publish_in_transaction") as joined:
+            app.tasks["retrying.add"].apply_async((1, 1), connection=object())
+            app.tasks["retrying.add"].delay(2, 2)
+    finally:
+        hooks.unregister_publish_interceptor(take)
+    assert joined.call_count == 1 and seen == [1]
+    assert app.broker.stats("celery").ready == 0  # the interceptor took the plain delay()
+
+
 def test_connection_on_a_broker_outside_the_database_is_refused(app: Celery) -> None:
     add = app.tasks["retrying.add"]
     with pytest.raises(ImproperlyConfigured, match="needs the PostgreSQL broker"):

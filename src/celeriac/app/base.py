@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .. import config, states
+from .. import config, signals, states
 from ..brokers.base import Broker
 from ..brokers.registry import broker_for_url, is_embedded, store_for_url
 from ..canvas.signature import maybe_signature, signature
@@ -43,6 +43,10 @@ logger = logging.getLogger("celeriac.app")
 
 #: The module of the ``celeriac`` command, which ``worker_main`` runs.
 COMMAND_LINE = "celeriac.cli"
+#: Fixups every app applies (Celery's ``builtin_fixups``): ``module:function``, called
+#: with the app at creation; each does nothing unless its framework is in use (the
+#: Django one: ``DJANGO_SETTINGS_MODULE`` is set and Django is importable).
+BUILTIN_FIXUPS = ("celeriac.contrib.django.fixup:fixup",)
 SQLITE_PATH_ENV = "CELERIAC_SQLITE_PATH"
 
 
@@ -53,7 +57,8 @@ class Celery:
                  backend: str | None = None, include: Iterable[str] | None = None,
                  task_cls: type[Task] | str | None = None, set_as_current: bool = True,
                  config_source: Any = None, namespace: str | None = None,
-                 autofinalize: bool = True, **kwargs: Any) -> None:
+                 autofinalize: bool = True, fixups: Iterable[str] | None = None,
+                 **kwargs: Any) -> None:
         self.main = main
         self.conf = Settings()
         self.namespace = namespace
@@ -82,6 +87,8 @@ class Celery:
             self.config_from_object(config_source, namespace=namespace)
         self.conf.update({k: v for k, v in kwargs.items() if k in config.DEFAULTS})
         _state.register_app(self, set_as_current)
+        self.fixups = [*BUILTIN_FIXUPS, *(fixups or ())]
+        self._fixups = [fixup(self) for fixup in map(import_object, self.fixups)]
 
     def _make_task_base(self, task_cls: type[Task] | str | None) -> type[Task]:
         base = task_cls or Task
@@ -164,6 +171,9 @@ class Celery:
             register_builtins(self)
             for make in _state.app_finalizers():
                 make(self)
+            # as Celery's loader: receivers (the Django fixup's django.setup()) run
+            # before any task module is imported
+            signals.import_modules.send(sender=self)
             self._import_modules()
             self._run_autodiscover()
             for make in _state.app_finalizers():

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
-from .. import signals
+from .. import hooks, signals
 from ..brokers.base import Publish, redact
 from ..canvas.signature import Signature
 from ..config.settings import seconds
@@ -168,17 +168,24 @@ def publish_policy(app: Celery, retry: bool | None = None,
 
 
 def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = None,
-                  policy: Mapping[str, Any] | None = None, connection: Any = None) -> None:
+                  policy: Mapping[str, Any] | None = None, intercept: bool = True,
+                  connection: Any = None) -> None:
     """Publish ``items`` (one message or a batch) durably, or raise OperationalError.
 
     The one retry layer of publishing (:func:`celeriac.retry.call`): brokers
     try once inside it, and give up at the publish deadline even when the
-    server accepts connections but never answers. With ``connection``
+    server accepts connections but never answers. First, unless ``intercept``
+    is false or a ``connection`` is given, the publish interceptors
+    (:mod:`celeriac.hooks`) may take the batch (the Django outbox writes it to
+    its table inside the transaction). With ``connection``
     (``apply_async(connection=conn)``) the items are inserted through the
     caller's open database transaction (:meth:`Broker.publish_in_transaction`):
     one attempt, since a failed statement aborts that transaction; the broker's
     own round trips (schema check, queue names) still end by the deadline.
     """
+    if (connection is None and intercept and hooks._interceptors
+            and hooks.intercept_publish(app, items)):
+        return  # taken by an integration (e.g. written to a transactional outbox)
     broker = app.broker
     rules = publish_policy(app, retry, policy)
     first = items[0].message

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import uuid
 from collections.abc import Iterable, Mapping
@@ -18,7 +19,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from .. import states
+from .. import hooks, states
 from ..canvas.callbacks import replace as replace_task
 from ..canvas.maps import chunks as chunks_signature
 from ..canvas.maps import xmap, xstarmap
@@ -166,6 +167,21 @@ class Task:
                               link=link, link_error=link_error, **options)
         return app.send_task(self.name or "", args, kwargs, task_id=task_id, link=link,
                              link_error=link_error, shadow=shadow, task=self, **options)
+
+    def delay_on_commit(self, *args: Any, **kwargs: Any) -> None:
+        """``delay`` once the current database transaction commits (Celery 5.4's API).
+
+        Nothing is sent if the transaction rolls back; outside a transaction the
+        task is sent at once. Returns None, as in Celery: the task id is not known
+        until the call happens. Needs a transaction integration (Django).
+        """
+        hooks.on_commit(functools.partial(self.delay, *args, **kwargs))
+
+    def apply_async_on_commit(self, args: Iterable[Any] | None = None,
+                              kwargs: Mapping[str, Any] | None = None,
+                              **options: Any) -> None:
+        """``apply_async`` once the current database transaction commits."""
+        hooks.on_commit(functools.partial(self.apply_async, args, kwargs, **options))
 
     async def delay_async(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """``delay`` for asyncio code: publishes without blocking the event loop."""

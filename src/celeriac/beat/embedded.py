@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from ..signals import beat_embedded_init
-from .scheduler import Scheduler
+from .scheduler import Scheduler, scheduler_class
 
 logger = logging.getLogger("celeriac.beat")
 
@@ -19,7 +19,7 @@ logger = logging.getLogger("celeriac.beat")
 def start_embedded(app: Any, stop_event: threading.Event, *,
                    scheduler: Scheduler | None = None) -> threading.Thread:
     """Start a scheduler thread that runs until ``stop_event`` is set; return the thread."""
-    sched = scheduler or Scheduler(app)
+    sched = scheduler or scheduler_class(app.conf.get("beat_scheduler"))(app)
 
     def main() -> None:
         beat_embedded_init.send(sender=sched)

@@ -20,6 +20,7 @@ injectable :class:`~celeriac.schedules.clock.Clock`.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
@@ -29,6 +30,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..exceptions import ImproperlyConfigured
 from ..schedules.clock import Clock, SystemClock
 from ..schedules.editing import Schedules
 from ..schedules.entries import StoredEntry
@@ -209,3 +211,52 @@ class Scheduler:
             return
         self._last_prune = now
         self.store.prune_fires(now - timedelta(seconds=self.retention))
+
+
+#: ``--scheduler`` / ``beat_scheduler`` paths that name Celery's classes, and what runs
+#: instead (None: celeriac's store-backed :class:`Scheduler`).
+SCHEDULER_ALIASES: dict[str, str | None] = {
+    "celery.beat:PersistentScheduler": None,
+    "celery.beat.PersistentScheduler": None,
+    "celery.beat:Scheduler": None,
+    "celery.beat.Scheduler": None,
+    "django_celery_beat.schedulers:DatabaseScheduler":
+        "celeriac.contrib.django.beat.schedulers:DatabaseScheduler",
+    "django_celery_beat.schedulers.DatabaseScheduler":
+        "celeriac.contrib.django.beat.schedulers:DatabaseScheduler",
+}
+
+
+def scheduler_class(name: Any) -> type[Scheduler]:
+    """The scheduler class for ``--scheduler`` / ``beat_scheduler``.
+
+    None and Celery's default scheduler give :class:`Scheduler`; a Celery path
+    listed in :data:`SCHEDULER_ALIASES` gives its celeriac replacement (with a
+    note); any other ``module:Class`` (or class) must be a :class:`Scheduler`
+    subclass, else ImproperlyConfigured names it.
+    """
+    if name is None or name == "":
+        return Scheduler
+    if isinstance(name, type):
+        if issubclass(name, Scheduler):
+            return name
+        raise ImproperlyConfigured(f"beat_scheduler: {name!r} is not a celeriac scheduler "
+                                   "(subclass celeriac.beat.Scheduler)")
+    path = str(name)
+    if path in SCHEDULER_ALIASES:
+        target = SCHEDULER_ALIASES[path]
+        if target is None:
+            return Scheduler
+        logger.warning("beat: --scheduler %s runs celeriac's %s (same tables' names and admin, "
+                       "fire-time claims kept; import existing django_celery_beat rows with "
+                       "'manage.py celeriac_import')", path, target)
+        path = target
+    module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ImproperlyConfigured(f"beat_scheduler: cannot import {path!r}: {exc}") from exc
+    if not (isinstance(found, type) and issubclass(found, Scheduler)):
+        raise ImproperlyConfigured(f"beat_scheduler: {path!r} is not a celeriac scheduler "
+                                   "(subclass celeriac.beat.Scheduler)")
+    return found

@@ -9,7 +9,11 @@ store factory it provides. A scheme may stand for only some of them
 (``cache+memory://`` names a result store, not a broker, as in Celery).
 
 A new engine is a package under ``celeriac/brokers/<name>/``, one function
-here and its rows in :data:`SCHEMES`.
+here and its rows in :data:`SCHEMES`. An integration that sits above the core
+adds its rows with :func:`register_scheme` instead, so the table never imports
+it: ``celeriac.contrib.django`` registers ``django-db`` and ``django-cache``
+(result stores) and ``django://`` (schedule store) when it is imported, which
+every app does through its built-in fix-up.
 """
 
 from __future__ import annotations
@@ -125,6 +129,14 @@ SCHEMES: dict[str, Scheme] = {
     "db+postgresql+psycopg": _POSTGRES_DB,
     "db+postgresql+psycopg2": _POSTGRES_DB,
 }
+
+
+def register_scheme(name: str, row: Scheme) -> None:
+    """Add the row of an engine that lives above the core (a framework integration)."""
+    current = SCHEMES.get(name)
+    if current is not None and current != row:
+        raise ImproperlyConfigured(f"URL scheme {name!r} is already served by {current.load!r}")
+    SCHEMES[name] = row
 
 
 def scheme_of(url: str) -> str:

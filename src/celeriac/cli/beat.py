@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ..beat.scheduler import Scheduler
+from ..beat.scheduler import scheduler_class
 from ..schedules.editing import EntryInfo, Schedules
 from ..schedules.kinds import crontab
 from ..signals import beat_init
@@ -33,8 +33,9 @@ def _schedules(obj: Any) -> Schedules:
 @click.option("-l", "--loglevel", default="INFO", show_default=True,
               help="Logging level (DEBUG, INFO, WARNING, ERROR).")
 @click.option("-S", "--scheduler", "scheduler_cls", default=None,
-              help="Accepted for Celery compatibility; celeriac always uses its store-backed "
-                   "scheduler (see --store).")
+              help="Scheduler class (module:Class, beat_scheduler), e.g. "
+                   "celeriac.contrib.django.beat.schedulers:DatabaseScheduler. Celery's "
+                   "default and django_celery_beat's DatabaseScheduler are accepted.")
 @click.option("-s", "--schedule", "schedule_file", default=None,
               help="Accepted for Celery compatibility; state lives in the schedule store.")
 @click.option("--max-interval", type=float, default=None,
@@ -47,13 +48,11 @@ def beat_command(obj: Any, loglevel: str, scheduler_cls: str | None, schedule_fi
     """Run a periodic-task scheduler (several may run at once)."""
     logging.basicConfig(level=loglevel.upper(),
                         format="[%(asctime)s: %(levelname)s/%(name)s] %(message)s")
-    if scheduler_cls:
-        logger.warning("beat: --scheduler %s ignored: celeriac's scheduler keeps entries in "
-                       "the schedule store", scheduler_cls)
     app = obj.app
     if store_url:
         app.conf.beat_schedule_store = store_url
-    sched = Scheduler(app, max_interval=max_interval)
+    cls = scheduler_class(scheduler_cls or app.conf.get("beat_scheduler"))
+    sched = cls(app, max_interval=max_interval)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -3,12 +3,16 @@
 Global options mirror Celery's (``-A/--app``, ``-b/--broker``,
 ``--result-backend``, ``--workdir``). Each command group lives in its own
 module: :mod:`.tasks` (call, result, purge), :mod:`.worker`, :mod:`.beat`
-(beat, schedule), :mod:`.admin` (deadletters, status), :mod:`.db` (the
-PostgreSQL schema: migrate, status, vacuum).
+(beat, schedule), :mod:`.admin` (deadletters, status), :mod:`.results`
+(results cleanup), :mod:`.db` (the PostgreSQL schema: migrate, status, vacuum).
+Installed packages add commands through the entry-point
+group ``celeriac.commands`` (Celery's ``celery.commands``); celeriac's Django
+integration adds ``outbox`` that way, so the CLI never imports it.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 
 import click
@@ -18,6 +22,7 @@ from .admin import deadletters, status
 from .base import CLIContext, ErrorHandlingGroup
 from .beat import beat_command, schedule_group
 from .db import db_group
+from .results import results_group
 from .tasks import call, purge, result
 from .worker import worker
 
@@ -40,9 +45,36 @@ def cli(ctx: click.Context, app_name: str | None, broker: str | None,
         ctx.obj = CLIContext(app_name, broker, result_backend)
 
 
+#: The entry-point group of commands other packages add (``name = "module:command"``).
+PLUGIN_GROUP = "celeriac.commands"
+
+
+def broken_plugin(name: str, value: str, error: BaseException) -> click.Command:
+    """A command standing for a plugin that failed to load: running it says why."""
+
+    def run() -> None:
+        raise click.ClickException(f"command {name!r} ({value}) failed to load: "
+                                   f"{type(error).__name__}: {error}")
+
+    return click.Command(name, callback=run, help=f"(failed to load: {error})")
+
+
+def add_plugin_commands(group: click.Group) -> None:
+    """Add the commands of the ``celeriac.commands`` entry points to ``group``."""
+    for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        if entry.name in group.commands:
+            continue
+        try:
+            command = entry.load()
+        except Exception as exc:
+            command = broken_plugin(entry.name, entry.value, exc)
+        group.add_command(command, entry.name)
+
+
 for command in (call, result, purge, worker, beat_command, schedule_group, deadletters, status,
-                db_group):
+                results_group, db_group):
     cli.add_command(command)
+add_plugin_commands(cli)
 
 
 def main(argv: list[str] | None = None, app: Celery | None = None) -> None:

@@ -72,7 +72,6 @@ ACCEPTED_ONLY: dict[str, Any] = {
     "worker_disable_prefetch": False,
     "worker_enable_soft_shutdown_on_idle": False,
     # beat
-    "beat_scheduler": None,
     "beat_schedule_filename": "celerybeat-schedule",
     "beat_sync_every": 0,
     # events and control
@@ -124,7 +123,6 @@ ACCEPTED_ONLY: dict[str, Any] = {
     "broker_port": None,
     "broker_user": None,
     "broker_vhost": None,
-    "cache_backend": None,
     "cache_backend_options": {},
     "cassandra_auth_kwargs": None,
     "cassandra_auth_provider": None,

@@ -31,6 +31,8 @@ USED: dict[str, Any] = {
     "result_expires": timedelta(days=1),
     "result_extended": False,
     "result_failure_expires": None,
+    # the Django cache alias of result_backend = 'django-cache' (celeriac.contrib.django)
+    "cache_backend": None,
     # tasks
     "task_serializer": "json",
     "accept_content": ["json"],
@@ -70,6 +72,7 @@ USED: dict[str, Any] = {
     "worker_max_redeliveries": 3,
     # beat
     "beat_schedule": {},
+    "beat_scheduler": None,
     "beat_max_loop_interval": 0,
     "beat_cron_starting_deadline": None,
     "beat_schedule_store": None,
@@ -77,6 +80,12 @@ USED: dict[str, Any] = {
     "beat_lease_seconds": 10.0,
     "beat_claim_timeout": 30.0,
     "beat_fire_retention": 3600.0,
+    # celeriac.contrib.django: the transactional outbox (docs/django.md)
+    "task_outbox": False,
+    "task_outbox_database": "default",
+    "task_outbox_retention": 86400.0,
+    "task_outbox_claim_timeout": 30.0,
+    "worker_outbox_relay": True,
     # time
     "timezone": None,
     "enable_utc": True,

@@ -49,6 +49,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "task_routes": (lambda v: v is None or isinstance(v, (dict, list, tuple, str)) or callable(v),
                     "a dict, a list of routers, or a callable"),
     "beat_schedule": (lambda v: isinstance(v, dict), "a dict of entries"),
+    "task_outbox": (lambda v: isinstance(v, bool), "True or False"),
+    "task_outbox_database": (lambda v: isinstance(v, str) and bool(v), "a database alias"),
+    "task_outbox_retention": (lambda v: isinstance(v, (int, float, timedelta))
+                              and not isinstance(v, bool), "seconds or a timedelta"),
     "timezone": (lambda v: v is None or isinstance(v, str) or hasattr(v, "utcoffset"),
                  "an IANA time zone name"),
 }

@@ -78,6 +78,11 @@ class ResultStore(abc.ABC):
         return [self._get_raw(k) for k in keys]
 
     # -- task results -------------------------------------------------------
+    def own_key(self, name: str) -> str:
+        """The key of one of celeriac's own records (worker heartbeats), under the
+        store's key prefix where it has one."""
+        return name
+
     def task_key(self, task_id: str) -> str:
         return f"celery-task-meta-{task_id}"
 

@@ -7,7 +7,9 @@ instant (aware UTC) strictly after ``instant``. Interval schedules are computed
 in UTC on a grid anchored at the entry's anchor; crontabs are evaluated in the
 app's time zone with the DST rule documented in :mod:`celeriac.schedules.cron`.
 
-``solar`` schedules are not provided (they need ``ephem``); see ``docs/beat.md``.
+``solar`` fires at sunrise, sunset, dawn, dusk or solar noon at a place, with
+Celery's event names and semantics, computed with NOAA's equations
+(:mod:`celeriac.schedules.sun`; no ``ephem`` needed).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from zoneinfo import ZoneInfo
 
 from . import cron
 from .cron import ParseException
+from .sun import EVENTS, next_event
 
 __all__ = ["BaseSchedule", "ParseException", "crontab", "crontab_parser", "maybe_schedule",
-           "schedstate", "schedule"]
+           "schedstate", "schedule", "solar"]
 
 UTC = timezone.utc
 Cronspec = int | str | Iterable[int]
@@ -276,6 +279,46 @@ class crontab(BaseSchedule):
                      self.month_of_year))
 
 
+class solar(BaseSchedule):
+    """Fire at a solar ``event`` at latitude ``lat``, longitude ``lon`` (Celery's ``solar``).
+
+    Events: ``dawn_astronomical``, ``dawn_nautical``, ``dawn_civil``, ``sunrise``,
+    ``solar_noon``, ``sunset``, ``dusk_civil``, ``dusk_nautical``,
+    ``dusk_astronomical``. Days on which the event does not happen (polar day or
+    night) are skipped.
+    """
+
+    def __init__(self, event: str, lat: float, lon: float,
+                 nowfun: Callable[[], datetime] | None = None, app: Any = None) -> None:
+        if event not in EVENTS:
+            raise ValueError(f"solar: unknown event {event!r} (one of {', '.join(EVENTS)})")
+        lat, lon = float(lat), float(lon)
+        if not -90 <= lat <= 90:
+            raise ValueError(f"solar: latitude {lat} is outside -90..90")
+        if not -180 <= lon <= 180:
+            raise ValueError(f"solar: longitude {lon} is outside -180..180")
+        self.event, self.lat, self.lon = event, lat, lon
+        super().__init__(nowfun=nowfun, app=app)
+
+    def next_fire_after(self, instant: datetime, *, anchor: datetime | None = None,
+                        tz: tzinfo | None = None) -> datetime | None:
+        return next_event(maybe_make_aware(instant), self.event, self.lat, self.lon)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "solar", "event": self.event, "lat": self.lat, "lon": self.lon}
+
+    def __repr__(self) -> str:
+        return f"<solar: {self.event} at latitude {self.lat}, longitude: {self.lon}>"
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, solar):
+            return (self.event, self.lat, self.lon) == (other.event, other.lat, other.lon)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(("solar", self.event, self.lat, self.lon))
+
+
 def maybe_schedule(s: float | timedelta | BaseSchedule | None, relative: bool = False,
                    app: Any = None) -> BaseSchedule | None:
     """Return a schedule from a number of seconds, a timedelta, or a schedule."""
@@ -293,7 +336,7 @@ def maybe_schedule(s: float | timedelta | BaseSchedule | None, relative: bool = 
 
 
 def schedule_from_json(data: dict[str, Any], app: Any = None) -> BaseSchedule:
-    """Inverse of ``to_json``: ``{"type": "interval"|"crontab", ...}``."""
+    """Inverse of ``to_json``: ``{"type": "interval"|"crontab"|"solar", ...}``."""
     kind = data.get("type")
     if kind == "interval":
         return schedule(timedelta(seconds=float(data["seconds"])),
@@ -303,4 +346,6 @@ def schedule_from_json(data: dict[str, Any], app: Any = None) -> BaseSchedule:
                        day_of_week=data.get("day_of_week", "*"),
                        day_of_month=data.get("day_of_month", "*"),
                        month_of_year=data.get("month_of_year", "*"), app=app)
+    if kind == "solar":
+        return solar(str(data["event"]), float(data["lat"]), float(data["lon"]), app=app)
     raise ValueError(f"unknown schedule type {kind!r} in {data!r}")

@@ -5,8 +5,8 @@ process) writes a JSON record under ``celeriac-worker-<hostname>`` in the
 result store every :data:`NODE_HEARTBEAT` seconds, expiring after
 :data:`NODE_RECORD_TTL`; and adds its hostname to the ``celeriac-workers``
 index record (read-modify-write: a concurrent update can drop a name for one
-heartbeat, the node adds itself back at its next one). ``celeriac status``
-reads them.
+heartbeat, the node adds itself back at its next one). Both keys go under the
+store's key prefix (Redis ``global_keyprefix``). ``celeriac status`` reads them.
 
 Record fields: ``hostname``, ``pid``, ``pool``, ``concurrency``, ``queues``,
 ``processed`` (tasks finished), ``busy`` (tasks running now), ``timestamp``
@@ -77,7 +77,8 @@ class NodeHealth:
         if backend is None:
             return
         try:
-            backend._set_raw(node_key(self.record["hostname"]), json.dumps(self.record),
+            backend._set_raw(backend.own_key(node_key(self.record["hostname"])),
+                             json.dumps(self.record),
                              NODE_RECORD_TTL)
             self._index(backend, add=True)
         except Exception as exc:
@@ -89,7 +90,7 @@ class NodeHealth:
         if backend is None:
             return
         try:
-            backend._delete_raw(node_key(self.record["hostname"]))
+            backend._delete_raw(backend.own_key(node_key(self.record["hostname"])))
             self._index(backend, add=False)
         except Exception as exc:
             logger.warning("Could not remove the worker heartbeat: %s", exc)
@@ -100,11 +101,11 @@ class NodeHealth:
         if add == (host in names):
             return
         names = sorted(set(names) | {host}) if add else [n for n in names if n != host]
-        backend._set_raw(INDEX_KEY, json.dumps(names), None)
+        backend._set_raw(backend.own_key(INDEX_KEY), json.dumps(names), None)
 
 
 def read_index(backend: Any) -> list[str]:
-    raw = backend._get_raw(INDEX_KEY)
+    raw = backend._get_raw(backend.own_key(INDEX_KEY))
     if not raw:
         return []
     try:
@@ -120,7 +121,8 @@ def read_nodes(app: Celery) -> list[dict[str, Any]]:
     if backend is None:
         return []
     names = read_index(backend)
-    raws = backend._get_many_raw([node_key(n) for n in names]) if names else []
+    raws = (backend._get_many_raw([backend.own_key(node_key(n)) for n in names]) if names
+            else [])
     nodes = []
     for raw in raws:
         if not raw:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import serialization, states
+from .. import hooks, serialization, states
 from ..app.task import Task
 from ..app.trace import Outcome, Tracer, run_coroutine
 from ..brokers import base
@@ -205,6 +205,10 @@ class JobRunner:
             return self._drop(delivery, call, TaskRevokedError("expired"))
         if call.id in revoked:
             logger.info("Discarding revoked task %s[%s]", call.name, call.id)
+            return self._drop(delivery, call, None)
+        refused = hooks._admission_checks and hooks.refuse_reason(self.app, call)
+        if refused:
+            logger.info("Discarding task %s[%s]: %s", call.name, call.id, refused)
             return self._drop(delivery, call, None)
         logger.info("Task %s[%s] received", call.name, call.id)
         return Job(delivery, call, task)

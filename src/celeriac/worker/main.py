@@ -105,6 +105,7 @@ class Worker:
         if self.setup_logs:
             setup_logging(app, self.loglevel, self.logfile)
         app.finalize()
+        signals.worker_init.send(sender=self)
         self.check_broker()
         if self.pool_name in ("prefork", "asyncio"):
             self._start_beat()

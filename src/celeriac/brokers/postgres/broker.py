@@ -57,7 +57,7 @@ from ...retry import RetryPolicy
 from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
 from . import sql
 from .db import Database, Handle, parse_url
-from .enqueue import publish_on
+from .enqueue import publish_on, shares_database
 
 _CHUNK = 5000
 #: how ``receive`` waits between attempts while the server is unreachable (back within ~1 s)
@@ -173,6 +173,11 @@ class PostgresBroker(Broker):
         """Insert ``items`` through the caller's open transaction on ``connection``
         (see :mod:`celeriac.brokers.postgres.enqueue`)."""
         publish_on(self, connection, list(items))
+
+    def shares_database(self, settings: Mapping[str, Any]) -> bool:
+        """True when a Django ``DATABASES`` entry names this broker's database (see
+        :func:`celeriac.brokers.postgres.enqueue.shares_database`)."""
+        return shares_database(self.settings.conninfo, settings)
 
     # -- consuming ------------------------------------------------------------------
     def _lease(self, acks: Sequence[Delivery], queues: list[str], owner: str,

@@ -22,6 +22,10 @@ connection in autocommit mode outside a transaction block simply commits the
 message at once, like ``delay()``. A transaction already aborted by an earlier
 error is refused (PostgreSQL would reject the insert anyway).
 
+:func:`shares_database` tells a framework integration whether one of its database
+settings names the broker's database (the Django outbox then enqueues through
+Django's connection inside ``atomic()`` instead of writing outbox rows).
+
 Failures: there is no retry of the insert itself (a failed statement aborts the
 caller's transaction, and its error is the caller's to see); celeriac's own round
 trips (schema check, database identity, queue names) retry by the broker's
@@ -31,7 +35,10 @@ trips (schema check, database identity, queue names) retry by the broker's
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from psycopg.conninfo import conninfo_to_dict
 
 from ...exceptions import ImproperlyConfigured
 from ..base import Publish
@@ -104,6 +111,31 @@ def check_same_database(broker: PostgresBroker, raw: Any) -> None:
         _CHECKED[raw] = theirs
     except TypeError:
         pass
+
+
+#: host names that all mean "this machine" (a Unix socket directory too)
+_LOCAL = ("", "localhost", "127.0.0.1", "::1")
+
+
+def _host(value: Any) -> str:
+    text = str(value or "").strip().lower()
+    return "local" if text in _LOCAL or text.startswith("/") else text
+
+
+def shares_database(conninfo: str, settings: Mapping[str, Any]) -> bool:
+    """True when a Django ``DATABASES`` entry (its ``settings_dict``) names the database
+    of ``conninfo``: a PostgreSQL engine, the same database name, host and port (local
+    names and socket directories count as one host). A wrong "no" only means the
+    integration does not join the transaction; a wrong "yes" is caught by the
+    identity check of :func:`publish_on`."""
+    engine = str(settings.get("ENGINE") or "")
+    if "postgresql" not in engine and "postgis" not in engine:
+        return False
+    ours = conninfo_to_dict(conninfo)
+    name = str(settings.get("NAME") or "")
+    return (bool(name) and name == ours.get("dbname")
+            and _host(settings.get("HOST")) == _host(ours.get("host"))
+            and str(settings.get("PORT") or "5432") == str(ours.get("port") or "5432"))
 
 
 def publish_on(broker: PostgresBroker, connection: Any, items: list[Publish]) -> None:

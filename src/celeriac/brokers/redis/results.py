@@ -225,6 +225,9 @@ class RedisResultStore(ResultStore):
         return retrying(self.url, what, call, self.retry_policy)
 
     # -- keys ---------------------------------------------------------------------
+    def own_key(self, name: str) -> str:
+        return self.prefix + name
+
     def task_key(self, task_id: str) -> str:
         return self.prefix + super().task_key(task_id)
 

@@ -1,0 +1,1 @@
+"""Integrations with frameworks (``celeriac.contrib.django``); each is an optional extra."""

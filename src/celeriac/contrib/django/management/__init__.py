@@ -1,0 +1,1 @@
+"""Django management commands of celeriac (``manage.py celeriac``, ``celeriac_import``)."""

@@ -1,0 +1,1 @@
+"""``manage.py celeriac``, ``celeriac_import`` and ``celeryd`` (an alias of ``celeriac``)."""

@@ -1,0 +1,1 @@
+"""Database migrations of the Django app ``celeriac`` (the outbox table)."""

@@ -1,0 +1,1 @@
+"""Database migrations of ``celeriac_results`` (django-celery-results' tables)."""
