@@ -9,4 +9,6 @@ python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,redis,fast,django,postgres]'
 .venv/bin/ruff check src tests bench examples
 .venv/bin/mypy
-exec .venv/bin/pytest "$@"
+# Tests spend most of their time waiting on workers and services, so four test processes
+# share two cores well; a file's tests stay together (module-scoped workers start once).
+exec .venv/bin/pytest -n "${CELERIAC_TEST_PROCESSES:-4}" --dist loadfile "$@"
