@@ -47,6 +47,7 @@ def make_broker(kind: str, request: pytest.FixtureRequest) -> Broker:
     if kind == "postgres":
         cls = load("celeriac.brokers.postgres.broker", "PostgresBroker")
         made: Broker = cls(request.getfixturevalue("postgres_url"), lease_seconds=LEASE_SECONDS)
+        made.queues()  # creates the test's own schema now, not inside a timed step
         return made
     raise ValueError(kind)
 
