@@ -31,8 +31,8 @@ import redis
 
 from celeriac import Celery
 from celeriac.app.publish import build_message
+from celeriac.app.request import parse_request
 from celeriac.brokers.base import Publish
-from celeriac.messages import parse_task
 from celeriac.results.meta import build_meta
 from celeriac.worker.consumer import Consumer
 from celeriac.worker.pools import SoloPool
@@ -132,7 +132,7 @@ def part_ceiling() -> None:
         done, started = 0, time.perf_counter()
         while done < N:
             batch = broker.receive(["celery"], owner="profile", limit=64, timeout=0.5)
-            metas = [(d.message.task_id or "", build_meta(parse_task(d.message, None).id, None,
+            metas = [(d.message.task_id or "", build_meta(parse_request(d.message, None).id, None,
                                                           "SUCCESS")) for d in batch]
             if mode == "both batched":
                 store.set_many(metas)

@@ -234,6 +234,14 @@ class BackendGetMetaError(BackendError):
         self.task_id = task_id
 
 
+class ResultDecodeError(BackendGetMetaError, DecodeError):
+    """The stored result of a task is not Celery's result meta (not JSON, not an object,
+    or a field of the wrong type); ``task_id`` names the task."""
+
+    def __init__(self, task_id: str, detail: str) -> None:
+        super().__init__(f"malformed result for task {task_id}: {detail}", task_id=task_id)
+
+
 class BackendStoreError(BackendError):
     """An issue writing to the result store."""
 

@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .app.base import Celery
+    from .app.request import Request
     from .brokers.base import Publish
-    from .messages import TaskCall
 
 logger = logging.getLogger("celeriac.hooks")
 
 OnCommit = Callable[[Callable[[], Any]], None]
 Interceptor = Callable[["Celery", "Sequence[Publish]"], bool]
-AdmissionCheck = Callable[["Celery", "TaskCall"], "str | None"]
+AdmissionCheck = Callable[["Celery", "Request"], "str | None"]
 
 _on_commit: OnCommit | None = None
 _interceptors: list[Interceptor] = []
@@ -83,7 +83,7 @@ def unregister_admission_check(check: AdmissionCheck) -> None:
         _admission_checks.remove(check)
 
 
-def refuse_reason(app: Celery, call: TaskCall) -> str | None:
+def refuse_reason(app: Celery, call: Request) -> str | None:
     """The first reason an admission check gives to drop ``call``, or None to run it."""
     for check in list(_admission_checks):
         try:

@@ -7,10 +7,13 @@ stores (body base64-encoded, ``delivery_info`` and ``delivery_tag`` in the
 properties), which is also how the embedded brokers store messages, so a
 message looks the same on every broker.
 
-:func:`task_message` builds the full 5.7 header set; :func:`parse_task`
-tolerates the minimal ``{task, id}`` headers of hand-made messages and
-refuses (with :class:`~celeriac.exceptions.DecodeError`) anything it cannot
-run, so the worker dead-letters it instead of crashing.
+:func:`task_message` builds the full 5.7 header set and
+:func:`task_properties` the properties (the one place both are made; group
+members derived from a template use it too); :func:`envelope_properties`
+completes them for storage. A delivered message is validated and turned into
+a task request by :func:`celeriac.app.request.parse_request`. Accessors here
+never raise on malformed fields (a bad ``priority`` reads as 0), so a broker
+can store, lease and dead-letter any message.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import json
 import os
 import socket
 import uuid
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -84,21 +88,15 @@ class Message:
 
     @property
     def priority(self) -> int:
-        return int(self.properties.get("priority") or 0)
+        """The ``priority`` property; 0 when absent or not an integer (validated elsewhere)."""
+        value = self.properties.get("priority")
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
-    def to_envelope(self, queue: str | None = None) -> dict[str, Any]:
-        """Return kombu's JSON envelope for this message (the Redis list element)."""
-        props = dict(self.properties)
-        props.setdefault("delivery_mode", 2)
-        info = dict(props.get("delivery_info") or {})
-        info.setdefault("exchange", "")
-        if queue is not None:
-            info.setdefault("routing_key", queue)
-        props["delivery_info"] = info
-        props.setdefault("priority", 0)
-        props["body_encoding"] = "base64"
-        if "delivery_tag" not in props:
-            props["delivery_tag"] = str(uuid.uuid4())
+    def to_envelope(self, queue: str | None = None,
+                    priority: int | None = None) -> dict[str, Any]:
+        """Return kombu's JSON envelope for this message (the Redis list element);
+        ``priority`` is the broker's effective one, when it decided one."""
+        props = envelope_properties(self.properties, queue, priority)
         return {
             "body": base64.b64encode(self.body).decode("ascii"),
             "content-encoding": self.content_encoding,
@@ -154,24 +152,6 @@ class Message:
 
     def with_properties(self, **props: Any) -> Message:
         return replace(self, properties={**self.properties, **props})
-
-
-@dataclass
-class TaskCall:
-    """The decoded content of a task message, ready to run."""
-
-    name: str
-    id: str
-    args: list[Any]
-    kwargs: dict[str, Any]
-    embed: dict[str, Any]
-    headers: dict[str, Any]
-    properties: dict[str, Any]
-    eta: float | None = None
-    expires: float | None = None
-    retries: int = 0
-    timelimit: tuple[float | None, float | None] = (None, None)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def task_message(
@@ -237,6 +217,18 @@ def task_message(
         hdrs.update(headers)
     if compression:
         body, hdrs["compression"] = serialization.compress(body, compression)
+    ttl = None
+    if expires is not None:
+        ttl = str(max(0, int((expires - utcnow()).total_seconds() * 1000)))
+    props = task_properties(task_id, reply_to=reply_to, queue=queue, priority=priority,
+                            expiration=ttl)
+    return Message(hdrs, props, body, content_type, encoding)
+
+
+def task_properties(task_id: str, *, reply_to: str | None = None, queue: str | None = None,
+                    priority: int | None = None, expiration: str | None = None
+                    ) -> dict[str, Any]:
+    """The properties of a task message, in kombu's key order (the one place they are made)."""
     props: dict[str, Any] = {
         "correlation_id": task_id,
         "reply_to": reply_to,
@@ -246,12 +238,37 @@ def task_message(
         "body_encoding": "base64",
         "delivery_tag": str(uuid.uuid4()),
     }
-    if expires is not None:
-        ttl_ms = max(0, int((expires - utcnow()).total_seconds() * 1000))
-        props = {**props, "expiration": str(ttl_ms)}
+    if expiration is not None:
+        props["expiration"] = expiration
         # keep kombu's key order: expiration right after delivery_mode
         props = {k: props[k] for k in _PROP_ORDER if k in props}
-    return Message(hdrs, props, body, content_type, encoding)
+    return props
+
+
+def envelope_properties(properties: dict[str, Any], queue: str | None = None,
+                        priority: int | None = None) -> dict[str, Any]:
+    """``properties`` completed as kombu stores them (delivery mode, routing, tag, base64).
+
+    ``priority`` (the broker's effective one) replaces a valid stored priority;
+    a malformed ``priority`` or ``delivery_info`` is kept as sent, so the worker
+    can name it when it dead-letters the message.
+    """
+    props = dict(properties)
+    props.setdefault("delivery_mode", 2)
+    info = props.get("delivery_info")
+    if info is None or isinstance(info, dict):
+        info = dict(info or {})
+        info.setdefault("exchange", "")
+        if queue is not None:
+            info.setdefault("routing_key", queue)
+        props["delivery_info"] = info
+    current = props.get("priority")
+    if current is None or (isinstance(current, int) and not isinstance(current, bool)):
+        props["priority"] = (current or 0) if priority is None else priority
+    props["body_encoding"] = "base64"
+    if "delivery_tag" not in props:
+        props["delivery_tag"] = str(uuid.uuid4())
+    return props
 
 
 #: the headers Celery 5.7 always sends, in its order
@@ -273,10 +290,10 @@ _PROP_ORDER = (
 )
 
 
-def saferepr(value: Any, maxlen: int = 1024) -> str:
-    """``repr`` cut to ``maxlen`` characters, as Celery's argsrepr is."""
+def saferepr(value: Any, maxlen: int = 1024, show: Callable[[Any], str] = repr) -> str:
+    """``repr`` (or ``show``) cut to ``maxlen`` characters, as Celery's argsrepr is."""
     try:
-        text = repr(value)
+        text = show(value)
     except Exception as exc:  # a broken __repr__ must not stop a publish
         text = f"<unrepresentable {type(value).__name__}: {exc}>"
     return text if len(text) <= maxlen else text[: maxlen - 3] + "..."
@@ -289,47 +306,6 @@ def decode_body(message: Message, accept: frozenset[str] | None = None) -> Any:
     if message.headers.get("compression"):
         body = serialization.decompress(body, str(message.headers["compression"]))
     return serialization.loads(body, message.content_type, accept)
-
-
-def parse_task(message: Message, accept: frozenset[str] | None) -> TaskCall:
-    """Decode a task message; raise DecodeError/ContentDisallowed if it cannot run."""
-    headers = message.headers
-    name, task_id = headers.get("task"), headers.get("id")
-    if not isinstance(name, str) or not name:
-        raise DecodeError("message has no 'task' header")
-    if not isinstance(task_id, str) or not task_id:
-        raise DecodeError("message has no 'id' header")
-    payload = decode_body(message, accept)
-    if isinstance(payload, dict) and "args" in payload:  # protocol 1 body
-        args, kwargs, embed = payload.get("args", []), payload.get("kwargs", {}), {}
-    elif isinstance(payload, (list, tuple)) and len(payload) == 3:
-        args, kwargs, embed = payload
-    else:
-        raise DecodeError("body is not [args, kwargs, embed]")
-    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
-        raise DecodeError("body args must be a list and kwargs an object")
-    embed = embed if isinstance(embed, dict) else {}
-    timelimit = headers.get("timelimit") or (None, None)
-    try:
-        eta = to_timestamp(headers.get("eta"))
-        expires = to_timestamp(headers.get("expires"))
-        hard, soft = [*list(timelimit), None, None][:2]
-        retries = int(headers.get("retries") or 0)
-    except (TypeError, ValueError) as exc:
-        raise DecodeError(f"bad eta/expires/timelimit/retries header: {exc}") from exc
-    return TaskCall(
-        name=name,
-        id=task_id,
-        args=list(args),
-        kwargs=kwargs,
-        embed={**EMPTY_EMBED, **embed},
-        headers=headers,
-        properties=message.properties,
-        eta=eta,
-        expires=expires,
-        retries=retries,
-        timelimit=(hard, soft),
-    )
 
 
 def parse_envelope(raw: bytes | str) -> Message:
@@ -348,6 +324,4 @@ def parse_envelope(raw: bytes | str) -> Message:
 
 def encode_envelope(message: Message, queue: str, priority: int) -> str:
     """The JSON envelope stored for ``message``, carrying its effective priority."""
-    env = message.to_envelope(queue)
-    env["properties"]["priority"] = priority
-    return json.dumps(env)
+    return json.dumps(message.to_envelope(queue, priority))

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 PROJECT = '''
-import asyncio, os, sqlite3, time
+import asyncio, ctypes, os, sqlite3, time
 from celeriac import Celery
 from celeriac.exceptions import SoftTimeLimitExceeded
 
@@ -114,6 +114,15 @@ def poison_once(self):
 @app.task
 def pid():
     return os.getpid()
+
+
+@app.task(bind=True)
+def hold_gil(self, seconds):
+    """libc sleep through PyDLL: this process's GIL stays held the whole time."""
+    log(self.request.id, "start")
+    ctypes.PyDLL(None).sleep(seconds)
+    log(self.request.id, "done")
+    return seconds
 
 
 @app.task(acks_late=False, bind=True)

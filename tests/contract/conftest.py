@@ -77,7 +77,8 @@ def make_django_store(kind: str, request: pytest.FixtureRequest) -> ResultStore:
     """``result_backend = 'django-db'`` on the test project's SQLite database and, as
     ``django-db-postgres``, on PostgreSQL; ``'django-cache'`` on its local-memory cache."""
     django = request.getfixturevalue("django_inprocess")
-    from celeriac.contrib.django.results.store import CacheResultStore, DatabaseResultStore
+    from celeriac.contrib.django.results.cache_store import CacheResultStore
+    from celeriac.contrib.django.results.store import DatabaseResultStore
 
     if kind == "django-cache":
         return CacheResultStore("django-cache", options={"cache": "default"})

@@ -213,6 +213,20 @@ def test_release_gives_back_without_counting_a_loss(broker: Broker) -> None:
     assert broker.ack([a]) == 0
 
 
+def test_failed_release_counts_a_lost_delivery(broker: Broker) -> None:
+    """A give-back that is not a deliberate requeue counts, so no message can loop."""
+    broker.publish(make_message(1), Q)
+    [a] = broker.receive([Q], owner="a", timeout=1)
+    assert broker.release(a, failed=True) is True
+    assert broker.release(a, failed=True) is False
+    [b] = broker.receive([Q], owner="b", timeout=1)
+    assert (b.delivery_count, b.lost_count, b.redelivered) == (2, 1, True)
+    assert broker.release(b, failed=True) is True
+    [c] = broker.receive([Q], owner="c", timeout=1)
+    assert (c.delivery_count, c.lost_count) == (3, 2)
+    assert broker.ack([c]) == 1
+
+
 def test_release_with_delay(broker: Broker) -> None:
     broker.publish(make_message(1), Q)
     [a] = broker.receive([Q], owner="a", timeout=1)
@@ -283,6 +297,44 @@ def test_dead_letter_keeps_delivery_counts(broker: Broker) -> None:
     [letter] = broker.dead_letters(Q)
     assert (letter.reason, letter.delivery_count, letter.lost_count) == (WORKER_LOST, 2, 1)
     assert broker.purge_dead_letters(Q) == 1
+
+
+def test_dead_letter_message_stores_a_message_never_leased(broker: Broker) -> None:
+    message = make_message(7, priority=3)
+    before = time.time()
+    dead_id = broker.dead_letter_message(message, Q2, "followup_failed: chain step")
+    assert counts(broker, Q2) == (0, 0, 0, 1)
+    [letter] = broker.dead_letters(Q2)
+    assert letter.id == dead_id
+    assert (letter.queue, letter.reason) == (Q2, "followup_failed: chain step")
+    assert letter.message.headers == message.headers and letter.message.body == message.body
+    assert (letter.delivery_count, letter.lost_count, letter.first_delivered_at) == (0, 0, None)
+    assert before - 1 <= letter.dead_at <= time.time() + 1
+    assert broker.retry_dead_letter(dead_id) is True
+    [again] = broker.receive([Q2], owner="a", timeout=1)
+    assert again.message.task_id == "task-7" and again.message.body == message.body
+    assert broker.ack([again]) == 1
+
+
+def test_malformed_fields_do_not_break_publish_or_receive(broker: Broker) -> None:
+    """Brokers store and deliver any message; validating fields is the worker's job."""
+    bad = [make_message(1).with_properties(priority="high"),
+           make_message(2).with_properties(delivery_info="x"),
+           make_message(3).with_properties(delivery_info=["x"], priority=[1])]
+    for message in bad:
+        broker.publish(message, Q)
+    got = drain(broker, [Q], owner="a", expect=3)
+    assert sorted(ids(got)) == ["task-1", "task-2", "task-3"]
+    props = {d.message.task_id: d.message.properties for d in got}
+    assert props["task-1"]["priority"] == "high"
+    assert props["task-2"]["delivery_info"] == "x"
+    for d in got:
+        assert broker.release(d, failed=True) is True
+    again = drain(broker, [Q], owner="b", expect=3)
+    assert sorted(ids(again)) == ["task-1", "task-2", "task-3"]
+    assert all(d.redelivered and d.lost_count == 1 for d in again)
+    assert broker.dead_letter(again[0], DECODE_ERROR) is True
+    assert broker.ack(again[1:]) == 2
 
 
 # -- admin --------------------------------------------------------------------------

@@ -162,3 +162,44 @@ def test_chord_add_has_exactly_one_completer_under_concurrency(
         thread.join()
     assert completions == [[meta(f"{group_id}-{i}", result=i) for i in range(size)]]
     result_store.chord_clear(group_id)
+
+
+def test_a_write_over_revoked_is_refused(result_store: ResultStore) -> None:
+    """The REVOKED rule: once revoked, a late STARTED/SUCCESS/FAILURE never replaces it."""
+    task_id, other = new_id(), new_id()
+    assert result_store.set(task_id, meta(task_id, "STARTED", None)) is True
+    assert result_store.set(task_id, meta(task_id, "REVOKED", None)) is True
+    for status in ("STARTED", "SUCCESS", "FAILURE", "RETRY"):
+        assert result_store.set(task_id, meta(task_id, status)) is False
+    assert result_store.get(task_id) == meta(task_id, "REVOKED", None)
+    assert result_store.set_many([(task_id, meta(task_id)), (other, meta(other))]) == [
+        False, True]
+    assert result_store.get(task_id)["status"] == "REVOKED"
+    assert result_store.get(other) == meta(other)
+    revoked_again = {**meta(task_id, "REVOKED", None), "terminate": "SIGTERM"}
+    assert result_store.set(task_id, revoked_again) is True  # REVOKED over REVOKED is fine
+    assert result_store.get(task_id) == revoked_again
+    result_store.delete(task_id)  # forget() still works
+    assert result_store.set(task_id, meta(task_id)) is True
+
+
+def test_the_revoked_rule_holds_under_concurrent_writers(result_store: ResultStore) -> None:
+    """Check and write are one atomic step: racing a revoke, a result either lands before
+    it (and is replaced by REVOKED) or is refused; REVOKED always stands at the end."""
+    for _ in range(20):
+        task_id = new_id()
+        start = threading.Barrier(3)
+
+        def write(status: str, tid: str = task_id, start: threading.Barrier = start) -> None:
+            start.wait()
+            for _ in range(20):
+                result_store.set(tid, meta(tid, status))
+
+        threads = [threading.Thread(target=write, args=(s,)) for s in ("SUCCESS", "FAILURE")]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        result_store.set(task_id, meta(task_id, "REVOKED", None))
+        for thread in threads:
+            thread.join()
+        assert result_store.get(task_id)["status"] == "REVOKED"

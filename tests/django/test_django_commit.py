@@ -208,8 +208,8 @@ def test_a_second_publish_of_one_row_is_dropped_by_workers(proj: Any, outbox: st
     from django.db import transaction
     from shop.tasks import email_send
 
+    from celeriac.app.request import parse_request as parse_task
     from celeriac.contrib.django.outbox import admit
-    from celeriac.messages import parse_task
 
     with transaction.atomic(using=outbox):
         email_send.delay(45)

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from celeriac import Celery
+from celeriac.app.request import parse_request
 from celeriac.beat.embedded import start_embedded
 from celeriac.beat.scheduler import Scheduler
 from celeriac.brokers.sqlite.beat_store import SQLiteStore
-from celeriac.messages import parse_task
 from celeriac.schedules import crontab
 from celeriac.schedules.clock import ManualClock
 from celeriac.schedules.stores import store_for_app
@@ -67,12 +67,12 @@ def test_seed_beat_example_runs_as_written(app: Celery) -> None:
     while clock.now() < MONDAY + timedelta(seconds=60.5):
         clock.advance(max(sched.tick(), 0.1))
     messages = drain(app)
-    calls = Counter(parse_task(m, None).args[0] for m in messages)
+    calls = Counter(parse_request(m, None).args[0] for m in messages)
     assert calls == {"hello": 6, "world": 2, "Happy Mondays!": 1}
     for message in messages:
         assert message.headers["celery_beat_task"] is True
         assert message.headers["task"].endswith("test")
-    world = [m for m in messages if parse_task(m, None).args == ["world"]]
+    world = [m for m in messages if parse_request(m, None).args == ["world"]]
     assert all(m.headers["expires"] for m in world)
     assert [e.name for e in app.schedules.list()] == sorted(
         ["add every 10", repr(app.tasks[world[0].headers["task"]].s("world")),
@@ -105,7 +105,7 @@ def test_app_schedules_api_and_run_now(app: Celery) -> None:
     assert info.enabled and info.total_run_count == 0 and info.next_run_at is not None
     task_id = schedules.run_now("ping-often")
     [message] = drain(app)
-    assert message.headers["id"] == task_id and parse_task(message, None).args == [7]
+    assert message.headers["id"] == task_id and parse_request(message, None).args == [7]
     assert schedules.get("ping-often").total_run_count == 1
     assert schedules.disable("ping-often").enabled is False
     assert schedules.update("ping-often", args=(8,)).args == (8,)

@@ -9,9 +9,9 @@ import pytest
 
 from celeriac import Celery, chord
 from celeriac.app.context import Context
+from celeriac.app.request import parse_request
 from celeriac.brokers.memory.results import MemoryResultStore
 from celeriac.canvas.join import on_header_done
-from celeriac.messages import parse_task
 
 
 @pytest.fixture
@@ -35,14 +35,14 @@ def header_contexts(app: Celery, n: int) -> tuple[Any, list[Context]]:
     calls = app.broker.receive(["celery"], owner="t", limit=n, timeout=0)
     ctxs = []
     for d in calls:
-        call = parse_task(d.message, None)
+        call = parse_request(d.message, None)
         ctxs.append(Context(id=call.id, group=call.headers["group"], root_id=call.id,
                             group_index=call.headers["group_index"], chord=call.embed["chord"]))
     return res, sorted(ctxs, key=lambda c: c.group_index)
 
 
 def published_bodies(app: Celery) -> list[Any]:
-    return [parse_task(d.message, None)
+    return [parse_request(d.message, None)
             for d in app.broker.receive(["celery"], owner="t2", limit=100, timeout=0)]
 
 

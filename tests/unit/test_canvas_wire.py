@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from celeriac import Celery, chain, chord, group
+from celeriac.app.request import Request, parse_request
 from celeriac.canvas import maybe_signature
-from celeriac.messages import Message, TaskCall, parse_task
+from celeriac.messages import Message
 from celeriac.result import GroupResult
 
 CAPTURE = Path(__file__).parents[1] / "fixtures" / "celery-wire-capture.txt"
@@ -36,9 +37,9 @@ def app() -> Celery:
     return app
 
 
-def drain(app: Celery) -> list[TaskCall]:
+def drain(app: Celery) -> list[Request]:
     deliveries = app.broker.receive(["celery"], owner="test", limit=10_000, timeout=0)
-    return [parse_task(d.message, None) for d in deliveries]
+    return [parse_request(d.message, None) for d in deliveries]
 
 
 def test_chain_publishes_first_task_with_reversed_chain(app: Celery) -> None:
@@ -109,7 +110,7 @@ def captured(title: str) -> list[Message]:
 
 def test_captured_chain_decodes_into_steps(app: Celery) -> None:
     (msg,) = captured("chain(add.s(1,2), mul.s(3), mul.s(4))")
-    call = parse_task(msg, None)
+    call = parse_request(msg, None)
     steps = [maybe_signature(s, app=app) for s in call.embed["chain"]]
     assert [(s.task, s.args) for s in steps] == [("tasks.mul", (4,)), ("tasks.mul", (3,))]
     assert all(re.fullmatch(r"[0-9a-f-]{36}", s.id or "") for s in steps)
@@ -117,7 +118,7 @@ def test_captured_chain_decodes_into_steps(app: Celery) -> None:
 
 def test_captured_chord_body_decodes(app: Celery) -> None:
     msgs = captured("chord([add.s(1,1), add.s(2,2)], tsum.s())")
-    calls = [parse_task(m, None) for m in msgs]
+    calls = [parse_request(m, None) for m in msgs]
     bodies = [maybe_signature(c.embed["chord"], app=app) for c in calls]
     assert {b.id for b in bodies} == {"1bcefe39-88f7-433e-8518-0f32e79fa04f"}
     assert {c.headers["group"] for c in calls} == {bodies[0].options["group_id"]}

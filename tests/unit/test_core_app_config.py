@@ -18,8 +18,8 @@ import pytest
 import celeriac
 from celeriac import Celery, current_app, shared_task
 from celeriac import config as config_module
+from celeriac.app.request import parse_request
 from celeriac.exceptions import ImproperlyConfigured, NotRegistered
-from celeriac.messages import parse_task
 from celeriac.serialization import accepted_types
 
 
@@ -361,7 +361,7 @@ def test_send_task_by_name_without_the_code(app: Celery) -> None:
                            countdown=0)
     assert result.id and result.task_name == "remote.add"
     [delivery] = app.broker.receive(["math"], owner="t", limit=1, timeout=0)
-    call = parse_task(delivery.message, accepted_types(["json"]))
+    call = parse_request(delivery.message, accepted_types(["json"]))
     assert (call.name, call.id, call.args, call.kwargs) == ("remote.add", result.id, [2, 2],
                                                              {"z": 1})
     assert delivery.message.properties["delivery_info"]["routing_key"] == "math"

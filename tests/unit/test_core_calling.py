@@ -435,13 +435,13 @@ def test_signal_sender_filter_by_task_name(app: Celery, add: Task) -> None:
 
 
 def test_compression_option_and_setting(app: Celery, add: Task) -> None:
-    from celeriac.messages import parse_task
+    from celeriac.app.request import parse_request
     from celeriac.serialization import accepted_types
 
     add.apply_async((1, 2), compression="gzip")
     msg = one(app)
     assert msg.headers["compression"] == "application/x-gzip"
-    assert parse_task(msg, accepted_types(["json"])).args == [1, 2]
+    assert parse_request(msg, accepted_types(["json"])).args == [1, 2]
     app.conf.task_compression = "bzip2"
     add.delay(1, 2)
     assert one(app).headers["compression"] == "application/x-bz2"

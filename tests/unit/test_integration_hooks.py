@@ -93,12 +93,12 @@ def test_admission_check_drops_a_message_without_running_it(app: Celery) -> None
         jobs = [runner.prepare(d, set()) for d in deliveries]
     finally:
         hooks.unregister_admission_check(check)
-    assert [j.call.id for j in jobs if j is not None] == [kept.id]
+    assert [j.request.id for j in jobs if j is not None] == [kept.id]
     assert app.broker.stats("celery").leased == 1  # the dropped one was acknowledged
 
 
 def test_a_failing_admission_check_lets_the_task_run(app: Celery) -> None:
-    from celeriac.messages import parse_task
+    from celeriac.app.request import parse_request as parse_task
 
     add = app.task(lambda x, y: x + y, name="add")
     add.delay(1, 1)

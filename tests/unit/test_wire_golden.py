@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from celeriac import Celery
+from celeriac.app.request import parse_request
 from celeriac.exceptions import ContentDisallowed, DecodeError
-from celeriac.messages import EMPTY_EMBED, Message, parse_task, task_message
+from celeriac.messages import EMPTY_EMBED, Message, task_message
 from celeriac.serialization import JSON, PICKLE, accepted_types, dumps, json_dumps, json_loads
 
 kombu_json = pytest.importorskip("kombu.utils.json")
@@ -71,7 +72,7 @@ def test_capture_holds_all_part_a_messages() -> None:
 def test_decode_captured_message(raw: str, body: list[Any]) -> None:
     env = json.loads(raw)
     message = Message.loads(raw)
-    call = parse_task(message, ACCEPT_JSON)
+    call = parse_request(message, ACCEPT_JSON)
     assert call.name == env["headers"]["task"]
     assert call.id == env["headers"]["id"] == env["properties"]["correlation_id"]
     assert call.args == body[0]
@@ -83,9 +84,9 @@ def test_decode_captured_message(raw: str, body: list[Any]) -> None:
     assert message.priority == env["properties"]["priority"]
     if env["headers"]["eta"]:
         eta = dt.datetime.fromisoformat(env["headers"]["eta"]).timestamp()
-        assert call.eta == pytest.approx(eta)
+        assert call.eta_at == pytest.approx(eta)
     else:
-        assert call.eta is None
+        assert call.eta_at is None
 
 
 @pytest.mark.parametrize(("raw", "body"), CAPTURED, ids=[str(i) for i in range(len(CAPTURED))])
@@ -188,9 +189,9 @@ def _release_delayed(app: Celery) -> list[Any]:
 
 def test_unacked_envelope_from_capture_decodes() -> None:
     [env] = captured_unacked()
-    call = parse_task(Message.from_envelope(env), ACCEPT_JSON)
+    call = parse_request(Message.from_envelope(env), ACCEPT_JSON)
     assert call.name == "tasks.add" and call.args == [3, 4]
-    assert call.eta == pytest.approx(
+    assert call.eta_at == pytest.approx(
         dt.datetime.fromisoformat("2026-11-21T13:42:52.754952+00:00").timestamp())
 
 
@@ -240,7 +241,7 @@ def test_message_body_with_tagged_values_decodes_in_kombu() -> None:
     assert args == [when, Decimal("2.5")]
     assert kwargs == {"u": uuid.UUID(int=7)}
     assert embed == EMPTY_EMBED
-    call = parse_task(message, ACCEPT_JSON)
+    call = parse_request(message, ACCEPT_JSON)
     assert call.args == [when, Decimal("2.5")] and call.kwargs == {"u": uuid.UUID(int=7)}
 
 
@@ -249,7 +250,7 @@ def _pickled(accept: list[str]) -> Any:
     message = task_message("t", "i", [1], {}, serializer="pickle")
     assert message.content_type == PICKLE
     assert message.content_encoding == "binary"
-    return parse_task(Message.loads(message.dumps()), accepted_types(accept))
+    return parse_request(Message.loads(message.dumps()), accepted_types(accept))
 
 
 def test_pickle_refused_by_default() -> None:
@@ -265,7 +266,7 @@ def test_pickle_accepted_when_listed() -> None:
 def test_accept_content_refuses_json_if_not_listed() -> None:
     message = task_message("t", "i", [1])
     with pytest.raises(ContentDisallowed):
-        parse_task(message, accepted_types(["pickle"]))
+        parse_request(message, accepted_types(["pickle"]))
 
 
 def _env(**changes: Any) -> dict[str, Any]:
@@ -302,14 +303,14 @@ MALFORMED = {
 @pytest.mark.parametrize("raw", list(MALFORMED.values()), ids=list(MALFORMED))
 def test_malformed_input_raises_decode_error(raw: str) -> None:
     with pytest.raises((DecodeError, ContentDisallowed)):
-        parse_task(Message.loads(raw), ACCEPT_JSON)
+        parse_request(Message.loads(raw), ACCEPT_JSON)
 
 
 def test_unknown_content_type_is_refused() -> None:
     env = _env()
     env["content-type"] = "application/x-yaml"
     with pytest.raises(ContentDisallowed):
-        parse_task(Message.from_envelope(env), accepted_types(["json", "application/x-yaml"]))
+        parse_request(Message.from_envelope(env), accepted_types(["json", "application/x-yaml"]))
 
 
 def test_minimal_hand_made_message_is_accepted() -> None:
@@ -317,7 +318,7 @@ def test_minimal_hand_made_message_is_accepted() -> None:
     env = {"body": "[[4, 4], {}, {}]", "content-type": JSON, "content-encoding": "utf-8",
            "headers": {"task": "tasks.add", "id": "abc"},
            "properties": {"delivery_tag": "t", "delivery_info": {}}}
-    call = parse_task(Message.from_envelope(env), ACCEPT_JSON)
+    call = parse_request(Message.from_envelope(env), ACCEPT_JSON)
     assert (call.name, call.id, call.args, call.kwargs) == ("tasks.add", "abc", [4, 4], {})
     assert call.embed == EMPTY_EMBED
 
@@ -325,13 +326,13 @@ def test_minimal_hand_made_message_is_accepted() -> None:
 def test_protocol_one_body_is_accepted() -> None:
     payload, ctype, enc = dumps({"task": "tasks.add", "id": "x", "args": [1], "kwargs": {}})
     message = Message({"task": "tasks.add", "id": "x"}, {}, payload, ctype, enc)
-    assert parse_task(message, ACCEPT_JSON).args == [1]
+    assert parse_request(message, ACCEPT_JSON).args == [1]
 
 
 def test_timelimit_header_is_hard_then_soft() -> None:
     message = task_message("t", "i", time_limit=10, soft_time_limit=5)
     assert message.headers["timelimit"] == [10, 5]
-    assert parse_task(message, ACCEPT_JSON).timelimit == (10, 5)
+    assert parse_request(message, ACCEPT_JSON).timelimit == (10, 5)
 
 
 def test_standard_headers_constant_matches_task_message() -> None:
@@ -355,7 +356,7 @@ def test_compressed_message_matches_kombu(method: str) -> None:
     env = {"body": base64.b64encode(theirs).decode(), "content-type": JSON,
            "content-encoding": "utf-8", "headers": {"task": "t", "id": "x", "compression": ctype},
            "properties": {"body_encoding": "base64"}}
-    assert parse_task(Message.from_envelope(env), ACCEPT_JSON).args == [5]
+    assert parse_request(Message.from_envelope(env), ACCEPT_JSON).args == [5]
 
 
 def test_decompression_bomb_and_garbage_are_refused() -> None:
@@ -369,6 +370,6 @@ def test_decompression_bomb_and_garbage_are_refused() -> None:
     message = Message({"task": "t", "id": "i", "compression": "application/x-gzip"}, {},
                       b"not compressed")
     with pytest.raises(DecodeError):
-        parse_task(message, ACCEPT_JSON)
+        parse_request(message, ACCEPT_JSON)
     with pytest.raises(ContentDisallowed):
-        parse_task(message.with_headers(compression="application/x-rar"), ACCEPT_JSON)
+        parse_request(message.with_headers(compression="application/x-rar"), ACCEPT_JSON)

@@ -25,6 +25,7 @@ from ..canvas.maps import chunks as chunks_signature
 from ..canvas.maps import xmap, xstarmap
 from ..canvas.signature import Signature
 from ..exceptions import Ignore, MaxRetriesExceededError, OperationalError, Reject, Retry
+from ..messages import saferepr
 from ..results.meta import store_result
 from ..retry import exponential_backoff
 from . import state as _state
@@ -134,9 +135,15 @@ class Task:
         return not self._stack()
 
     def push_request(self, *args: Any, **kwargs: Any) -> None:
+        """Push a request: a :class:`Context` (the worker's request object, pushed as is)
+        or the mappings/fields to build one from."""
+        if len(args) == 1 and isinstance(args[0], Context) and not kwargs:
+            request = args[0]
+        else:
+            request = Context(*args, **kwargs)
         # immutable updates: asyncio tasks copy the context, and must not share stacks
         stacks = _REQUESTS.get()
-        _REQUESTS.set({**stacks, id(self): (*stacks.get(id(self), ()), Context(*args, **kwargs))})
+        _REQUESTS.set({**stacks, id(self): (*stacks.get(id(self), ()), request)})
 
     def pop_request(self) -> None:
         stacks = _REQUESTS.get()
@@ -242,9 +249,11 @@ class Task:
         if limit is not None and retries > limit:
             if exc is not None:
                 raise exc
-            raise self.MaxRetriesExceededError(
-                f"Can't retry {self.name}[{request.id}] args:{request.args} "
-                f"kwargs:{request.kwargs}", task_args=request.args, task_kwargs=request.kwargs)
+            shown_args = request.argsrepr or saferepr(tuple(request.args or ()))
+            shown_kwargs = request.kwargsrepr or saferepr(dict(request.kwargs or {}))
+            raise self.MaxRetriesExceededError(  # shown as argsrepr/kwargsrepr mask them
+                f"Can't retry {self.name}[{request.id}] args:{shown_args} "
+                f"kwargs:{shown_kwargs}", task_args=request.args, task_kwargs=request.kwargs)
         sig = retry_signature(self, request, args, kwargs, retries, eta, countdown, options)
         ret = Retry(exc=exc, when=eta or countdown, is_eager=bool(request.is_eager), sig=sig)
         if not request.is_eager:  # eager: apply() runs ret.sig itself, as in Celery

@@ -2,17 +2,25 @@
 
 :class:`Tracer` turns a request into an :class:`Outcome` (SUCCESS, FAILURE,
 RETRY, IGNORED, REJECTED), storing states, calling the task's hooks, firing
-signals and following links/chains through :mod:`celeriac.canvas.callbacks`. It is
-split into ``begin`` / ``succeeded`` / ``failed`` steps so the asyncio pool can
-``await`` the task body between them; ``run`` does all three for sync code.
+signals and following links/chains through :mod:`celeriac.canvas.callbacks`. The
+request it runs is one :class:`~celeriac.app.context.Context` (the worker's
+:class:`~celeriac.app.request.Request`, built once per delivery), pushed as
+``task.request`` without copying. One driver, ``begin`` -> body ->
+``ended``: :meth:`Tracer.run` for sync bodies (eager mode and every pool),
+:meth:`Tracer.run_async` for bodies awaited on an event loop.
 An error raised by a task hook (``on_success``...) is logged and sent as
-``task_internal_error``, as Celery does; it does not change the outcome.
+``task_internal_error``, as Celery does; it does not change the outcome. A
+follow-up step that fails after the body ran (a link, the next chain step, the
+chord join) is handed to ``followup_failed`` (the worker records and
+dead-letters it) and never makes the body run again. Log lines show results
+and exceptions cut to the task's ``resultrepr_maxsize``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
 import logging
 import os
@@ -20,16 +28,17 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import signals, states
-from ..canvas.callbacks import after_failure, after_success
+from ..canvas.callbacks import FollowupHandler, after_failure, after_success
 from ..exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from ..results.async_result import EagerResult
 from ..results.meta import build_meta, format_traceback, store_result
 from ..results.store import encode_meta
+from ..utils.log import bounded, bounded_lines
 from . import state as _state
 from .context import Context
 
@@ -37,6 +46,9 @@ if TYPE_CHECKING:
     from .task import Task
 
 logger = logging.getLogger("celeriac.worker.trace")
+
+#: runs a blocking phase off the event loop: ``await offload(fn, *args)``
+Offload = Callable[..., Awaitable[Any]]
 
 
 class ExceptionInfo:
@@ -65,58 +77,108 @@ class Outcome:
 
 
 class Tracer:
-    """Runs one task request through its whole life cycle."""
+    """Runs one task request through its whole life cycle.
 
-    def __init__(self, task: Task, request: dict[str, Any], *, store: bool = True,
+    The driver is :meth:`run` (sync bodies: eager mode and every worker pool)
+    or :meth:`run_async` (``async def`` bodies awaited on an event loop); both
+    are ``begin`` -> body -> :meth:`ended`, so what an ending means (retry,
+    ignore, reject, failure, success, the request unwound) is decided in one
+    place.
+    """
+
+    def __init__(self, task: Task, request: Context, *, store: bool = True,
                  propagate: bool = False, guard: Callable[[], bool] | None = None,
-                 result_sink: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 result_sink: Callable[[str, dict[str, Any]], None] | None = None,
+                 followup_failed: FollowupHandler | None = None) -> None:
         self.task = task
         self.app = task.app
         self.request = request
-        self.store = store and not self._ignores_result()
+        self.store = store and not (request.ignore_result or task.ignore_result)
         self.propagate = propagate
         self.guard = guard
         #: where a plain SUCCESS meta goes instead of an immediate write (worker batching)
         self.result_sink = result_sink
+        #: called when a follow-up step (link, chain, chord, errback) fails after the body
+        #: ran; None (eager mode) lets the error propagate
+        self.followup_failed = followup_failed
         self._token: Any = None
         self._started = 0.0
 
-    def _ignores_result(self) -> bool:
-        if self.request.get("ignore_result"):
-            return True
-        return bool(self.task.ignore_result)
-
     @property
     def task_id(self) -> str:
-        return str(self.request["id"])
+        return str(self.request.id)
+
+    # -- the drivers ----------------------------------------------------------------
+    def run(self, body: Callable[[Context], Any] | None = None) -> Outcome:
+        """Begin, run ``body(request)`` (default: the task, awaiting a coroutine), end."""
+        try:
+            ctx = self.begin()
+            retval = (body or self._call)(ctx)
+        except BaseException as exc:
+            return self.ended(error=exc)
+        return self.ended(retval)
+
+    async def run_async(self, body: Callable[[Context], Awaitable[Any]],
+                        offload: Offload | None = None) -> Outcome:
+        """:meth:`run` for an awaitable body; ``offload(fn, *args)`` runs the blocking
+        phases (state writes, hooks, follow-ups) off the event loop."""
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+
+        async def inline(fn: Callable[..., Any], *args: Any) -> Any:
+            return fn(*args)
+
+        phase = offload or inline
+        try:
+            request = await phase(ctx.run, self.begin)
+            # the body's task runs in a copy of ctx: it sees the request pushed by begin
+            retval: Any = await ctx.run(loop.create_task, _awaited(body(request)))
+        except BaseException as exc:
+            result: Outcome = await phase(ctx.run, self.ended, None, exc)
+            return result
+        result = await phase(ctx.run, self.ended, retval)
+        return result
+
+    def _call(self, ctx: Context) -> Any:
+        result = self.task.run(*ctx.args, **ctx.kwargs)
+        if inspect.isawaitable(result):
+            result = run_coroutine(result, reuse_loop=not ctx.is_eager)
+        return result
 
     # -- phases -----------------------------------------------------------------
     def begin(self) -> Context:
         task, req = self.task, self.request
         self._started = time.monotonic()
         self._token = _state.push_task(task)
-        task.push_request(req, called_directly=False)
-        ctx = task.request
+        task.push_request(req)
         signals.task_prerun.send(sender=task, task_id=self.task_id, task=task,
-                                 args=ctx.args, kwargs=ctx.kwargs)
-        if task.track_started and not req.get("is_eager"):
+                                 args=req.args, kwargs=req.kwargs)
+        if task.track_started and not req.is_eager:
             store_result(self.app, self.task_id,
-                         {"pid": os.getpid(), "hostname": req.get("hostname")},
-                         states.STARTED, request=ctx)
-        task.before_start(self.task_id, ctx.args, ctx.kwargs)
-        return ctx
+                         {"pid": os.getpid(), "hostname": req.hostname},
+                         states.STARTED, request=req)
+        task.before_start(self.task_id, req.args, req.kwargs)
+        return req
 
-    def call(self) -> Any:
-        """Call the task body (sync), applying autoretry_for."""
-        ctx = self.task.request
+    def ended(self, retval: Any = None, error: BaseException | None = None) -> Outcome:
+        """Record how the body ended; the request is unwound whatever happens.
+
+        An exception listed in ``autoretry_for`` becomes a retry; a
+        ``BaseException`` that is not a time limit (shutdown, cancellation)
+        is re-raised after unwinding.
+        """
         try:
-            result = self.task.run(*ctx.args, **ctx.kwargs)
-            if inspect.isawaitable(result):
-                result = run_coroutine(result, reuse_loop=not ctx.is_eager)
-            return result
-        except Exception as exc:
-            self.autoretry(exc)
-            raise
+            if error is None:
+                return self.succeeded(retval)
+            if not isinstance(error, Exception) and not _is_time_limit(error):
+                raise error
+            try:
+                self.autoretry(error)
+            except Exception as retry:
+                return self.failed(retry)
+            return self.failed(error)
+        finally:
+            self._unwind()
 
     def autoretry(self, exc: BaseException) -> None:
         """Turn an exception listed in autoretry_for into a retry (raises Retry)."""
@@ -134,7 +196,7 @@ class Tracer:
         task.retry(exc=exc, **options)
 
     def succeeded(self, retval: Any) -> Outcome:
-        task, ctx = self.task, self.task.request
+        task, ctx = self.task, self.request
         if not self._still_owner():
             return self._finish(Outcome(states.SUCCESS, retval))
         if self.store:
@@ -144,7 +206,7 @@ class Tracer:
                 err = TypeError(f"cannot serialize the result of {task.name}: {exc}")
                 return self.failed(err)
         self._hook(task.on_success, retval, self.task_id, ctx.args, ctx.kwargs)
-        after_success(task, ctx, retval)
+        after_success(task, ctx, retval, self.followup_failed)
         signals.task_success.send(sender=task, result=retval)
         self._hook(task.after_return, states.SUCCESS, retval, self.task_id, ctx.args,
                    ctx.kwargs, None)
@@ -155,12 +217,17 @@ class Tracer:
         delay: no callbacks, chain, chord or group, and no on_success/after_return hook
         (those run after the result is stored and might read it)."""
         if self.result_sink is None or not self._batchable(ctx):
-            store_result(self.app, self.task_id, retval, states.SUCCESS, request=ctx)
+            if not store_result(self.app, self.task_id, retval, states.SUCCESS, request=ctx):
+                self._refused(states.SUCCESS)
             return
         meta = build_meta(self.task_id, retval, states.SUCCESS, request=ctx,
                           extended=bool(self.app.conf.result_extended))
         encode_meta(meta)  # raises TypeError/ValueError now for an unserializable result
         self.result_sink(self.task_id, meta)
+
+    def _refused(self, state: str) -> None:
+        logger.info("Task %s[%s]: %s not stored, the task was revoked (REVOKED stays)",
+                    self.task.name, self.task_id, state)
 
     def _batchable(self, ctx: Context) -> bool:
         return not (ctx.callbacks or ctx.chain or ctx.chord or ctx.group
@@ -177,7 +244,7 @@ class Tracer:
         return self._failure(exc)
 
     def _retried(self, exc: Retry) -> Outcome:
-        task, ctx = self.task, self.task.request
+        task, ctx = self.task, self.request
         reason = exc.exc if isinstance(exc.exc, BaseException) else exc
         einfo = ExceptionInfo(reason)
         if self._still_owner() and not ctx.is_eager:
@@ -185,27 +252,30 @@ class Tracer:
                          traceback=einfo.traceback, request=ctx)
         self._hook(task.on_retry, reason, self.task_id, ctx.args, ctx.kwargs, einfo)
         signals.task_retry.send(sender=task, request=ctx, reason=reason, einfo=einfo)
-        logger.info("Task %s[%s] retry: %s", task.name, self.task_id, exc)
+        logger.info("Task %s[%s] retry: %s", task.name, self.task_id,
+                    bounded(exc, task, str))
         return self._finish(Outcome(states.RETRY, exc, exc, einfo.traceback))
 
     def _failure(self, exc: BaseException) -> Outcome:
-        task, ctx = self.task, self.task.request
+        task, ctx = self.task, self.request
         einfo = ExceptionInfo(exc)
         owner = self._still_owner()
-        if owner and (self.store or task.store_errors_even_if_ignored):
-            store_result(self.app, self.task_id, exc, states.FAILURE,
-                         traceback=einfo.traceback, request=ctx)
+        if owner and (self.store or task.store_errors_even_if_ignored) and not store_result(
+                self.app, self.task_id, exc, states.FAILURE, traceback=einfo.traceback,
+                request=ctx):
+            self._refused(states.FAILURE)
         self._hook(task.on_failure, exc, self.task_id, ctx.args, ctx.kwargs, einfo)
         if owner:
-            after_failure(task, ctx, exc, einfo)
+            after_failure(task, ctx, exc, einfo, self.followup_failed)
         signals.task_failure.send(sender=task, task_id=self.task_id, exception=exc,
                                   args=ctx.args, kwargs=ctx.kwargs, traceback=einfo.tb,
                                   einfo=einfo)
         self._hook(task.after_return, states.FAILURE, exc, self.task_id, ctx.args, ctx.kwargs,
                    einfo)
         if not isinstance(exc, task.throws or ()):
-            logger.error("Task %s[%s] raised unexpected: %r%s", task.name, self.task_id, exc,
-                         "" if ctx.is_eager else "\n" + einfo.traceback)
+            logger.error("Task %s[%s] raised unexpected: %s%s", task.name, self.task_id,
+                         bounded(exc, task),
+                         "" if ctx.is_eager else "\n" + bounded_lines(einfo.traceback, task))
         outcome = self._finish(Outcome(states.FAILURE, exc, exc, einfo.traceback))
         if self.propagate:
             raise exc
@@ -219,9 +289,9 @@ class Tracer:
             logger.exception("Task %s[%s]: %s raised", self.task.name, self.task_id,
                              getattr(hook, "__name__", hook))
             signals.task_internal_error.send(sender=self.task, task_id=self.task_id,
-                                             args=self.task.request.args,
-                                             kwargs=self.task.request.kwargs,
-                                             request=self.task.request, exception=exc,
+                                             args=self.request.args,
+                                             kwargs=self.request.kwargs,
+                                             request=self.request, exception=exc,
                                              traceback=exc.__traceback__, einfo=None)
 
     def _still_owner(self) -> bool:
@@ -230,34 +300,11 @@ class Tracer:
     def _finish(self, outcome: Outcome) -> Outcome:
         task = self.task
         outcome.runtime = time.monotonic() - self._started
-        ctx = task.request
+        ctx = self.request
         signals.task_postrun.send(sender=task, task_id=self.task_id, task=task, args=ctx.args,
                                   kwargs=ctx.kwargs, retval=outcome.retval, state=outcome.state)
-        task.pop_request()
-        if self._token is not None:
-            _state.pop_task(self._token)
-            self._token = None
+        self._unwind()
         return outcome
-
-    def run(self) -> Outcome:
-        """Run begin, the body and the ending for a sync (or awaitable-returning) task."""
-        try:
-            self.begin()
-            retval = self.call()
-        except BaseException as exc:
-            if not isinstance(exc, Exception) and not _is_time_limit(exc):
-                self._unwind()
-                raise
-            return self._settle(self.failed, exc)
-        return self._settle(self.succeeded, retval)
-
-    def _settle(self, step: Callable[[Any], Outcome], value: Any) -> Outcome:
-        """Run an ending step; if it raises (eager propagation, a failed publish of the
-        next chain step), the request stack is still unwound."""
-        try:
-            return step(value)
-        finally:
-            self._unwind()
 
     def _unwind(self) -> None:
         if self._token is not None:
@@ -306,22 +353,22 @@ def apply_eagerly(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *,
     app = task.app
     task_id = task_id or str(uuid.uuid4())
     parent = _state.get_current_task()
-    request = {
-        "id": task_id, "task": task.name, "args": args, "kwargs": kwargs, "retries": retries,
-        "is_eager": True, "callbacks": _as_list(link), "errbacks": _as_list(link_error),
-        "headers": options.get("headers"),
-        "delivery_info": {"is_eager": True, "exchange": None, "routing_key": options.get("queue"),
-                          "priority": options.get("priority"), "redelivered": False},
-        "hostname": options.get("hostname") or socket.gethostname(),
-        "root_id": options.get("root_id") or (parent.request.root_id if parent else None)
+    request = Context(
+        id=task_id, task=task.name, args=args, kwargs=kwargs, retries=retries, is_eager=True,
+        called_directly=False, callbacks=_as_list(link), errbacks=_as_list(link_error),
+        headers=options.get("headers"),
+        delivery_info={"is_eager": True, "exchange": None, "routing_key": options.get("queue"),
+                       "priority": options.get("priority"), "redelivered": False},
+        hostname=options.get("hostname") or socket.gethostname(),
+        root_id=options.get("root_id") or (parent.request.root_id if parent else None)
         or task_id,
-        "parent_id": options.get("parent_id") or (parent.request.id if parent else None),
-        "group": options.get("group_id"), "group_index": options.get("group_index"),
-        "chain": options.get("chain"), "chord": options.get("chord"),
-        "ignore_result": options.get("ignore_result", False),
-        "timelimit": (options.get("time_limit"), options.get("soft_time_limit")),
-        "eta": options.get("eta"), "expires": options.get("expires"),
-    }
+        parent_id=options.get("parent_id") or (parent.request.id if parent else None),
+        group=options.get("group_id"), group_index=options.get("group_index"),
+        chain=options.get("chain"), chord=options.get("chord"),
+        ignore_result=options.get("ignore_result", False),
+        timelimit=(options.get("time_limit"), options.get("soft_time_limit")),
+        eta=options.get("eta"), expires=options.get("expires"),
+        argsrepr=options.get("argsrepr"), kwargsrepr=options.get("kwargsrepr"))
     propagate = app.conf.task_eager_propagates if throw is None else throw
     tracer = Tracer(task, request, store=bool(app.conf.task_store_eager_result),
                     propagate=bool(propagate))

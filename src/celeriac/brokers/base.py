@@ -16,7 +16,11 @@ Contract (checked for every broker by ``tests/contract``):
   whose lease lapsed cannot ack or extend a message another worker now holds.
 * ``ack`` removes for good; ``renew`` extends a lease (heartbeat);
   ``release`` gives a message back without counting a failure, optionally
-  delayed; ``dead_letter`` moves it to the dead-letter store with a reason.
+  delayed (a deliberate requeue), or with ``failed=True`` counting one lost
+  delivery like a lapsed lease (the worker could not settle it), so no
+  message loops; ``dead_letter`` moves it to the dead-letter store with a
+  reason; ``dead_letter_message`` stores a message that was never leased
+  (a follow-up step the worker could not send) straight into it.
 * ``expire_owner`` makes every lease of an owner lapse now (the supervisor
   calls it when a child dies), so redelivery does not wait for the lease.
 * Dead letters can be listed, retried (re-published to their queue with
@@ -47,6 +51,7 @@ UNREGISTERED = "unregistered"
 CONTENT_DISALLOWED = "content_disallowed"
 WORKER_LOST = "worker_lost"
 REJECTED = "rejected"
+FOLLOWUP_FAILED = "followup_failed"
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 
@@ -206,12 +211,17 @@ class Broker(abc.ABC):
         """Extend leases by ``seconds`` (default ``lease_seconds``); False where lost."""
 
     @abc.abstractmethod
-    def release(self, delivery: Delivery, *, not_before: float | None = None) -> bool:
-        """Give back without counting a failure; False if the lease was already lost."""
+    def release(self, delivery: Delivery, *, not_before: float | None = None,
+                failed: bool = False) -> bool:
+        """Give back (``failed``: counting one lost delivery); False if the lease was lost."""
 
     @abc.abstractmethod
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
         """Move to the dead-letter store with ``reason``; False if the lease was lost."""
+
+    @abc.abstractmethod
+    def dead_letter_message(self, message: Message, queue: str, reason: str) -> str:
+        """Store ``message`` (never leased) in ``queue``'s dead-letter store; return its id."""
 
     @abc.abstractmethod
     def expire_owner(self, owner: str) -> int:

@@ -10,11 +10,13 @@ chord's join (:mod:`celeriac.canvas.join`). ``Task.replace`` lives here too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..app.context import Context
+from ..app.request import parse_request
 from ..exceptions import Ignore
-from ..messages import parse_task
 from ..results.meta import store_result
 from ..states import FAILURE
 from .errbacks import call_errbacks, lineage, signatures
@@ -25,23 +27,54 @@ if TYPE_CHECKING:
     from ..app.task import Task
 
 
-def after_success(task: Task, ctx: Context, retval: Any) -> None:
+#: ``handler(what, step, error, args, options)``: a follow-up step (``what`` = "link",
+#: "chain", "chord", "errback"; ``step`` its signature as stored) could not be sent after
+#: the body ran; ``args``/``options`` are what it was being sent with
+FollowupHandler = Callable[..., None]
+
+
+def _guarded(failed: FollowupHandler | None, what: str, step: Any, call: Callable[[], Any],
+             args: tuple[Any, ...] = (), options: dict[str, Any] | None = None) -> None:
+    """Run one follow-up; its error goes to ``failed`` (the worker) or propagates (eager)."""
+    if failed is None:
+        call()
+        return
+    try:
+        call()
+    except Exception as exc:
+        failed(what, step, exc, args, options or {})
+
+
+def after_success(task: Task, ctx: Context, retval: Any,
+                  failed: FollowupHandler | None = None) -> None:
+    """Apply the links, the next chain step and count a chord member; each one on its own,
+    so one that cannot be sent does not stop the others."""
     app = task.app
     for callback in signatures(app, ctx.callbacks):
-        callback.apply_async((retval,), **lineage(ctx))
+        _guarded(failed, "link", callback, partial(callback.apply_async, (retval,),
+                                                   **lineage(ctx)), (retval,), lineage(ctx))
     chain = list(ctx.chain or [])
     if chain:
-        step = maybe_signature(chain.pop(), app=app, clone=True)
-        if step is not None:
-            step.apply_async((retval,), chain=chain or None, **lineage(ctx))
+        raw = chain.pop()
+        options = {"chain": chain or None, **lineage(ctx)}
+
+        def next_step() -> None:
+            step = maybe_signature(raw, app=app, clone=True)
+            if step is not None:
+                step.apply_async((retval,), **options)
+
+        _guarded(failed, "chain", raw, next_step, (retval,), options)
     if ctx.chord:
-        on_header_done(task, ctx, retval, failed=False)
+        _guarded(failed, "chord", ctx.chord,
+                 lambda: on_header_done(task, ctx, retval, failed=False))
 
 
-def after_failure(task: Task, ctx: Context, exc: BaseException, einfo: Any) -> None:
-    call_errbacks(task.app, ctx, exc, einfo)
+def after_failure(task: Task, ctx: Context, exc: BaseException, einfo: Any,
+                  failed: FollowupHandler | None = None) -> None:
+    _guarded(failed, "errback", ctx.errbacks, lambda: call_errbacks(task.app, ctx, exc, einfo))
     if ctx.chord:
-        on_header_done(task, ctx, exc, failed=True)
+        _guarded(failed, "chord", ctx.chord,
+                 lambda: on_header_done(task, ctx, exc, failed=True))
 
 
 def replace(task: Task, sig: Any) -> None:
@@ -73,15 +106,10 @@ def fail_outside_tracer(app: Any, message: Any, exc: BaseException) -> None:
         return
     store_result(app, task_id, exc, FAILURE)
     try:
-        call = parse_task(message, None)
+        ctx = parse_request(message)
     except Exception:
         return  # nothing more to follow in a message we cannot decode
-    headers = call.headers
-    ctx = Context(id=call.id, task=call.name, args=call.args, kwargs=call.kwargs,
-                  group=headers.get("group"), group_index=headers.get("group_index"),
-                  chord=call.embed.get("chord"), errbacks=call.embed.get("errbacks"),
-                  root_id=headers.get("root_id"), parent_id=headers.get("parent_id"),
-                  headers=headers, delivery_info={"redelivered": True}, called_directly=False)
+    ctx.update(delivery_info={**ctx.delivery_info, "redelivered": True})
     call_errbacks(app, ctx, exc, None)
     if ctx.chord:
         join_member(app, ctx, exc, failed=True)

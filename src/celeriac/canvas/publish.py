@@ -13,13 +13,12 @@ only the id, ``group_index``, ``root_id``, args/kwargs (body and reprs),
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from .. import serialization, signals
 from ..app.publish import _task_defaults, build_message, publish_items
 from ..brokers.base import Publish
-from ..messages import Message, saferepr
+from ..messages import Message, saferepr, task_properties
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -38,6 +37,7 @@ class _Template:
         self.serializer = serializer
         self.embed = serialization.loads(message.body, message.content_type, None)[2]
         self.default_root = message.headers.get("root_id") == message.headers.get("id")
+        self.routing_key = message.properties["delivery_info"]["routing_key"]
 
     def matches(self, name: str, rest: dict[str, Any]) -> bool:
         return name == self.name and rest == self.rest
@@ -51,8 +51,9 @@ class _Template:
                    "argsrepr": saferepr(tuple(args)), "kwargsrepr": saferepr(kwargs)}
         if self.default_root:
             headers["root_id"] = task_id
-        props = {**base.properties, "correlation_id": task_id,
-                 "delivery_tag": str(uuid.uuid4())}
+        props = task_properties(task_id, reply_to=base.properties.get("reply_to"),
+                                queue=self.routing_key, priority=base.properties.get("priority"),
+                                expiration=base.properties.get("expiration"))
         return Publish(Message(headers, props, body, content_type, encoding), self.queue,
                        self.not_before, self.priority)
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import builtins
 import sys
 import traceback as tb_module
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions as exc_module_ours
 from .. import serialization, states
-from ..exceptions import RemoteTaskError
+from ..exceptions import DecodeError, RemoteTaskError
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -122,7 +123,8 @@ def encode_result(result: Any, state: str) -> Any:
 
 
 def build_meta(task_id: str, result: Any, state: str, *, traceback: str | None = None,
-               request: Any = None, extended: bool = False) -> dict[str, Any]:
+               request: Any = None, extended: bool = False,
+               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "status": state,
         "result": encode_result(result, state),
@@ -140,24 +142,36 @@ def build_meta(task_id: str, result: Any, state: str, *, traceback: str | None =
             meta.update({"name": request.task, "args": list(request.args or ()),
                          "kwargs": dict(request.kwargs or {}), "worker": request.hostname,
                          "retries": request.retries, "queue": info.get("routing_key")})
+    if extra:
+        meta.update(extra)
     meta["task_id"] = task_id
     return meta
 
 
 def store_result(app: Celery, task_id: str, result: Any, state: str, *,
-                 traceback: str | None = None, request: Any = None, **kwargs: Any) -> None:
-    """Store a task state in the app's result store (no-op when results are disabled)."""
+                 traceback: str | None = None, request: Any = None,
+                 extra: Mapping[str, Any] | None = None, **kwargs: Any) -> bool:
+    """Store a task state in the app's result store; False when it was not written.
+
+    Not written: results are disabled, the task already succeeded (as Celery:
+    a redelivery or a late revoke never overwrites a success), or it was
+    revoked (the store refuses any write over ``REVOKED``, atomically).
+    ``extra`` adds keys to the meta (the revocation's ``terminate`` signal).
+    """
     backend = app.backend
     if backend is None:
-        return
+        return False
     if state != states.SUCCESS and _already_succeeded(backend, task_id):
-        return  # as Celery: never overwrite a success (a redelivery, a late revoke)
+        return False
     meta = build_meta(task_id, result, state, traceback=traceback, request=request,
-                      extended=bool(app.conf.result_extended))
+                      extended=bool(app.conf.result_extended), extra=extra)
     expires = app.result_expires_for(state)
-    backend.set(task_id, meta, expires=expires)
+    return backend.set(task_id, meta, expires=expires) is not False
 
 
 def _already_succeeded(backend: Any, task_id: str) -> bool:
-    current = backend.get(task_id)
+    try:
+        current = backend.get(task_id)
+    except DecodeError:
+        return False  # a malformed meta is replaced
     return bool(current) and current.get("status") == states.SUCCESS

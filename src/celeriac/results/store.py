@@ -14,6 +14,17 @@ stored the same way under the group id.
 Subclasses implement ``_get_raw``/``_set_raw``/``_delete_raw`` (and the group
 twins); ``wait`` polls with a short backoff unless a store overrides it with
 a push mechanism (Redis pub/sub).
+
+**The REVOKED rule.** A task meta is never written over a stored ``REVOKED``
+one (unless the new meta is ``REVOKED`` too): a revoked task stays revoked
+even when a worker that was already running it finishes later. Every store
+makes the check and the write one atomic step (:meth:`ResultStore._write_metas`:
+Redis Lua, a conditional SQLite upsert, a lock); ``set``/``set_many`` report
+what was written.
+
+Reading: :func:`decode_task_meta` checks what it reads and raises
+:class:`~celeriac.exceptions.ResultDecodeError` naming the task for anything
+that is not Celery's meta.
 """
 
 from __future__ import annotations
@@ -21,9 +32,11 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, ClassVar
 
 from .. import serialization, states
+from ..exceptions import ResultDecodeError
 
 
 def encode_meta(meta: Mapping[str, Any]) -> str:
@@ -35,6 +48,50 @@ def decode_meta(raw: str | bytes | None) -> dict[str, Any] | None:
         return None
     value = serialization.json_loads(raw)
     return value if isinstance(value, dict) else None
+
+
+#: meta key -> (types allowed, what to say)
+_META_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "status": ((str,), "a state name"),
+    "traceback": ((str, type(None)), "text or null"),
+    "children": ((list, type(None)), "a list or null"),
+    "date_done": ((str, type(None)), "an ISO 8601 date-time or null"),
+}
+
+
+def decode_task_meta(task_id: str, raw: str | bytes | None) -> dict[str, Any] | None:
+    """A task's stored meta, checked; ResultDecodeError (naming the task) if malformed."""
+    if raw is None:
+        return None
+    try:
+        value = serialization.json_loads(raw)
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise ResultDecodeError(task_id, f"not JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise ResultDecodeError(task_id, f"expected an object, got {type(value).__name__}")
+    if "status" not in value:
+        raise ResultDecodeError(task_id, "no status")
+    for key, (types, expected) in _META_FIELDS.items():
+        if key in value and not isinstance(value[key], types):
+            raise ResultDecodeError(task_id, f"{key}: expected {expected}, "
+                                             f"got {value[key]!r:.80}")
+    if isinstance(value.get("date_done"), str):
+        try:
+            datetime.fromisoformat(value["date_done"])
+        except ValueError as exc:
+            raise ResultDecodeError(task_id, f"date_done: {exc}") from exc
+    return value
+
+
+def is_revoked(raw: str | bytes | None) -> bool:
+    """True when ``raw`` is a live meta whose status is REVOKED (a malformed one is not)."""
+    if raw is None:
+        return False
+    try:
+        value = serialization.json_loads(raw)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return False
+    return isinstance(value, dict) and value.get("status") == states.REVOKED
 
 
 def expiry_time(expires: float | None, now: float) -> float | None:
@@ -89,26 +146,44 @@ class ResultStore(abc.ABC):
     def group_key(self, group_id: str) -> str:
         return f"celery-taskset-meta-{group_id}"
 
-    def set(self, task_id: str, meta: Mapping[str, Any], *, expires: float | None = -1) -> None:
-        """Store ``meta`` for ``task_id``; ``expires=-1`` means the store default."""
-        self._set_raw(self.task_key(task_id), encode_meta(meta),
-                      self.expires if expires == -1 else expires)
+    def set(self, task_id: str, meta: Mapping[str, Any], *, expires: float | None = -1) -> bool:
+        """Store ``meta`` for ``task_id`` (``expires=-1``: the store default); False when
+        refused by the REVOKED rule."""
+        return self.set_many([(task_id, meta)], expires=expires)[0]
 
     def set_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], *,
-                 expires: float | None = -1) -> None:
-        """Store several ``(task_id, meta)`` pairs; stores override this to batch."""
-        for task_id, meta in items:
-            self.set(task_id, meta, expires=expires)
+                 expires: float | None = -1) -> list[bool]:
+        """Store several ``(task_id, meta)`` pairs under the REVOKED rule; per pair, whether
+        it was written."""
+        rows = [(self.task_key(tid), encode_meta(meta), meta.get("status") != states.REVOKED)
+                for tid, meta in items]
+        if not rows:
+            return []
+        return self._write_metas(rows, self.expires if expires == -1 else expires)
+
+    def _write_metas(self, rows: list[tuple[str, str, bool]],
+                     expires: float | None) -> list[bool]:
+        """Write ``(key, value, guarded)`` rows; a guarded row is refused over a live
+        REVOKED meta. Stores override this to check and write atomically; this default
+        (read, then write) is for stores without a way to."""
+        written = []
+        for key, value, guarded in rows:
+            if guarded and is_revoked(self._get_raw(key)):
+                written.append(False)
+                continue
+            self._set_raw(key, value, expires)
+            written.append(True)
+        return written
 
     def get(self, task_id: str) -> dict[str, Any] | None:
-        return decode_meta(self._get_raw(self.task_key(task_id)))
+        return decode_task_meta(task_id, self._get_raw(self.task_key(task_id)))
 
     def get_many(self, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         ids = list(task_ids)
         raws = self._get_many_raw([self.task_key(i) for i in ids])
         out: dict[str, dict[str, Any]] = {}
         for task_id, raw in zip(ids, raws, strict=True):
-            meta = decode_meta(raw)
+            meta = decode_task_meta(task_id, raw)
             if meta is not None:
                 out[task_id] = meta
         return out

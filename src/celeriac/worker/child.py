@@ -8,10 +8,16 @@ a hard time limit the child also sends its :class:`~celeriac.brokers.base.Delive
 over a pipe, so the supervisor can record ``TimeLimitExceeded`` and
 acknowledge the message after killing the child.
 
+The child tells the supervisor what it holds and drops over its pipe
+(:class:`~celeriac.worker.leases.SupervisorRenewal`): the supervisor renews
+its leases, so a task holding the child's GIL cannot lose them.
+
 Signals in a child: SIGTERM = warm (finish the running task, give back what
 was fetched, exit 0), SIGQUIT = cold (abort now, give everything back, exit
 0). SIGINT and SIGHUP are ignored: the supervisor coordinates (a terminal's
-Ctrl-C reaches the whole process group).
+Ctrl-C reaches the whole process group). When the supervisor terminates a
+revoked task it sets ``terminating`` in the slot first: then any signal kills
+the child as it would a process without handlers.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from .. import signals
 from .consumer import Consumer
 from .job import Job, Monitor
+from .leases import SupervisorRenewal
 from .limits import AlarmLimits
 from .pools import SoloPool
 
@@ -55,6 +62,8 @@ class Slot(ctypes.Structure):
         ("processed", ctypes.c_longlong),
         ("progress", ctypes.c_double),    # wall time of the last receive or finished task
         ("exiting", ctypes.c_int),        # 1: the child decided to exit (recycling)
+        ("ready", ctypes.c_int),          # 1: the consumer started (not a start-up crash)
+        ("terminating", ctypes.c_int),    # 1: a revoke(terminate) signal is coming: die by it
     ]
 
 
@@ -91,8 +100,8 @@ def rss_kib() -> int:
 class ChildMonitor(Monitor):
     """Writes the child's state into its slot; decides when the child recycles itself."""
 
-    def __init__(self, slot: Slot, conn: Connection, spec: ChildSpec) -> None:
-        self.slot, self.conn, self.spec = slot, conn, spec
+    def __init__(self, slot: Slot, renewal: SupervisorRenewal, spec: ChildSpec) -> None:
+        self.slot, self.renewal, self.spec = slot, renewal, spec
         self.consumer: Consumer | None = None
 
     def received(self, count: int) -> None:
@@ -104,11 +113,11 @@ class ChildMonitor(Monitor):
 
     def task_started(self, job: Job, hard: float | None) -> None:
         slot = self.slot
-        slot.task_id = (job.call.id or "").encode()[:63]
+        slot.task_id = job.id.encode()[:63]
         slot.hard = hard or 0.0
         slot.acks_early = not job.task.acks_late
         if hard:
-            self.conn.send(("hard", job.call.id, job.call.name, job.delivery))
+            self.renewal.send(("hard", job.id, job.name, job.delivery))
         slot.started = time.time()
 
     def task_finished(self, job: Job) -> None:
@@ -162,17 +171,19 @@ def _die_with_supervisor(spec: ChildSpec) -> None:
 def child_main(spec: ChildSpec, slot: Slot, conn: Connection) -> None:
     """Entry point of a child process."""
     app = load_app(spec)
-    monitor = ChildMonitor(slot, conn, spec)
+    renewal = SupervisorRenewal(conn)
+    monitor = ChildMonitor(slot, renewal, spec)
     pool = SoloPool()
     consumer = Consumer(app, spec.queues, pool, hostname=spec.hostname, prefetch=spec.prefetch,
                         owner=spec.owner, limits=AlarmLimits(), hard_in_process=False,
-                        monitor=monitor)
+                        monitor=monitor, renewal=renewal)
     monitor.consumer = consumer
-    _install_signals(consumer)
+    _install_signals(consumer, slot)
     _die_with_supervisor(spec)
     signals.worker_process_init.send(sender=None)
     code = 0
     try:
+        slot.ready = 1
         consumer.run()
     except ColdShutdown:
         pass
@@ -190,16 +201,32 @@ def child_main(spec: ChildSpec, slot: Slot, conn: Connection) -> None:
         os._exit(code)  # skip interpreter teardown: leases are given back, nothing to join
 
 
-def _install_signals(consumer: Consumer) -> None:
+def _die_by(signum: int) -> None:
+    """revoke(terminate=True) sent ``signum``: die by it as a process without handlers
+    would (the supervisor acknowledges the task and starts a replacement)."""
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # a signal whose default is to be ignored
+
+
+def _install_signals(consumer: Consumer, slot: Slot) -> None:
     def warm(signum: int, frame: Any) -> None:
+        if slot.terminating:
+            _die_by(signum)
         consumer.stop()
 
     def cold(signum: int, frame: Any) -> None:
+        if slot.terminating:
+            _die_by(signum)
         consumer.stop()
         raise ColdShutdown()
 
+    def ignored(signum: int, frame: Any) -> None:
+        if slot.terminating:
+            _die_by(signum)
+
     signal.signal(signal.SIGTERM, warm)
     signal.signal(signal.SIGQUIT, cold)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    for name in ("SIGINT", "SIGHUP"):
+        signal.signal(getattr(signal, name), ignored)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)

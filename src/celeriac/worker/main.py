@@ -24,8 +24,10 @@ from ..version import __version__
 from .consumer import Consumer, default_hostname
 from .health import NodeHealth
 from .job import Job, Monitor
+from .leases import Renewal
 from .pools import make_pool
-from .supervisor import run_pool_worker
+from .renewer import ProcessRenewal
+from .supervisor import Supervisor
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -95,6 +97,7 @@ class Worker:
         self.setup_logs = setup_logs
         self.options = options
         self.consumer: Consumer | None = None
+        self.supervisor: Supervisor | None = None
         self._signals = 0
         self._stop = threading.Event()
         self._beat_stop = threading.Event()
@@ -107,13 +110,35 @@ class Worker:
         app.finalize()
         signals.worker_init.send(sender=self)
         self.check_broker()
-        if self.pool_name in ("prefork", "asyncio"):
+        if self.pool_name == "prefork" and self._in_process_broker():
+            logger.warning("The memory broker lives in one process: using the threads pool "
+                           "instead of prefork")
+            self.pool_name = "threads"
+        if self.pool_name == "prefork":
             self._start_beat()
             try:
-                return run_pool_worker(self)
+                self.supervisor = Supervisor(self)
+                return self.supervisor.run()
             finally:
                 self._beat_stop.set()
         return self._run_in_process()
+
+    def _in_process_broker(self) -> bool:
+        return self.app.broker_url.split(":", 1)[0] == "memory"
+
+    def revoke(self, ids: list[str], *, terminate: bool = False, signal: Any = None) -> None:
+        """The worker-side entry point of revocation: never start ``ids`` here, and with
+        ``terminate`` stop those running with ``signal`` (default SIGTERM; prefork: the
+        child is signalled and replaced; asyncio: the task is cancelled; threads/solo:
+        a warning, the task runs to its end). ``app.control.revoke`` stores the
+        revocation for every worker; a remote-control channel calls this directly in
+        the worker's main process. Prefork children learn of revocations that are not
+        terminations from the result store (checked before every start), so a channel
+        should store them too, as ``app.control.revoke`` does."""
+        if self.supervisor is not None:
+            self.supervisor.revoke(ids, terminate=terminate, signal=signal)
+        elif self.consumer is not None:
+            self.consumer.revoke(ids, terminate=terminate, signal=signal)
 
     def check_broker(self) -> None:
         """Fail at start-up, naming the broker, when it cannot be reached."""
@@ -135,11 +160,23 @@ class Worker:
                 f"- pool: {self.pool_name} (concurrency {self.concurrency})\n"
                 f"- queues: {', '.join(self.queues)}\n[tasks]\n{tasks}")
 
+    def _renewal(self) -> Renewal | None:
+        """Leases renewed by a separate process (a task holding the GIL cannot stop it),
+        started now; the in-process memory broker renews from a thread (None)."""
+        if self._in_process_broker():
+            return None
+        conf = self.app.conf
+        lease = float(conf.worker_lease_seconds)
+        renewal = ProcessRenewal(self.app, float(conf.worker_heartbeat_interval or lease / 3))
+        renewal.launch()
+        return renewal
+
     def _run_in_process(self) -> int:
         pool = make_pool(self.pool_name, self.concurrency)
         progress = ProgressMonitor()
         self.consumer = Consumer(self.app, self.queues, pool, hostname=self.hostname,
-                                 prefetch=self.prefetch, monitor=progress)
+                                 prefetch=self.prefetch, monitor=progress,
+                                 renewal=self._renewal())
         health = NodeHealth(self.app, self.hostname, pool=self.pool_name,
                             concurrency=pool.concurrency, queues=self.queues,
                             liveness_file=self.options.get("liveness_file"))
@@ -174,6 +211,7 @@ class Worker:
         grace = float(self.app.conf.worker_soft_shutdown_timeout or 0)
         if self._signals < 2 and not pool.join(grace):
             logger.warning("Tasks still running after %.0fs: giving them back", grace)
+        pool.cancel(5.0)  # asyncio: cancelled tasks give their messages back themselves
         given_back = self.consumer.release_running()
         if given_back:
             logger.warning("Released %d running task(s) back to the queue", given_back)
@@ -205,10 +243,16 @@ class Worker:
             logger.warning("worker: Cold shutdown (%s)", signal.Signals(signum).name)
             self.stop(cold=True)
 
+        def hup(signum: int, frame: Any) -> None:
+            logger.warning("SIGHUP ignored by the %s pool (no child processes to restart)",
+                           self.pool_name)
+
         signal.signal(signal.SIGTERM, warm)
         signal.signal(signal.SIGINT, warm)
         if hasattr(signal, "SIGQUIT"):
             signal.signal(signal.SIGQUIT, cold)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, hup)
 
 
 def _version() -> str:

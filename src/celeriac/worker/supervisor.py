@@ -10,10 +10,20 @@ connection under a lease ``owner`` id the supervisor chose. The supervisor:
   after ``worker_max_redeliveries``), records ``WorkerLostError`` for a task
   that was acknowledged before running (``acks_late=False``), and starts a
   replacement;
+* renews the leases of every child in one batched call per heartbeat
+  (:class:`~celeriac.worker.renewer.Renewer`; children tell it what they hold
+  over their pipes, read every tick), so a task holding its child's GIL cannot
+  lose its lease; a stopped (``SIGSTOP``) child is not renewed and gets fenced;
 * enforces hard time limits: SIGKILL when a task runs past its limit, then
   stores ``FAILURE``/``TimeLimitExceeded`` and acknowledges the message (it
   ran; it is not redelivered); children recycled by ``max_tasks_per_child`` /
   ``max_memory_per_child`` exit cleanly and are replaced;
+* terminates revoked tasks (``revoke(terminate=True, signal=...)``, polled
+  every second for the tasks children run, or :meth:`Supervisor.revoke`):
+  the child is signalled, dies, its message is acknowledged (the task stays
+  ``REVOKED``) and it is replaced;
+* backs off restarting only when children crash before they are ready (an
+  import error...), never for children killed from outside;
 * grows and shrinks children with ``--autoscale=max,min`` (queue depth and
   busy children), publishes the node heartbeat and touches the liveness file;
 * signals: SIGTERM/SIGINT warm, again or SIGQUIT cold, SIGHUP restarts
@@ -27,22 +37,28 @@ import multiprocessing
 import os
 import signal
 import socket
-import sys
 import time
 import uuid
-from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
-from .. import signals, states
-from ..brokers.base import Delivery
-from ..canvas.callbacks import fail_outside_tracer
-from ..exceptions import TimeLimitExceeded, WorkerLostError
-from ..results.meta import store_result
-from .aio import run_asyncio_worker
+from .. import signals
+from ..app.control import signal_number
 from .autoscale import Autoscaler, parse_autoscale
 from .child import SPAWN_CONF_PREFIXES, ChildSpec, Slot, child_main
+from .children import (
+    Child,
+    app_ref,
+    crashed,
+    describe,
+    kill,
+    record_lost,
+    record_time_limit,
+    settle_terminated,
+)
 from .health import NodeHealth
+from .renewer import Renewer
+from .revocation import Revocations
 
 if TYPE_CHECKING:
     from .main import Worker
@@ -51,32 +67,6 @@ logger = logging.getLogger("celeriac.worker")
 
 COLD_KILL_AFTER = 5.0   # seconds a child gets to give back its messages on a cold stop
 TICK = 0.1
-
-
-def run_pool_worker(worker: Worker) -> int:
-    """Run ``worker`` with a process pool (prefork) or an event loop (asyncio)."""
-    if worker.pool_name == "asyncio":
-        return run_asyncio_worker(worker)
-    if worker.app.broker_url.split(":", 1)[0] == "memory":
-        logger.warning("The memory broker lives in one process: using the threads pool "
-                       "instead of prefork")
-        worker.pool_name = "threads"
-        return worker._run_in_process()
-    return Supervisor(worker).run()
-
-
-@dataclass
-class Child:
-    """The supervisor's view of one child process."""
-
-    process: Any
-    slot: Slot
-    conn: Connection
-    owner: str
-    hard: tuple[str, str, Delivery] | None = None   # (task id, name, delivery) of a limited task
-    killed_for_limit: bool = False
-    retiring: bool = False           # asked to stop: do not replace (autoscale down)
-    started_at: float = 0.0
 
 
 class Supervisor:
@@ -103,6 +93,10 @@ class Supervisor:
         self.health = NodeHealth(self.app, worker.hostname, pool="prefork",
                                  concurrency=self.target, queues=worker.queues,
                                  liveness_file=worker.options.get("liveness_file"))
+        lease = float(conf.worker_lease_seconds)
+        self.renewer = Renewer(self.app.broker, float(conf.worker_heartbeat_interval
+                                                      or lease / 3))
+        self.revocations = Revocations(self.app)
         self._wake_r, self._wake_w = socket.socketpair()
         self._pending: list[int] = []
         self._quick_deaths = 0
@@ -124,17 +118,21 @@ class Supervisor:
         return 0
 
     def _tick(self) -> None:
+        # children's pipes are read every tick, not waited on: a lease update per task
+        # must not wake the supervisor (the pipe buffers a tick's worth many times over)
         handles: list[Any] = [self._wake_r]
-        for child in self.children.values():
-            handles += [child.conn, child.process.sentinel]
+        handles += [child.process.sentinel for child in self.children.values()]
         for ready in wait(handles, timeout=TICK):
             if ready is self._wake_r:
                 self._wake_r.recv(4096)
-        self._handle_signals()
         self._read_messages()
+        self._handle_signals()
         self._reap()
+        if self.renewer.due():
+            self.renewer.renew()
         now = time.time()
         self._enforce_limits(now)
+        self._watch_revoked()
         self._shutdown_step(now)
         if self.state == "running":
             self._scale()
@@ -152,7 +150,7 @@ class Supervisor:
         if self.mp.get_start_method() == "fork":
             spec.app = self.app
         else:
-            spec.app_ref = _app_ref(self.app)
+            spec.app_ref = app_ref(self.app)
             spec.conf = {k: v for k, v in conf.items() if k.startswith(SPAWN_CONF_PREFIXES)}
         return spec
 
@@ -177,9 +175,11 @@ class Supervisor:
         while len(self._active()) < self.target:
             self._start_child()
 
-    def _note_exit(self, child: Child, clean: bool) -> None:
-        """Back off (up to 10 s) when children keep dying right after they start."""
-        if clean or child.slot.processed or time.monotonic() - child.started_at > 2.0:
+    def _note_exit(self, child: Child, code: int | None) -> None:
+        """Back off (up to 10 s) when children keep crashing before they are ready (an
+        import error, a crash at start-up); a child killed from outside is just replaced."""
+        if child.slot.ready or not crashed(code) or child.killed_for_limit \
+                or child.terminated is not None:
             self._quick_deaths = 0
             return
         self._quick_deaths += 1
@@ -189,13 +189,19 @@ class Supervisor:
 
     def _read_messages(self) -> None:
         for child in list(self.children.values()):
-            try:
-                while child.conn.poll():
-                    message = child.conn.recv()
-                    if message[0] == "hard":
-                        child.hard = (message[1], message[2], message[3])
-            except (EOFError, OSError):
-                continue
+            self._read_messages_of(child)
+
+    def _read_messages_of(self, child: Child) -> None:
+        """What a child told us: a hard-limited task's delivery, leases held and dropped."""
+        try:
+            while child.conn.poll():
+                message = child.conn.recv()
+                if message[0] == "hard":
+                    child.hard = (message[1], message[2], message[3])
+                else:
+                    self.renewer.apply(child.process.pid, message)
+        except (EOFError, OSError):
+            return
 
     def _reap(self) -> None:
         for pid, child in list(self.children.items()):
@@ -209,25 +215,21 @@ class Supervisor:
         slot = child.slot
         self.processed_by_gone += slot.processed
         self.health.progress(slot.progress)
+        self._read_messages_of(child)
+        held = self.renewer.forget(pid)
         if child.killed_for_limit:
-            self._record_time_limit(child)
+            record_time_limit(self.app, child)
+        elif child.terminated is not None:
+            settle_terminated(self.app, child, held, code)
         elif code != 0:
             released = self.app.broker.expire_owner(child.owner)
             logger.error("Process %s pid %d exited with %s; %d message(s) made available "
-                         "for redelivery now", child.process.name, pid, _describe(code),
+                         "for redelivery now", child.process.name, pid, describe(code),
                          released)
             if slot.started and slot.acks_early:
-                self._record_lost(slot.task_id.decode(), code)
-        self._note_exit(child, code == 0 or child.killed_for_limit)
+                record_lost(self.app, slot.task_id.decode(), code)
+        self._note_exit(child, code)
         child.conn.close()
-
-    def _record_lost(self, task_id: str, code: int | None) -> None:
-        exc = WorkerLostError(f"Worker exited prematurely: {_describe(code)} "
-                              f"Job: {task_id}.")
-        try:
-            store_result(self.app, task_id, exc, states.FAILURE)
-        except Exception:
-            logger.exception("Could not store WorkerLostError for %s", task_id)
 
     # -- hard time limits ----------------------------------------------------------------
     def _enforce_limits(self, now: float) -> None:
@@ -244,22 +246,38 @@ class Supervisor:
             logger.error("Hard time limit (%ss) exceeded for %s[%s]: killing child %d",
                          hard, child.hard[1], task_id, child.process.pid)
             child.killed_for_limit = True
-            _kill(child.process.pid, signal.SIGKILL)
+            kill(child.process.pid, signal.SIGKILL)
 
-    def _record_time_limit(self, child: Child) -> None:
-        assert child.hard is not None
-        task_id, _name, delivery = child.hard
-        hard = child.slot.hard
-        try:
-            fail_outside_tracer(self.app, delivery.message, TimeLimitExceeded(hard))
-        except Exception:
-            logger.exception("Could not record TimeLimitExceeded for %s", task_id)
-        broker = self.app.broker
-        broker.ack([delivery])  # it ran to its limit: not redelivered
-        others = broker.expire_owner(child.owner)
-        if others:
-            logger.warning("%d prefetched message(s) of the killed child made available",
-                           others)
+    # -- revocation ----------------------------------------------------------------------
+    def revoke(self, ids: list[str], *, terminate: bool = False, signal: Any = None) -> None:
+        """Revoke ``ids`` on this node; with ``terminate``, signal the children running them
+        (the worker-side entry point, see :meth:`~celeriac.worker.main.Worker.revoke`)."""
+        self.revocations.note(ids, terminate, signal)
+        if terminate:
+            wanted = set(ids)
+            signum = signal_number(signal)
+            for child in list(self.children.values()):
+                task_id = child.slot.task_id.decode()
+                if child.slot.started and task_id in wanted:
+                    self._terminate(child, task_id, signum)
+
+    def _watch_revoked(self) -> None:
+        """Every second while children run tasks: terminate those revoked with terminate."""
+        busy = {c.slot.task_id.decode(): c for c in self.children.values()
+                if c.slot.started and c.terminated is None and not c.killed_for_limit}
+        if not busy or not self.revocations.poll_due():
+            return
+        for task_id, signum in self.revocations.terminations(list(busy)).items():
+            self._terminate(busy[task_id], task_id, signum)
+
+    def _terminate(self, child: Child, task_id: str, signum: int) -> None:
+        if child.terminated is not None:
+            return
+        logger.warning("Terminating task %s in child %d with %s (revoked)", task_id,
+                       child.process.pid, signal.Signals(signum).name)
+        child.terminated = (task_id, signum)
+        child.slot.terminating = 1  # the child's own handlers let the signal kill it
+        kill(child.process.pid, signum)
 
     # -- scaling and heartbeat -------------------------------------------------------------
     def _scale(self) -> None:
@@ -271,7 +289,7 @@ class Supervisor:
             idle = [c for c in self._active() if not c.slot.started]
             for child in idle[:len(self._active()) - target]:
                 child.retiring = True
-                _kill(child.process.pid, signal.SIGTERM)
+                kill(child.process.pid, signal.SIGTERM)
         self.target = target
 
     def _beat(self, now: float) -> None:
@@ -307,7 +325,7 @@ class Supervisor:
                 logger.warning("worker: restarting children (SIGHUP)")
                 for child in self._active():
                     child.retiring = True
-                    _kill(child.process.pid, signal.SIGTERM)
+                    kill(child.process.pid, signal.SIGTERM)
             elif signum == signal.SIGQUIT or self.state != "running":
                 self._go_cold(name)
             else:
@@ -320,7 +338,7 @@ class Supervisor:
         self.state = "warm"
         self.deadline = time.time() + float(self.app.conf.worker_soft_shutdown_timeout or 0)
         for child in self.children.values():
-            _kill(child.process.pid, signal.SIGTERM)
+            kill(child.process.pid, signal.SIGTERM)
 
     def _go_cold(self, name: str) -> None:
         if self.state != "cold":
@@ -328,7 +346,7 @@ class Supervisor:
         self.state = "cold"
         self.cold_at = time.time()
         for child in self.children.values():
-            _kill(child.process.pid, signal.SIGQUIT)
+            kill(child.process.pid, signal.SIGQUIT)
 
     def _shutdown_step(self, now: float) -> None:
         if self.state == "warm" and now >= self.deadline and self.children:
@@ -337,34 +355,6 @@ class Supervisor:
             self._go_cold("timeout")
         elif self.state == "cold" and now >= self.cold_at + COLD_KILL_AFTER:
             for child in self.children.values():
-                _kill(child.process.pid, signal.SIGKILL)
+                kill(child.process.pid, signal.SIGKILL)
 
 
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _describe(code: int | None) -> str:
-    if code is None:
-        return "unknown status"
-    if code < 0:
-        try:
-            return f"signal {-code} ({signal.Signals(-code).name})"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exitcode {code}"
-
-
-def _app_ref(app: Any) -> str:
-    """``module:attr`` under which ``app`` can be imported (for spawned children)."""
-    for name, module in list(sys.modules.items()):
-        if name == "__main__" or module is None or name.split(".")[0] == "celeriac":
-            continue
-        for attr, value in list(vars(module).items()):
-            if value is app:
-                return f"{name}:{attr}"
-    raise RuntimeError("worker_pool_start_method='spawn' needs the app importable from a "
-                       "module (define it at module level)")

@@ -217,12 +217,14 @@ class MemoryBroker(Broker):
                 out.append(entry is not None)
         return out
 
-    def release(self, delivery: Delivery, *, not_before: float | None = None) -> bool:
+    def release(self, delivery: Delivery, *, not_before: float | None = None,
+                failed: bool = False) -> bool:
         with self._changed:
             entry = self._held(delivery)
             if entry is None:
                 return False
             entry.token = entry.owner = None
+            entry.lost_count += int(failed)
             if not_before is not None and not_before > self.now():
                 self._make_delayed(entry, not_before)
             else:
@@ -244,6 +246,17 @@ class MemoryBroker(Broker):
                 dead_at=self.now(),
             )
             return True
+
+    def dead_letter_message(self, message: Message, queue: str, reason: str) -> str:
+        with self._lock:
+            dead_id = f"m{next(self._ids)}"
+            prio = self.message_priority(message, None)
+            self._dead[dead_id] = DeadLetter(
+                id=dead_id, queue=queue, reason=reason,
+                message=parse_envelope(encode_envelope(message, queue, prio)),
+                delivery_count=0, lost_count=0, first_delivered_at=None, dead_at=self.now())
+            self._queues.setdefault(queue, None)
+            return dead_id
 
     def expire_owner(self, owner: str) -> int:
         with self._changed:

@@ -3,7 +3,8 @@
 A thread-safe dict of encoded metadata with per-key expiry (expired keys are
 invisible and removed by :meth:`cleanup` or when overwritten). ``wait`` blocks
 on a Condition, so a waiter wakes the moment the result is stored. Also holds
-the atomic chord join (:meth:`chord_add`) under the same lock.
+the atomic chord join (:meth:`chord_add`) and the REVOKED rule (a task meta
+is never written over a live ``REVOKED`` one) under the same lock.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from ...results.store import (
     ResultStore,
     check_chord_args,
     decode_meta,
+    decode_task_meta,
     encode_meta,
     expiry_time,
+    is_revoked,
 )
 
 
@@ -57,6 +60,21 @@ class MemoryResultStore(ResultStore):
             self._data[key] = (value, expiry_time(expires, time.time()))
             self._stored.notify_all()
 
+    def _write_metas(self, rows: list[tuple[str, str, bool]],
+                     expires: float | None) -> list[bool]:
+        """Check the REVOKED rule and write under one lock (atomic for every thread)."""
+        at = expiry_time(expires, time.time())
+        written = []
+        with self._stored:
+            for key, value, guarded in rows:
+                if guarded and is_revoked(self._read(key)):
+                    written.append(False)
+                    continue
+                self._data[key] = (value, at)
+                written.append(True)
+            self._stored.notify_all()
+        return written
+
     def _delete_raw(self, key: str) -> None:
         with self._lock:
             self._data.pop(key, None)
@@ -68,7 +86,7 @@ class MemoryResultStore(ResultStore):
         key = self.task_key(task_id)
         with self._stored:
             while True:
-                meta = decode_meta(self._read(key))
+                meta = decode_task_meta(task_id, self._read(key))
                 if meta is not None and meta.get("status") in states.READY_STATES:
                     return meta
                 remaining = None if deadline is None else deadline - time.monotonic()

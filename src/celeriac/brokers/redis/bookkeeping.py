@@ -1,4 +1,4 @@
-"""Reading the Redis broker's bookkeeping outside its Lua scripts: queue names, dead letters.
+"""The Redis broker's bookkeeping outside its Lua scripts: queue names, dead letters.
 
 Key names are those documented at the top of :mod:`.broker` (all behind the
 ``global_keyprefix``); ``SEP`` is kombu's separator in priority list names
@@ -7,6 +7,7 @@ and bindings.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
@@ -57,3 +58,18 @@ def read_dead_letters(client: redis.Redis, prefix: str, queue: str | None,
             dead_at=float(rec[b"at"]),
         ))
     return out
+
+
+def store_dead_letter(client: redis.Redis, prefix: str, dead_id: str, queue: str, step: int,
+                      reason: str, envelope: str) -> None:
+    """Put a message that was never leased into the dead-letter store (one MULTI/EXEC);
+    the same fields ``DEAD_LETTER`` writes, with zero deliveries."""
+    now = time.time()
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(f"{prefix}_celeriac.dead.{dead_id}", mapping={
+        "m": envelope, "q": queue, "s": step, "r": reason, "dc": 0, "lc": 0, "fd": "",
+        "at": repr(now)})
+    pipe.zadd(f"{prefix}_celeriac.dead", {dead_id: now})
+    pipe.zadd(f"{prefix}_celeriac.deadq.{queue}", {dead_id: now})
+    pipe.sadd(f"{prefix}_celeriac.queues", queue)
+    pipe.execute()

@@ -98,7 +98,6 @@ message twice (at-least-once, never lost). Scripts are reloaded after
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from bisect import bisect
@@ -112,8 +111,8 @@ from ...messages import Message
 from ...retry import RetryPolicy
 from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
 from . import scripts as redis_scripts
-from .bookkeeping import SEP, queue_names, read_dead_letters
-from .client import RETRYABLE_ERRORS, Direct, direct_for, get_client, retrying
+from .bookkeeping import SEP, queue_names, read_dead_letters, store_dead_letter
+from .client import RETRYABLE_ERRORS, Connection, connection, retrying, run_script
 
 #: how ``receive`` waits between attempts while Redis is unreachable (back within ~1 s)
 RECEIVE_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_step=0.2,
@@ -148,7 +147,7 @@ class RedisBroker(Broker):
         self._declared: set[str] = set()
         #: (pid, client, scripts, direct connection), replaced as a whole so threads
         #: never see a half-built connection; rebuilt after a fork
-        self._conn: tuple[int, redis.Redis, dict[str, Any], Direct] | None = None
+        self._conn: Connection | None = None
 
     # -- plumbing ----------------------------------------------------------------
     @property
@@ -156,25 +155,14 @@ class RedisBroker(Broker):
         """This process's client (a new one after a fork)."""
         return self._connection()[1]
 
-    def _connection(self) -> tuple[int, redis.Redis, dict[str, Any], Direct]:
-        conn = self._conn
-        if conn is None or conn[0] != os.getpid():
-            client = get_client(self.url, self.options)
-            scripts = {name: client.register_script(src)
-                       for name, src in redis_scripts.ALL.items()}
-            conn = (os.getpid(), client, scripts, direct_for(client))
-            self._conn = conn
+    def _connection(self) -> Connection:
+        conn = self._conn = connection(self.url, self.options, redis_scripts.ALL, self._conn)
         return conn
 
     def _script(self, name: str, *args: Any) -> Any:
         """Run a script on this thread's raw connection (see :class:`Direct`)."""
         _, _, scripts, direct = self._connection()
-        script = scripts[name]
-        try:
-            return direct.execute("EVALSHA", script.sha, 0, self.prefix, *args)
-        except redis.exceptions.NoScriptError:  # a restarted or flushed server
-            direct.execute("SCRIPT", "LOAD", script.script)
-            return direct.execute("EVALSHA", script.sha, 0, self.prefix, *args)
+        return run_script(direct, scripts[name], [], [self.prefix, *args])
 
     def _retrying(self, what: str, call: Callable[[], _T]) -> _T:
         return retrying(self.url, what, call, self.retry_policy)
@@ -230,10 +218,10 @@ class RedisBroker(Broker):
 
     @staticmethod
     def _envelope(message: Message, queue: str, priority: int) -> dict[str, Any]:
-        env = message.to_envelope(queue)
-        props = env["properties"]
-        props["priority"] = priority
-        props["delivery_info"]["routing_key"] = queue
+        env = message.to_envelope(queue, priority)
+        info = env["properties"]["delivery_info"]
+        if isinstance(info, dict):  # a malformed one is kept for the worker to name
+            info["routing_key"] = queue
         return env
 
     def _send(self, staged: tuple[dict[str, list[str]], dict[str, dict[str, float]],
@@ -339,14 +327,24 @@ class RedisBroker(Broker):
             out.extend(bool(int(f)) for f in flags)
         return out
 
-    def release(self, delivery: Delivery, *, not_before: float | None = None) -> bool:
+    def release(self, delivery: Delivery, *, not_before: float | None = None,
+                failed: bool = False) -> bool:
         nb = "" if not_before is None else repr(float(not_before))
         return bool(self._retrying("release", lambda: self._script(
-            "release", delivery.token, nb, uuid.uuid4().hex)))
+            "release", delivery.token, nb, uuid.uuid4().hex, int(failed))))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
         return bool(self._retrying("dead_letter", lambda: self._script(
             "dead_letter", delivery.token, reason, delivery.token)))
+
+    def dead_letter_message(self, message: Message, queue: str, reason: str) -> str:
+        prio = self.message_priority(message, None)
+        text = json.dumps(self._envelope(message, queue, prio))
+        dead_id = uuid.uuid4().hex
+        self._retrying("dead_letter_message", partial(
+            store_dead_letter, self.client, self.prefix, dead_id, queue, self._step(prio),
+            reason, text))
+        return dead_id
 
     def expire_owner(self, owner: str) -> int:
         return int(self._retrying("expire_owner", lambda: self._script("expire_owner", owner)))

@@ -308,3 +308,28 @@ def direct_for(client: redis.Redis) -> Direct:
         found = Direct(client)
         client._celeriac_direct = found  # type: ignore[attr-defined]
     return found
+
+
+#: (pid, client, registered scripts by name, direct connections): one process's connection
+Connection = tuple[int, redis.Redis, dict[str, Any], Direct]
+
+
+def connection(url: str, options: Mapping[str, Any], scripts: Mapping[str, str],
+               current: Connection | None) -> Connection:
+    """``current`` if it belongs to this process, else a new one (after a fork), with
+    ``scripts`` registered. Built whole, so threads never see a half-built one."""
+    if current is not None and current[0] == os.getpid():
+        return current
+    client = get_client(url, options)
+    registered = {name: client.register_script(src) for name, src in scripts.items()}
+    return os.getpid(), client, registered, direct_for(client)
+
+
+def run_script(direct: Direct, script: Any, keys: list[str], args: list[Any]) -> Any:
+    """``EVALSHA`` on a raw connection, loading the script again after ``NOSCRIPT`` (a
+    restarted or flushed server)."""
+    try:
+        return direct.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+    except redis.exceptions.NoScriptError:
+        direct.execute("SCRIPT", "LOAD", script.script)
+        return direct.execute("EVALSHA", script.sha, len(keys), *keys, *args)

@@ -3,9 +3,11 @@
 Keys (with ``global_keyprefix``, to which Celery appends ``_`` unless it ends
 in one of ``:_-.``):
 
-* ``celery-task-meta-<task_id>``: task meta JSON, written with
-  ``MULTI; SETEX <key> <expires> <json>; PUBLISH <key> <json>; EXEC`` (the
-  channel has the key's name), so Celery's ``AsyncResult.get()`` wakes up;
+* ``celery-task-meta-<task_id>``: task meta JSON, written with ``SETEX <key>
+  <expires> <json>; PUBLISH <key> <json>`` (the channel has the key's name), so
+  Celery's ``AsyncResult.get()`` wakes up, inside one script
+  (:data:`WRITE_METAS`) that refuses a write over a stored ``REVOKED`` meta
+  (the REVOKED rule of :mod:`celeriac.results.store`);
 * ``celery-taskset-meta-<group_id>``: ``GroupResult.save`` meta, same write;
 * chord join, Celery 5.5 layout: ``celery-taskset-meta-<gid>.j`` (zset,
   member ``[1, task_id, status, result]`` JSON, score = index), ``.s`` (size),
@@ -25,20 +27,28 @@ again and every waiter GETs again.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from typing import Any, ClassVar
 
 import redis
 
 from ... import serialization, states
-from ...results.store import ResultStore, decode_meta, encode_meta
+from ...results.store import ResultStore, decode_meta, decode_task_meta, encode_meta
 from ...retry import RetryPolicy
-from .client import RETRYABLE_ERRORS, Direct, PerProcess, direct_for, get_client, retrying
+from .client import (
+    RETRYABLE_ERRORS,
+    Connection,
+    Direct,
+    PerProcess,
+    connection,
+    get_client,
+    retrying,
+    run_script,
+)
 
 _LISTENER_ERRORS: tuple[type[BaseException], ...] = (
     *RETRYABLE_ERRORS, redis.exceptions.PubSubError, RuntimeError)
@@ -69,6 +79,42 @@ local scored = redis.call('ZRANGE', j, 0, -1, 'WITHSCORES')
 for i = 2, #scored, 2 do out[#out + 1] = redis.call('HGET', m, scored[i]) end
 return out
 """
+
+
+#: KEYS: task meta keys; ARGV[1]: "" (no expiry), "ex:<s>" or "px:<ms>"; then per key its
+#: meta and "1" when the REVOKED rule applies. Writes as Celery does (SET[EX] + PUBLISH).
+WRITE_METAS = r"""
+local ttl = ARGV[1]
+local out = {}
+for i, key in ipairs(KEYS) do
+  local value, guarded = ARGV[2 * i], ARGV[2 * i + 1]
+  local refuse = false
+  if guarded == '1' then
+    local cur = redis.call('GET', key)
+    if cur and #cur < 65536 and string.find(cur, 'REVOKED', 1, true) then
+      local ok, meta = pcall(cjson.decode, cur)
+      refuse = ok and type(meta) == 'table' and meta['status'] == 'REVOKED'
+    end
+  end
+  if refuse then
+    out[i] = 0
+  else
+    if ttl == '' then
+      redis.call('SET', key, value)
+    elseif string.sub(ttl, 1, 3) == 'ex:' then
+      redis.call('SETEX', key, tonumber(string.sub(ttl, 4)), value)
+    else
+      redis.call('SET', key, value, 'PX', tonumber(string.sub(ttl, 4)))
+    end
+    redis.call('PUBLISH', key, value)
+    out[i] = 1
+  end
+end
+return out
+"""
+
+
+_SCRIPTS = {"chord_add": CHORD_ADD, "write_metas": WRITE_METAS}
 
 
 class ResultListener:
@@ -199,21 +245,17 @@ class RedisResultStore(ResultStore):
         super().__init__(url, expires=expires, options=options)
         self.prefix = _celery_prefix(str(self.options.get("global_keyprefix") or ""))
         self.retry_policy = RetryPolicy.from_celery(self.options.get("retry_policy"))
-        #: (pid, client, chord script, direct connection), replaced as a whole so
+        #: (pid, client, scripts, direct connection), replaced as a whole so
         #: threads never see a half-built connection; rebuilt after a fork
-        self._conn: tuple[int, redis.Redis, Any, Direct] | None = None
+        self._conn: Connection | None = None
 
     @property
     def client(self) -> redis.Redis:
         """This process's client (a new one after a fork)."""
         return self._connection()[1]
 
-    def _connection(self) -> tuple[int, redis.Redis, Any, Direct]:
-        conn = self._conn
-        if conn is None or conn[0] != os.getpid():
-            client = get_client(self.url, self.options)
-            conn = (os.getpid(), client, client.register_script(CHORD_ADD), direct_for(client))
-            self._conn = conn
+    def _connection(self) -> Connection:
+        conn = self._conn = connection(self.url, self.options, _SCRIPTS, self._conn)
         return conn
 
     @property
@@ -269,14 +311,29 @@ class RedisResultStore(ResultStore):
             if isinstance(reply, redis.ResponseError):
                 raise reply
 
-    def set_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], *,
-                 expires: float | None = -1) -> None:
-        """Store several task metas in one round trip (each with its PUBLISH)."""
-        ttl = self.expires if expires == -1 else expires
-        encoded = [(self.task_key(tid), encode_meta(meta)) for tid, meta in items]
-        for start in range(0, len(encoded), 1000):
-            part = encoded[start:start + 1000]
-            self._retrying("set_many", partial(self._write, part, ttl))
+    def _write_metas(self, rows: list[tuple[str, str, bool]],
+                     expires: float | None) -> list[bool]:
+        """Task metas in one script per 1,000 (each ``SET[EX]`` + ``PUBLISH``, as Celery
+        writes them), refused over a stored REVOKED meta in the same atomic step."""
+        if expires is None or expires <= 0:
+            ttl = ""
+        elif float(expires).is_integer():
+            ttl = f"ex:{int(expires)}"
+        else:
+            ttl = f"px:{max(1, int(expires * 1000))}"
+        written: list[bool] = []
+        for start in range(0, len(rows), 1000):
+            part = rows[start:start + 1000]
+            args = [ttl] + [x for _, value, guarded in part for x in (value, int(guarded))]
+            flags = self._retrying("set", partial(self._run_script, "write_metas",
+                                                  [key for key, _, _ in part], args))
+            written.extend(bool(int(f)) for f in flags)
+        return written
+
+    def _run_script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a script on this thread's raw connection (loaded again after NOSCRIPT)."""
+        _, _, scripts, direct = self._connection()
+        return run_script(direct, scripts[name], keys, args)
 
     # -- waiting -----------------------------------------------------------------------
     def _listener(self) -> ResultListener:
@@ -300,7 +357,7 @@ class RedisResultStore(ResultStore):
                 except queue.Empty:
                     continue
                 if kind == "message" and payload is not None:
-                    meta = decode_meta(payload)
+                    meta = decode_task_meta(task_id, payload)
                 else:  # subscribed (or re-subscribed after a reconnect): read the key
                     meta = self.get(task_id)
                 if meta is not None and meta.get("status") in states.READY_STATES:
@@ -321,7 +378,7 @@ class RedisResultStore(ResultStore):
         ttl = "" if self.expires is None else str(max(1, int(self.expires)))
         client = self.client
         reply = self._retrying("chord_add", partial(
-            self._connection()[2], keys=self._chord_keys(group_id),
+            self._connection()[2]["chord_add"], keys=self._chord_keys(group_id),
             args=[int(index), member, int(size), ttl, encode_meta(meta)], client=client))
         if not reply:
             return None

@@ -25,8 +25,9 @@ Scripts and their arguments (after the prefix):
     trip and one reply instead of a three-command pipeline); returns 1.
 ``ACK``  token...: delete the leases still held; returns how many.
 ``RENEW``  seconds, token...: extend the leases still held; returns 1/0 each.
-``RELEASE``  token, not_before or "", uid: give a held message back, to the
-    head of its ready list or into the delayed set; returns 1/0.
+``RELEASE``  token, not_before or "", uid, failed (0/1): give a held message
+    back, to the head of its ready list or into the delayed set, counting one
+    lost delivery when ``failed``; returns 1/0.
 ``DEAD_LETTER``  token, reason, dead_id: move a held message to the
     dead-letter store; returns 1/0.
 ``EXPIRE_OWNER``  owner: make the owner's leases lapse now; returns how many
@@ -245,7 +246,7 @@ return out
 RELEASE = _PRELUDE + r"""
 local not_before = nil
 if ARGV[3] ~= '' then not_before = tonumber(ARGV[3]) end
-return give_back(ARGV[2], 0, not_before, ARGV[4], true)
+return give_back(ARGV[2], tonumber(ARGV[5] or '0'), not_before, ARGV[4], true)
 """
 
 DEAD_LETTER = _PRELUDE + r"""
@@ -383,9 +384,10 @@ def parse_receive(reply: list[Any], queues: list[str], owner: str,
         pos = eol + 1 + int(size)
         message, dc = parse_envelope(batch[eol + 1:pos]), int(dc_text)
         token = token_b.decode()
-        if dc > 1:
-            info = dict(message.properties.get("delivery_info") or {})
-            message = message.with_properties(delivery_info={**info, "redelivered": True})
+        info = message.properties.get("delivery_info")
+        if dc > 1 and (info is None or isinstance(info, dict)):
+            message = message.with_properties(delivery_info={**(info or {}),
+                                                             "redelivered": True})
         out.append(Delivery(
             message=message, queue=queues[int(index) - 1],
             tag=message.delivery_tag or token, token=token, owner=owner,

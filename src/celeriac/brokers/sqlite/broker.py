@@ -216,14 +216,27 @@ class SQLiteBroker(Broker):
                                  (expires, int(d.tag), d.token)).rowcount == 1
                     for d in deliveries]
 
-    def release(self, delivery: Delivery, *, not_before: float | None = None) -> bool:
+    def release(self, delivery: Delivery, *, not_before: float | None = None,
+                failed: bool = False) -> bool:
         due = None if not_before is None or not_before <= self.now() else not_before
         with self._db.tx(durable=False) as conn:
             cur = conn.execute(
                 "UPDATE messages SET lease_token = NULL, lease_owner = NULL,"
-                f" lease_expires = NULL, not_before = ? WHERE {_HELD}",
-                (due, int(delivery.tag), delivery.token))
+                f" lease_expires = NULL, not_before = ?, lost_count = lost_count + ?"
+                f" WHERE {_HELD}", (due, int(failed), int(delivery.tag), delivery.token))
             return cur.rowcount == 1
+
+    def dead_letter_message(self, message: Message, queue: str, reason: str) -> str:
+        prio = self.message_priority(message, None)
+        now = self.now()
+        with self._db.tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO dead_letters (queue, priority, reason, envelope, delivery_count,"
+                " lost_count, first_delivered_at, published_at, dead_at)"
+                " VALUES (?, ?, ?, ?, 0, 0, NULL, ?, ?)",
+                (queue, prio, reason, encode_envelope(message, queue, prio), now, now))
+            conn.execute("INSERT OR IGNORE INTO queues (name) VALUES (?)", (queue,))
+            return str(cur.lastrowid)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
         key = (int(delivery.tag), delivery.token)

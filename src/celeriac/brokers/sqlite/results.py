@@ -15,7 +15,9 @@ Schema::
     chord_parts(group_id, idx, value, expires_at, PRIMARY KEY (group_id, idx))
     chords(group_id TEXT PRIMARY KEY, parts INTEGER, expires_at REAL)
 
-Expired rows are invisible to reads and deleted by :meth:`cleanup`. ``wait``
+Expired rows are invisible to reads and deleted by :meth:`cleanup`. A task
+meta is written with one conditional upsert that skips a row whose live meta
+is ``REVOKED`` (the REVOKED rule of :mod:`celeriac.results.store`). ``wait``
 re-reads only when ``PRAGMA data_version`` says another connection committed.
 The chord join inserts the part and bumps ``chords.parts`` in one ``BEGIN
 IMMEDIATE`` transaction, so exactly one call sees the count reach ``size``.
@@ -26,7 +28,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ... import states
@@ -44,6 +46,12 @@ CREATE TABLE IF NOT EXISTS chords (group_id TEXT PRIMARY KEY, parts INTEGER NOT 
 """
 
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
+#: insert or replace a task meta, unless (guarded) the stored one is a live REVOKED meta
+_UPSERT_META = """INSERT INTO results (key, value, expires_at) VALUES (?1, ?2, ?3)
+  ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+  WHERE NOT (?4 AND (results.expires_at IS NULL OR results.expires_at > ?5)
+             AND CASE WHEN json_valid(results.value)
+                      THEN json_extract(results.value, '$.status') END IS 'REVOKED')"""
 _CHUNK = 500
 
 
@@ -89,16 +97,17 @@ class SQLiteResultStore(ResultStore):
     def _delete_raw(self, key: str) -> None:
         self._write("DELETE FROM results WHERE key = ?", (key,))
 
-    def set_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], *,
-                 expires: float | None = -1) -> None:
-        """Store several results in one transaction (one commit for a worker's batch)."""
-        at = expiry_time(self.expires if expires == -1 else expires, time.time())
-        rows = [(self.task_key(tid), encode_meta(meta), at) for tid, meta in items]
-        if not rows:
-            return
+    def _write_metas(self, rows: list[tuple[str, str, bool]],
+                     expires: float | None) -> list[bool]:
+        """Upsert task metas, skipping those whose stored meta is a live REVOKED one; several
+        rows share one transaction (one commit for a worker's batch)."""
+        now = time.time()
+        at = expiry_time(expires, now)
+        params = [(key, value, at, int(guarded), now) for key, value, guarded in rows]
+        if len(params) == 1:
+            return [self._write(_UPSERT_META, params[0]) == 1]
         with transaction(self._db.get(), self.path) as conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO results (key, value, expires_at) VALUES (?, ?, ?)", rows)
+            return [conn.execute(_UPSERT_META, p).rowcount == 1 for p in params]
 
     def wait(self, task_id: str, *, timeout: float | None = None,
              interval: float = 0.05) -> dict[str, Any] | None:

@@ -3,7 +3,7 @@
 * ``result_backend = 'django-db'``: results in django-celery-results' tables
   (:class:`~.results.store.DatabaseResultStore`);
 * ``result_backend = 'django-cache'``: results in Django's cache framework
-  (:class:`~.results.store.CacheResultStore`);
+  (:class:`~.results.cache_store.CacheResultStore`);
 * ``beat_schedule_store = 'django://[alias]'``: periodic tasks in
   django-celery-beat's tables (:class:`~.beat.store.DjangoScheduleStore`).
 
@@ -29,7 +29,7 @@ def database_engine() -> Engine:
 
 def cache_engine() -> Engine:
     """Django's cache framework: results (``django-cache``)."""
-    from .results.store import CacheResultStore
+    from .results.cache_store import CacheResultStore
 
     return Engine(None, CacheResultStore, None)
 

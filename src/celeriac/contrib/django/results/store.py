@@ -10,10 +10,7 @@ The chord join inserts the member's row and bumps the counter in one
 transaction whose first statement is a write (no lock upgrade on SQLite; row
 locks on PostgreSQL), so exactly one call completes a chord.
 
-``django-cache`` (:class:`CacheResultStore`) keeps Celery's key/value layout in
-Django's cache framework, alias ``cache_backend`` (``CELERY_CACHE_BACKEND``,
-default ``'default'``); the chord join uses the cache's atomic ``add``/``incr``
-(atomic on memcached, Redis and the local-memory cache).
+``django-cache`` lives in :mod:`~celeriac.contrib.django.results.cache_store`.
 
 Connections are checked with :func:`celeriac.contrib.django.db.fresh` before
 use, so a long-running worker honours ``CONN_MAX_AGE``.
@@ -27,7 +24,12 @@ from typing import Any, ClassVar
 
 from celeriac import serialization, states
 from celeriac.app import state as _state
-from celeriac.results.store import ResultStore, check_chord_args, decode_meta, encode_meta
+from celeriac.results.store import (
+    ResultStore,
+    check_chord_args,
+    decode_meta,
+    encode_meta,
+)
 
 from ..db import db_time, fresh, off_loop
 from ..fixup import django_setup
@@ -152,27 +154,46 @@ class DatabaseResultStore(ResultStore):
         return self.expires if expires == -1 else expires
 
     # -- task results ------------------------------------------------------------------
-    def set(self, task_id: str, meta: Mapping[str, Any], *, expires: float | None = -1) -> None:
-        self.set_many([(task_id, meta)], expires=expires)
+    def set(self, task_id: str, meta: Mapping[str, Any], *, expires: float | None = -1) -> bool:
+        return self.set_many([(task_id, meta)], expires=expires)[0]
 
     @off_loop
     def set_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], *,
-                 expires: float | None = -1) -> None:
-        """Upsert every item; one statement per kind of write (STARTED or not)."""
+                 expires: float | None = -1) -> list[bool]:
+        """Store every item under the REVOKED rule; per item, whether it was written.
+
+        One transaction: an insert that never overwrites (``ON CONFLICT DO NOTHING``),
+        then ``UPDATE ... WHERE status <> 'REVOKED'`` per row (a REVOKED write is
+        unconditional), so the check and the write are one statement.
+        """
+        pairs = list(items)
         expiry = self._expiry(expires)
-        latest: dict[str, dict[str, Any]] = {}
-        for task_id, meta in items:
-            latest[task_id] = row_values(task_id, meta, expiry)
+        latest = {task_id: row_values(task_id, meta, expiry) for task_id, meta in pairs}
         if not latest:
-            return
+            return []
+        written = self._write_rows(latest)
+        return [written[task_id] for task_id, _ in pairs]
+
+    def _write_rows(self, latest: dict[str, dict[str, Any]]) -> dict[str, bool]:
+        from django.db import transaction
+
         model = self._models().TaskResult
-        started = [v for v in latest.values() if "date_started" in v]
-        other = [v for v in latest.values() if "date_started" not in v]
         manager = self._tasks(write=True)
-        for rows, fields in ((started, [*_UPDATE_FIELDS, "date_started"]), (other, _UPDATE_FIELDS)):
-            if rows:
-                manager.bulk_create([model(**values) for values in rows], update_conflicts=True,
-                                    unique_fields=["task_id"], update_fields=fields)
+        written: dict[str, bool] = {}
+        # The first statement writes (no read-then-write lock upgrade on SQLite): insert
+        # the rows that do not exist, never overwriting; then update each row unless it
+        # is REVOKED (a REVOKED write is unconditional). The update's WHERE is the check.
+        with transaction.atomic(using=manager.db):
+            manager.bulk_create([model(**values) for values in latest.values()],
+                                ignore_conflicts=True)
+            for task_id, values in latest.items():
+                rows = manager.filter(task_id=task_id)
+                if values["status"] != states.REVOKED:
+                    rows = rows.exclude(status=states.REVOKED)
+                fields = [*_UPDATE_FIELDS, "date_started"] if "date_started" in values \
+                    else _UPDATE_FIELDS
+                written[task_id] = bool(rows.update(**{f: values[f] for f in fields}))
+        return written
 
     @off_loop
     def get(self, task_id: str) -> dict[str, Any] | None:
@@ -311,68 +332,3 @@ class DatabaseResultStore(ResultStore):
             fresh(alias)
             removed += model.objects.using(alias).filter(expires_at__lte=now).delete()[0]
         return removed
-
-
-class CacheResultStore(ResultStore):
-    """``django-cache``: Celery's key/value result layout in a Django cache."""
-
-    schemes: ClassVar[tuple[str, ...]] = ("django-cache",)
-
-    def __init__(self, url: str = "django-cache", *, expires: float | None = 86400.0,
-                 options: Mapping[str, Any] | None = None) -> None:
-        super().__init__(url, expires=expires, options=options)
-        alias = self.options.get("cache")
-        if not alias:
-            alias = _state.get_current_app().conf.get("cache_backend")
-        self.alias = str(alias or "default")
-
-    @property
-    def cache(self) -> Any:
-        from django.core.cache import caches
-
-        return caches[self.alias]
-
-    @staticmethod
-    def _timeout(expires: float | None) -> float | None:
-        return None if expires is None or expires <= 0 else float(expires)
-
-    def _get_raw(self, key: str) -> str | None:
-        value = self.cache.get(key)
-        return None if value is None else str(value)
-
-    def _get_many_raw(self, keys: list[str]) -> list[str | bytes | None]:
-        found = self.cache.get_many(keys) if keys else {}
-        return [found.get(k) for k in keys]
-
-    def _set_raw(self, key: str, value: str, expires: float | None) -> None:
-        self.cache.set(key, value, self._timeout(expires))
-
-    def _delete_raw(self, key: str) -> None:
-        self.cache.delete(key)
-
-    def set_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], *,
-                 expires: float | None = -1) -> None:
-        data = {self.task_key(tid): encode_meta(meta) for tid, meta in items}
-        if data:
-            self.cache.set_many(data, self._timeout(self.expires if expires == -1 else expires))
-
-    def chord_add(self, group_id: str, index: int, meta: Mapping[str, Any],
-                  size: int) -> list[dict[str, Any]] | None:
-        check_chord_args(index, size)
-        cache, timeout = self.cache, self._timeout(self.expires)
-        if not cache.add(f"celeriac-chord-{group_id}-{index}", encode_meta(meta), timeout):
-            return None
-        counter = f"celeriac-chord-{group_id}"
-        cache.add(counter, 0, timeout)
-        cache.add(f"{counter}-size", size, timeout)
-        if cache.incr(counter) != size:
-            return None
-        keys = [f"celeriac-chord-{group_id}-{i}" for i in range(size)]
-        found = cache.get_many(keys)
-        return [decode_meta(found.get(k)) or {} for k in keys]
-
-    def chord_clear(self, group_id: str) -> None:
-        counter = f"celeriac-chord-{group_id}"
-        size = int(self.cache.get(f"{counter}-size") or 0)
-        self.cache.delete_many([counter, f"{counter}-size",
-                                *(f"{counter}-{i}" for i in range(size))])

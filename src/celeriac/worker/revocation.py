@@ -1,0 +1,117 @@
+"""Revocation on the worker side: which ids are revoked, and terminating running ones.
+
+``revoke()`` (:mod:`celeriac.app.control`) stores ``REVOKED`` for the task id
+in the result store, with the signal when ``terminate=True``
+(``{"terminate": "SIGTERM"}`` in the meta). Workers read it:
+
+* when a batch is received (one read for the batch) and again right before a
+  job starts if it waited since (a prefetched job, dispatched in a later turn
+  of the consumer loop; one read for all of them), so a task revoked while it
+  waited never runs;
+* every :data:`POLL_INTERVAL` seconds for the tasks running now, so
+  ``terminate=True`` reaches a running task (prefork: the supervisor signals
+  the child, which is replaced; asyncio: the task is cancelled; threads and
+  solo cannot stop a thread and log a warning: the task runs to its end and,
+  by the result store's REVOKED rule, its result is not stored).
+
+:class:`Revocations` also remembers ids it was told about directly: the
+worker-side entry point is :meth:`celeriac.worker.main.Worker.revoke`
+(``revoke(ids, terminate=False, signal=None)``), which a remote-control
+channel calls; it lands here and in the pool or supervisor.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import signal as signal_module
+import threading
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .. import states
+from ..app.control import signal_number
+from ..exceptions import DecodeError
+
+if TYPE_CHECKING:
+    from ..app.base import Celery
+
+logger = logging.getLogger("celeriac.worker")
+
+#: seconds between two reads of the revocations of running tasks
+POLL_INTERVAL = 1.0
+#: ids remembered from direct revoke() calls (oldest forgotten first)
+REMEMBERED = 10_000
+
+
+def read_revoked(app: Celery, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The REVOKED metas among ``ids`` (one batched read; a malformed meta counts as not
+    revoked; a store that cannot be read revokes nothing, logged)."""
+    backend = app.backend
+    if backend is None or not ids:
+        return {}
+    try:
+        try:
+            metas = backend.get_many(ids)
+        except DecodeError:  # one malformed meta: read the others one by one
+            metas = {}
+            for task_id in ids:
+                try:
+                    meta = backend.get(task_id)
+                except DecodeError:
+                    continue
+                if meta is not None:
+                    metas[task_id] = meta
+    except Exception:
+        logger.exception("Could not read revocations")
+        return {}
+    return {tid: meta for tid, meta in metas.items() if meta.get("status") == states.REVOKED}
+
+
+class Revocations:
+    """This worker process's revoked ids: told directly, or read from the result store."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        #: id -> signal number to terminate with (None: do not terminate)
+        self._told: collections.OrderedDict[str, int | None] = collections.OrderedDict()
+        self._lock = threading.Lock()  # note() may come from another thread (remote control)
+        self._last_poll = 0.0
+
+    def note(self, ids: Iterable[str], terminate: bool = False, signal: Any = None) -> None:
+        """Remember ``ids`` as revoked (with the signal when ``terminate``)."""
+        signum = signal_number(signal) if terminate else None
+        with self._lock:
+            for task_id in ids:
+                self._told[task_id] = signum
+                self._told.move_to_end(task_id)
+            while len(self._told) > REMEMBERED:
+                self._told.popitem(last=False)
+
+    def revoked(self, ids: Iterable[str]) -> set[str]:
+        """The ids among ``ids`` that are revoked (told, or stored)."""
+        wanted = [i for i in ids if i]
+        with self._lock:
+            told = {i for i in wanted if i in self._told}
+        return told | set(read_revoked(self.app, [i for i in wanted if i not in told]))
+
+    def poll_due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_poll < POLL_INTERVAL:
+            return False
+        self._last_poll = now
+        return True
+
+    def terminations(self, running: Iterable[str]) -> dict[str, int]:
+        """Running ids revoked with ``terminate=True``: id -> signal number."""
+        running = [i for i in running if i]
+        with self._lock:
+            out = {i: s for i in running if (s := self._told.get(i)) is not None}
+        for task_id, meta in read_revoked(self.app, [i for i in running if i not in out]).items():
+            if meta.get("terminate"):
+                try:
+                    out[task_id] = signal_number(meta["terminate"])
+                except ValueError:
+                    out[task_id] = int(signal_module.SIGTERM)
+        return out

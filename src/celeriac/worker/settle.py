@@ -1,0 +1,140 @@
+"""Settling messages after a run: batched acknowledgements and results, the outcome rules.
+
+:class:`AckBatcher` collects acknowledgements so a consumer sends them with its
+next lease request; :class:`ResultBatcher` collects plain SUCCESS results so
+they are stored in one ``set_many`` before those acknowledgements go out.
+:func:`settle` decides what an outcome means for the message (``acks_late``):
+
+* success, failure, retry (published first), ignore: acknowledged;
+* ``Reject(requeue=True)``: released to the queue (a deliberate requeue, as
+  in Celery; it does not count as a failed delivery);
+* ``Reject(requeue=False)``: dead-lettered as ``rejected``;
+* a failure with ``acks_on_failure_or_timeout=False``: dead-lettered as
+  ``rejected`` (Celery rejects without requeue: dropped, or dead-lettered on
+  RabbitMQ; requeueing it would run it forever).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .. import states
+from ..brokers import base
+
+if TYPE_CHECKING:
+    from ..app.base import Celery
+    from ..app.task import Task
+    from ..app.trace import Outcome
+    from .leases import LeaseKeeper
+
+logger = logging.getLogger("celeriac.worker")
+
+
+class AckBatcher:
+    """Collects acknowledgements so a consumer sends them in one broker call.
+
+    The consumer flushes before each receive (and before giving messages back),
+    so a finished task's ack waits at most one loop turn; its lease is still
+    renewed meanwhile. Saves one write transaction per task when several
+    tasks finish per turn (prefetch, thread or asyncio pools).
+    """
+
+    def __init__(self, broker: base.Broker, keeper: LeaseKeeper) -> None:
+        self.broker, self.keeper = broker, keeper
+        self._pending: list[base.Delivery] = []
+        self._lock = threading.Lock()
+
+    def add(self, delivery: base.Delivery) -> None:
+        with self._lock:
+            self._pending.append(delivery)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def take(self) -> list[base.Delivery]:
+        """Hand the pending acks to a caller that sends them (see :meth:`settled`)."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        return batch
+
+    def restore(self, batch: list[base.Delivery]) -> None:
+        """Put back acks whose sending failed, to be sent on the next turn."""
+        with self._lock:
+            self._pending[:0] = batch
+
+    def settled(self, batch: list[base.Delivery], done: int) -> None:
+        for d in batch:
+            self.keeper.drop(d)
+        if done < len(batch):
+            logger.warning("%d acknowledgement(s) refused: lease lost, another worker owns "
+                           "the message now", len(batch) - done)
+
+    def flush(self) -> None:
+        batch = self.take()
+        if not batch:
+            return
+        done = 0
+        try:
+            done = self.broker.ack(batch)
+        finally:
+            self.settled(batch, done)
+
+
+class ResultBatcher:
+    """Collects plain SUCCESS results so a consumer stores them in one ``set_many``.
+
+    Used only where jobs run on the consumer's own thread (solo, prefork
+    children), so a result waits at most until the next loop turn, and is always
+    flushed before the acknowledgement of its message is sent.
+    """
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self._pending: list[tuple[str, dict[str, Any]]] = []
+
+    def add(self, task_id: str, meta: dict[str, Any]) -> None:
+        self._pending.append((task_id, meta))
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> None:
+        """Store the pending results; they stay pending if the store fails."""
+        if not self._pending or self.app.backend is None:
+            self._pending.clear()
+            return
+        written = self.app.backend.set_many(self._pending,
+                                            expires=self.app.result_expires_for(states.SUCCESS))
+        for (task_id, _), ok in zip(self._pending, written or (), strict=False):
+            if not ok:
+                logger.info("Result of %s not stored: the task was revoked (REVOKED stays)",
+                            task_id)
+        self._pending.clear()
+
+
+def settle(broker: base.Broker, acks: AckBatcher, d: base.Delivery, outcome: Outcome,
+           task: Task, *, batch: bool) -> bool:
+    """Acknowledge, requeue or dead-letter after the run (acks_late).
+
+    Every broker call is fenced by the lease token: if another worker owns the
+    message now, nothing happens and it is only logged. A plain acknowledgement
+    is queued on ``acks`` (True is returned: the batcher drops the lease once the
+    ack is sent; ``batch=False`` sends it now).
+    """
+    if outcome.state == states.REJECTED:
+        done = (broker.release(d) if outcome.requeue
+                else broker.dead_letter(d, f"{base.REJECTED}: {outcome.exc}"))
+    elif outcome.state == states.FAILURE and task.acks_on_failure_or_timeout is False:
+        done = broker.dead_letter(d, f"{base.REJECTED}: failed with {outcome.exc!r:.200} "
+                                     "(acks_on_failure_or_timeout=False)")
+    else:
+        acks.add(d)
+        if not batch:
+            acks.flush()
+        return True
+    if not done:
+        logger.warning("Not settling %s[%s]: lease lost, another worker owns it now",
+                       task.name, d.message.task_id)
+    return False
