@@ -138,11 +138,11 @@ def test_db_migrate_creates_then_reports_the_version(tmp_path: Path, pg_schema: 
     assert "db migrate" in refused.stderr and pg_schema in refused.stderr
     first = cli(tmp_path, url, "db", "migrate")
     assert first.returncode == 0, first.stderr
-    assert "applied 0001_initial" in first.stdout
+    assert "applied 0001_initial, 0002_meta_status" in first.stdout
     again = cli(tmp_path, url, "db", "migrate")
-    assert "already at version 1" in again.stdout
+    assert "already at version 2" in again.stdout
     status = cli(tmp_path, url, "db", "status")
-    assert "version 1 (this celeriac needs 1)" in status.stdout
+    assert "version 2 (this celeriac needs 2)" in status.stdout
     assert "messages: 0 live rows" in status.stdout
 
 
@@ -184,7 +184,7 @@ def test_worker_refuses_a_newer_or_older_schema(tmp_path: Path, postgres_url: st
                      "celeriac_version) VALUES (99, 'future', '9.9')")
     newer = cli(tmp_path, postgres_url, "worker", "-P", "solo")
     assert newer.returncode == 1
-    assert "version 99, newer than this celeriac knows (1)" in newer.stderr
+    assert "version 99, newer than this celeriac knows (2)" in newer.stderr
     downgrade = cli(tmp_path, postgres_url, "db", "migrate")
     assert downgrade.returncode == 1 and "newer than this celeriac" in downgrade.stderr
     with psycopg.connect(BASE, autocommit=True) as conn:
@@ -206,7 +206,35 @@ def test_schema_is_created_on_first_use_by_default(postgres_url: str, pg_schema:
         broker.close()
     with psycopg.connect(BASE, autocommit=True) as conn:
         [(version,)] = conn.execute(f"SELECT max(version) FROM {pg_schema}.schema_version")
-        assert version == 1
+        assert version == 2
+
+
+def test_a_version_1_schema_is_refused_then_upgraded(tmp_path: Path, postgres_url: str,
+                                                   pg_schema: str) -> None:
+    """Schema version 2 (the REVOKED rule's meta_status) on top of a version-1 schema:
+    workers refuse it until ``db migrate`` applies 0002 alone; its data stays."""
+    from celeriac.brokers.postgres import sql
+    from celeriac.brokers.postgres.broker import PostgresBroker
+
+    [(_, name, text)] = [m for m in sql.migrations() if m[0] == 1]
+    with psycopg.connect(BASE, autocommit=True) as conn, conn.transaction():
+        conn.execute(f"CREATE SCHEMA {pg_schema}")
+        conn.execute(f"CREATE TABLE {pg_schema}.schema_version (version integer PRIMARY KEY, "
+                     "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), "
+                     "celeriac_version text NOT NULL)")
+        conn.execute(text.replace("{schema}", pg_schema).encode())
+        conn.execute(f"INSERT INTO {pg_schema}.schema_version (version, name, celeriac_version)"
+                     " VALUES (1, %s, 'old')", (name,))
+        conn.execute(f"INSERT INTO {pg_schema}.queues (name) VALUES ('kept')")
+    refused = cli(tmp_path, postgres_url, "worker", "-P", "solo")
+    assert refused.returncode == 1 and "at celeriac schema version 1" in refused.stderr
+    upgraded = cli(tmp_path, postgres_url, "db", "migrate")
+    assert "applied 0002_meta_status; now at version 2" in upgraded.stdout, upgraded.stderr
+    broker = PostgresBroker(postgres_url)
+    try:
+        assert "kept" in broker.queues()
+    finally:
+        broker.close()
 
 
 def test_channel_names_agree_between_python_and_sql(postgres_url: str, pg_schema: str) -> None:

@@ -299,12 +299,13 @@ class PostgresBroker(Broker):
         held = {(str(row[0]), row[1]) for row in rows if row[0] is not None}
         return [(d.tag, d.token) in held for d in deliveries]
 
-    def release(self, delivery: Delivery, *, not_before: float | None = None) -> bool:
+    def release(self, delivery: Delivery, *, not_before: float | None = None,
+                failed: bool = False) -> bool:
         if not _tagged([delivery])[0]:
             return False
         due = None if not_before is None or not_before <= self.now() else not_before
         rows = self._run("release", {"id": int(delivery.tag), "token": delivery.token,
-                                     "not_before": due})
+                                     "not_before": due, "failed": bool(failed)})
         return len(rows) == 1
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
@@ -313,6 +314,14 @@ class PostgresBroker(Broker):
         [(count,)] = self._run("dead_letter", {"id": int(delivery.tag),
                                                "token": delivery.token, "reason": reason})
         return count == 1
+
+    def dead_letter_message(self, message: Message, queue: str, reason: str) -> str:
+        prio = self.message_priority(message, None)
+        [(dead_id,)] = self._run("dead_letter_message", {
+            "queue": queue, "priority": prio, "reason": reason,
+            "envelope": encode_envelope(message, queue, prio), "task_id": message.task_id,
+            "task_name": message.task_name})
+        return str(dead_id)
 
     def expire_owner(self, owner: str) -> int:
         [(count, _)] = self._run("expire_owner", {"owner": owner})

@@ -15,8 +15,10 @@
 --   next_due           earliest delay end or lease expiry of the queues (how long to sleep)
 --   ack                delete leased rows whose token still matches (async commit)
 --   renew              extend leases whose token still matches (async commit)
---   release            give a leased row back, optionally delayed; NOTIFY (async commit)
+--   release            give a leased row back, optionally delayed, counting one lost
+--                      delivery when %(failed)s; NOTIFY (async commit)
 --   dead_letter        move a leased row to dead_letters (fenced by token)
+--   dead_letter_message  store a message that was never leased in dead_letters
 --   expire_owner       make every live lease of an owner lapse now; NOTIFY its queues
 --   purge              delete ready and delayed rows of a queue (not live leases)
 --   stats              ready / delayed / leased / dead counts of a queue
@@ -25,10 +27,14 @@
 --   retry_dead_letter  move a dead letter back to its queue with counters reset; NOTIFY
 --   purge_dead_letters delete dead letters (all, or one queue)
 -- Result store
---   result_get / result_get_many / result_set / result_set_many / result_delete
+--   result_get / result_get_many / result_set / result_delete
 --                      Celery's meta JSON by key; a set NOTIFYs the key's channel
 --                      (async commit when %(fast)s: the broker shares this database,
 --                      so the task's later ack cannot survive a crash its result lost)
+--   result_write       task metas (arrays) under the REVOKED rule: an upsert that skips
+--                      a row whose live stored meta is REVOKED when the new one is
+--                      guarded (not REVOKED itself); returns the keys written and
+--                      NOTIFYs them (async commit when %(fast)s)
 --   chord_add          record one header member (first value per index wins) and
 --                      count it; returns the new count, or nothing for a duplicate
 --   chord_parts        every recorded member of a chord, in index order
@@ -147,7 +153,8 @@ WITH released AS (
     UPDATE {schema}.messages
     SET lease_token = NULL, lease_owner = NULL, lease_expires = NULL,
         not_before = CASE WHEN %(not_before)s::float8 IS NULL THEN NULL
-                          ELSE to_timestamp(%(not_before)s::float8) END
+                          ELSE to_timestamp(%(not_before)s::float8) END,
+        lost_count = lost_count + CASE WHEN %(failed)s::boolean THEN 1 ELSE 0 END
     WHERE id = %(id)s AND lease_token = %(token)s::uuid
     RETURNING queue
 )
@@ -167,6 +174,17 @@ INSERT INTO {schema}.dead_letters (queue, priority, reason, envelope, task_id, t
 SELECT queue, priority, %(reason)s, envelope, task_id, task_name, delivery_count, lost_count,
        first_delivered_at, published_at
 FROM moved;
+
+-- name: dead_letter_message
+WITH named AS (
+    INSERT INTO {schema}.queues (name) VALUES (%(queue)s) ON CONFLICT DO NOTHING
+)
+INSERT INTO {schema}.dead_letters (queue, priority, reason, envelope, task_id, task_name,
+                                   delivery_count, lost_count, first_delivered_at,
+                                   published_at)
+VALUES (%(queue)s, %(priority)s, %(reason)s, %(envelope)s, %(task_id)s, %(task_name)s, 0, 0,
+        NULL, now())
+RETURNING id;
 
 -- name: expire_owner
 WITH expired AS (
@@ -232,16 +250,22 @@ WITH stored AS (
 SELECT pg_notify({schema}.channel('r', %(key)s), ''),
        CASE WHEN %(fast)s::boolean THEN set_config('synchronous_commit', 'off', true) END;
 
--- name: result_set_many
-WITH stored AS (
-    INSERT INTO {schema}.results (key, value, expires_at)
-    SELECT k, v, now() + make_interval(secs => %(expires)s::float8)
-    FROM unnest(%(keys)s::text[], %(values)s::text[]) AS r(k, v)
+-- name: result_write
+WITH given AS (
+    SELECT k, v, g FROM unnest(%(keys)s::text[], %(values)s::text[], %(guards)s::boolean[])
+        AS r(k, v, g)
+), stored AS (
+    INSERT INTO {schema}.results AS old (key, value, expires_at)
+    SELECT k, v, now() + make_interval(secs => %(expires)s::float8) FROM given
     ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+    WHERE NOT ((SELECT g FROM given WHERE k = excluded.key)
+               AND (old.expires_at IS NULL OR old.expires_at > now())
+               AND {schema}.meta_status(old.value) IS NOT DISTINCT FROM 'REVOKED')
+    RETURNING key
 )
-SELECT pg_notify({schema}.channel('r', k), ''),
+SELECT key, pg_notify({schema}.channel('r', key), ''),
        CASE WHEN %(fast)s::boolean THEN set_config('synchronous_commit', 'off', true) END
-FROM unnest(%(keys)s::text[]) AS r(k);
+FROM stored;
 
 -- name: result_delete
 DELETE FROM {schema}.results WHERE key = %(key)s;

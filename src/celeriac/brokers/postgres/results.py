@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ... import states
@@ -44,6 +44,11 @@ from . import sql
 from .db import Database, Handle, parse_url
 
 _CHUNK = 1000
+
+
+def _ttl(expires: float | None) -> float | None:
+    """Seconds until a row expires; None (never) for None or <= 0, as Celery's result_expires."""
+    return None if expires is None or expires <= 0 else float(expires)
 
 
 class PostgresResultStore(ResultStore):
@@ -79,24 +84,34 @@ class PostgresResultStore(ResultStore):
         return [found.get(k) for k in keys]
 
     def _set_raw(self, key: str, value: str, expires: float | None) -> None:
-        self._run("result_set", {"key": key, "value": value, "expires": expires,
+        self._run("result_set", {"key": key, "value": value, "expires": _ttl(expires),
                                  "fast": self.db.broker_attached})
         self.db.maintenance.note(1)
 
     def _delete_raw(self, key: str) -> None:
         self._run("result_delete", {"key": key})
 
-    def set_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], *,
-                 expires: float | None = -1) -> None:
-        """Store several results in one statement (one commit for a worker's batch)."""
-        pairs = [(self.task_key(tid), encode_meta(meta)) for tid, meta in items]
-        ttl = self.expires if expires == -1 else expires
-        for start in range(0, len(pairs), _CHUNK):
-            chunk = pairs[start:start + _CHUNK]
-            self._run("result_set_many", {"keys": [k for k, _ in chunk],
-                                          "values": [v for _, v in chunk], "expires": ttl,
-                                          "fast": self.db.broker_attached})
-        self.db.maintenance.note(len(pairs))
+    def _write_metas(self, rows: list[tuple[str, str, bool]],
+                     expires: float | None) -> list[bool]:
+        """Task metas under the REVOKED rule, checked and written by one statement per
+        chunk (one commit for a worker's batch); per row, whether it was written."""
+        written: list[bool] = []
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start:start + _CHUNK]
+            if len({key for key, _, _ in chunk}) < len(chunk):  # one key twice: in order
+                written += [self._write_chunk([row], expires)[0] for row in chunk]
+            else:
+                written += self._write_chunk(chunk, expires)
+        self.db.maintenance.note(len(rows))
+        return written
+
+    def _write_chunk(self, rows: list[tuple[str, str, bool]],
+                     expires: float | None) -> list[bool]:
+        stored = {key for key, *_ in self._run("result_write", {
+            "keys": [k for k, _, _ in rows], "values": [v for _, v, _ in rows],
+            "guards": [g for _, _, g in rows], "expires": _ttl(expires),
+            "fast": self.db.broker_attached})}
+        return [key in stored for key, _, _ in rows]
 
     def wait(self, task_id: str, *, timeout: float | None = None,
              interval: float = 0.05) -> dict[str, Any] | None:
@@ -127,7 +142,8 @@ class PostgresResultStore(ResultStore):
         that completes the set (the first value recorded for an index wins)."""
         check_chord_args(index, size)
         rows = self._run("chord_add", {"group_id": group_id, "idx": index,
-                                       "value": encode_meta(meta), "expires": self.expires})
+                                       "value": encode_meta(meta),
+                                       "expires": _ttl(self.expires)})
         if not rows or rows[0][0] != size:
             return None
         parts = self._run("chord_parts", {"group_id": group_id})
