@@ -7,6 +7,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+#: The shared server's database tests use; each test gets its own schema in it.
+PG_BASE_URL = os.environ.get("CELERIAC_TEST_PG_URL", f"postgresql://postgres@{PG_HOST}:{PG_PORT}/test")
 #: Redis database the test suite owns; every test also uses a unique key prefix.
 REDIS_TEST_DB = int(os.environ.get("CELERIAC_TEST_REDIS_DB", "11"))
 
@@ -62,6 +66,47 @@ def key_prefix() -> Iterator[str]:
 @pytest.fixture
 def sqlite_path(tmp_path) -> str:  # type: ignore[no-untyped-def]
     return str(tmp_path / "celeriac.sqlite3")
+
+
+def drop_pg_schema(schema: str, base_url: str = PG_BASE_URL) -> None:
+    """Drop a test schema and everything in it (no-op when the driver is missing)."""
+    try:
+        import psycopg
+    except ImportError:
+        return
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@contextmanager
+def pg_test_schema() -> Iterator[str]:
+    """A unique schema name in the shared PostgreSQL ``test`` database, dropped afterwards."""
+    require_service("PostgreSQL", PG_HOST, PG_PORT)
+    schema = f"celeriac_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield schema
+    finally:
+        drop_pg_schema(schema)
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A schema of the test's own (see :func:`pg_test_schema`)."""
+    with pg_test_schema() as schema:
+        yield schema
+
+
+@pytest.fixture
+def postgres_url(pg_schema: str) -> str:
+    """A broker/result URL whose tables live in the test's own schema (``?schema=``)."""
+    return f"{PG_BASE_URL}?schema={pg_schema}"
+
+
+@pytest.fixture(scope="module")
+def postgres_url_module() -> Iterator[str]:
+    """A PostgreSQL URL with a schema shared by one test module, dropped afterwards."""
+    with pg_test_schema() as schema:
+        yield f"{PG_BASE_URL}?schema={schema}"
 
 
 _DJANGO_TESTS = str(Path(__file__).resolve().parent / "django")

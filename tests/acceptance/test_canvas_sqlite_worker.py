@@ -1,4 +1,4 @@
-"""Canvas on the SQLite broker through real worker processes, including the kill test.
+"""Canvas on the SQLite broker (and PostgreSQL) through real worker processes, with a kill test.
 
 The "Done when" test: a chord of 1,000 header tasks fires its body exactly
 once with the 1,000 results in order while worker processes are SIGKILLed
@@ -82,18 +82,22 @@ PROJ = textwrap.dedent('''
 
 
 class Env:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, url: str | None = None) -> None:
         self.tmp = tmp
         self.db = str(tmp / "canvas.sqlite3")
         self.body_log = tmp / "body.log"
         (tmp / "canvasproj.py").write_text(PROJ)
+        #: PostgreSQL as broker and result store (env override), else the SQLite file
+        self.urls = {"CELERIAC_BROKER_URL": url, "CELERIAC_RESULT_BACKEND": url} if url else {}
         self.env = {**os.environ, "CANVAS_DB": self.db, "CANVAS_BODY_LOG": str(self.body_log),
-                    "PYTHONPATH": f"{tmp}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+                    "PYTHONPATH": f"{tmp}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                    **self.urls}
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def app(self) -> Any:
         os.environ["CANVAS_DB"] = self.db
         os.environ["CANVAS_BODY_LOG"] = str(self.body_log)
+        os.environ.update(self.urls)
         sys.path.insert(0, str(self.tmp))
         sys.modules.pop("canvasproj", None)
         import canvasproj  # type: ignore[import-not-found]
@@ -124,14 +128,22 @@ class Env:
         return self.body_log.read_text().splitlines() if self.body_log.exists() else []
 
 
-@pytest.fixture
-def env() -> Iterator[Env]:
+@pytest.fixture(params=["sqlite", "postgres"])
+def env(request: pytest.FixtureRequest) -> Iterator[Env]:
     # not pytest's tmp_path: concurrent pytest runs prune each other's base temp dirs,
     # and the worker processes need their database for the whole test
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
     with tempfile.TemporaryDirectory(prefix="celeriac-canvas-") as tmp:
-        e = Env(Path(tmp))
-        yield e
-        e.stop()
+        e = Env(Path(tmp), url)
+        try:
+            yield e
+        finally:
+            e.stop()
+            app = sys.modules.get("canvasproj")
+            if app is not None:
+                app.app.close()
+            for key in e.urls:
+                os.environ.pop(key, None)
 
 
 def test_chain_group_chord_through_a_worker_process(env: Env) -> None:
@@ -205,6 +217,8 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in text.split()]
 
 
+# SQLite only: PostgreSQL's kill -9 coverage is tests/acceptance/test_worker_chaos.py
+@pytest.mark.parametrize("env", ["sqlite"], indirect=True)
 def test_chord_of_1000_fires_once_while_workers_are_killed(env: Env) -> None:
     from celeriac import chord
 

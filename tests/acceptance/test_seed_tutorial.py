@@ -107,12 +107,17 @@ PROJ = '''
 '''
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Project, WorkerProcess]]:
-    """One worker for the whole module: the tutorial examples share a project."""
-    with project(tmp_path_factory.mktemp("tutorial"), PROJ) as proj, \
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def running(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Project, WorkerProcess]]:
+    """One worker per broker for the whole module: the tutorial examples share a project
+    (the embedded SQLite default, then PostgreSQL as broker and result store)."""
+    url = request.getfixturevalue("postgres_url_module") if request.param == "postgres" else None
+    with project(tmp_path_factory.mktemp("tutorial"), PROJ, broker_url=url) as proj, \
             proj.worker(concurrency=4) as worker:
         proj.client().add.delay(0, 0).get(timeout=60)  # warm-up: the worker is polling
+        if url:
+            assert proj.app.broker.url == url and proj.app.backend_url == url
         yield proj, worker
 
 

@@ -275,7 +275,16 @@ def _redis_available() -> bool:
     return True
 
 
-BROKERS = ["sqlite"] + (["redis"] if _redis_available() else [])
+def _postgres_available() -> bool:
+    try:
+        import celeriac.brokers.postgres.broker  # noqa: F401
+    except ImportError:
+        return bool(os.environ.get("CI"))  # CI must run it (and fail on the import)
+    return True
+
+
+BROKERS = (["sqlite"] + (["redis"] if _redis_available() else [])
+           + (["postgres"] if _postgres_available() else []))
 
 
 @pytest.fixture(params=BROKERS)
@@ -290,6 +299,8 @@ def project_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
             conf.setdefault("broker_transport_options", {"global_keyprefix": prefix})
             broker = url
             backend = f"sqlite:///{tmp_path / 'results.sqlite3'}"
+        elif request.param == "postgres":
+            broker = backend = request.getfixturevalue("postgres_url")
         project = Project(tmp_path, broker=broker, backend=backend, conf=conf)
         projects.append(project)
         return project

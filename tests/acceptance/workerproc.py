@@ -116,9 +116,12 @@ class WorkerProcess:
 class Project:
     """A project module in ``path`` plus its embedded SQLite database file."""
 
-    def __init__(self, path: Path, source: str, module: str = "proj") -> None:
+    def __init__(self, path: Path, source: str, module: str = "proj",
+                 broker_url: str | None = None) -> None:
         self.path = path
         self.module = module
+        #: when set, broker and result store URL for workers and client (env override)
+        self.broker_url = broker_url
         self.db_path = path / "db.sqlite3"
         (path / f"{module}.py").write_text(textwrap.dedent(source))
         self._client: ModuleType | None = None
@@ -129,6 +132,8 @@ class Project:
         env = {k: v for k, v in os.environ.items() if k not in OVERRIDING_ENV}
         env["CELERIAC_SQLITE_PATH"] = str(self.db_path)
         env["PYTHONUNBUFFERED"] = "1"
+        if self.broker_url:
+            env["CELERIAC_BROKER_URL"] = env["CELERIAC_RESULT_BACKEND"] = self.broker_url
         env.update(extra)
         return env
 
@@ -165,8 +170,12 @@ class Project:
         """Import the project module in this process (the producer side)."""
         if self._client is None:
             self._saved_env = {k: os.environ.pop(k, None)
-                               for k in (*OVERRIDING_ENV, "CELERIAC_SQLITE_PATH")}
+                               for k in (*OVERRIDING_ENV, "CELERIAC_SQLITE_PATH",
+                                         "CELERIAC_RESULT_BACKEND")}
             os.environ["CELERIAC_SQLITE_PATH"] = str(self.db_path)
+            if self.broker_url:
+                os.environ["CELERIAC_BROKER_URL"] = self.broker_url
+                os.environ["CELERIAC_RESULT_BACKEND"] = self.broker_url
             sys.path.insert(0, str(self.path))  # sibling modules (settings, tasks)
             spec = importlib.util.spec_from_file_location(self.module,
                                                           self.path / f"{self.module}.py")
@@ -200,9 +209,10 @@ class Project:
 
 
 @contextmanager
-def project(tmp_path: Path, source: str, module: str = "proj") -> Iterator[Project]:
+def project(tmp_path: Path, source: str, module: str = "proj",
+            broker_url: str | None = None) -> Iterator[Project]:
     """A :class:`Project` that stops its workers and unloads its module on exit."""
-    proj = Project(tmp_path, source, module)
+    proj = Project(tmp_path, source, module, broker_url=broker_url)
     try:
         yield proj
     finally:

@@ -18,8 +18,9 @@ from celeriac.brokers.base import Broker
 from celeriac.results.store import ResultStore
 
 LEASE_SECONDS = 1.0
-BROKERS = ["memory", "sqlite", "redis"]
-STORES = ["memory", "sqlite", "redis", "django-db", "django-db-postgres", "django-cache"]
+BROKERS = ["memory", "sqlite", "redis", "postgres"]
+STORES = ["memory", "sqlite", "redis", "postgres", "django-db", "django-db-postgres",
+          "django-cache"]
 
 
 def load(module: str, attr: str) -> Any:
@@ -43,6 +44,11 @@ def make_broker(kind: str, request: pytest.FixtureRequest) -> Broker:
         broker: Broker = cls(url, lease_seconds=LEASE_SECONDS,
                              options={"global_keyprefix": prefix})
         return broker
+    if kind == "postgres":
+        cls = load("celeriac.brokers.postgres.broker", "PostgresBroker")
+        made: Broker = cls(request.getfixturevalue("postgres_url"), lease_seconds=LEASE_SECONDS)
+        made.queues()  # creates the test's own schema now, not inside a timed step
+        return made
     raise ValueError(kind)
 
 
@@ -58,6 +64,10 @@ def make_store(kind: str, request: pytest.FixtureRequest) -> ResultStore:
         url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("key_prefix")
         store: ResultStore = cls(url, options={"global_keyprefix": prefix})
         return store
+    if kind == "postgres":
+        cls = load("celeriac.brokers.postgres.results", "PostgresResultStore")
+        pg_store: ResultStore = cls(request.getfixturevalue("postgres_url"))
+        return pg_store
     if kind.startswith("django"):
         return make_django_store(kind, request)
     raise ValueError(kind)

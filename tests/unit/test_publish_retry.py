@@ -9,7 +9,7 @@ from unittest import mock
 import pytest
 
 from celeriac import Celery, group
-from celeriac.exceptions import OperationalError
+from celeriac.exceptions import ImproperlyConfigured, OperationalError
 from celeriac.retry import RetryPolicy, call, time_left
 
 NO_PAUSE = {"interval_start": 0, "interval_step": 0, "interval_max": 0}
@@ -161,3 +161,48 @@ def test_publish_deadline_setting_bounds_the_retries(app: Celery) -> None:
     started = time.monotonic()
     calls = publish_calls(app, "publish", lambda: app.tasks["retrying.add"].delay(1, 1))
     assert calls > 1 and time.monotonic() - started < 2.0
+
+
+def test_connection_goes_to_publish_in_transaction_once(app: Celery) -> None:
+    """``apply_async(connection=)`` (and a group's) takes the transactional path, one
+    attempt (a failed statement aborts the caller's transaction), never ``publish``."""
+    add = app.tasks["retrying.add"]
+    conn = object()
+    assert publish_calls(app, "publish_in_transaction",
+                         lambda: add.apply_async((1, 1), connection=conn)) == 1
+    with mock.patch.object(app.broker, "publish_in_transaction") as joined, \
+            mock.patch.object(app.broker, "publish") as plain:
+        add.apply_async((1, 1), connection=conn)
+        group(add.s(1, 1), add.s(2, 2)).apply_async(connection=conn)
+    assert plain.call_count == 0
+    assert [(call.args[0], len(call.args[1])) for call in joined.call_args_list] == [
+        (conn, 1), (conn, 2)]
+
+
+def test_connection_bypasses_publish_interceptors(app: Celery) -> None:
+    """An explicit ``connection=`` is where the caller wants the message: an
+    interceptor (the Django outbox) is not consulted for it."""
+    from celeriac import hooks
+
+    seen: list[int] = []
+
+    def take(_app: Any, items: Any) -> bool:
+        seen.append(len(items))
+        return True
+
+    hooks.register_publish_interceptor(take)
+    try:
+        with mock.patch.object(app.broker, "publish_in_transaction") as joined:
+            app.tasks["retrying.add"].apply_async((1, 1), connection=object())
+            app.tasks["retrying.add"].delay(2, 2)
+    finally:
+        hooks.unregister_publish_interceptor(take)
+    assert joined.call_count == 1 and seen == [1]
+    assert app.broker.stats("celery").ready == 0  # the interceptor took the plain delay()
+
+
+def test_connection_on_a_broker_outside_the_database_is_refused(app: Celery) -> None:
+    add = app.tasks["retrying.add"]
+    with pytest.raises(ImproperlyConfigured, match="needs the PostgreSQL broker"):
+        add.apply_async((1, 1), connection=object())
+    assert app.broker.stats("celery").ready == 0

@@ -127,6 +127,7 @@ def send_task(app: Celery, name: str, args: Any = None, kwargs: Any = None,
               **options: Any) -> str:
     """Publish a task call; return its task id."""
     task_id = options.pop("task_id", None) or str(uuid.uuid4())
+    connection = options.pop("connection", None)
     options = _task_defaults(options.get("task"), options)
     message, queue, not_before, priority = build_message(
         app, name, list(args or ()), dict(kwargs or {}), task_id, options)
@@ -137,7 +138,8 @@ def send_task(app: Celery, name: str, args: Any = None, kwargs: Any = None,
                                      properties=message.properties, declare=[],
                                      retry_policy=options.get("retry_policy"))
     publish_items(app, [Publish(message, queue, not_before, priority)],
-                  retry=options.get("retry"), policy=options.get("retry_policy"))
+                  retry=options.get("retry"), policy=options.get("retry_policy"),
+                  connection=connection)
     signals.after_task_publish.send(sender=name, body=body, exchange="",
                                     routing_key=queue, headers=message.headers)
     return task_id
@@ -166,25 +168,37 @@ def publish_policy(app: Celery, retry: bool | None = None,
 
 
 def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = None,
-                  policy: Mapping[str, Any] | None = None, intercept: bool = True) -> None:
+                  policy: Mapping[str, Any] | None = None, intercept: bool = True,
+                  connection: Any = None) -> None:
     """Publish ``items`` (one message or a batch) durably, or raise OperationalError.
 
     The one retry layer of publishing (:func:`celeriac.retry.call`): brokers
     try once inside it, and give up at the publish deadline even when the
     server accepts connections but never answers. First, unless ``intercept``
-    is false, the publish interceptors (:mod:`celeriac.hooks`) may take the
-    batch (the Django outbox writes it to its table inside the transaction).
+    is false or a ``connection`` is given, the publish interceptors
+    (:mod:`celeriac.hooks`) may take the batch (the Django outbox writes it to
+    its table inside the transaction). With ``connection``
+    (``apply_async(connection=conn)``) the items are inserted through the
+    caller's open database transaction (:meth:`Broker.publish_in_transaction`):
+    one attempt, since a failed statement aborts that transaction; the broker's
+    own round trips (schema check, queue names) still end by the deadline.
     """
-    if intercept and hooks._interceptors and hooks.intercept_publish(app, items):
+    if (connection is None and intercept and hooks._interceptors
+            and hooks.intercept_publish(app, items)):
         return  # taken by an integration (e.g. written to a transactional outbox)
     broker = app.broker
     rules = publish_policy(app, retry, policy)
     first = items[0].message
     what = (f"publish of {first.task_name}[{first.task_id}]" if len(items) == 1
             else f"publish of {len(items)} messages")
+    if connection is not None:
+        rules = rules.once()
+        what += " in the caller's transaction"
 
     def attempt() -> None:
-        if len(items) == 1:
+        if connection is not None:
+            broker.publish_in_transaction(connection, items)
+        elif len(items) == 1:
             item = items[0]
             broker.publish(item.message, item.queue, not_before=item.not_before,
                            priority=item.priority)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from ..exceptions import ImproperlyConfigured
 from ..messages import Message
 
 #: Reasons a message goes to the dead-letter store.
@@ -174,6 +175,13 @@ class Broker(abc.ABC):
         for item in items:
             self.publish(item.message, item.queue, not_before=item.not_before,
                          priority=item.priority)
+
+    def publish_in_transaction(self, connection: Any, items: Iterable[Publish]) -> None:
+        """Publish inside the caller's open database transaction (``apply_async(...,
+        connection=conn)``); only brokers that live in that database can."""
+        raise ImproperlyConfigured(
+            f"apply_async(connection=...) enqueues inside your database transaction and "
+            f"needs the PostgreSQL broker; this broker is {self.url.split('://', 1)[0]}://")
 
     # -- consuming -------------------------------------------------------
     @abc.abstractmethod

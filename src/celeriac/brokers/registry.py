@@ -2,7 +2,7 @@
 
 :data:`SCHEMES` maps a URL scheme (``sqlite``, ``redis``, ``redis+socket``...)
 to the function that loads its engine. An engine function imports its own
-package only when called, so a driver (redis-py, later psycopg or an AMQP
+package only when called, so a driver (redis-py, psycopg, later an AMQP
 client) is needed only when its engine is used, and returns an
 :class:`Engine`: the broker class, the result store class and the schedule
 store factory it provides. A scheme may stand for only some of them
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..exceptions import ImproperlyConfigured
 from ..results.store import ResultStore
@@ -34,6 +34,22 @@ ALL_ROLES = frozenset({BROKER, RESULTS, BEAT})
 BeatStoreFactory = Callable[..., ScheduleStore]
 
 
+class SchemaAdmin(Protocol):
+    """``celeriac db`` on an engine whose schema is versioned (each returns lines to print)."""
+
+    def identity(self, url: str, options: Mapping[str, Any], setting: str) -> tuple[str, str]:
+        """``(key, label)``: URLs with one key share one schema."""
+
+    def migrate(self, url: str, options: Mapping[str, Any], setting: str) -> list[str]:
+        """Create or upgrade the schema."""
+
+    def status(self, url: str, options: Mapping[str, Any], setting: str) -> list[str]:
+        """The schema's version and table sizes."""
+
+    def vacuum(self, url: str, options: Mapping[str, Any], setting: str) -> list[str]:
+        """Delete expired rows and reclaim space now."""
+
+
 @dataclass(frozen=True)
 class Engine:
     """What one storage engine provides (None where it provides nothing)."""
@@ -41,6 +57,8 @@ class Engine:
     broker: type[Broker] | None
     result_store: type[ResultStore] | None
     beat_store: BeatStoreFactory | None
+    #: schema management for ``celeriac db`` (engines that version a schema)
+    admin: SchemaAdmin | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +97,19 @@ def redis_engine() -> Engine:
     return Engine(RedisBroker, RedisResultStore, beat_store)
 
 
+def postgres_engine() -> Engine:
+    from .postgres.admin import ADMIN
+    from .postgres.beat_store import store_for_url as beat_store
+    from .postgres.broker import PostgresBroker
+    from .postgres.results import PostgresResultStore
+
+    return Engine(PostgresBroker, PostgresResultStore, beat_store, ADMIN)
+
+
 _REDIS = Scheme(redis_engine, extra="redis")
+_POSTGRES = Scheme(postgres_engine, extra="postgres")
+#: Celery's SQLAlchemy result-backend URLs: results (and beat, as db+sqlite), not a broker
+_POSTGRES_DB = Scheme(postgres_engine, roles=frozenset({RESULTS, BEAT}), extra="postgres")
 
 SCHEMES: dict[str, Scheme] = {
     "memory": Scheme(memory_engine, embedded=True),
@@ -92,6 +122,12 @@ SCHEMES: dict[str, Scheme] = {
     "sentinel": _REDIS,
     "redis+socket": _REDIS,
     "unix": _REDIS,
+    "postgresql": _POSTGRES,
+    "postgres": _POSTGRES,
+    "db+postgresql": _POSTGRES_DB,
+    "db+postgres": _POSTGRES_DB,
+    "db+postgresql+psycopg": _POSTGRES_DB,
+    "db+postgresql+psycopg2": _POSTGRES_DB,
 }
 
 
@@ -182,10 +218,11 @@ def store_for_url(url: str, *, expires: float | None = 86400.0,
 
 def beat_store_for_url(url: str, *, app: Any = None, options: Mapping[str, Any] | None = None,
                        prefix: str) -> ScheduleStore:
-    """Create the schedule store for ``url`` (``memory://``, ``sqlite:///path``, ``redis://``)."""
+    """Create the schedule store for ``url`` (``memory://``, ``sqlite:///path``, ``redis://``,
+    ``postgresql://``)."""
     if _row(url, BEAT) is None:
-        raise ValueError(
-            f"beat: no schedule store for {url!r} (use sqlite://, redis:// or memory://)")
+        raise ValueError(f"beat: no schedule store for {url!r} "
+                         "(use sqlite://, redis://, postgresql:// or memory://)")
     factory = engine_for(url, BEAT).beat_store
     assert factory is not None
     return factory(url, app=app, options=dict(options or {}), prefix=prefix)

@@ -105,7 +105,8 @@ def publish_members(app: Celery, members: list[Signature], options: dict[str, An
         batch.append(item)
     if not batch:
         return
-    publish_items(app, batch, retry=options.get("retry"), policy=options.get("retry_policy"))
+    publish_items(app, batch, retry=options.get("retry"), policy=options.get("retry_policy"),
+                  connection=options.get("connection"))
     if signals.after_task_publish._receivers:
         for item in batch:
             signals.after_task_publish.send(sender=item.message.task_name,

@@ -1,10 +1,12 @@
 """Choosing the schedule store for an app.
 
 Order: the ``beat_schedule_store`` setting (a URL) if set; otherwise the
-broker's URL (SQLite broker -> same file, Redis broker -> same Redis, memory
-broker -> a memory store private to the app, like the broker); otherwise the
-result backend if it is Redis or SQLite; otherwise a SQLite file in the working directory, which
-only schedulers on this host share (a warning says so).
+broker's URL (SQLite broker -> same file, Redis broker -> same Redis, PostgreSQL
+broker -> same database and schema, memory broker -> a memory store private to the
+app, like the broker); otherwise the result backend if it is Redis, SQLite or
+PostgreSQL; otherwise a SQLite file in the working directory, which only
+schedulers on this host share (a warning says so). The engines are the scheme
+table's (:mod:`celeriac.brokers.registry`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ _APP_MEMORY_LOCK = threading.Lock()
 
 def store_for_url(url: str, *, app: Any = None, options: dict[str, Any] | None = None,
                   prefix: str = DEFAULT_PREFIX) -> ScheduleStore:
-    """The store for a URL: ``memory://``, ``sqlite:///path`` or ``redis://...``."""
+    """The store for a URL: ``memory://``, ``sqlite:///path``, ``redis://...``,
+    ``postgresql://...``."""
     return beat_store_for_url(url, app=app, options=options, prefix=prefix)
 
 

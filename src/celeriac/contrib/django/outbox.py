@@ -27,8 +27,8 @@ as always). Sent rows are kept ``task_outbox_retention`` seconds (one day) for
 that check, then deleted by the relay.
 
 When the broker is the same PostgreSQL database as Django's, no outbox is
-needed: the broker can enqueue in the caller's transaction.
-:func:`same_database_publisher` is that seam (see ``docs/django.md``).
+needed: the broker enqueues in the caller's transaction
+(:func:`same_database_publisher`, see ``docs/django.md``).
 """
 
 from __future__ import annotations
@@ -69,10 +69,11 @@ def same_database_publisher(app: Any, alias: str) -> Callable[[Sequence[Publish]
     """A callable publishing ``items`` inside the transaction of a Django connection, when
     the broker lives in that same database (PostgreSQL broker), else None.
 
-    The seam for transactional enqueue without an outbox: the broker must offer
-    ``publish_in_transaction(items, connection)`` (taking the DB-API connection of
-    Django's ``connections[alias]``) and say ``shares_database(settings_dict)``.
-    No broker offers it yet, so the outbox is used.
+    The seam for transactional enqueue without an outbox: the broker must say
+    ``shares_database(settings_dict)`` and take ``publish_in_transaction(connection,
+    items)`` (:meth:`celeriac.brokers.base.Broker.publish_in_transaction`, given
+    Django's connection wrapper ``connections[alias]``). The PostgreSQL broker does
+    both; every other broker lacks ``shares_database``, so the outbox is used.
     """
     broker = app.broker
     publish = getattr(broker, "publish_in_transaction", None)
@@ -83,7 +84,7 @@ def same_database_publisher(app: Any, alias: str) -> Callable[[Sequence[Publish]
 
     if not shares(connections[alias].settings_dict):
         return None
-    return lambda items, conn: publish(list(items), conn.connection)
+    return lambda items, conn: publish(conn, list(items))
 
 
 # -- producer side -------------------------------------------------------------------------
