@@ -249,7 +249,7 @@ class Scheduler:
     def _warn_skipped(self, entry: StoredEntry, decision: Plan) -> bool:
         """Name the fires the policy skipped (once our claim or drop moved the cursor)."""
         if decision.skipped:
-            logger.warning("beat: %s: missed fires not sent (%s): %s", entry.name,
+            logger.warning("beat: %r: missed fires not sent (%s): %s", entry.name,
                            skip_reason(entry, decision, self.tz), describe_skipped(decision))
         return True
 
@@ -285,7 +285,7 @@ class Scheduler:
         sent = 0
         for record in self.claims.abandoned(now):
             if self.store.take_over(record, self.node_id, now, now):
-                logger.warning("beat: re-sending %s fire %s, task id %s (claimed by %s, never "
+                logger.warning("beat: re-sending %r fire %s, task id %s (claimed by %s, never "
                                "marked sent; if that scheduler had published it just before "
                                "it stopped, this is a second copy with the same task id)",
                                record.entry, record.fire_time.isoformat(), record.task_id,

@@ -132,6 +132,7 @@ class PostgresStore(ScheduleStore):
                   claimed_before: datetime) -> bool:
         return self._count("beat_take_over", owner=owner, now_us=to_us(now),
                            entry=record.entry, fire_us=to_us(record.fire_time),
+                           claimed_us=to_us(record.claimed_at),
                            before_us=to_us(claimed_before)) == 1
 
     def list_fires(self, entry: str | None = None) -> list[FireRecord]:

@@ -381,7 +381,7 @@ ORDER BY fire_us;
 -- name: beat_take_over
 UPDATE {schema}.beat_fires SET owner = %(owner)s, claimed_us = %(now_us)s
 WHERE entry = %(entry)s AND fire_us = %(fire_us)s AND state = 'claimed'
-  AND claimed_us < %(before_us)s;
+  AND claimed_us = %(claimed_us)s AND claimed_us < %(before_us)s;
 
 -- name: beat_list_fires
 SELECT entry, fire_us, task_id, payload, owner, claimed_us, state, sent_us, manual
