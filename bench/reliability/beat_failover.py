@@ -1,12 +1,13 @@
 """Scheduler failover under kill -9: N schedulers, the leader killed K times, every fire counted.
 
 Starts N ``celeriac beat`` processes (``mode="beat"``) or N ``celeriac worker -B``
-(``mode="worker"``) of a throw-away project on one broker (a SQLite file, or
-Redis under a unique key prefix) with one entry firing every second into a queue
-nobody consumes. K times it waits a random fraction of a period, SIGKILLs the
-holder of the leader lease and (between kills) starts a replacement so N keep
-running. Then it stops everything, reads every message the entry sent and the
-store's fire records, and sorts every fire time from the first fire to the last:
+(``mode="worker"``) of a throw-away project on one broker (a SQLite file, Redis
+under a unique key prefix, or PostgreSQL in a schema of its own, deleted
+afterwards) with one entry firing every second into a queue nobody consumes. K
+times it waits a random fraction of a period, SIGKILLs the holder of the leader
+lease and (between kills) starts a replacement so N keep running. Then it stops
+everything, reads every message the entry sent and the store's fire records, and
+sorts every fire time from the first fire to the last:
 
 * ``sent``: enqueued exactly once;
 * ``duplicated``: enqueued more than once and **not** explained (must be 0);
@@ -25,6 +26,7 @@ Run it (from the repository root, with Redis for the Redis runs)::
 
     python bench/reliability/beat_failover.py                        # SQLite, 3 beats, 3 kills
     python bench/reliability/beat_failover.py --broker redis://127.0.0.1:6379/15 --mode worker
+    python bench/reliability/beat_failover.py --broker postgresql://postgres@127.0.0.1/test
     python bench/reliability/beat_failover.py --kills 10 --json      # the result as JSON
 
 Self-contained: :func:`run` returns the result dict; the CLI prints it.
@@ -239,6 +241,18 @@ def analyse(app: Any, store: Any, logs: list[str], kills: list[float]) -> dict[s
     }
 
 
+def _with_schema(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import psycopg
+
+    plain = url.split("?", 1)[0].replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
 def _cleanup_redis(broker_url: str, prefix: str) -> None:
     import redis
 
@@ -258,8 +272,9 @@ def run(broker_url: str = "sqlite", *, schedulers: int = 3, kills: int = 3,
         say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Run the scenario once and return its figures (see the module docstring).
 
-    ``broker_url``: ``"sqlite"`` (a file in a temporary directory) or a
-    ``redis://`` URL (keys under a unique prefix, deleted afterwards).
+    ``broker_url``: ``"sqlite"`` (a file in a temporary directory), a
+    ``redis://`` URL (keys under a unique prefix) or a ``postgresql://`` URL
+    (tables in a schema of their own); whatever the run creates is deleted.
     """
     if mode not in ("beat", "worker"):
         raise ValueError("mode must be 'beat' or 'worker'")
@@ -269,8 +284,12 @@ def run(broker_url: str = "sqlite", *, schedulers: int = 3, kills: int = 3,
     rng = random.Random(seed)
     workdir = Path(tempfile.mkdtemp(prefix="beat-failover-"))
     is_redis = broker_url.startswith(("redis://", "rediss://"))
+    is_pg = broker_url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://"))
+    engine = "redis" if is_redis else "postgresql" if is_pg else "sqlite"
     prefix = f"beat-failover-{uuid.uuid4().hex[:10]}:"
-    broker = broker_url if is_redis else f"sqlite:///{workdir / 'broker.sqlite3'}"
+    schema = f"beat_failover_{uuid.uuid4().hex[:10]}"
+    broker = (broker_url if is_redis else _with_schema(broker_url, schema) if is_pg
+              else f"sqlite:///{workdir / 'broker.sqlite3'}")
     transport = {"global_keyprefix": prefix} if is_redis else {}
     module = f"beatfailover_{uuid.uuid4().hex[:8]}"
     (workdir / f"{module}.py").write_text(textwrap.dedent(PROJECT.format(
@@ -288,7 +307,7 @@ def run(broker_url: str = "sqlite", *, schedulers: int = 3, kills: int = 3,
         nodes = [Node(workdir, module, mode, i) for i in range(schedulers)]
         for node in nodes:
             node.wait_ready()
-        say(f"{schedulers} x {mode} ready on {'redis' if is_redis else 'sqlite'}")
+        say(f"{schedulers} x {mode} ready on {engine}")
         _wait(lambda: len(store.list_fires(ENTRY)) >= warmup_fires, 60, "the first fires")
         for k in range(kills):
             leader = _wait(lambda: _live_holder(store, nodes), lease * 3 + 30,
@@ -312,9 +331,11 @@ def run(broker_url: str = "sqlite", *, schedulers: int = 3, kills: int = 3,
         app.close()
         if is_redis:
             _cleanup_redis(broker_url, prefix)
+        if is_pg:
+            _drop_schema(broker_url, schema)
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    return {"scenario": "beat_failover", "broker": "redis" if is_redis else "sqlite",
+    return {"scenario": "beat_failover", "broker": engine,
             "mode": mode, "schedulers": schedulers, "kills": kills, "every": every,
             "lease": lease, "claim_timeout": claim_timeout, "missed": missed,
             "seconds": round(time.monotonic() - started, 1), **result,
@@ -338,7 +359,8 @@ def summary(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker", default="sqlite",
-                        help="'sqlite' (default, a temporary file) or a redis:// URL")
+                        help="'sqlite' (default, a temporary file), a redis:// or a "
+                             "postgresql:// URL")
     parser.add_argument("--mode", choices=("beat", "worker"), default="beat",
                         help="run 'celeriac beat' or 'celeriac worker -B' processes")
     parser.add_argument("--schedulers", type=int, default=3)

@@ -137,6 +137,7 @@ def _load(name: str) -> ModuleType:
 
 
 _contract = _load("test_beat_store_contract")
+_failover = _load("test_beat_failover")
 for _name in dir(_contract):
     if _name.startswith("test_"):
         globals()[_name] = getattr(_contract, _name)
@@ -158,3 +159,8 @@ def store(dj: Any) -> Iterator[ScheduleStore]:
     yield made
     empty()
     time.sleep(0)
+
+
+def test_leader_dies_a_standby_takes_over_on_django_tables(store: ScheduleStore) -> None:
+    """The failover simulation of the unit suite, with three schedulers on Django's tables."""
+    _failover.check_failover(_failover.simulate_failover(lambda: store))

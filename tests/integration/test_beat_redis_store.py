@@ -1,6 +1,6 @@
 """The Redis schedule store: the store contract, and three schedulers sharing one Redis.
 
-The contract tests and the cluster simulation are the unit suite's, loaded
+The contract tests and the cluster and failover simulations are the unit suite's, loaded
 from ``tests/unit`` and run here with a Redis ``store`` (unique key prefix,
 keys deleted afterwards).
 """
@@ -37,6 +37,7 @@ def _load(name: str) -> ModuleType:
 
 _contract = _load("test_beat_store_contract")
 _cluster = _load("test_beat_cluster")
+_failover = _load("test_beat_failover")
 
 # Re-export the contract tests so pytest collects them here with the Redis fixture.
 globals().update({name: getattr(_contract, name) for name in dir(_contract)
@@ -54,6 +55,18 @@ def test_three_schedulers_share_redis(redis_url: str, key_prefix: str) -> None:
     result = _cluster.run_cluster(lambda: RedisStore(redis_url, prefix=key_prefix), minutes=6)
     _cluster.check_exactly_once(result)
     assert [n.state for n in result["nodes"]].count("dead") == 1
+
+
+def test_leader_dies_a_standby_takes_over_on_redis(redis_url: str, key_prefix: str) -> None:
+    stores: list[RedisStore] = []
+
+    def factory() -> RedisStore:
+        stores.append(RedisStore(redis_url, prefix=key_prefix))
+        return stores[-1]
+
+    _failover.check_failover(_failover.simulate_failover(factory))
+    for made in stores:
+        made.close()
 
 
 def test_store_for_app_uses_the_redis_broker(redis_url: str, key_prefix: str) -> None:

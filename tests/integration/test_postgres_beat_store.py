@@ -1,6 +1,6 @@
 """The PostgreSQL schedule store: the store contract, and three schedulers sharing one database.
 
-The contract tests and the cluster simulation are the unit suite's, loaded from
+The contract tests and the cluster and failover simulations are the unit suite's, loaded from
 ``tests/unit`` and run here with a PostgreSQL ``store`` (a schema of its own per test,
 dropped afterwards).
 """
@@ -36,6 +36,7 @@ def _load(name: str) -> ModuleType:
 
 _contract = _load("test_beat_store_contract")
 _cluster = _load("test_beat_cluster")
+_failover = _load("test_beat_failover")
 
 globals().update({name: getattr(_contract, name) for name in dir(_contract)
                   if name.startswith("test_")})
@@ -72,4 +73,18 @@ def test_store_for_app_uses_the_postgres_broker(postgres_url: str, pg_schema: st
     try:
         assert isinstance(made, PostgresStore) and made.settings.schema == pg_schema
     finally:
+        made.close()
+
+
+def test_leader_dies_a_standby_takes_over_on_postgres(postgres_url: str) -> None:
+    from celeriac.brokers.postgres.beat_store import PostgresStore
+
+    stores: list[PostgresStore] = []
+
+    def factory() -> PostgresStore:
+        stores.append(PostgresStore(postgres_url))
+        return stores[-1]
+
+    _failover.check_failover(_failover.simulate_failover(factory))
+    for made in stores:
         made.close()
