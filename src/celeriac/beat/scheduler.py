@@ -193,12 +193,13 @@ class Scheduler:
                        "this scheduler sends fires for the next %gs, or until it holds the "
                        "lease", self.node_id, self.store.lease_holder(now) or "lease expired",
                        named, self.lease_seconds)
-        return self.run_due(now)
+        return self.run_due(now, recover=False)
 
-    def run_due(self, now: datetime) -> float:
+    def run_due(self, now: datetime, *, recover: bool = True) -> float:
         """The leader's work for one tick (the lease is not checked here)."""
         self.refresh()
-        self.recover(now)
+        if recover:
+            self.recover(now)
         upcoming = [self._run_entry(entry, now) for entry in list(self.entries.values())]
         self._maybe_prune(now)
         after = self.clock.now()
