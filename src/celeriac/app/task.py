@@ -97,6 +97,13 @@ class Task:
 
     MaxRetriesExceededError = MaxRetriesExceededError
     OperationalError = OperationalError
+    #: True for a class (or base) overriding ``__call__``: the worker calls the task
+    #: object then, not ``run`` (Celery's rule), so the override wraps every run
+    custom_call: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.custom_call = cls.__call__ is not Task.__call__
 
     # -- app binding ------------------------------------------------------------
     @property
