@@ -45,6 +45,9 @@ task = update_conversion_rates
 type = timedelta
 schedule = {{"seconds": 1}}
 
+[pshell]
+setup = celeriac.contrib.pyramid.shell.setup
+
 [loggers]
 keys = root, trees
 
@@ -126,6 +129,12 @@ class Site:
 
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.command(*args), cwd=self.path, env=self.env(),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def pshell(self, commands: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Pyramid's ``pshell development.ini`` (the plain Python shell), fed ``commands``."""
+        return subprocess.run([sys.executable, "-m", "pyramid.scripts.pshell", "-p", "python",
+                               str(self.ini)], input=commands, cwd=self.path, env=self.env(),
                               capture_output=True, text=True, timeout=timeout)
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:

@@ -80,3 +80,37 @@ def test_beat_fires_ini_schedule(site: Site, webapp: Any, worker: Any) -> None:
     finally:
         log = stop(beat)
     assert "INI-LOGGING" in log
+
+
+def test_pshell_helper_counts_and_purges(site: Site, webapp: Any) -> None:
+    webapp.post("/order", {"phone": "+358400000006"})
+    webapp.post("/order", {"phone": "+358400000007"})
+    shell = site.pshell("print('COUNTS', queues()['celery'])\n"
+                        "print('PURGED', purge())\n"
+                        "print('AFTER', queues()['celery']['ready'])\n")
+    assert shell.returncode == 0, shell.stderr
+    assert "COUNTS {'ready': 4, 'delayed': 0, 'leased': 0, 'dead': 0}" in shell.stdout
+    assert "PURGED 4" in shell.stdout and "AFTER 0" in shell.stdout
+
+
+def test_worker_purge_drops_waiting_messages(site: Site, webapp: Any) -> None:
+    webapp.post("/order", {"phone": "+358400000008"})
+    proc = site.start(*WORKER, "--purge")
+    try:
+        wait_for(lambda: b"ready" in proc.log_path.read_bytes() or proc.poll() is not None,
+                 what="the worker to be ready")
+        time.sleep(1.0)
+    finally:
+        log = stop(proc)
+    assert "Purged 2 messages from 1 known task queue." in log
+    assert " received" not in log and site.rows("SELECT id FROM sent_sms") == []
+
+
+def test_ini_errors_stop_the_command(site: Site) -> None:
+    site.ini.write_text(site.ini.read_text().replace(
+        "CELERYD_CONCURRENCY = 2", "CELERYD_CONCURRENCY = two"))
+    result = site.run(*WORKER)
+    assert result.returncode == 1
+    assert "[celery] CELERYD_CONCURRENCY = 'two': expected a number" in result.stderr
+    missing = site.run("worker", "-A", "celeriac.contrib.pyramid.celery_app")
+    assert missing.returncode == 2 and "--ini development.ini" in missing.stderr

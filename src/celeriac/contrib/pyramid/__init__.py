@@ -16,17 +16,12 @@ imports is here, under the names it knows:
 
 from __future__ import annotations
 
-from celeriac.app.base import Celery
-
-from .app import add_ini_options, bind, configure, includeme
+from .app import add_ini_options, bind, celery_app, configure, includeme
 from .commit import install as _install
 from .commit import send_immediately
 from .tasks import RequestAwareTask, TransactionalTask
 
 _install()
-
-#: pyramid_celery's ``celery_app``: configured by ``--ini`` or ``config.include``
-celery_app = add_ini_options(Celery())
 
 __all__ = ["RequestAwareTask", "TransactionalTask", "add_ini_options", "bind", "celery_app",
            "configure", "includeme", "send_immediately"]

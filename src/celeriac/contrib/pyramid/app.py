@@ -64,13 +64,18 @@ def configure(app: Celery, path: str, variables: dict[str, str] | None = None) -
         app.config_from_object("celeryconfig")
     else:
         app.config_from_object(settings)
+    defer_app(app)
+    return source
+
+
+def log_from(source: _ini.IniFile) -> None:
+    """Let the file's ``[loggers]`` configure the worker's and beat's logging (through
+    ``setup_logging``), unless ``[celery]`` sets ``worker_hijack_root_logger = true``."""
     hijack = any(OLD_NAMES.get(k, k) == "worker_hijack_root_logger" and v is True
-                 for k, v in settings.items())
+                 for k, v in source.settings.items())
     if source.has_logging and not hijack:
         _LOGGING[:] = [source]
         signals.setup_logging.connect(_configure_logging)
-    defer_app(app)
-    return source
 
 
 def _configure_logging(**kwargs: Any) -> None:
@@ -101,7 +106,7 @@ def on_preload(sender: Any = None, app: Any = None, options: Any = None, **kwarg
                                    "--ini development.ini")
         return
     variables = _ini.parse_variables((options or {}).get("ini_var"))
-    configure(app, path, variables)
+    log_from(configure(app, path, variables))
     from pyramid.paster import bootstrap
 
     try:
@@ -127,8 +132,6 @@ def _after_fork(**kwargs: Any) -> None:
 
 def includeme(config: Any, app: Celery | None = None) -> None:
     """``config.include('celeriac.contrib.pyramid')``."""
-    from . import celery_app
-
     target = app or celery_app
     bind(target, config.registry)
 
@@ -141,3 +144,7 @@ def includeme(config: Any, app: Celery | None = None) -> None:
     path = (config.registry.settings or {}).get("celeriac.ini")
     if path:
         configure(target, str(path))
+
+
+#: pyramid_celery's ``celery_app``: configured by ``--ini`` or ``config.include``
+celery_app = add_ini_options(Celery())

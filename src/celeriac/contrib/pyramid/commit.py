@@ -100,7 +100,8 @@ def current_transaction(request: Any = None) -> Any:
 
 
 def _defers(app: Any, item: Publish) -> bool:
-    task = app.tasks.get(item.message.task_name or "") if hasattr(app, "tasks") else None
+    registry = getattr(app, "_tasks", None)  # not app.tasks: that would finalize the app
+    task = registry.get(item.message.task_name or "") if registry is not None else None
     choice = getattr(task, "on_commit", None)
     if choice is not None:
         return bool(choice)
@@ -109,10 +110,10 @@ def _defers(app: Any, item: Publish) -> bool:
 
 def intercept(app: Any, items: Sequence[Publish]) -> bool:
     """Publish interceptor: hold ``items`` until the current request's transaction commits."""
-    if _SEND_NOW.get() or not any(_defers(app, item) for item in items):
+    if _SEND_NOW.get():
         return False
     txn = current_transaction()
-    if txn is None:
+    if txn is None or not any(_defers(app, item) for item in items):
         return False
     txn.addAfterCommitHook(_after_commit, args=(app, list(items)))
     return True

@@ -12,9 +12,9 @@ and request extensions (``config.add_request_method``), made current
   (the cookiecutter's ``get_tm_session``), else, when the registry holds a
   session factory at ``registry["dbsession_factory"]``, a session joined to
   ``request.tm`` by ``zope.sqlalchemy``;
-* URL generation (``route_url``, ``static_url``, ``resource_url``) against the
-  site's address, the ``app.url`` setting (``app.url = https://example.com``
-  in ``[app:main]``). Without it, generating an absolute URL raises
+* URL generation (``route_url``, ``static_url``, ``resource_url``, ``request.url``)
+  against the site's address, the ``app.url`` setting (``app.url =
+  https://example.com`` in ``[app:main]``). Without it, generating an absolute URL raises
   :class:`pyramid.exceptions.ConfigurationError` saying so, instead of
   producing ``http://localhost/...`` links (``route_path`` always works).
 """
@@ -36,15 +36,26 @@ URL_SETTING = "app.url"
 _CLASSES: dict[type, type] = {}
 
 
+def _no_address() -> ConfigurationError:
+    return ConfigurationError(
+        f"A task's request has no site address to build absolute URLs: set "
+        f"{URL_SETTING} = https://your.site in the [app:main] settings (or use "
+        f"request.route_path for a path)")
+
+
 def _partial_application_url(self: Any, scheme: Any = None, host: Any = None,
                              port: Any = None) -> str:
     if host is None and not self.environ.get("celeriac.base_url"):
-        raise ConfigurationError(
-            f"A task's request has no site address to build absolute URLs: set "
-            f"{URL_SETTING} = https://your.site in the [app:main] settings (or use "
-            f"request.route_path for a path)")
+        raise _no_address()
     base: str = self._celeriac_base_partial(scheme, host, port)
     return base
+
+
+def _host_url(self: Any) -> str:
+    if not self.environ.get("celeriac.base_url"):
+        raise _no_address()
+    url: str = self._celeriac_base_host_url  # the original property, read through self
+    return url
 
 
 def request_class(factory: type) -> type:
@@ -54,6 +65,8 @@ def request_class(factory: type) -> type:
         cls = type(f"Task{factory.__name__}", (factory,), {
             "_celeriac_base_partial": factory._partial_application_url,  # type: ignore[attr-defined]
             "_partial_application_url": _partial_application_url,
+            "_celeriac_base_host_url": factory.host_url,  # type: ignore[attr-defined]
+            "host_url": property(_host_url),
         })
         _CLASSES[factory] = cls
     return cls
