@@ -27,13 +27,13 @@ NEEDED = ("pyramid", "pyramid_tm", "transaction", "zope.sqlalchemy", "sqlalchemy
 INI = """\
 [app:main]
 use = call:trees:main
-sqlalchemy.url = sqlite:///%(here)s/trees.sqlite3
+sqlalchemy.url = {data_url}
 app.url = https://trees.example.com
 tm.manager_hook = pyramid_tm.explicit_manager
 
 [celery]
-BROKER_URL = sqlite:///%(here)s/broker.sqlite3
-CELERY_RESULT_BACKEND = sqlite:///%(here)s/broker.sqlite3
+BROKER_URL = {broker_url}
+CELERY_RESULT_BACKEND = {broker_url}
 CELERY_IMPORTS =
     trees.tasks
 CELERYD_CONCURRENCY = 2
@@ -91,13 +91,20 @@ def require_pyramid() -> None:
 class Site:
     """One copy of the site: its ini file, database and broker in ``path``."""
 
-    def __init__(self, path: Path, extra_celery: str = "") -> None:
+    def __init__(self, path: Path, extra_celery: str = "", data_url: str | None = None,
+                 broker_url: str | None = None) -> None:
         require_pyramid()
         if PROJECT not in sys.path:
             sys.path.insert(0, PROJECT)
         self.path = path
         self.ini = path / "development.ini"
-        self.ini.write_text(INI.format(extra_celery=textwrap.dedent(extra_celery)))
+        self.data_url = data_url
+        self.ini.write_text(INI.format(
+            extra_celery=textwrap.dedent(extra_celery),
+            data_url=data_url.replace("%", "%%") if data_url
+            else "sqlite:///%(here)s/trees.sqlite3",
+            broker_url=broker_url.replace("%", "%%") if broker_url
+            else "sqlite:///%(here)s/broker.sqlite3"))
         self.db = path / "trees.sqlite3"
 
     def wsgi(self) -> Any:
@@ -107,6 +114,8 @@ class Site:
         return get_app(str(self.ini))
 
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        if self.data_url:
+            return self._pg_rows(sql)
         if not self.db.exists():
             return []
         conn = sqlite3.connect(self.db, timeout=30)
@@ -116,6 +125,19 @@ class Site:
             return []
         finally:
             conn.close()
+
+    def _pg_rows(self, sql: str) -> list[tuple[Any, ...]]:
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        url = make_url(str(self.data_url))
+        with psycopg.connect(host=url.host, port=url.port, user=url.username,
+                             dbname=url.database, autocommit=True,
+                             **dict(url.query)) as conn:  # type: ignore[arg-type]
+            try:
+                return conn.execute(sql).fetchall()  # type: ignore[arg-type]
+            except psycopg.errors.UndefinedTable:
+                return []
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()

@@ -42,3 +42,8 @@ def test_doomed_transaction_sends_nothing(webapp: Any, site: Site) -> None:
     webapp.get("/note-aborted")
     assert _queued(webapp) == []
     assert site.rows("SELECT text FROM note") == []
+
+
+def test_after_commit_hook_on_sqlite(webapp: Any) -> None:
+    response = webapp.post("/order", {"phone": "+358400000009"})
+    assert response.json["after_commit_hooks"] == 2  # SQLite broker: a hook per publish

@@ -20,7 +20,9 @@ def my_view(request):
     delivery = _delivery(request)
     send_review_sms_notification.apply_async(args=(request, delivery.id,))
     result = plain_note.delay(f"order {delivery.id}")
-    return {"delivery_id": delivery.id, "plain_task_id": result.id}
+    hooks = list(request.tm.get().getAfterCommitHooks())
+    return {"delivery_id": delivery.id, "plain_task_id": result.id,
+            "after_commit_hooks": len(hooks)}
 
 
 @view_config(route_name="order_aborted", renderer="json")

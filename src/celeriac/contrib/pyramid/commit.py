@@ -22,9 +22,12 @@ file, ``config.include``) and of tasks whose class sets ``on_commit = True``
 with ``on_commit = False`` is always sent at once. ``send_immediately()`` (a
 context manager) or ``apply_async(..., on_commit=False)`` send at once.
 
-The window is the one of Celery's ``delay_on_commit``: a process that dies
-between the commit and the publish loses the message (logged when the publish
-itself fails after the commit).
+When the broker is PostgreSQL in the database of an SQLAlchemy session joined to
+the transaction (zope.sqlalchemy), the messages are inserted through that session,
+inside the transaction (:mod:`celeriac.contrib.transactions`): no window at all.
+Otherwise the window is the one of Celery's ``delay_on_commit``: a process that
+dies between the commit and the publish loses the message (logged when the
+publish itself fails after the commit).
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from celeriac import hooks
-from celeriac.app.publish import publish_items
 from celeriac.brokers.base import Publish
+
+from ..transactions import publish_committed, same_database_publisher, sqlalchemy_settings
 
 logger = logging.getLogger("celeriac.contrib.pyramid")
 
@@ -115,20 +119,35 @@ def intercept(app: Any, items: Sequence[Publish]) -> bool:
     txn = current_transaction()
     if txn is None or not any(_defers(app, item) for item in items):
         return False
+    for session in joined_sessions(txn):
+        publish = same_database_publisher(app, sqlalchemy_settings(session.get_bind()))
+        if publish is not None:
+            publish(items, session)  # inserted in the transaction: no window at all
+            return True
     txn.addAfterCommitHook(_after_commit, args=(app, list(items)))
     return True
+
+
+def joined_sessions(txn: Any) -> list[Any]:
+    """The SQLAlchemy sessions zope.sqlalchemy has joined to ``txn``."""
+    resources = getattr(txn, "_resources", None) or []
+    sessions = [r.session for r in resources if getattr(r, "session", None) is not None]
+    return [s for s in sessions if _bound(s)]
+
+
+def _bound(session: Any) -> bool:
+    try:
+        return session.get_bind() is not None
+    except Exception:  # an unbound session: nothing to compare with the broker
+        return False
 
 
 def _after_commit(committed: bool, app: Any, items: list[Publish]) -> None:
     if not committed:
         logger.debug("Transaction aborted: %d task message(s) not sent", len(items))
         return
-    try:
-        with send_immediately():
-            publish_items(app, items, intercept=False)
-    except Exception as exc:
-        names = ", ".join(f"{i.message.task_name}[{i.message.task_id}]" for i in items)
-        logger.error("Sending %s after the commit failed: %s", names, exc)
+    with send_immediately():
+        publish_committed(app, items)
 
 
 def on_commit(callback: Callable[[], Any]) -> None:
