@@ -187,7 +187,7 @@ class Task:
 
         Nothing is sent if the transaction rolls back; outside a transaction the
         task is sent at once. Returns None, as in Celery: the task id is not known
-        until the call happens. Needs a transaction integration (Django).
+        until the call happens. Needs a transaction integration (Django, Pyramid).
         """
         hooks.on_commit(functools.partial(self.delay, *args, **kwargs))
 
