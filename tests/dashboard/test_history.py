@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.conftest import PG_BASE_URL
 
 from celeriac.dashboard.history import HistoryStore, TaskFilter, TaskRecord, open_database
 from celeriac.dashboard.ingest import Ingestor, decode_event_message
-from tests.conftest import PG_BASE_URL
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "events-redis.json"
 CAPTURE = json.loads(FIXTURE.read_text())

@@ -185,7 +185,15 @@ class Ingestor:
         todo = list(ids) if ids is not None else self.store.unfinished(time.time() - 86400)
         if not todo:
             return 0
-        metas = backend.get_many(todo)
+        try:
+            metas = backend.get_many(todo)
+        except Exception:  # one malformed meta must not hide the others
+            metas = {}
+            for tid in todo:
+                try:
+                    metas[tid] = backend.get(tid)
+                except Exception as exc:
+                    logger.warning("Result of %s cannot be read: %s", tid, exc)
         return self.store.apply_results({k: v for k, v in metas.items() if v})
 
     def prune(self) -> int:

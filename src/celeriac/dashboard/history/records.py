@@ -61,7 +61,7 @@ class TaskRecord:
 
     @classmethod
     def from_row(cls, row: Any) -> TaskRecord:
-        return cls(**dict(zip(TASK_COLUMNS, row)))
+        return cls(**dict(zip(TASK_COLUMNS, row, strict=True)))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,7 +94,7 @@ class Attempt:
 
     @classmethod
     def from_row(cls, row: Any) -> Attempt:
-        return cls(**dict(zip(ATTEMPT_COLUMNS, row)))
+        return cls(**dict(zip(ATTEMPT_COLUMNS, row, strict=True)))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -312,6 +312,22 @@ class HistoryStore:
             self.db.write(work)
             removed += len(ids)
 
+    def forget(self, ids: Sequence[str]) -> int:
+        """Delete these records and their attempts; returns how many there were."""
+        removed = 0
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            removed += int(self.db.read(
+                f"SELECT COUNT(*) FROM dashboard_tasks WHERE task_id IN ({marks})", chunk)[0][0])
+
+            def work(cur: Cursor, chunk: list[str] = chunk, marks: str = marks) -> None:
+                cur.execute(f"DELETE FROM dashboard_attempts WHERE task_id IN ({marks})", chunk)
+                cur.execute(f"DELETE FROM dashboard_tasks WHERE task_id IN ({marks})", chunk)
+
+            self.db.write(work)
+        return removed
+
     def prune_audit(self, older_than: float) -> None:
         self.db.write(lambda cur: cur.execute("DELETE FROM dashboard_audit WHERE ts < ?",
                                               [older_than]))
