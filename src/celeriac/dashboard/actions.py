@@ -113,6 +113,26 @@ class Actions:
                 f"the arguments of {record.task_id} are not known exactly (args {record.args!r});"
                 f" retry with edited arguments, or enable result_extended", 409) from None
 
+    def send(self, name: str, user: str, *, args: list[Any] | None = None,
+             kwargs: dict[str, Any] | None = None, queue: str | None = None,
+             countdown: float | None = None, retried_from: str | None = None) -> str:
+        """Send task ``name`` (Flower's ``async-apply``), recorded in the history."""
+        options: dict[str, Any] = {"queue": queue} if queue else {}
+        if countdown is not None:
+            options["countdown"] = countdown
+        result = self.app.send_task(name, args=tuple(args or ()), kwargs=dict(kwargs or {}),
+                                    **options)
+        now = time.time()
+        self.history.put(TaskRecord(
+            task_id=result.id, name=name, state="SENT", queue=queue,
+            args=repr(tuple(args or ())), kwargs=repr(dict(kwargs or {})), sent_at=now, ts=now,
+            state_ts=now, updated_at=now, retried_from=retried_from, source="dashboard",
+            root_id=result.id))
+        if retried_from is None:
+            self._audit(user, "send", f"task {result.id}", name=name, args=list(args or ()),
+                        kwargs=dict(kwargs or {}), queue=queue)
+        return str(result.id)
+
     def retry(self, task_id: str, user: str, *, args: list[Any] | None = None,
               kwargs: dict[str, Any] | None = None, queue: str | None = None) -> str:
         """Send the task again (edited ``args``/``kwargs`` when given); returns the new id."""
@@ -124,19 +144,13 @@ class Actions:
             new_args, new_kwargs = tuple(args or ()), dict(kwargs or {})
         else:
             new_args, new_kwargs = self.original_arguments(record)
-        target = queue or record.queue or record.routing_key
-        options = {"queue": target} if target else {}
-        result = self.app.send_task(record.name, args=new_args, kwargs=new_kwargs, **options)
-        now = time.time()
-        self.history.put(TaskRecord(
-            task_id=result.id, name=record.name, state="SENT", queue=target,
-            args=repr(new_args), kwargs=repr(new_kwargs), sent_at=now, ts=now, state_ts=now,
-            updated_at=now, retried_from=task_id, source="dashboard",
-            root_id=result.id))
+        new_id = self.send(record.name, user, args=list(new_args), kwargs=new_kwargs,
+                           queue=queue or record.queue or record.routing_key,
+                           retried_from=task_id)
         self._audit(user, "retry-edited" if edited else "retry", f"task {task_id}",
-                    new_task_id=result.id, name=record.name,
+                    new_task_id=new_id, name=record.name,
                     **({"args": list(new_args), "kwargs": new_kwargs} if edited else {}))
-        return str(result.id)
+        return new_id
 
     def revoke(self, task_ids: list[str], user: str, *, terminate: bool = False,
                signal: str | None = None) -> int:

@@ -62,6 +62,25 @@ async def list_tasks(request: Request) -> Any:
             "next": cursor_of(rows[-1]) if more and rows else None}
 
 
+async def send_task(request: Request) -> Any:
+    d = dash(request)
+    body = await _body(request)
+    name, args, kwargs = body.get("name"), body.get("args"), body.get("kwargs")
+    if not isinstance(name, str) or not name:
+        raise ActionError("name (the task name) is required")
+    if args is not None and not isinstance(args, list):
+        raise ActionError("args must be a list")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ActionError("kwargs must be an object")
+    countdown = body.get("countdown")
+    if countdown is not None and (isinstance(countdown, bool) or not isinstance(
+            countdown, (int, float))):
+        raise ActionError("countdown must be a number of seconds")
+    new_id = d.actions.send(name, user_name(request), args=args, kwargs=kwargs,
+                            queue=body.get("queue"), countdown=countdown)
+    return {"task_id": new_id}
+
+
 async def count_tasks(request: Request) -> Any:
     d = dash(request)
     return {"count": d.actions.bulk_count(parse_filter(request.query_params))}
@@ -183,6 +202,9 @@ ENDPOINTS = [
     Endpoint("GET", "/api/overview", overview, "Throughput, failure rate, workers, backlog"),
     Endpoint("GET", "/api/tasks", list_tasks, "Task history, newest first (keyset pages)",
              [*FILTER_PARAMS, "before", "limit"]),
+    Endpoint("POST", "/api/tasks", send_task, "Send a task by name (recorded in the history)",
+             body={"name": _STR, "args": {"type": "array"}, "kwargs": {"type": "object"},
+                   "queue": _STR, "countdown": {"type": "number"}}, admin=True),
     Endpoint("GET", "/api/tasks/count", count_tasks, "How many tasks match a filter",
              FILTER_PARAMS),
     Endpoint("POST", "/api/tasks/bulk", bulk_tasks,
