@@ -138,3 +138,12 @@ def test_history_survives_reopening(tmp_path: Path) -> None:
     again = HistoryStore(open_database(url))
     assert again.count(TaskFilter()) == 6
     again.close()
+
+
+def test_finished_tasks_are_counted_once_per_minute(store: HistoryStore) -> None:
+    ingest_capture(store)
+    ingest_capture(store)  # the same events again (a replay) count nothing new
+    totals: dict[str, int] = {}
+    for _, state, count in store.throughput(0, 3600):
+        totals[state] = totals.get(state, 0) + count
+    assert totals == {"SUCCESS": 1, "FAILURE": 2, "REJECTED": 1, "REVOKED": 2}

@@ -40,19 +40,21 @@ TABLES = [
     "ts REAL NOT NULL, username TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, "
     "detail TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS dashboard_meta (key TEXT PRIMARY KEY, value TEXT)",
+    # tasks finished per minute and final state, kept as they finish: the charts read this
+    "CREATE TABLE IF NOT EXISTS dashboard_throughput (minute INTEGER NOT NULL, state TEXT "
+    "NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (minute, state))",
 ]
 
 #: Index name -> columns. Every filter a page offers is served by one of them.
 INDEXES = {
     "dashboard_tasks_ts": "ts, task_id",
-    "dashboard_tasks_state": "state, ts",
-    "dashboard_tasks_name": "name, ts",
-    "dashboard_tasks_queue": "queue, ts",
-    "dashboard_tasks_worker": "worker, ts",
-    "dashboard_tasks_parent": "parent_id",
-    "dashboard_tasks_root": "root_id",
-    "dashboard_tasks_finished": "finished_at",
-    "dashboard_tasks_retried": "retried_from",
+    "dashboard_tasks_state": "state, ts, task_id",
+    "dashboard_tasks_name": "name, ts, task_id",
+    "dashboard_tasks_queue": "queue, ts, task_id",
+    "dashboard_tasks_worker": "worker, ts, task_id",
+    "dashboard_tasks_parent": "parent_id, ts, task_id",
+    "dashboard_tasks_root": "root_id, ts, task_id",
+    "dashboard_tasks_retried": "retried_from, ts",
     "dashboard_audit_ts": "ts",
 }
 #: Tables of the index names above.
@@ -140,6 +142,21 @@ class HistoryStore:
         return records, attempts
 
     @staticmethod
+    def _count_finished(cur: Cursor, before: dict[str, str],
+                        records: Iterable[TaskRecord]) -> None:
+        """Add the records that just reached a final state to the per-minute counts."""
+        counts: dict[tuple[int, str], int] = {}
+        for r in records:
+            if r.state in FINAL_STATES and before.get(r.task_id) not in FINAL_STATES:
+                key = (int((r.finished_at or r.state_ts or r.ts) // 60), r.state)
+                counts[key] = counts.get(key, 0) + 1
+        if counts:
+            cur.executemany(
+                "INSERT INTO dashboard_throughput (minute, state, n) VALUES (?, ?, ?) "
+                "ON CONFLICT (minute, state) DO UPDATE SET n = dashboard_throughput.n + "
+                "excluded.n", [(m, st, n) for (m, st), n in sorted(counts.items())])
+
+    @staticmethod
     def _save(cur: Cursor, records: Iterable[TaskRecord],
               attempts: Iterable[Attempt]) -> None:
         updates = ", ".join(f"{c} = excluded.{c}" for c in TASK_COLUMNS[1:])
@@ -165,19 +182,27 @@ class HistoryStore:
 
         def work(cur: Cursor) -> int:
             records, attempts = self._load(cur, ids)
+            before = {tid: r.state for tid, r in records.items()}
             for event in sorted(task_events, key=lambda e: float(e.get("timestamp") or 0)):
                 tid = str(event["uuid"])
                 record = records.setdefault(tid, TaskRecord(task_id=tid))
                 apply_event(record, attempts.setdefault(tid, {}), event)
             self._save(cur, records.values(),
                        [a for tid in ids for a in attempts.get(tid, {}).values()])
+            self._count_finished(cur, before, records.values())
             return len(records)
 
         return self.db.write(work)
 
     def put(self, record: TaskRecord) -> None:
         """Write one record as it is (the dashboard's own sends)."""
-        self.db.write(lambda cur: self._save(cur, [record], []))
+
+        def work(cur: Cursor) -> None:
+            old = self._load(cur, [record.task_id])[0].get(record.task_id)
+            self._save(cur, [record], [])
+            self._count_finished(cur, {record.task_id: old.state} if old else {}, [record])
+
+        self.db.write(work)
 
     def apply_results(self, metas: dict[str, dict[str, Any]], now: float | None = None) -> int:
         """Fill records from result-store metas; returns how many changed."""
@@ -187,8 +212,10 @@ class HistoryStore:
 
         def work(cur: Cursor) -> int:
             records, _ = self._load(cur, list(metas))
+            before = {tid: r.state for tid, r in records.items()}
             changed = [r for tid, r in records.items() if apply_result(r, metas[tid], now)]
             self._save(cur, changed, [])
+            self._count_finished(cur, before, changed)
             return len(changed)
 
         return self.db.write(work)
@@ -215,8 +242,8 @@ class HistoryStore:
                  before: tuple[float, str] | None = None) -> tuple[str, list[Any]]:
         where, params = _where(flt)
         if before is not None:
-            where += (" AND " if where else " WHERE ") + "(ts < ? OR (ts = ? AND task_id < ?))"
-            params.extend([before[0], before[0], before[1]])
+            where += (" AND " if where else " WHERE ") + "(ts, task_id) < (?, ?)"
+            params.extend([before[0], before[1]])
         return (f"SELECT {', '.join(TASK_COLUMNS)} FROM dashboard_tasks{where} "
                 f"ORDER BY ts DESC, task_id DESC LIMIT ?", [*params, limit])
 
@@ -253,12 +280,15 @@ class HistoryStore:
         return [r[0] for r in rows]
 
     def throughput(self, since: float, bucket: float) -> list[tuple[float, str, int]]:
-        """(bucket start, final state, count) of tasks that finished after ``since``."""
-        rows = self.db.read(
-            "SELECT CAST(finished_at / ? AS INTEGER) AS b, state, COUNT(*) FROM dashboard_tasks "
-            "WHERE finished_at >= ? GROUP BY b, state", [bucket, since])
-        return [(float(b) * bucket, str(s), int(n)) for b, s, n in rows
-                if s in FINAL_STATES]
+        """(bucket start, final state, count) of tasks that finished after ``since``
+        (``bucket``: seconds, a multiple of 60), from the per-minute counts."""
+        rows = self.db.read("SELECT minute, state, n FROM dashboard_throughput "
+                            "WHERE minute >= ?", [int(since // 60)])
+        sums: dict[tuple[float, str], int] = {}
+        for minute, state, n in rows:
+            key = (float(minute * 60) // bucket * bucket, str(state))
+            sums[key] = sums.get(key, 0) + int(n)
+        return [(b, st, n) for (b, st), n in sorted(sums.items())]
 
     def times_to_start(self, queue: str, since: float, limit: int = 5000) -> list[float]:
         rows = self.db.read(
@@ -297,6 +327,9 @@ class HistoryStore:
                 cutoff = max(cutoff or 0.0, float(row[0][0]) + 1e-6)
         if cutoff is None:
             return 0
+        if older_than is not None:
+            self.db.write(lambda cur: cur.execute(
+                "DELETE FROM dashboard_throughput WHERE minute < ?", [int(older_than // 60)]))
         removed = 0
         while True:
             ids = [r[0] for r in self.db.read(
