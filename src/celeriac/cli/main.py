@@ -4,7 +4,8 @@ Global options mirror Celery's (``-A/--app``, ``-b/--broker``,
 ``--result-backend``, ``--workdir``). Each command group lives in its own
 module: :mod:`.tasks` (call, result, purge), :mod:`.worker`, :mod:`.beat`
 (beat, schedule), :mod:`.admin` (deadletters, status), :mod:`.results`
-(results cleanup), :mod:`.db` (the PostgreSQL schema: migrate, status, vacuum).
+(results cleanup), :mod:`.db` (the PostgreSQL schema: migrate, status, vacuum),
+:mod:`.control` (inspect, control), :mod:`.events` (events).
 Installed packages add commands through the entry-point
 group ``celeriac.commands`` (Celery's ``celery.commands``); celeriac's Django
 integration adds ``outbox`` that way, so the CLI never imports it.
@@ -21,7 +22,9 @@ from ..app.base import Celery
 from .admin import deadletters, status
 from .base import CLIContext, ErrorHandlingGroup
 from .beat import beat_command, schedule_group
+from .control import control, inspect
 from .db import db_group
+from .events import events
 from .results import results_group
 from .tasks import call, purge, result
 from .worker import worker
@@ -72,7 +75,7 @@ def add_plugin_commands(group: click.Group) -> None:
 
 
 for command in (call, result, purge, worker, beat_command, schedule_group, deadletters, status,
-                results_group, db_group):
+                results_group, db_group, inspect, control, events):
     cli.add_command(command)
 add_plugin_commands(cli)
 

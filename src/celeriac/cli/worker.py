@@ -57,7 +57,8 @@ def worker(obj: CLIContext, hostname: str | None, queues: str | None,
     node = Worker(app, hostname=hostname, queues=names, concurrency=concurrency, pool=pool,
                   loglevel=loglevel, logfile=logfile, beat=beat,
                   prefetch_multiplier=prefetch_multiplier, autoscale=options.get("autoscale"),
-                  liveness_file=options.get("liveness_file"))
+                  liveness_file=options.get("liveness_file"),
+                  without_heartbeat=options.get("without_heartbeat"))
     try:
         code = node.start()
     finally:

@@ -25,7 +25,9 @@ from .consumer import Consumer, default_hostname
 from .health import NodeHealth
 from .job import Job, Monitor
 from .leases import Renewal
+from .nodes import InProcessNode
 from .pools import make_pool
+from .remote import RemoteControl
 from .renewer import ProcessRenewal
 from .supervisor import Supervisor
 
@@ -184,6 +186,9 @@ class Worker:
         logger.info("%s", self.banner())
         thread = threading.Thread(target=self.consumer.run, name="celeriac-consumer")
         thread.start()
+        remote = RemoteControl(self.app, InProcessNode(self, self.consumer),
+                               heartbeat=not self.options.get("without_heartbeat"))
+        remote.start()
         self._start_beat()
         signals.worker_ready.send(sender=self)
         logger.info("%s ready.", self.hostname)
@@ -193,6 +198,7 @@ class Worker:
             self._stop.wait(0.5)
         health.remove()
         self._warm_shutdown(pool, thread)
+        remote.stop()
         signals.worker_shutdown.send(sender=self)
         return 0
 

@@ -32,6 +32,7 @@ connection under a lease ``owner`` id the supervisor chose. The supervisor:
 
 from __future__ import annotations
 
+import collections
 import logging
 import multiprocessing
 import os
@@ -57,6 +58,8 @@ from .children import (
     settle_terminated,
 )
 from .health import NodeHealth
+from .nodes import PreforkNode
+from .remote import RemoteControl
 from .renewer import Renewer
 from .revocation import Revocations
 
@@ -97,6 +100,9 @@ class Supervisor:
         self.renewer = Renewer(self.app.broker, float(conf.worker_heartbeat_interval
                                                       or lease / 3))
         self.revocations = Revocations(self.app)
+        self.started_names: collections.Counter[str] = collections.Counter()
+        self.remote = RemoteControl(self.app, PreforkNode(self),
+                                    heartbeat=not worker.options.get("without_heartbeat"))
         self._wake_r, self._wake_w = socket.socketpair()
         self._pending: list[int] = []
         self._quick_deaths = 0
@@ -107,10 +113,12 @@ class Supervisor:
         self._install_signals()
         logger.info("%s", self.worker.banner())
         self._fill()
+        self.remote.start()
         signals.worker_ready.send(sender=self.worker)
         logger.info("%s ready.", self.worker.hostname)
         while self.children or self.state == "running":
             self._tick()
+        self.remote.stop()
         self.health.remove()
         signals.worker_shutdown.send(sender=self.worker)
         self._wake_r.close()
@@ -157,6 +165,7 @@ class Supervisor:
     def _start_child(self) -> None:
         spec = self._spec()
         slot = self.mp.RawValue(Slot)
+        slot.task_events = int(bool(self.app.conf.worker_send_task_events))
         reader, writer = self.mp.Pipe(duplex=False)
         process = self.mp.Process(target=child_main, args=(spec, slot, writer),
                                   name=f"ForkPoolWorker-{len(self.children) + 1}", daemon=False)
@@ -198,6 +207,9 @@ class Supervisor:
                 message = child.conn.recv()
                 if message[0] == "hard":
                     child.hard = (message[1], message[2], message[3])
+                elif message[0] == "job":
+                    child.job_info = message[1]
+                    self.started_names[message[1].get("name")] += 1
                 else:
                     self.renewer.apply(child.process.pid, message)
         except (EOFError, OSError):
@@ -280,6 +292,24 @@ class Supervisor:
         kill(child.process.pid, signum)
 
     # -- scaling and heartbeat -------------------------------------------------------------
+    def resize(self, target: int) -> None:
+        """Run ``target`` children (remote control's pool_grow/pool_shrink)."""
+        if self.autoscaler is not None:
+            self.autoscaler.high = max(self.autoscaler.high, target)
+            self.autoscaler.low = min(self.autoscaler.low, target)
+        self.target = target
+        for child in self._active()[target:]:
+            if not child.slot.started:
+                child.retiring = True
+                kill(child.process.pid, signal.SIGTERM)
+
+    def set_autoscale(self, high: int, low: int) -> None:
+        """Autoscale between ``low`` and ``high`` children (remote control's autoscale)."""
+        if self.autoscaler is None:
+            self.autoscaler = Autoscaler(self.app, self.worker.queues, high, low)
+        else:
+            self.autoscaler.high, self.autoscaler.low = high, low
+
     def _scale(self) -> None:
         if self.autoscaler is None:
             return
