@@ -87,12 +87,13 @@ class Node:
 
 
 def _selects(selector: str, node_name: str, index: int) -> bool:
+    own = (node_name, node_name.split("@", 1)[0], str(index))
     for part in selector.split(","):
         if "-" in part and all(p.isdigit() for p in part.split("-", 1)):
             low, high = (int(p) for p in part.split("-", 1))
             if low <= index <= high:
                 return True
-        elif (part.isdigit() and int(part) == index) or part in (node_name, node_name.split("@", 1)[0]):
+        elif part in own:
             return True
     return False
 
