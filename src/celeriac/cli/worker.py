@@ -35,6 +35,10 @@ from .daemon import Pidfile, check_pidfile, detach
 @click.option("--umask", help="The worker's umask (octal, e.g. 022).")
 @click.option("--liveness-file", help="Touch this file whenever the worker makes progress.")
 @click.option("-E", "--task-events", is_flag=True, help="Send task events.")
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics of this node on this "
+                                               "port (0: any free port; turns on -E).")
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True,
+              help="Address the metrics endpoint listens on.")
 @click.option("--without-heartbeat", is_flag=True, hidden=True)
 @click.option("--without-gossip", is_flag=True, hidden=True)
 @click.option("--without-mingle", is_flag=True, hidden=True)
@@ -69,7 +73,9 @@ def worker(obj: CLIContext, hostname: str | None, queues: str | None,
                   loglevel=loglevel, logfile=logfile, beat=beat,
                   prefetch_multiplier=prefetch_multiplier, autoscale=options.get("autoscale"),
                   liveness_file=options.get("liveness_file"),
-                  without_heartbeat=options.get("without_heartbeat"))
+                  without_heartbeat=options.get("without_heartbeat"),
+                  metrics_port=options.get("metrics_port"),
+                  metrics_addr=options.get("metrics_addr"))
     try:
         code = node.start()
     finally:

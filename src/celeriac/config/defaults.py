@@ -72,6 +72,8 @@ USED: dict[str, Any] = {
     "worker_pool_restarts": False,
     "event_exchange": "celeryev",
     "control_exchange": "celery",
+    # celeriac: target max time-to-start per queue, e.g. {"email_queue": "30s"}
+    "task_queue_targets": {},
     # celeriac: leases, heartbeats, poison messages
     "worker_lease_seconds": 30.0,
     "worker_heartbeat_interval": None,

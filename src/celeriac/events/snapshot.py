@@ -100,6 +100,14 @@ _TASK_COLUMNS = ("uuid", "name", "state", "worker", "args", "kwargs", "result", 
                  "started", "succeeded", "failed", "timestamp", "root_id", "parent_id")
 
 
+#: a task seen again (after ``clear_after``) keeps what earlier snapshots knew
+_UPSERT_TASK = (
+    f"INSERT INTO tasks VALUES ({','.join('?' * (len(_TASK_COLUMNS) + 1))})"
+    " ON CONFLICT(uuid) DO UPDATE SET "
+    + ", ".join(f"{c} = COALESCE(excluded.{c}, tasks.{c})" for c in _TASK_COLUMNS[1:])
+    + ", updated_at = excluded.updated_at")
+
+
 class SQLiteCamera(Polaroid):
     """Writes each snapshot's workers and tasks to a SQLite file (``db``)."""
 
@@ -131,8 +139,7 @@ class SQLiteCamera(Polaroid):
         with conn:
             conn.executemany("INSERT OR REPLACE INTO workers VALUES (?,?,?,?,?,?,?,?,?,?)",
                              workers)
-            marks = ",".join("?" * (len(_TASK_COLUMNS) + 1))
-            conn.executemany(f"INSERT OR REPLACE INTO tasks VALUES ({marks})", tasks)
+            conn.executemany(_UPSERT_TASK, tasks)
 
     def on_cleanup(self) -> None:
         with self._connection() as conn:

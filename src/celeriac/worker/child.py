@@ -124,7 +124,7 @@ class ChildMonitor(Monitor):
         self.renewal.send(("job", message_info(
             job.delivery.message, job.delivery.queue, self.spec.hostname, time_start=None,
             acknowledged=not job.task.acks_late, worker_pid=os.getpid(),
-            redelivered=job.delivery.redelivered)))
+            redelivered=job.delivery.redelivered), job.delivery.queue, job.time_to_start))
         slot.started = time.time()
 
     def task_finished(self, job: Job) -> None:

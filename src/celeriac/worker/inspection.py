@@ -12,19 +12,24 @@ a worker's memory).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import resource
+import signal as signal_module
 import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import config
+from .. import config, states
+from ..app.control import signal_number
 from ..brokers.base import redact
 from ..events.event import clock
+from ..exceptions import TaskRevokedError
 from ..messages import Message, decode_body
+from ..results.meta import store_result
 from ..serialization import accepted_types
 from ..version import __version__
 
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
     from ..app.base import Celery
     from .remote import RemoteControl
 
+logger = logging.getLogger("celeriac.worker.remote")
 _SECRET = ("API", "TOKEN", "KEY", "SECRET", "PASS", "SIGNATURE", "DATABASE")
 _STARTED = time.time()
 
@@ -185,10 +191,28 @@ def report(rc: RemoteControl, **_: Any) -> dict[str, str]:
 def revoke(rc: RemoteControl, task_id: Any = None, terminate: bool = False,
            signal: Any = None, **_: Any) -> dict[str, str]:
     ids = [task_id] if isinstance(task_id, str) else [str(t) for t in task_id or ()]
+    _store_revoked(rc.node.app, ids, bool(terminate), signal)
     rc.node.revoke(ids, bool(terminate), signal)
     if terminate:
         return {"ok": f"terminate: {', '.join(ids)}"}
     return {"ok": f"tasks {set(ids)} flagged as revoked"}
+
+
+def _store_revoked(app: Celery, ids: list[str], terminate: bool, signal: Any) -> None:
+    """Record REVOKED (a request from Celery's tools or another client did not), so
+    every process of this node, and nodes that start later, see it."""
+    if app.backend is None:
+        return
+    extra = {"terminate": signal_module.Signals(signal_number(signal)).name} \
+        if terminate else None
+    for task_id in ids:
+        try:
+            meta = app.backend.get(task_id)
+            if meta is None or meta.get("status") != states.REVOKED:
+                store_result(app, task_id, TaskRevokedError("revoked"), states.REVOKED,
+                             extra=extra)
+        except Exception as exc:
+            logger.warning("Could not record the revocation of %s: %s", task_id, exc)
 
 
 def terminate(rc: RemoteControl, signal: Any = None, task_id: Any = None,

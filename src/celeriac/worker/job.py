@@ -93,6 +93,8 @@ class Job:
     terminated: int | None = None
     #: wall time its body started (None: not started)
     started_at: float | None = None
+    #: seconds from when its message became ready to its start (None: unknown)
+    time_to_start: float | None = None
 
     @property
     def id(self) -> str:

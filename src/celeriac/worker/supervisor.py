@@ -62,6 +62,7 @@ from .nodes import PreforkNode
 from .remote import RemoteControl
 from .renewer import Renewer
 from .revocation import Revocations
+from .targets import TargetWatch
 
 if TYPE_CHECKING:
     from .main import Worker
@@ -101,6 +102,7 @@ class Supervisor:
                                                       or lease / 3))
         self.revocations = Revocations(self.app)
         self.started_names: collections.Counter[str] = collections.Counter()
+        self.targets = TargetWatch(self.app)
         self.remote = RemoteControl(self.app, PreforkNode(self),
                                     heartbeat=not worker.options.get("without_heartbeat"))
         self._wake_r, self._wake_w = socket.socketpair()
@@ -208,8 +210,10 @@ class Supervisor:
                 if message[0] == "hard":
                     child.hard = (message[1], message[2], message[3])
                 elif message[0] == "job":
-                    child.job_info = message[1]
-                    self.started_names[message[1].get("name")] += 1
+                    child.job_info = info = message[1]
+                    self.started_names[info.get("name")] += 1
+                    self.targets.observe(message[2], info.get("name"), info.get("id"),
+                                         message[3])
                 else:
                     self.renewer.apply(child.process.pid, message)
         except (EOFError, OSError):
@@ -333,6 +337,7 @@ class Supervisor:
         if busy:
             self.health.progress(now)
         self.health.record["concurrency"] = len(self.children)
+        self.health.record["time_to_start"] = self.targets.summary()
         self.health.beat(processed=processed, busy=busy)
 
     # -- signals and shutdown ---------------------------------------------------------------

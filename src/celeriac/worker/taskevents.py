@@ -11,9 +11,11 @@ are Celery's (see tests/fixtures/events-redis.json). Whether task events are
 sent is asked each time (``-E``, ``worker_send_task_events``, and the
 ``enable_events``/``disable_events`` control commands).
 
-It also reports each start's **time-to-start** to the observers registered in
-:data:`start_observers` (the metrics and queue targets): seconds from when the
-message became ready (published, or due after its countdown) to the start.
+It also measures each start's **time-to-start** (``job.time_to_start``: seconds
+from when the message became ready -- published, or due after its countdown --
+to the start), which the worker's queue targets use, and adds it with the queue
+to ``task-started`` (``queue``, ``time_to_start``: extra fields Celery's tools
+ignore, from which the exporter's histograms are built).
 """
 
 from __future__ import annotations
@@ -32,11 +34,6 @@ if TYPE_CHECKING:
     from ..app.request import Request
     from ..app.trace import Outcome
     from .job import Job
-
-#: called as ``observer(queue, task_name, seconds)`` when a task starts
-StartObserver = Callable[[str, str, float], None]
-start_observers: list[StartObserver] = []
-
 
 def _iso(value: Any) -> Any:
     return value if value is None or isinstance(value, str) else str(value)
@@ -85,12 +82,13 @@ class TaskEvents:
             self.send(("task-received", received_fields(job.request)))
 
     def started(self, job: Job) -> None:
-        now = time.time()
         since = ready_since(job)
-        if since is not None and start_observers:
-            for observer in list(start_observers):
-                observer(job.delivery.queue, job.name, max(0.0, now - since))
-        self.send(("task-started", {"uuid": job.id}))
+        if since is not None:
+            job.time_to_start = max(0.0, time.time() - since)
+        fields: dict[str, Any] = {"uuid": job.id, "queue": job.delivery.queue}
+        if job.time_to_start is not None:
+            fields["time_to_start"] = round(job.time_to_start, 6)
+        self.send(("task-started", fields))
 
     def finished(self, job: Job, outcome: Outcome) -> None:
         if not self.enabled:
