@@ -76,7 +76,7 @@ def test_events_dump_and_sqlite_camera(tmp_path: Path) -> None:
         proj.client().add.delay(1, 1).get(timeout=30)  # the worker is up and running
         dump = proj.cli("events", "--dump", "--json", "--limit", "3", "--timeout", "10")
         camera_db = tmp_path / "cam.sqlite3"
-        cam_log = (tmp_path / "camera.log").open("wb")  # noqa: SIM115 - closed below
+        cam_log = (tmp_path / "camera.log").open("wb")
         cam = subprocess.Popen([sys.executable, "-m", "celeriac", "-A", "proj", "events",
                                 "--camera", "sqlite", "--frequency", "0.5", "--camera-db",
                                 str(camera_db)], cwd=tmp_path, env=proj.env(),
