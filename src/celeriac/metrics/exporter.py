@@ -8,7 +8,9 @@ channel; a worker's own exporter keeps only its node's task events):
   ``REJECTED``, ``REVOKED``);
 * ``celeriac_task_runtime_seconds{name}`` -- run time of successful tasks;
 * ``celeriac_task_time_to_start_seconds{queue, name}`` -- from when the
-  message became ready to the start (celeriac workers' ``task-started`` events);
+  message became ready to the start (celeriac workers' ``task-started`` events;
+  where the worker could not tell, from the ``task-sent`` event when producers
+  send it);
 * ``celeriac_queue_time_to_start_breaches_total{queue}`` -- starts over the
   queue's target (``task_queue_targets``).
 
@@ -98,6 +100,9 @@ class Exporter:
         if kind == "task-succeeded" and isinstance(event.get("runtime"), (int, float)):
             self.runtime.labels(name=name).observe(float(event["runtime"]))
         tts = event.get("time_to_start")
+        if kind == "task-started" and tts is None and task.sent is not None:
+            # no measure from the worker (Redis: no publish time): since ``task-sent``
+            tts = max(0.0, float(event.get("timestamp") or time.time()) - float(task.sent))
         if kind == "task-started" and isinstance(tts, (int, float)):
             queue = str(event.get("queue") or task.queue or "unknown")
             self.time_to_start.labels(queue=queue, name=name).observe(float(tts))
