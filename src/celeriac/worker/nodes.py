@@ -17,6 +17,7 @@ import os
 import signal
 from typing import TYPE_CHECKING, Any
 
+from .autoscale import Autoscaler
 from .children import kill
 from .inspection import message_info
 from .leases import delivery_of
@@ -184,18 +185,35 @@ class PreforkNode:
                 "processes": [c.process.pid for c in self._children()],
                 "max-tasks-per-child": self.app.conf.worker_max_tasks_per_child or "N/A"}
 
+    def _resize(self, target: int) -> None:
+        """Run ``target`` children: the supervisor starts the missing ones at its next
+        tick; idle ones beyond the target retire now."""
+        sup = self.sup
+        if sup.autoscaler is not None:
+            sup.autoscaler.high = max(sup.autoscaler.high, target)
+            sup.autoscaler.low = min(sup.autoscaler.low, target)
+        sup.target = target
+        for child in [c for c in self._children() if not c.retiring][target:]:
+            if not child.slot.started:
+                child.retiring = True
+                kill(child.process.pid, signal.SIGTERM)
+
     def grow(self, n: int) -> str:
-        self.sup.resize(self.sup.target + n)
+        self._resize(self.sup.target + n)
         return "pool will grow"
 
     def shrink(self, n: int) -> str:
         if all(c.slot.started for c in self._children() if not c.retiring):
             raise ValueError("Can't shrink pool. All processes busy!")
-        self.sup.resize(max(1, self.sup.target - n))
+        self._resize(max(1, self.sup.target - n))
         return "pool will shrink"
 
     def autoscale(self, high: int, low: int) -> str:
-        self.sup.set_autoscale(high, low)
+        sup = self.sup
+        if sup.autoscaler is None:
+            sup.autoscaler = Autoscaler(self.app, sup.worker.queues, high, low)
+        else:
+            sup.autoscaler.high, sup.autoscaler.low = high, low
         return f"autoscale now max={high} min={low}"
 
     def restart_pool(self) -> str:

@@ -63,6 +63,7 @@ from .remote import RemoteControl
 from .renewer import Renewer
 from .revocation import Revocations
 from .targets import TargetWatch
+from .taskevents import TaskEvents
 
 if TYPE_CHECKING:
     from .main import Worker
@@ -103,6 +104,7 @@ class Supervisor:
         self.revocations = Revocations(self.app)
         self.started_names: collections.Counter[str] = collections.Counter()
         self.targets = TargetWatch(self.app)
+        self.task_events = TaskEvents(self.app, worker.hostname)
         self.remote = RemoteControl(self.app, PreforkNode(self),
                                     heartbeat=not worker.options.get("without_heartbeat"))
         self._wake_r, self._wake_w = socket.socketpair()
@@ -235,8 +237,14 @@ class Supervisor:
         held = self.renewer.forget(pid)
         if child.killed_for_limit:
             record_time_limit(self.app, child)
+            if child.hard is not None:
+                self.task_events.send(("task-failed", {
+                    "uuid": child.hard[0], "exception": f"TimeLimitExceeded({slot.hard})",
+                    "traceback": None}))
         elif child.terminated is not None:
             settle_terminated(self.app, child, held, code)
+            self.task_events.revoked(child.terminated[0], terminated=True,
+                                     signum=child.terminated[1])
         elif code != 0:
             released = self.app.broker.expire_owner(child.owner)
             logger.error("Process %s pid %d exited with %s; %d message(s) made available "
@@ -296,24 +304,6 @@ class Supervisor:
         kill(child.process.pid, signum)
 
     # -- scaling and heartbeat -------------------------------------------------------------
-    def resize(self, target: int) -> None:
-        """Run ``target`` children (remote control's pool_grow/pool_shrink)."""
-        if self.autoscaler is not None:
-            self.autoscaler.high = max(self.autoscaler.high, target)
-            self.autoscaler.low = min(self.autoscaler.low, target)
-        self.target = target
-        for child in self._active()[target:]:
-            if not child.slot.started:
-                child.retiring = True
-                kill(child.process.pid, signal.SIGTERM)
-
-    def set_autoscale(self, high: int, low: int) -> None:
-        """Autoscale between ``low`` and ``high`` children (remote control's autoscale)."""
-        if self.autoscaler is None:
-            self.autoscaler = Autoscaler(self.app, self.worker.queues, high, low)
-        else:
-            self.autoscaler.high, self.autoscaler.low = high, low
-
     def _scale(self) -> None:
         if self.autoscaler is None:
             return
