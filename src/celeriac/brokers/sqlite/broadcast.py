@@ -12,22 +12,38 @@ Tables (created on first use, in the broker's database):
     both; bindings older than :data:`MAILBOX_MAX_AGE` (a client that died)
     are removed when another mailbox opens.
 
-Waiting readers poll ``PRAGMA data_version`` like the broker's ``receive``.
+Waiting readers check ``PRAGMA data_version`` every :data:`POLL` seconds (a
+remote-control or event round trip is not latency-critical, and a worker's
+mailbox waits all the time) and query only when another connection committed.
 Envelopes are kombu's JSON (:mod:`celeriac.brokers.fanout`).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
 
 from .. import fanout
 from ..base import Broadcast, BroadcastChannel, Subscription, topic_matches
-from .db import Connections, data_version, wait_for_change
+from .db import Connections, data_version
 
 KEEP_SECONDS = 60.0
 MAILBOX_MAX_AGE = 3600.0
+POLL = 0.02
+PRUNE_EVERY = 5.0
+
+
+def _wait(conn: sqlite3.Connection, version: int, deadline: float) -> bool:
+    """Sleep until another connection commits (True) or ``deadline`` (False)."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(POLL, left))
+        if data_version(conn) != version:
+            return True
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS broadcasts (
@@ -66,13 +82,12 @@ class _Subscription(Subscription):
     def get(self, timeout: float = 1.0) -> list[Broadcast]:
         deadline = time.monotonic() + max(0.0, timeout)
         conn = self.channel.db.get()
-        since = time.monotonic()
         while not self.closed:
             version = data_version(conn)
             got = self._read()
             if got:
                 return got
-            if not wait_for_change(conn, version, deadline, None, since):
+            if not _wait(conn, version, deadline):
                 return []
         return []
 
@@ -98,7 +113,6 @@ class _Mailbox(Subscription):
     def get(self, timeout: float = 1.0) -> list[Broadcast]:
         deadline = time.monotonic() + max(0.0, timeout)
         conn = self.channel.db.get()
-        since = time.monotonic()
         while True:
             version = data_version(conn)
             if conn.execute("SELECT EXISTS (SELECT 1 FROM mailbox_messages WHERE box = ?)",
@@ -107,7 +121,7 @@ class _Mailbox(Subscription):
                     rows = tx.execute("DELETE FROM mailbox_messages WHERE box = ?"
                                       " RETURNING id, envelope", (self.box,)).fetchall()
                 return [fanout.loads(env) for _, env in sorted(rows)]
-            if not wait_for_change(conn, version, deadline, None, since):
+            if not _wait(conn, version, deadline):
                 return []
 
     def close(self) -> None:
@@ -121,6 +135,7 @@ class SQLiteBroadcast(BroadcastChannel):
 
     def __init__(self, path: str) -> None:
         self.db = Connections(path, durability="fast", schema=SCHEMA)
+        self._pruned = 0.0
 
     def publish(self, message: Broadcast) -> None:
         now = time.time()
@@ -128,7 +143,10 @@ class SQLiteBroadcast(BroadcastChannel):
             conn.execute("INSERT INTO broadcasts (exchange, routing_key, envelope, created_at)"
                          " VALUES (?, ?, ?, ?)", (message.exchange, message.routing_key,
                                                   fanout.dumps(message), now))
-            conn.execute("DELETE FROM broadcasts WHERE created_at < ?", (now - KEEP_SECONDS,))
+            if now - self._pruned >= PRUNE_EVERY:  # ids grow with time: cut by id
+                self._pruned = now
+                conn.execute("DELETE FROM broadcasts WHERE id <= (SELECT MAX(id) FROM"
+                             " broadcasts WHERE created_at < ?)", (now - KEEP_SECONDS,))
 
     def subscribe(self, exchange: str, patterns: Sequence[str] = ("#",)) -> Subscription:
         return _Subscription(self, exchange, patterns)
