@@ -42,6 +42,15 @@ class LamportClock:
 clock = LamportClock()
 
 
+def _reset_after_fork() -> None:
+    """A child forked while another thread held the clock's lock gets a free one."""
+    clock._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 def utcoffset() -> float:
     """Hours west of UTC, as Celery reports it (``0.0`` on a UTC host)."""
     offset = time.altzone if time.daylight and time.localtime().tm_isdst else time.timezone
