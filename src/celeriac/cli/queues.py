@@ -20,7 +20,7 @@ from ..config.targets import describe, queue_targets
 
 
 def queue_rows(app: Any, nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    targets = queue_targets(app.conf)
+    targets = queue_targets(app.conf.task_queue_targets)
     names = sorted({q for n in nodes for q in n.get("queues", [])} | set(targets))
     now = time.time()
     rows = []

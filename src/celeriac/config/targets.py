@@ -42,9 +42,10 @@ def duration(value: Any) -> float:
     return seconds
 
 
-def queue_targets(conf: Mapping[str, Any]) -> dict[str, float]:
-    """The targets in seconds by queue; raise ImproperlyConfigured naming a bad one."""
-    raw = conf.get(SETTING) or {}
+def queue_targets(value: Any) -> dict[str, float]:
+    """The targets in seconds by queue from the setting's ``value``; raise
+    ImproperlyConfigured naming a bad one."""
+    raw = value or {}
     if not isinstance(raw, Mapping):
         raise ImproperlyConfigured(f"setting {SETTING}: expected a dict of queue name -> "
                                    f"duration, got {raw!r}")

@@ -71,7 +71,7 @@ def validate(conf: Mapping[str, Any]) -> None:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
             raise ImproperlyConfigured(f"setting timezone: unknown time zone {tz!r}") from None
-    queue_targets(conf)
+    queue_targets(conf.get("task_queue_targets"))
     for name in ("task_serializer", "result_serializer"):
         try:
             get_serializer(conf.get(name) or "json")

@@ -40,7 +40,7 @@ class TargetWatch:
     """Time-to-start samples by queue, checked against the queues' targets."""
 
     def __init__(self, app: Celery, *, log: bool = True) -> None:
-        self.targets = queue_targets(app.conf)
+        self.targets = queue_targets(app.conf.task_queue_targets)
         self.log = log
         self._samples: dict[str, collections.deque[tuple[float, float]]] = {}
         self._breaches: collections.Counter[str] = collections.Counter()
