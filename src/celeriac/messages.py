@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import serialization
-from .exceptions import DecodeError
+from .exceptions import DecodeError, MessageTooLarge
 
 EMPTY_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -299,13 +299,34 @@ def saferepr(value: Any, maxlen: int = 1024, show: Callable[[Any], str] = repr) 
     return text if len(text) <= maxlen else text[: maxlen - 3] + "..."
 
 
-def decode_body(message: Message, accept: frozenset[str] | None = None) -> Any:
+def decode_body(message: Message, accept: frozenset[str] | None = None,
+                max_size: int | None = None) -> Any:
     """The deserialized body (decompressed first when the ``compression`` header says so);
-    ``accept`` (content types) is enforced when given."""
+    ``accept`` (content types) is enforced when given, ``max_size`` bounds the
+    decompressed body (MessageTooLarge)."""
     body = message.body
     if message.headers.get("compression"):
-        body = serialization.decompress(body, str(message.headers["compression"]))
+        limit = max_size or serialization.MAX_DECOMPRESSED
+        body = serialization.decompress(body, str(message.headers["compression"]), limit)
     return serialization.loads(body, message.content_type, accept)
+
+
+def message_size(message: Message) -> int:
+    """What ``task_message_max_size`` measures: the body's bytes plus the headers as JSON."""
+    try:
+        headers = len(json.dumps(message.headers, default=repr))
+    except (TypeError, ValueError):
+        headers = 0
+    return len(message.body) + headers
+
+
+def check_size(message: Message, limit: int | None) -> None:
+    """Raise MessageTooLarge when ``message`` is over ``limit`` bytes (None/0: no limit)."""
+    if limit:
+        size = message_size(message)
+        if size > limit:
+            raise MessageTooLarge(f"message of {size} bytes exceeds task_message_max_size "
+                                  f"({limit} bytes)")
 
 
 def parse_envelope(raw: bytes | str) -> Message:

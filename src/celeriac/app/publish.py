@@ -23,7 +23,7 @@ from ..brokers.base import Publish, redact
 from ..canvas.signature import Signature
 from ..config.settings import seconds
 from ..exceptions import OperationalError
-from ..messages import Message, decode_body, task_message, to_timestamp
+from ..messages import Message, check_size, decode_body, task_message, to_timestamp
 from ..retry import RetryPolicy
 from ..retry import call as retry_call
 from . import state as _state
@@ -182,7 +182,12 @@ def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = Non
     caller's open database transaction (:meth:`Broker.publish_in_transaction`):
     one attempt, since a failed statement aborts that transaction; the broker's
     own round trips (schema check, queue names) still end by the deadline.
+    A message over ``task_message_max_size`` raises MessageTooLarge (nothing published).
     """
+    limit = app.conf.task_message_max_size
+    if limit:
+        for item in items:  # refused before anything is stored (MessageTooLarge)
+            check_size(item.message, limit)
     if (connection is None and intercept and hooks._interceptors
             and hooks.intercept_publish(app, items)):
         return  # taken by an integration (e.g. written to a transactional outbox)

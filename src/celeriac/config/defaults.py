@@ -55,6 +55,14 @@ USED: dict[str, Any] = {
     "task_default_rate_limit": None,
     "task_publish_retry": True,
     "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
+    # celeriac: larger messages are refused at publish and dead-lettered by workers
+    "task_message_max_size": 16 * 1024 * 1024,
+    # message signing (Celery's, celeriac.security; docs/security.md)
+    "security_key": None,
+    "security_key_password": None,
+    "security_certificate": None,
+    "security_cert_store": None,
+    "security_digest": "sha256",
     # worker
     "worker_concurrency": None,
     "worker_prefetch_multiplier": 1,

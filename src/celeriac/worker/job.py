@@ -5,7 +5,9 @@ once into its :class:`~celeriac.app.request.Request` (every field of the
 envelope, headers, properties, body and embedded signatures); one that cannot
 run as written is dead-lettered on its first delivery with a reason naming the
 field (``decode_error: embed.callbacks[0]: ...``), as are refused
-(``content_disallowed``) and unregistered ones. A message past the redelivery
+(``content_disallowed``), unregistered, oversized (``task_message_max_size``),
+unsigned and badly signed ones (:mod:`celeriac.security`): nothing of those
+is decoded, imported or run. A message past the redelivery
 limit is dead-lettered as ``worker_lost``; a future ETA from a Celery producer
 goes back to the broker's delayed store; expired and revoked tasks are
 recorded and dropped.
@@ -39,7 +41,15 @@ from ..app.task import Task
 from ..app.trace import Outcome, Tracer, run_coroutine
 from ..brokers import base
 from ..canvas.callbacks import fail_outside_tracer
-from ..exceptions import ContentDisallowed, DecodeError, TaskRevokedError, WorkerLostError
+from ..exceptions import (
+    ContentDisallowed,
+    DecodeError,
+    MessageTooLarge,
+    SecurityError,
+    TaskRevokedError,
+    WorkerLostError,
+)
+from ..messages import check_size
 from ..results.meta import store_result
 from ..utils.log import bounded
 from .followups import FollowupRecorder
@@ -121,6 +131,10 @@ class JobRunner:
         self.batch_results = False
         self.revocations = Revocations(app)
         self.accept = serialization.accepted_types(app.conf.accept_content)
+        #: signed messages required (accept_content=['auth']): others are dead-lettered
+        #: as ``unsigned``
+        self.signed = self.accept == {serialization.AUTH_NAMES[1]}
+        self.max_size = app.conf.task_message_max_size or None
         self.max_redeliveries = int(app.conf.worker_max_redeliveries)
         self.processed = 0
         self.active: dict[str, Job] = {}
@@ -128,10 +142,20 @@ class JobRunner:
 
     # -- before running --------------------------------------------------------------
     def prepare(self, delivery: base.Delivery, revoked: set[str]) -> Job | None:
-        try:
-            request = parse_request(delivery.message, self.accept, delivery=delivery,
-                                    hostname=self.hostname)
+        message = delivery.message
+        try:  # nothing of the body is decoded before its size and signature are checked
+            check_size(message, self.max_size)
+            request = parse_request(message, self.accept, delivery=delivery,
+                                    hostname=self.hostname, max_size=self.max_size)
+        except MessageTooLarge as exc:
+            return self._dead(delivery, base.OVERSIZED, str(exc))
+        except SecurityError as exc:
+            return self._dead(delivery, base.BAD_SIGNATURE, str(exc))
         except ContentDisallowed as exc:
+            if self.signed and message.content_type not in self.accept:
+                return self._dead(delivery, base.UNSIGNED, f"content type "
+                                  f"{message.content_type!r}: only signed messages are "
+                                  f"accepted ({exc})")
             return self._dead(delivery, base.CONTENT_DISALLOWED, str(exc))
         except DecodeError as exc:
             return self._dead(delivery, base.DECODE_ERROR, str(exc))
