@@ -63,6 +63,10 @@ USED: dict[str, Any] = {
     "security_certificate": None,
     "security_cert_store": None,
     "security_digest": "sha256",
+    # celeriac's sealed messages: headers and body signed, replay window, encryption
+    "security_seal": False,
+    "security_replay_window": 3600.0,
+    "security_encryption_keys": None,
     # worker
     "worker_concurrency": None,
     "worker_prefetch_multiplier": 1,

@@ -46,6 +46,11 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "task_message_max_size": (lambda v: v is None or (isinstance(v, int) and not isinstance(
         v, bool) and v >= 0), "a number of bytes (0 or None: no limit)"),
     "security_digest": (lambda v: isinstance(v, str) and bool(v), "a digest name (sha256)"),
+    "security_seal": (lambda v: isinstance(v, bool), "True or False"),
+    "security_replay_window": (lambda v: isinstance(v, (int, float)) and not isinstance(
+        v, bool) and v >= 0, "seconds (0: no replay protection)"),
+    "security_encryption_keys": (lambda v: v is None or isinstance(v, (str, list, tuple)),
+                                 "a file of Fernet keys or a list of keys"),
     "result_expires": (_is_number_or_none, "seconds or a timedelta"),
     "task_time_limit": (_is_number_or_none, "seconds"),
     "task_soft_time_limit": (_is_number_or_none, "seconds"),

@@ -1,5 +1,9 @@
 """``app.setup_security()`` and the start-up checks of the ``security_*`` settings.
 
+Two modes: Celery's ``auth`` serializer (:mod:`.auth`) and celeriac's sealed
+messages (``security_seal = True``, :mod:`.seal`); both use the same key,
+certificate and certificate store settings.
+
 :func:`setup_security` is Celery's: it requires ``task_serializer = 'auth'``
 and ``accept_content = ['auth']``, loads ``security_key`` (with
 ``security_key_password``), ``security_certificate`` and
@@ -24,10 +28,11 @@ Where celeriac does more (docs/security.md, docs/differences.md):
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import serialization
@@ -35,6 +40,8 @@ from ..config.validation import validate
 from ..exceptions import ImproperlyConfigured, SecurityWarning
 from .auth import AUTH_CONTENT_TYPE, AuthSerializer
 from .keys import Certificate, CertStore, PrivateKey, digest_algorithm, require_cryptography
+from .replay import guard_for
+from .seal import Sealer, load_fernet
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -49,15 +56,21 @@ FILES = ("security_key", "security_certificate", "security_cert_store")
 _lock = threading.Lock()
 
 
-@dataclass(frozen=True)
+@dataclass
 class Security:
-    """What ``setup_security()`` set up (``app.security``)."""
+    """What ``setup_security()`` set up (``app._security``)."""
 
     serializer: AuthSerializer
     key_path: str
     cert_path: str
     store_path: str
     digest: str
+    #: sealed mode (``security_seal``): seals what is published, opens what is received
+    sealer: Sealer | None = None
+    broker_url: str = ""
+    broker_options: dict[str, Any] = field(default_factory=dict)
+    _guard: Any = None
+    _guard_pid: int = 0
 
     @property
     def signer(self) -> str:
@@ -65,27 +78,54 @@ class Security:
         assert self.serializer.cert is not None
         return self.serializer.cert.id
 
+    def guard(self) -> Any:
+        """This process's replay guard (None when ``security_replay_window`` is 0)."""
+        if self.sealer is None or self.sealer.window <= 0:
+            return None
+        if self._guard is None or self._guard_pid != os.getpid():
+            self._guard, self._guard_pid = guard_for(self.broker_url,
+                                                     self.broker_options), os.getpid()
+        return self._guard
+
 
 def _is_auth(value: Any) -> bool:
     return value in serialization.AUTH_NAMES
 
 
 def uses_auth(conf: Any) -> bool:
-    """True when the settings ask for signed task messages."""
+    """True when the settings ask for signed task messages (``auth`` or sealed)."""
     accept = conf.get("accept_content") or ()
-    return _is_auth(conf.get("task_serializer")) or any(_is_auth(a) for a in accept)
+    return (_is_auth(conf.get("task_serializer")) or any(_is_auth(a) for a in accept)
+            or bool(conf.get("security_seal")))
+
+
+def _check_mode(conf: Any) -> bool:
+    """True for sealed mode; ImproperlyConfigured when the serializers do not fit the mode."""
+    accept = list(conf.accept_content or ())
+    if conf.get("security_seal"):
+        if _is_auth(conf.task_serializer) or any(_is_auth(a) for a in accept):
+            raise ImproperlyConfigured(
+                "setting security_seal: sealed messages replace the auth serializer (the "
+                "seal signs headers and body); use task_serializer='json' and "
+                "accept_content=['json'] with it, or 'auth' without it")
+        return True
+    if conf.get("security_encryption_keys"):
+        raise ImproperlyConfigured("setting security_encryption_keys: encryption needs "
+                                   "security_seal = True")
+    if not _is_auth(conf.task_serializer) or len(accept) != 1 or not _is_auth(accept[0]):
+        raise ImproperlyConfigured(SETTING_MISSING.format(conf.task_serializer, accept))
+    return False
 
 
 def setup_security(app: Celery, allowed_serializers: Iterable[str] | None = None,
                    key: str | None = None, key_password: str | bytes | None = None,
                    cert: str | None = None, store: str | None = None,
                    digest: str | None = None, serializer: str = "json") -> Security:
-    """Load the keys and register the ``auth`` serializer (see the module docstring)."""
+    """Load the keys and register the ``auth`` serializer, or set up sealed messages
+    (``security_seal``); see the module docstring."""
     require_cryptography()
     conf = app.conf
-    accept = list(conf.accept_content or ())
-    if not _is_auth(conf.task_serializer) or len(accept) != 1 or not _is_auth(accept[0]):
-        raise ImproperlyConfigured(SETTING_MISSING.format(conf.task_serializer, accept))
+    sealed = _check_mode(conf)
     key = key or conf.security_key
     key_password = key_password or conf.security_key_password
     cert = cert or conf.security_certificate
@@ -93,7 +133,7 @@ def setup_security(app: Celery, allowed_serializers: Iterable[str] | None = None
     digest = digest or conf.security_digest or "sha256"
     missing = [name for name, value in zip(FILES, (key, cert, store), strict=True) if not value]
     if missing:
-        raise ImproperlyConfigured("the auth serializer needs the settings " +
+        raise ImproperlyConfigured("message signing needs the settings " +
                                    ", ".join(missing) + " (a PEM private key, its "
                                    "certificate, and the certificates to trust)")
     algorithm = digest_algorithm(digest)
@@ -110,16 +150,33 @@ def setup_security(app: Celery, allowed_serializers: Iterable[str] | None = None
         logger.warning("The signing certificate %r is not in security_cert_store %r: "
                        "workers using that store refuse this process's messages",
                        certificate.id, store)
-    auth = AuthSerializer(private, certificate, trusted, algorithm, serializer,
-                          allowed_serializers if allowed_serializers is not None
-                          else ("json",))
-    with _lock:
-        serialization.disable_insecure_serializers(
-            allowed_serializers if allowed_serializers is not None else ("json",))
-        serialization.register(auth.as_serializer())
+    allowed = allowed_serializers if allowed_serializers is not None else ("json",)
+    auth = AuthSerializer(private, certificate, trusted, algorithm, serializer, allowed)
     security = Security(auth, str(key), str(cert), str(store), digest)
-    vars(app)["_security"] = security  # read back by check_settings (worker start-up)
+    if sealed:
+        keys = conf.get("security_encryption_keys")
+        security.sealer = Sealer(private, certificate, trusted, algorithm,
+                                 float(conf.get("security_replay_window") or 0),
+                                 load_fernet(keys) if keys else None)
+        security.broker_url = app.broker_url
+        security.broker_options = app._broker_options()
+        if security.sealer.window > 0:
+            security.guard()  # an unknown broker fails here, at start-up
+    with _lock:
+        serialization.disable_insecure_serializers(allowed)
+        if not sealed:
+            serialization.register(auth.as_serializer())
+    vars(app)["_security"] = security  # read back by check_settings and publishing
     return security
+
+
+def security_of(app: Celery) -> Security | None:
+    """The app's security set-up; set up now when the settings ask for it (so a producer
+    never publishes unsigned because ``setup_security()`` was not called)."""
+    current: Security | None = getattr(app, "_security", None)
+    if current is None and uses_auth(app.conf):
+        current = setup_security(app)
+    return current
 
 
 def check_settings(app: Celery) -> Security | None:
@@ -128,8 +185,7 @@ def check_settings(app: Celery) -> Security | None:
     conf = app.conf
     validate(conf)  # event_serializer/result_serializer = 'auth' are refused there
     if uses_auth(conf):
-        current = getattr(app, "_security", None)
-        return current if current is not None else setup_security(app)
+        return security_of(app)
     configured = [name for name in FILES if conf.get(name)]
     if configured:
         for name in configured:
@@ -148,4 +204,5 @@ def check_settings(app: Celery) -> Security | None:
     return None
 
 
-__all__ = ["AUTH_CONTENT_TYPE", "Security", "check_settings", "setup_security", "uses_auth"]
+__all__ = ["AUTH_CONTENT_TYPE", "Security", "check_settings", "security_of", "setup_security",
+           "uses_auth"]
