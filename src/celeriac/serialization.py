@@ -83,7 +83,11 @@ def _json_hook(obj: dict[str, Any]) -> Any:
     if marker is not None and "__value__" in obj and len(obj) == 2:
         decoder = _DECODERS.get(marker)
         if decoder is not None:
-            return decoder(obj["__value__"])
+            try:
+                return decoder(obj["__value__"])
+            except Exception as exc:  # {"__type__": "bytes", "__value__": null} and the like
+                raise ValueError(f"bad {marker!r} value {obj['__value__']!r:.40}: "
+                                 f"{exc}") from None
     return obj
 
 
