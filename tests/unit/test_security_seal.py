@@ -289,3 +289,26 @@ def test_without_a_replay_window_nothing_is_remembered() -> None:
     app.broker.publish(message, "celery")
     assert consume(app, runner) is not None  # documented: no replay protection
     assert app.ran == [("add", 2, 3), ("add", 2, 3)]  # type: ignore[attr-defined]
+
+
+def test_an_accepted_encrypted_message_can_be_read_again_for_errbacks() -> None:
+    """After a hard time limit or a worker loss the worker re-reads the stored (encrypted)
+    message to follow its errbacks and chord: ``readable`` decrypts it."""
+    from celeriac.app.request import parse_request
+    from celeriac.canvas.callbacks import fail_outside_tracer
+    from celeriac.exceptions import TimeLimitExceeded
+    from celeriac.security.setup import readable
+
+    app = make_app(security_encryption_keys=[Fernet.generate_key().decode()])
+    wipe = app.signature("t.wipe", (0, 0), immutable=True)
+    result = app.send_task("t.add", (3, 4), link_error=wipe)
+    message = stored(app)
+    assert message.content_type == ENCRYPTED
+    request = parse_request(readable(app, message))
+    assert (request.args, request.argsrepr) == ([3, 4], "(3, 4)")
+    assert request.errbacks and request.errbacks[0]["task"] == "t.wipe"
+    assert readable(make_app(), message) is message  # no keys here: left as it is
+    app.broker.purge("celery")
+    fail_outside_tracer(app, message, TimeLimitExceeded(1.0))
+    assert result.state == "FAILURE"
+    assert stored(app).headers["task"] == "t.wipe"  # the errback was sent (sealed too)

@@ -41,10 +41,11 @@ from ..exceptions import ImproperlyConfigured, SecurityWarning
 from .auth import AUTH_CONTENT_TYPE, AuthSerializer
 from .keys import Certificate, CertStore, PrivateKey, digest_algorithm, require_cryptography
 from .replay import guard_for
-from .seal import Sealer, load_fernet
+from .seal import SEAL_HEADER, Sealer, load_fernet
 
 if TYPE_CHECKING:
     from ..app.base import Celery
+    from ..messages import Message
 
 logger = logging.getLogger("celeriac.security")
 
@@ -177,6 +178,17 @@ def security_of(app: Celery) -> Security | None:
     if current is None and uses_auth(app.conf):
         current = setup_security(app)
     return current
+
+
+def readable(app: Celery, message: Message) -> Message:
+    """``message`` with a sealed, encrypted body decrypted (no replay check: for a message
+    this worker already accepted, e.g. to follow its errbacks after a hard time limit)."""
+    security: Security | None = getattr(app, "_security", None)
+    seal = message.headers.get(SEAL_HEADER) if isinstance(message.headers, dict) else None
+    if security is None or security.sealer is None or not isinstance(seal, dict) \
+            or seal.get("enc") is None:
+        return message
+    return security.sealer.decrypt(message, seal)
 
 
 def check_settings(app: Celery) -> Security | None:
