@@ -278,6 +278,8 @@ STANDARD_HEADERS = (
     "replaced_task_nesting", "stamped_headers", "stamps",
 )
 
+_BOUNDED_HEADERS = frozenset((*STANDARD_HEADERS, "compression", "celeriac_seal"))
+
 _PROP_ORDER = (
     "correlation_id",
     "reply_to",
@@ -320,9 +322,21 @@ def message_size(message: Message) -> int:
     return len(message.body) + headers
 
 
-def check_size(message: Message, limit: int | None) -> None:
-    """Raise MessageTooLarge when ``message`` is over ``limit`` bytes (None/0: no limit)."""
+#: headroom below ``task_message_max_size`` under which a producer does not measure the
+#: standard headers (their values are bounded: ids, names, 1 KiB reprs)
+HEADER_HEADROOM = 1024 * 1024
+
+
+def check_size(message: Message, limit: int | None, exact: bool = True) -> None:
+    """Raise MessageTooLarge when ``message`` is over ``limit`` bytes (None/0: no limit).
+
+    ``exact=False`` (producers, on every publish) skips encoding the headers when the
+    body is more than :data:`HEADER_HEADROOM` under the limit and every header is a
+    standard one (the seal's too); workers measure exactly."""
     if limit:
+        if not exact and len(message.body) + HEADER_HEADROOM < limit and (
+                message.headers.keys() <= _BOUNDED_HEADERS):
+            return
         size = message_size(message)
         if size > limit:
             raise MessageTooLarge(f"message of {size} bytes exceeds task_message_max_size "

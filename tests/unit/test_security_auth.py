@@ -319,11 +319,18 @@ def test_key_files_are_checked_even_when_nothing_signs(tmp_path: Path) -> None:
         assert check_settings(app) is None
 
 
-def test_auth_without_setup_names_setup_security() -> None:
+def test_a_producer_sets_auth_up_at_its_first_publish_or_says_what_is_missing() -> None:
     app = Celery("nosetup", broker="memory://", set_as_current=False)
     app.conf.task_serializer = "auth"
-    with pytest.raises(ContentDisallowed, match="setup_security"):
+    with pytest.raises(ImproperlyConfigured, match=r"accept_content = \['auth'\]"):
         app.send_task("x", (1,))
+    app.conf.accept_content = ["auth"]
+    with pytest.raises(ImproperlyConfigured, match="needs the settings security_key, "
+                                                   "security_certificate, security_cert_store"):
+        app.send_task("x", (1,))
+    assert app.broker.stats("celery").ready == 0
+    with pytest.raises(ContentDisallowed, match="setup_security"):
+        serialization.dumps([1], "auth")  # the registry without any set-up
 
 
 def test_unpack_rejects_malformed_payloads() -> None:

@@ -195,7 +195,7 @@ def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = Non
     limit = app.conf.task_message_max_size
     if limit:
         for item in items:  # refused before anything is stored (MessageTooLarge)
-            check_size(item.message, limit)
+            check_size(item.message, limit, exact=False)
     if (connection is None and intercept and hooks._interceptors
             and hooks.intercept_publish(app, items)):
         return  # taken by an integration (e.g. written to a transactional outbox)
