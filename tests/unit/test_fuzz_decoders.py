@@ -9,7 +9,7 @@ and that reading a result never imports a module.
 The suite runs a bounded number of examples per property (``CELERIAC_FUZZ_EXAMPLES``,
 default 40); run longer on demand, e.g.::
 
-    CELERIAC_FUZZ_EXAMPLES=20000 .venv/bin/pytest -m fuzz -p no:xdist -q
+    CELERIAC_FUZZ_EXAMPLES=20000 .venv/bin/pytest -m fuzz -p no:xdist --timeout=0 -q
 
 Any failure is a bug: Hypothesis prints the smallest example that shows it.
 """
