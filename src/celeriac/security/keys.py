@@ -22,32 +22,38 @@ from __future__ import annotations
 
 import datetime
 import glob
+import importlib
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ImproperlyConfigured, SecurityError
 
-try:
-    from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes, serialization
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
-except ImportError:  # pragma: no cover - exercised only without the extra
-    x509 = None  # type: ignore[assignment]
 
 CRYPTOGRAPHY_MISSING = ("message signing needs the cryptography library: "
                         "pip install 'celeriac[security]'")
 
 
 def require_cryptography() -> None:
-    """Raise ImproperlyConfigured when ``cryptography`` is not installed."""
-    if x509 is None:
-        raise ImproperlyConfigured(CRYPTOGRAPHY_MISSING)
+    """Raise ImproperlyConfigured when ``cryptography`` is not installed (it is imported
+    only here and below, when signing is configured: ``import celeriac`` stays light)."""
+    try:
+        importlib.import_module("cryptography.x509")
+    except ImportError:
+        raise ImproperlyConfigured(CRYPTOGRAPHY_MISSING) from None
+
+
+def _module(name: str) -> Any:
+    require_cryptography()
+    return importlib.import_module(f"cryptography.{name}")
 
 
 def digest_algorithm(name: str, setting: str = "security_digest") -> hashes.HashAlgorithm:
     """``"sha256"`` -> the hash object (Celery's ``get_digest_algorithm``)."""
-    require_cryptography()
+    hashes = _module("hazmat.primitives.hashes")
     algorithm = getattr(hashes, str(name).upper().replace("-", "_"), None)
     if not (isinstance(algorithm, type) and issubclass(algorithm, hashes.HashAlgorithm)):
         raise ImproperlyConfigured(f"setting {setting}: unknown digest {name!r} "
@@ -60,6 +66,7 @@ def digest_algorithm(name: str, setting: str = "security_digest") -> hashes.Hash
 
 
 def _pss(digest: hashes.HashAlgorithm) -> padding.PSS:
+    padding = _module("hazmat.primitives.asymmetric.padding")
     return padding.PSS(mgf=padding.MGF1(digest), salt_length=padding.PSS.MAX_LENGTH)
 
 
@@ -78,7 +85,8 @@ class PrivateKey:
 
     def __init__(self, pem: bytes, password: str | bytes | None = None,
                  where: str = "security_key") -> None:
-        require_cryptography()
+        serialization, rsa = _module("hazmat.primitives.serialization"), _module(
+            "hazmat.primitives.asymmetric.rsa")
         if isinstance(password, str):
             password = password.encode("utf-8")
         try:
@@ -109,7 +117,7 @@ class Certificate:
     """An X.509 certificate with an RSA public key (Celery's ``Certificate``)."""
 
     def __init__(self, pem: bytes, where: str = "security_certificate") -> None:
-        require_cryptography()
+        x509, rsa = _module("x509"), _module("hazmat.primitives.asymmetric.rsa")
         try:
             self._cert = x509.load_pem_x509_certificate(pem)
         except ValueError as exc:
@@ -141,9 +149,10 @@ class Certificate:
         """Raise SecurityError unless ``signature`` is this certificate's over ``data``."""
         if self.has_expired():
             raise SecurityError(f"expired certificate: {self.id!r}")
+        invalid = _module("exceptions").InvalidSignature
         try:
             self._public.verify(signature, data, _pss(digest), digest)
-        except (InvalidSignature, ValueError, TypeError):
+        except (invalid, ValueError, TypeError):
             raise SecurityError(f"bad signature (signer {self.id!r})") from None
 
     def __repr__(self) -> str:
