@@ -85,6 +85,13 @@ CONTENT_DISALLOWED = "content_disallowed"
 WORKER_LOST = "worker_lost"
 REJECTED = "rejected"
 FOLLOWUP_FAILED = "followup_failed"
+#: message security (docs/security.md): over ``task_message_max_size``; not signed while
+#: signing is required; signature or seal invalid (unknown signer, tampered, expired
+#: certificate, undecryptable); a replay (seen before, or older than the replay window)
+OVERSIZED = "oversized"
+UNSIGNED = "unsigned"
+BAD_SIGNATURE = "bad_signature"
+REPLAYED = "replayed"
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 

@@ -55,6 +55,18 @@ USED: dict[str, Any] = {
     "task_default_rate_limit": None,
     "task_publish_retry": True,
     "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
+    # celeriac: larger messages are refused at publish and dead-lettered by workers
+    "task_message_max_size": 16 * 1024 * 1024,
+    # message signing (Celery's, celeriac.security; docs/security.md)
+    "security_key": None,
+    "security_key_password": None,
+    "security_certificate": None,
+    "security_cert_store": None,
+    "security_digest": "sha256",
+    # celeriac's sealed messages: headers and body signed, replay window, encryption
+    "security_seal": False,
+    "security_replay_window": 3600.0,
+    "security_encryption_keys": None,
     # worker
     "worker_concurrency": None,
     "worker_prefetch_multiplier": 1,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .. import config, signals
 from ..beat.embedded import start_embedded
 from ..exceptions import OperationalError
+from ..security import check_settings
 from ..version import __version__
 from .consumer import Consumer, default_hostname
 from .health import NodeHealth
@@ -119,6 +120,7 @@ class Worker:
     def start(self) -> int:
         app = self.app
         config.validate(app.conf)
+        check_settings(app)  # security_*: keys loaded or start-up fails naming the setting
         if self.setup_logs:
             setup_logging(app, self.loglevel, self.logfile)
         app.finalize()
