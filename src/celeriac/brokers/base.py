@@ -36,12 +36,12 @@ Contract (checked for every broker by ``tests/contract``):
 from __future__ import annotations
 
 import abc
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import clock
 from ..exceptions import ImproperlyConfigured
 from ..messages import Message
 
@@ -258,7 +258,7 @@ class Broker(abc.ABC):
     # -- helpers for subclasses -------------------------------------------
     @staticmethod
     def now() -> float:
-        return time.time()
+        return clock.time()
 
     def message_priority(self, message: Message, priority: int | None) -> int:
         return clamp_priority(message.priority if priority is None else priority)

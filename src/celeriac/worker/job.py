@@ -27,12 +27,11 @@ import contextvars
 import inspect
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import hooks, serialization, states
+from .. import clock, hooks, serialization, states
 from ..app.context import Context
 from ..app.request import Request, parse_request
 from ..app.task import Task
@@ -144,7 +143,7 @@ class JobRunner:
             # explicit reject_on_worker_lost=False keeps Celery's "never re-run after a
             # worker loss", quarantined in the dead-letter store instead of dropped
             return self._worker_lost(delivery, request)
-        now = time.time()
+        now = clock.time()
         if request.eta_at is not None and request.eta_at > now + 0.005:
             self.broker.release(delivery, not_before=request.eta_at)
             self.keeper.drop(delivery)
