@@ -175,7 +175,7 @@ def on_change(callback: Callable[[], None]) -> None:
     """Call ``callback`` (held weakly: a bound method or function) whenever the clock moves
     or another clock is installed, so waiters whose deadline came wake up."""
     ref: weakref.ref[Callable[[], None]] = (
-        weakref.WeakMethod(callback) if hasattr(callback, "__self__")  # type: ignore[arg-type]
+        weakref.WeakMethod(callback) if hasattr(callback, "__self__")
         else weakref.ref(callback))
     with _listeners_lock:
         _listeners.append(ref)
