@@ -252,6 +252,13 @@ class Broker(abc.ABC):
     def purge_dead_letters(self, queue: str | None = None) -> int:
         """Delete dead letters (of one queue, or all)."""
 
+    def waiting(self, queue: str) -> list[Publish]:
+        """The messages of ``queue`` not leased to anyone (ready, then delayed), as published
+        (``not_before`` None when ready), for tests (``celeriac.contrib.testing``).
+        Optional: the memory and SQLite brokers have it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list waiting messages; "
+                                  "enqueue assertions need the memory or SQLite broker")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

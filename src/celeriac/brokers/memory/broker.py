@@ -312,6 +312,18 @@ class MemoryBroker(Broker):
         return QueueStats(queue, ready=counts[READY], delayed=counts[DELAYED],
                           leased=counts[LEASED], dead=dead)
 
+    def waiting(self, queue: str) -> list[Publish]:
+        with self._lock:
+            now = self.now()
+            self._promote(now)
+            found = sorted((e for e in self._entries.values()
+                            if e.queue == queue and e.state != LEASED),
+                           key=lambda e: (e.state == DELAYED, e.not_before if e.state == DELAYED
+                                          else 0.0, e.priority, e.id))
+            return [Publish(parse_envelope(e.envelope), e.queue,
+                            e.not_before if e.state == DELAYED else None, e.priority)
+                    for e in found]
+
     def queues(self) -> list[str]:
         with self._lock:
             return list(self._queues)
