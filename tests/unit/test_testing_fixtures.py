@@ -145,3 +145,20 @@ def test_plugin_opt_in(tmp_path: Path, how: str) -> None:
                        ini="celeriac_fixtures = true\n" if how == "ini" else "")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
+
+
+def test_commcare_update_state_then_ignore_on_a_real_worker(celery_app: Celery) -> None:
+    """docs/testing.md: the CommCare seed's mocked test, against a real worker."""
+    from celeriac import states
+    from celeriac.contrib.testing.drain import drain
+    from celeriac.exceptions import Ignore
+
+    @celery_app.task(bind=True)
+    def my_cool_task(self: Any) -> None:
+        self.update_state(state=states.FAILURE, meta={"errors": ["my uncool errors"]})
+        raise Ignore()
+
+    result = my_cool_task.delay()
+    assert drain(celery_app).total == 0  # ignored: neither success nor failure
+    assert result.state == states.FAILURE
+    assert result.info == {"errors": ["my uncool errors"]}
