@@ -215,3 +215,38 @@ def test_drain_without_scheduled_leaves_delayed_work(celery_app: Celery) -> None
     summary = drain(celery_app, with_scheduled=False)
     assert summary.total == 0
     assert_enqueued(later, countdown=600, delta=5)
+
+
+def test_sqlite_broker_lists_waiting_and_drains(tmp_path: Any) -> None:
+    from celeriac.contrib.testing.app import TestApp
+
+    app = TestApp(broker=f"sqlite:///{tmp_path}/q.sqlite3")
+    try:
+        seen: list[str] = []
+
+        @app.task
+        def note(text: str) -> None:
+            seen.append(text)
+
+        note.apply_async(("later",), countdown=300)
+        note.apply_async(("urgent",), priority=0)
+        note.apply_async(("normal",), priority=5)
+        waiting = Enqueued(app).all(note)
+        assert [t.args for t in waiting] == [["urgent"], ["normal"], ["later"]]
+        assert [t.countdown is None for t in waiting] == [True, True, False]
+        assert_enqueued(note, app=app, args=("later",), countdown=300, delta=5)
+        summary = drain(app)
+        assert seen == ["urgent", "normal", "later"] and summary.succeeded == 3
+        assert all_enqueued(app=app) == [] and not clock.is_controlled()
+    finally:
+        app.close()
+
+
+def test_enqueue_assertions_refuse_brokers_that_cannot_list() -> None:
+    from celeriac.brokers.base import Broker
+
+    assert "waiting" not in Broker.__abstractmethods__
+    broker = type("Remote", (Broker,), {name: lambda *a, **k: None
+                                         for name in Broker.__abstractmethods__})("x://")
+    with pytest.raises(NotImplementedError, match="memory or SQLite"):
+        broker.waiting("celery")
