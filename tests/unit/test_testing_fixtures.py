@@ -162,3 +162,31 @@ def test_commcare_update_state_then_ignore_on_a_real_worker(celery_app: Celery) 
     assert drain(celery_app).total == 0  # ignored: neither success nor failure
     assert result.state == states.FAILURE
     assert result.info == {"errors": ["my uncool errors"]}
+
+
+def test_unknown_worker_options_are_refused() -> None:
+    app = TestApp()
+    with pytest.raises(TypeError, match="max_tasks_per_chlid"), \
+            start_worker(app, max_tasks_per_chlid=3):
+        pass
+    with start_worker(app, without_heartbeat=False, without_mingle=True,
+                      perform_ping_check=False) as worker:  # Celery's switches: accepted
+        assert worker.app is app
+    app.close()
+
+
+def test_enable_logging_sets_up_the_worker_log(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    app = TestApp(enable_logging=True)
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    try:
+        with start_worker(app, perform_ping_check=False, loglevel="INFO"):
+            added = [h for h in root.handlers if h not in before]
+            assert len(added) == 1
+    finally:
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+        app.close()

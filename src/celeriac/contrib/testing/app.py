@@ -46,8 +46,9 @@ def TestApp(name: str | None = None, config: Mapping[str, Any] | None = None,
             enable_logging: bool = False, set_as_current: bool = False,
             backend: str | None = None, broker: str | None = None, **kwargs: Any) -> Celery:
     """A test app: memory broker and result store unless ``broker``/``backend``/``config``
-    say otherwise. ``enable_logging`` is accepted for Celery's signature: logging is
-    the worker's business here (``start_worker(loglevel=...)``)."""
+    say otherwise. With ``enable_logging`` (the ``celery_enable_logging`` fixture) a
+    worker started for it sets up logging at its ``loglevel``, as Celery's does; without,
+    log records only reach the handlers already there (pytest's)."""
     from . import tasks  # noqa: F401 - registers celery.ping for start_worker's check
 
     settings = dict(deepcopy(DEFAULT_TEST_CONFIG), **(config or {}))
@@ -58,6 +59,7 @@ def TestApp(name: str | None = None, config: Mapping[str, Any] | None = None,
     app = Celery(name or "celery.tests", broker=broker, backend=backend,
                  set_as_current=set_as_current, **kwargs)
     app.conf.update(settings)
+    app.test_enable_logging = enable_logging  # type: ignore[attr-defined]
     return app
 
 

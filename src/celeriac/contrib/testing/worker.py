@@ -32,6 +32,13 @@ logger = logging.getLogger("celeriac.testing")
 WORKER_LOGLEVEL = os.environ.get("WORKER_LOGLEVEL", "error")
 #: Pools that run in the test's process.
 IN_PROCESS_POOLS = ("solo", "threads", "asyncio")
+#: Worker options :func:`start_worker` passes on (Celery's names where they exist).
+WORKER_OPTIONS = frozenset({"queues", "exclude_queues", "hostname", "beat",
+                            "prefetch_multiplier", "setup_logs", "liveness_file",
+                            "poll_timeout"})
+#: Celery's WorkController switches for steps celeriac does not have: accepted, no effect.
+NO_SUCH_STEPS = frozenset({"without_heartbeat", "without_mingle", "without_gossip",
+                           "ready_callback"})
 
 test_worker_starting = Signal("test_worker_starting")
 test_worker_started = Signal("test_worker_started")
@@ -44,10 +51,8 @@ class TestWorkController(Worker):
     __test__ = False  # not a test class, though its name starts with "Test"
 
     def __init__(self, app: Celery, **options: Any) -> None:
-        options.pop("ready_callback", None)
-        options.pop("without_heartbeat", None)
-        options.pop("without_mingle", None)
-        options.pop("without_gossip", None)
+        for name in NO_SUCH_STEPS:
+            options.pop(name, None)
         options.setdefault("poll_timeout", 0.1)  # stops within 0.1 s of the block's end
         super().__init__(app, **options)
         self._on_started = threading.Event()
@@ -133,6 +138,10 @@ def _start_worker_thread(app: Celery, concurrency: int = 1, pool: str = "solo",
         logger.warning("start_worker: the %r pool cannot run inside the test process; "
                        "using 'threads'", pool)
         pool = "threads"
+    unknown = sorted(set(kwargs) - WORKER_OPTIONS - NO_SUCH_STEPS)
+    if unknown:
+        raise TypeError(f"start_worker: unknown worker option(s) {', '.join(unknown)} "
+                        f"(known: {', '.join(sorted(WORKER_OPTIONS | NO_SUCH_STEPS))})")
     hostname = kwargs.pop("hostname", None) or f"testworker{next(_counter)}@{os.getpid()}"
     if isinstance(loglevel, int):
         loglevel = logging.getLevelName(loglevel)
@@ -144,7 +153,8 @@ def _start_worker_thread(app: Celery, concurrency: int = 1, pool: str = "solo",
     if queues is not None or exclude:
         queues = [q for q in (list(queues) if queues is not None
                               else [app.conf.task_default_queue]) if q not in exclude]
-    setup_logs = kwargs.pop("setup_logs", logfile is not None)
+    setup_logs = kwargs.pop("setup_logs", logfile is not None
+                            or bool(getattr(app, "test_enable_logging", False)))
     worker = TestWorkController(app, hostname=hostname, concurrency=concurrency, pool=pool,
                                 loglevel=str(loglevel), logfile=logfile, queues=queues,
                                 setup_logs=setup_logs, **kwargs)
