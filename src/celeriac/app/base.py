@@ -16,11 +16,10 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .. import config, signals, states
+from .. import clock, config, signals, states
 from ..brokers.base import Broker
 from ..brokers.registry import broker_for_url, is_embedded, store_for_url
 from ..canvas.signature import maybe_signature, signature
@@ -134,7 +133,7 @@ class Celery:
         return name if isinstance(name, ZoneInfo) else ZoneInfo(str(name))
 
     def now(self) -> Any:
-        return datetime.now(self.timezone)
+        return clock.now().astimezone(self.timezone)
 
     # -- tasks --------------------------------------------------------------------
     def task(self, *args: Any, **opts: Any) -> Any:

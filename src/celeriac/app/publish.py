@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
-from .. import hooks, signals
+from .. import clock, hooks, signals
 from ..brokers.base import Publish, redact
 from ..canvas.signature import Signature
 from ..config.settings import seconds
@@ -50,7 +50,7 @@ def _aware(value: datetime, tz: tzinfo | None) -> datetime:
 def resolve_eta(countdown: float | None, eta: datetime | str | None,
                 tz: tzinfo | None = None) -> datetime | None:
     if countdown:  # as Celery: countdown=0 means "now", with no eta header
-        return datetime.now(timezone.utc) + timedelta(seconds=float(countdown))
+        return clock.now() + timedelta(seconds=float(countdown))
     if isinstance(eta, str):
         eta = datetime.fromisoformat(eta)
     return _aware(eta, tz) if eta is not None else None
@@ -60,7 +60,7 @@ def resolve_expires(expires: Any, tz: tzinfo | None = None) -> datetime | None:
     if expires is None:
         return None
     if isinstance(expires, (int, float, timedelta)):
-        return datetime.now(timezone.utc) + timedelta(seconds=seconds(expires) or 0)
+        return clock.now() + timedelta(seconds=seconds(expires) or 0)
     if isinstance(expires, str):
         expires = datetime.fromisoformat(expires)
     return _aware(expires, tz)

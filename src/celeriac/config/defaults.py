@@ -44,6 +44,9 @@ USED: dict[str, Any] = {
     "task_always_eager": False,
     "task_eager_propagates": False,
     "task_store_eager_result": False,
+    # eager: build the message a publish would (arguments a real publish cannot serialize
+    # raise the same error); False runs eagerly with any Python object, as Celery does
+    "task_eager_check_serializable": True,
     "task_acks_late": True,
     "task_acks_on_failure_or_timeout": True,
     "task_reject_on_worker_lost": None,

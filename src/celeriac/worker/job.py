@@ -31,12 +31,11 @@ import contextvars
 import inspect
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import hooks, serialization, states
+from .. import clock, hooks, serialization, states
 from ..app.context import Context
 from ..app.request import Request, parse_request
 from ..app.task import Task
@@ -189,7 +188,7 @@ class JobRunner:
             # explicit reject_on_worker_lost=False keeps Celery's "never re-run after a
             # worker loss", quarantined in the dead-letter store instead of dropped
             return self._worker_lost(delivery, message, request, nonce)
-        now = time.time()
+        now = clock.time()
         if request.eta_at is not None and request.eta_at > now + 0.005:
             self.broker.release(delivery, not_before=request.eta_at)
             self.keeper.drop(delivery)
@@ -334,7 +333,7 @@ class JobRunner:
             self.broker.ack([d])  # at-most-once, as the task asked
         with self._lock:
             self.active[job.id] = job
-        job.started_at = time.time()
+        job.started_at = clock.time()
         if self.events is not None:
             self.events.started(job)
         return Tracer(job.task, job.request,
