@@ -64,6 +64,13 @@ def test_transactional_task_that_raises_leaves_nothing(site: Site, webapp: Any,
     assert site.rows("SELECT text FROM note") == [("after",)]  # no row, no follow-up
 
 
+def test_transactional_retry_aborts_and_is_sent(site: Site, webapp: Any, worker: Any) -> None:
+    from celeriac.contrib.pyramid import celery_app
+
+    assert celery_app.tasks["trees.tasks.retry_once"].delay("r").get(timeout=60) == 1
+    assert site.rows("SELECT text FROM note") == [("r (run 2)",)]
+
+
 def test_request_aware_task_request(site: Site, webapp: Any, worker: Any) -> None:
     from celeriac.contrib.pyramid import celery_app
 
