@@ -121,3 +121,30 @@ def test_ini_errors_stop_the_command(site: Site) -> None:
     assert "[celery] CELERYD_CONCURRENCY = 'two': expected a number" in result.stderr
     missing = site.run("worker", "-A", "celeriac.contrib.pyramid.celery_app")
     assert missing.returncode == 2 and "--ini development.ini" in missing.stderr
+
+
+#: seed 001's troubleshooting snippets, the import changed
+SEED_INSPECT = """\
+from celeriac.contrib.pyramid.shell import inspect
+i = inspect()
+print("COUNT", len(list(i.scheduled().values())[0]))
+
+for celery, data in i.scheduled().items():
+    print("Instance {}".format(celery))
+    for task in data:
+        print("TASK", task["request"]["name"], task["request"]["id"])
+    print("Queued: {}".format(i.scheduled()))
+
+print("Active: {}".format(i.active()))
+"""
+
+
+def test_pshell_inspect_scheduled_and_active(site: Site, webapp: Any, worker: Any) -> None:
+    from celeriac.contrib.pyramid import celery_app
+
+    later = celery_app.tasks["trees.tasks.plain_note"].apply_async(("later",), countdown=600)
+    shell = site.pshell(SEED_INSPECT)
+    assert shell.returncode == 0, shell.stderr
+    assert "COUNT 1" in shell.stdout, shell.stdout + shell.stderr
+    assert f"TASK trees.tasks.plain_note {later.id}" in shell.stdout
+    assert "Instance celery@" in shell.stdout and "Active: {'celery@" in shell.stdout
