@@ -90,10 +90,19 @@ def hard(self, seconds):
     return "finished"
 
 
+_in_flight = [0]
+
+
 @app.task(bind=True)
 async def asleep(self, seconds):
-    await asyncio.sleep(seconds)
-    return self.request.id
+    """Returns how many of these were running in this process at once (at least)."""
+    _in_flight[0] += 1
+    peak = _in_flight[0]
+    try:
+        await asyncio.sleep(seconds)
+        return max(peak, _in_flight[0])
+    finally:
+        _in_flight[0] -= 1
 
 
 @app.task(bind=True, soft_time_limit=0.5)

@@ -145,14 +145,17 @@ def test_max_memory_per_child_recycles_without_losing_tasks(tmp_path: Path) -> N
 @pytest.mark.timeout(60)
 def test_async_tasks_1000_in_flight_on_the_asyncio_pool(project_factory: Any) -> None:
     project = project_factory()
-    ids = project.publish_many("asleep", [(0.1,)] * 1000)
+    ids = project.publish_many("asleep", [(0.5,)] * 1000)
     started = time.monotonic()
     project.start_worker("-P", "asyncio", "-c", "1000")
-    H.wait_until(lambda: _done(project, ids), 30, interval=0.02, what="1,000 async tasks")
+    H.wait_until(lambda: _done(project, ids), 60, interval=0.02, what="1,000 async tasks")
     elapsed = time.monotonic() - started
-    print(f"\n1,000 x asyncio.sleep(0.1) with --pool asyncio -c 1000: {elapsed:.2f}s "
-          "(including worker start-up)")
-    assert elapsed < 10
+    peak = max(project.meta(i)["result"] for i in ids)  # type: ignore[index]
+    print(f"\n1,000 x asyncio.sleep(0.5) with --pool asyncio -c 1000: {elapsed:.2f}s "
+          f"(including worker start-up), {peak} in flight at once")
+    # one event loop runs them side by side (a pool that ran them one by one, or a few at a
+    # time, would see 1 or a handful); no timed assertion, the machine may be loaded
+    assert peak >= 100, peak
 
 
 @pytest.mark.timeout(60)
