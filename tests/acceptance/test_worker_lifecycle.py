@@ -142,7 +142,7 @@ def test_max_memory_per_child_recycles_without_losing_tasks(tmp_path: Path) -> N
         project.stop_all()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_async_tasks_1000_in_flight_on_the_asyncio_pool(project_factory: Any) -> None:
     project = project_factory()
     ids = project.publish_many("asleep", [(0.5,)] * 1000)
