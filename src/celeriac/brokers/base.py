@@ -25,6 +25,10 @@ Contract (checked for every broker by ``tests/contract``):
   calls it when a child dies), so redelivery does not wait for the lease.
 * Dead letters can be listed, retried (re-published to their queue with
   counters reset) and purged.
+* ``take_token(key, rate, capacity)`` is a token bucket shared by every
+  client of the broker (every worker process on every host), used for task
+  ``rate_limit``: see :meth:`Broker.take_token` for exactly what a broker
+  must implement.
 * Failures: a call that fails for a reason that may pass (connection lost,
   server down, database locked) raises
   :class:`~celeriac.exceptions.OperationalError`; a broker that retries does
@@ -77,6 +81,19 @@ def clamp_priority(priority: int | None) -> int:
     if priority is None:
         return 0
     return max(MIN_PRIORITY, min(MAX_PRIORITY, int(priority)))
+
+
+def bucket_take(tokens: float, updated: float, now: float, rate: float,
+                capacity: float) -> tuple[float, float]:
+    """The token-bucket step of :meth:`Broker.take_token`: ``(tokens left, wait)`` for a
+    bucket that held ``tokens`` at ``updated``; ``wait`` is 0.0 when a token was taken."""
+    if rate <= 0 or capacity < 1:
+        raise ValueError(f"a token bucket needs rate > 0 and capacity >= 1, got rate={rate!r}, "
+                         f"capacity={capacity!r}")
+    level = min(float(capacity), tokens + max(0.0, now - updated) * rate)
+    if level >= 1.0:
+        return level - 1.0, 0.0
+    return level, (1.0 - level) / rate
 
 
 @dataclass(frozen=True)
@@ -251,6 +268,43 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def purge_dead_letters(self, queue: str | None = None) -> int:
         """Delete dead letters (of one queue, or all)."""
+
+    # -- rate limits -------------------------------------------------------
+    @abc.abstractmethod
+    def take_token(self, key: str, rate: float, capacity: float = 1.0) -> float:
+        """Take one token from the bucket ``key``; return 0.0 if taken, else the seconds
+        until one will be there (nothing is taken then).
+
+        What every broker must implement (the contract suite checks each point):
+
+        * **One bucket per key, shared** by every client of the broker: every
+          process and host that uses the same broker URL (and key prefix/schema/
+          vhost) sees the same bucket. ``key`` is any text (the worker passes
+          ``"task:<task name>"``); keep it in the broker's private namespace.
+        * **Atomic**: the read, refill and take of one call are one step (a Lua
+          script, one SQL statement or transaction holding the row, a lock), so
+          ``n`` concurrent callers on a full bucket of ``capacity`` get exactly
+          ``min(n, capacity)`` zeros.
+        * **Refill**: a new bucket starts full (``capacity`` tokens); it gains
+          ``rate`` tokens per second (``rate > 0``) up to ``capacity``, computed
+          lazily from the time of its last update (``capacity >= 1``;
+          :func:`bucket_take` is the arithmetic). The clock is the server's where
+          there is one (Redis ``TIME``, PostgreSQL ``clock_timestamp()``), so
+          skewed hosts agree.
+        * **The wait** when no whole token is left is ``(1 - tokens) / rate``
+          seconds; a refused call changes nothing but the refill.
+        * ``rate``/``capacity`` are the caller's current ones (a changed
+          ``rate_limit`` applies from the next call); state is only
+          ``(tokens, updated)`` per key.
+        * A bucket unused for ``capacity / rate`` seconds is full again, so it may
+          be forgotten (expired, deleted) after that; nothing else may be lost.
+        * Failures raise :class:`~celeriac.exceptions.OperationalError` like the
+          other calls; ``rate <= 0`` or ``capacity < 1`` raise ``ValueError``.
+
+        ``tests/contract/test_rate_limit_contract.py`` checks all of it. The worker
+        calls this once per rate-limited message it leases and gives a refused one
+        back with ``release(not_before=now + wait)``; it never keeps it in memory.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

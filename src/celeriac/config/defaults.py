@@ -66,6 +66,7 @@ USED: dict[str, Any] = {
     "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
     "worker_soft_shutdown_timeout": 30.0,
     "worker_pool_start_method": "fork",
+    "worker_disable_rate_limits": False,
     # celeriac: leases, heartbeats, poison messages
     "worker_lease_seconds": 30.0,
     "worker_heartbeat_interval": None,

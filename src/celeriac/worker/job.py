@@ -7,8 +7,9 @@ run as written is dead-lettered on its first delivery with a reason naming the
 field (``decode_error: embed.callbacks[0]: ...``), as are refused
 (``content_disallowed``) and unregistered ones. A message past the redelivery
 limit is dead-lettered as ``worker_lost``; a future ETA from a Celery producer
-goes back to the broker's delayed store; expired and revoked tasks are
-recorded and dropped.
+goes back to the broker's delayed store, as does a message over its task's
+``rate_limit`` (:mod:`.ratelimit`); expired and revoked tasks are recorded and
+dropped.
 
 :meth:`JobRunner.run` (sync pools) and :meth:`JobRunner.run_async` (the
 asyncio pool) run a prepared job through the tracer and settle the message
@@ -44,6 +45,7 @@ from ..results.meta import store_result
 from ..utils.log import bounded
 from .followups import FollowupRecorder
 from .limits import limited
+from .ratelimit import RateLimiter
 from .revocation import Revocations
 from .settle import AckBatcher, ResultBatcher, settle
 
@@ -120,6 +122,8 @@ class JobRunner:
         #: True when jobs run on the consumer thread: SUCCESS results are batched too
         self.batch_results = False
         self.revocations = Revocations(app)
+        self.rates = RateLimiter(self.broker,
+                                 disabled=bool(app.conf.get("worker_disable_rate_limits")))
         self.accept = serialization.accepted_types(app.conf.accept_content)
         self.max_redeliveries = int(app.conf.worker_max_redeliveries)
         self.processed = 0
@@ -159,6 +163,9 @@ class JobRunner:
         if refused:
             logger.info("Discarding task %s[%s]: %s", request.task, request.id, refused)
             return self._drop(delivery, request, None)
+        if not self.rates.admit(delivery, task):  # back in the broker until its turn
+            self.keeper.drop(delivery)
+            return None
         logger.info("Task %s[%s] received", request.task, request.id)
         return Job(delivery, request, task)
 

@@ -26,6 +26,7 @@ from .health import NodeHealth
 from .job import Job, Monitor
 from .leases import Renewal
 from .pools import make_pool
+from .ratelimit import check_rate_limits
 from .renewer import ProcessRenewal
 from .supervisor import Supervisor
 
@@ -108,6 +109,7 @@ class Worker:
         if self.setup_logs:
             setup_logging(app, self.loglevel, self.logfile)
         app.finalize()
+        check_rate_limits(app)
         signals.worker_init.send(sender=self)
         self.check_broker()
         if self.pool_name == "prefork" and self._in_process_broker():

@@ -30,7 +30,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...messages import Message, encode_envelope, parse_envelope
-from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from ..base import (
+    Broker,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Publish,
+    QueueStats,
+    bucket_take,
+)
 
 READY, DELAYED, LEASED = "ready", "delayed", "leased"
 
@@ -73,6 +81,7 @@ class MemoryBroker(Broker):
         self._leases: list[tuple[float, int, int]] = []
         self._dead: dict[str, DeadLetter] = {}
         self._queues: dict[str, None] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}
 
     # -- state transitions (lock held) -------------------------------------
     def _make_ready(self, entry: _Entry) -> None:
@@ -317,3 +326,11 @@ class MemoryBroker(Broker):
             for key in doomed:
                 del self._dead[key]
             return len(doomed)
+
+    def take_token(self, key: str, rate: float, capacity: float = 1.0) -> float:
+        with self._lock:
+            now = self.now()
+            tokens, updated = self._buckets.get(key, (float(capacity), now))
+            left, wait = bucket_take(tokens, updated, now, rate, capacity)
+            self._buckets[key] = (left, now)
+            return wait

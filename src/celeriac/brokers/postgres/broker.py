@@ -54,7 +54,15 @@ from typing import Any, ClassVar
 from ...exceptions import OperationalError
 from ...messages import Message, encode_envelope, parse_envelope
 from ...retry import RetryPolicy
-from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from ..base import (
+    Broker,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Publish,
+    QueueStats,
+    bucket_take,
+)
 from . import sql
 from .db import Database, Handle, parse_url
 from .enqueue import publish_on, shares_database
@@ -356,6 +364,12 @@ class PostgresBroker(Broker):
     def purge_dead_letters(self, queue: str | None = None) -> int:
         [(count,)] = self._run("purge_dead_letters", {"queue": queue})
         return int(count)
+
+    def take_token(self, key: str, rate: float, capacity: float = 1.0) -> float:
+        bucket_take(1.0, 0.0, 0.0, rate, capacity)  # the same argument checks as elsewhere
+        [(wait,)] = self._run("take_token", {"key": key, "rate": float(rate),
+                                             "capacity": float(capacity)})
+        return float(wait)
 
     def close(self) -> None:
         with self._lock:

@@ -42,6 +42,8 @@ Key layout (every key is preceded by ``global_keyprefix``, as kombu does;
     that leak (only mixed fleets have it; an expired entry only resets counts).
 ``_celeriac.wake.<queue>`` (list)
     at most 16 wake-up tokens pushed by celeriac publishers.
+``_celeriac.rate.<key>`` (hash)
+    a rate-limit token bucket (``t`` tokens, ``u`` server time), see :mod:`.tokens`.
 ``_celeriac.dead`` (zset), ``_celeriac.deadq.<queue>`` (zset), ``_celeriac.dead.<id>`` (hash)
     dead letters by time, all and per queue; the hash holds ``m q s r dc lc
     fd at`` (``r`` = reason).
@@ -53,7 +55,8 @@ is accepted and ignored; leases renewed by heartbeats replace it).
 Lua scripts (source and arguments in :mod:`celeriac.brokers.redis_scripts`):
 ``RECEIVE`` (reclaim lapsed leases, promote due delays, lease a batch),
 ``ACK``, ``RENEW``, ``RELEASE``, ``DEAD_LETTER`` (all fenced by the token),
-``EXPIRE_OWNER``, ``RETRY_DEAD``, ``PURGE_DEAD``, ``PURGE`` and ``STATS``.
+``EXPIRE_OWNER``, ``RETRY_DEAD``, ``PURGE_DEAD``, ``PURGE`` and ``STATS``;
+``TAKE_TOKEN`` (rate limits, :mod:`.tokens`: ``_celeriac.rate.<key>`` hashes).
 Publishing is a plain pipeline (LPUSH / ZADD, bindings, wake token), or for
 one ready message to a queue this instance already declared, the tiny
 ``PUBLISH`` script (one round trip, one reply). The
@@ -109,10 +112,19 @@ import redis
 
 from ...messages import Message
 from ...retry import RetryPolicy
-from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from ..base import (
+    Broker,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Publish,
+    QueueStats,
+    bucket_take,
+)
 from . import scripts as redis_scripts
 from .bookkeeping import SEP, queue_names, read_dead_letters, store_dead_letter
 from .client import RETRYABLE_ERRORS, Connection, connection, retrying, run_script
+from .tokens import SCRIPTS as TOKEN_SCRIPTS
 
 #: how ``receive`` waits between attempts while Redis is unreachable (back within ~1 s)
 RECEIVE_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_step=0.2,
@@ -120,6 +132,7 @@ RECEIVE_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_st
 DEFAULT_STEPS = (0, 3, 6, 9)
 _CHUNK = 1000
 _T = TypeVar("_T")
+_SCRIPTS = {**redis_scripts.ALL, **TOKEN_SCRIPTS}
 
 
 class RedisBroker(Broker):
@@ -156,7 +169,7 @@ class RedisBroker(Broker):
         return self._connection()[1]
 
     def _connection(self) -> Connection:
-        conn = self._conn = connection(self.url, self.options, redis_scripts.ALL, self._conn)
+        conn = self._conn = connection(self.url, self.options, _SCRIPTS, self._conn)
         return conn
 
     def _script(self, name: str, *args: Any) -> Any:
@@ -373,6 +386,11 @@ class RedisBroker(Broker):
     def purge_dead_letters(self, queue: str | None = None) -> int:
         return int(self._retrying("purge_dead_letters",
                                   lambda: self._script("purge_dead", queue or "")))
+
+    def take_token(self, key: str, rate: float, capacity: float = 1.0) -> float:
+        bucket_take(1.0, 0.0, 0.0, rate, capacity)  # the same argument checks as elsewhere
+        return float(self._retrying("take_token", lambda: self._script(
+            "take_token", key, repr(float(rate)), repr(float(capacity)))))
 
     def close(self) -> None:
         """Drop this instance's reference; the process-wide pool stays for other users."""
