@@ -4,7 +4,6 @@ versions, idle waiting without queries, table upkeep, result store URL forms."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -17,8 +16,9 @@ import pytest
 from celeriac.brokers.base import Publish
 from celeriac.brokers.postgres import sql
 from celeriac.messages import task_message
+from needs import need
 
-psycopg = __import__("psycopg") if os.environ.get("CI") else pytest.importorskip("psycopg")
+psycopg = need("psycopg")
 
 pytestmark = pytest.mark.postgres
 BASE = "postgresql://postgres@127.0.0.1:5432/test"
