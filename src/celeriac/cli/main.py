@@ -41,6 +41,12 @@ def cli(ctx: click.Context, app_name: str | None, broker: str | None,
     """celeriac: a Celery-compatible task queue."""
     if workdir:
         os.chdir(workdir)
+    # as Celery's -b/--result-backend: through the environment, so they beat
+    # $CELERY_BROKER_URL (which beats the app's own broker=) and reach child processes
+    for value, names in ((broker, ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL")),
+                         (result_backend, ("CELERIAC_RESULT_BACKEND", "CELERY_RESULT_BACKEND"))):
+        for name in names if value else ():
+            os.environ[name] = value  # type: ignore[assignment]
     if ctx.obj is None:
         ctx.obj = CLIContext(app_name, broker, result_backend)
 

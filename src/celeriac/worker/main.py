@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config, signals
 from ..beat.embedded import start_embedded
-from ..exceptions import OperationalError
+from ..brokers.base import redact
+from ..exceptions import ImproperlyConfigured, OperationalError
 from ..version import __version__
 from .consumer import Consumer, default_hostname
 from .health import NodeHealth
@@ -112,6 +113,7 @@ class Worker:
         check_rate_limits(app)
         signals.worker_init.send(sender=self)
         self.check_broker()
+        self.check_result_backend()
         if self.pool_name == "prefork" and self._in_process_broker():
             logger.warning("The memory broker lives in one process: using the threads pool "
                            "instead of prefork")
@@ -151,6 +153,20 @@ class Worker:
         except Exception as exc:
             raise OperationalError(f"cannot reach the broker at {self.app.broker.url}: "
                                    f"{exc}") from exc
+
+    def check_result_backend(self) -> None:
+        """Fail at start-up, naming ``result_backend``, when its store cannot be created or
+        read (an unsupported URL, a missing driver, an unconfigured Django, no server)."""
+        url = self.app.backend_url
+        try:
+            store = self.app.backend
+            if store is not None:
+                store.get("celeriac-start-up-check")
+        except ImproperlyConfigured:
+            raise
+        except Exception as exc:
+            raise ImproperlyConfigured(f"result_backend {redact(url or '')}: cannot be used: "
+                                       f"{type(exc).__name__}: {exc}") from exc
 
     def banner(self) -> str:
         app = self.app
