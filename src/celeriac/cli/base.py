@@ -30,6 +30,8 @@ class CLIContext:
     broker: str | None
     result_backend: str | None
     _app: Celery | None = None
+    #: ``-q/--quiet``: no banner or ready line (worker, beat), fewer messages
+    quiet: bool = False
 
     @property
     def app(self) -> Celery:

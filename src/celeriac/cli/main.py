@@ -48,7 +48,9 @@ def cli(ctx: click.Context, app_name: str | None, broker: str | None,
         for name in names if value else ():
             os.environ[name] = value  # type: ignore[assignment]
     if ctx.obj is None:
-        ctx.obj = CLIContext(app_name, broker, result_backend)
+        ctx.obj = CLIContext(app_name, broker, result_backend, quiet=quiet)
+    else:
+        ctx.obj.quiet = quiet
 
 
 #: The entry-point group of commands other packages add (``name = "module:command"``).

@@ -57,7 +57,7 @@ def worker(obj: CLIContext, hostname: str | None, queues: str | None,
     node = Worker(app, hostname=hostname, queues=names, concurrency=concurrency, pool=pool,
                   loglevel=loglevel, logfile=logfile, beat=beat,
                   prefetch_multiplier=prefetch_multiplier, autoscale=options.get("autoscale"),
-                  liveness_file=options.get("liveness_file"))
+                  liveness_file=options.get("liveness_file"), quiet=obj.quiet)
     try:
         code = node.start()
     finally:

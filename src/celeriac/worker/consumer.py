@@ -91,6 +91,7 @@ class Consumer:
                                 limits if limits is not None else ThreadLimits(),
                                 hard_in_process=hard_in_process, monitor=self.monitor)
         self.runner.batch_acks = True
+        self.runner.consumer = self
         # only pays off when several results are stored per loop turn (prefetch)
         self.runner.batch_results = isinstance(pool, SoloPool) and self.prefetch > 0
         self.revocations = self.runner.revocations

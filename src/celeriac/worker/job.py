@@ -33,14 +33,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import hooks, serialization, states
+from .. import hooks, serialization, signals, states
 from ..app.context import Context
 from ..app.request import Request, parse_request
 from ..app.task import Task
 from ..app.trace import Outcome, Tracer, run_coroutine
 from ..brokers import base
 from ..canvas.callbacks import fail_outside_tracer
-from ..exceptions import ContentDisallowed, DecodeError, TaskRevokedError, WorkerLostError
+from ..exceptions import (
+    ContentDisallowed,
+    DecodeError,
+    NotRegistered,
+    TaskRevokedError,
+    WorkerLostError,
+)
 from ..results.meta import store_result
 from ..utils.log import bounded
 from .followups import FollowupRecorder
@@ -127,6 +133,8 @@ class JobRunner:
         self.accept = serialization.accepted_types(app.conf.accept_content)
         self.max_redeliveries = int(app.conf.worker_max_redeliveries)
         self.processed = 0
+        #: the ``sender`` of the consumer-side signals (Celery sends its Consumer)
+        self.consumer: Any = self
         self.active: dict[str, Job] = {}
         self._lock = threading.Lock()
 
@@ -135,12 +143,16 @@ class JobRunner:
         try:
             request = parse_request(delivery.message, self.accept, delivery=delivery,
                                     hostname=self.hostname)
-        except ContentDisallowed as exc:
-            return self._dead(delivery, base.CONTENT_DISALLOWED, str(exc))
-        except DecodeError as exc:
-            return self._dead(delivery, base.DECODE_ERROR, str(exc))
+        except (ContentDisallowed, DecodeError) as exc:  # Celery: on_invalid_task
+            signals.task_rejected.send(sender=self.consumer, message=delivery.message, exc=exc)
+            reason = base.CONTENT_DISALLOWED if isinstance(exc, ContentDisallowed) \
+                else base.DECODE_ERROR
+            return self._dead(delivery, reason, str(exc))
         task = self.app.tasks.get(request.task)
         if task is None:
+            signals.task_unknown.send(sender=self.consumer, message=delivery.message,
+                                      exc=NotRegistered(request.task), name=request.task,
+                                      id=request.id)
             return self._dead(delivery, base.UNREGISTERED, f"Received unregistered task "
                               f"of type {request.task!r}")
         if delivery.lost_count and (0 < self.max_redeliveries <= delivery.lost_count
@@ -155,6 +167,8 @@ class JobRunner:
             return None
         if request.expires_at is not None and request.expires_at <= now:
             logger.info("Discarding expired task %s[%s]", request.task, request.id)
+            signals.task_revoked.send(sender=task, request=request, terminated=False,
+                                      signum=None, expired=True)
             return self._drop(delivery, request, TaskRevokedError("expired"))
         if request.id in revoked:
             self.discard_revoked(delivery, request)
@@ -167,10 +181,13 @@ class JobRunner:
             self.keeper.drop(delivery)
             return None
         logger.info("Task %s[%s] received", request.task, request.id)
+        signals.task_received.send(sender=self.consumer, request=request)
         return Job(delivery, request, task)
 
     def discard_revoked(self, delivery: base.Delivery, request: Request) -> None:
         logger.info("Discarding revoked task %s[%s]", request.task, request.id)
+        signals.task_revoked.send(sender=self.app.tasks.get(request.task), request=request,
+                                  terminated=False, signum=None, expired=False)
         self._drop(delivery, request, None)
 
     def _dead(self, delivery: base.Delivery, reason: str, detail: str) -> Job | None:
@@ -319,6 +336,8 @@ class JobRunner:
         with self._lock:
             self.active.pop(job.id, None)
         logger.warning("Task %s[%s] terminated (revoked)", job.name, job.id)
+        signals.task_revoked.send(sender=job.task, request=job.request, terminated=True,
+                                  signum=job.terminated, expired=False)
         try:
             self.broker.ack([job.delivery])
         finally:

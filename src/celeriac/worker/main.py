@@ -38,9 +38,16 @@ logger = logging.getLogger("celeriac.worker")
 
 
 def setup_logging(app: Celery, loglevel: str | int, logfile: str | None = None) -> None:
+    """Celery's order: ``setup_logging`` receivers, if any, configure logging themselves
+    (celeriac then touches nothing); else the root logger gets one handler and
+    ``after_setup_logger``/``after_setup_task_logger`` are sent."""
     level = loglevel if isinstance(loglevel, int) else logging.getLevelName(str(loglevel).upper())
     if not isinstance(level, int):
         level = logging.INFO
+    fmt = app.conf.worker_log_format
+    if signals.setup_logging.send(sender=None, loglevel=level, logfile=logfile, format=fmt,
+                                  colorize=False):
+        return
     handler: logging.Handler = (logging.FileHandler(logfile) if logfile
                                 else logging.StreamHandler(sys.stderr))
     handler.setFormatter(logging.Formatter(app.conf.worker_log_format))
@@ -50,7 +57,11 @@ def setup_logging(app: Celery, loglevel: str | int, logfile: str | None = None) 
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    signals.after_setup_logger.send(sender=None, logger=root, loglevel=level, logfile=logfile)
+    signals.after_setup_logger.send(sender=None, logger=root, loglevel=level, logfile=logfile,
+                                    format=fmt, colorize=False)
+    signals.after_setup_task_logger.send(sender=None, logger=logging.getLogger("celery.task"),
+                                         loglevel=level, logfile=logfile, format=fmt,
+                                         colorize=False)
 
 
 def expand_hostname(name: str | None) -> str:
@@ -85,7 +96,7 @@ class Worker:
                  queues: list[str] | None = None, concurrency: int | None = None,
                  pool: str | None = None, loglevel: str = "WARNING", logfile: str | None = None,
                  beat: bool = False, prefetch_multiplier: int | None = None,
-                 setup_logs: bool = True, **options: Any) -> None:
+                 setup_logs: bool = True, quiet: bool = False, **options: Any) -> None:
         self.app = app
         self.hostname = expand_hostname(hostname)
         self.queues = queues or [app.conf.task_default_queue]
@@ -97,6 +108,7 @@ class Worker:
                       else prefetch_multiplier)
         self.prefetch = max(0, int(multiplier) - 1) * self.concurrency
         self.setup_logs = setup_logs
+        self.quiet = quiet
         self.options = options
         self.consumer: Consumer | None = None
         self.supervisor: Supervisor | None = None
@@ -106,6 +118,8 @@ class Worker:
 
     def start(self) -> int:
         app = self.app
+        signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf,
+                                  options=dict(self.options))
         config.validate(app.conf)
         if self.setup_logs:
             setup_logging(app, self.loglevel, self.logfile)
@@ -114,6 +128,7 @@ class Worker:
         signals.worker_init.send(sender=self)
         self.check_broker()
         self.check_result_backend()
+        signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=app.conf)
         if self.pool_name == "prefork" and self._in_process_broker():
             logger.warning("The memory broker lives in one process: using the threads pool "
                            "instead of prefork")
@@ -178,6 +193,17 @@ class Worker:
                 f"- pool: {self.pool_name} (concurrency {self.concurrency})\n"
                 f"- queues: {', '.join(self.queues)}\n[tasks]\n{tasks}")
 
+    def announce_banner(self) -> None:
+        """The banner on stdout whatever the log level, as Celery prints it (not with -q)."""
+        if not self.quiet:
+            print(self.banner(), flush=True)
+
+    def announce_ready(self) -> None:
+        """``<hostname> ready.``: logged at INFO; printed when INFO is not shown (not -q)."""
+        logger.info("%s ready.", self.hostname)
+        if not self.quiet and not logger.isEnabledFor(logging.INFO):
+            print(f"{self.hostname} ready.", flush=True)
+
     def _renewal(self) -> Renewal | None:
         """Leases renewed by a separate process (a task holding the GIL cannot stop it),
         started now; the in-process memory broker renews from a thread (None)."""
@@ -199,12 +225,12 @@ class Worker:
                             concurrency=pool.concurrency, queues=self.queues,
                             liveness_file=self.options.get("liveness_file"))
         self._install_signals()
-        logger.info("%s", self.banner())
+        self.announce_banner()
         thread = threading.Thread(target=self.consumer.run, name="celeriac-consumer")
         thread.start()
         self._start_beat()
         signals.worker_ready.send(sender=self)
-        logger.info("%s ready.", self.hostname)
+        self.announce_ready()
         while thread.is_alive() and not self._stop.is_set():
             health.progress(time.time() if pool.running() else progress.last)
             health.beat(processed=self.consumer.runner.processed, busy=pool.running())

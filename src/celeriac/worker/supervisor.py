@@ -105,10 +105,10 @@ class Supervisor:
     # -- life cycle ---------------------------------------------------------------------
     def run(self) -> int:
         self._install_signals()
-        logger.info("%s", self.worker.banner())
+        self.worker.announce_banner()
         self._fill()
         signals.worker_ready.send(sender=self.worker)
-        logger.info("%s ready.", self.worker.hostname)
+        self.worker.announce_ready()
         while self.children or self.state == "running":
             self._tick()
         self.health.remove()
@@ -156,6 +156,7 @@ class Supervisor:
 
     def _start_child(self) -> None:
         spec = self._spec()
+        signals.worker_before_create_process.send(sender=self)
         slot = self.mp.RawValue(Slot)
         reader, writer = self.mp.Pipe(duplex=False)
         process = self.mp.Process(target=child_main, args=(spec, slot, writer),
