@@ -149,6 +149,12 @@ class DecodeError(CeleriacError):
     """A message could not be decoded."""
 
 
+class EncodeError(CeleriacError, TypeError, ValueError):
+    """A value could not be serialized (kombu's ``EncodeError``, which ``delay()`` raises
+    in Celery). Also a ``TypeError`` and a ``ValueError``, so code written against the
+    JSON module (``except TypeError``) or kombu (``except EncodeError``) catches it."""
+
+
 class RemoteTaskError(TaskError):
     """A task failed with an exception type this process may not re-create.
 

@@ -2,7 +2,7 @@
 
 :class:`CLIContext` is the click context object (``obj``); :func:`load_app`
 finds the app for ``-A`` (``proj``, ``proj.celery``, ``proj:app``,
-``proj.celery:app``); :class:`ErrorHandlingGroup` turns configuration and
+``proj.celery:app``, ``proj.celery.app``); :class:`ErrorHandlingGroup` turns configuration and
 connection errors into one line and exit status 1, no traceback.
 """
 
@@ -45,7 +45,8 @@ class CLIContext:
 
 
 def load_app(name: str | None) -> Celery:
-    """Find the app for ``-A``: ``proj``, ``proj.celery``, ``proj:app`` or ``proj.celery:app``."""
+    """Find the app for ``-A``: ``proj``, ``proj.celery``, ``proj:app``, ``proj.celery:app``
+    or, as Celery accepts too, ``proj.celery.app`` (a dotted path ending in the app)."""
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     if not name:
@@ -54,6 +55,10 @@ def load_app(name: str | None) -> Celery:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
+        if not attr and "." in module_name and exc.name == module_name:
+            # Celery's ``-A package.module.app``: the last part is the app attribute
+            module_name, _, attr = module_name.rpartition(".")
+            return load_app(f"{module_name}:{attr}")
         if exc.name and module_name.startswith(exc.name):
             raise click.ClickException(
                 f"Unable to load celeriac application. The module {module_name} was not "
