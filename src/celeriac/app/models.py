@@ -86,7 +86,7 @@ class ModelCalls:
             wanted = _optional_of(wanted) or wanted
             if inspect.isclass(wanted) and isinstance(returned, self.base) \
                     and isinstance(returned, wanted):
-                return returned.model_dump(**self.dump_kwargs)
+                return typing.cast(Any, returned).model_dump(**self.dump_kwargs)
             return returned
 
         return run
