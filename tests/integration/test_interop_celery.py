@@ -211,9 +211,9 @@ def test_celeriac_client_celery_worker(redis_url: str, key_prefix: str, raw: red
                                        tmp_path: Path) -> None:
     need("celery")
     write_tasks(tmp_path, "celery", redis_url, key_prefix)
-    # Celery workers never read celeriac's delayed set: publish countdowns as Celery does
-    client_module = write_tasks(tmp_path, "celeriac", redis_url, key_prefix,
-                                broker_extra={"delay_in_broker": False})
+    # no option: by default celeriac publishes countdowns ready, with Celery's eta header,
+    # so a Celery worker runs them (issue 9, point 8: a message is never stranded)
+    client_module = write_tasks(tmp_path, "celeriac", redis_url, key_prefix)
     tasks = import_client(tmp_path, client_module)
     try:
         send_priorities(tasks)

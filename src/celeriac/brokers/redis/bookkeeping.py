@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from ..base import DeadLetter
-from .scripts import parse_envelope
+from .replies import parse_envelope
 
 SEP = "\x06\x16"
 

@@ -19,11 +19,12 @@ Key layout (every key is preceded by ``global_keyprefix``, as kombu does;
     names of the queues published to.
 ``_celeriac.delayed.<queue>`` (zset)
     messages not yet due: member = 32-hex uid + 2-digit step + envelope,
-    score = due time (epoch seconds).
-    With the transport option ``delay_in_broker=False`` (fleets that still
-    include Celery workers, which never read this set) a countdown/eta
-    message is LPUSHed to its ready list at once with its ``eta`` header, as
-    Celery does; a celeriac worker that receives it early parks it here.
+    score = due time (epoch seconds). By default (``delay_in_broker=False``,
+    safe for fleets that include Celery workers, which never read this set) a
+    countdown/eta message is LPUSHed to its ready list at once with its ``eta``
+    header, as Celery does, and ``_celeriac.eta.<queue>`` (zset: sha1 of the
+    envelope -> due time) lets ``RECEIVE`` park it here atomically instead of
+    leasing it early. ``delay_in_broker=True`` ZADDs it here directly.
 ``_celeriac.lease.<token>`` (hash)
     one leased message: ``m`` envelope, ``q`` queue, ``s`` step, ``o``
     owner, ``dc`` delivery count, ``lc`` lost count, ``fd`` first delivery.
@@ -59,9 +60,8 @@ Lua scripts (source and arguments in :mod:`celeriac.brokers.redis_scripts`):
 ``TAKE_TOKEN`` (rate limits, :mod:`.tokens`: ``_celeriac.rate.<key>`` hashes).
 Publishing is a plain pipeline (LPUSH / ZADD, bindings, wake token), or for
 one ready message to a queue this instance already declared, the tiny
-``PUBLISH`` script (one round trip, one reply). The
-scripts build key names from the prefix, so on Redis Cluster the prefix must
-be a hash tag such as ``{celeriac}`` (one slot).
+``PUBLISH`` script (one round trip, one reply). The scripts build key names from
+the prefix, so on Redis Cluster the prefix must be a hash tag (``{celeriac}``).
 
 Crash analysis: a message leaves a ready list only inside the ``RECEIVE``
 script, which records the lease in the same atomic step; a consumer killed
@@ -80,11 +80,8 @@ bounded by the next delayed due time or lease expiry, by 5 s, and by
 ``polling_interval`` (default 0.1 s): a real Celery producer
 only LPUSHes the ready list, so that is the latency of its messages. A
 ``receive`` that drains the queues clears their stale tokens in the same
-script. Blocking on the ready lists themselves was rejected: BRPOP/BLMPOP
-pop before the lease is recorded (the hole this broker closes), and the
-safe ``BLMOVE q q RIGHT RIGHT`` (a rotation that only waits) watches a
-single list, not the four priority lists of several queues. Set
-``polling_interval=None`` in a celeriac-only deployment to stop polling.
+script. Blocking on the ready lists themselves was rejected (docs/architecture.md).
+Set ``polling_interval=None`` in a celeriac-only deployment to stop polling.
 
 Failures: ``receive`` swallows connection errors, backs off (up to 1 s) and
 retries until its timeout, then returns ``[]``, so consumers resume within
@@ -100,6 +97,7 @@ message twice (at-least-once, never lost). Scripts are reloaded after
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -124,6 +122,7 @@ from ..base import (
 from . import scripts as redis_scripts
 from .bookkeeping import SEP, queue_names, read_dead_letters, store_dead_letter
 from .client import RETRYABLE_ERRORS, Connection, connection, retrying, run_script
+from .replies import parse_receive
 from .tokens import SCRIPTS as TOKEN_SCRIPTS
 
 #: how ``receive`` waits between attempts while Redis is unreachable (back within ~1 s)
@@ -133,12 +132,11 @@ DEFAULT_STEPS = (0, 3, 6, 9)
 _CHUNK = 1000
 _T = TypeVar("_T")
 _SCRIPTS = {**redis_scripts.ALL, **TOKEN_SCRIPTS}
+ETA = "\x00eta\x00"  # marks the staged _celeriac.eta.<queue> entries (never a queue name)
 
 
 class RedisBroker(Broker):
     """Celery-compatible Redis broker with leases, delays and dead letters."""
-
-
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -155,7 +153,7 @@ class RedisBroker(Broker):
         interval = self.options.get("polling_interval", 0.1)
         self.polling_interval = None if interval is None else float(interval)
         self.retry_policy = RetryPolicy.from_celery(self.options.get("retry_policy"))
-        self.delay_in_broker = bool(self.options.get("delay_in_broker", True))
+        self.delay_in_broker = bool(self.options.get("delay_in_broker", False))
         self._nonce = uuid.uuid4().hex[:8] + ":"
         self._declared: set[str] = set()
         #: (pid, client, scripts, direct connection), replaced as a whole so threads
@@ -192,8 +190,7 @@ class RedisBroker(Broker):
     # -- producing ----------------------------------------------------------------
     def publish(self, message: Message, queue: str, *, not_before: float | None = None,
                 priority: int | None = None) -> None:
-        if queue not in self._declared or (
-                not_before is not None and self.delay_in_broker and not_before > self.now()):
+        if queue not in self._declared or (not_before is not None and not_before > self.now()):
             self.publish_many([Publish(message, queue, not_before, priority)])
             return
         # fast path (a declared queue, ready now): one script call, one reply
@@ -220,12 +217,16 @@ class RedisBroker(Broker):
             prio = self.message_priority(item.message, item.priority)
             text = json.dumps(self._envelope(item.message, item.queue, prio))
             step = self._step(prio)
-            if (item.not_before is not None and item.not_before > now
-                    and self.delay_in_broker):
+            due = float(item.not_before or 0.0)
+            future = due > now
+            if future and self.delay_in_broker:
                 member = f"{uuid.uuid4().hex}{step:02d}{text}"
-                delayed.setdefault(item.queue, {})[member] = float(item.not_before)
+                delayed.setdefault(item.queue, {})[member] = due
             else:
                 ready.setdefault(self._list_key(item.queue, step), []).append(text)
+            if future and not self.delay_in_broker:  # ready for Celery workers; RECEIVE
+                eta = delayed.setdefault(ETA + item.queue, {})  # parks it for celeriac's
+                eta[hashlib.sha1(text.encode()).hexdigest()] = due
             counts[item.queue] = counts.get(item.queue, 0) + 1
         return ready, delayed, counts, set(counts) - self._declared
 
@@ -251,7 +252,9 @@ class RedisBroker(Broker):
                 commands.append(("LPUSH", key, *texts[i:i + _CHUNK]))
         for queue, members in delayed.items():
             scored = [x for member, due in members.items() for x in (repr(due), member)]
-            commands.append(("ZADD", self._key(f"_celeriac.delayed.{queue}"), *scored))
+            key = (f"_celeriac.eta.{queue[len(ETA):]}" if queue.startswith(ETA)
+                   else f"_celeriac.delayed.{queue}")
+            commands.append(("ZADD", self._key(key), *scored))
         for queue, count in counts.items():
             wake = self._key(f"_celeriac.wake.{queue}")
             commands += [("LPUSH", wake, *["1"] * min(count, redis_scripts.WAKE_CAP)),
@@ -320,7 +323,7 @@ class RedisBroker(Broker):
 
     def _deliveries(self, reply: list[Any], queues: list[str],
                     owner: str) -> tuple[list[Delivery], float | None]:
-        return redis_scripts.parse_receive(reply, queues, owner, self.lease_seconds)
+        return parse_receive(reply, queues, owner, self.lease_seconds)
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         tokens = [d.token for d in deliveries]
