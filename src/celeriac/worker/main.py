@@ -125,9 +125,11 @@ class Worker:
             setup_logging(app, self.loglevel, self.logfile)
         app.finalize()
         check_rate_limits(app)
+        # before worker_init, whose receivers (the Django fix-up) close the connections
+        # the check opened, so none is inherited by prefork children
+        self.check_result_backend()
         signals.worker_init.send(sender=self)
         self.check_broker()
-        self.check_result_backend()
         signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=app.conf)
         if self.pool_name == "prefork" and self._in_process_broker():
             logger.warning("The memory broker lives in one process: using the threads pool "
