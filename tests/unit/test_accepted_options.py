@@ -86,7 +86,7 @@ def test_send_event_without_events_warns_once(app: Celery) -> None:
         warnings.simplefilter("always")
         ev.send_event("task-custom", progress=1)
         ev.send_event("task-custom", progress=2)
-    assert ["sends no task events" in str(w.message) for w in caught] == [True]
+    assert ["sends no custom task events" in str(w.message) for w in caught] == [True]
     sent: list[Any] = []
     app.send_task_event = lambda type_, request, fields: sent.append((type_, fields))  # type: ignore[attr-defined]
     ev.send_event("task-custom", progress=3)

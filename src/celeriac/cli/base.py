@@ -44,6 +44,27 @@ class CLIContext:
         return self._app
 
 
+def top_level_context(ctx: click.Context) -> CLIContext:
+    """The ``obj`` of the ``celeriac`` group, made from its options once (``--workdir``
+    applied first, so ``-A`` imports from there)."""
+    if not ctx.meta.get("celeriac.workdir_applied"):
+        ctx.meta["celeriac.workdir_applied"] = True
+        if ctx.params.get("workdir"):
+            os.chdir(ctx.params["workdir"])
+    broker, backend = ctx.params.get("broker"), ctx.params.get("result_backend")
+    # as Celery's -b/--result-backend: through the environment, so they beat
+    # $CELERY_BROKER_URL (which beats the app's own broker=) and reach child processes
+    for value, names in ((broker, ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL")),
+                         (backend, ("CELERIAC_RESULT_BACKEND", "CELERY_RESULT_BACKEND"))):
+        for name in names if value else ():
+            os.environ[name] = str(value)
+    if ctx.obj is None:
+        ctx.obj = CLIContext(ctx.params.get("app_name"), broker, backend)
+    obj: CLIContext = ctx.obj
+    obj.quiet = bool(ctx.params.get("quiet")) or obj.quiet
+    return obj
+
+
 def load_app(name: str | None) -> Celery:
     """Find the app for ``-A``: ``proj``, ``proj.celery``, ``proj:app``, ``proj.celery:app``
     or, as Celery accepts too, ``proj.celery.app`` (a dotted path ending in the app)."""
@@ -55,15 +76,16 @@ def load_app(name: str | None) -> Celery:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if not attr and "." in module_name and exc.name == module_name:
-            # Celery's ``-A package.module.app``: the last part is the app attribute
-            module_name, _, attr = module_name.rpartition(".")
-            return load_app(f"{module_name}:{attr}")
-        if exc.name and module_name.startswith(exc.name):
+        if not (exc.name and module_name.startswith(exc.name)):
+            raise
+        # ``proj.celery.app``: a module attribute written with a dot, as Celery allows
+        parent, _, tail = module_name.rpartition(".")
+        if attr or not parent or exc.name != module_name:
             raise click.ClickException(
                 f"Unable to load celeriac application. The module {module_name} was not "
                 f"found.") from None
-        raise
+        module_name, attr = parent, tail
+        module = importlib.import_module(module_name)
     if attr:
         app = getattr(module, attr, None)
         if not isinstance(app, Celery):
@@ -95,7 +117,17 @@ def _find_app(module: Any) -> Celery | None:
 
 
 class ErrorHandlingGroup(click.Group):
-    """Turns configuration and connection errors into one clear line."""
+    """Turns configuration and connection errors into one clear line; the top-level group
+    also gives each command the app's user options (:mod:`.preload`)."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if ctx.parent is None and command is not None and name:
+            from .preload import prepare
+
+            command, rest = prepare(top_level_context(ctx), name, command, rest)
+        return name, command, rest
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -67,6 +67,14 @@ USED: dict[str, Any] = {
     "worker_soft_shutdown_timeout": 30.0,
     "worker_pool_start_method": "fork",
     "worker_disable_rate_limits": False,
+    # monitoring: events, remote control, metrics (docs/monitoring.md)
+    "task_send_sent_event": False,
+    "worker_enable_remote_control": True,
+    "worker_pool_restarts": False,
+    "event_exchange": "celeryev",
+    "control_exchange": "celery",
+    # celeriac: target max time-to-start per queue, e.g. {"email_queue": "30s"}
+    "task_queue_targets": {},
     # celeriac: leases, heartbeats, poison messages
     "worker_lease_seconds": 30.0,
     "worker_heartbeat_interval": None,
@@ -87,6 +95,15 @@ USED: dict[str, Any] = {
     "task_outbox_retention": 86400.0,
     "task_outbox_claim_timeout": 30.0,
     "worker_outbox_relay": True,
+    # the dashboard (celeriac.dashboard, docs/dashboard.md)
+    "dashboard_history_url": None,
+    "dashboard_history_retention": 7 * 86400.0,
+    "dashboard_history_max_tasks": None,
+    "dashboard_auth": None,
+    "dashboard_users": {},
+    "dashboard_users_file": None,
+    "dashboard_secret_key": None,
+    "dashboard_queue_targets": {},
     # time
     "timezone": None,
     "enable_utc": True,

@@ -24,6 +24,7 @@ message can loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import inspect
 import logging
@@ -37,7 +38,7 @@ from .. import hooks, serialization, signals, states
 from ..app.context import Context
 from ..app.request import Request, parse_request
 from ..app.task import Task
-from ..app.trace import Outcome, Tracer, run_coroutine
+from ..app.trace import Outcome, Tracer, body_of, run_coroutine
 from ..brokers import base
 from ..canvas.callbacks import fail_outside_tracer
 from ..exceptions import (
@@ -54,6 +55,7 @@ from .limits import limited
 from .ratelimit import RateLimiter
 from .revocation import Revocations
 from .settle import AckBatcher, ResultBatcher, settle
+from .taskevents import TaskEvents
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -97,6 +99,10 @@ class Job:
     fresh: bool = True
     #: the signal of a ``revoke(terminate=True)`` that reached it while running
     terminated: int | None = None
+    #: wall time its body started (None: not started)
+    started_at: float | None = None
+    #: seconds from when its message became ready to its start (None: unknown)
+    time_to_start: float | None = None
 
     @property
     def id(self) -> str:
@@ -135,6 +141,9 @@ class JobRunner:
         self.processed = 0
         #: the ``sender`` of the consumer-side signals (Celery sends its Consumer)
         self.consumer: Any = self
+        self.processed_names: collections.Counter[str] = collections.Counter()
+        #: task events (``-E``); the consumer sets them up
+        self.events: TaskEvents | None = None
         self.active: dict[str, Job] = {}
         self._lock = threading.Lock()
 
@@ -169,6 +178,8 @@ class JobRunner:
             logger.info("Discarding expired task %s[%s]", request.task, request.id)
             signals.task_revoked.send(sender=task, request=request, terminated=False,
                                       signum=None, expired=True)
+            if self.events is not None:
+                self.events.revoked(request.id, expired=True)
             return self._drop(delivery, request, TaskRevokedError("expired"))
         if request.id in revoked:
             self.discard_revoked(delivery, request)
@@ -182,12 +193,17 @@ class JobRunner:
             return None
         logger.info("Task %s[%s] received", request.task, request.id)
         signals.task_received.send(sender=self.consumer, request=request)
-        return Job(delivery, request, task)
+        job = Job(delivery, request, task)
+        if self.events is not None:
+            self.events.received(job)
+        return job
 
     def discard_revoked(self, delivery: base.Delivery, request: Request) -> None:
         logger.info("Discarding revoked task %s[%s]", request.task, request.id)
         signals.task_revoked.send(sender=self.app.tasks.get(request.task), request=request,
                                   terminated=False, signum=None, expired=False)
+        if self.events is not None:
+            self.events.revoked(request.id)
         self._drop(delivery, request, None)
 
     def _dead(self, delivery: base.Delivery, reason: str, detail: str) -> Job | None:
@@ -269,7 +285,8 @@ class JobRunner:
         self.monitor.task_started(job, hard)
         try:
             outcome = await tracer.run_async(
-                lambda ctx: limited(job.task.run(*ctx.args, **ctx.kwargs), soft, hard), offload)
+                lambda ctx: limited(body_of(job.task)(*ctx.args, **ctx.kwargs), soft, hard),
+                offload)
         finally:
             self.monitor.task_finished(job)
         await offload(self.finish, job, outcome)
@@ -279,7 +296,7 @@ class JobRunner:
         """The task body with its time limits armed (sync; a coroutine is run here)."""
         tokens = self.limits.arm(soft, hard) if self.limits is not None else []
         try:
-            retval = job.task.run(*ctx.args, **ctx.kwargs)
+            retval = body_of(job.task)(*ctx.args, **ctx.kwargs)
         finally:
             if self.limits is not None:
                 self.limits.disarm(tokens)
@@ -295,6 +312,9 @@ class JobRunner:
             self.broker.ack([d])  # at-most-once, as the task asked
         with self._lock:
             self.active[job.id] = job
+        job.started_at = time.time()
+        if self.events is not None:
+            self.events.started(job)
         return Tracer(job.task, job.request,
                       guard=(lambda: self.keeper.still_owner(d)) if acks_late else None,
                       result_sink=self.results.add if self.batch_results else None,
@@ -312,6 +332,9 @@ class JobRunner:
         with self._lock:
             self.active.pop(job.id, None)
         self._log(job, outcome)
+        self.processed_names[job.name] += 1
+        if self.events is not None:
+            self.events.finished(job, outcome)
         d = job.delivery
         if not job.task.acks_late or not settle(self.broker, self.acks, d, outcome, job.task,
                                                 batch=self.batch_acks):
@@ -338,6 +361,8 @@ class JobRunner:
         logger.warning("Task %s[%s] terminated (revoked)", job.name, job.id)
         signals.task_revoked.send(sender=job.task, request=job.request, terminated=True,
                                   signum=job.terminated, expired=False)
+        if self.events is not None:
+            self.events.revoked(job.id, terminated=True, signum=job.terminated)
         try:
             self.broker.ack([job.delivery])
         finally:

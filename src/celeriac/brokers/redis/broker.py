@@ -49,15 +49,11 @@ Key layout (every key is preceded by ``global_keyprefix``, as kombu does;
     dead letters by time, all and per queue; the hash holds ``m q s r dc lc
     fd at`` (``r`` = reason).
 
-Celery's ``unacked``, ``unacked_index`` and ``unacked_mutex`` are not used:
-there is no visibility timeout (the ``visibility_timeout`` transport option
-is accepted and ignored; leases renewed by heartbeats replace it).
+Celery's ``unacked``, ``unacked_index`` and ``unacked_mutex`` are not used: leases
+renewed by heartbeats replace the visibility timeout (that option is ignored).
 
-Lua scripts (source and arguments in :mod:`celeriac.brokers.redis_scripts`):
-``RECEIVE`` (reclaim lapsed leases, promote due delays, lease a batch),
-``ACK``, ``RENEW``, ``RELEASE``, ``DEAD_LETTER`` (all fenced by the token),
-``EXPIRE_OWNER``, ``RETRY_DEAD``, ``PURGE_DEAD``, ``PURGE`` and ``STATS``;
-``TAKE_TOKEN`` (rate limits, :mod:`.tokens`: ``_celeriac.rate.<key>`` hashes).
+Lua scripts: :mod:`.scripts` (every state change but a plain publish, fenced by
+the lease token) and :mod:`.tokens` (``TAKE_TOKEN``, ``_celeriac.rate.<key>``).
 Publishing is a plain pipeline (LPUSH / ZADD, bindings, wake token), or for
 one ready message to a queue this instance already declared, the tiny
 ``PUBLISH`` script (one round trip, one reply). The scripts build key names from
@@ -75,24 +71,16 @@ replays every script, so accepted messages survive a Redis crash too.
 Waiting: when nothing is ready, ``receive`` BLPOPs the queues' wake lists
 (celeriac publishers push a token with every publish) with the next
 ``RECEIVE`` pipelined behind it on the same connection, so Redis leases a new
-message the moment the BLPOP returns, in the same round trip. The wait is
-bounded by the next delayed due time or lease expiry, by 5 s, and by
-``polling_interval`` (default 0.1 s): a real Celery producer
-only LPUSHes the ready list, so that is the latency of its messages. A
-``receive`` that drains the queues clears their stale tokens in the same
-script. Blocking on the ready lists themselves was rejected (docs/architecture.md).
-Set ``polling_interval=None`` in a celeriac-only deployment to stop polling.
+message the moment the BLPOP returns, in the same round trip. The wait is bounded
+by the next delayed due time or lease expiry, by 5 s, and by ``polling_interval``
+(default 0.1 s, the latency of a Celery producer's messages; ``None`` stops polling).
 
 Failures: ``receive`` swallows connection errors, backs off (up to 1 s) and
-retries until its timeout, then returns ``[]``, so consumers resume within
-about a second of Redis coming back; other calls retry by ``retry_policy``
-(Celery's ``task_publish_retry_policy`` defaults) through
-:func:`celeriac.retry.call` and then raise
-:class:`~celeriac.exceptions.OperationalError` naming the URL. Inside a
-producer's publish (which owns the retry policy and the deadline) a publish
-here is one attempt. A publish retried after a lost reply may store the
-message twice (at-least-once, never lost). Scripts are reloaded after
-``NOSCRIPT`` (a restarted server).
+retries until its timeout, then returns ``[]``; other calls retry by
+``retry_policy`` through :func:`celeriac.retry.call`, then raise
+:class:`~celeriac.exceptions.OperationalError` naming the URL (one attempt inside
+a producer's publish, which owns the policy and the deadline). Scripts are
+reloaded after ``NOSCRIPT``.
 """
 
 from __future__ import annotations
@@ -111,6 +99,7 @@ import redis
 from ...messages import Message
 from ...retry import RetryPolicy
 from ..base import (
+    BroadcastChannel,
     Broker,
     Capabilities,
     DeadLetter,
@@ -120,7 +109,8 @@ from ..base import (
     bucket_take,
 )
 from . import scripts as redis_scripts
-from .bookkeeping import SEP, queue_names, read_dead_letters, store_dead_letter
+from .bookkeeping import SEP, queue_names, read_dead_letters, read_delayed, store_dead_letter
+from .broadcast import RedisBroadcast
 from .client import RETRYABLE_ERRORS, Connection, connection, retrying, run_script
 from .replies import parse_receive
 from .tokens import SCRIPTS as TOKEN_SCRIPTS
@@ -141,7 +131,7 @@ class RedisBroker(Broker):
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")
     capabilities: ClassVar[Capabilities] = Capabilities(
         native_delay=True, priorities=True, lease_renewal=True, push_wakeup=True,
-        multi_host=True,
+        multi_host=True, ready_times=False,  # ready lists hold kombu's envelope, no time
     )
 
     def __init__(self, url: str, *, lease_seconds: float = 30.0,
@@ -394,6 +384,16 @@ class RedisBroker(Broker):
         bucket_take(1.0, 0.0, 0.0, rate, capacity)  # the same argument checks as elsewhere
         return float(self._retrying("take_token", lambda: self._script(
             "take_token", key, repr(float(rate)), repr(float(capacity)))))
+    def delayed(self, queue: str, limit: int = 1000) -> list[tuple[float, Message]]:
+        return self._retrying("delayed", lambda: read_delayed(
+            self.client, self.prefix, queue, limit))
+
+    def broadcast_channel(self) -> BroadcastChannel:
+        conn = self._connection()
+        channel = getattr(self, "_broadcast", None)
+        if channel is None or channel.client is not conn[1]:
+            channel = self._broadcast = RedisBroadcast(conn[1], self.prefix)
+        return channel
 
     def close(self) -> None:
         """Drop this instance's reference; the process-wide pool stays for other users."""
