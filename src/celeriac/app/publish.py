@@ -23,7 +23,7 @@ from ..brokers.base import Publish, redact
 from ..canvas.signature import Signature
 from ..config.settings import seconds
 from ..events.dispatcher import send_task_sent
-from ..exceptions import OperationalError
+from ..exceptions import EncodeError, OperationalError
 from ..messages import Message, decode_body, task_message, to_timestamp
 from ..results.async_result import AsyncResult
 from ..retry import RetryPolicy
@@ -109,7 +109,7 @@ def build_message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
                            queue, preq)
     except TypeError as exc:
         serializer = options.get("serializer") or conf.task_serializer
-        raise TypeError(f"{name}: {_culprit(args, kwargs, serializer)} cannot be sent with "
+        raise EncodeError(f"{name}: {_culprit(args, kwargs, serializer)} cannot be sent with "
                         f"the {serializer!r} serializer ({exc}); task arguments must be plain "
                         f"values such as ids, not live objects") from None
     return message, queue, to_timestamp(eta), priority

@@ -1,7 +1,6 @@
 """The broker interface every broker implements, and the types it trades in.
 
 Contract (checked for every broker by ``tests/contract``):
-
 * ``publish`` stores a message durably before returning; it stays invisible
   until ``not_before`` (epoch seconds). Priority is Celery-on-Redis style:
   0-9, **0 is served first**; ``None`` means the message's own
@@ -21,20 +20,14 @@ Contract (checked for every broker by ``tests/contract``):
   message loops; ``dead_letter`` moves it to the dead-letter store with a
   reason; ``dead_letter_message`` stores a message that was never leased
   (a follow-up step the worker could not send) straight into it.
-* ``expire_owner`` makes every lease of an owner lapse now (the supervisor
-  calls it when a child dies), so redelivery does not wait for the lease.
-* Dead letters can be listed, retried (re-published to their queue with
-  counters reset) and purged.
-* ``take_token(key, rate, capacity)`` is a token bucket shared by every
-  client of the broker (every worker process on every host), used for task
-  ``rate_limit``: see :meth:`Broker.take_token` for exactly what a broker
-  must implement.
-* Failures: a call that fails for a reason that may pass (connection lost,
-  server down, database locked) raises
-  :class:`~celeriac.exceptions.OperationalError`; a broker that retries does
-  so through :func:`celeriac.retry.call` (which makes it one attempt when the
-  producer already retries the publish) and bounds blocking I/O by
-  :func:`celeriac.retry.time_left`, so a publish ends by its deadline.
+* ``expire_owner`` makes every lease of an owner lapse now (a child died).
+* Dead letters can be listed, retried (counters reset) and purged.
+* ``take_token`` (task ``rate_limit``): a token bucket shared by every client of
+  the broker; :mod:`celeriac.brokers.buckets` says exactly what it must do.
+* Failures that may pass (connection lost, server down, database locked) raise
+  :class:`~celeriac.exceptions.OperationalError`; retries go through
+  :func:`celeriac.retry.call` (one attempt inside a producer's publish), blocking
+  I/O is bounded by :func:`celeriac.retry.time_left` (the publish deadline).
 
 Broadcast (monitoring events and remote control, see docs/monitoring.md, "For
 broker authors"): :meth:`Broker.broadcast_channel` returns a
@@ -81,6 +74,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..exceptions import ImproperlyConfigured
 from ..messages import Message
+from .buckets import bucket_take
 
 #: Reasons a message goes to the dead-letter store.
 DECODE_ERROR = "decode_error"
@@ -114,19 +108,6 @@ def clamp_priority(priority: int | None) -> int:
     if priority is None:
         return 0
     return max(MIN_PRIORITY, min(MAX_PRIORITY, int(priority)))
-
-
-def bucket_take(tokens: float, updated: float, now: float, rate: float,
-                capacity: float) -> tuple[float, float]:
-    """The token-bucket step of :meth:`Broker.take_token`: ``(tokens left, wait)`` for a
-    bucket that held ``tokens`` at ``updated``; ``wait`` is 0.0 when a token was taken."""
-    if rate <= 0 or capacity < 1:
-        raise ValueError(f"a token bucket needs rate > 0 and capacity >= 1, got rate={rate!r}, "
-                         f"capacity={capacity!r}")
-    level = min(float(capacity), tokens + max(0.0, now - updated) * rate)
-    if level >= 1.0:
-        return level - 1.0, 0.0
-    return level, (1.0 - level) / rate
 
 
 @dataclass(frozen=True)
@@ -391,38 +372,8 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def take_token(self, key: str, rate: float, capacity: float = 1.0) -> float:
         """Take one token from the bucket ``key``; return 0.0 if taken, else the seconds
-        until one will be there (nothing is taken then).
-
-        What every broker must implement (the contract suite checks each point):
-
-        * **One bucket per key, shared** by every client of the broker: every
-          process and host that uses the same broker URL (and key prefix/schema/
-          vhost) sees the same bucket. ``key`` is any text (the worker passes
-          ``"task:<task name>"``); keep it in the broker's private namespace.
-        * **Atomic**: the read, refill and take of one call are one step (a Lua
-          script, one SQL statement or transaction holding the row, a lock), so
-          ``n`` concurrent callers on a full bucket of ``capacity`` get exactly
-          ``min(n, capacity)`` zeros.
-        * **Refill**: a new bucket starts full (``capacity`` tokens); it gains
-          ``rate`` tokens per second (``rate > 0``) up to ``capacity``, computed
-          lazily from the time of its last update (``capacity >= 1``;
-          :func:`bucket_take` is the arithmetic). The clock is the server's where
-          there is one (Redis ``TIME``, PostgreSQL ``clock_timestamp()``), so
-          skewed hosts agree.
-        * **The wait** when no whole token is left is ``(1 - tokens) / rate``
-          seconds; a refused call changes nothing but the refill.
-        * ``rate``/``capacity`` are the caller's current ones (a changed
-          ``rate_limit`` applies from the next call); state is only
-          ``(tokens, updated)`` per key.
-        * A bucket unused for ``capacity / rate`` seconds is full again, so it may
-          be forgotten (expired, deleted) after that; nothing else may be lost.
-        * Failures raise :class:`~celeriac.exceptions.OperationalError` like the
-          other calls; ``rate <= 0`` or ``capacity < 1`` raise ``ValueError``.
-
-        ``tests/contract/test_rate_limit_contract.py`` checks all of it. The worker
-        calls this once per rate-limited message it leases and gives a refused one
-        back with ``release(not_before=now + wait)``; it never keeps it in memory.
-        """
+        until one will be there (nothing is taken then). What a broker must implement:
+        :mod:`celeriac.brokers.buckets`."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
