@@ -155,6 +155,10 @@ class EncodeError(CeleriacError, TypeError, ValueError):
     JSON module (``except TypeError``) or kombu (``except EncodeError``) catches it."""
 
 
+class MessageTooLarge(DecodeError, ValueError):
+    """A message (or its decompressed body) is larger than ``task_message_max_size``."""
+
+
 class RemoteTaskError(TaskError):
     """A task failed with an exception type this process may not re-create.
 
@@ -217,7 +221,7 @@ class CDeprecationWarning(DeprecationWarning):
 
 
 class SecurityError(CeleriacError):
-    """Security related exception."""
+    """A message is unsigned, badly signed, replayed or undecryptable (Celery's name)."""
 
 
 class InvalidTaskError(CeleriacError):

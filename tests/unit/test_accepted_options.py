@@ -97,7 +97,7 @@ def test_an_unserializable_argument_raises_encode_error(app: Celery) -> None:
     @app.task(name="opts.enc")
     def enc(x: Any) -> None: ...
 
-    with pytest.raises(EncodeError, match="args.0. .builtins.object. cannot be sent"):
+    with pytest.raises(EncodeError, match=r"args.0. .builtins.object. cannot be sent"):
         enc.delay(object())
     for style in (TypeError, ValueError):
         with pytest.raises(style):

@@ -15,19 +15,21 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
-from .. import hooks, signals
+from .. import clock, hooks, signals
 from ..brokers.base import Publish, redact
 from ..canvas.signature import Signature
 from ..config.settings import seconds
 from ..events.dispatcher import send_task_sent
 from ..exceptions import EncodeError, OperationalError
-from ..messages import Message, decode_body, task_message, to_timestamp
+from ..messages import Message, check_size, decode_body, task_message, to_timestamp
 from ..results.async_result import AsyncResult
 from ..retry import RetryPolicy
 from ..retry import call as retry_call
+from ..security.setup import security_of
 from ..serialization import dumps
 from . import state as _state
 from .routing import route
@@ -49,7 +51,7 @@ def _aware(value: datetime, tz: tzinfo | None) -> datetime:
 def resolve_eta(countdown: float | None, eta: datetime | str | None,
                 tz: tzinfo | None = None) -> datetime | None:
     if countdown:  # as Celery: countdown=0 means "now", with no eta header
-        return datetime.now(timezone.utc) + timedelta(seconds=float(countdown))
+        return clock.now() + timedelta(seconds=float(countdown))
     if isinstance(eta, str):
         eta = datetime.fromisoformat(eta)
     return _aware(eta, tz) if eta is not None else None
@@ -59,7 +61,7 @@ def resolve_expires(expires: Any, tz: tzinfo | None = None) -> datetime | None:
     if expires is None:
         return None
     if isinstance(expires, (int, float, timedelta)):
-        return datetime.now(timezone.utc) + timedelta(seconds=seconds(expires) or 0)
+        return clock.now() + timedelta(seconds=seconds(expires) or 0)
     if isinstance(expires, str):
         expires = datetime.fromisoformat(expires)
     return _aware(expires, tz)
@@ -88,6 +90,7 @@ def build_message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
                   options: dict[str, Any]) -> tuple[Message, str, float | None, int | None]:
     """Return ``(message, queue, not_before, priority)`` for one task call."""
     conf = app.conf
+    security_of(app)  # task_serializer='auth': the keys are loaded before the first message
     parent = _state.get_current_worker_task()
     preq = parent.request if parent is not None else None
     routed = route(conf, name, args, kwargs, options, options.get("task"))
@@ -217,7 +220,17 @@ def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = Non
     caller's open database transaction (:meth:`Broker.publish_in_transaction`):
     one attempt, since a failed statement aborts that transaction; the broker's
     own round trips (schema check, queue names) still end by the deadline.
+    With ``security_seal`` each message is sealed first (:mod:`celeriac.security.seal`);
+    a message over ``task_message_max_size`` raises MessageTooLarge (nothing published).
     """
+    security = security_of(app)
+    if security is not None and security.sealer is not None:  # security_seal
+        sealer = security.sealer
+        items = [replace(item, message=sealer.seal(item.message)) for item in items]
+    limit = app.conf.task_message_max_size
+    if limit:
+        for item in items:  # refused before anything is stored (MessageTooLarge)
+            check_size(item.message, limit, exact=False)
     if (connection is None and intercept and hooks._interceptors
             and hooks.intercept_publish(app, items)):
         return  # taken by an integration (e.g. written to a transactional outbox)

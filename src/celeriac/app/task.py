@@ -30,6 +30,7 @@ from ..results.meta import store_result
 from ..retry import exponential_backoff
 from . import state as _state
 from .context import Context
+from .publish import build_message
 from .task_retry import retry_signature
 from .trace import apply_eagerly
 
@@ -180,7 +181,14 @@ class Task:
             args, kwargs = calls.dump_arguments(args, kwargs, bound=bool(self.bind))
         app = self.app
         if app.conf.task_always_eager:
-            return self.apply(args, kwargs, task_id=task_id or str(uuid.uuid4()),
+            task_id = task_id or str(uuid.uuid4())
+            if app.conf.task_eager_check_serializable:
+                # the message a worker would get, built (and thrown away) by the publish
+                # path itself: arguments it cannot serialize fail here as they would there
+                build_message(app, self.name or "", list(args), kwargs, task_id,
+                              {"link": link, "link_error": link_error, "task": self,
+                               **options})
+            return self.apply(args, kwargs, task_id=task_id,
                               link=link, link_error=link_error, **options)
         return app.send_task(self.name or "", args, kwargs, task_id=task_id, link=link,
                              link_error=link_error, shadow=shadow, task=self, **options)

@@ -66,15 +66,14 @@ time-to-start metrics.
 from __future__ import annotations
 
 import abc
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import clock
 from ..exceptions import ImproperlyConfigured
 from ..messages import Message
-from .buckets import bucket_take
 
 #: Reasons a message goes to the dead-letter store.
 DECODE_ERROR = "decode_error"
@@ -83,6 +82,13 @@ CONTENT_DISALLOWED = "content_disallowed"
 WORKER_LOST = "worker_lost"
 REJECTED = "rejected"
 FOLLOWUP_FAILED = "followup_failed"
+#: message security (docs/security.md): over ``task_message_max_size``; not signed while
+#: signing is required; signature or seal invalid (unknown signer, tampered, expired
+#: certificate, undecryptable); a replay (seen before, or older than the replay window)
+OVERSIZED = "oversized"
+UNSIGNED = "unsigned"
+BAD_SIGNATURE = "bad_signature"
+REPLAYED = "replayed"
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 
@@ -375,6 +381,13 @@ class Broker(abc.ABC):
         until one will be there (nothing is taken then). What a broker must implement:
         :mod:`celeriac.brokers.buckets`."""
 
+    def waiting(self, queue: str) -> list[Publish]:
+        """The messages of ``queue`` not leased to anyone (ready, then delayed), as published
+        (``not_before`` None when ready), for tests (``celeriac.contrib.testing``).
+        Optional: the memory and SQLite brokers have it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list waiting messages; "
+                                  "enqueue assertions need the memory or SQLite broker")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
@@ -394,7 +407,7 @@ class Broker(abc.ABC):
     # -- helpers for subclasses -------------------------------------------
     @staticmethod
     def now() -> float:
-        return time.time()
+        return clock.time()
 
     def message_priority(self, message: Message, priority: int | None) -> int:
         return clamp_priority(message.priority if priority is None else priority)

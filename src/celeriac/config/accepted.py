@@ -77,12 +77,6 @@ ACCEPTED_ONLY: dict[str, Any] = {
     "event_serializer": "json",
     "control_queue_ttl": 300.0,
     "control_queue_expires": 10.0,
-    # security
-    "security_key": None,
-    "security_key_password": None,
-    "security_certificate": None,
-    "security_cert_store": None,
-    "security_digest": "sha256",
     # redis tuning
     "redis_retry_on_timeout": False,
     "redis_backend_health_check_interval": None,

@@ -44,6 +44,9 @@ USED: dict[str, Any] = {
     "task_always_eager": False,
     "task_eager_propagates": False,
     "task_store_eager_result": False,
+    # eager: build the message a publish would (arguments a real publish cannot serialize
+    # raise the same error); False runs eagerly with any Python object, as Celery does
+    "task_eager_check_serializable": True,
     "task_acks_late": True,
     "task_acks_on_failure_or_timeout": True,
     "task_reject_on_worker_lost": None,
@@ -55,6 +58,18 @@ USED: dict[str, Any] = {
     "task_default_rate_limit": None,
     "task_publish_retry": True,
     "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
+    # celeriac: larger messages are refused at publish and dead-lettered by workers
+    "task_message_max_size": 16 * 1024 * 1024,
+    # message signing (Celery's, celeriac.security; docs/security.md)
+    "security_key": None,
+    "security_key_password": None,
+    "security_certificate": None,
+    "security_cert_store": None,
+    "security_digest": "sha256",
+    # celeriac's sealed messages: headers and body signed, replay window, encryption
+    "security_seal": False,
+    "security_replay_window": 3600.0,
+    "security_encryption_keys": None,
     # worker
     "worker_concurrency": None,
     "worker_prefetch_multiplier": 1,

@@ -35,6 +35,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
+from ..security import check_settings
 from .consumer import Consumer
 from .inspection import message_info
 from .job import Job, Monitor
@@ -50,7 +51,8 @@ logger = logging.getLogger("celeriac.worker")
 
 #: conf keys handed to a spawned child (a forked child inherits the app as is)
 SPAWN_CONF_PREFIXES = ("worker_", "broker_", "result_", "task_time_limit",
-                       "task_soft_time_limit", "accept_content")
+                       "task_soft_time_limit", "accept_content", "task_serializer",
+                       "task_message_max_size", "security_")
 
 
 class Slot(ctypes.Structure):
@@ -159,6 +161,7 @@ def load_app(spec: ChildSpec) -> Celery:
     for key, value in spec.conf.items():
         app.conf[key] = value
     app.finalize()
+    check_settings(app)  # a spawned child loads the keys again (the registry is per process)
     return app
 
 

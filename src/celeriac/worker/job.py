@@ -5,7 +5,10 @@ once into its :class:`~celeriac.app.request.Request` (every field of the
 envelope, headers, properties, body and embedded signatures); one that cannot
 run as written is dead-lettered on its first delivery with a reason naming the
 field (``decode_error: embed.callbacks[0]: ...``), as are refused
-(``content_disallowed``) and unregistered ones. A message past the redelivery
+(``content_disallowed``), unregistered, oversized (``task_message_max_size``),
+unsigned, badly signed and replayed ones (:mod:`celeriac.security`; a sealed
+message is opened first: verified, checked against the replay window, decrypted):
+nothing of those is decoded, imported or run. A message past the redelivery
 limit is dead-lettered as ``worker_lost``; a future ETA from a Celery producer
 goes back to the broker's delayed store, as does a message over its task's
 ``rate_limit`` (:mod:`.ratelimit`); expired and revoked tasks are recorded and
@@ -29,12 +32,11 @@ import contextvars
 import inspect
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import hooks, serialization, signals, states
+from .. import clock, hooks, serialization, signals, states
 from ..app.context import Context
 from ..app.request import Request, parse_request
 from ..app.task import Task
@@ -44,11 +46,16 @@ from ..canvas.callbacks import fail_outside_tracer
 from ..exceptions import (
     ContentDisallowed,
     DecodeError,
+    MessageTooLarge,
     NotRegistered,
+    SecurityError,
     TaskRevokedError,
     WorkerLostError,
 )
+from ..messages import Message, check_size
 from ..results.meta import store_result
+from ..security.seal import Replayed, Unsigned
+from ..security.setup import security_of
 from ..utils.log import bounded
 from .followups import FollowupRecorder
 from .limits import limited
@@ -137,6 +144,13 @@ class JobRunner:
         self.rates = RateLimiter(self.broker,
                                  disabled=bool(app.conf.get("worker_disable_rate_limits")))
         self.accept = serialization.accepted_types(app.conf.accept_content)
+        #: signed messages required (accept_content=['auth']): others are dead-lettered
+        #: as ``unsigned``
+        self.signed = self.accept == {serialization.AUTH_NAMES[1]}
+        self.max_size = app.conf.task_message_max_size or None
+        #: security_seal: every message is opened (verified, replay-checked, decrypted)
+        self.security = security_of(app)
+        self.sealer = self.security.sealer if self.security is not None else None
         self.max_redeliveries = int(app.conf.worker_max_redeliveries)
         self.processed = 0
         #: the ``sender`` of the consumer-side signals (Celery sends its Consumer)
@@ -149,27 +163,44 @@ class JobRunner:
 
     # -- before running --------------------------------------------------------------
     def prepare(self, delivery: base.Delivery, revoked: set[str]) -> Job | None:
-        try:
-            request = parse_request(delivery.message, self.accept, delivery=delivery,
-                                    hostname=self.hostname)
-        except (ContentDisallowed, DecodeError) as exc:  # Celery: on_invalid_task
-            signals.task_rejected.send(sender=self.consumer, message=delivery.message, exc=exc)
-            reason = base.CONTENT_DISALLOWED if isinstance(exc, ContentDisallowed) \
-                else base.DECODE_ERROR
+        message, nonce = delivery.message, None
+        try:  # nothing of the body is decoded before its size and signature are checked
+            check_size(message, self.max_size)
+            if self.sealer is not None:
+                opened = self.sealer.open(message, self.security.guard(),  # type: ignore[union-attr]
+                                          delivery.redelivered)
+                message, nonce = opened.message, opened.nonce
+            request = parse_request(message, self.accept, delivery=delivery,
+                                    hostname=self.hostname, max_size=self.max_size)
+        except MessageTooLarge as exc:
+            return self._dead(delivery, base.OVERSIZED, str(exc))
+        except SecurityError as exc:
+            reason = (base.UNSIGNED if isinstance(exc, Unsigned) else base.REPLAYED
+                      if isinstance(exc, Replayed) else base.BAD_SIGNATURE)
             return self._dead(delivery, reason, str(exc))
+        except ContentDisallowed as exc:  # Celery: on_invalid_task
+            signals.task_rejected.send(sender=self.consumer, message=message, exc=exc)
+            if self.signed and message.content_type not in self.accept:
+                return self._dead(delivery, base.UNSIGNED, f"content type "
+                                  f"{message.content_type!r}: only signed messages are "
+                                  f"accepted ({exc})")
+            return self._dead(delivery, base.CONTENT_DISALLOWED, str(exc), nonce)
+        except DecodeError as exc:
+            signals.task_rejected.send(sender=self.consumer, message=message, exc=exc)
+            return self._dead(delivery, base.DECODE_ERROR, str(exc), nonce)
         task = self.app.tasks.get(request.task)
         if task is None:
             signals.task_unknown.send(sender=self.consumer, message=delivery.message,
                                       exc=NotRegistered(request.task), name=request.task,
                                       id=request.id)
             return self._dead(delivery, base.UNREGISTERED, f"Received unregistered task "
-                              f"of type {request.task!r}")
+                              f"of type {request.task!r}", nonce)
         if delivery.lost_count and (0 < self.max_redeliveries <= delivery.lost_count
                                     or task.reject_on_worker_lost is False):
             # explicit reject_on_worker_lost=False keeps Celery's "never re-run after a
             # worker loss", quarantined in the dead-letter store instead of dropped
-            return self._worker_lost(delivery, request)
-        now = time.time()
+            return self._worker_lost(delivery, message, request, nonce)
+        now = clock.time()
         if request.eta_at is not None and request.eta_at > now + 0.005:
             self.broker.release(delivery, not_before=request.eta_at)
             self.keeper.drop(delivery)
@@ -206,24 +237,34 @@ class JobRunner:
             self.events.revoked(request.id)
         self._drop(delivery, request, None)
 
-    def _dead(self, delivery: base.Delivery, reason: str, detail: str) -> Job | None:
+    def _dead(self, delivery: base.Delivery, reason: str, detail: str,
+              nonce: str | None = None) -> Job | None:
+        """Dead-letter; a sealed message's nonce is forgotten when it was not run, so
+        ``celeriac deadletters retry`` can run it later (within the replay window)."""
         logger.error("Dead-lettering message %s (%s): %s", delivery.message.task_id, reason,
                      detail)
         self.broker.dead_letter(delivery, f"{reason}: {detail}" if detail else reason)
         self.keeper.drop(delivery)
+        guard = self.security.guard() if nonce and self.security is not None else None
+        if guard is not None:
+            try:
+                guard.forget(nonce)
+            except Exception:  # a retry of this dead letter is then refused as a replay
+                logger.exception("Could not forget the nonce of %s", delivery.message.task_id)
         return None
 
-    def _worker_lost(self, delivery: base.Delivery, request: Request) -> Job | None:
+    def _worker_lost(self, delivery: base.Delivery, message: Message, request: Request,
+                     nonce: str | None) -> Job | None:
         exc = WorkerLostError(f"Worker exited prematurely while running {request.task}"
                               f"[{request.id}] ({delivery.lost_count} times): message "
                               f"dead-lettered")
         try:
-            fail_outside_tracer(self.app, delivery.message, exc)
+            fail_outside_tracer(self.app, message, exc)
         except Exception:  # the dead letter matters more than the recorded failure
             logger.exception("Could not record WorkerLostError for %s", request.id)
         return self._dead(delivery, base.WORKER_LOST,
                           f"{delivery.lost_count} deliveries lost with their worker "
-                          f"or not settled")
+                          f"or not settled", nonce)
 
     def _drop(self, delivery: base.Delivery, request: Request,
               exc: BaseException | None) -> Job | None:
@@ -312,7 +353,7 @@ class JobRunner:
             self.broker.ack([d])  # at-most-once, as the task asked
         with self._lock:
             self.active[job.id] = job
-        job.started_at = time.time()
+        job.started_at = clock.time()
         if self.events is not None:
             self.events.started(job)
         return Tracer(job.task, job.request,

@@ -21,6 +21,7 @@ from .. import config, signals
 from ..beat.embedded import start_embedded
 from ..brokers.base import redact
 from ..exceptions import ImproperlyConfigured, OperationalError
+from ..security import check_settings
 from ..version import __version__
 from .consumer import Consumer, default_hostname
 from .health import NodeHealth
@@ -129,6 +130,7 @@ class Worker:
         signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf,
                                   options=dict(self.options))
         config.validate(app.conf)
+        check_settings(app)  # security_*: keys loaded or start-up fails naming the setting
         if self.setup_logs:
             setup_logging(app, self.loglevel, self.logfile)
         app.finalize()
@@ -244,7 +246,8 @@ class Worker:
         progress = ProgressMonitor(TargetWatch(self.app))
         self.consumer = Consumer(self.app, self.queues, pool, hostname=self.hostname,
                                  prefetch=self.prefetch, monitor=progress,
-                                 renewal=self._renewal())
+                                 renewal=self._renewal(),
+                                 poll_timeout=float(self.options.get("poll_timeout", 1.0)))
         health = NodeHealth(self.app, self.hostname, pool=self.pool_name,
                             concurrency=pool.concurrency, queues=self.queues,
                             liveness_file=self.options.get("liveness_file"))
@@ -281,7 +284,7 @@ class Worker:
         self._beat_stop.set()
         self.consumer.stop()
         thread.join()
-        grace = float(self.app.conf.worker_soft_shutdown_timeout or 0)
+        grace = self.shutdown_grace()
         if self._signals < 2 and not pool.join(grace):
             logger.warning("Tasks still running after %.0fs: giving them back", grace)
         pool.cancel(5.0)  # asyncio: cancelled tasks give their messages back themselves
@@ -290,10 +293,17 @@ class Worker:
             logger.warning("Released %d running task(s) back to the queue", given_back)
         pool.shutdown()
         if pool.running():
-            # cold: task threads cannot be killed; their leases are already given back
-            # (fenced), so leave now instead of waiting for them
-            logging.shutdown()
-            os._exit(0)
+            self._abandon_running()
+
+    def shutdown_grace(self) -> float:
+        """Seconds a warm shutdown waits for running tasks before giving them back."""
+        return float(self.app.conf.worker_soft_shutdown_timeout or 0)
+
+    def _abandon_running(self) -> None:
+        """Cold: task threads cannot be killed; their leases are already given back
+        (fenced), so leave now instead of waiting for them."""
+        logging.shutdown()
+        os._exit(0)
 
     def stop(self, cold: bool = False) -> None:
         self._signals += 2 if cold else 1

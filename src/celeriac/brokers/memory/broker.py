@@ -17,6 +17,12 @@ lazily (stale heap items are recognised by the entry's ``version``):
 * ``_delayed``: ``(not_before, id, version)``;
 * ``_leases``: ``(lease_expires, id, version)``; a lapsed lease moves its
   entry back to ready, keeping the token until someone else takes it.
+
+Two clocks: delays (``not_before``) follow :mod:`celeriac.clock`, so a test's
+controlled clock makes them due; leases measure liveness and follow the real
+monotonic clock (``lease_expires`` in a :class:`Delivery` is still epoch time),
+so moving a test's clock never takes a running task away from its worker.
+Every move of the clock wakes blocked ``receive`` calls.
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ... import clock
 from ...messages import Message, encode_envelope, parse_envelope
 from ..base import (
     BroadcastChannel,
@@ -38,8 +46,8 @@ from ..base import (
     Delivery,
     Publish,
     QueueStats,
-    bucket_take,
 )
+from ..buckets import bucket_take
 from .broadcast import MemoryBroadcast
 
 READY, DELAYED, LEASED = "ready", "delayed", "leased"
@@ -87,6 +95,11 @@ class MemoryBroker(Broker):
         self._queues: dict[str, None] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
         self._broadcast: MemoryBroadcast | None = None
+        clock.on_change(self._clock_moved)
+
+    def _clock_moved(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
     # -- state transitions (lock held) -------------------------------------
     def _make_ready(self, entry: _Entry, since: float | None = None) -> None:
@@ -114,7 +127,8 @@ class MemoryBroker(Broker):
             entry = self._current(heapq.heappop(self._delayed))
             if entry is not None:
                 self._make_ready(entry, entry.not_before)
-        while self._leases and self._leases[0][0] < now:
+        alive = time.monotonic()
+        while self._leases and self._leases[0][0] < alive:
             entry = self._current(heapq.heappop(self._leases))
             if entry is not None:
                 # keeps token: the holder may still ack
@@ -127,9 +141,14 @@ class MemoryBroker(Broker):
             return None
         return entry
 
-    def _next_event(self) -> float | None:
-        heads = [h[0][0] for h in (self._delayed, self._leases) if h]
-        return min(heads) if heads else None
+    def _next_wait(self, now: float) -> float | None:
+        """Seconds until a delay ends or a lease lapses, or None if neither is pending."""
+        waits = []
+        if self._delayed:
+            waits.append(self._delayed[0][0] - now)
+        if self._leases:
+            waits.append(self._leases[0][0] - time.monotonic())
+        return max(0.0, min(waits)) if waits else None
 
     # -- producing ------------------------------------------------------------
     def _add(self, message: Message, queue: str, not_before: float | None,
@@ -175,7 +194,8 @@ class MemoryBroker(Broker):
     def _take(self, queues: Sequence[str], owner: str, limit: int) -> list[Delivery]:
         now = self.now()
         self._promote(now)
-        expires = now + self.lease_seconds
+        expires = time.monotonic() + self.lease_seconds
+        wall_expires = time.time() + self.lease_seconds
         out: list[Delivery] = []
         while len(out) < limit:
             entry = self._pop_ready(queues)
@@ -192,24 +212,23 @@ class MemoryBroker(Broker):
                 message=parse_envelope(entry.envelope), queue=entry.queue, tag=str(entry.id),
                 token=token, owner=owner, redelivered=entry.delivery_count > 1,
                 delivery_count=entry.delivery_count, lost_count=entry.lost_count,
-                lease_expires=expires, published_at=entry.ready_since,
+                lease_expires=wall_expires, published_at=entry.ready_since,
             ))
         return out
 
     def receive(self, queues: Sequence[str], *, owner: str, limit: int = 1,
                 timeout: float = 1.0) -> list[Delivery]:
-        deadline = self.now() + max(0.0, timeout)
+        deadline = time.monotonic() + max(0.0, timeout)
         with self._changed:
             while True:
                 got = self._take(queues, owner, max(1, limit))
-                now = self.now()
-                if got or now >= deadline:
+                left = deadline - time.monotonic()
+                if got or left <= 0:
                     return got
-                wake = deadline
-                event = self._next_event()
+                event = self._next_wait(self.now())
                 if event is not None:
-                    wake = min(wake, event + 0.001)
-                self._changed.wait(max(0.0, wake - now))
+                    left = min(left, event + 0.001)
+                self._changed.wait(left)
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         done = 0
@@ -225,7 +244,7 @@ class MemoryBroker(Broker):
         extend = self.lease_seconds if seconds is None else float(seconds)
         out: list[bool] = []
         with self._lock:
-            expires = self.now() + extend
+            expires = time.monotonic() + extend
             for delivery in deliveries:
                 entry = self._held(delivery)
                 if entry is not None:
@@ -276,10 +295,10 @@ class MemoryBroker(Broker):
 
     def expire_owner(self, owner: str) -> int:
         with self._changed:
-            now = self.now()
+            alive = time.monotonic()
             lapsed = 0
             for entry in self._entries.values():
-                if entry.state == LEASED and entry.owner == owner and entry.lease_expires >= now:
+                if entry.state == LEASED and entry.owner == owner and entry.lease_expires >= alive:
                     entry.lease_expires = 0.0
                     self._make_ready(entry)
                     lapsed += 1
@@ -324,6 +343,18 @@ class MemoryBroker(Broker):
             if self._broadcast is None:
                 self._broadcast = MemoryBroadcast()
             return self._broadcast
+
+    def waiting(self, queue: str) -> list[Publish]:
+        with self._lock:
+            now = self.now()
+            self._promote(now)
+            found = sorted((e for e in self._entries.values()
+                            if e.queue == queue and e.state != LEASED),
+                           key=lambda e: (e.state == DELAYED, e.not_before if e.state == DELAYED
+                                          else 0.0, e.priority, e.id))
+            return [Publish(parse_envelope(e.envelope), e.queue,
+                            e.not_before if e.state == DELAYED else None, e.priority)
+                    for e in found]
 
     def queues(self) -> list[str]:
         with self._lock:

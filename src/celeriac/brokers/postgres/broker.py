@@ -62,8 +62,8 @@ from ..base import (
     Delivery,
     Publish,
     QueueStats,
-    bucket_take,
 )
+from ..buckets import bucket_take
 from . import sql
 from .broadcast import PostgresBroadcast
 from .db import Database, Handle, parse_url

@@ -106,8 +106,8 @@ from ..base import (
     Delivery,
     Publish,
     QueueStats,
-    bucket_take,
 )
+from ..buckets import bucket_take
 from . import scripts as redis_scripts
 from .bookkeeping import SEP, queue_names, read_dead_letters, read_delayed, store_dead_letter
 from .broadcast import RedisBroadcast

@@ -40,8 +40,8 @@ from ..base import (
     Delivery,
     Publish,
     QueueStats,
-    bucket_take,
 )
+from ..buckets import bucket_take
 from .broadcast import SQLiteBroadcast
 from .db import (
     Connections,
@@ -308,6 +308,18 @@ class SQLiteBroker(Broker):
         if self._broadcast is None:
             self._broadcast = SQLiteBroadcast(self.path)
         return self._broadcast
+
+    def waiting(self, queue: str) -> list[Publish]:
+        conn, now = self._db.get(), self.now()
+        rows = conn.execute(
+            "SELECT priority, not_before, envelope FROM messages WHERE queue = ?"
+            " AND (lease_expires IS NULL OR lease_expires < ?)"
+            " ORDER BY not_before IS NOT NULL AND not_before > ?,"
+            " CASE WHEN not_before > ? THEN not_before ELSE 0 END, priority, id",
+            (queue, now, now, now)).fetchall()
+        return [Publish(parse_envelope(env), queue,
+                        due if due is not None and due > now else None, prio)
+                for prio, due, env in rows]
 
     def queues(self) -> list[str]:
         rows = self._db.get().execute("SELECT name FROM queues ORDER BY name").fetchall()
