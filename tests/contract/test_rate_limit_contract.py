@@ -14,7 +14,8 @@ import uuid
 
 import pytest
 
-from celeriac.brokers.base import Broker, bucket_take
+from celeriac.brokers.base import Broker
+from celeriac.brokers.buckets import bucket_take
 
 from .conftest import make_broker
 
