@@ -21,6 +21,10 @@ PG_BASE_URL = os.environ.get("CELERIAC_TEST_PG_URL", f"postgresql://postgres@{PG
 #: Redis database the test suite owns; every test also uses a unique key prefix.
 REDIS_TEST_DB = int(os.environ.get("CELERIAC_TEST_REDIS_DB", "11"))
 
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:  # ``from needs import need`` in every tier
+    sys.path.insert(0, _TESTS)
+
 
 def service_up(host: str, port: int, timeout: float = 0.5) -> bool:
     try:

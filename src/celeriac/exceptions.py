@@ -149,6 +149,12 @@ class DecodeError(CeleriacError):
     """A message could not be decoded."""
 
 
+class EncodeError(CeleriacError, TypeError, ValueError):
+    """A value could not be serialized (kombu's ``EncodeError``, which ``delay()`` raises
+    in Celery). Also a ``TypeError`` and a ``ValueError``, so code written against the
+    JSON module (``except TypeError``) or kombu (``except EncodeError``) catches it."""
+
+
 class MessageTooLarge(DecodeError, ValueError):
     """A message (or its decompressed body) is larger than ``task_message_max_size``."""
 

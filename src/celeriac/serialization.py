@@ -31,7 +31,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from .exceptions import ContentDisallowed, DecodeError, MessageTooLarge, SecurityError
+from .exceptions import ContentDisallowed, DecodeError, EncodeError, MessageTooLarge, SecurityError
 
 JSON = "application/json"
 PICKLE = "application/x-python-serialize"
@@ -184,7 +184,12 @@ def accepted_types(accept_content: Iterable[str]) -> frozenset[str]:
 def dumps(value: Any, serializer: str = "json") -> tuple[bytes, str, str]:
     """Serialize ``value``; return ``(payload, content_type, content_encoding)``."""
     s = get_serializer(serializer)
-    return s.dumps(value), s.content_type, s.content_encoding
+    try:
+        return s.dumps(value), s.content_type, s.content_encoding
+    except EncodeError:
+        raise
+    except Exception as exc:  # kombu raises EncodeError for what the serializer refuses
+        raise EncodeError(f"cannot serialize with {s.name}: {exc}") from exc
 
 
 def loads(payload: bytes | str, content_type: str, accept: frozenset[str] | None) -> Any:

@@ -4,11 +4,15 @@ A :class:`Signal` keeps weak-free, ordered receivers; ``connect`` works as a
 decorator with or without arguments (``sender=`` filters by sender, as in
 Celery). Receivers are called with ``sender=`` and keyword arguments; an
 exception in one receiver is logged and does not stop the others.
+
+Every signal here is sent where Celery sends it (see docs/differences.md for
+the senders that differ), except the eventlet pool's, which warn when connected.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -96,8 +100,20 @@ beat_embedded_init = Signal("beat_embedded_init")
 #: ``user_options["preload"]`` options (``app=``, ``options=``), before the command runs
 user_preload_options = Signal("user_preload_options")
 worker_before_create_process = Signal("worker_before_create_process")
-#: eventlet pool signals: accepted so receivers can connect; celeriac has no eventlet pool
-eventlet_pool_started = Signal("eventlet_pool_started")
-eventlet_pool_preshutdown = Signal("eventlet_pool_preshutdown")
-eventlet_pool_postshutdown = Signal("eventlet_pool_postshutdown")
-eventlet_pool_apply = Signal("eventlet_pool_apply")
+
+
+class NeverSent(Signal):
+    """A Celery signal celeriac has no occasion to send (its eventlet pool's): importing
+    it works, connecting a receiver warns once, naming it."""
+
+    def connect(self, receiver: Receiver | None = None, **options: Any) -> Any:
+        if not self._receivers:
+            warnings.warn(f"signal {self.name} is never sent by celeriac (it has no eventlet "
+                          "pool); the receiver will not be called", UserWarning, stacklevel=2)
+        return super().connect(receiver, **options)
+
+
+eventlet_pool_started = NeverSent("eventlet_pool_started")
+eventlet_pool_preshutdown = NeverSent("eventlet_pool_preshutdown")
+eventlet_pool_postshutdown = NeverSent("eventlet_pool_postshutdown")
+eventlet_pool_apply = NeverSent("eventlet_pool_apply")

@@ -7,8 +7,6 @@ tests stay fast.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +14,7 @@ import pytest
 
 from celeriac.brokers.base import Broker
 from celeriac.results.store import ResultStore
+from needs import need
 
 LEASE_SECONDS = 1.0
 BROKERS = ["memory", "sqlite", "redis", "postgres"]
@@ -24,10 +23,9 @@ STORES = ["memory", "sqlite", "redis", "postgres", "django-db", "django-db-postg
 
 
 def load(module: str, attr: str) -> Any:
-    """The class ``module.attr``; skip only if ``module`` does not exist yet."""
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} is not written yet")
-    return getattr(importlib.import_module(module), attr)
+    """The class ``module.attr``; skip if ``module`` (or its driver) cannot be imported,
+    fail instead under CI=true (:func:`needs.need`)."""
+    return getattr(need(module), attr)
 
 
 def make_broker(kind: str, request: pytest.FixtureRequest) -> Broker:

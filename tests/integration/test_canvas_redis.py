@@ -10,13 +10,14 @@ import pytest
 
 from celeriac import Celery, chord, group
 from celeriac.exceptions import ChordError
+from needs import need
 
 T = 20
 
 
 @pytest.fixture
 def app(redis_url: str, key_prefix: str) -> Iterator[Celery]:
-    pytest.importorskip("celeriac.brokers.redis.client")
+    need("celeriac.brokers.redis.client")
     from celeriac.worker.consumer import Consumer
     from celeriac.worker.pools import ThreadPool
 
@@ -139,7 +140,7 @@ def test_canvas_sent_by_celeriac_runs_on_a_celery_worker(redis_url: str, key_pre
     import subprocess
     import sys
 
-    pytest.importorskip("celeriac.brokers.redis.client")
+    need("celeriac.brokers.redis.client")
     (tmp_path / "celtasks.py").write_text(CELERY_TASKS)
     env = {**os.environ, "URL": redis_url, "KP": key_prefix, "PYTHONPATH": str(tmp_path)}
     worker = subprocess.Popen(

@@ -4,7 +4,6 @@ versions, idle waiting without queries, table upkeep, result store URL forms."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,9 +14,11 @@ from typing import Any
 import pytest
 
 from celeriac.brokers.base import Publish
+from celeriac.brokers.postgres import sql
 from celeriac.messages import task_message
+from needs import need
 
-psycopg = __import__("psycopg") if os.environ.get("CI") else pytest.importorskip("psycopg")
+psycopg = need("psycopg")
 
 pytestmark = pytest.mark.postgres
 BASE = "postgresql://postgres@127.0.0.1:5432/test"
@@ -138,11 +139,11 @@ def test_db_migrate_creates_then_reports_the_version(tmp_path: Path, pg_schema: 
     assert "db migrate" in refused.stderr and pg_schema in refused.stderr
     first = cli(tmp_path, url, "db", "migrate")
     assert first.returncode == 0, first.stderr
-    assert "applied 0001_initial, 0002_meta_status" in first.stdout
+    assert "applied 0001_initial, 0002_meta_status, 0003_rate_buckets" in first.stdout
     again = cli(tmp_path, url, "db", "migrate")
-    assert "already at version 2" in again.stdout
+    assert "already at version 3" in again.stdout
     status = cli(tmp_path, url, "db", "status")
-    assert "version 2 (this celeriac needs 2)" in status.stdout
+    assert "version 3 (this celeriac needs 3)" in status.stdout
     assert "messages: 0 live rows" in status.stdout
 
 
@@ -184,7 +185,7 @@ def test_worker_refuses_a_newer_or_older_schema(tmp_path: Path, postgres_url: st
                      "celeriac_version) VALUES (99, 'future', '9.9')")
     newer = cli(tmp_path, postgres_url, "worker", "-P", "solo")
     assert newer.returncode == 1
-    assert "version 99, newer than this celeriac knows (2)" in newer.stderr
+    assert "version 99, newer than this celeriac knows (3)" in newer.stderr
     downgrade = cli(tmp_path, postgres_url, "db", "migrate")
     assert downgrade.returncode == 1 and "newer than this celeriac" in downgrade.stderr
     with psycopg.connect(BASE, autocommit=True) as conn:
@@ -206,13 +207,14 @@ def test_schema_is_created_on_first_use_by_default(postgres_url: str, pg_schema:
         broker.close()
     with psycopg.connect(BASE, autocommit=True) as conn:
         [(version,)] = conn.execute(f"SELECT max(version) FROM {pg_schema}.schema_version")
-        assert version == 2
+        assert version == sql.latest_version() == 3
 
 
 def test_a_version_1_schema_is_refused_then_upgraded(tmp_path: Path, postgres_url: str,
                                                    pg_schema: str) -> None:
-    """Schema version 2 (the REVOKED rule's meta_status) on top of a version-1 schema:
-    workers refuse it until ``db migrate`` applies 0002 alone; its data stays."""
+    """Schema versions 2 (the REVOKED rule's meta_status) and 3 (rate-limit buckets) on
+    top of a version-1 schema: workers refuse it until ``db migrate`` applies 0002 and
+    0003; its data stays."""
     from celeriac.brokers.postgres import sql
     from celeriac.brokers.postgres.broker import PostgresBroker
 
@@ -229,7 +231,8 @@ def test_a_version_1_schema_is_refused_then_upgraded(tmp_path: Path, postgres_ur
     refused = cli(tmp_path, postgres_url, "worker", "-P", "solo")
     assert refused.returncode == 1 and "at celeriac schema version 1" in refused.stderr
     upgraded = cli(tmp_path, postgres_url, "db", "migrate")
-    assert "applied 0002_meta_status; now at version 2" in upgraded.stdout, upgraded.stderr
+    assert "applied 0002_meta_status, 0003_rate_buckets; now at version 3" in upgraded.stdout, \
+        upgraded.stderr
     broker = PostgresBroker(postgres_url)
     try:
         assert "kept" in broker.queues()

@@ -26,8 +26,9 @@ import pytest
 
 from celeriac import Celery
 from celeriac.exceptions import ImproperlyConfigured
+from needs import need
 
-psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
+psycopg = need("psycopg")
 
 pytestmark = pytest.mark.postgres
 BASE = "postgresql://postgres@127.0.0.1:5432/test"
@@ -104,7 +105,7 @@ def test_commit_wakes_a_waiting_consumer(app: Celery) -> None:
 
 
 def test_sqlalchemy_connection_and_session(app: Celery) -> None:
-    sqlalchemy = pytest.importorskip("sqlalchemy")
+    sqlalchemy = need("sqlalchemy")
     from sqlalchemy.orm import Session
 
     add = app.tasks["enqueue.add"]
@@ -154,7 +155,7 @@ DJANGO_SCRIPT = textwrap.dedent('''
 
 
 def test_django_connection_wrapper(app: Celery, tmp_path: Path) -> None:
-    pytest.importorskip("django")
+    need("django")
     script = tmp_path / "dj.py"
     script.write_text(DJANGO_SCRIPT)
     done = subprocess.run([sys.executable, str(script), app.broker_url], capture_output=True,
@@ -202,7 +203,7 @@ def test_django_outbox_joins_the_transaction_on_the_same_database(
     """With ``task_outbox`` and the broker in Django's database, ``delay()`` inside
     ``atomic()`` goes into the queue table in that transaction (no outbox table: the
     script never migrates one, so writing a row would fail)."""
-    pytest.importorskip("django")
+    need("django")
     script = tmp_path / "djo.py"
     script.write_text(DJANGO_OUTBOX_SCRIPT)
     done = subprocess.run([sys.executable, str(script), app.broker_url], capture_output=True,

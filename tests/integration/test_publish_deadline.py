@@ -22,6 +22,7 @@ import pytest
 from celeriac import Celery, group
 from celeriac.brokers.redis.beat_store import RedisStore
 from celeriac.exceptions import OperationalError
+from needs import need
 
 
 class Listener:
@@ -159,7 +160,7 @@ def need_psycopg() -> None:
     if os.environ.get("CI"):
         __import__("psycopg")
     else:
-        pytest.importorskip("psycopg")
+        need("psycopg")
 
 
 def pg_url(port: int, schema: str = "celeriac_deadline") -> str:

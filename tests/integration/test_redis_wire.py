@@ -23,6 +23,7 @@ import redis
 from celeriac.brokers.redis.broker import RedisBroker
 from celeriac.brokers.redis.results import RedisResultStore
 from celeriac.messages import task_message
+from needs import need
 
 pytestmark = pytest.mark.redis
 
@@ -64,7 +65,7 @@ def store(redis_url: str, key_prefix: str) -> RedisResultStore:
 
 @pytest.fixture
 def celery_app(redis_url: str, key_prefix: str) -> Iterator[Any]:
-    celery = pytest.importorskip("celery")
+    celery = need("celery")
     app = celery.Celery("interop", broker=redis_url, backend=redis_url, set_as_current=False)
     app.conf.broker_transport_options = {"global_keyprefix": key_prefix}
     app.conf.result_backend_transport_options = {"global_keyprefix": key_prefix}
@@ -157,7 +158,7 @@ def test_celery_eta_message_is_parked_in_the_delayed_set(broker: RedisBroker, ce
 
 def test_kombu_consumer_reads_our_messages(broker: RedisBroker, redis_url: str,
                                            key_prefix: str) -> None:
-    kombu = pytest.importorskip("kombu")
+    kombu = need("kombu")
     q = queue_name()
     tid = str(uuid.uuid4())
     broker.publish(task_message("tasks.add", tid, (7, 8), {"k": 1}, queue=q), q, priority=6)
@@ -246,7 +247,7 @@ def test_chord_join_is_readable_celery_5_5_style(store: RedisResultStore, raw: r
 def test_real_celery_worker_runs_our_messages(broker: RedisBroker, store: RedisResultStore,
                                               redis_url: str, key_prefix: str,
                                               tmp_path: Any) -> None:
-    pytest.importorskip("celery")
+    need("celery")
     q = queue_name()
     (tmp_path / "wiretasks.py").write_text(
         "from celery import Celery\n"

@@ -21,6 +21,7 @@ from celeriac import config as config_module
 from celeriac.app.request import parse_request
 from celeriac.exceptions import ImproperlyConfigured, NotRegistered
 from celeriac.serialization import accepted_types
+from needs import need
 
 
 @pytest.fixture
@@ -447,7 +448,7 @@ def test_imports_as_ini_text_websauna(app: Celery) -> None:
 
 def test_every_celery_setting_name_is_known() -> None:
     """All 207 Celery 5.7 settings are recognised, new and old spellings alike."""
-    celery_defaults = pytest.importorskip("celery.app.defaults")
+    celery_defaults = need("celery.app.defaults")
     for key in celery_defaults.DEFAULTS:
         if key.islower():
             assert key in config_module.DEFAULTS, key
@@ -482,7 +483,7 @@ def test_public_names_match_celery() -> None:
                          "current_app", "current_task", "group", "maybe_signature",
                          "shared_task", "signature", "subtask", "uuid", "xmap", "xstarmap"]}
     for module_name, ours in pairs:
-        theirs = pytest.importorskip(module_name)
+        theirs = need(module_name)
         names = wanted.get(module_name) or [n for n in getattr(theirs, "__all__", dir(theirs))
                                             if n[:1].isupper() or module_name.endswith("signals")]
         missing = [n for n in names if not n.startswith("_") and not hasattr(ours, n)]
@@ -502,7 +503,7 @@ DELIBERATE = {
 
 
 def test_defaults_equal_celery_except_deliberate_differences() -> None:
-    celery_defaults = pytest.importorskip("celery.app.defaults")
+    celery_defaults = need("celery.app.defaults")
     for key, theirs in celery_defaults.DEFAULTS.items():
         if not key.islower():
             continue

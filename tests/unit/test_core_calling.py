@@ -21,6 +21,7 @@ from celeriac.messages import Message
 from celeriac.result import AsyncResult, EagerResult
 from celeriac.worker.job import JobRunner
 from celeriac.worker.leases import LeaseKeeper
+from needs import need
 
 
 @pytest.fixture
@@ -228,7 +229,7 @@ def test_signature_repr_like_celery(app: Celery, add: Task) -> None:
 
 
 def test_signature_matches_celery_repr(app: Celery, add: Task) -> None:
-    celery = pytest.importorskip("celery")
+    celery = need("celery")
     capp = celery.Celery("tasks", set_as_current=False)
 
     @capp.task(name="tasks.add")

@@ -20,7 +20,7 @@ import pytest
 from celeriac import Celery, Task, shared_task, states
 from celeriac.app.trace import Outcome
 from celeriac.brokers.base import Delivery
-from celeriac.exceptions import MaxRetriesExceededError, Retry
+from celeriac.exceptions import Ignore, MaxRetriesExceededError, Retry
 from celeriac.messages import Message
 from celeriac.worker.job import JobRunner
 from celeriac.worker.leases import LeaseKeeper
@@ -634,15 +634,23 @@ def test_ignore_result_stores_nothing(app: Celery) -> None:
     assert app.AsyncResult(result.id).state == states.PENDING
 
 
-def test_update_state_can_be_patched_like_commcare(app: Celery) -> None:
+def test_update_state_failure_then_ignore_like_commcare(app: Celery) -> None:
+    """CommCare's pattern: ``update_state(state=FAILURE, meta={...})`` then ``Ignore``: the
+    stored FAILURE (with its plain meta) is what every reader sees; the worker stores
+    nothing over it."""
     @app.task(bind=True)
-    def patched(self: Task) -> None:
+    def reported(self: Task) -> None:
         self.update_state(state=states.FAILURE, meta={"errors": ["e"]})
+        raise Ignore()
 
-    with mock.patch.object(type(patched), "update_state") as update_state:
-        patched.delay()
-        work(app)
-    update_state.assert_called_with(state=states.FAILURE, meta={"errors": ["e"]})
+    result = reported.delay()
+    [outcome] = work(app)
+    assert outcome.state == states.IGNORED
+    stored = app.backend.get(result.id)
+    assert stored is not None and stored["status"] == states.FAILURE
+    assert stored["result"] == {"errors": ["e"]}
+    fresh = app.AsyncResult(result.id)
+    assert fresh.state == states.FAILURE and fresh.info == {"errors": ["e"]}
 
 
 def test_shared_task_proxy_is_a_task(app: Celery) -> None:

@@ -7,9 +7,10 @@ import os
 import pytest
 
 from celeriac.exceptions import ImproperlyConfigured
+from needs import need
 
 if not os.environ.get("CI"):
-    pytest.importorskip("psycopg")
+    need("psycopg")
 
 from celeriac.brokers.postgres import sql
 from celeriac.brokers.postgres.db import parse_url

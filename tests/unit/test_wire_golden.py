@@ -23,8 +23,9 @@ from celeriac.app.request import parse_request
 from celeriac.exceptions import ContentDisallowed, DecodeError
 from celeriac.messages import EMPTY_EMBED, Message, task_message
 from celeriac.serialization import JSON, PICKLE, accepted_types, dumps, json_dumps, json_loads
+from needs import need
 
-kombu_json = pytest.importorskip("kombu.utils.json")
+kombu_json = need("kombu.utils.json")
 
 #: a copy of shared/reference/celery-wire-capture.txt, kept with the tests
 CAPTURE = Path(__file__).parents[1] / "fixtures" / "celery-wire-capture.txt"
@@ -345,7 +346,7 @@ def test_standard_headers_constant_matches_task_message() -> None:
 # -- compression, as kombu does it --------------------------------------------------------
 @pytest.mark.parametrize("method", ["gzip", "zlib", "bzip2", "lzma"])
 def test_compressed_message_matches_kombu(method: str) -> None:
-    compression = pytest.importorskip("kombu.compression")
+    compression = need("kombu.compression")
     message = task_message("t", "i", [1, "two"], {"k": 3}, compression=method)
     ctype = message.headers["compression"]
     assert list(message.headers)[-1] == "compression"

@@ -1,10 +1,9 @@
 """The ``Celery`` application: configuration, task registry, broker, result store, sending.
 
-``Celery(main, broker=, backend=, include=)`` mirrors Celery's constructor.
-With no broker configured the app uses the embedded SQLite broker and result
-store (one file: ``$CELERIAC_SQLITE_PATH`` or ``./celeriac.sqlite3``).
-Brokers and stores are created lazily, once per process (re-created after a
-fork), from ``broker_url`` / ``result_backend``.
+``Celery(main, broker=, backend=, include=, **settings)`` mirrors Celery's constructor.
+Without a broker the app uses the embedded SQLite broker and result store (one file:
+``$CELERIAC_SQLITE_PATH`` or ``./celeriac.sqlite3``). Brokers and stores are created
+lazily, once per process (again after a fork), from ``broker_url``/``result_backend``.
 """
 
 from __future__ import annotations
@@ -64,7 +63,7 @@ class Celery:
         self.conf = Settings()
         self.namespace = namespace
         self._tasks = TaskRegistry()
-        self._finalized = False
+        self._finalized, self.autofinalize = False, autofinalize
         self._configured = False
         self._finalize_lock = threading.RLock()
         self._autodiscover: list[tuple[Any, str]] = []
@@ -87,7 +86,7 @@ class Celery:
             self.conf.include = include if isinstance(include, str) else tuple(include)
         if config_source is not None:
             self.config_from_object(config_source, namespace=namespace)
-        self.conf.update({k: v for k, v in kwargs.items() if k in config.DEFAULTS})
+        config.constructor_settings(self.conf, kwargs)
         _state.register_app(self, set_as_current)
         self.fixups = [*BUILTIN_FIXUPS, *(fixups or ())]
         self._fixups = [fixup(self) for fixup in map(import_object, self.fixups)]
@@ -112,7 +111,7 @@ class Celery:
                     return
                 raise
         self.namespace = namespace or self.namespace
-        self.conf.update(config.from_mapping(obj, namespace))
+        self.conf.update(config.from_mapping(obj, namespace, self.conf))
 
     def config_from_envvar(self, variable_name: str, silent: bool = False,
                            force: bool = False) -> None:
@@ -161,7 +160,7 @@ class Celery:
 
     @property
     def tasks(self) -> TaskRegistry:
-        self.finalize()
+        self.finalize(auto=True)
         return self._tasks
 
     def finalize(self, auto: bool = False) -> None:
@@ -169,6 +168,8 @@ class Celery:
         with self._finalize_lock:
             if self._finalized:
                 return
+            if auto and not self.autofinalize:  # Celery's Celery(autofinalize=False)
+                raise RuntimeError("Contract breach: app not finalized")
             self._finalized = True
             register_builtins(self)
             for make in _state.app_finalizers():

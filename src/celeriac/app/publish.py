@@ -24,8 +24,9 @@ from ..brokers.base import Publish, redact
 from ..canvas.signature import Signature
 from ..config.settings import seconds
 from ..events.dispatcher import send_task_sent
-from ..exceptions import OperationalError
+from ..exceptions import EncodeError, OperationalError
 from ..messages import Message, check_size, decode_body, task_message, to_timestamp
+from ..results.async_result import AsyncResult
 from ..retry import RetryPolicy
 from ..retry import call as retry_call
 from ..security.setup import security_of
@@ -77,7 +78,7 @@ def _task_defaults(task: Any, options: dict[str, Any]) -> dict[str, Any]:
     if task is None:
         return options
     for attr in ("queue", "priority", "expires", "time_limit", "soft_time_limit",
-                 "serializer", "compression"):
+                 "serializer", "compression", "routing_key", "exchange"):
         if options.get(attr) is None and getattr(task, attr, None) is not None:
             options[attr] = getattr(task, attr)
     if options.get("ignore_result") is None and task.ignore_result:
@@ -94,6 +95,10 @@ def build_message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
     preq = parent.request if parent is not None else None
     routed = route(conf, name, args, kwargs, options, options.get("task"))
     queue = routed["queue"]
+    if routed.get("exchange"):
+        conf.report("exchange", f"exchange={routed['exchange']!r} (task {name}) is ignored: "
+                    "celeriac routes by queue name (queue=, routing_key=, task_routes), as "
+                    "Celery does on Redis with its default exchange")
     priority = routed.get("priority")
     if priority is None:
         priority = conf.task_default_priority
@@ -107,7 +112,7 @@ def build_message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
                            queue, preq)
     except TypeError as exc:
         serializer = options.get("serializer") or conf.task_serializer
-        raise TypeError(f"{name}: {_culprit(args, kwargs, serializer)} cannot be sent with "
+        raise EncodeError(f"{name}: {_culprit(args, kwargs, serializer)} cannot be sent with "
                         f"the {serializer!r} serializer ({exc}); task arguments must be plain "
                         f"values such as ids, not live objects") from None
     return message, queue, to_timestamp(eta), priority
@@ -172,6 +177,9 @@ def send_task(app: Celery, name: str, args: Any = None, kwargs: Any = None,
                   connection=connection)
     signals.after_task_publish.send(sender=name, body=body, exchange="",
                                     routing_key=queue, headers=message.headers)
+    parent = _state.get_current_worker_task()
+    if parent is not None and parent.trail:  # Celery's add_trail: the parent's children
+        parent.request.children.append(AsyncResult(task_id, app=app, task_name=name))
     return task_id
 
 

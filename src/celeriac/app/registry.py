@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import NotRegistered
 from . import state as _state
+from .models import ModelCalls
 from .task import Task
 
 if TYPE_CHECKING:
@@ -31,7 +32,8 @@ TASK_OPTIONS = {
     "serializer", "typing", "on_failure", "on_success", "on_retry", "after_return",
     "before_start", "throws", "store_errors_even_if_ignored", "acks_on_failure_or_timeout",
     "send_events", "trail", "resultrepr_maxsize", "shared", "lazy", "pydantic",
-    "compression", "exchange", "routing_key", "run_every", "filter",
+    "compression", "exchange", "routing_key", "run_every", "filter", "pydantic_strict",
+    "pydantic_context", "pydantic_dump_kwargs",
 }
 
 
@@ -70,18 +72,26 @@ def task_from_fun(app: Celery, fun: Callable[..., Any], name: str | None = None,
     full_name = task_name(fun, name, app)
     base = base or app.Task
     _warn_misspelled(options, base, fun)
+    model_options = {k: options.pop(k) for k in ("pydantic_strict", "pydantic_context",
+                                                 "pydantic_dump_kwargs") if k in options}
+    calls, original = None, fun
+    if options.pop("pydantic", False):  # Celery's pydantic=True (app/models.py)
+        calls = ModelCalls(app, fun, full_name, strict=bool(model_options.get(
+            "pydantic_strict", False)), context=model_options.get("pydantic_context"),
+            dump_kwargs=model_options.get("pydantic_dump_kwargs"))
+        fun = calls.wrap()
     run = fun if bind else staticmethod(fun)
     attrs: dict[str, Any] = {
         "name": full_name, "_app": app, "bind": bind, "run": run, "__doc__": fun.__doc__,
         "__module__": fun.__module__, "__qualname__": fun.__qualname__, "__wrapped__": run,
-        "_orig_run": staticmethod(fun), "__header__": staticmethod(fun),
-        "__annotations__": getattr(fun, "__annotations__", {}),
+        "_orig_run": staticmethod(original), "__header__": staticmethod(original),
+        "__annotations__": getattr(fun, "__annotations__", {}), "_model_calls": calls,
     }
     for key in _IGNORED_OPTIONS:
         options.pop(key, None)
     attrs.update(options)
     existing = app._tasks.get(full_name)
-    if existing is not None and getattr(existing, "_orig_run", None) is fun:
+    if existing is not None and getattr(existing, "_orig_run", None) is original:
         return existing
     cls = type(fun.__name__, (base,), attrs)
     cls.bind_app(app)  # type: ignore[attr-defined]

@@ -176,6 +176,9 @@ class Task:
         kwargs = dict(kwargs or {})
         if self.typing:
             self._check_arguments(args, kwargs)
+        calls = getattr(self, "_model_calls", None)
+        if calls is not None and options.get("serializer") != "pickle":
+            args, kwargs = calls.dump_arguments(args, kwargs, bound=bool(self.bind))
         app = self.app
         if app.conf.task_always_eager:
             task_id = task_id or str(uuid.uuid4())
@@ -297,10 +300,14 @@ class Task:
         store_result(self.app, task_id, meta, state or states.PENDING, request=request, **kwargs)
 
     def send_event(self, type_: str, retry: bool = True, **fields: Any) -> None:
-        """Task events are published by the worker's event dispatcher when enabled."""
+        """Publish a custom task event through the app's event dispatcher
+        (``app.send_task_event``); without one the event is dropped with a warning (once)."""
         hook = getattr(self.app, "send_task_event", None)
         if hook is not None:
             hook(type_, self.request, fields)
+        else:
+            self.app.conf.report("Task.send_event", f"Task.send_event({type_!r}): celeriac "
+                                 "sends no custom task events yet; the event is dropped")
 
     def replace(self, sig: Signature) -> None:
         """Replace this task with ``sig``: the caller's result becomes sig's result."""

@@ -239,7 +239,6 @@ class Tracer:
         if isinstance(exc, Ignore):
             return self._finish(Outcome(states.IGNORED, exc, exc))
         if isinstance(exc, Reject):
-            signals.task_rejected.send(sender=self.task, message=None, exc=exc)
             return self._finish(Outcome(states.REJECTED, exc, exc, requeue=exc.requeue))
         return self._failure(exc)
 

@@ -1,7 +1,6 @@
 """The broker interface every broker implements, and the types it trades in.
 
 Contract (checked for every broker by ``tests/contract``):
-
 * ``publish`` stores a message durably before returning; it stays invisible
   until ``not_before`` (epoch seconds). Priority is Celery-on-Redis style:
   0-9, **0 is served first**; ``None`` means the message's own
@@ -21,16 +20,14 @@ Contract (checked for every broker by ``tests/contract``):
   message loops; ``dead_letter`` moves it to the dead-letter store with a
   reason; ``dead_letter_message`` stores a message that was never leased
   (a follow-up step the worker could not send) straight into it.
-* ``expire_owner`` makes every lease of an owner lapse now (the supervisor
-  calls it when a child dies), so redelivery does not wait for the lease.
-* Dead letters can be listed, retried (re-published to their queue with
-  counters reset) and purged.
-* Failures: a call that fails for a reason that may pass (connection lost,
-  server down, database locked) raises
-  :class:`~celeriac.exceptions.OperationalError`; a broker that retries does
-  so through :func:`celeriac.retry.call` (which makes it one attempt when the
-  producer already retries the publish) and bounds blocking I/O by
-  :func:`celeriac.retry.time_left`, so a publish ends by its deadline.
+* ``expire_owner`` makes every lease of an owner lapse now (a child died).
+* Dead letters can be listed, retried (counters reset) and purged.
+* ``take_token`` (task ``rate_limit``): a token bucket shared by every client of
+  the broker; :mod:`celeriac.brokers.buckets` says exactly what it must do.
+* Failures that may pass (connection lost, server down, database locked) raise
+  :class:`~celeriac.exceptions.OperationalError`; retries go through
+  :func:`celeriac.retry.call` (one attempt inside a producer's publish), blocking
+  I/O is bounded by :func:`celeriac.retry.time_left` (the publish deadline).
 
 Broadcast (monitoring events and remote control): :meth:`Broker.broadcast_channel`
 returns a :class:`~celeriac.brokers.broadcast.BroadcastChannel`; its contract is in
@@ -280,6 +277,13 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def purge_dead_letters(self, queue: str | None = None) -> int:
         """Delete dead letters (of one queue, or all)."""
+
+    # -- rate limits -------------------------------------------------------
+    @abc.abstractmethod
+    def take_token(self, key: str, rate: float, capacity: float = 1.0) -> float:
+        """Take one token from the bucket ``key``; return 0.0 if taken, else the seconds
+        until one will be there (nothing is taken then). What a broker must implement:
+        :mod:`celeriac.brokers.buckets`."""
 
     def waiting(self, queue: str) -> list[Publish]:
         """The messages of ``queue`` not leased to anyone (ready, then delayed), as published

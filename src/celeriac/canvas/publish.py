@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import serialization, signals
 from ..app.publish import _task_defaults, build_message, publish_items
 from ..brokers.base import Publish
-from ..messages import Message, saferepr, task_properties
+from ..messages import Message, decode_body, saferepr, task_properties
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -35,7 +35,8 @@ class _Template:
         self.name, self.rest, self.message = name, rest, message
         self.queue, self.not_before, self.priority = queue, not_before, priority
         self.serializer = serializer
-        self.embed = serialization.loads(message.body, message.content_type, None)[2]
+        self.embed = decode_body(message)[2]
+        self.compression = message.headers.get("compression")
         self.default_root = message.headers.get("root_id") == message.headers.get("id")
         self.routing_key = message.properties["delivery_info"]["routing_key"]
 
@@ -47,6 +48,8 @@ class _Template:
         base = self.message
         body, content_type, encoding = serialization.dumps([args, kwargs, self.embed],
                                                            self.serializer)
+        if self.compression:  # task_compression / compression=: as build_message does
+            body, _ = serialization.compress(body, str(self.compression))
         headers = {**base.headers, "id": task_id, "group_index": group_index,
                    "argsrepr": saferepr(tuple(args)), "kwargsrepr": saferepr(kwargs)}
         if self.default_root:

@@ -2,7 +2,7 @@
 
 :class:`CLIContext` is the click context object (``obj``); :func:`load_app`
 finds the app for ``-A`` (``proj``, ``proj.celery``, ``proj:app``,
-``proj.celery:app``); :class:`ErrorHandlingGroup` turns configuration and
+``proj.celery:app``, ``proj.celery.app``); :class:`ErrorHandlingGroup` turns configuration and
 connection errors into one line and exit status 1, no traceback.
 """
 
@@ -30,6 +30,8 @@ class CLIContext:
     broker: str | None
     result_backend: str | None
     _app: Celery | None = None
+    #: ``-q/--quiet``: no banner or ready line (worker, beat), fewer messages
+    quiet: bool = False
 
     @property
     def app(self) -> Celery:
@@ -49,15 +51,23 @@ def top_level_context(ctx: click.Context) -> CLIContext:
         ctx.meta["celeriac.workdir_applied"] = True
         if ctx.params.get("workdir"):
             os.chdir(ctx.params["workdir"])
+    broker, backend = ctx.params.get("broker"), ctx.params.get("result_backend")
+    # as Celery's -b/--result-backend: through the environment, so they beat
+    # $CELERY_BROKER_URL (which beats the app's own broker=) and reach child processes
+    for value, names in ((broker, ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL")),
+                         (backend, ("CELERIAC_RESULT_BACKEND", "CELERY_RESULT_BACKEND"))):
+        for name in names if value else ():
+            os.environ[name] = str(value)
     if ctx.obj is None:
-        ctx.obj = CLIContext(ctx.params.get("app_name"), ctx.params.get("broker"),
-                             ctx.params.get("result_backend"))
+        ctx.obj = CLIContext(ctx.params.get("app_name"), broker, backend)
     obj: CLIContext = ctx.obj
+    obj.quiet = bool(ctx.params.get("quiet")) or obj.quiet
     return obj
 
 
 def load_app(name: str | None) -> Celery:
-    """Find the app for ``-A``: ``proj``, ``proj.celery``, ``proj:app`` or ``proj.celery:app``."""
+    """Find the app for ``-A``: ``proj``, ``proj.celery``, ``proj:app``, ``proj.celery:app``
+    or, as Celery accepts too, ``proj.celery.app`` (a dotted path ending in the app)."""
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     if not name:

@@ -61,8 +61,9 @@ def beat_command(obj: Any, loglevel: str, scheduler_cls: str | None, schedule_fi
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     beat_init.send(sender=sched)
-    click.echo(f"celeriac beat v{_version()} is starting (node {sched.node_id}, "
-               f"store {sched.store.url}).")
+    if not obj.quiet:
+        click.echo(f"celeriac beat v{_version()} is starting (node {sched.node_id}, "
+                   f"store {sched.store.url}).")
     sched.run(stop)
 
 

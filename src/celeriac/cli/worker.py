@@ -81,7 +81,7 @@ def worker(obj: CLIContext, hostname: str | None, queues: str | None,
                   liveness_file=options.get("liveness_file"),
                   without_heartbeat=options.get("without_heartbeat"),
                   metrics_port=options.get("metrics_port"),
-                  metrics_addr=options.get("metrics_addr"))
+                  metrics_addr=options.get("metrics_addr"), quiet=obj.quiet)
     try:
         code = node.start()
     finally:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from .accepted import ACCEPTED_ONLY
 from .defaults import DEFAULTS, PUBLISH_RETRY_POLICY, USED
 from .old_names import OLD_NAMES
-from .settings import Settings, from_mapping, seconds
+from .settings import Settings, constructor_settings, from_mapping, seconds
 from .validation import validate
 
 __all__ = ["ACCEPTED_ONLY", "DEFAULTS", "OLD_NAMES", "PUBLISH_RETRY_POLICY", "USED", "Settings",
-           "from_mapping", "seconds", "validate"]
+           "constructor_settings", "from_mapping", "seconds", "validate"]

@@ -51,7 +51,6 @@ ACCEPTED_ONLY: dict[str, Any] = {
     "task_cls": None,
     "task_default_retry_delay": 180,
     # worker
-    "worker_disable_rate_limits": False,
     "worker_log_color": None,
     "worker_task_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] "
     "%(task_name)s[%(task_id)s]: %(message)s",

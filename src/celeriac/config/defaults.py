@@ -81,6 +81,7 @@ USED: dict[str, Any] = {
     "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
     "worker_soft_shutdown_timeout": 30.0,
     "worker_pool_start_method": "fork",
+    "worker_disable_rate_limits": False,
     # monitoring: events, remote control, metrics (docs/monitoring.md)
     "task_send_sent_event": False,
     "worker_enable_remote_control": True,

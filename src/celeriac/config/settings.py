@@ -3,26 +3,34 @@
 ``Settings`` is the mapping behind ``app.conf``: attribute and item access,
 ``update``, and the defaults of :mod:`.defaults`. :func:`from_mapping` reads
 the ``CELERY_*`` upper-case form Django projects use (and Celery's pre-4.0
-names, as the Kuma seed still does); an unknown name in a namespace is reported.
+names, as the Kuma seed still does).
+
+Reported (a ``UserWarning``, once per setting and app, however many times it is
+set): an unknown name in a namespace (``CELERY_TASK_ACKS_LAT``), a lowercase name
+close to a known one (``task_acks_lat``: "did you mean 'task_acks_late'?";
+other lowercase names are the project's own settings, kept as Celery keeps
+them), and a Celery setting celeriac accepts without effect when it is set to
+anything but its default (:mod:`.accepted`).
 """
 
 from __future__ import annotations
 
-import logging
+import difflib
 import warnings
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
+from .accepted import ACCEPTED_ONLY
 from .defaults import DEFAULTS
 from .old_names import OLD_NAMES
 
-logger = logging.getLogger(__name__)
 
 class Settings(dict):
     """``app.conf``: a dict of settings with attribute access and Celery's defaults."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        object.__setattr__(self, "reported", set())
         super().__init__({k: _copy(v) for k, v in DEFAULTS.items()})
         self.update(*args, **kwargs)
         self.changes: dict[str, Any] = {}
@@ -34,7 +42,7 @@ class Settings(dict):
             raise AttributeError(f"no setting {key!r}") from None
 
     def __setattr__(self, key: str, value: Any) -> None:
-        if key == "changes":
+        if key in ("changes", "reported"):
             object.__setattr__(self, key, value)
         else:
             self[key] = value
@@ -54,6 +62,7 @@ class Settings(dict):
         key = OLD_NAMES.get(key, key)  # ``conf.update(CELERY_ALWAYS_EAGER=True)``, as Celery
         if key in ("imports", "include") and isinstance(value, str):
             value = tuple(value.replace(",", " ").split())  # an INI-style list of modules
+        self._check(key, value)
         super().__setitem__(key, value)
         changes = self.__dict__.get("changes")
         if changes is not None:
@@ -68,6 +77,25 @@ class Settings(dict):
             self[key] = default
         return self[key]
 
+    def report(self, key: str, message: str) -> None:
+        """Warn about ``key`` once for this app, however often it is set or read."""
+        reported: set[str] = self.__dict__["reported"]
+        if key not in reported:
+            reported.add(key)
+            warnings.warn(message, UserWarning, stacklevel=4)
+
+    def _check(self, key: str, value: Any) -> None:
+        if key in ACCEPTED_ONLY:
+            if not _same(value, ACCEPTED_ONLY[key]):
+                self.report(key, f"Setting {key!r} is accepted for compatibility with Celery "
+                                 "and has no effect in celeriac (see the list in "
+                                 "docs/configuration.md)")
+        elif key not in DEFAULTS and key.islower() and not key.startswith("_"):
+            close = suggestion(key)
+            if close:
+                self.report(key, f"Unknown celeriac setting {key!r}: it is ignored "
+                                 f"(did you mean {close!r}?)")
+
     def humanize(self) -> str:
         return "\n".join(f"{k}: {self[k]!r}" for k in sorted(self.changes))
 
@@ -80,13 +108,47 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def from_mapping(source: Mapping[str, Any] | Any, namespace: str | None) -> dict[str, Any]:
+#: ``Celery(...)`` arguments of Celery's that celeriac has no counterpart for
+CONSTRUCTOR_ONLY = ("loader", "amqp", "events", "log", "control", "tasks", "strict_typing")
+
+
+def constructor_settings(conf: Settings, kwargs: Mapping[str, Any]) -> None:
+    """``Celery(**kwargs)`` as Celery reads it: ``changes=`` and every other keyword are
+    settings (a typo is reported); Celery's component arguments (``loader=``,
+    ``amqp=``...) are reported as accepted without effect."""
+    for key, value in kwargs.items():
+        if key == "changes":
+            conf.update(value or {})
+        elif key in CONSTRUCTOR_ONLY:
+            if value is not None:
+                conf.report(f"Celery({key}=)", f"Celery({key}=...) is accepted for "
+                            "compatibility with Celery and has no effect in celeriac")
+        else:
+            conf[key] = value
+
+
+def _same(value: Any, default: Any) -> bool:
+    try:
+        return bool(value == default)
+    except Exception:
+        return False
+
+
+def suggestion(name: str) -> str | None:
+    """The known lowercase setting ``name`` is most likely a typo of, if any."""
+    found = difflib.get_close_matches(name, list(DEFAULTS), n=1, cutoff=0.85)
+    return found[0] if found else None
+
+
+def from_mapping(source: Mapping[str, Any] | Any, namespace: str | None,
+                 settings: Settings | None = None) -> dict[str, Any]:
     """Read settings from a mapping or object, honouring ``namespace`` (e.g. ``CELERY``).
 
     With a namespace only ``<NAMESPACE>_<UPPER_NAME>`` keys (and Celery's old
     ``CELERY*`` names) are read; an unknown ``<NAMESPACE>_*`` key is reported.
     Without one, lowercase names and old upper-case names are read, and an
-    unknown upper-case ``CELERY*``/``BROKER_*`` key is reported.
+    unknown upper-case ``CELERY*``/``BROKER_*`` key is reported (through
+    ``settings``, once per app, when given).
     """
     out: dict[str, Any] = {}
     prefix = f"{namespace.upper()}_" if namespace else ""
@@ -95,7 +157,7 @@ def from_mapping(source: Mapping[str, Any] | Any, namespace: str | None) -> dict
         if name is not None:
             out[name] = _value(source, key)
         elif _looks_like_setting(key, prefix):
-            _report_unknown(key)
+            _report_unknown(key, prefix, settings)
         elif not prefix and key.islower() and not key.startswith("_"):
             value = _value(source, key)
             if _is_data(value):
@@ -137,10 +199,14 @@ def _value(source: Mapping[str, Any] | Any, key: str) -> Any:
     return source[key] if isinstance(source, Mapping) else getattr(source, key)
 
 
-def _report_unknown(key: str) -> None:
-    message = f"Unknown celeriac setting {key!r}: it is ignored (check the spelling)"
-    warnings.warn(message, stacklevel=4)
-    logger.warning(message)
+def _report_unknown(key: str, prefix: str, settings: Settings | None) -> None:
+    close = suggestion(key[len(prefix):].lower()) if prefix and key.startswith(prefix) else None
+    hint = f"did you mean {prefix + close.upper()!r}?" if close else "check the spelling"
+    message = f"Unknown celeriac setting {key!r}: it is ignored ({hint})"
+    if settings is not None:
+        settings.report(key, message)
+    else:
+        warnings.warn(message, UserWarning, stacklevel=4)
 
 
 def seconds(value: Any) -> float | None:

@@ -50,7 +50,7 @@ class AsyncResult(ResultBase):
         self.task_name = task_name
         self.parent = parent
         self._cache: dict[str, Any] | None = None
-        self.on_ready: Any = None
+        self._then: list[tuple[Any, Any]] = []
 
     @property
     def backend(self) -> Any:
@@ -72,13 +72,23 @@ class AsyncResult(ResultBase):
         meta = self.backend.get(self.id) or {"status": states.PENDING, "result": None,
                                              "traceback": None, "children": [],
                                              "task_id": self.id}
-        if meta.get("status") in states.READY_STATES:
-            self._cache = meta
+        self._set_cache(meta)
         return meta
 
     def _set_cache(self, meta: dict[str, Any] | None) -> None:
         if meta is not None and meta.get("status") in states.READY_STATES:
             self._cache = meta
+            self._fire_then()
+
+    def _fire_then(self) -> None:
+        pending, self._then = getattr(self, "_then", []), []
+        for callback, on_error in pending:
+            try:
+                callback(self)
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
 
     @property
     def state(self) -> str:
@@ -115,7 +125,8 @@ class AsyncResult(ResultBase):
 
     @property
     def children(self) -> list[Any]:
-        return list(self._get_meta().get("children") or [])
+        """Results of the tasks this one sent while running (Celery's ``trail``)."""
+        return [_from_tuple(c, self.app) for c in self._get_meta().get("children") or []]
 
     def _extended(self, key: str) -> Any:
         return self._get_meta().get(key)
@@ -142,22 +153,32 @@ class AsyncResult(ResultBase):
             on_message: Any = None, on_interval: Any = None, disable_sync_subtasks: bool = True,
             EXCEPTION_STATES: frozenset[str] = states.EXCEPTION_STATES,
             PROPAGATE_STATES: frozenset[str] = states.PROPAGATE_STATES) -> Any:
+        """Wait for the result (Celery's arguments). ``on_interval()`` is called after
+        each ``interval`` of waiting; ``no_ack`` only matters to Celery's ``rpc://``
+        backend, whose result messages are consumed (results here are stored)."""
         if disable_sync_subtasks:
             assert_will_not_block()
-        if follow_parents and propagate and self.parent is not None:
-            meta = self._wait_watching_parents(timeout, interval)
+        watch = follow_parents and propagate and self.parent is not None
+        if watch or on_interval is not None:
+            meta = self._wait_sliced(timeout, interval, watch, on_interval)
         else:
             meta = self._cache or self.backend.wait(self.id, timeout=timeout, interval=interval)
         return self._outcome(meta, propagate, callback, on_message, PROPAGATE_STATES)
 
-    def _wait_watching_parents(self, timeout: float | None,
-                               interval: float) -> dict[str, Any] | None:
-        """Wait in ``interval`` slices, re-raising a parent's failure as soon as it shows
-        (a chain whose middle step failed never completes its last step)."""
+    def _wait_sliced(self, timeout: float | None, interval: float, watch_parents: bool,
+                     on_interval: Any) -> dict[str, Any] | None:
+        """Wait in ``interval`` slices, calling ``on_interval`` after each and re-raising a
+        parent's failure as soon as it shows (a chain whose middle step failed never
+        completes its last step)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        first = True
         while True:
-            assert self.parent is not None
-            self.parent._maybe_reraise_parent_error()
+            if watch_parents:
+                assert self.parent is not None
+                self.parent._maybe_reraise_parent_error()
+            if on_interval is not None and not first:
+                on_interval()
+            first = False
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             step = interval if left is None else min(interval, left)
             meta = self._cache or self.backend.wait(self.id, timeout=step, interval=interval)
@@ -230,7 +251,12 @@ class AsyncResult(ResultBase):
         return ((self.id, parent), None)
 
     def then(self, callback: Any, on_error: Any = None, weak: bool = False) -> None:
-        self.on_ready = callback
+        """Celery's promise: ``callback(result)`` once this result is seen ready (by
+        ``get()``, ``ready()``, ``state``...), at once if it already was; ``on_error(exc)``
+        when the callback raises."""
+        self._then.append((callback, on_error))
+        if self._cache is not None:
+            self._fire_then()
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AsyncResult):
@@ -247,6 +273,17 @@ class AsyncResult(ResultBase):
 
     def __str__(self) -> str:
         return self.id
+
+
+def _from_tuple(r: Any, app: Celery) -> Any:
+    """An ``as_tuple`` form back as a result (a group's through ``app.GroupResult``)."""
+    (task_id, parent), nodes = r
+    parent_result = _from_tuple(parent, app) if parent else None
+    if isinstance(nodes, (list, tuple)):
+        found = app.GroupResult(task_id, [_from_tuple(n, app) for n in nodes])
+        found.parent = parent_result
+        return found
+    return AsyncResult(task_id, app=app, parent=parent_result)
 
 
 def _as_exception(value: Any) -> BaseException:
@@ -268,6 +305,7 @@ class EagerResult(AsyncResult):
         self.task_name = name
         self.parent = None
         self._cache = None
+        self._then = []
 
     @property
     def app(self) -> Celery:
@@ -276,6 +314,11 @@ class EagerResult(AsyncResult):
     @app.setter
     def app(self, value: Celery) -> None:
         self._app = value
+
+    def then(self, callback: Any, on_error: Any = None, weak: bool = False) -> None:
+        """An eager result is ready: ``callback(result)`` runs at once."""
+        super().then(callback, on_error, weak)
+        self._fire_then()
 
     def _get_meta(self) -> dict[str, Any]:
         return {"status": self._state, "result": self._result, "traceback": self._traceback,

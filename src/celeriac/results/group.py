@@ -144,7 +144,8 @@ class ResultSet:
             on_message: Any = None, disable_sync_subtasks: bool = True,
             on_interval: Any = None) -> list[Any]:
         return self.join(timeout=timeout, propagate=propagate, interval=interval,
-                         callback=callback, disable_sync_subtasks=disable_sync_subtasks)
+                         callback=callback, disable_sync_subtasks=disable_sync_subtasks,
+                         on_interval=on_interval)
 
     def join(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
              callback: Callable[[str, Any], Any] | None = None, no_ack: bool = True,
@@ -154,7 +155,7 @@ class ResultSet:
         if disable_sync_subtasks:
             assert_will_not_block()
         deadline = None if timeout is None else time.monotonic() + timeout
-        metas = self._wait_all(deadline, interval, propagate)
+        metas = self._wait_all(deadline, interval, propagate, on_interval)
         values = []
         for r, meta in zip(self.results, metas, strict=True):
             value = r._decode(meta)
@@ -167,8 +168,8 @@ class ResultSet:
 
     join_native = join
 
-    def _wait_all(self, deadline: float | None, interval: float,
-                  propagate: bool = False) -> list[dict[str, Any]]:
+    def _wait_all(self, deadline: float | None, interval: float, propagate: bool = False,
+                  on_interval: Any = None) -> list[dict[str, Any]]:
         """Metas of all members once ready; or as soon as a failure would be raised,
         like Celery's join: a failed member whose predecessors are all ready."""
         while True:
@@ -193,6 +194,8 @@ class ResultSet:
                     pass
             else:
                 self.backend.wait(last.id, timeout=step, interval=interval)
+            if on_interval is not None:  # Celery calls it once per polling interval
+                on_interval()
 
     def iterate(self, timeout: float | None = None, propagate: bool = True,
                 interval: float = 0.5) -> Iterator[Any]:

@@ -129,7 +129,7 @@ def build_meta(task_id: str, result: Any, state: str, *, traceback: str | None =
         "status": state,
         "result": encode_result(result, state),
         "traceback": traceback,
-        "children": [],
+        "children": [c.as_tuple() for c in getattr(request, "children", None) or ()],
         "date_done": now_iso() if state in states.READY_STATES else None,
     }
     if request is not None:

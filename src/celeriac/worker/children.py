@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from .. import states
+from .. import signals, states
+from ..app.context import Context
 from ..brokers.base import Delivery
 from ..canvas.callbacks import fail_outside_tracer
 from ..exceptions import TimeLimitExceeded, WorkerLostError
@@ -119,6 +120,10 @@ def settle_terminated(app: Celery, child: Child, held: list[Delivery],
     mine = [d for d in held if d.message.task_id == task_id]
     if mine:
         broker.ack(mine)
+        name = mine[0].message.task_name or ""  # the supervisor holds id and name only
+        signals.task_revoked.send(sender=app.tasks.get(name), request=Context(
+            id=task_id, task=name, hostname=child.owner.rsplit(":", 1)[0]), terminated=True,
+            signum=signum, expired=False)
     others = broker.expire_owner(child.owner)
     logger.warning("Task %s terminated (%s); child %d exited with %s%s", task_id,
                    signal.Signals(signum).name, child.process.pid, describe(code),

@@ -94,6 +94,7 @@ class Consumer:
                                 hard_in_process=hard_in_process, monitor=self.monitor)
         self.runner.events = events or TaskEvents(app, self.hostname)
         self.runner.batch_acks = True
+        self.runner.consumer = self
         # only pays off when several results are stored per loop turn (prefetch)
         self.runner.batch_results = isinstance(pool, SoloPool) and self.prefetch > 0
         self.revocations = self.runner.revocations

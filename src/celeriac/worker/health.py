@@ -15,6 +15,10 @@ task) and ``started_at``.
 
 With ``--liveness-file PATH`` the worker touches PATH whenever it progressed
 (at most once a second): a probe can fail when PATH is older than X seconds.
+
+Each heartbeat written sends ``heartbeat_sent`` (``sender`` = the
+:class:`NodeHealth`); Celery sends it for its event heartbeats (``-E``), celeriac
+for these, which every worker writes.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .. import signals
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -83,6 +89,8 @@ class NodeHealth:
             self._index(backend, add=True)
         except Exception as exc:
             logger.warning("Could not write the worker heartbeat: %s", exc)
+            return
+        signals.heartbeat_sent.send(sender=self)
 
     def remove(self) -> None:
         """Delete the record at shutdown (the node is gone, not dead)."""

@@ -1,14 +1,16 @@
 """One delivery's path through the worker: checks, running the task, then ack/release/DLQ.
 
-:meth:`JobRunner.prepare` decides before running. The message is validated once into
-its :class:`~celeriac.app.request.Request` (every field of envelope, headers, properties,
-body and embedded signatures); one that cannot run as written is dead-lettered on its
-first delivery with a reason naming the field (``decode_error: embed.callbacks[0]: ...``),
+:meth:`JobRunner.prepare` decides before running; :mod:`.intake` opens the message: it is
+validated once into its :class:`~celeriac.app.request.Request` (every field of envelope,
+headers, properties, body and embedded signatures); one that cannot run as written is
+dead-lettered on its first delivery with a reason naming the field
+(``decode_error: embed.callbacks[0]: ...``),
 as are refused (``content_disallowed``), unregistered, oversized, unsigned, badly signed
 and replayed ones (:mod:`celeriac.security` opens a sealed message first): nothing of
 those is decoded, imported or run. A message past the redelivery limit is dead-lettered
 as ``worker_lost``; a future ETA from a Celery producer goes back to the broker's delayed
-store; expired and revoked tasks are recorded and dropped.
+store, as does a message over its task's ``rate_limit`` (:mod:`.ratelimit`); expired and
+revoked tasks are recorded and dropped.
 
 :meth:`JobRunner.run` (sync pools) and :meth:`JobRunner.run_async` (the asyncio pool)
 run a prepared job through the tracer and settle the message (:mod:`.settle`). Whatever
@@ -31,28 +33,25 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import clock, hooks, serialization, states
+from .. import clock, hooks, signals, states
 from ..app.context import Context
-from ..app.request import Request, parse_request
+from ..app.request import Request
 from ..app.task import Task
 from ..app.trace import Outcome, Tracer, body_of, run_coroutine
 from ..brokers import base
 from ..canvas.callbacks import fail_outside_tracer
 from ..exceptions import (
-    ContentDisallowed,
-    DecodeError,
-    MessageTooLarge,
-    SecurityError,
+    NotRegistered,
     TaskRevokedError,
     WorkerLostError,
 )
-from ..messages import Message, check_size
+from ..messages import Message
 from ..results.meta import store_result
-from ..security.seal import Replayed, Unsigned
-from ..security.setup import security_of
 from ..utils.log import bounded
 from .followups import FollowupRecorder
+from .intake import Intake, Refusal
 from .limits import limited
+from .ratelimit import RateLimiter
 from .revocation import Revocations
 from .settle import AckBatcher, ResultBatcher, settle
 from .taskevents import TaskEvents
@@ -134,16 +133,14 @@ class JobRunner:
         #: True when jobs run on the consumer thread: SUCCESS results are batched too
         self.batch_results = False
         self.revocations = Revocations(app)
-        self.accept = serialization.accepted_types(app.conf.accept_content)
-        #: signed messages required (accept_content=['auth']): others are dead-lettered
-        #: as ``unsigned``
-        self.signed = self.accept == {serialization.AUTH_NAMES[1]}
-        self.max_size = app.conf.task_message_max_size or None
-        #: security_seal: every message is opened (verified, replay-checked, decrypted)
-        self.security = security_of(app)
-        self.sealer = self.security.sealer if self.security is not None else None
+        self.rates = RateLimiter(self.broker,
+                                 disabled=bool(app.conf.get("worker_disable_rate_limits")))
+        self.intake = Intake(app, hostname)
+        self.security = self.intake.security
         self.max_redeliveries = int(app.conf.worker_max_redeliveries)
         self.processed = 0
+        #: the ``sender`` of the consumer-side signals (Celery sends its Consumer)
+        self.consumer: Any = self
         self.processed_names: collections.Counter[str] = collections.Counter()
         #: task events (``-E``); the consumer sets them up
         self.events: TaskEvents | None = None
@@ -152,31 +149,18 @@ class JobRunner:
 
     # -- before running --------------------------------------------------------------
     def prepare(self, delivery: base.Delivery, revoked: set[str]) -> Job | None:
-        message, nonce = delivery.message, None
         try:  # nothing of the body is decoded before its size and signature are checked
-            check_size(message, self.max_size)
-            if self.sealer is not None:
-                opened = self.sealer.open(message, self.security.guard(),  # type: ignore[union-attr]
-                                          delivery.redelivered)
-                message, nonce = opened.message, opened.nonce
-            request = parse_request(message, self.accept, delivery=delivery,
-                                    hostname=self.hostname, max_size=self.max_size)
-        except MessageTooLarge as exc:
-            return self._dead(delivery, base.OVERSIZED, str(exc))
-        except SecurityError as exc:
-            reason = (base.UNSIGNED if isinstance(exc, Unsigned) else base.REPLAYED
-                      if isinstance(exc, Replayed) else base.BAD_SIGNATURE)
-            return self._dead(delivery, reason, str(exc))
-        except ContentDisallowed as exc:
-            if self.signed and message.content_type not in self.accept:
-                return self._dead(delivery, base.UNSIGNED, f"content type "
-                                  f"{message.content_type!r}: only signed messages are "
-                                  f"accepted ({exc})")
-            return self._dead(delivery, base.CONTENT_DISALLOWED, str(exc), nonce)
-        except DecodeError as exc:
-            return self._dead(delivery, base.DECODE_ERROR, str(exc), nonce)
+            message, nonce, request = self.intake.open(delivery)
+        except Refusal as refusal:
+            if refusal.rejected is not None:
+                signals.task_rejected.send(sender=self.consumer, message=refusal.message,
+                                           exc=refusal.rejected)
+            return self._dead(delivery, refusal.reason, refusal.detail, refusal.nonce)
         task = self.app.tasks.get(request.task)
         if task is None:
+            signals.task_unknown.send(sender=self.consumer, message=delivery.message,
+                                      exc=NotRegistered(request.task), name=request.task,
+                                      id=request.id)
             return self._dead(delivery, base.UNREGISTERED, f"Received unregistered task "
                               f"of type {request.task!r}", nonce)
         if delivery.lost_count and (0 < self.max_redeliveries <= delivery.lost_count
@@ -191,6 +175,8 @@ class JobRunner:
             return None
         if request.expires_at is not None and request.expires_at <= now:
             logger.info("Discarding expired task %s[%s]", request.task, request.id)
+            signals.task_revoked.send(sender=task, request=request, terminated=False,
+                                      signum=None, expired=True)
             if self.events is not None:
                 self.events.revoked(request.id, expired=True)
             return self._drop(delivery, request, TaskRevokedError("expired"))
@@ -201,7 +187,11 @@ class JobRunner:
         if refused:
             logger.info("Discarding task %s[%s]: %s", request.task, request.id, refused)
             return self._drop(delivery, request, None)
+        if not self.rates.admit(delivery, task):  # back in the broker until its turn
+            self.keeper.drop(delivery)
+            return None
         logger.info("Task %s[%s] received", request.task, request.id)
+        signals.task_received.send(sender=self.consumer, request=request)
         job = Job(delivery, request, task)
         if self.events is not None:
             self.events.received(job)
@@ -209,6 +199,8 @@ class JobRunner:
 
     def discard_revoked(self, delivery: base.Delivery, request: Request) -> None:
         logger.info("Discarding revoked task %s[%s]", request.task, request.id)
+        signals.task_revoked.send(sender=self.app.tasks.get(request.task), request=request,
+                                  terminated=False, signum=None, expired=False)
         if self.events is not None:
             self.events.revoked(request.id)
         self._drop(delivery, request, None)
@@ -376,6 +368,8 @@ class JobRunner:
         with self._lock:
             self.active.pop(job.id, None)
         logger.warning("Task %s[%s] terminated (revoked)", job.name, job.id)
+        signals.task_revoked.send(sender=job.task, request=job.request, terminated=True,
+                                  signum=job.terminated, expired=False)
         if self.events is not None:
             self.events.revoked(job.id, terminated=True, signum=job.terminated)
         try:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config, signals
 from ..beat.embedded import start_embedded
-from ..exceptions import OperationalError
+from ..brokers.base import redact
+from ..exceptions import ImproperlyConfigured, OperationalError
 from ..security import check_settings
 from ..version import __version__
 from .consumer import Consumer, default_hostname
@@ -28,6 +29,7 @@ from .job import Job, Monitor
 from .leases import Renewal
 from .nodes import InProcessNode
 from .pools import make_pool
+from .ratelimit import check_rate_limits
 from .remote import RemoteControl
 from .renewer import ProcessRenewal
 from .supervisor import Supervisor
@@ -40,14 +42,15 @@ logger = logging.getLogger("celeriac.worker")
 
 
 def setup_logging(app: Celery, loglevel: str | int, logfile: str | None = None) -> None:
-    """The worker's logging; left to the receivers of ``setup_logging`` when there are
-    any (Celery's rule: e.g. an ini file's ``[loggers]``, see docs/pyramid.md)."""
+    """Celery's order: ``setup_logging`` receivers, if any, configure logging themselves
+    (celeriac then touches nothing); else the root logger gets one handler and
+    ``after_setup_logger``/``after_setup_task_logger`` are sent."""
     level = loglevel if isinstance(loglevel, int) else logging.getLevelName(str(loglevel).upper())
     if not isinstance(level, int):
         level = logging.INFO
-    if signals.setup_logging.receivers:
-        signals.setup_logging.send(sender=None, loglevel=level, logfile=logfile,
-                                   format=app.conf.worker_log_format, colorize=False)
+    fmt = app.conf.worker_log_format
+    if signals.setup_logging.send(sender=None, loglevel=level, logfile=logfile, format=fmt,
+                                  colorize=False):
         return
     handler: logging.Handler = (logging.FileHandler(logfile) if logfile
                                 else logging.StreamHandler(sys.stderr))
@@ -58,7 +61,11 @@ def setup_logging(app: Celery, loglevel: str | int, logfile: str | None = None) 
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    signals.after_setup_logger.send(sender=None, logger=root, loglevel=level, logfile=logfile)
+    signals.after_setup_logger.send(sender=None, logger=root, loglevel=level, logfile=logfile,
+                                    format=fmt, colorize=False)
+    signals.after_setup_task_logger.send(sender=None, logger=logging.getLogger("celery.task"),
+                                         loglevel=level, logfile=logfile, format=fmt,
+                                         colorize=False)
 
 
 def expand_hostname(name: str | None) -> str:
@@ -98,7 +105,7 @@ class Worker:
                  queues: list[str] | None = None, concurrency: int | None = None,
                  pool: str | None = None, loglevel: str = "WARNING", logfile: str | None = None,
                  beat: bool = False, prefetch_multiplier: int | None = None,
-                 setup_logs: bool = True, **options: Any) -> None:
+                 setup_logs: bool = True, quiet: bool = False, **options: Any) -> None:
         self.app = app
         self.hostname = expand_hostname(hostname)
         self.queues = queues or [app.conf.task_default_queue]
@@ -110,6 +117,7 @@ class Worker:
                       else prefetch_multiplier)
         self.prefetch = max(0, int(multiplier) - 1) * self.concurrency
         self.setup_logs = setup_logs
+        self.quiet = quiet
         self.options = options
         self.consumer: Consumer | None = None
         self.supervisor: Supervisor | None = None
@@ -119,13 +127,20 @@ class Worker:
 
     def start(self) -> int:
         app = self.app
+        signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf,
+                                  options=dict(self.options))
         config.validate(app.conf)
         check_settings(app)  # security_*: keys loaded or start-up fails naming the setting
         if self.setup_logs:
             setup_logging(app, self.loglevel, self.logfile)
         app.finalize()
+        check_rate_limits(app)
+        # before worker_init, whose receivers (the Django fix-up) close the connections
+        # the check opened, so none is inherited by prefork children
+        self.check_result_backend()
         signals.worker_init.send(sender=self)
         self.check_broker()
+        signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=app.conf)
         self._start_metrics()
         if self.pool_name == "prefork" and self._in_process_broker():
             logger.warning("The memory broker lives in one process: using the threads pool "
@@ -180,6 +195,20 @@ class Worker:
             raise OperationalError(f"cannot reach the broker at {self.app.broker.url}: "
                                    f"{exc}") from exc
 
+    def check_result_backend(self) -> None:
+        """Fail at start-up, naming ``result_backend``, when its store cannot be created or
+        read (an unsupported URL, a missing driver, an unconfigured Django, no server)."""
+        url = self.app.backend_url
+        try:
+            store = self.app.backend
+            if store is not None:
+                store.get("celeriac-start-up-check")
+        except ImproperlyConfigured:
+            raise
+        except Exception as exc:
+            raise ImproperlyConfigured(f"result_backend {redact(url or '')}: cannot be used: "
+                                       f"{type(exc).__name__}: {exc}") from exc
+
     def banner(self) -> str:
         app = self.app
         tasks = "\n".join(f"  . {name}" for name in sorted(app.tasks)
@@ -189,6 +218,17 @@ class Worker:
                 f"- results: {app.backend_url or 'disabled'}\n"
                 f"- pool: {self.pool_name} (concurrency {self.concurrency})\n"
                 f"- queues: {', '.join(self.queues)}\n[tasks]\n{tasks}")
+
+    def announce_banner(self) -> None:
+        """The banner on stdout whatever the log level, as Celery prints it (not with -q)."""
+        if not self.quiet:
+            print(self.banner(), flush=True)
+
+    def announce_ready(self) -> None:
+        """``<hostname> ready.``: logged at INFO; printed when INFO is not shown (not -q)."""
+        logger.info("%s ready.", self.hostname)
+        if not self.quiet and not logger.isEnabledFor(logging.INFO):
+            print(f"{self.hostname} ready.", flush=True)
 
     def _renewal(self) -> Renewal | None:
         """Leases renewed by a separate process (a task holding the GIL cannot stop it),
@@ -212,7 +252,7 @@ class Worker:
                             concurrency=pool.concurrency, queues=self.queues,
                             liveness_file=self.options.get("liveness_file"))
         self._install_signals()
-        logger.info("%s", self.banner())
+        self.announce_banner()
         thread = threading.Thread(target=self.consumer.run, name="celeriac-consumer")
         thread.start()
         remote = RemoteControl(self.app, InProcessNode(self, self.consumer),
@@ -220,7 +260,7 @@ class Worker:
         remote.start()
         self._start_beat()
         signals.worker_ready.send(sender=self)
-        logger.info("%s ready.", self.hostname)
+        self.announce_ready()
         while thread.is_alive() and not self._stop.is_set():
             health.progress(time.time() if pool.running() else progress.last)
             health.record["time_to_start"] = progress.targets.summary()

@@ -115,11 +115,11 @@ class Supervisor:
     # -- life cycle ---------------------------------------------------------------------
     def run(self) -> int:
         self._install_signals()
-        logger.info("%s", self.worker.banner())
+        self.worker.announce_banner()
         self._fill()
         self.remote.start()
         signals.worker_ready.send(sender=self.worker)
-        logger.info("%s ready.", self.worker.hostname)
+        self.worker.announce_ready()
         while self.children or self.state == "running":
             self._tick()
         self.remote.stop()
@@ -168,6 +168,7 @@ class Supervisor:
 
     def _start_child(self) -> None:
         spec = self._spec()
+        signals.worker_before_create_process.send(sender=self)
         slot = self.mp.RawValue(Slot)
         slot.task_events = int(bool(self.app.conf.worker_send_task_events))
         reader, writer = self.mp.Pipe(duplex=False)

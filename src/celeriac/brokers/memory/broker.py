@@ -47,6 +47,7 @@ from ..base import (
     Publish,
     QueueStats,
 )
+from ..buckets import bucket_take
 from .broadcast import MemoryBroadcast
 
 READY, DELAYED, LEASED = "ready", "delayed", "leased"
@@ -92,6 +93,7 @@ class MemoryBroker(Broker):
         self._leases: list[tuple[float, int, int]] = []
         self._dead: dict[str, DeadLetter] = {}
         self._queues: dict[str, None] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}
         self._broadcast: MemoryBroadcast | None = None
         clock.on_change(self._clock_moved)
 
@@ -378,3 +380,11 @@ class MemoryBroker(Broker):
             for key in doomed:
                 del self._dead[key]
             return len(doomed)
+
+    def take_token(self, key: str, rate: float, capacity: float = 1.0) -> float:
+        with self._lock:
+            now = self.now()
+            tokens, updated = self._buckets.get(key, (float(capacity), now))
+            left, wait = bucket_take(tokens, updated, now, rate, capacity)
+            self._buckets[key] = (left, now)
+            return wait

@@ -63,6 +63,7 @@ from ..base import (
     Publish,
     QueueStats,
 )
+from ..buckets import bucket_take
 from . import sql
 from .broadcast import PostgresBroadcast
 from .db import Database, Handle, parse_url
@@ -380,6 +381,12 @@ class PostgresBroker(Broker):
     def purge_dead_letters(self, queue: str | None = None) -> int:
         [(count,)] = self._run("purge_dead_letters", {"queue": queue})
         return int(count)
+
+    def take_token(self, key: str, rate: float, capacity: float = 1.0) -> float:
+        bucket_take(1.0, 0.0, 0.0, rate, capacity)  # the same argument checks as elsewhere
+        [(wait,)] = self._run("take_token", {"key": key, "rate": float(rate),
+                                             "capacity": float(capacity)})
+        return float(wait)
 
     def close(self) -> None:
         with self._lock:

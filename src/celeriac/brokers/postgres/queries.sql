@@ -26,6 +26,8 @@
 --   dead_letters       list dead letters (all, or one queue), oldest first
 --   retry_dead_letter  move a dead letter back to its queue with counters reset; NOTIFY
 --   purge_dead_letters delete dead letters (all, or one queue)
+--   take_token         one token from a rate-limit bucket (the take_token function of
+--                      migration 0003: refill, take, wait; the database clock decides)
 -- Result store
 --   result_get / result_get_many / result_set / result_delete
 --                      Celery's meta JSON by key; a set NOTIFYs the key's channel
@@ -196,6 +198,9 @@ WITH expired AS (
     SELECT pg_notify({schema}.channel('q', queue), '') FROM (SELECT DISTINCT queue FROM expired) AS e
 )
 SELECT (SELECT count(*) FROM expired)::integer, (SELECT count(*) FROM notified)::integer;
+
+-- name: take_token
+SELECT {schema}.take_token(%(key)s, %(rate)s, %(capacity)s);
 
 -- name: purge
 DELETE FROM {schema}.messages

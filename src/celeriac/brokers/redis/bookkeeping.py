@@ -14,7 +14,7 @@ import redis
 
 from ...messages import Message
 from ..base import DeadLetter
-from .scripts import parse_envelope
+from .replies import parse_envelope
 
 SEP = "\x06\x16"
 

@@ -19,11 +19,12 @@ Key layout (every key is preceded by ``global_keyprefix``, as kombu does;
     names of the queues published to.
 ``_celeriac.delayed.<queue>`` (zset)
     messages not yet due: member = 32-hex uid + 2-digit step + envelope,
-    score = due time (epoch seconds).
-    With the transport option ``delay_in_broker=False`` (fleets that still
-    include Celery workers, which never read this set) a countdown/eta
-    message is LPUSHed to its ready list at once with its ``eta`` header, as
-    Celery does; a celeriac worker that receives it early parks it here.
+    score = due time (epoch seconds). By default (``delay_in_broker=False``,
+    safe for fleets that include Celery workers, which never read this set) a
+    countdown/eta message is LPUSHed to its ready list at once with its ``eta``
+    header, as Celery does, and ``_celeriac.eta.<queue>`` (zset: sha1 of the
+    envelope -> due time) lets ``RECEIVE`` park it here atomically instead of
+    leasing it early. ``delay_in_broker=True`` ZADDs it here directly.
 ``_celeriac.lease.<token>`` (hash)
     one leased message: ``m`` envelope, ``q`` queue, ``s`` step, ``o``
     owner, ``dc`` delivery count, ``lc`` lost count, ``fd`` first delivery.
@@ -42,23 +43,21 @@ Key layout (every key is preceded by ``global_keyprefix``, as kombu does;
     that leak (only mixed fleets have it; an expired entry only resets counts).
 ``_celeriac.wake.<queue>`` (list)
     at most 16 wake-up tokens pushed by celeriac publishers.
+``_celeriac.rate.<key>`` (hash)
+    a rate-limit token bucket (``t`` tokens, ``u`` server time), see :mod:`.tokens`.
 ``_celeriac.dead`` (zset), ``_celeriac.deadq.<queue>`` (zset), ``_celeriac.dead.<id>`` (hash)
     dead letters by time, all and per queue; the hash holds ``m q s r dc lc
     fd at`` (``r`` = reason).
 
-Celery's ``unacked``, ``unacked_index`` and ``unacked_mutex`` are not used:
-there is no visibility timeout (the ``visibility_timeout`` transport option
-is accepted and ignored; leases renewed by heartbeats replace it).
+Celery's ``unacked``, ``unacked_index`` and ``unacked_mutex`` are not used: leases
+renewed by heartbeats replace the visibility timeout (that option is ignored).
 
-Lua scripts (source and arguments in :mod:`celeriac.brokers.redis_scripts`):
-``RECEIVE`` (reclaim lapsed leases, promote due delays, lease a batch),
-``ACK``, ``RENEW``, ``RELEASE``, ``DEAD_LETTER`` (all fenced by the token),
-``EXPIRE_OWNER``, ``RETRY_DEAD``, ``PURGE_DEAD``, ``PURGE`` and ``STATS``.
+Lua scripts: :mod:`.scripts` (every state change but a plain publish, fenced by
+the lease token) and :mod:`.tokens` (``TAKE_TOKEN``, ``_celeriac.rate.<key>``).
 Publishing is a plain pipeline (LPUSH / ZADD, bindings, wake token), or for
 one ready message to a queue this instance already declared, the tiny
-``PUBLISH`` script (one round trip, one reply). The
-scripts build key names from the prefix, so on Redis Cluster the prefix must
-be a hash tag such as ``{celeriac}`` (one slot).
+``PUBLISH`` script (one round trip, one reply). The scripts build key names from
+the prefix, so on Redis Cluster the prefix must be a hash tag (``{celeriac}``).
 
 Crash analysis: a message leaves a ready list only inside the ``RECEIVE``
 script, which records the lease in the same atomic step; a consumer killed
@@ -72,31 +71,21 @@ replays every script, so accepted messages survive a Redis crash too.
 Waiting: when nothing is ready, ``receive`` BLPOPs the queues' wake lists
 (celeriac publishers push a token with every publish) with the next
 ``RECEIVE`` pipelined behind it on the same connection, so Redis leases a new
-message the moment the BLPOP returns, in the same round trip. The wait is
-bounded by the next delayed due time or lease expiry, by 5 s, and by
-``polling_interval`` (default 0.1 s): a real Celery producer
-only LPUSHes the ready list, so that is the latency of its messages. A
-``receive`` that drains the queues clears their stale tokens in the same
-script. Blocking on the ready lists themselves was rejected: BRPOP/BLMPOP
-pop before the lease is recorded (the hole this broker closes), and the
-safe ``BLMOVE q q RIGHT RIGHT`` (a rotation that only waits) watches a
-single list, not the four priority lists of several queues. Set
-``polling_interval=None`` in a celeriac-only deployment to stop polling.
+message the moment the BLPOP returns, in the same round trip. The wait is bounded
+by the next delayed due time or lease expiry, by 5 s, and by ``polling_interval``
+(default 0.1 s, the latency of a Celery producer's messages; ``None`` stops polling).
 
 Failures: ``receive`` swallows connection errors, backs off (up to 1 s) and
-retries until its timeout, then returns ``[]``, so consumers resume within
-about a second of Redis coming back; other calls retry by ``retry_policy``
-(Celery's ``task_publish_retry_policy`` defaults) through
-:func:`celeriac.retry.call` and then raise
-:class:`~celeriac.exceptions.OperationalError` naming the URL. Inside a
-producer's publish (which owns the retry policy and the deadline) a publish
-here is one attempt. A publish retried after a lost reply may store the
-message twice (at-least-once, never lost). Scripts are reloaded after
-``NOSCRIPT`` (a restarted server).
+retries until its timeout, then returns ``[]``; other calls retry by
+``retry_policy`` through :func:`celeriac.retry.call`, then raise
+:class:`~celeriac.exceptions.OperationalError` naming the URL (one attempt inside
+a producer's publish, which owns the policy and the deadline). Scripts are
+reloaded after ``NOSCRIPT``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -118,10 +107,13 @@ from ..base import (
     Publish,
     QueueStats,
 )
+from ..buckets import bucket_take
 from . import scripts as redis_scripts
 from .bookkeeping import SEP, queue_names, read_dead_letters, read_delayed, store_dead_letter
 from .broadcast import RedisBroadcast
 from .client import RETRYABLE_ERRORS, Connection, connection, retrying, run_script
+from .replies import parse_receive
+from .tokens import SCRIPTS as TOKEN_SCRIPTS
 
 #: how ``receive`` waits between attempts while Redis is unreachable (back within ~1 s)
 RECEIVE_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_step=0.2,
@@ -129,12 +121,12 @@ RECEIVE_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_st
 DEFAULT_STEPS = (0, 3, 6, 9)
 _CHUNK = 1000
 _T = TypeVar("_T")
+_SCRIPTS = {**redis_scripts.ALL, **TOKEN_SCRIPTS}
+ETA = "\x00eta\x00"  # marks the staged _celeriac.eta.<queue> entries (never a queue name)
 
 
 class RedisBroker(Broker):
     """Celery-compatible Redis broker with leases, delays and dead letters."""
-
-
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -151,7 +143,7 @@ class RedisBroker(Broker):
         interval = self.options.get("polling_interval", 0.1)
         self.polling_interval = None if interval is None else float(interval)
         self.retry_policy = RetryPolicy.from_celery(self.options.get("retry_policy"))
-        self.delay_in_broker = bool(self.options.get("delay_in_broker", True))
+        self.delay_in_broker = bool(self.options.get("delay_in_broker", False))
         self._nonce = uuid.uuid4().hex[:8] + ":"
         self._declared: set[str] = set()
         #: (pid, client, scripts, direct connection), replaced as a whole so threads
@@ -165,7 +157,7 @@ class RedisBroker(Broker):
         return self._connection()[1]
 
     def _connection(self) -> Connection:
-        conn = self._conn = connection(self.url, self.options, redis_scripts.ALL, self._conn)
+        conn = self._conn = connection(self.url, self.options, _SCRIPTS, self._conn)
         return conn
 
     def _script(self, name: str, *args: Any) -> Any:
@@ -188,8 +180,7 @@ class RedisBroker(Broker):
     # -- producing ----------------------------------------------------------------
     def publish(self, message: Message, queue: str, *, not_before: float | None = None,
                 priority: int | None = None) -> None:
-        if queue not in self._declared or (
-                not_before is not None and self.delay_in_broker and not_before > self.now()):
+        if queue not in self._declared or (not_before is not None and not_before > self.now()):
             self.publish_many([Publish(message, queue, not_before, priority)])
             return
         # fast path (a declared queue, ready now): one script call, one reply
@@ -216,12 +207,16 @@ class RedisBroker(Broker):
             prio = self.message_priority(item.message, item.priority)
             text = json.dumps(self._envelope(item.message, item.queue, prio))
             step = self._step(prio)
-            if (item.not_before is not None and item.not_before > now
-                    and self.delay_in_broker):
+            due = float(item.not_before or 0.0)
+            future = due > now
+            if future and self.delay_in_broker:
                 member = f"{uuid.uuid4().hex}{step:02d}{text}"
-                delayed.setdefault(item.queue, {})[member] = float(item.not_before)
+                delayed.setdefault(item.queue, {})[member] = due
             else:
                 ready.setdefault(self._list_key(item.queue, step), []).append(text)
+            if future and not self.delay_in_broker:  # ready for Celery workers; RECEIVE
+                eta = delayed.setdefault(ETA + item.queue, {})  # parks it for celeriac's
+                eta[hashlib.sha1(text.encode()).hexdigest()] = due
             counts[item.queue] = counts.get(item.queue, 0) + 1
         return ready, delayed, counts, set(counts) - self._declared
 
@@ -247,7 +242,9 @@ class RedisBroker(Broker):
                 commands.append(("LPUSH", key, *texts[i:i + _CHUNK]))
         for queue, members in delayed.items():
             scored = [x for member, due in members.items() for x in (repr(due), member)]
-            commands.append(("ZADD", self._key(f"_celeriac.delayed.{queue}"), *scored))
+            key = (f"_celeriac.eta.{queue[len(ETA):]}" if queue.startswith(ETA)
+                   else f"_celeriac.delayed.{queue}")
+            commands.append(("ZADD", self._key(key), *scored))
         for queue, count in counts.items():
             wake = self._key(f"_celeriac.wake.{queue}")
             commands += [("LPUSH", wake, *["1"] * min(count, redis_scripts.WAKE_CAP)),
@@ -316,7 +313,7 @@ class RedisBroker(Broker):
 
     def _deliveries(self, reply: list[Any], queues: list[str],
                     owner: str) -> tuple[list[Delivery], float | None]:
-        return redis_scripts.parse_receive(reply, queues, owner, self.lease_seconds)
+        return parse_receive(reply, queues, owner, self.lease_seconds)
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         tokens = [d.token for d in deliveries]
@@ -383,6 +380,10 @@ class RedisBroker(Broker):
         return int(self._retrying("purge_dead_letters",
                                   lambda: self._script("purge_dead", queue or "")))
 
+    def take_token(self, key: str, rate: float, capacity: float = 1.0) -> float:
+        bucket_take(1.0, 0.0, 0.0, rate, capacity)  # the same argument checks as elsewhere
+        return float(self._retrying("take_token", lambda: self._script(
+            "take_token", key, repr(float(rate)), repr(float(capacity)))))
     def delayed(self, queue: str, limit: int = 1000) -> list[tuple[float, Message]]:
         return self._retrying("delayed", lambda: read_delayed(
             self.client, self.prefix, queue, limit))

@@ -1,6 +1,6 @@
 """The Lua scripts of the Redis broker (key layout: see :mod:`celeriac.brokers.redis.broker`).
 
-Also owns the parsing of ``RECEIVE``'s reply (:func:`parse_receive`).
+``RECEIVE``'s reply is parsed by :mod:`.replies`.
 
 Every state change of a message that is not a plain publish is one of these
 scripts, so each is atomic on the server. All scripts take the global key
@@ -14,8 +14,11 @@ Scripts and their arguments (after the prefix):
     return lapsed leases of the queues to their ready lists (lost + 1), move
     due delayed messages to theirs, then ``RPOP`` up to ``limit`` messages in
     priority-major order and lease each one (lease hash, expiry zset, owner
-    set). If fewer than ``limit`` were found, the queues' wake lists are
-    cleared (their tokens are stale). Returns ``[now, hint, batch]``:
+    set); a message whose envelope's sha1 is in ``_celeriac.eta.<queue>`` with
+    a future time (a countdown published ready, for Celery workers) is moved
+    to the delayed set instead, in the same atomic step. If fewer than
+    ``limit`` were found, the queues' wake lists are cleared (stale tokens).
+    Returns ``[now, hint, batch]``:
     ``batch`` is one string of records ``"queue_index token delivery_count
     lost_count size\n" + envelope`` (one bulk reply parses much faster than
     two per message); ``hint`` (when nothing was leased) is the seconds until
@@ -40,24 +43,6 @@ Scripts and their arguments (after the prefix):
 
 from __future__ import annotations
 
-from typing import Any
-
-from ...exceptions import DecodeError
-from ...messages import Message
-from ..base import Delivery
-
-
-def _optional_orjson() -> Any:
-    """orjson when installed (``celeriac[fast]``); the stdlib parser is the fallback."""
-    try:
-        import orjson
-    except ImportError:  # pragma: no cover - depends on the environment
-        return None
-    return orjson
-
-
-_orjson = _optional_orjson()
-
 #: Most wake-up tokens kept per queue (consumers pop one per wake-up).
 WAKE_CAP = 16
 
@@ -79,6 +64,7 @@ local function owner_key(o) return P .. '_celeriac.owner.' .. o end
 local function delayed_key(q) return P .. '_celeriac.delayed.' .. q end
 local function dead_key(id) return P .. '_celeriac.dead.' .. id end
 local function deadq_key(q) return P .. '_celeriac.deadq.' .. q end
+local function eta_key(q) return P .. '_celeriac.eta.' .. q end
 local function wake(q)
   local k = P .. '_celeriac.wake.' .. q
   redis.call('LPUSH', k, '1')
@@ -140,10 +126,12 @@ for _, q in ipairs(queues) do
   local lapsed = redis.call('ZRANGE', leases_key(q), '-inf', now, 'BYSCORE', 'LIMIT', 0, 1000)
   for _, tok in ipairs(lapsed) do give_back(tok, 1, nil, nil, false) end
   promote(q, now)
+  -- a day past due, an entry's message was taken by a Celery worker: forget it
+  redis.call('ZREMRANGEBYSCORE', eta_key(q), '-inf', now - 86400)
 end
 local out = {tostring(now), '', ''}
 local parts = {}
-local got = 0
+local got, parked = 0, 0
 local has_returned = redis.call('EXISTS', RETURNED) == 1
 local expires = now + lease
 local okey = owner_key(owner)
@@ -151,6 +139,24 @@ for _, step in ipairs(steps) do
   for qi, q in ipairs(queues) do
     if got >= limit then break end
     local msgs = redis.call('RPOP', list_key(q, step), limit - got)
+    if msgs and redis.call('EXISTS', eta_key(q)) == 1 then
+      -- a countdown/eta message published ready (for Celery workers): park it if not due
+      local kept = {}
+      for _, m in ipairs(msgs) do
+        local h = redis.sha1hex(m)
+        local due = redis.call('ZSCORE', eta_key(q), h)
+        if due then redis.call('ZREM', eta_key(q), h) end
+        if due and tonumber(due) > now then
+          redis.call('ZADD', delayed_key(q), due,
+                     string.sub(h, 1, 32) .. string.format('%02d', tonumber(step)) .. m)
+          parked = parked + 1
+        else
+          kept[#kept + 1] = m
+        end
+      end
+      msgs = kept
+      if #msgs == 0 then msgs = false end
+    end
     if msgs then
       local base = redis.call('INCRBY', P .. '_celeriac.seq', #msgs) - #msgs
       local scored, toks = {}, {}
@@ -179,7 +185,7 @@ for _, step in ipairs(steps) do
   end
 end
 out[3] = table.concat(parts)
-if got < limit then
+if got + parked < limit then
   -- every ready list of these queues is empty now: wake tokens left are stale
   for _, q in ipairs(queues) do redis.call('DEL', P .. '_celeriac.wake.' .. q) end
 end
@@ -332,7 +338,7 @@ if has_returned then
   end
 end
 n = n + redis.call('ZCARD', dz)
-redis.call('DEL', dz)
+redis.call('DEL', dz, eta_key(q))
 return n
 """
 
@@ -342,7 +348,9 @@ local now = now_s()
 local ready = 0
 for i = 3, #ARGV do ready = ready + redis.call('LLEN', list_key(q, ARGV[i])) end
 local due = redis.call('ZCOUNT', delayed_key(q), '-inf', now)
-local delayed = redis.call('ZCARD', delayed_key(q)) - due
+local early = redis.call('ZCOUNT', eta_key(q), '(' .. now, '+inf')  -- ready, not yet due
+local delayed = redis.call('ZCARD', delayed_key(q)) - due + early
+ready = math.max(0, ready - early)
 local lapsed = redis.call('ZCOUNT', leases_key(q), '-inf', now)
 local leased = redis.call('ZCARD', leases_key(q)) - lapsed
 return {ready + due + lapsed, delayed, leased, redis.call('ZCARD', deadq_key(q))}
@@ -353,45 +361,3 @@ ALL = {
     "dead_letter": DEAD_LETTER, "expire_owner": EXPIRE_OWNER, "retry_dead": RETRY_DEAD,
     "purge_dead": PURGE_DEAD, "purge": PURGE, "stats": STATS,
 }
-
-
-def parse_envelope(raw: bytes | str) -> Message:
-    """The message in ``raw``; garbage becomes a header-less message the worker dead-letters."""
-    try:
-        if _orjson is not None:
-            try:
-                return Message.from_envelope(_orjson.loads(raw))
-            except _orjson.JSONDecodeError:
-                pass  # not strict JSON for orjson (e.g. NaN): let the stdlib decide
-        return Message.loads(raw)
-    except DecodeError:
-        body = raw if isinstance(raw, bytes) else raw.encode("utf-8")
-        return Message(headers={}, properties={}, body=body)
-
-
-def parse_receive(reply: list[Any], queues: list[str], owner: str,
-                  lease_seconds: float) -> tuple[list[Delivery], float | None]:
-    """``RECEIVE``'s reply as deliveries, plus the wait hint (seconds) or None."""
-    now = float(reply[0])
-    hint = float(reply[1]) if reply[1] else None
-    expires = now + lease_seconds
-    out: list[Delivery] = []
-    batch: bytes = reply[2]
-    pos = 0
-    while pos < len(batch):
-        eol = batch.index(b"\n", pos)
-        index, token_b, dc_text, lc_text, size = batch[pos:eol].split(b" ")
-        pos = eol + 1 + int(size)
-        message, dc = parse_envelope(batch[eol + 1:pos]), int(dc_text)
-        token = token_b.decode()
-        info = message.properties.get("delivery_info")
-        if dc > 1 and (info is None or isinstance(info, dict)):
-            message = message.with_properties(delivery_info={**(info or {}),
-                                                             "redelivered": True})
-        out.append(Delivery(
-            message=message, queue=queues[int(index) - 1],
-            tag=message.delivery_tag or token, token=token, owner=owner,
-            redelivered=dc > 1, delivery_count=dc, lost_count=int(lc_text),
-            lease_expires=expires,
-        ))
-    return out, hint

@@ -41,6 +41,7 @@ from ..base import (
     Publish,
     QueueStats,
 )
+from ..buckets import bucket_take
 from .broadcast import SQLiteBroadcast
 from .db import (
     Connections,
@@ -68,7 +69,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     lost_count INTEGER NOT NULL, first_delivered_at REAL, published_at REAL,
     dead_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS dead_letters_queue ON dead_letters(queue, id);
-CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY)  -- every queue that held messages
+CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY);  -- every queue that held messages
+CREATE TABLE IF NOT EXISTS rate_buckets (  -- take_token: one token bucket per key
+    key TEXT PRIMARY KEY, tokens REAL NOT NULL, updated REAL NOT NULL)
 """
 
 _READY = "not_before IS NULL AND (lease_expires IS NULL OR lease_expires < ?)"
@@ -352,6 +355,18 @@ class SQLiteBroker(Broker):
             if queue is None:
                 return conn.execute("DELETE FROM dead_letters").rowcount
             return conn.execute("DELETE FROM dead_letters WHERE queue = ?", (queue,)).rowcount
+
+    def take_token(self, key: str, rate: float, capacity: float = 1.0) -> float:
+        with self._db.tx(durable=False) as conn:  # BEGIN IMMEDIATE: one writer at a time
+            now = self.now()
+            row = conn.execute("SELECT tokens, updated FROM rate_buckets WHERE key = ?",
+                               (key,)).fetchone()
+            tokens, updated = row if row is not None else (float(capacity), now)
+            left, wait = bucket_take(tokens, updated, now, rate, capacity)
+            conn.execute("INSERT INTO rate_buckets (key, tokens, updated) VALUES (?, ?, ?)"
+                         " ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens,"
+                         " updated = excluded.updated", (key, left, now))
+            return wait
 
     def close(self) -> None:
         self._db.close()

@@ -1,0 +1,195 @@
+"""Options celeriac used to accept and ignore (issue 9, point 7), each now working as in
+Celery or reported: ``task_compression`` with groups, ``AsyncResult.then``,
+``Task.send_event``, ``EncodeError``, ``get(on_interval=)``, task ``routing_key`` /
+``exchange`` / ``trail`` / ``pydantic``, ``-A package.module.app``, ``unix://``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from celeriac import Celery, Task, group
+from celeriac.brokers.redis.client import parse_target
+from celeriac.exceptions import EncodeError
+from celeriac.exceptions import TimeoutError as ResultTimeout
+from celeriac.messages import decode_body
+from celeriac.worker.consumer import Consumer
+from celeriac.worker.pools import SoloPool
+from needs import need
+
+
+@pytest.fixture
+def app() -> Celery:
+    return Celery("opts", broker="memory://", backend="memory://", set_as_current=False)
+
+
+def drain(app: Celery, queue: str = "celery", until: int = 1) -> None:
+    """Run what is queued with the worker's own consumer loop until ``until`` finished."""
+    consumer = Consumer(app, [queue], SoloPool(), poll_timeout=0.05)
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10.0
+        while consumer.runner.processed < until and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        consumer.stop()
+        thread.join(10)
+
+
+def test_a_group_publishes_with_task_compression(app: Celery) -> None:
+    app.conf.task_compression = "gzip"
+
+    @app.task(name="opts.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    group(add.s(1, 2), add.s(3, 4), add.s(5, 6)).apply_async()
+    got = app.broker.receive(["celery"], owner="t", limit=10)
+    assert [decode_body(d.message)[0] for d in got] == [[1, 2], [3, 4], [5, 6]]
+    assert {d.message.headers.get("compression") for d in got} == {"application/x-gzip"}
+
+
+def test_then_calls_back_when_the_result_is_seen_ready(app: Celery) -> None:
+    @app.task(name="opts.one")
+    def one() -> int:
+        return 1
+
+    result = one.delay()
+    called: list[Any] = []
+    result.then(called.append)
+    assert called == []
+    drain(app)
+    assert result.get(timeout=5) == 1
+    assert called == [result]
+    later: list[Any] = []
+    result.then(later.append)  # already ready: at once
+    assert later == [result]
+    errors: list[BaseException] = []
+    result.then(lambda r: 1 / 0, on_error=errors.append)
+    assert isinstance(errors[0], ZeroDivisionError)
+
+
+def test_send_event_without_events_warns_once(app: Celery) -> None:
+    @app.task(name="opts.ev", bind=True)
+    def ev(self: Task) -> None: ...
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ev.send_event("task-custom", progress=1)
+        ev.send_event("task-custom", progress=2)
+    assert ["sends no custom task events" in str(w.message) for w in caught] == [True]
+    sent: list[Any] = []
+    app.send_task_event = lambda type_, request, fields: sent.append((type_, fields))  # type: ignore[attr-defined]
+    ev.send_event("task-custom", progress=3)
+    assert sent == [("task-custom", {"progress": 3})]
+
+
+def test_an_unserializable_argument_raises_encode_error(app: Celery) -> None:
+    @app.task(name="opts.enc")
+    def enc(x: Any) -> None: ...
+
+    with pytest.raises(EncodeError, match=r"args.0. .builtins.object. cannot be sent"):
+        enc.delay(object())
+    for style in (TypeError, ValueError):
+        with pytest.raises(style):
+            enc.delay(object())
+
+
+def test_get_calls_on_interval_while_waiting(app: Celery) -> None:
+    ticks: list[int] = []
+    with pytest.raises(ResultTimeout):
+        app.AsyncResult("never").get(timeout=0.35, interval=0.1,
+                                     on_interval=lambda: ticks.append(1))
+    assert len(ticks) >= 2
+    ticks.clear()
+    with pytest.raises(ResultTimeout):
+        app.GroupResult("g", [app.AsyncResult("never-2")]).get(
+            timeout=0.35, interval=0.1, on_interval=lambda: ticks.append(1))
+    assert len(ticks) >= 2
+
+
+def test_task_routing_key_routes_and_exchange_is_reported(app: Celery) -> None:
+    @app.task(name="opts.routed", routing_key="rk-queue")
+    def routed() -> None: ...
+
+    routed.delay()
+    assert app.broker.stats("rk-queue").ready == 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        routed.apply_async(exchange="media")
+        routed.apply_async(exchange="media")
+    assert len(caught) == 1 and "exchange='media'" in str(caught[0].message)
+
+
+def test_trail_records_the_children_a_task_sent(app: Celery) -> None:
+    @app.task(name="opts.child")
+    def child() -> None: ...
+
+    @app.task(name="opts.parent")
+    def parent() -> str:
+        return child.delay().id
+
+    @app.task(name="opts.untrailed", trail=False)
+    def untrailed() -> None:
+        child.delay()
+
+    result, quiet = parent.delay(), untrailed.delay()
+    drain(app, until=2)
+    child_id = result.get(timeout=5)
+    assert [c.id for c in app.AsyncResult(result.id).children] == [child_id]
+    assert app.AsyncResult(quiet.id).children == []
+
+
+def test_pydantic_true_validates_and_dumps_models(app: Celery) -> None:
+    pydantic = need("pydantic")
+
+    class In(pydantic.BaseModel):  # type: ignore[misc, name-defined]
+        x: int
+
+    class Out(pydantic.BaseModel):  # type: ignore[misc, name-defined]
+        doubled: int
+
+    seen: list[Any] = []
+
+    def double(arg: In) -> Out:
+        seen.append(type(arg))
+        return Out(doubled=arg.x * 2)
+
+    double.__annotations__ = {"arg": In, "return": Out}  # real classes, not strings
+
+    task = app.task(double, name="opts.double", pydantic=True)
+    result = task.delay(In(x=21))
+    [delivery] = app.broker.receive(["celery"], owner="t")
+    assert decode_body(delivery.message)[0] == [{"x": 21}]  # plain JSON on the wire
+    app.broker.release(delivery)
+    drain(app)
+    assert result.get(timeout=5) == {"doubled": 42} and seen == [In]
+
+
+def test_dash_a_accepts_a_dotted_path_ending_in_the_app(tmp_path: Path) -> None:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "sub" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "sub" / "tasks.py").write_text(textwrap.dedent('''
+        from celeriac import Celery
+        celery_app = Celery("dotted", broker="memory://")
+    '''))
+    done = subprocess.run([sys.executable, "-m", "celeriac", "-A", "pkg.sub.tasks.celery_app",
+                           "purge", "-f"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_documented_unix_socket_url_is_a_redis_url() -> None:
+    need("redis")
+    target = parse_target("unix:///run/redis.sock?db=2")
+    assert target.url == "unix:///run/redis.sock?db=2"
