@@ -14,13 +14,12 @@ integration adds ``outbox`` that way, so the CLI never imports it.
 from __future__ import annotations
 
 import importlib.metadata
-import os
 
 import click
 
 from ..app.base import Celery
 from .admin import deadletters, status
-from .base import CLIContext, ErrorHandlingGroup
+from .base import CLIContext, ErrorHandlingGroup, top_level_context
 from .beat import beat_command, schedule_group
 from .dashboard import dashboard
 from .db import db_group
@@ -41,10 +40,7 @@ from .worker import worker
 def cli(ctx: click.Context, app_name: str | None, broker: str | None,
         result_backend: str | None, workdir: str | None, quiet: bool) -> None:
     """celeriac: a Celery-compatible task queue."""
-    if workdir:
-        os.chdir(workdir)
-    if ctx.obj is None:
-        ctx.obj = CLIContext(app_name, broker, result_backend)
+    top_level_context(ctx)
 
 
 #: The entry-point group of commands other packages add (``name = "module:command"``).

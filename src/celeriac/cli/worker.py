@@ -31,6 +31,8 @@ from .base import CLIContext
 @click.option("--pidfile", help="Write the worker's pid here.")
 @click.option("--liveness-file", help="Touch this file whenever the worker makes progress.")
 @click.option("-E", "--task-events", is_flag=True, help="Send task events.")
+@click.option("--purge", "--discard", "purge", is_flag=True,
+              help="Delete the waiting messages of the worker's queues before starting.")
 @click.option("--without-heartbeat", is_flag=True, hidden=True)
 @click.option("--without-gossip", is_flag=True, hidden=True)
 @click.option("--without-mingle", is_flag=True, hidden=True)
@@ -45,6 +47,10 @@ def worker(obj: CLIContext, hostname: str | None, queues: str | None,
     excluded = set((exclude_queues or "").split(","))
     names = [q for q in names if q not in excluded]
     pidfile = options.pop("pidfile", None)
+    if options.pop("purge", False):
+        total = sum(app.broker.purge(q) for q in names)
+        click.echo(f"Purged {total} message{'s' if total != 1 else ''} from {len(names)} "
+                   f"known task queue{'s' if len(names) != 1 else ''}.")
     for key in ("max_tasks_per_child", "max_memory_per_child", "time_limit", "soft_time_limit"):
         if options.get(key) is not None:
             setting = f"worker_{key}" if "child" in key else f"task_{key}"
