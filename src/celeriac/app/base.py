@@ -25,6 +25,7 @@ from ..brokers.base import Broker
 from ..brokers.registry import broker_for_url, is_embedded, store_for_url
 from ..canvas.signature import maybe_signature, signature
 from ..config.settings import Settings
+from ..events import Events
 from ..results.async_result import AsyncResult
 from ..results.group import GroupResult
 from ..results.store import ResultStore
@@ -358,9 +359,8 @@ class Celery:
         kwargs.setdefault("app", self)
         return signature(*args, **kwargs)
 
-    @property
-    def control(self) -> Any:
-        return Control(self)
+    control = property(lambda self: Control(self), doc="``app.control``: remote control")
+    events = property(lambda self: Events(self), doc="``app.events``: monitoring events")
 
     def close(self) -> None:
         if self._broker is not None:

@@ -22,6 +22,7 @@ from .. import hooks, signals
 from ..brokers.base import Publish, redact
 from ..canvas.signature import Signature
 from ..config.settings import seconds
+from ..events.dispatcher import send_task_sent
 from ..exceptions import OperationalError
 from ..messages import Message, decode_body, task_message, to_timestamp
 from ..retry import RetryPolicy
@@ -236,3 +237,5 @@ def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = Non
 
     retry_call(attempt, rules, retry_on=PUBLISH_ERRORS, what=what,
                where=f"broker {redact(broker.url)}", on_retry=warn)
+    if app.conf.task_send_sent_event:
+        send_task_sent(app, items)

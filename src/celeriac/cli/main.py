@@ -5,7 +5,8 @@ Global options mirror Celery's (``-A/--app``, ``-b/--broker``,
 module: :mod:`.tasks` (call, result, purge), :mod:`.worker`, :mod:`.beat`
 (beat, schedule), :mod:`.admin` (deadletters, status), :mod:`.results`
 (results cleanup), :mod:`.db` (the PostgreSQL schema: migrate, status, vacuum),
-:mod:`.dashboard` (the web dashboard).
+:mod:`.dashboard` (the web dashboard), :mod:`.control` (inspect, control),
+:mod:`.events` (events), :mod:`.multi` (multi), :mod:`.exporter` (Prometheus metrics).
 Installed packages add commands through the entry-point
 group ``celeriac.commands`` (Celery's ``celery.commands``); celeriac's Django
 integration adds ``outbox`` that way, so the CLI never imports it.
@@ -21,8 +22,12 @@ from ..app.base import Celery
 from .admin import deadletters, status
 from .base import CLIContext, ErrorHandlingGroup, top_level_context
 from .beat import beat_command, schedule_group
+from .control import control, inspect
 from .dashboard import dashboard
 from .db import db_group
+from .events import events
+from .exporter import exporter
+from .multi import multi
 from .results import results_group
 from .tasks import call, purge, result
 from .worker import worker
@@ -70,7 +75,8 @@ def add_plugin_commands(group: click.Group) -> None:
 
 
 for command in (call, result, purge, worker, beat_command, schedule_group, deadletters, status,
-                results_group, db_group, dashboard):
+                results_group, db_group, dashboard, inspect, control, events, multi,
+                exporter):
     cli.add_command(command)
 add_plugin_commands(cli)
 

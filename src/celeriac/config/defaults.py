@@ -66,6 +66,14 @@ USED: dict[str, Any] = {
     "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
     "worker_soft_shutdown_timeout": 30.0,
     "worker_pool_start_method": "fork",
+    # monitoring: events, remote control, metrics (docs/monitoring.md)
+    "task_send_sent_event": False,
+    "worker_enable_remote_control": True,
+    "worker_pool_restarts": False,
+    "event_exchange": "celeryev",
+    "control_exchange": "celery",
+    # celeriac: target max time-to-start per queue, e.g. {"email_queue": "30s"}
+    "task_queue_targets": {},
     # celeriac: leases, heartbeats, poison messages
     "worker_lease_seconds": 30.0,
     "worker_heartbeat_interval": None,

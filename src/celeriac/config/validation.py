@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ..exceptions import ImproperlyConfigured
 from ..serialization import get_serializer
 from .defaults import DEFAULTS
+from .targets import queue_targets
 
 
 def _is_pos_int_or_none(v: Any) -> bool:
@@ -70,6 +71,7 @@ def validate(conf: Mapping[str, Any]) -> None:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
             raise ImproperlyConfigured(f"setting timezone: unknown time zone {tz!r}") from None
+    queue_targets(conf.get("task_queue_targets"))
     for name in ("task_serializer", "result_serializer"):
         try:
             get_serializer(conf.get(name) or "json")

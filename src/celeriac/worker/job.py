@@ -23,6 +23,7 @@ message can loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import inspect
 import logging
@@ -46,6 +47,7 @@ from .followups import FollowupRecorder
 from .limits import limited
 from .revocation import Revocations
 from .settle import AckBatcher, ResultBatcher, settle
+from .taskevents import TaskEvents
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -89,6 +91,10 @@ class Job:
     fresh: bool = True
     #: the signal of a ``revoke(terminate=True)`` that reached it while running
     terminated: int | None = None
+    #: wall time its body started (None: not started)
+    started_at: float | None = None
+    #: seconds from when its message became ready to its start (None: unknown)
+    time_to_start: float | None = None
 
     @property
     def id(self) -> str:
@@ -123,6 +129,9 @@ class JobRunner:
         self.accept = serialization.accepted_types(app.conf.accept_content)
         self.max_redeliveries = int(app.conf.worker_max_redeliveries)
         self.processed = 0
+        self.processed_names: collections.Counter[str] = collections.Counter()
+        #: task events (``-E``); the consumer sets them up
+        self.events: TaskEvents | None = None
         self.active: dict[str, Job] = {}
         self._lock = threading.Lock()
 
@@ -151,6 +160,8 @@ class JobRunner:
             return None
         if request.expires_at is not None and request.expires_at <= now:
             logger.info("Discarding expired task %s[%s]", request.task, request.id)
+            if self.events is not None:
+                self.events.revoked(request.id, expired=True)
             return self._drop(delivery, request, TaskRevokedError("expired"))
         if request.id in revoked:
             self.discard_revoked(delivery, request)
@@ -160,10 +171,15 @@ class JobRunner:
             logger.info("Discarding task %s[%s]: %s", request.task, request.id, refused)
             return self._drop(delivery, request, None)
         logger.info("Task %s[%s] received", request.task, request.id)
-        return Job(delivery, request, task)
+        job = Job(delivery, request, task)
+        if self.events is not None:
+            self.events.received(job)
+        return job
 
     def discard_revoked(self, delivery: base.Delivery, request: Request) -> None:
         logger.info("Discarding revoked task %s[%s]", request.task, request.id)
+        if self.events is not None:
+            self.events.revoked(request.id)
         self._drop(delivery, request, None)
 
     def _dead(self, delivery: base.Delivery, reason: str, detail: str) -> Job | None:
@@ -272,6 +288,9 @@ class JobRunner:
             self.broker.ack([d])  # at-most-once, as the task asked
         with self._lock:
             self.active[job.id] = job
+        job.started_at = time.time()
+        if self.events is not None:
+            self.events.started(job)
         return Tracer(job.task, job.request,
                       guard=(lambda: self.keeper.still_owner(d)) if acks_late else None,
                       result_sink=self.results.add if self.batch_results else None,
@@ -289,6 +308,9 @@ class JobRunner:
         with self._lock:
             self.active.pop(job.id, None)
         self._log(job, outcome)
+        self.processed_names[job.name] += 1
+        if self.events is not None:
+            self.events.finished(job, outcome)
         d = job.delivery
         if not job.task.acks_late or not settle(self.broker, self.acks, d, outcome, job.task,
                                                 batch=self.batch_acks):
@@ -313,6 +335,8 @@ class JobRunner:
         with self._lock:
             self.active.pop(job.id, None)
         logger.warning("Task %s[%s] terminated (revoked)", job.name, job.id)
+        if self.events is not None:
+            self.events.revoked(job.id, terminated=True, signum=job.terminated)
         try:
             self.broker.ack([job.delivery])
         finally:

@@ -25,9 +25,12 @@ from .consumer import Consumer, default_hostname
 from .health import NodeHealth
 from .job import Job, Monitor
 from .leases import Renewal
+from .nodes import InProcessNode
 from .pools import make_pool
+from .remote import RemoteControl
 from .renewer import ProcessRenewal
 from .supervisor import Supervisor
+from .targets import TargetWatch
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -70,10 +73,15 @@ def expand_hostname(name: str | None) -> str:
 
 
 class ProgressMonitor(Monitor):
-    """Remembers when the consumer last received or finished something."""
+    """Remembers when the consumer last received or finished something, and checks each
+    start's time-to-start against the queue targets."""
 
-    def __init__(self) -> None:
+    def __init__(self, targets: TargetWatch) -> None:
         self.last = time.time()
+        self.targets = targets
+
+    def task_started(self, job: Job, hard: float | None) -> None:
+        self.targets.observe(job.delivery.queue, job.name, job.id, job.time_to_start)
 
     def received(self, count: int) -> None:
         self.last = time.time()
@@ -116,6 +124,7 @@ class Worker:
         app.finalize()
         signals.worker_init.send(sender=self)
         self.check_broker()
+        self._start_metrics()
         if self.pool_name == "prefork" and self._in_process_broker():
             logger.warning("The memory broker lives in one process: using the threads pool "
                            "instead of prefork")
@@ -128,6 +137,19 @@ class Worker:
             finally:
                 self._beat_stop.set()
         return self._run_in_process()
+
+    def _start_metrics(self) -> None:
+        """``--metrics-port``: this node's Prometheus metrics (task events turned on)."""
+        port = self.options.get("metrics_port")
+        if port is None:
+            return
+        from ..metrics.exporter import Exporter
+
+        self.app.conf.worker_send_task_events = True
+        self.exporter = Exporter(self.app, queues=self.queues, node=self.hostname)
+        bound = self.exporter.start(int(port), self.options.get("metrics_addr") or "127.0.0.1")
+        logger.warning("%s: Prometheus metrics on http://%s:%d/metrics", self.hostname,
+                       self.options.get("metrics_addr") or "127.0.0.1", bound)
 
     def _in_process_broker(self) -> bool:
         return self.app.broker_url.split(":", 1)[0] == "memory"
@@ -179,7 +201,7 @@ class Worker:
 
     def _run_in_process(self) -> int:
         pool = make_pool(self.pool_name, self.concurrency)
-        progress = ProgressMonitor()
+        progress = ProgressMonitor(TargetWatch(self.app))
         self.consumer = Consumer(self.app, self.queues, pool, hostname=self.hostname,
                                  prefetch=self.prefetch, monitor=progress,
                                  renewal=self._renewal())
@@ -190,15 +212,20 @@ class Worker:
         logger.info("%s", self.banner())
         thread = threading.Thread(target=self.consumer.run, name="celeriac-consumer")
         thread.start()
+        remote = RemoteControl(self.app, InProcessNode(self, self.consumer),
+                               heartbeat=not self.options.get("without_heartbeat"))
+        remote.start()
         self._start_beat()
         signals.worker_ready.send(sender=self)
         logger.info("%s ready.", self.hostname)
         while thread.is_alive() and not self._stop.is_set():
             health.progress(time.time() if pool.running() else progress.last)
+            health.record["time_to_start"] = progress.targets.summary()
             health.beat(processed=self.consumer.runner.processed, busy=pool.running())
             self._stop.wait(0.5)
         health.remove()
         self._warm_shutdown(pool, thread)
+        remote.stop()
         signals.worker_shutdown.send(sender=self)
         return 0
 

@@ -30,7 +30,16 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...messages import Message, encode_envelope, parse_envelope
-from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from ..base import (
+    BroadcastChannel,
+    Broker,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Publish,
+    QueueStats,
+)
+from .broadcast import MemoryBroadcast
 
 READY, DELAYED, LEASED = "ready", "delayed", "leased"
 
@@ -50,6 +59,8 @@ class _Entry:
     lost_count: int = 0
     first_delivered_at: float | None = None
     version: int = 0
+    #: when it last became ready (publish, end of its delay, lapse or release)
+    ready_since: float = 0.0
 
 
 class MemoryBroker(Broker):
@@ -73,10 +84,12 @@ class MemoryBroker(Broker):
         self._leases: list[tuple[float, int, int]] = []
         self._dead: dict[str, DeadLetter] = {}
         self._queues: dict[str, None] = {}
+        self._broadcast: MemoryBroadcast | None = None
 
     # -- state transitions (lock held) -------------------------------------
-    def _make_ready(self, entry: _Entry) -> None:
+    def _make_ready(self, entry: _Entry, since: float | None = None) -> None:
         entry.state, entry.version = READY, entry.version + 1
+        entry.ready_since = self.now() if since is None else since
         heapq.heappush(self._ready.setdefault(entry.queue, []),
                        (entry.priority, entry.id, entry.version))
 
@@ -98,11 +111,12 @@ class MemoryBroker(Broker):
         while self._delayed and self._delayed[0][0] <= now:
             entry = self._current(heapq.heappop(self._delayed))
             if entry is not None:
-                self._make_ready(entry)
+                self._make_ready(entry, entry.not_before)
         while self._leases and self._leases[0][0] < now:
             entry = self._current(heapq.heappop(self._leases))
             if entry is not None:
-                self._make_ready(entry)  # keeps token: the holder may still ack
+                # keeps token: the holder may still ack
+                self._make_ready(entry, entry.lease_expires)
 
     def _held(self, delivery: Delivery) -> _Entry | None:
         """The entry if ``delivery``'s token still holds it."""
@@ -176,7 +190,7 @@ class MemoryBroker(Broker):
                 message=parse_envelope(entry.envelope), queue=entry.queue, tag=str(entry.id),
                 token=token, owner=owner, redelivered=entry.delivery_count > 1,
                 delivery_count=entry.delivery_count, lost_count=entry.lost_count,
-                lease_expires=expires,
+                lease_expires=expires, published_at=entry.ready_since,
             ))
         return out
 
@@ -286,12 +300,28 @@ class MemoryBroker(Broker):
         with self._lock:
             self._promote(self.now())
             counts = {READY: 0, DELAYED: 0, LEASED: 0}
+            oldest: float | None = None
             for entry in self._entries.values():
                 if entry.queue == queue:
                     counts[entry.state] += 1
+                    if entry.state == READY and (oldest is None or entry.ready_since < oldest):
+                        oldest = entry.ready_since
             dead = sum(1 for d in self._dead.values() if d.queue == queue)
         return QueueStats(queue, ready=counts[READY], delayed=counts[DELAYED],
-                          leased=counts[LEASED], dead=dead)
+                          leased=counts[LEASED], dead=dead, oldest_ready_at=oldest)
+
+    def delayed(self, queue: str, limit: int = 1000) -> list[tuple[float, Message]]:
+        with self._lock:
+            self._promote(self.now())
+            found = sorted((e.not_before, e.id, e.envelope) for e in self._entries.values()
+                           if e.queue == queue and e.state == DELAYED)
+        return [(due, parse_envelope(env)) for due, _, env in found[:limit]]
+
+    def broadcast_channel(self) -> BroadcastChannel:
+        with self._lock:
+            if self._broadcast is None:
+                self._broadcast = MemoryBroadcast()
+            return self._broadcast
 
     def queues(self) -> list[str]:
         with self._lock:
