@@ -33,6 +33,7 @@ SPAN = 7 * 86400.0
 PAGES = [
     ("tasks, newest", "/tasks"),
     ("tasks, state=FAILURE", "/tasks?state=FAILURE"),
+    ("API tasks, two states", "/api/tasks?state=FAILURE,RETRY"),
     ("tasks, name", "/tasks?name=proj.tasks.t17"),
     ("tasks, queue", "/tasks?queue=q3"),
     ("tasks, worker", "/tasks?worker=w7%40host"),

@@ -84,3 +84,56 @@ def test_refuses_to_listen_off_loopback_without_auth(tmp_path: Path) -> None:
                         "--history", f"sqlite:///{tmp_path}/h.sqlite3")
         assert done.returncode == 1
         assert "without authentication" in done.stderr
+
+
+EVENTS_SOURCE = """
+from celeriac import Celery
+
+app = Celery("proj")
+
+@app.task(name="proj.add")
+def add(x, y):
+    return x + y
+"""
+
+
+def test_worker_events_fill_the_history_and_a_paused_queue_stops(tmp_path: Path) -> None:
+    from celeriac.dashboard.auth import hash_password
+
+    users = tmp_path / "users"
+    users.write_text(f"ops:admin:{hash_password('pw-ops')}\n")
+    history = f"sqlite:///{tmp_path}/history.sqlite3"
+    with project(tmp_path, EVENTS_SOURCE) as proj, proj.worker("-E", "-n", "ev@test"):
+        board = DashboardProcess(proj, history, "--users-file", str(users))
+        board.auth = base64.b64encode(b"ops:pw-ops").decode()
+        board.start()
+        try:
+            def record(task_id: str) -> dict:
+                status, body = board.request("GET", f"/api/tasks/{task_id}")
+                return body if status == 200 else {}
+
+            # sent by the client, not the dashboard: known from the worker's events
+            wait_until(lambda: any(w["hostname"] == "ev@test" and w["online"] for w in
+                                   board.request("GET", "/api/workers")[1]["workers"]),
+                       60, 0.2, "the worker to show up")
+            sent = proj.app.send_task("proj.add", (2, 3))
+            done = wait_until(lambda: record(sent.id).get("state") == "SUCCESS"
+                              and record(sent.id), 60, 0.2, "the task in the history")
+            assert done["name"] == "proj.add" and done["result"] == "5"
+            assert done["worker"] == "ev@test" and done["attempts"][0]["started_at"]
+
+            status, paused = board.request("POST", "/api/queues/celery/consume",
+                                           {"action": "pause"})
+            assert status == 200 and paused["replies"], paused
+            waiting = proj.app.send_task("proj.add", (1, 1))
+            wait_until(lambda: proj.app.broker.stats("celery").ready == 1, 30, 0.1,
+                       "the message to wait in the queue")
+            for _ in range(10):  # a paused queue is not consumed
+                assert proj.app.AsyncResult(waiting.id).state == "PENDING"
+                wait_until(lambda: True, 0.3)
+            board.request("POST", "/api/queues/celery/consume", {"action": "resume"})
+            assert proj.app.AsyncResult(waiting.id).get(timeout=30) == 2
+            actions = [e["action"] for e in board.request("GET", "/api/audit")[1]["entries"]]
+            assert actions[:2] == ["queue-resume", "queue-pause"]
+        finally:
+            board.stop()

@@ -147,3 +147,26 @@ def test_finished_tasks_are_counted_once_per_minute(store: HistoryStore) -> None
     for _, state, count in store.throughput(0, 3600):
         totals[state] = totals.get(state, 0) + count
     assert totals == {"SUCCESS": 1, "FAILURE": 2, "REJECTED": 1, "REVOKED": 2}
+
+
+def test_several_states_page_like_one(store: HistoryStore) -> None:
+    now = time.time()
+    states = ["SUCCESS", "FAILURE", "RETRY", "STARTED"]
+    for i in range(40):
+        store.put(TaskRecord(task_id=f"t{i:02d}", name="x", state=states[i % 4],
+                             ts=now - i if i % 5 else now - 1 - i + 0.5))
+    flt = TaskFilter(states=["FAILURE", "RETRY"])
+    expected = [r.task_id for r in sorted(
+        (r for r in store.page(TaskFilter(), 100)[0] if r.state in flt.states),
+        key=lambda r: (r.ts, r.task_id), reverse=True)]
+    got, cursor = [], None
+    while True:
+        page, more = store.page(flt, 3, cursor)
+        got += [r.task_id for r in page]
+        if not more:
+            break
+        cursor = (page[-1].ts, page[-1].task_id)
+    assert got == expected and len(got) == 20
+    assert store.count(flt) == 20
+    assert sorted(store.unfinished(now - 1000)) == sorted(
+        f"t{i:02d}" for i in range(40) if states[i % 4] in ("RETRY", "STARTED"))

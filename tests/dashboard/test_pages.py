@@ -228,9 +228,13 @@ def test_openapi_describes_every_api_route(client) -> None:  # type: ignore[no-u
 def test_metrics_and_health(client, board) -> None:  # type: ignore[no-untyped-def]
     seed(board)
     board.app.send_task("dash.add", (1, 1))
+    for event in [e for raw in published() for e in decode_event_message(raw)]:
+        board.exporter.on_event(event)
     text = client.get("/metrics").text
-    assert 'celeriac_queue_messages{queue="celery",state="ready"} 1' in text
-    assert "celeriac_workers_up 0" in text
+    assert 'celeriac_queue_messages{queue="celery",state="ready"} 1.0' in text
+    assert 'celeriac_tasks_total{name="capture_app.fail",state="FAILURE"} 1.0' in text
+    written = board.ingestor.written
+    assert written > 0 and f"celeriac_dashboard_events_written_total {written}\n" in text
     health = client.get("/healthz").json()
     assert health["status"] == "ok"
 

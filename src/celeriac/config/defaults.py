@@ -118,7 +118,6 @@ USED: dict[str, Any] = {
     "dashboard_users": {},
     "dashboard_users_file": None,
     "dashboard_secret_key": None,
-    "dashboard_queue_targets": {},
     # time
     "timezone": None,
     "enable_utc": True,

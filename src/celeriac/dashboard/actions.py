@@ -200,6 +200,27 @@ class Actions:
         self._audit(user, "purge-queue", f"queue {queue}", removed=count)
         return count
 
+    def consume(self, queue: str, change: str, user: str) -> Any:
+        """``pause`` (every worker stops consuming ``queue``) or ``resume``: remote control."""
+        if change not in ("pause", "resume"):
+            raise ActionError(f"unknown change {change!r} (pause or resume)")
+        control = self.app.control
+        replies = (control.cancel_consumer(queue, reply=True, timeout=2.0) if change == "pause"
+                   else control.add_consumer(queue, reply=True, timeout=2.0))
+        self._audit(user, f"queue-{change}", f"queue {queue}", replies=replies)
+        return replies
+
+    def pool(self, hostname: str, change: str, user: str, n: int = 1) -> Any:
+        """``grow`` or ``shrink`` one worker's pool by ``n`` processes: remote control."""
+        if change not in ("grow", "shrink"):
+            raise ActionError(f"unknown change {change!r} (grow or shrink)")
+        method = getattr(self.app.control, f"pool_{change}")
+        replies = method(n, destination=[hostname], reply=True, timeout=2.0)
+        if not replies:
+            raise ActionError(f"worker {hostname} did not answer", 404)
+        self._audit(user, f"pool-{change}", f"worker {hostname}", n=n, replies=replies)
+        return replies
+
     # -- dead letters --------------------------------------------------------------------
     def dead_letters(self, queue: str | None = None, reason: str | None = None,
                      task: str | None = None, limit: int = 1000) -> list[Any]:

@@ -147,6 +147,25 @@ async def purge_queue(request: Request) -> Any:
     return {"removed": d.actions.purge_queue(request.path_params["queue"], user_name(request))}
 
 
+async def consume_queue(request: Request) -> Any:
+    d = dash(request)
+    body = await _body(request)
+    replies = d.actions.consume(request.path_params["queue"], str(body.get("action") or ""),
+                                user_name(request))
+    return {"queue": request.path_params["queue"], "replies": replies}
+
+
+async def resize_pool(request: Request) -> Any:
+    d = dash(request)
+    body = await _body(request)
+    n = body.get("n", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ActionError("n must be a positive integer")
+    replies = d.actions.pool(request.path_params["hostname"], str(body.get("action") or ""),
+                             user_name(request), n)
+    return {"worker": request.path_params["hostname"], "replies": replies}
+
+
 async def list_schedules(request: Request) -> Any:
     return {"schedules": views.schedules(dash(request).app)}
 
@@ -222,6 +241,13 @@ ENDPOINTS = [
     Endpoint("GET", "/api/queues", list_queues,
              "Queues: depth, oldest message, time to start against target, consumers"),
     Endpoint("POST", "/api/queues/{queue}/purge", purge_queue, "Delete waiting messages",
+             admin=True),
+    Endpoint("POST", "/api/queues/{queue}/consume", consume_queue,
+             "Pause or resume consuming a queue on every worker (remote control)",
+             body={"action": {"enum": ["pause", "resume"]}}, admin=True),
+    Endpoint("POST", "/api/workers/{hostname}/pool", resize_pool,
+             "Grow or shrink a worker's pool (remote control)",
+             body={"action": {"enum": ["grow", "shrink"]}, "n": {"type": "integer"}},
              admin=True),
     Endpoint("GET", "/api/schedules", list_schedules, "Periodic tasks"),
     Endpoint("POST", "/api/schedules/{name}", change_schedule,

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from ..config.targets import SETTING as TARGETS_SETTING
+from ..config.targets import queue_targets
 from ..exceptions import ImproperlyConfigured
 from .auth import AuthConfig, load_users
 
@@ -55,12 +57,7 @@ class DashboardConfig:
                 max_tasks, bool) or max_tasks <= 0):
             raise ImproperlyConfigured("dashboard_history_max_tasks must be a positive "
                                        f"integer, not {max_tasks!r}")
-        targets = conf.get("dashboard_queue_targets") or {}
-        if not isinstance(targets, Mapping):
-            raise ImproperlyConfigured("dashboard_queue_targets must be a dict: queue -> "
-                                       "seconds")
-        checked = {str(q): _seconds(v, f"dashboard_queue_targets[{q!r}]",
-                                    allow_none=False) or 0.0 for q, v in targets.items()}
+        checked = queue_targets(conf.get(TARGETS_SETTING))
         url = history_url or conf.get("dashboard_history_url")
         if url is not None and not isinstance(url, str):
             raise ImproperlyConfigured("dashboard_history_url must be a URL string")

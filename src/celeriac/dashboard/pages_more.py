@@ -1,8 +1,7 @@
 """The pages beyond tasks: workers, queues, schedules, dead letters, audit, health.
 
 Pausing a queue and resizing a pool use remote control (``app.control``
-``cancel_consumer``/``add_consumer``, ``pool_grow``/``pool_shrink``); their
-buttons show only when the app's control has them.
+``cancel_consumer``/``add_consumer``, ``pool_grow``/``pool_shrink``).
 """
 
 from __future__ import annotations
@@ -22,17 +21,10 @@ from .metrics import metrics_text
 from .pages import back, dash, failed, render, result, user_name
 
 
-def can_control(app: Any) -> bool:
-    control = app.control
-    return all(hasattr(control, m) for m in ("add_consumer", "cancel_consumer", "pool_grow",
-                                             "pool_shrink"))
-
-
 async def workers(request: Request) -> Response:
     d = dash(request)
     return render(request, "workers.html", active="/workers", title="Workers",
-                  workers=views.workers(d.app, d.history, d.ingestor),
-                  can_control=can_control(d.app))
+                  workers=views.workers(d.app, d.history, d.ingestor))
 
 
 async def worker_pool(request: Request) -> Response:
@@ -40,11 +32,10 @@ async def worker_pool(request: Request) -> Response:
     form = await request.form()
     change = str(form.get("change") or "")
     host = request.path_params["hostname"]
-    if change not in ("grow", "shrink") or not can_control(d.app):
-        return failed(request, ActionError(f"cannot {change} a pool here"))
-    method = getattr(d.app.control, f"pool_{change}")
-    replies = method(1, destination=[host], reply=True, timeout=2.0)
-    d.history.audit(user_name(request), f"pool-{change}", f"worker {host}", str(replies))
+    try:
+        replies = d.actions.pool(host, change, user_name(request))
+    except ActionError as exc:
+        return failed(request, exc)
     return result(request, f"Pool {change} sent to {host}: {replies}")
 
 
@@ -52,8 +43,7 @@ async def queues(request: Request) -> Response:
     d = dash(request)
     ws = views.workers(d.app, d.history, d.ingestor)
     return render(request, "queues.html", active="/queues", title="Queues",
-                  queues=views.queues(d.app, d.history, d.config.queue_targets, ws),
-                  can_control=can_control(d.app))
+                  queues=views.queues(d.app, d.history, d.config.queue_targets, ws))
 
 
 async def queue_confirm(request: Request) -> Response:
@@ -77,13 +67,10 @@ async def queue_consume(request: Request) -> Response:
     form = await request.form()
     change = str(form.get("change") or "")
     name = request.path_params["queue"]
-    if change not in ("pause", "resume") or not can_control(d.app):
-        return failed(request, ActionError(f"cannot {change} consuming {name} here"))
-    if change == "pause":
-        replies = d.app.control.cancel_consumer(name, reply=True, timeout=2.0)
-    else:
-        replies = d.app.control.add_consumer(name, reply=True, timeout=2.0)
-    d.history.audit(user_name(request), f"queue-{change}", f"queue {name}", str(replies))
+    try:
+        replies = d.actions.consume(name, change, user_name(request))
+    except ActionError as exc:
+        return failed(request, exc)
     return result(request, f"{change.capitalize()} {name}: {replies}")
 
 

@@ -30,10 +30,12 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..metrics.exporter import Exporter
 from . import api, pages, pages_more
 from .actions import Actions
 from .auth import User, basic_credentials, check_binding, new_csrf_token
 from .config import DashboardConfig
+from .events import start_receiver
 from .history import HistoryStore, open_database
 from .ingest import Ingestor
 
@@ -54,6 +56,7 @@ class Dashboard:
     ingestor: Ingestor
     actions: Actions = field(init=False)
     receivers: list[Callable[[Dashboard], Callable[[], None]]] = field(default_factory=list)
+    exporter: Any = None
 
     def __post_init__(self) -> None:
         self.actions = Actions(self.app, self.history)
@@ -64,7 +67,8 @@ class Dashboard:
         ingestor = Ingestor(history, app, retention=config.retention,
                             max_tasks=config.max_tasks,
                             refresh_interval=config.refresh_interval)
-        return cls(app, config, history, ingestor)
+        return cls(app, config, history, ingestor, receivers=[start_receiver],
+                   exporter=Exporter(app))
 
     def close(self) -> None:
         self.ingestor.stop()

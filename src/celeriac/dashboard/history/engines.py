@@ -87,8 +87,14 @@ class SQLiteDatabase:
             return result
 
     def explain(self, sql: str, params: Sequence[Any] = ()) -> str:
+        """The query plan, one step a line, indented two spaces per level."""
         rows = self._conn().execute("EXPLAIN QUERY PLAN " + sql, tuple(params)).fetchall()
-        return "\n".join(str(r[-1]) for r in rows)
+        depth: dict[int, int] = {0: -1}
+        lines = []
+        for node, parent, _, detail in rows:
+            depth[node] = depth.get(parent, -1) + 1
+            lines.append("  " * depth[node] + str(detail))
+        return "\n".join(lines)
 
     def close(self) -> None:
         with self._lock:

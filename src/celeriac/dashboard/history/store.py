@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from .engines import Cursor, Database
@@ -222,12 +223,9 @@ class HistoryStore:
 
     def unfinished(self, since: float, limit: int = 500) -> list[str]:
         """Ids of records not in a final state, first seen after ``since`` (newest first)."""
-        states = sorted({"SENT", "PENDING", "RECEIVED", "STARTED", "RETRY"})
-        rows = self.db.read(
-            f"SELECT task_id FROM dashboard_tasks WHERE state IN "
-            f"({', '.join('?' for _ in states)}) AND ts >= ? ORDER BY ts DESC LIMIT ?",
-            [*states, since, limit])
-        return [r[0] for r in rows]
+        flt = TaskFilter(states=["PENDING", "RECEIVED", "RETRY", "SENT", "STARTED"],
+                         since=since)
+        return [r.task_id for r in self.page(flt, limit)[0]]
 
     # -- reading -------------------------------------------------------------------
     def get(self, task_id: str) -> TaskRecord | None:
@@ -240,11 +238,24 @@ class HistoryStore:
 
     def page_sql(self, flt: TaskFilter, limit: int,
                  before: tuple[float, str] | None = None) -> tuple[str, list[Any]]:
+        columns = ", ".join(TASK_COLUMNS)
+        if len(flt.states) > 1:
+            # one index range per state, each cut at ``limit``, merged: never a sort of
+            # every row in those states
+            parts: list[str] = []
+            params: list[Any] = []
+            for state in flt.states:
+                one = replace(flt, states=[state])
+                sql, more = self.page_sql(one, limit, before)
+                parts.append(f"SELECT * FROM ({sql}) AS s{len(parts)}")
+                params.extend(more)
+            return (f"SELECT {columns} FROM ({' UNION ALL '.join(parts)}) AS merged "
+                    f"ORDER BY ts DESC, task_id DESC LIMIT ?", [*params, limit])
         where, params = _where(flt)
         if before is not None:
             where += (" AND " if where else " WHERE ") + "(ts, task_id) < (?, ?)"
             params.extend([before[0], before[1]])
-        return (f"SELECT {', '.join(TASK_COLUMNS)} FROM dashboard_tasks{where} "
+        return (f"SELECT {columns} FROM dashboard_tasks{where} "
                 f"ORDER BY ts DESC, task_id DESC LIMIT ?", [*params, limit])
 
     def page(self, flt: TaskFilter, limit: int = 50,
