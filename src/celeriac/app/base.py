@@ -77,6 +77,7 @@ class Celery:
         self.on_after_configure = Signal("app.on_after_configure")
         self.on_after_finalize = Signal("app.on_after_finalize")
         self.on_after_fork = Signal("app.on_after_fork")
+        self.user_options: dict[str, set[Any]] = {"preload": set(), "worker": set(), "beat": set()}
         self.Task = self._make_task_base(task_cls)
         if broker:
             self.conf.broker_url = broker

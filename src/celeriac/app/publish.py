@@ -27,6 +27,7 @@ from ..exceptions import OperationalError
 from ..messages import Message, decode_body, task_message, to_timestamp
 from ..retry import RetryPolicy
 from ..retry import call as retry_call
+from ..serialization import dumps
 from . import state as _state
 from .routing import route
 
@@ -98,7 +99,33 @@ def build_message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
     tz = app.timezone
     eta = resolve_eta(options.get("countdown"), options.get("eta"), tz)
     expires = resolve_expires(options.get("expires"), tz)
-    message = task_message(
+    try:
+        message = _message(app, name, args, kwargs, task_id, options, eta, expires, priority,
+                           queue, preq)
+    except TypeError as exc:
+        serializer = options.get("serializer") or conf.task_serializer
+        raise TypeError(f"{name}: {_culprit(args, kwargs, serializer)} cannot be sent with "
+                        f"the {serializer!r} serializer ({exc}); task arguments must be plain "
+                        f"values such as ids, not live objects") from None
+    return message, queue, to_timestamp(eta), priority
+
+
+def _culprit(args: Any, kwargs: Any, serializer: str) -> str:
+    """Which argument a serializer refused, e.g. ``args[0] (pyramid.request.Request)``."""
+    for where, value in [*((f"args[{i}]", v) for i, v in enumerate(args)),
+                         *((f"kwargs[{k!r}]", v) for k, v in kwargs.items())]:
+        try:
+            dumps(value, serializer)
+        except Exception:
+            return f"{where} ({type(value).__module__}.{type(value).__qualname__})"
+    return "an option"
+
+
+def _message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
+             options: dict[str, Any], eta: datetime | None, expires: datetime | None,
+             priority: int | None, queue: str, preq: Any) -> Message:
+    conf = app.conf
+    return task_message(
         name, task_id, args, kwargs, eta=eta, expires=expires,
         retries=int(options.get("retries") or 0), group_id=options.get("group_id"),
         group_index=options.get("group_index"),
@@ -115,7 +142,6 @@ def build_message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
         stamped_headers=options.get("stamped_headers"), stamps=options.get("stamps"),
         compression=options.get("compression") or conf.task_compression,
     )
-    return message, queue, to_timestamp(eta), priority
 
 
 def _chord(value: Any) -> dict[str, Any] | None:

@@ -97,6 +97,13 @@ class Task:
 
     MaxRetriesExceededError = MaxRetriesExceededError
     OperationalError = OperationalError
+    #: True for a class (or base) overriding ``__call__``: the worker calls the task
+    #: object then, not ``run`` (Celery's rule), so the override wraps every run
+    custom_call: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.custom_call = cls.__call__ is not Task.__call__
 
     # -- app binding ------------------------------------------------------------
     @property
@@ -180,7 +187,7 @@ class Task:
 
         Nothing is sent if the transaction rolls back; outside a transaction the
         task is sent at once. Returns None, as in Celery: the task id is not known
-        until the call happens. Needs a transaction integration (Django).
+        until the call happens. Needs a transaction integration (Django, Pyramid).
         """
         hooks.on_commit(functools.partial(self.delay, *args, **kwargs))
 

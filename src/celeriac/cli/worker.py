@@ -35,6 +35,8 @@ from .daemon import Pidfile, check_pidfile, detach
 @click.option("--umask", help="The worker's umask (octal, e.g. 022).")
 @click.option("--liveness-file", help="Touch this file whenever the worker makes progress.")
 @click.option("-E", "--task-events", is_flag=True, help="Send task events.")
+@click.option("--purge", "--discard", "purge", is_flag=True,
+              help="Delete the waiting messages of the worker's queues before starting.")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics of this node on this "
                                                "port (0: any free port; turns on -E).")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True,
@@ -55,6 +57,10 @@ def worker(obj: CLIContext, hostname: str | None, queues: str | None,
     pidfile = options.pop("pidfile", None)
     if pidfile:
         check_pidfile(pidfile)
+    if options.pop("purge", False):
+        total = sum(app.broker.purge(q) for q in names)
+        click.echo(f"Purged {total} message{'s' if total != 1 else ''} from {len(names)} "
+                   f"known task queue{'s' if len(names) != 1 else ''}.")
     umask = options.pop("umask", None)
     if options.pop("detach", False):
         detach(logfile, None, int(umask, 8) if umask else None)

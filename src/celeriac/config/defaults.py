@@ -94,6 +94,15 @@ USED: dict[str, Any] = {
     "task_outbox_retention": 86400.0,
     "task_outbox_claim_timeout": 30.0,
     "worker_outbox_relay": True,
+    # the dashboard (celeriac.dashboard, docs/dashboard.md)
+    "dashboard_history_url": None,
+    "dashboard_history_retention": 7 * 86400.0,
+    "dashboard_history_max_tasks": None,
+    "dashboard_auth": None,
+    "dashboard_users": {},
+    "dashboard_users_file": None,
+    "dashboard_secret_key": None,
+    "dashboard_queue_targets": {},
     # time
     "timezone": None,
     "enable_utc": True,

@@ -37,7 +37,7 @@ from .. import hooks, serialization, states
 from ..app.context import Context
 from ..app.request import Request, parse_request
 from ..app.task import Task
-from ..app.trace import Outcome, Tracer, run_coroutine
+from ..app.trace import Outcome, Tracer, body_of, run_coroutine
 from ..brokers import base
 from ..canvas.callbacks import fail_outside_tracer
 from ..exceptions import ContentDisallowed, DecodeError, TaskRevokedError, WorkerLostError
@@ -261,7 +261,8 @@ class JobRunner:
         self.monitor.task_started(job, hard)
         try:
             outcome = await tracer.run_async(
-                lambda ctx: limited(job.task.run(*ctx.args, **ctx.kwargs), soft, hard), offload)
+                lambda ctx: limited(body_of(job.task)(*ctx.args, **ctx.kwargs), soft, hard),
+                offload)
         finally:
             self.monitor.task_finished(job)
         await offload(self.finish, job, outcome)
@@ -271,7 +272,7 @@ class JobRunner:
         """The task body with its time limits armed (sync; a coroutine is run here)."""
         tokens = self.limits.arm(soft, hard) if self.limits is not None else []
         try:
-            retval = job.task.run(*ctx.args, **ctx.kwargs)
+            retval = body_of(job.task)(*ctx.args, **ctx.kwargs)
         finally:
             if self.limits is not None:
                 self.limits.disarm(tokens)

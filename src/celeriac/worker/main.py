@@ -39,9 +39,15 @@ logger = logging.getLogger("celeriac.worker")
 
 
 def setup_logging(app: Celery, loglevel: str | int, logfile: str | None = None) -> None:
+    """The worker's logging; left to the receivers of ``setup_logging`` when there are
+    any (Celery's rule: e.g. an ini file's ``[loggers]``, see docs/pyramid.md)."""
     level = loglevel if isinstance(loglevel, int) else logging.getLevelName(str(loglevel).upper())
     if not isinstance(level, int):
         level = logging.INFO
+    if signals.setup_logging.receivers:
+        signals.setup_logging.send(sender=None, loglevel=level, logfile=logfile,
+                                   format=app.conf.worker_log_format, colorize=False)
+        return
     handler: logging.Handler = (logging.FileHandler(logfile) if logfile
                                 else logging.StreamHandler(sys.stderr))
     handler.setFormatter(logging.Formatter(app.conf.worker_log_format))
