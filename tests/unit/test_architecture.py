@@ -25,7 +25,7 @@ API = ("celeriac.app", "celeriac.canvas", "celeriac.results", "celeriac.result",
        "celeriac.config", "celeriac.messages", "celeriac.schedules", "celeriac.events",
        "celeriac.control", "celeriac.security")
 SERVICES = ("celeriac.worker", "celeriac.beat", "celeriac.cli", "celeriac.contrib",
-            "celeriac.dashboard")
+            "celeriac.dashboard", "celeriac.metrics")
 #: Brokers and their stores know messages and stored state, never tasks or callers.
 STORAGE = ("celeriac.brokers", "celeriac.results.store", "celeriac.results.meta")
 CALLER_SIDE = ("celeriac.app", "celeriac.canvas", "celeriac.results.async_result",

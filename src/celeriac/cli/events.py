@@ -6,11 +6,9 @@
 * ``celeriac events --dump`` -- every event as one line, as Celery's dumper.
 * ``celeriac events --camera CLASS --frequency 2.0`` -- every ``--frequency``
   seconds, hand a snapshot of the state to a camera (Kuma's ``celerycam``):
-  ``celeriac.events.snapshot:SQLiteCamera`` (the default when ``--camera`` is
-  ``sqlite``) writes workers and tasks to a SQLite file (``--camera-db``);
-  with the Django integration installed, ``django`` writes the Django models
-  (see :mod:`celeriac.contrib.django.camera`). Any ``module:Class`` with
-  Celery's ``Polaroid`` interface (``on_shutter(state)``) works too.
+  ``--camera sqlite`` (:class:`celeriac.events.snapshot.SQLiteCamera`) writes
+  workers and tasks to a SQLite file (``--camera-db``); any ``module:Class``
+  with Celery's ``Polaroid`` interface (``on_shutter(state)``) works too.
 """
 
 from __future__ import annotations
@@ -41,7 +39,7 @@ def _line(event: dict[str, Any]) -> str:
 
 @click.command()
 @click.option("-d", "--dump", is_flag=True, help="Print every event (raw).")
-@click.option("-c", "--camera", help="Snapshot camera: sqlite, django or module:Class.")
+@click.option("-c", "--camera", help="Snapshot camera: sqlite or module:Class.")
 @click.option("-F", "--frequency", "--freq", "frequency", type=float, default=1.0,
               show_default=True, help="Seconds between camera snapshots.")
 @click.option("-r", "--maxrate", help="Snapshots per time unit (e.g. 10/m); overrides -F.")

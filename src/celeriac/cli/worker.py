@@ -57,6 +57,10 @@ def worker(obj: CLIContext, hostname: str | None, queues: str | None,
     pidfile = options.pop("pidfile", None)
     if pidfile:
         check_pidfile(pidfile)
+    if options.pop("purge", False):
+        total = sum(app.broker.purge(q) for q in names)
+        click.echo(f"Purged {total} message{'s' if total != 1 else ''} from {len(names)} "
+                   f"known task queue{'s' if len(names) != 1 else ''}.")
     umask = options.pop("umask", None)
     if options.pop("detach", False):
         detach(logfile, None, int(umask, 8) if umask else None)

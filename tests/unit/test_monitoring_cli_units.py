@@ -1,0 +1,71 @@
+"""Pieces of the monitoring CLI that need no worker: multi's node names and options,
+the live events view's rendering, durations of queue targets."""
+
+from __future__ import annotations
+
+import socket
+import time
+from datetime import timedelta
+
+import pytest
+
+from celeriac.cli.multi import parse
+from celeriac.config.targets import describe, duration, queue_targets
+from celeriac.events import State
+from celeriac.exceptions import ImproperlyConfigured
+
+HOST = socket.gethostname()
+
+
+def test_multi_names_and_per_node_options() -> None:
+    nodes = parse(["w1", "w2@example.com", "--app=proj", "-l", "INFO", "-c:w1", "4",
+                   "-Q:2", "high", "--pidfile=/run/%n.pid", "--logfile=/log/%n%I.log"])
+    assert [n.name for n in nodes] == [f"w1@{HOST}", "w2@example.com"]
+    w1, w2 = nodes
+    assert w1.pidfile == "/run/w1.pid" and w2.logfile == "/log/w2.log"
+    argv1, argv2 = w1.argv(), w2.argv()
+    assert argv1[argv1.index("--app") + 1] == "proj"
+    assert argv1.index("--app") < argv1.index("worker")  # a global option goes first
+    assert argv1[argv1.index("-c") + 1] == "4" and "-c" not in argv2
+    assert argv2[argv2.index("-Q") + 1] == "high" and "-Q" not in argv1
+    assert "--detach" in argv1 and f"--pidfile={w1.pidfile}" in argv1
+    assert [n.name for n in parse(["3"])] == [f"celery{i}@{HOST}" for i in (1, 2, 3)]
+    assert parse(["w1"], app="proj")[0].argv()[3:5] == ["--app", "proj"]
+    assert parse(["w1", "--logfile=%h.log"])[0].logfile.endswith(f"w1@{HOST}.log")
+
+
+def test_queue_target_durations() -> None:
+    assert duration("30s") == 30 and duration("15m") == 900 and duration("1h") == 3600
+    assert duration(90) == 90 and duration(timedelta(minutes=2)) == 120
+    assert duration("250ms") == 0.25
+    assert describe(900) == "15m" and describe(90) == "90s" and describe(3600) == "1h"
+    assert queue_targets({"email": "30s"}) == {"email": 30.0}
+    with pytest.raises(ImproperlyConfigured, match=r"task_queue_targets\['email'\]"):
+        queue_targets({"email": "soon"})
+    with pytest.raises(ImproperlyConfigured, match="task_queue_targets"):
+        queue_targets(["email"])
+    with pytest.raises(ImproperlyConfigured, match="more than zero"):
+        queue_targets({"email": 0})
+
+
+def test_live_view_renders_workers_and_tasks() -> None:
+    console_module = pytest.importorskip("rich.console")
+    from celeriac.cli.events_view import render
+
+    state = State()
+    now = time.time()
+    state.event({"type": "worker-heartbeat", "hostname": "w1@h", "timestamp": now,
+                 "local_received": now, "freq": 2.0, "active": 1, "processed": 7,
+                 "loadavg": [0.5, 0.4, 0.3]})
+    state.event({"type": "task-received", "hostname": "w1@h", "uuid": "u1",
+                 "name": "proj.add", "args": "(1, 2)", "kwargs": "{}", "timestamp": now})
+    state.event({"type": "task-succeeded", "hostname": "w1@h", "uuid": "u1",
+                 "result": "3", "runtime": 0.25, "timestamp": now + 1})
+    state.event({"type": "task-failed", "hostname": "w1@h", "uuid": "u2",
+                 "exception": "ValueError('boom')", "timestamp": now + 2})
+    console = console_module.Console(width=200, record=True)
+    console.print(render(state))
+    text = console.export_text()
+    assert "w1@h" in text and "ONLINE" in text and "7" in text
+    assert "proj.add" in text and "SUCCESS" in text and "0.250s" in text
+    assert "FAILURE" in text and "ValueError('boom')" in text
