@@ -18,7 +18,7 @@ from celeriac.brokers.base import Broker
 from celeriac.results.store import ResultStore
 
 LEASE_SECONDS = 1.0
-BROKERS = ["memory", "sqlite", "redis", "postgres"]
+BROKERS = ["memory", "sqlite", "redis", "postgres", "amqp"]
 STORES = ["memory", "sqlite", "redis", "postgres", "django-db", "django-db-postgres",
           "django-cache"]
 
@@ -49,6 +49,13 @@ def make_broker(kind: str, request: pytest.FixtureRequest) -> Broker:
         made: Broker = cls(request.getfixturevalue("postgres_url"), lease_seconds=LEASE_SECONDS)
         made.queues()  # creates the test's own schema now, not inside a timed step
         return made
+    if kind == "amqp":
+        cls = load("celeriac.brokers.amqp.broker", "AMQPBroker")
+        # priorities need x-max-priority on RabbitMQ (Celery's task_queue_max_priority)
+        rabbit: Broker = cls(request.getfixturevalue("rabbitmq_url"),
+                             lease_seconds=LEASE_SECONDS, options={"max_priority": 9})
+        rabbit.declare_delays()  # type: ignore[attr-defined]  # not inside a timed step
+        return rabbit
     raise ValueError(kind)
 
 

@@ -88,6 +88,9 @@ class Capabilities:
     lease_renewal: bool
     push_wakeup: bool
     multi_host: bool
+    #: ``stats`` counts a queue's delayed messages and ``purge`` deletes them (False on
+    #: RabbitMQ, where they wait in a delay layout all queues share)
+    counts_delayed: bool = True
 
 
 @dataclass(frozen=True)
