@@ -55,6 +55,10 @@ FOLLOWUP_FAILED = "followup_failed"
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 
+#: Celery settings passed to every broker in its options under their own names (the
+#: RabbitMQ broker declares queues with them, as Celery does; the others ignore them)
+QUEUE_SETTINGS = ("task_default_queue_type", "task_queue_max_priority")
+
 
 def redact(url: str) -> str:
     """``url`` without its password, for error messages and logs (``;``-joined URLs too)."""

@@ -46,7 +46,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import amqp
@@ -56,38 +55,12 @@ from ...retry import RetryPolicy
 from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
 from . import admin, topology, wire
 from .connection import RETRYABLE_ERRORS, Link, retrying
+from .consuming import Consuming, Outgoing, _Arrived, _Lease
 
 logger = logging.getLogger("celeriac.brokers.amqp")
 
-#: how ``receive`` waits between attempts while RabbitMQ is unreachable
-RECEIVE_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_step=0.2,
-                              interval_max=1.0)
 
-
-@dataclass
-class _Arrived:
-    """A delivery on the consuming channel, not yet leased."""
-
-    seq: int
-    queue: str
-    tag: int
-    generation: int
-    message: Message
-    counters: wire.Counters
-    returns: int
-    redelivered: bool
-
-
-@dataclass
-class _Lease:
-    arrived: _Arrived
-    owner: str
-    deliveries: int
-    lost: int
-    first: float
-
-
-class AMQPBroker(Broker):
+class AMQPBroker(Consuming, Broker):
     """Celery-compatible RabbitMQ broker: confirms, broker-side delays, dead-letter queues."""
 
     schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps", "pyamqp")
@@ -235,204 +208,14 @@ class AMQPBroker(Broker):
             topology.declare_delay_layout(chan, self.delay_queue_type)
             self._delays_declared = True
 
-    # -- consuming -------------------------------------------------------------------
-    def receive(self, queues: Sequence[str], *, owner: str, limit: int = 1,
-                timeout: float = 1.0) -> list[Delivery]:
-        queues = list(dict.fromkeys(queues))
-        limit = max(1, int(limit))
-        deadline = time.monotonic() + max(0.0, timeout)
-        pauses = RECEIVE_BACKOFF.intervals()
-        first = True
-        while True:
-            got = self._take(queues, owner, limit)
-            if got:
-                return got
-            left = deadline - time.monotonic()
-            if not first and left <= 0:
-                return []
-            first = False
-            if not self._con.lock.acquire(timeout=max(left, 0.0)):
-                continue
-            try:
-                self._pump(queues, limit, max(left, 0.0))
-            except RETRYABLE_ERRORS as exc:
-                logger.debug("RabbitMQ receive failed (%s); reconnecting", exc)
-                self._con.reset()
-                time.sleep(min(next(pauses), max(0.0, deadline - time.monotonic())))
-            except admin.ChannelReset:
-                self._con.reset_channel()
-            finally:
-                self._con.lock.release()
-
-    def _pump(self, queues: list[str], limit: int, wait: float) -> None:
-        """Consume ``queues``, settle queued acks, and read what arrived (con.lock held)."""
-        chan = self._con.channel()
-        conn = chan.connection
-        if self.options.get("heartbeat"):
-            conn.heartbeat_tick()
-        self._flush_acks(chan)
-        with self._state:
-            want = len(self._leases) + len(self._arrived) + limit
-        if self.max_prefetch:
-            want = min(want, self.max_prefetch)
-        if want > self._prefetch or want < self._prefetch // 2:
-            chan.basic_qos(0, want, True)
-            self._prefetch = want
-        new = [q for q in queues if q not in self._consuming]
-        for queue in new:
-            if queue not in self._foreign and not topology.declare_task_queue(
-                    chan, queue, self.options):
-                self._foreign.add(queue)
-                raise admin.ChannelReset(queue)
-            topology.bind_to_delays(chan, queue)
-            tag = chan.basic_consume(queue, callback=self._arrival(queue))
-            self._consuming[queue] = tag
-        for queue in new:  # a round trip per queue: what it delivered is read by then
-            chan.queue_declare(queue, passive=True)
-        self._drain(conn, 0.0)
-        if not self._has(queues) and wait > 0:
-            self._drain(conn, min(wait, 1.0), once=True)
-            self._drain(conn, 0.0)
-        self._settle_recounts(chan)
-
-    @staticmethod
-    def _drain(conn: amqp.Connection, timeout: float, once: bool = False) -> None:
-        while True:
-            try:
-                conn.drain_events(timeout=timeout)
-            except TimeoutError:
-                return
-            if once:
-                return
-
-    def _arrival(self, queue: str) -> Any:
-        def on_message(raw: amqp.Message) -> None:
-            message, counters, returns = wire.decode(raw, queue)
-            info = raw.delivery_info or {}
-            arrived = _Arrived(next(self._seq), queue, int(info["delivery_tag"]),
-                               self._con.generation, message, counters, returns,
-                               bool(info.get("redelivered")))
-            with self._state:
-                if arrived.redelivered and not returns and "x-delivery-count" not in (
-                        raw.properties.get("application_headers") or {}):
-                    self._recount.append(arrived)  # classic queue: persist the count first
-                else:
-                    self._arrived.append(arrived)
-        return on_message
-
-    def _settle_recounts(self, chan: amqp.Channel) -> None:
-        with self._state:
-            todo, self._recount = self._recount, []
-        if not todo:
-            return
-        items = []
-        for a in todo:
-            counters = wire.Counters(a.counters.deliveries + 1, a.counters.lost + 1,
-                                     a.counters.first_delivered_at or self.now())
-            items.append((a.message, a.queue, a.message.priority, None,
-                          {"counters": counters}))
-        self._publish_raw(items)
-        for a in todo:
-            chan.basic_ack(a.tag)
-
     def _publish_raw(self, items: Sequence[tuple[Message, str, int, float | None,
                                                  dict[str, Any] | None]]) -> None:
         retrying(self.url, "publish", self._pub, lambda chan: self._send(chan, items),
                  self.retry_policy)
 
-    def _has(self, queues: list[str]) -> bool:
-        wanted = set(queues)
-        with self._state:
-            return any(a.queue in wanted for a in self._arrived)
-
-    def _take(self, queues: list[str], owner: str, limit: int) -> list[Delivery]:
-        wanted = set(queues)
-        generation = self._con.generation
-        now = self.now()
-        with self._state:
-            ready = sorted((a for a in self._arrived
-                            if a.queue in wanted and a.generation == generation),
-                           key=lambda a: (a.message.priority, a.seq))[:limit]
-            if not ready:
-                return []
-            taken = {id(a) for a in ready}
-            self._arrived = [a for a in self._arrived if id(a) not in taken]
-            out = []
-            for a in ready:
-                server_lost = a.returns if a.returns else (1 if a.redelivered else 0)
-                lost = a.counters.lost + server_lost
-                deliveries = a.counters.deliveries + server_lost + 1
-                first = a.counters.first_delivered_at or now
-                token = f"{self._nonce}.{next(self._tokens)}"
-                self._leases[token] = _Lease(a, owner, deliveries, lost, first)
-                message = a.message
-                if deliveries > 1:
-                    info = message.properties.get("delivery_info")
-                    if isinstance(info, dict):
-                        message = message.with_properties(
-                            delivery_info={**info, "redelivered": True})
-                out.append(Delivery(message=message, queue=a.queue, tag=token, token=token,
-                                    owner=owner, redelivered=deliveries > 1,
-                                    delivery_count=deliveries, lost_count=lost,
-                                    lease_expires=now + self.lease_seconds))
-            return out
-
-    def _pop_leases(self, deliveries: Sequence[Delivery]) -> list[_Lease]:
-        generation = self._con.generation
-        out = []
-        with self._state:
-            for d in deliveries:
-                lease = self._leases.get(d.token)
-                if lease is None:
-                    continue
-                del self._leases[d.token]
-                if lease.arrived.generation == generation:
-                    out.append(lease)
-        return out
-
-    def _queue_acks(self, leases: Sequence[_Lease]) -> None:
-        with self._state:
-            self._pending_acks.extend((lease.arrived.generation, lease.arrived.tag)
-                                      for lease in leases)
-        if self._con.lock.acquire(blocking=False):
-            try:
-                if self._con.connected:
-                    self._flush_acks(self._con.channel())
-            except RETRYABLE_ERRORS:
-                self._con.reset()
-            finally:
-                self._con.lock.release()
-
-    def _flush_acks(self, chan: amqp.Channel) -> None:
-        generation = self._con.generation
-        with self._state:
-            acks, self._pending_acks = self._pending_acks, []
-        for gen, tag in acks:
-            if gen == generation:
-                chan.basic_ack(tag)
-
-    def ack(self, deliveries: Sequence[Delivery]) -> int:
-        leases = self._pop_leases(deliveries)
-        if leases:
-            self._queue_acks(leases)
-        return len(leases)
-
-    def renew(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> list[bool]:
-        generation = self._con.generation
-        out = []
-        with self._state:
-            for d in deliveries:
-                lease = self._leases.get(d.token)
-                if lease is not None:
-                    out.append(lease.arrived.generation == generation and self._con.connected)
-                else:
-                    # another process's lease: it lasts while that process's connection does
-                    out.append(not d.token.startswith(self._nonce + "."))
-        return out
-
     def _give_back(self, leases: Sequence[_Lease], *, lost: int, not_before: float | None,
                    what: str) -> None:
-        items: list[tuple[Message, str, int, float | None, dict[str, Any] | None]] = []
+        items: list[Outgoing] = []
         for lease in leases:
             counters = wire.Counters(lease.deliveries, lease.lost + lost, lease.first)
             items.append((lease.arrived.message, lease.arrived.queue,

@@ -79,14 +79,16 @@ def delay_route(seconds: float, routing_key: str) -> tuple[str, int | None]:
 def queue_arguments(queue: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """The ``x-`` arguments a task queue is declared with (as Celery declares it)."""
     types = options.get("queue_types") or {}
-    queue_type = str(types.get(queue) or options.get("queue_type") or "classic")
+    queue_type = str(types.get(queue) or options.get("queue_type")
+                     or options.get("task_default_queue_type") or "classic")
     args: dict[str, Any] = {}
     if queue_type == "quorum":
         args["x-queue-type"] = "quorum"
     elif queue_type != "classic":
         raise ValueError(f"queue_type: {queue_type!r} is not 'classic' or 'quorum'")
     priorities = options.get("max_priorities") or {}
-    max_priority = priorities.get(queue, options.get("max_priority"))
+    max_priority = priorities.get(queue, options.get("max_priority",
+                                                     options.get("task_queue_max_priority")))
     if max_priority is not None and queue_type == "classic":
         args["x-max-priority"] = int(max_priority)
     return args
