@@ -11,8 +11,9 @@ disk for a durable queue) and one consuming connection per broker instance
 and process (:class:`~.connection.Link`; a forked child opens its own).
 
 Leases: ``receive`` consumes (``basic.consume``) the queues it is asked for,
-with a channel-wide prefetch of the leases held plus ``limit``, so RabbitMQ
-never hands this process more than it can use; the deliveries that arrived
+with a per-consumer prefetch of the leases held plus ``limit`` (grown when a
+caller asks for more), so RabbitMQ never hands this process much more than it
+can use; the deliveries that arrived
 are handed out by priority (0 first) then arrival order. A lease is the
 unacked delivery: ``ack`` acks it; ``release`` and ``expire_owner`` give it
 back by publishing a copy that carries the counters (``x-celeriac-dc``,

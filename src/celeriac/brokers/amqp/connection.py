@@ -140,8 +140,8 @@ class Link:
     """One connection and one channel, opened on first use, reopened after a failure.
 
     ``confirms`` puts the channel in publisher-confirm mode. ``generation``
-    grows with every new connection: a delivery tag is only meaningful on the
-    generation that delivered it.
+    grows with every new connection and when one is dropped: a delivery tag is only
+    meaningful on the generation that delivered it.
     """
 
     def __init__(self, url: str, options: Mapping[str, Any], *, confirms: bool,
@@ -230,6 +230,8 @@ class Link:
 
     def _drop_quietly(self) -> None:
         conn, self._conn, self._channel = self._conn, None, None
+        if conn is not None:
+            self.generation += 1  # what the old connection delivered is void from now on
         if conn is not None and self._pid == os.getpid():
             try:
                 conn.collect()

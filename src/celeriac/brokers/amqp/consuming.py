@@ -121,9 +121,8 @@ class Consuming:
             want = len(self._leases) + len(self._arrived) + limit
         if self.max_prefetch:
             want = min(want, self.max_prefetch)
-        if want > self._prefetch or want < self._prefetch // 2:
-            chan.basic_qos(0, want, True)
-            self._prefetch = want
+        if want > self._prefetch:
+            self._widen(chan, want)
         new = [q for q in queues if q not in self._consuming]
         for queue in new:
             if queue not in self._foreign and not topology.declare_task_queue(
@@ -140,6 +139,21 @@ class Consuming:
             self._drain(conn, min(wait, 1.0), once=True)
             self._drain(conn, 0.0)
         self._settle_recounts(chan)
+
+    def _widen(self, chan: amqp.Channel, want: int) -> None:
+        """Let each consumer hold ``want`` unacked deliveries.
+
+        RabbitMQ applies a per-consumer prefetch (the only kind quorum queues
+        accept) to consumers made after it, so each consumer is replaced: the new
+        one starts, then the old one is cancelled. Deliveries of the old consumer
+        stay ours (a cancel requeues nothing) and the ones in flight still arrive
+        before the cancel's reply, to the same callback.
+        """
+        chan.basic_qos(0, want, False)
+        self._prefetch = want
+        for queue, old in list(self._consuming.items()):
+            self._consuming[queue] = chan.basic_consume(queue, callback=self._arrival(queue))
+            chan.basic_cancel(old)
 
     @staticmethod
     def _drain(conn: amqp.Connection, timeout: float, once: bool = False) -> None:

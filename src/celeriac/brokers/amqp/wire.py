@@ -10,7 +10,7 @@ place for travel as follows:
 * ``delivery_tag`` (kombu's per-message uuid on Redis) as the AMQP
   ``message_id`` (kombu leaves it empty);
 * ``delivery_info`` is rebuilt from the delivery's exchange and routing key;
-  after a broker-side delay (``celery_delayed_delivery``) the 28 bits of the
+  after a broker-side delay (exchange ``celery_delayed_*``) the 28 bits of the
   delay are cut from the routing key;
 * ``body_encoding`` is always ``base64`` (the envelope's, not AMQP's);
 * anything else, or a malformed field (a ``priority`` that is not an
@@ -46,7 +46,6 @@ DC, LC, FD = "x-celeriac-dc", "x-celeriac-lc", "x-celeriac-fd"
 EXTRA = "x-celeriac-properties"
 DEAD_ID, DEAD_REASON, DEAD_QUEUE, DEAD_AT = ("x-celeriac-dead-id", "x-celeriac-dead-reason",
                                               "x-celeriac-dead-queue", "x-celeriac-dead-at")
-DELAYED_EXCHANGE = "celery_delayed_delivery"
 _BOOKKEEPING = frozenset({DC, LC, FD, EXTRA, DEAD_ID, DEAD_REASON, DEAD_QUEUE, DEAD_AT,
                           "x-death", "x-delivery-count", "x-first-death-exchange",
                           "x-first-death-queue", "x-first-death-reason",
@@ -152,7 +151,7 @@ def decode(raw: amqp.Message, queue: str) -> tuple[Message, Counters, int]:
     info_raw = raw.delivery_info or {}
     exchange = str(info_raw.get("exchange") or "")
     routing_key = str(info_raw.get("routing_key") or queue)
-    if exchange == DELAYED_EXCHANGE:
+    if exchange.startswith("celery_delayed_"):  # reached us through the delay layout
         routing_key = strip_delay_bits(routing_key)
     out: dict[str, Any] = {}
     for key in ("correlation_id", "reply_to"):
