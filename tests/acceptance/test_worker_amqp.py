@@ -111,3 +111,16 @@ def test_poison_pill_dead_lettered_after_three_deliveries(amqp_project: Any) -> 
     assert project.runs_by_task("start")[poison_id] == 3
     assert project.app.broker.purge_dead_letters() == 1
     assert project.app.broker.dead_letters() == []
+
+
+@pytest.mark.timeout(120)
+def test_task_longer_than_the_lease_runs_once(amqp_project: Any) -> None:
+    """Leases on RabbitMQ last while the receiving connection lives, not lease_seconds."""
+    project = amqp_project(worker_lease_seconds=2, worker_heartbeat_interval=0.5)
+    task_id = project.publish_many("long", [(8,)])[0]
+    project.start_worker("-c", "2", name="w1")
+    project.start_worker("-c", "2", name="w2")
+    H.wait_until(lambda: (m := project.meta(task_id)) and m["status"] == "SUCCESS", 60,
+                 interval=0.5, what="the 8 s task")
+    assert project.runs_by_task("start")[task_id] == 1
+    assert project.runs_by_task("done")[task_id] == 1
