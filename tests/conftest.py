@@ -115,7 +115,7 @@ class VhostPool:
     batches (one ``rabbitmqctl`` call takes seconds, far more on a loaded machine).
 
     A test gets a vhost to itself; afterwards it is emptied (every queue celeriac
-    declared there, found through its ``celeriac.queues`` catalog, and Celery's
+    declared there, found through its ``celeriac.queue-catalog`` catalog, and Celery's
     ``celery`` queue are deleted, the delay levels purged) and handed to a later test
     of the same session, or set aside when emptying fails. Every vhost made is
     deleted when the session ends.
@@ -178,16 +178,16 @@ def empty_vhost(vhost: str) -> None:
     try:
         names = {"celery"}
         chan = conn.channel()
-        chan.queue_declare("celeriac.queues", durable=True, auto_delete=False)
+        chan.queue_declare("celeriac.queue-catalog", durable=True, auto_delete=False)
         while True:
-            got = chan.basic_get("celeriac.queues", no_ack=True)
+            got = chan.basic_get("celeriac.queue-catalog", no_ack=True)
             if got is None:
                 break
             names.add(bytes(got.body).decode())
         for name in sorted(names):
             for queue in (name, f"celeriac.dead.{name}"):
                 chan.queue_delete(queue)
-        chan.queue_delete("celeriac.queues")
+        chan.queue_delete("celeriac.queue-catalog")
         for level in range(28):
             try:
                 chan.queue_purge(f"celery_delayed_{level}")

@@ -278,7 +278,7 @@ class Celery:
         """Transport options plus the Celery settings a broker driver understands."""
         conf = self.conf
         options: dict[str, Any] = {"retry_policy": conf.task_publish_retry_policy,
-                                   **{name: conf.get(name) for name in QUEUE_SETTINGS}}
+                                   **{n: conf.get(n) for n in QUEUE_SETTINGS if n in conf.changes}}
         if conf.broker_use_ssl:
             options["ssl"] = conf.broker_use_ssl
         options.update(conf.broker_transport_options or {})

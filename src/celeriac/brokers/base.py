@@ -55,8 +55,9 @@ FOLLOWUP_FAILED = "followup_failed"
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 
-#: Celery settings passed to every broker in its options under their own names (the
-#: RabbitMQ broker declares queues with them, as Celery does; the others ignore them)
+#: Celery settings passed, when set, to the broker in its options under their own names
+#: (the RabbitMQ broker declares queues with them, as Celery does; the PostgreSQL broker
+#: warns that they mean nothing to it)
 QUEUE_SETTINGS = ("task_default_queue_type", "task_queue_max_priority")
 
 

@@ -28,7 +28,7 @@ an older message of the same level: at most the rounding, < 1 s).
 Maximum: 2^28 - 1 s (about 8.5 years).
 
 **Dead letters** go to ``celeriac.dead.<queue>`` (durable classic queues,
-published through the default exchange); ``celeriac.queues`` holds one
+published through the default exchange); ``celeriac.queue-catalog`` holds one
 message per queue name ever declared (RabbitMQ has no way to list queues over
 AMQP), compacted when read.
 """
@@ -49,7 +49,7 @@ LEVELS = 28
 MAX_DELAY = 2 ** LEVELS - 1
 DELAY_ENTRY = f"celery_delayed_{LEVELS - 1}"
 DELIVERY_EXCHANGE = "celery_delayed_delivery"
-CATALOG = "celeriac.queues"
+CATALOG = "celeriac.queue-catalog"
 DEAD_PREFIX = "celeriac.dead."
 
 
