@@ -67,7 +67,7 @@ class AMQPBroker(Consuming, Broker):
     schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps", "pyamqp")
     capabilities: ClassVar[Capabilities] = Capabilities(
         native_delay=True, priorities=True, lease_renewal=False, push_wakeup=True,
-        multi_host=True, counts_delayed=False,
+        multi_host=True, counts_delayed=False, ready_times=False,
     )
 
     def __init__(self, url: str, *, lease_seconds: float = 30.0,
