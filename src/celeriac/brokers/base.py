@@ -95,9 +95,7 @@ REPLAYED = "replayed"
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 
-#: Celery settings passed, when set, to the broker in its options under their own names
-#: (the RabbitMQ broker declares queues with them, as Celery does; the PostgreSQL broker
-#: warns that they mean nothing to it)
+#: Celery settings passed, when set, in broker options (RabbitMQ declares queues with them)
 QUEUE_SETTINGS = ("task_default_queue_type", "task_queue_max_priority")
 
 
@@ -133,8 +131,7 @@ class Capabilities:
     lease_renewal: bool
     push_wakeup: bool
     multi_host: bool
-    #: ``stats`` counts a queue's delayed messages and ``purge`` deletes them (False on
-    #: RabbitMQ, where they wait in a delay layout all queues share)
+    #: ``stats``/``purge`` reach delayed messages (not RabbitMQ's shared delay layout)
     counts_delayed: bool = True
     #: knows when a ready message became ready (``QueueStats.oldest_ready_at``)
     ready_times: bool = True
