@@ -46,6 +46,7 @@ def env() -> Iterator[dict[str, Any]]:
         kind = request.params["kind"]
         if kind == "request-first":
             aware.apply_async(args=(request, 1))
+            request.response.headers["X-Seen"] = str(len(seen))
         elif kind == "now":
             aware.apply_async(args=(request, 2), on_commit=False)
             request.response.headers["X-Queued"] = str(len(_queued(app, peek=True)))
@@ -143,3 +144,12 @@ def test_async_bodies_are_refused(env: dict[str, Any]) -> None:
         @env["app"].task(base=TransactionalTask)
         async def coroutine_task(request: Any) -> None:
             return None
+
+
+def test_eager_mode_runs_after_the_request_commits(env: dict[str, Any]) -> None:
+    env["app"].conf.task_always_eager = True
+    response = env["web"].get("/send", {"kind": "request-first"})
+    assert response.headers["X-Seen"] == "0"  # not during the view
+    assert [n for n, *_ in env["seen"]] == [1]  # but once it committed
+    env["web"].get("/send", {"kind": "request-first", "abort": "1"})
+    assert [n for n, *_ in env["seen"]] == [1]  # never for an aborted request

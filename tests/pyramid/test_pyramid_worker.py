@@ -64,6 +64,13 @@ def test_transactional_task_that_raises_leaves_nothing(site: Site, webapp: Any,
     assert site.rows("SELECT text FROM note") == [("after",)]  # no row, no follow-up
 
 
+def test_transactional_retry_aborts_and_is_sent(site: Site, webapp: Any, worker: Any) -> None:
+    from celeriac.contrib.pyramid import celery_app
+
+    assert celery_app.tasks["trees.tasks.retry_once"].delay("r").get(timeout=60) == 1
+    assert site.rows("SELECT text FROM note") == [("r (run 2)",)]
+
+
 def test_request_aware_task_request(site: Site, webapp: Any, worker: Any) -> None:
     from celeriac.contrib.pyramid import celery_app
 
@@ -114,3 +121,30 @@ def test_ini_errors_stop_the_command(site: Site) -> None:
     assert "[celery] CELERYD_CONCURRENCY = 'two': expected a number" in result.stderr
     missing = site.run("worker", "-A", "celeriac.contrib.pyramid.celery_app")
     assert missing.returncode == 2 and "--ini development.ini" in missing.stderr
+
+
+#: seed 001's troubleshooting snippets, the import changed
+SEED_INSPECT = """\
+from celeriac.contrib.pyramid.shell import inspect
+i = inspect()
+print("COUNT", len(list(i.scheduled().values())[0]))
+
+for celery, data in i.scheduled().items():
+    print("Instance {}".format(celery))
+    for task in data:
+        print("TASK", task["request"]["name"], task["request"]["id"])
+    print("Queued: {}".format(i.scheduled()))
+
+print("Active: {}".format(i.active()))
+"""
+
+
+def test_pshell_inspect_scheduled_and_active(site: Site, webapp: Any, worker: Any) -> None:
+    from celeriac.contrib.pyramid import celery_app
+
+    later = celery_app.tasks["trees.tasks.plain_note"].apply_async(("later",), countdown=600)
+    shell = site.pshell(SEED_INSPECT)
+    assert shell.returncode == 0, shell.stderr
+    assert "COUNT 1" in shell.stdout, shell.stdout + shell.stderr
+    assert f"TASK trees.tasks.plain_note {later.id}" in shell.stdout
+    assert "Instance celery@" in shell.stdout and "Active: {'celery@" in shell.stdout

@@ -1,26 +1,22 @@
 """One delivery's path through the worker: checks, running the task, then ack/release/DLQ.
 
-:meth:`JobRunner.prepare` decides before running. The message is validated
-once into its :class:`~celeriac.app.request.Request` (every field of the
-envelope, headers, properties, body and embedded signatures); one that cannot
-run as written is dead-lettered on its first delivery with a reason naming the
-field (``decode_error: embed.callbacks[0]: ...``), as are refused
-(``content_disallowed``), unregistered, oversized (``task_message_max_size``),
-unsigned, badly signed and replayed ones (:mod:`celeriac.security`; a sealed
-message is opened first: verified, checked against the replay window, decrypted):
-nothing of those is decoded, imported or run. A message past the redelivery
-limit is dead-lettered as ``worker_lost``; a future ETA from a Celery producer
-goes back to the broker's delayed store; expired and revoked tasks are
-recorded and dropped.
+:meth:`JobRunner.prepare` decides before running. The message is validated once into
+its :class:`~celeriac.app.request.Request` (every field of envelope, headers, properties,
+body and embedded signatures); one that cannot run as written is dead-lettered on its
+first delivery with a reason naming the field (``decode_error: embed.callbacks[0]: ...``),
+as are refused (``content_disallowed``), unregistered, oversized, unsigned, badly signed
+and replayed ones (:mod:`celeriac.security` opens a sealed message first): nothing of
+those is decoded, imported or run. A message past the redelivery limit is dead-lettered
+as ``worker_lost``; a future ETA from a Celery producer goes back to the broker's delayed
+store; expired and revoked tasks are recorded and dropped.
 
-:meth:`JobRunner.run` (sync pools) and :meth:`JobRunner.run_async` (the
-asyncio pool) run a prepared job through the tracer and settle the message
-(:mod:`.settle`). Whatever happens after the body ran never runs it again: a
-follow-up step that cannot be sent (a link, the next chain step, the chord
-join) is logged and dead-lettered on its own (``followup_failed``) while the
-task's message is acknowledged; an internal error gives the message back as a
-*failed* delivery, which counts towards ``worker_max_redeliveries``, so no
-message can loop.
+:meth:`JobRunner.run` (sync pools) and :meth:`JobRunner.run_async` (the asyncio pool)
+run a prepared job through the tracer and settle the message (:mod:`.settle`). Whatever
+happens after the body ran never runs it again: a follow-up step that cannot be sent (a
+link, the next chain step, the chord join) is logged and dead-lettered on its own
+(``followup_failed``) while the task's message is acknowledged; an internal error gives
+the message back as a *failed* delivery, which counts towards
+``worker_max_redeliveries``, so no message can loop.
 """
 
 from __future__ import annotations

@@ -62,3 +62,12 @@ def describe_request(request):
 def plain_note(text):
     """A plain task of the app: its publishes from a view wait for the commit too."""
     return text
+
+
+@celery.task(base=TransactionalTask, bind=True)
+def retry_once(self, request, text):
+    """Writes a row, then retries once: only the second run's row may remain."""
+    request.dbsession.add(models.Note(text=f"{text} (run {self.request.retries + 1})"))
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    return self.request.retries

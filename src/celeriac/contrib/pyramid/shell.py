@@ -11,8 +11,9 @@ then ``pshell development.ini`` (Websauna's ``ws-shell``) starts with:
 * ``queues()``: ``{queue: {"ready", "delayed", "leased", "dead"}}`` for every
   known queue (delayed = waiting for their ``countdown``/``eta`` in the broker:
   what Celery's ``inspect().scheduled()`` shows workers holding);
-* ``inspect``: ``celery_app.control.inspect`` (``inspect().active()``,
-  ``.scheduled()``, ...), when the app's control API offers it;
+* ``inspect``: :func:`inspect`, the app's ``control.inspect`` (``inspect().active()``,
+  ``.scheduled()``, ...); Websauna's snippets import it from
+  ``celery.task.control``, here ``from celeriac.contrib.pyramid.shell import inspect``;
 * ``purge(queue=None)``: delete the waiting messages of a queue (default: all
   known queues), as ``celeriac worker --purge`` does before starting.
 """
@@ -51,12 +52,18 @@ def purge_queues(app: Any, queue: str | None = None) -> int:
     return sum(app.broker.purge(name) for name in names)
 
 
+def inspect(*args: Any, **kwargs: Any) -> Any:
+    """Celery 3's ``celery.task.control.inspect()``, for the app bound to the current
+    Pyramid application (``pshell``'s): ``inspect().scheduled()``, ``.active()``..."""
+    from pyramid.threadlocal import get_current_registry
+
+    return app_for(get_current_registry()).control.inspect(*args, **kwargs)
+
+
 def setup(env: dict[str, Any]) -> None:
     """pshell's ``setup`` hook: add the queue helpers to the shell's variables."""
     app = app_for(env.get("registry"))
     env["celery_app"] = app
     env["queues"] = lambda: queue_counts(app)
     env["purge"] = lambda queue=None: purge_queues(app, queue)
-    inspect = getattr(getattr(app, "control", None), "inspect", None)
-    if inspect is not None:
-        env["inspect"] = inspect
+    env["inspect"] = app.control.inspect

@@ -15,13 +15,15 @@
   ``RequestAwareTask`` leaves transactions to the body.
 
 ``self.retry()`` always sends the retry at once (the task's transaction is
-aborted). In eager mode (``task_always_eager``) the task runs at once in its own
-request and transaction, as in the worker.
+aborted). In eager mode (``task_always_eager``) the task runs in its own request
+and transaction, as in the worker: after the caller's request commits when called
+during one (never if it aborts), else at once.
 """
 
 from __future__ import annotations
 
 import inspect
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +31,7 @@ from pyramid.interfaces import IRequest
 
 from celeriac.app.task import Task
 
-from .commit import caller_request, send_immediately
+from .commit import caller_request, current_transaction, send_immediately
 from .request import task_request
 
 if TYPE_CHECKING:
@@ -98,8 +100,29 @@ class RequestAwareTask(Task):
                 with send_immediately():
                     return super().apply_async(args, kwargs, task_id, producer, link,
                                                link_error, shadow, **options)
+            txn = current_transaction() if self.app.conf.task_always_eager else None
+            if txn is not None and self.on_commit is not False:
+                return self._eager_after_commit(txn, args, kwargs, task_id, link, link_error,
+                                                options)
             return super().apply_async(args, kwargs, task_id, producer, link, link_error,
                                        shadow, **options)
+
+    def _eager_after_commit(self, txn: Any, args: list[Any], kwargs: dict[str, Any],
+                            task_id: str | None, link: Any, link_error: Any,
+                            options: dict[str, Any]) -> AsyncResult:
+        """Eager mode inside a request: run once the request commits (as the message
+        would have been sent then), never if it aborts; the result is pending until then."""
+        task_id = task_id or str(uuid.uuid4())
+        if self.typing:
+            self._check_arguments(tuple(args), kwargs)
+
+        def run(committed: bool) -> None:
+            if committed:
+                self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
+                           **options)
+
+        txn.addAfterCommitHook(run)
+        return self.AsyncResult(task_id)
 
     def _check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         super()._check_arguments((None, *args), kwargs)  # the worker supplies the request
