@@ -16,6 +16,7 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 PG_HOST, PG_PORT = "127.0.0.1", 5432
+RABBITMQ_HOST, RABBITMQ_PORT = "127.0.0.1", 5672
 #: The shared server's database tests use; each test gets its own schema in it.
 PG_BASE_URL = os.environ.get("CELERIAC_TEST_PG_URL", f"postgresql://postgres@{PG_HOST}:{PG_PORT}/test")
 #: Redis database the test suite owns; every test also uses a unique key prefix.
@@ -111,6 +112,110 @@ def postgres_url_module() -> Iterator[str]:
     """A PostgreSQL URL with a schema shared by one test module, dropped afterwards."""
     with pg_test_schema() as schema:
         yield f"{PG_BASE_URL}?schema={schema}"
+
+
+class VhostPool:
+    """RabbitMQ virtual hosts for tests, made and deleted with ``rabbitmqctl eval`` in
+    batches (one ``rabbitmqctl`` call takes seconds, far more on a loaded machine).
+
+    A test gets a vhost to itself; afterwards it is emptied (every queue celeriac
+    declared there, found through its ``celeriac.queue-catalog`` catalog, and Celery's
+    ``celery`` queue are deleted, the delay levels purged) and handed to a later test
+    of the same session, or set aside when emptying fails. Every vhost made is
+    deleted when the session ends.
+    """
+
+    BATCH = 2
+
+    def __init__(self) -> None:
+        self.free: list[str] = []
+        self.made: list[str] = []
+
+    @staticmethod
+    def _eval(code: str) -> None:
+        import subprocess
+
+        done = subprocess.run(["rabbitmqctl", "eval", code], capture_output=True, text=True,
+                              timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl eval failed: {done.stdout} {done.stderr}")
+
+    @staticmethod
+    def _binaries(names: list[str]) -> str:
+        return ", ".join(f'<<"{name}">>' for name in names)
+
+    def take(self) -> str:
+        if not self.free:
+            batch = [f"celeriac-test-{uuid.uuid4().hex[:12]}" for _ in range(self.BATCH)]
+            self.made.extend(batch)
+            self._eval(
+                "[begin rabbit_vhost:add(V, <<\"celeriac-tests\">>), "
+                "rabbit_auth_backend_internal:set_permissions(<<\"guest\">>, V, <<\".*\">>, "
+                "<<\".*\">>, <<\".*\">>, <<\"celeriac-tests\">>) end "
+                f"|| V <- [{self._binaries(batch)}]], ok.")
+            self.free.extend(batch)
+        return self.free.pop()
+
+    def give_back(self, vhost: str) -> None:
+        """Empty ``vhost`` and keep it for another test (dropped if that fails)."""
+        try:
+            empty_vhost(vhost)
+        except Exception:
+            return
+        self.free.append(vhost)
+
+    def delete_all(self) -> None:
+        if self.made:
+            self._eval("[rabbit_vhost:delete(V, <<\"celeriac-tests\">>) || "
+                       f"V <- [{self._binaries(self.made)}]], ok.")
+            self.made, self.free = [], []
+
+
+def empty_vhost(vhost: str) -> None:
+    """Delete the queues celeriac (and Celery's default) declared in ``vhost``; purge the
+    delay levels, so no message of one test reaches the next."""
+    import amqp
+
+    conn = amqp.Connection(f"{RABBITMQ_HOST}:{RABBITMQ_PORT}", virtual_host=vhost,
+                           connect_timeout=10)
+    conn.connect()
+    try:
+        names = {"celery"}
+        chan = conn.channel()
+        chan.queue_declare("celeriac.queue-catalog", durable=True, auto_delete=False)
+        while True:
+            got = chan.basic_get("celeriac.queue-catalog", no_ack=True)
+            if got is None:
+                break
+            names.add(bytes(got.body).decode())
+        for name in sorted(names):
+            for queue in (name, f"celeriac.dead.{name}"):
+                chan.queue_delete(queue)
+        chan.queue_delete("celeriac.queue-catalog")
+        for level in range(28):
+            try:
+                chan.queue_purge(f"celery_delayed_{level}")
+            except amqp.exceptions.NotFound:
+                chan = conn.channel()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_vhosts() -> Iterator[VhostPool]:
+    pool = VhostPool()
+    yield pool
+    if service_up(RABBITMQ_HOST, RABBITMQ_PORT):
+        pool.delete_all()
+
+
+@pytest.fixture
+def rabbitmq_url(rabbitmq_vhosts: VhostPool) -> Iterator[str]:
+    """``amqp://`` URL of an empty virtual host the test has to itself (guest/guest)."""
+    require_service("RabbitMQ", RABBITMQ_HOST, RABBITMQ_PORT)
+    vhost = rabbitmq_vhosts.take()
+    yield f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}/{vhost}"
+    rabbitmq_vhosts.give_back(vhost)
 
 
 _DJANGO_TESTS = str(Path(__file__).resolve().parent / "django")

@@ -17,7 +17,7 @@ from celeriac.results.store import ResultStore
 from needs import need
 
 LEASE_SECONDS = 1.0
-BROKERS = ["memory", "sqlite", "redis", "postgres"]
+BROKERS = ["memory", "sqlite", "redis", "postgres", "amqp"]
 STORES = ["memory", "sqlite", "redis", "postgres", "django-db", "django-db-postgres",
           "django-cache"]
 
@@ -47,6 +47,13 @@ def make_broker(kind: str, request: pytest.FixtureRequest) -> Broker:
         made: Broker = cls(request.getfixturevalue("postgres_url"), lease_seconds=LEASE_SECONDS)
         made.queues()  # creates the test's own schema now, not inside a timed step
         return made
+    if kind == "amqp":
+        cls = load("celeriac.brokers.amqp.broker", "AMQPBroker")
+        # priorities need x-max-priority on RabbitMQ (Celery's task_queue_max_priority)
+        rabbit: Broker = cls(request.getfixturevalue("rabbitmq_url"),
+                             lease_seconds=LEASE_SECONDS, options={"max_priority": 9})
+        rabbit.declare_delays()  # type: ignore[attr-defined]  # not inside a timed step
+        return rabbit
     raise ValueError(kind)
 
 

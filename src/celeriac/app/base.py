@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .. import clock, config, signals, states
-from ..brokers.base import Broker
+from ..brokers.base import QUEUE_SETTINGS, Broker
 from ..brokers.registry import broker_for_url, is_embedded, store_for_url
 from ..canvas.signature import maybe_signature, signature
 from ..config.settings import Settings
@@ -280,7 +280,8 @@ class Celery:
     def _broker_options(self) -> dict[str, Any]:
         """Transport options plus the Celery settings a broker driver understands."""
         conf = self.conf
-        options: dict[str, Any] = {"retry_policy": conf.task_publish_retry_policy}
+        options: dict[str, Any] = {"retry_policy": conf.task_publish_retry_policy,
+                                   **{n: conf.get(n) for n in QUEUE_SETTINGS if n in conf.changes}}
         if conf.broker_use_ssl:
             options["ssl"] = conf.broker_use_ssl
         options.update(conf.broker_transport_options or {})

@@ -74,6 +74,9 @@ REPLAYED = "replayed"
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 
+#: Celery settings passed, when set, in broker options (RabbitMQ declares queues with them)
+QUEUE_SETTINGS = ("task_default_queue_type", "task_queue_max_priority")
+
 
 def redact(url: str) -> str:
     """``url`` without its password, for error messages and logs (``;``-joined URLs too)."""
@@ -107,6 +110,8 @@ class Capabilities:
     lease_renewal: bool
     push_wakeup: bool
     multi_host: bool
+    #: ``stats``/``purge`` reach delayed messages (not RabbitMQ's shared delay layout)
+    counts_delayed: bool = True
     #: knows when a ready message became ready (``QueueStats.oldest_ready_at``)
     ready_times: bool = True
 

@@ -106,7 +106,14 @@ def postgres_engine() -> Engine:
     return Engine(PostgresBroker, PostgresResultStore, beat_store, ADMIN)
 
 
+def amqp_engine() -> Engine:
+    from .amqp.broker import AMQPBroker
+
+    return Engine(AMQPBroker, None, None)
+
+
 _REDIS = Scheme(redis_engine, extra="redis")
+_AMQP = Scheme(amqp_engine, roles=frozenset({BROKER}), extra="amqp")
 _POSTGRES = Scheme(postgres_engine, extra="postgres")
 #: Celery's SQLAlchemy result-backend URLs: results (and beat, as db+sqlite), not a broker
 _POSTGRES_DB = Scheme(postgres_engine, roles=frozenset({RESULTS, BEAT}), extra="postgres")
@@ -122,6 +129,9 @@ SCHEMES: dict[str, Scheme] = {
     "sentinel": _REDIS,
     "redis+socket": _REDIS,
     "unix": _REDIS,
+    "amqp": _AMQP,
+    "amqps": _AMQP,
+    "pyamqp": _AMQP,
     "postgresql": _POSTGRES,
     "postgres": _POSTGRES,
     "db+postgresql": _POSTGRES_DB,

@@ -25,6 +25,9 @@ USED: dict[str, Any] = {
     "broker_transport_options": {},
     "broker_use_ssl": False,
     "broker_publish_timeout": 5.0,
+    # RabbitMQ queue declarations (x-max-priority, x-queue-type), as Celery declares them
+    "task_queue_max_priority": None,
+    "task_default_queue_type": "classic",
     # results
     "result_backend": None,
     "result_backend_transport_options": {},

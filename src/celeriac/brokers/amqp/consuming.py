@@ -1,0 +1,286 @@
+"""The consuming half of the RabbitMQ broker: consumers, prefetch, leases, acks.
+
+:class:`Consuming` is mixed into :class:`~.broker.AMQPBroker` (which owns the
+connections and publishing, and documents the lease rules). Deliveries read
+from the consuming channel wait in ``_arrived`` until ``receive`` leases them
+by priority (0 first) then arrival; a lease is the unacked delivery, named by
+a token that is never reused and bound to the connection generation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import amqp
+
+from ...messages import Message
+from ...retry import RetryPolicy
+from ..base import Delivery
+from . import admin, topology, wire
+from .connection import RETRYABLE_ERRORS, Link
+
+logger = logging.getLogger("celeriac.brokers.amqp")
+
+#: how ``receive`` waits between attempts while RabbitMQ is unreachable
+RECEIVE_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_step=0.2,
+                              interval_max=1.0)
+
+#: one message to publish: (message, queue, priority, not_before, extra: counters/headers)
+Outgoing = tuple[Message, str, int, "float | None", "dict[str, Any] | None"]
+
+
+@dataclass
+class _Arrived:
+    """A delivery on the consuming channel, not yet leased."""
+
+    seq: int
+    queue: str
+    tag: int
+    generation: int
+    message: Message
+    counters: wire.Counters
+    returns: int
+    redelivered: bool
+
+
+@dataclass
+class _Lease:
+    arrived: _Arrived
+    owner: str
+    deliveries: int
+    lost: int
+    first: float
+
+
+class Consuming:
+    """Consumers, the arrived buffer and the leases of one broker instance."""
+
+    url: str
+    options: dict[str, Any]
+    lease_seconds: float
+    max_prefetch: int
+    _con: Link
+    _state: threading.Lock
+    _arrived: list[_Arrived]
+    _leases: dict[str, _Lease]
+    _recount: list[_Arrived]
+    _consuming: dict[str, str]
+    _pending_acks: list[tuple[int, int]]
+    _prefetch: int
+    _seq: itertools.count[int]
+    _tokens: itertools.count[int]
+    _nonce: str
+    _foreign: set[str]
+    #: publish and wait for the confirms (the broker's publishing half)
+    _publish_raw: Callable[[Sequence[Outgoing]], None]
+
+    now: Callable[[], float]
+
+    def receive(self, queues: Sequence[str], *, owner: str, limit: int = 1,
+                timeout: float = 1.0) -> list[Delivery]:
+        queues = list(dict.fromkeys(queues))
+        limit = max(1, int(limit))
+        deadline = time.monotonic() + max(0.0, timeout)
+        pauses = RECEIVE_BACKOFF.intervals()
+        first = True
+        while True:
+            got = self._take(queues, owner, limit)
+            if got:
+                return got
+            left = deadline - time.monotonic()
+            if not first and left <= 0:
+                return []
+            first = False
+            if not self._con.lock.acquire(timeout=max(left, 0.0)):
+                continue
+            try:
+                self._pump(queues, limit, max(left, 0.0))
+            except RETRYABLE_ERRORS as exc:
+                logger.debug("RabbitMQ receive failed (%s); reconnecting", exc)
+                self._con.reset()
+                time.sleep(min(next(pauses), max(0.0, deadline - time.monotonic())))
+            except admin.ChannelReset:
+                self._con.reset_channel()
+            finally:
+                self._con.lock.release()
+
+    def _pump(self, queues: list[str], limit: int, wait: float) -> None:
+        """Consume ``queues``, settle queued acks, and read what arrived (con.lock held)."""
+        chan = self._con.channel()
+        conn = chan.connection
+        if self.options.get("heartbeat"):
+            conn.heartbeat_tick()
+        self._flush_acks(chan)
+        with self._state:
+            want = len(self._leases) + len(self._arrived) + limit
+        if self.max_prefetch:
+            want = min(want, self.max_prefetch)
+        if want > self._prefetch:
+            self._widen(chan, want)
+        new = [q for q in queues if q not in self._consuming]
+        for queue in new:
+            if queue not in self._foreign and not topology.declare_task_queue(
+                    chan, queue, self.options):
+                self._foreign.add(queue)
+                raise admin.ChannelReset(queue)
+            topology.bind_to_delays(chan, queue)
+            tag = chan.basic_consume(queue, callback=self._arrival(queue))
+            self._consuming[queue] = tag
+        for queue in new:  # a round trip per queue: what it delivered is read by then
+            chan.queue_declare(queue, passive=True)
+        self._drain(conn, 0.0)
+        if not self._has(queues) and wait > 0:
+            self._drain(conn, min(wait, 1.0), once=True)
+            self._drain(conn, 0.0)
+        self._settle_recounts(chan)
+
+    def _widen(self, chan: amqp.Channel, want: int) -> None:
+        """Let each consumer hold ``want`` unacked deliveries.
+
+        RabbitMQ applies a per-consumer prefetch (the only kind quorum queues
+        accept) to consumers made after it, so each consumer is replaced: the new
+        one starts, then the old one is cancelled. Deliveries of the old consumer
+        stay ours (a cancel requeues nothing) and the ones in flight still arrive
+        before the cancel's reply, to the same callback.
+        """
+        chan.basic_qos(0, want, False)
+        self._prefetch = want
+        for queue, old in list(self._consuming.items()):
+            self._consuming[queue] = chan.basic_consume(queue, callback=self._arrival(queue))
+            chan.basic_cancel(old)
+
+    @staticmethod
+    def _drain(conn: amqp.Connection, timeout: float, once: bool = False) -> None:
+        while True:
+            try:
+                conn.drain_events(timeout=timeout)
+            except TimeoutError:
+                return
+            if once:
+                return
+
+    def _arrival(self, queue: str) -> Any:
+        def on_message(raw: amqp.Message) -> None:
+            message, counters, returns = wire.decode(raw, queue)
+            info = raw.delivery_info or {}
+            arrived = _Arrived(next(self._seq), queue, int(info["delivery_tag"]),
+                               self._con.generation, message, counters, returns,
+                               bool(info.get("redelivered")))
+            with self._state:
+                if arrived.redelivered and not returns and "x-delivery-count" not in (
+                        raw.properties.get("application_headers") or {}):
+                    self._recount.append(arrived)  # classic queue: persist the count first
+                else:
+                    self._arrived.append(arrived)
+        return on_message
+
+    def _settle_recounts(self, chan: amqp.Channel) -> None:
+        with self._state:
+            todo, self._recount = self._recount, []
+        if not todo:
+            return
+        items = []
+        for a in todo:
+            counters = wire.Counters(a.counters.deliveries + 1, a.counters.lost + 1,
+                                     a.counters.first_delivered_at or self.now())
+            items.append((a.message, a.queue, a.message.priority, None,
+                          {"counters": counters}))
+        self._publish_raw(items)
+        for a in todo:
+            chan.basic_ack(a.tag)
+
+    def _has(self, queues: list[str]) -> bool:
+        wanted = set(queues)
+        with self._state:
+            return any(a.queue in wanted for a in self._arrived)
+
+    def _take(self, queues: list[str], owner: str, limit: int) -> list[Delivery]:
+        wanted = set(queues)
+        generation = self._con.generation
+        now = self.now()
+        with self._state:
+            ready = sorted((a for a in self._arrived
+                            if a.queue in wanted and a.generation == generation),
+                           key=lambda a: (a.message.priority, a.seq))[:limit]
+            if not ready:
+                return []
+            taken = {id(a) for a in ready}
+            self._arrived = [a for a in self._arrived if id(a) not in taken]
+            out = []
+            for a in ready:
+                server_lost = a.returns if a.returns else (1 if a.redelivered else 0)
+                lost = a.counters.lost + server_lost
+                deliveries = a.counters.deliveries + server_lost + 1
+                first = a.counters.first_delivered_at or now
+                token = f"{self._nonce}.{next(self._tokens)}"
+                self._leases[token] = _Lease(a, owner, deliveries, lost, first)
+                message = a.message
+                if deliveries > 1:
+                    info = message.properties.get("delivery_info")
+                    if isinstance(info, dict):
+                        message = message.with_properties(
+                            delivery_info={**info, "redelivered": True})
+                out.append(Delivery(message=message, queue=a.queue, tag=token, token=token,
+                                    owner=owner, redelivered=deliveries > 1,
+                                    delivery_count=deliveries, lost_count=lost,
+                                    lease_expires=now + self.lease_seconds))
+            return out
+
+    def _pop_leases(self, deliveries: Sequence[Delivery]) -> list[_Lease]:
+        generation = self._con.generation
+        out = []
+        with self._state:
+            for d in deliveries:
+                lease = self._leases.get(d.token)
+                if lease is None:
+                    continue
+                del self._leases[d.token]
+                if lease.arrived.generation == generation:
+                    out.append(lease)
+        return out
+
+    def _queue_acks(self, leases: Sequence[_Lease]) -> None:
+        with self._state:
+            self._pending_acks.extend((lease.arrived.generation, lease.arrived.tag)
+                                      for lease in leases)
+        if self._con.lock.acquire(blocking=False):
+            try:
+                if self._con.connected:
+                    self._flush_acks(self._con.channel())
+            except RETRYABLE_ERRORS:
+                self._con.reset()
+            finally:
+                self._con.lock.release()
+
+    def _flush_acks(self, chan: amqp.Channel) -> None:
+        generation = self._con.generation
+        with self._state:
+            acks, self._pending_acks = self._pending_acks, []
+        for gen, tag in acks:
+            if gen == generation:
+                chan.basic_ack(tag)
+
+    def ack(self, deliveries: Sequence[Delivery]) -> int:
+        leases = self._pop_leases(deliveries)
+        if leases:
+            self._queue_acks(leases)
+        return len(leases)
+
+    def renew(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> list[bool]:
+        generation = self._con.generation
+        out = []
+        with self._state:
+            for d in deliveries:
+                lease = self._leases.get(d.token)
+                if lease is not None:
+                    out.append(lease.arrived.generation == generation and self._con.connected)
+                else:
+                    # another process's lease: it lasts while that process's connection does
+                    out.append(not d.token.startswith(self._nonce + "."))
+        return out

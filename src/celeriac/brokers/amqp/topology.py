@@ -1,0 +1,167 @@
+"""What the AMQP broker declares on RabbitMQ: task queues, the delay layout, dead-letter queues.
+
+**Task queues** are declared as Celery 5.7 declares them, so Celery workers
+and clients share them without a ``PRECONDITION_FAILED``: a durable queue,
+a durable direct exchange of the same name bound with the queue's name
+(Celery's ``Queue(name, Exchange(name), routing_key=name)``), arguments
+only when asked for: ``x-queue-type: quorum`` (option ``queue_type``, from
+``task_default_queue_type``; per queue in ``queue_types``) and
+``x-max-priority`` (option ``max_priority``, from
+``task_queue_max_priority``; classic queues only). A queue that already
+exists with other arguments is used as it is (a warning names the
+difference) instead of failing.
+
+**Delays** use kombu 5.5+'s native delayed delivery layout, so Celery and
+celeriac share delayed messages (``tests/fixtures/amqp-task-properties.json``):
+28 durable topic exchanges and quorum queues ``celery_delayed_27`` …
+``celery_delayed_0``; level N holds a message 2^N s (``x-message-ttl``) and
+dead-letters it to level N-1 (level 0: the topic exchange
+``celery_delayed_delivery``). A message is published to ``celery_delayed_27``
+with routing key = its delay in seconds as 28 dotted bits, then ``.`` and the
+queue's routing key; exchange N routes ``*.`` (27-N times) ``1.#`` to its queue and
+``*.`` (27-N times) ``0.#`` on to exchange N-1. Every consumed queue is bound to
+``celery_delayed_delivery`` with ``#.<queue>``. Resolution: the delay is
+rounded up to whole seconds for the bits, and the first level queue's hold
+is shortened by the rounding through the message's ``expiration``, so a
+message usually arrives within milliseconds of its time (it can wait behind
+an older message of the same level: at most the rounding, < 1 s).
+Maximum: 2^28 - 1 s (about 8.5 years).
+
+**Dead letters** go to ``celeriac.dead.<queue>`` (durable classic queues,
+published through the default exchange); ``celeriac.queue-catalog`` holds one
+message per queue name ever declared (RabbitMQ has no way to list queues over
+AMQP), compacted when read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import amqp
+from amqp import exceptions as amqp_errors
+
+logger = logging.getLogger("celeriac.brokers.amqp")
+
+LEVELS = 28
+MAX_DELAY = 2 ** LEVELS - 1
+DELAY_ENTRY = f"celery_delayed_{LEVELS - 1}"
+DELIVERY_EXCHANGE = "celery_delayed_delivery"
+CATALOG = "celeriac.queue-catalog"
+DEAD_PREFIX = "celeriac.dead."
+
+
+def level_name(level: int) -> str:
+    return f"celery_delayed_{level}"
+
+
+def dead_queue(queue: str) -> str:
+    return f"{DEAD_PREFIX}{queue}"
+
+
+def delay_route(seconds: float, routing_key: str) -> tuple[str, int | None]:
+    """``(routing key, expiration ms or None)`` for a delay of ``seconds`` (> 0)."""
+    whole = max(1, math.ceil(seconds))
+    if whole > MAX_DELAY:
+        raise ValueError(f"countdown/eta of {seconds:.0f} s is past RabbitMQ's delay layout "
+                         f"maximum of {MAX_DELAY} s (about 8.5 years)")
+    bits = format(whole, f"0{LEVELS}b")
+    first_level = whole.bit_length() - 1
+    shorten = whole - seconds  # the rounding, taken off the first level's hold
+    expiration = None
+    if shorten > 0.001:
+        expiration = max(0, int((2 ** first_level - shorten) * 1000))
+    return ".".join(bits) + "." + routing_key, expiration
+
+
+def queue_arguments(queue: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``x-`` arguments a task queue is declared with (as Celery declares it)."""
+    types = options.get("queue_types") or {}
+    queue_type = str(types.get(queue) or options.get("queue_type")
+                     or options.get("task_default_queue_type") or "classic")
+    args: dict[str, Any] = {}
+    if queue_type == "quorum":
+        args["x-queue-type"] = "quorum"
+    elif queue_type != "classic":
+        raise ValueError(f"queue_type: {queue_type!r} is not 'classic' or 'quorum'")
+    priorities = options.get("max_priorities") or {}
+    max_priority = priorities.get(queue, options.get("max_priority",
+                                                     options.get("task_queue_max_priority")))
+    if max_priority is not None and queue_type == "classic":
+        args["x-max-priority"] = int(max_priority)
+    return args
+
+
+def declare_task_queue(chan: amqp.Channel, queue: str, options: Mapping[str, Any]) -> bool:
+    """Declare ``queue`` and its exchange and binding; False when it existed with other
+    arguments (then ``chan`` is closed by the server and must be reopened)."""
+    args = queue_arguments(queue, options)
+    try:
+        chan.queue_declare(queue, durable=True, auto_delete=False, arguments=args or None)
+    except amqp_errors.PreconditionFailed as exc:
+        logger.warning("RabbitMQ queue %r exists with other arguments than %r; using it as it "
+                       "is (%s)", queue, args, exc)
+        return False
+    chan.exchange_declare(queue, "direct", durable=True, auto_delete=False)
+    chan.queue_bind(queue, queue, routing_key=queue)
+    return True
+
+
+def bind_to_delays(chan: amqp.Channel, queue: str) -> None:
+    """Let delayed messages for routing key ``queue`` reach ``queue``."""
+    chan.exchange_declare(DELIVERY_EXCHANGE, "topic", durable=True, auto_delete=False)
+    chan.queue_bind(queue, DELIVERY_EXCHANGE, routing_key=f"#.{queue}")
+
+
+def declare_delay_layout(chan: amqp.Channel, queue_type: str = "quorum") -> None:
+    """Declare kombu's 28 delay levels and ``celery_delayed_delivery`` (idempotent).
+
+    Every declaration is sent without waiting for its reply; the last one waits,
+    and RabbitMQ answers it only after all the others (one channel is ordered),
+    so a refused one still raises here.
+    """
+    routing_key = "1.#"
+    for level in range(LEVELS - 1, -1, -1):
+        name = level_name(level)
+        chan.exchange_declare(name, "topic", durable=True, auto_delete=False, nowait=True)
+        args: dict[str, Any] = {
+            "x-queue-type": queue_type,
+            "x-overflow": "reject-publish",
+            "x-message-ttl": 2 ** level * 1000,
+            "x-dead-letter-exchange": level_name(level - 1) if level else DELIVERY_EXCHANGE,
+        }
+        if queue_type == "quorum":
+            args["x-dead-letter-strategy"] = "at-least-once"
+        chan.queue_declare(name, durable=True, auto_delete=False, arguments=args, nowait=True)
+        chan.queue_bind(name, name, routing_key=routing_key, nowait=True)
+        routing_key = "*." + routing_key
+    chan.exchange_declare(DELIVERY_EXCHANGE, "topic", durable=True, auto_delete=False,
+                          nowait=True)
+    routing_key = "0.#"
+    for level in range(LEVELS - 1, 0, -1):
+        chan.exchange_bind(level_name(level - 1), level_name(level), routing_key=routing_key,
+                           nowait=True)
+        routing_key = "*." + routing_key
+    chan.exchange_bind(DELIVERY_EXCHANGE, level_name(0), routing_key=routing_key)
+
+
+def declare_dead_queue(chan: amqp.Channel, queue: str) -> str:
+    name = dead_queue(queue)
+    chan.queue_declare(name, durable=True, auto_delete=False)
+    return name
+
+
+def declare_catalog(chan: amqp.Channel) -> None:
+    chan.queue_declare(CATALOG, durable=True, auto_delete=False)
+
+
+def count(chan: amqp.Channel, queue: str) -> tuple[int, int] | None:
+    """``(ready messages, consumers)`` of ``queue``; None when it does not exist (the
+    channel is then closed by the server)."""
+    try:
+        _, messages, consumers = chan.queue_declare(queue, passive=True)
+    except amqp_errors.NotFound:
+        return None
+    return int(messages), int(consumers)

@@ -1,0 +1,126 @@
+"""The real CLI worker (prefork) on RabbitMQ: tasks run, kill -9 loses nothing, poison
+pills are dead-lettered after three deliveries, a long task runs once.
+
+Uses the project harness of ``test_worker_harness.py`` with ``amqp://`` (a vhost of
+the test's own) as broker and SQLite as result store. On RabbitMQ a lease lasts
+while the connection of the process that received the message lives: a child
+killed with SIGKILL closes its connection and RabbitMQ redelivers at once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def _load_harness() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "celeriac_worker_harness_amqp", Path(__file__).with_name("test_worker_harness.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+H = _load_harness()
+
+
+@pytest.fixture
+def amqp_project(rabbitmq_url: str, tmp_path: Path) -> Iterator[Any]:
+    pytest.importorskip("amqp")
+    projects: list[Any] = []
+
+    def make(**conf: Any) -> Any:
+        project = H.Project(tmp_path, broker=rabbitmq_url,
+                            backend=f"sqlite:///{tmp_path / 'results.sqlite3'}", conf=conf)
+        projects.append(project)
+        return project
+
+    yield make
+    for project in projects:
+        project.stop_all()
+        if project._app is not None:
+            project.app.broker.close()
+
+
+@pytest.mark.timeout(180)
+def test_prefork_worker_runs_tasks_and_stops_cleanly(amqp_project: Any) -> None:
+    project = amqp_project()
+    ids = project.publish_many("work", [(5,)] * 300)
+    worker = project.start_worker("-c", "2")
+    H.wait_until(lambda: project.states(ids)["SUCCESS"] == len(ids), 120,
+                 what="300 tasks on RabbitMQ")
+    assert set(project.runs_by_task("start").values()) == {1}
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    stats = project.app.broker.stats("work")
+    assert (stats.ready, stats.leased, stats.dead) == (0, 0, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_kill9_random_children_loses_nothing(amqp_project: Any) -> None:
+    project = amqp_project()
+    rng = random.Random(11)
+    ids = project.publish_many("work", [(rng.randint(1, 50),) for _ in range(3000)])
+    worker = project.start_worker("-c", "4")
+    killed: set[int] = set()
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        time.sleep(2.0)
+        if project.states(ids)["SUCCESS"] == len(ids):
+            break
+        children = H.child_pids(worker.pid)
+        if children:
+            victim = rng.choice(children)
+            os.kill(victim, signal.SIGKILL)
+            killed.add(victim)
+    states = project.states(ids)
+    starts = project.runs_by_task("start")
+    never_ran = [tid for tid in ids if starts[tid] == 0]
+    print(f"\nkill -9 chaos on RabbitMQ: tasks={len(ids)} kills={len(killed)} "
+          f"succeeded={states['SUCCESS']} duplicated_exec="
+          f"{sum(1 for n in starts.values() if n > 1)}")
+    assert len(killed) >= 3, "the test must actually kill children"
+    assert states["SUCCESS"] == len(ids), states
+    assert not never_ran
+    assert sum(1 for n in starts.values() if n > 1) <= len(killed)
+    assert not project.app.broker.dead_letters(limit=10)
+
+
+@pytest.mark.timeout(180)
+def test_poison_pill_dead_lettered_after_three_deliveries(amqp_project: Any) -> None:
+    project = amqp_project()
+    poison_id = project.publish_many("poison", [()])[0]
+    ids = project.publish_many("work", [(1,)] * 200)
+    project.start_worker("-c", "2")
+    H.wait_until(lambda: project.states(ids)["SUCCESS"] == len(ids), 120,
+                 what="200 normal tasks")
+    H.wait_until(lambda: project.app.broker.dead_letters(), 60, what="the dead letter")
+    [dead] = project.app.broker.dead_letters()
+    assert dead.message.task_id == poison_id
+    assert dead.reason.startswith("worker_lost")
+    assert project.runs_by_task("start")[poison_id] == 3
+    assert project.app.broker.purge_dead_letters() == 1
+    assert project.app.broker.dead_letters() == []
+
+
+@pytest.mark.timeout(120)
+def test_task_longer_than_the_lease_runs_once(amqp_project: Any) -> None:
+    """Leases on RabbitMQ last while the receiving connection lives, not lease_seconds."""
+    project = amqp_project(worker_lease_seconds=2, worker_heartbeat_interval=0.5)
+    task_id = project.publish_many("long", [(8,)])[0]
+    project.start_worker("-c", "2", name="w1")
+    project.start_worker("-c", "2", name="w2")
+    H.wait_until(lambda: (m := project.meta(task_id)) and m["status"] == "SUCCESS", 60,
+                 interval=0.5, what="the 8 s task")
+    assert project.runs_by_task("start")[task_id] == 1
+    assert project.runs_by_task("done")[task_id] == 1
