@@ -114,6 +114,8 @@ class Capabilities:
     counts_delayed: bool = True
     #: knows when a ready message became ready (``QueueStats.oldest_ready_at``)
     ready_times: bool = True
+    #: ``take_token`` buckets are shared by every client (False: kept per process)
+    shared_buckets: bool = True
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ import amqp
 from ...messages import Message
 from ...retry import RetryPolicy
 from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from ..buckets import bucket_take
 from . import admin, topology, wire
 from .connection import RETRYABLE_ERRORS, Link, retrying
 from .consuming import Consuming, Outgoing, _Arrived, _Lease
@@ -67,13 +68,15 @@ class AMQPBroker(Consuming, Broker):
     schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps", "pyamqp")
     capabilities: ClassVar[Capabilities] = Capabilities(
         native_delay=True, priorities=True, lease_renewal=False, push_wakeup=True,
-        multi_host=True, counts_delayed=False, ready_times=False,
+        multi_host=True, counts_delayed=False, ready_times=False, shared_buckets=False,
     )
 
     def __init__(self, url: str, *, lease_seconds: float = 30.0,
                  options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, lease_seconds=lease_seconds, options=options)
         self.retry_policy = RetryPolicy.from_celery(self.options.get("retry_policy"))
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._bucket_lock = threading.Lock()
         self.max_prefetch = int(self.options.get("prefetch_count") or 0)
         self.delay_queue_type = str(self.options.get("delay_queue_type") or "quorum")
         self._pub = Link(url, self.options, confirms=True, on_open=self._publisher_opened)
@@ -268,6 +271,21 @@ class AMQPBroker(Consuming, Broker):
             self._arrived = [a for a in self._arrived if a.queue != queue]
             self._pending_acks.extend((a.generation, a.tag) for a in mine)
         return purged + len(mine)
+
+    def take_token(self, key: str, rate: float, capacity: float = 1.0) -> float:
+        """Rate limits from a bucket kept in this process: RabbitMQ has no shared counter,
+        so on amqp:// ``rate_limit`` holds per worker process (Celery: per worker),
+        not across the cluster as on the other brokers. Warned once per key."""
+        with self._bucket_lock:
+            now = time.time()
+            if key not in self._buckets:
+                logger.warning("rate_limit of %s is enforced per worker process on amqp:// "
+                               "(RabbitMQ has no shared counter; with prefork -c N the "
+                               "node's limit is N times the rate)", key.removeprefix("task:"))
+            tokens, updated = self._buckets.get(key, (float(capacity), now))
+            left, wait = bucket_take(tokens, updated, now, rate, capacity)
+            self._buckets[key] = (left, now)
+            return wait
 
     def stats(self, queue: str) -> QueueStats:
         ready, consumers, dead = retrying(self.url, "stats", self._pub,
