@@ -25,6 +25,12 @@ Contract (checked for every broker by ``tests/contract``):
   calls it when a child dies), so redelivery does not wait for the lease.
 * Dead letters can be listed, retried (re-published to their queue with
   counters reset) and purged.
+* **Slots** (concurrency limits and ``serial_task`` locks): see
+  :meth:`Broker.acquire_slot`. A slot is held *by a delivery* and only while
+  that delivery's lease is live, so a killed worker never leaves one taken
+  for longer than its lease. **Unique claims** (``unique_for``): see
+  :meth:`Broker.claim_unique`. Brokers without them refuse with
+  :class:`~celeriac.exceptions.ImproperlyConfigured` when a task uses them.
 * Failures: a call that fails for a reason that may pass (connection lost,
   server down, database locked) raises
   :class:`~celeriac.exceptions.OperationalError`; a broker that retries does
@@ -127,6 +133,17 @@ class DeadLetter:
     lost_count: int
     first_delivered_at: float | None
     dead_at: float
+
+
+@dataclass(frozen=True)
+class SlotHolder:
+    """A live holder of a slot (``celeriac status``): which message, whose, until when."""
+
+    name: str
+    tag: str
+    task_id: str | None
+    owner: str | None
+    lease_expires: float | None
 
 
 @dataclass(frozen=True)
@@ -251,6 +268,63 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def purge_dead_letters(self, queue: str | None = None) -> int:
         """Delete dead letters (of one queue, or all)."""
+
+    # -- slots and unique claims -------------------------------------------
+    def acquire_slot(self, name: str, limit: int, delivery: Delivery) -> bool:
+        """Give ``delivery`` one of the ``limit`` places of slot ``name``; False when
+        ``limit`` live holders have one (or ``delivery``'s lease is not live).
+
+        What a broker must implement (``tests/contract/test_slots_contract.py``):
+
+        * **Atomic across every client** of the broker (processes and hosts):
+          ``n`` concurrent calls on a free slot of ``limit`` get exactly
+          ``min(n, limit)`` True (a Lua script, a transaction holding a lock).
+        * **Held while the lease lives**: a holder counts only while its
+          delivery's lease is live under the same token. It stays held as long as
+          ``renew`` keeps the lease, and is free as soon as the message is acked,
+          released or dead-lettered, its lease lapses, or ``expire_owner`` expires
+          its owner: a worker killed with ``kill -9`` frees its slots when its
+          leases lapse, never later. The brokers here check the message's lease
+          itself when they count holders (the slot row names the message and its
+          token), so nothing else has to renew or clean up.
+        * **Idempotent**: a delivery that holds the slot gets True again.
+
+        A broker whose leases other clients cannot read (AMQP: an unacknowledged
+        delivery lives on one channel) keeps each holder with its own expiry in a
+        store every client reaches (the result store's Redis or SQL database, one
+        atomic set-if-below-limit step), sets that expiry to the lease's at
+        acquire, extends it in :meth:`renew` for the deliveries renewed, and
+        deletes it in ``ack``/``release``/``dead_letter``/``expire_owner`` and
+        when its channel closes: the same guarantee, by bookkeeping.
+        """
+        raise self._unsupported("concurrency limits (serial_task, concurrency_limit)")
+
+    def release_slot(self, name: str, delivery: Delivery) -> bool:
+        """Give up ``delivery``'s place in ``name`` now; False if it held none."""
+        raise self._unsupported("concurrency limits (serial_task, concurrency_limit)")
+
+    def slot_holders(self, name: str | None = None) -> list[SlotHolder]:
+        """Live holders of slot ``name`` (or of every slot), for ``celeriac status``."""
+        return []
+
+    def claim_unique(self, key: str, value: str, seconds: float) -> str | None:
+        """Claim ``key`` for ``seconds`` with ``value`` if nobody holds it: None when
+        this call claimed it, else the value of the live claim (unchanged).
+
+        Atomic across every client (``SET NX PX``, ``INSERT ... ON CONFLICT``); a
+        claim is gone after ``seconds`` by the broker's clock, or by
+        :meth:`release_unique`."""
+        raise self._unsupported("unique tasks (unique_for)")
+
+    def release_unique(self, key: str, value: str) -> bool:
+        """Drop the claim on ``key`` if it still holds ``value``."""
+        raise self._unsupported("unique tasks (unique_for)")
+
+    def _unsupported(self, what: str) -> ImproperlyConfigured:
+        return ImproperlyConfigured(
+            f"{what} need a broker that implements slots and unique claims "
+            f"(memory, sqlite, redis, postgresql); this broker is "
+            f"{self.url.split('://', 1)[0]}://")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 from ...messages import Message, encode_envelope, parse_envelope
 from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from .slots import MemorySlots
 
 READY, DELAYED, LEASED = "ready", "delayed", "leased"
 
@@ -52,7 +53,7 @@ class _Entry:
     version: int = 0
 
 
-class MemoryBroker(Broker):
+class MemoryBroker(MemorySlots, Broker):
     """A thread-safe broker kept in this process's memory."""
 
     schemes: ClassVar[tuple[str, ...]] = ("memory",)

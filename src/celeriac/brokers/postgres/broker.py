@@ -58,6 +58,7 @@ from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueSta
 from . import sql
 from .db import Database, Handle, parse_url
 from .enqueue import publish_on, shares_database
+from .slots import PostgresSlots
 
 _CHUNK = 5000
 #: how ``receive`` waits between attempts while the server is unreachable (back within ~1 s)
@@ -93,7 +94,7 @@ def _tagged(deliveries: Iterable[Delivery]) -> tuple[list[int], list[str], list[
     return ids, tokens, kept
 
 
-class PostgresBroker(Broker):
+class PostgresBroker(PostgresSlots, Broker):
     """Messages in a PostgreSQL table, leased with ``FOR UPDATE SKIP LOCKED``."""
 
     schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres")

@@ -113,6 +113,7 @@ from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueSta
 from . import scripts as redis_scripts
 from .bookkeeping import SEP, queue_names, read_dead_letters, store_dead_letter
 from .client import RETRYABLE_ERRORS, Connection, connection, retrying, run_script
+from .slots import RedisSlots
 
 #: how ``receive`` waits between attempts while Redis is unreachable (back within ~1 s)
 RECEIVE_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_step=0.2,
@@ -122,7 +123,7 @@ _CHUNK = 1000
 _T = TypeVar("_T")
 
 
-class RedisBroker(Broker):
+class RedisBroker(RedisSlots, Broker):
     """Celery-compatible Redis broker with leases, delays and dead letters."""
 
 
