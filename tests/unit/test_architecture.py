@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 MAX_LINES = 400
 
 #: The public API layer: what a producer imports. Never the services on top.
-API = ("celeriac.app", "celeriac.canvas", "celeriac.results", "celeriac.result",
+API = ("celeriac.app", "celeriac.canvas", "celeriac.results", "celeriac.result", "celeriac.task",
        "celeriac.config", "celeriac.messages", "celeriac.schedules")
 SERVICES = ("celeriac.worker", "celeriac.beat", "celeriac.cli", "celeriac.contrib",
             "celeriac.dashboard")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import NotRegistered
 from . import state as _state
+from .limits import check_task_options
 from .task import Task
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ TASK_OPTIONS = {
     "before_start", "throws", "store_errors_even_if_ignored", "acks_on_failure_or_timeout",
     "send_events", "trail", "resultrepr_maxsize", "shared", "lazy", "pydantic",
     "compression", "exchange", "routing_key", "run_every", "filter",
+    "concurrency_limit", "concurrency_key", "on_busy", "busy_countdown", "unique_for",
+    "unique_key",
 }
 
 
@@ -86,6 +89,7 @@ def task_from_fun(app: Celery, fun: Callable[..., Any], name: str | None = None,
     cls = type(fun.__name__, (base,), attrs)
     cls.bind_app(app)  # type: ignore[attr-defined]
     task: Task = cls()
+    check_task_options(task)
     app._tasks.register(task)
     return task
 

@@ -30,6 +30,7 @@ from ..results.meta import store_result
 from ..retry import exponential_backoff
 from . import state as _state
 from .context import Context
+from .limits import publish_unique
 from .task_retry import retry_signature
 from .trace import apply_eagerly
 
@@ -91,6 +92,13 @@ class Task:
     trail: bool = True
     resultrepr_maxsize: int = 1024
     abstract: ClassVar[bool] = True
+    # concurrency limits and unique calls (celeriac.app.limits, docs/commcare.md)
+    concurrency_limit: int | None = None
+    concurrency_key: Any = None
+    on_busy: str = "requeue"
+    busy_countdown: float = 1.0
+    unique_for: float | None = None
+    unique_key: Any = None
     request_stack: Any = None
     #: set by @app.task when the function takes ``self``
     bind: ClassVar[bool] = False
@@ -172,6 +180,10 @@ class Task:
         if app.conf.task_always_eager:
             return self.apply(args, kwargs, task_id=task_id or str(uuid.uuid4()),
                               link=link, link_error=link_error, **options)
+        if self.unique_for:
+            return publish_unique(self, args, kwargs, task_id, lambda tid: app.send_task(
+                self.name or "", args, kwargs, task_id=tid, link=link, link_error=link_error,
+                shadow=shadow, task=self, **options))
         return app.send_task(self.name or "", args, kwargs, task_id=task_id, link=link,
                              link_error=link_error, shadow=shadow, task=self, **options)
 

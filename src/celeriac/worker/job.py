@@ -46,6 +46,7 @@ from .followups import FollowupRecorder
 from .limits import limited
 from .revocation import Revocations
 from .settle import AckBatcher, ResultBatcher, settle
+from .slots import Slots
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -120,6 +121,7 @@ class JobRunner:
         #: True when jobs run on the consumer thread: SUCCESS results are batched too
         self.batch_results = False
         self.revocations = Revocations(app)
+        self.slots = Slots(self.broker, keeper)
         self.accept = serialization.accepted_types(app.conf.accept_content)
         self.max_redeliveries = int(app.conf.worker_max_redeliveries)
         self.processed = 0
@@ -226,28 +228,44 @@ class JobRunner:
                              "(counted as a failed delivery)", job.name, job.id)
             await offload(self.give_back, job, True)
 
-    def execute(self, job: Job) -> Outcome:
-        """Run a job on this thread and settle its message."""
-        tracer = self.start(job)
-        soft, hard = self.limits_for(job)
-        self.monitor.task_started(job, hard)
+    def execute(self, job: Job) -> Outcome | None:
+        """Run a job on this thread and settle its message (None: deferred, its
+        concurrency slot was full; see :mod:`.slots`)."""
+        entry = self.slots.enter(job)
+        if entry.busy and self.slots.defer(job, entry):
+            return None
         try:
-            outcome = tracer.run(lambda ctx: self._call(job, ctx, soft, hard))
+            tracer = self.start(job)
+            soft, hard = self.limits_for(job)
+            self.monitor.task_started(job, hard)
+            try:
+                outcome = tracer.run(self.slots.body(job, entry) if entry.busy or entry.error
+                                     else lambda ctx: self._call(job, ctx, soft, hard))
+            finally:
+                self.monitor.task_finished(job)
         finally:
-            self.monitor.task_finished(job)
+            self.slots.leave(job, entry)
         self.finish(job, outcome)
         return outcome
 
-    async def execute_async(self, job: Job, offload: Offload) -> Outcome:
+    async def execute_async(self, job: Job, offload: Offload) -> Outcome | None:
         """Run an ``async def`` task on the running loop and settle its message."""
-        tracer: Tracer = await offload(self.start, job)
-        soft, hard = self.limits_for(job)
-        self.monitor.task_started(job, hard)
+        entry = await offload(self.slots.enter, job)
+        if entry.busy and await offload(self.slots.defer, job, entry):
+            return None
         try:
-            outcome = await tracer.run_async(
-                lambda ctx: limited(job.task.run(*ctx.args, **ctx.kwargs), soft, hard), offload)
+            tracer: Tracer = await offload(self.start, job)
+            soft, hard = self.limits_for(job)
+            self.monitor.task_started(job, hard)
+            try:
+                outcome = await tracer.run_async(
+                    self.slots.async_body(job, entry) if entry.busy or entry.error else
+                    lambda ctx: limited(job.task.run(*ctx.args, **ctx.kwargs), soft, hard),
+                    offload)
+            finally:
+                self.monitor.task_finished(job)
         finally:
-            self.monitor.task_finished(job)
+            await offload(self.slots.leave, job, entry)
         await offload(self.finish, job, outcome)
         return outcome
 
