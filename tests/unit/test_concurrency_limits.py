@@ -103,7 +103,7 @@ def test_serial_task_retries_then_fails_with_could_not_acquire_lock(
     first = serial.delay("k")
     wait_for(lambda: app.broker.slot_holders("t.serial:k"))
     second = serial.delay("k")
-    with pytest.raises(CouldNotAcquireLock, match="t.serial:k"):
+    with pytest.raises(CouldNotAcquireLock, match=r"t\.serial:k"):
         second.get(timeout=30)
     assert second.state == states.FAILURE
     gate.set()
