@@ -10,8 +10,9 @@ re-publishes one (``--id``) or all (of ``-Q``) with counters reset;
 seconds and the concurrency slots held now (``serial_task``,
 ``concurrency_limit``: slot, task id, holder, lease left), and exits 1 when
 there is no node. ``status --liveness NODE`` is a probe: it exits 1 when the
-node has no fresh heartbeat, or made no progress (receive, finished or running task) for ``--max-silence`` seconds while one
-of its queues has ready messages.
+node has no fresh heartbeat, or made no progress (receive, finished or
+running task) for ``--max-silence`` seconds while one of its queues has ready
+messages.
 """
 
 from __future__ import annotations
