@@ -26,6 +26,7 @@ from ..canvas.maps import xmap, xstarmap
 from ..canvas.signature import Signature
 from ..exceptions import Ignore, MaxRetriesExceededError, OperationalError, Reject, Retry
 from ..messages import saferepr
+from ..results.downloads import Download, result_store, save_download
 from ..results.meta import store_result
 from ..retry import exponential_backoff
 from . import state as _state
@@ -292,6 +293,20 @@ class Task:
         if task_id is None:
             raise ValueError("update_state() needs a task id outside a task run")
         store_result(self.app, task_id, meta, state or states.PENDING, request=request, **kwargs)
+
+    def set_progress(self, current: float, total: float, **extra: Any) -> None:
+        """Store ``PROGRESS`` with meta ``{"current", "total", **extra}`` for the running
+        request (soil's ``DownloadBase.set_progress``); read it as ``AsyncResult.progress``."""
+        self.update_state(state="PROGRESS", meta={"current": current, "total": total,
+                                                  **extra})
+
+    def save_download(self, payload: bytes | str, **options: Any) -> Download:
+        """Store this run's output file in the result store (see
+        :func:`celeriac.results.downloads.save_download`); its download id is the task
+        id unless ``download_id=`` says otherwise."""
+        options.setdefault("download_id", self.request.id)
+        options.setdefault("task_id", self.request.id)
+        return save_download(result_store(self.app), payload, **options)
 
     def send_event(self, type_: str, retry: bool = True, **fields: Any) -> None:
         """Task events are published by the worker's event dispatcher when enabled."""
