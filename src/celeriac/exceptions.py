@@ -95,6 +95,8 @@ class Retry(TaskPredicate):
         self.when = when
         self.is_eager = is_eager
         self.sig = sig
+        #: RETRY was stored before the new message was sent (``Task.retry`` in a worker)
+        self.state_stored = False
         super().__init__(self, exc, when, **kwargs)
 
     def humanize(self) -> str:

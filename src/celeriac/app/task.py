@@ -33,7 +33,7 @@ from . import state as _state
 from .context import Context
 from .limits import publish_unique
 from .task_retry import retry_signature
-from .trace import apply_eagerly
+from .trace import apply_eagerly, store_retry
 
 if TYPE_CHECKING:
     from ..results.async_result import AsyncResult, EagerResult
@@ -270,6 +270,7 @@ class Task:
         sig = retry_signature(self, request, args, kwargs, retries, eta, countdown, options)
         ret = Retry(exc=exc, when=eta or countdown, is_eager=bool(request.is_eager), sig=sig)
         if not request.is_eager:  # eager: apply() runs ret.sig itself, as in Celery
+            store_retry(self, request, ret)
             try:
                 sig.apply_async()
             except Exception as publish_error:  # as Celery; our worker dead-letters it
