@@ -214,3 +214,47 @@ def test_bad_options_are_refused_at_definition(app: Celery, options: dict[str, A
         @app.task(name="t.bad", **options)
         def bad() -> None:
             return None
+
+
+def test_celeriac_task_decorators(app: Celery) -> None:
+    from celeriac.schedules import crontab
+    from celeriac.task import periodic_task, serial_task, task
+
+    app.set_current()
+
+    @periodic_task(run_every=crontab(minute=0, hour="*/6"), queue="celery_periodic",
+                   options={"expires": 60})
+    def rebuild() -> str:
+        return "rebuilt"
+
+    @task
+    def plain(x: int) -> int:
+        return x
+
+    @serial_task("{0}", timeout=30, queue="background_queue")
+    def serial(key: str) -> str:
+        return key
+
+    entry = app.conf.beat_schedule[rebuild.name]
+    assert entry["task"] == rebuild.name and entry["schedule"] == crontab(minute=0, hour="*/6")
+    assert entry["options"] == {"expires": 60, "queue": "celery_periodic"}
+    assert plain.name in app.tasks
+    serial_task_obj = app.tasks[serial.name]
+    assert (serial_task_obj.concurrency_limit, serial_task_obj.on_busy) == (1, "retry")
+    assert (serial_task_obj.time_limit, serial_task_obj.queue) == (30, "background_queue")
+    assert serial_task_obj.ignore_result is True and serial_task_obj.max_retries == 3
+    app.conf.task_always_eager = True  # eager: runs at once, without a lock
+    assert serial.delay("k").get() == "k"
+
+
+def test_eager_failure_reaches_the_caller_through_get(app: Celery) -> None:
+    app.conf.task_always_eager = True
+
+    @app.task(name="t.uncool")
+    def uncool() -> None:
+        raise KeyError("my uncool error")
+
+    res = uncool.delay()
+    assert res.failed() is True
+    with pytest.raises(KeyError, match="my uncool error"):
+        res.get()

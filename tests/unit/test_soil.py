@@ -171,7 +171,7 @@ def test_pyramid_views(worker_app: Celery) -> None:
     webtest = require("webtest")
     from pyramid.config import Configurator
 
-    with Configurator(settings={"celeriac.soil_prefix": "/dl"}) as config:
+    with Configurator(settings={"celeriac_soil_prefix": "/dl"}) as config:
         config.include("celeriac.contrib.soil.pyramid_views")
         wsgi: Any = config.make_wsgi_app()
     client = webtest.TestApp(wsgi)

@@ -3,7 +3,7 @@
 ``config.include("celeriac.contrib.soil.pyramid_views")`` adds the routes
 ``celeriac_soil_status`` (``/downloads/{download_id}/``, progress JSON, see
 :func:`celeriac.contrib.soil.views.poll`) and ``celeriac_soil_file``
-(``/downloads/{download_id}/file``); set ``celeriac.soil_prefix`` in the settings
+(``/downloads/{download_id}/file``); set ``celeriac_soil_prefix`` in the settings
 to mount them elsewhere. Only whoever holds the download id can use them; a
 download saved with ``owner_ids`` is also refused (403) to another
 ``request.authenticated_userid``.
@@ -45,7 +45,7 @@ def download_file(request: Any) -> Response:
 
 
 def includeme(config: Any) -> None:
-    prefix = config.get_settings().get("celeriac.soil_prefix", "/downloads").rstrip("/")
+    prefix = config.get_settings().get("celeriac_soil_prefix", "/downloads").rstrip("/")
     config.add_route("celeriac_soil_status", f"{prefix}/{{download_id}}/")
     config.add_route("celeriac_soil_file", f"{prefix}/{{download_id}}/file")
     config.add_view(download_status, route_name="celeriac_soil_status", request_method="GET")
