@@ -21,11 +21,12 @@ definition, enabled flag or membership changes, so schedulers poll it cheaply.
 from __future__ import annotations
 
 import abc
+import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .entries import StoredEntry
+from .entries import EntrySpec, StoredEntry
 
 UTC = timezone.utc
 CLAIMED, SENT = "claimed", "sent"
@@ -54,6 +55,37 @@ class FireRecord:
     state: str = CLAIMED
     sent_at: datetime | None = None
     manual: bool = False
+
+
+def entry_from_row(row: tuple[Any, ...], app: Any = None) -> StoredEntry:
+    """Decode an entry row of a SQL store.
+
+    Columns, in order: name, definition (JSON), enabled, version, anchor_us,
+    last_us, dropped_us, total_run_count, source, code_hash.
+    """
+    (name, definition, enabled, version, anchor_us, last_us, dropped_us, count, source,
+     code_hash) = row
+    spec = EntrySpec.from_definition(name, json.loads(definition), app=app)
+    return StoredEntry(spec=spec, enabled=bool(enabled), version=int(version),
+                       anchor=from_us(anchor_us),
+                       last_run_at=from_us(last_us) if last_us is not None else None,
+                       total_run_count=int(count),
+                       dropped_through=from_us(dropped_us) if dropped_us is not None else None,
+                       source=source, code_hash=code_hash)
+
+
+def fire_from_row(row: tuple[Any, ...]) -> FireRecord:
+    """Decode a fire row of a SQL store.
+
+    Columns, in order: entry, fire_us, task_id, payload (JSON), owner,
+    claimed_us, state, sent_us, manual.
+    """
+    entry, fire_us, task_id, payload, owner, claimed_us, state, sent_us, manual = row
+    return FireRecord(entry=entry, fire_time=from_us(fire_us), task_id=task_id,
+                      payload=json.loads(payload), owner=owner,
+                      claimed_at=from_us(claimed_us), state=state,
+                      sent_at=from_us(sent_us) if sent_us is not None else None,
+                      manual=bool(manual))
 
 
 class ScheduleStore(abc.ABC):

@@ -268,7 +268,11 @@ def main() -> int:
     broker = broker_for_url(config["url"], lease_seconds=config["lease_seconds"],
                             options=config["options"])
     owner, renewer = int(config["owner"]), Renewer(broker, config["interval"])
-    os.write(sys.stdout.fileno(), b"R")  # connected: the owner may start tasks
+    try:
+        os.write(sys.stdout.fileno(), b"R")  # connected: the owner may start tasks
+    except BrokenPipeError:  # the owner died while we connected: nothing to renew
+        broker.close()
+        return 0
     for frame in read_frames(buffer):
         renewer.apply(owner, frame)
     while process_state(owner) != GONE:

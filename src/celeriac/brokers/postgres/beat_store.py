@@ -20,8 +20,15 @@ from datetime import datetime
 from typing import Any
 
 from ...retry import RetryPolicy
-from ...schedules.entries import EntrySpec, StoredEntry
-from ...schedules.store import SENT, FireRecord, ScheduleStore, from_us, to_us
+from ...schedules.entries import StoredEntry
+from ...schedules.store import (
+    SENT,
+    FireRecord,
+    ScheduleStore,
+    entry_from_row,
+    fire_from_row,
+    to_us,
+)
 from .db import Database, Handle, parse_url
 
 
@@ -50,24 +57,8 @@ class PostgresStore(ScheduleStore):
 
     # -- rows ------------------------------------------------------------------------
     def _entry(self, row: tuple[Any, ...]) -> StoredEntry:
-        (name, definition, enabled, version, anchor_us, last_us, dropped_us, count, source,
-         code_hash) = row
-        spec = EntrySpec.from_definition(name, json.loads(definition), app=self._app)
-        return StoredEntry(spec=spec, enabled=bool(enabled), version=int(version),
-                           anchor=from_us(anchor_us),
-                           last_run_at=from_us(last_us) if last_us is not None else None,
-                           total_run_count=int(count),
-                           dropped_through=from_us(dropped_us) if dropped_us is not None else None,
-                           source=source, code_hash=code_hash)
+        return entry_from_row(row, self._app)
 
-    @staticmethod
-    def _fire(row: tuple[Any, ...]) -> FireRecord:
-        entry, fire_us, task_id, payload, owner, claimed_us, state, sent_us, manual = row
-        return FireRecord(entry=entry, fire_time=from_us(fire_us), task_id=task_id,
-                          payload=json.loads(payload), owner=owner,
-                          claimed_at=from_us(claimed_us), state=state,
-                          sent_at=from_us(sent_us) if sent_us is not None else None,
-                          manual=bool(manual))
 
     # -- entries -----------------------------------------------------------------------
     def list_entries(self) -> list[StoredEntry]:
@@ -125,7 +116,7 @@ class PostgresStore(ScheduleStore):
                    sent_us=to_us(sent_at))
 
     def stale_claims(self, claimed_before: datetime) -> list[FireRecord]:
-        return [self._fire(r) for r in self._rows("beat_stale_claims",
+        return [fire_from_row(r) for r in self._rows("beat_stale_claims",
                                                   before_us=to_us(claimed_before))]
 
     def take_over(self, record: FireRecord, owner: str, now: datetime,
@@ -136,7 +127,7 @@ class PostgresStore(ScheduleStore):
                            before_us=to_us(claimed_before)) == 1
 
     def list_fires(self, entry: str | None = None) -> list[FireRecord]:
-        return [self._fire(r) for r in self._rows("beat_list_fires", entry=entry)]
+        return [fire_from_row(r) for r in self._rows("beat_list_fires", entry=entry)]
 
     def prune_fires(self, before: datetime) -> int:
         assert SENT == "sent"  # the statement spells the state out

@@ -27,8 +27,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from ...schedules.entries import EntrySpec, StoredEntry
-from ...schedules.store import SENT, FireRecord, ScheduleStore, from_us, to_us
+from ...schedules.entries import StoredEntry
+from ...schedules.store import (
+    SENT,
+    FireRecord,
+    ScheduleStore,
+    entry_from_row,
+    fire_from_row,
+    to_us,
+)
 from .db import Connections, parse_url, transaction
 
 SCHEMA = """
@@ -70,24 +77,8 @@ class SQLiteStore(ScheduleStore):
 
     # -- rows ------------------------------------------------------------------
     def _entry(self, row: tuple[Any, ...]) -> StoredEntry:
-        (name, definition, enabled, version, anchor_us, last_us, dropped_us, count, source,
-         code_hash) = row
-        spec = EntrySpec.from_definition(name, json.loads(definition), app=self._app)
-        return StoredEntry(spec=spec, enabled=bool(enabled), version=int(version),
-                           anchor=from_us(anchor_us),
-                           last_run_at=from_us(last_us) if last_us is not None else None,
-                           total_run_count=int(count),
-                           dropped_through=from_us(dropped_us) if dropped_us is not None else None,
-                           source=source, code_hash=code_hash)
+        return entry_from_row(row, self._app)
 
-    @staticmethod
-    def _fire(row: tuple[Any, ...]) -> FireRecord:
-        entry, fire_us, task_id, payload, owner, claimed_us, state, sent_us, manual = row
-        return FireRecord(entry=entry, fire_time=from_us(fire_us), task_id=task_id,
-                          payload=json.loads(payload), owner=owner,
-                          claimed_at=from_us(claimed_us), state=state,
-                          sent_at=from_us(sent_us) if sent_us is not None else None,
-                          manual=bool(manual))
 
     # -- entries ---------------------------------------------------------------
     def list_entries(self) -> list[StoredEntry]:
@@ -182,7 +173,7 @@ class SQLiteStore(ScheduleStore):
         rows = self._conn().execute(
             f"SELECT {_FIRE_COLUMNS} FROM beat_fires WHERE state = 'claimed' "
             "AND claimed_us < ? ORDER BY fire_us", (to_us(claimed_before),)).fetchall()
-        return [self._fire(r) for r in rows]
+        return [fire_from_row(r) for r in rows]
 
     def take_over(self, record: FireRecord, owner: str, now: datetime,
                   claimed_before: datetime) -> bool:
@@ -200,7 +191,7 @@ class SQLiteStore(ScheduleStore):
         if entry is not None:
             sql, args = sql + " WHERE entry = ?", (entry,)
         rows = self._conn().execute(sql + " ORDER BY fire_us, entry", args).fetchall()
-        return [self._fire(r) for r in rows]
+        return [fire_from_row(r) for r in rows]
 
     def prune_fires(self, before: datetime) -> int:
         with self._tx() as conn:
