@@ -93,6 +93,9 @@ class MemorySlots:
             held = book.get(key)
             if held is not None and held[1] > now:
                 return held[0]
+            if len(book) >= 1024:  # forget windows that ended, now and then
+                for gone in [k for k, (_, until) in book.items() if until <= now]:
+                    del book[gone]
             book[key] = (value, now + float(seconds))
             return None
 

@@ -418,7 +418,7 @@ SELECT n_live_tup, n_dead_tup, pg_total_relation_size(relid),
 FROM pg_stat_user_tables WHERE schemaname = %(schema)s AND relname = 'messages';
 
 -- name: slot_lock
-SELECT pg_advisory_xact_lock(hashtext('celeriac.slot:' || %(schema)s || ':' || %(name)s));
+SELECT pg_advisory_xact_lock(hashtext('celeriac:{schema}.slots:' || %(name)s));
 
 -- name: slot_acquire
 WITH live AS (

@@ -28,7 +28,7 @@ class PostgresSlots:
         if not delivery.tag.isdigit():
             return False
         sql = self.db.sql
-        params = {"name": name, "schema": self.schema, "limit": int(limit),
+        params = {"name": name, "limit": int(limit),
                   "id": int(delivery.tag), "token": delivery.token,
                   "task_id": delivery.message.task_id}
 
