@@ -1,7 +1,7 @@
 """CommCare's toolbox on real worker processes (issue 18), on SQLite and Redis.
 
-* two workers x 50 calls of one ``serial_task`` key never overlap (each run
-  records its start and end);
+* two workers (prefork and threads) x 50 calls of one ``serial_task`` key never
+  overlap (each run records its start and end);
 * ``kill -9`` of the worker holding a ``serial_task`` lock: the lock goes when
   the dead worker's lease lapses, and another worker runs both calls;
 * a ``periodic_task`` from ``celeriac.task`` fires through beat (``worker -B``);
@@ -93,7 +93,7 @@ def spans(proj: Project) -> list[tuple[int, int, float, float]]:
 
 def test_two_workers_never_overlap_a_serial_key(proj: Project) -> None:
     client = proj.client()
-    with proj.worker(concurrency=4) as one, proj.worker(concurrency=4) as two:
+    with proj.worker(pool="prefork", concurrency=3), proj.worker(concurrency=4) as two:
         results = [client.serial.delay("k", n) for n in range(50)]
         for res in results:
             res.get(timeout=120)
@@ -101,7 +101,8 @@ def test_two_workers_never_overlap_a_serial_key(proj: Project) -> None:
         assert sorted(s[0] for s in ran) == list(range(50))
         for before, after in itertools.pairwise(ran):
             assert after[2] >= before[3], f"runs overlap: {before} and {after}"
-        assert {s[1] for s in ran} == {one.proc.pid, two.proc.pid}  # both took part
+        pids = {s[1] for s in ran}  # prefork children and the threads worker took part
+        assert two.proc.pid in pids and len(pids) >= 2
         wait_until(lambda: not proj.app.broker.slot_holders(), what="slots given back")
 
 
