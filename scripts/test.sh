@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,redis,fast,django,postgres]'
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,redis,fast,django,postgres,pyramid,dashboard,security]'
 .venv/bin/ruff check src tests bench examples
 .venv/bin/mypy
 # Tests spend most of their time waiting on workers and services, so four test processes

@@ -156,6 +156,10 @@ class DecodeError(CeleriacError):
     """A message could not be decoded."""
 
 
+class MessageTooLarge(DecodeError, ValueError):
+    """A message (or its decompressed body) is larger than ``task_message_max_size``."""
+
+
 class RemoteTaskError(TaskError):
     """A task failed with an exception type this process may not re-create.
 
@@ -218,7 +222,7 @@ class CDeprecationWarning(DeprecationWarning):
 
 
 class SecurityError(CeleriacError):
-    """Security related exception."""
+    """A message is unsigned, badly signed, replayed or undecryptable (Celery's name)."""
 
 
 class InvalidTaskError(CeleriacError):

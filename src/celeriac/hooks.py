@@ -48,13 +48,20 @@ def register_on_commit(handler: OnCommit | None) -> None:
     _on_commit = handler
 
 
+def on_commit_handler() -> OnCommit | None:
+    """The installed on-commit function (an integration may delegate to the one it
+    replaces: the Pyramid one hands calls made outside its transactions to Django's)."""
+    return _on_commit
+
+
 def on_commit(callback: Callable[[], Any]) -> None:
     """Run ``callback`` once the current transaction commits (or now, outside one)."""
     if _on_commit is None:
         raise RuntimeError(
             "delay_on_commit()/apply_async_on_commit() need a transaction integration: "
             "with Django, set DJANGO_SETTINGS_MODULE (or add 'celeriac.contrib.django' to "
-            "INSTALLED_APPS) so celeriac.contrib.django installs it")
+            "INSTALLED_APPS) so celeriac.contrib.django installs it; with Pyramid, import "
+            "celeriac.contrib.pyramid (config.include('celeriac.contrib.pyramid'))")
     _on_commit(callback)
 
 

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import serialization
-from .exceptions import DecodeError
+from .exceptions import DecodeError, MessageTooLarge
 
 EMPTY_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -278,6 +278,8 @@ STANDARD_HEADERS = (
     "replaced_task_nesting", "stamped_headers", "stamps",
 )
 
+_BOUNDED_HEADERS = frozenset((*STANDARD_HEADERS, "compression", "celeriac_seal"))
+
 _PROP_ORDER = (
     "correlation_id",
     "reply_to",
@@ -299,13 +301,46 @@ def saferepr(value: Any, maxlen: int = 1024, show: Callable[[Any], str] = repr) 
     return text if len(text) <= maxlen else text[: maxlen - 3] + "..."
 
 
-def decode_body(message: Message, accept: frozenset[str] | None = None) -> Any:
+def decode_body(message: Message, accept: frozenset[str] | None = None,
+                max_size: int | None = None) -> Any:
     """The deserialized body (decompressed first when the ``compression`` header says so);
-    ``accept`` (content types) is enforced when given."""
+    ``accept`` (content types) is enforced when given, ``max_size`` bounds the
+    decompressed body (MessageTooLarge)."""
     body = message.body
     if message.headers.get("compression"):
-        body = serialization.decompress(body, str(message.headers["compression"]))
+        limit = max_size or serialization.MAX_DECOMPRESSED
+        body = serialization.decompress(body, str(message.headers["compression"]), limit)
     return serialization.loads(body, message.content_type, accept)
+
+
+def message_size(message: Message) -> int:
+    """What ``task_message_max_size`` measures: the body's bytes plus the headers as JSON."""
+    try:
+        headers = len(json.dumps(message.headers, default=repr))
+    except (TypeError, ValueError):
+        headers = 0
+    return len(message.body) + headers
+
+
+#: headroom below ``task_message_max_size`` under which a producer does not measure the
+#: standard headers (their values are bounded: ids, names, 1 KiB reprs)
+HEADER_HEADROOM = 1024 * 1024
+
+
+def check_size(message: Message, limit: int | None, exact: bool = True) -> None:
+    """Raise MessageTooLarge when ``message`` is over ``limit`` bytes (None/0: no limit).
+
+    ``exact=False`` (producers, on every publish) skips encoding the headers when the
+    body is more than :data:`HEADER_HEADROOM` under the limit and every header is a
+    standard one (the seal's too); workers measure exactly."""
+    if limit:
+        if not exact and len(message.body) + HEADER_HEADROOM < limit and (
+                message.headers.keys() <= _BOUNDED_HEADERS):
+            return
+        size = message_size(message)
+        if size > limit:
+            raise MessageTooLarge(f"message of {size} bytes exceeds task_message_max_size "
+                                  f"({limit} bytes)")
 
 
 def parse_envelope(raw: bytes | str) -> Message:

@@ -9,7 +9,10 @@ Celery and celeriac unchanged::
     bytes    -> {"__type__": "bytes", "__value__": "<utf-8 text>"} or "base64"
 
 ``accept_content`` is enforced by :func:`loads`: a content type that is not
-listed raises :class:`~celeriac.exceptions.ContentDisallowed`. Bodies may be
+listed raises :class:`~celeriac.exceptions.ContentDisallowed`, and so does
+one switched off by :func:`disable_insecure_serializers` (what
+``app.setup_security()`` does, as kombu's registry does for Celery). The
+``auth`` serializer is registered by :mod:`celeriac.security`. Bodies may be
 compressed as kombu compresses them (``compression`` header).
 """
 
@@ -28,7 +31,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from .exceptions import ContentDisallowed, DecodeError
+from .exceptions import ContentDisallowed, DecodeError, MessageTooLarge, SecurityError
 
 JSON = "application/json"
 PICKLE = "application/x-python-serialize"
@@ -80,7 +83,11 @@ def _json_hook(obj: dict[str, Any]) -> Any:
     if marker is not None and "__value__" in obj and len(obj) == 2:
         decoder = _DECODERS.get(marker)
         if decoder is not None:
-            return decoder(obj["__value__"])
+            try:
+                return decoder(obj["__value__"])
+            except Exception as exc:  # {"__type__": "bytes", "__value__": null} and the like
+                raise ValueError(f"bad {marker!r} value {obj['__value__']!r:.40}: "
+                                 f"{exc}") from None
     return obj
 
 
@@ -109,12 +116,31 @@ class Serializer:
 
 
 _SERIALIZERS: dict[str, Serializer] = {}
+#: content types no message may be decoded with (see :func:`disable_insecure_serializers`)
+_DISABLED: set[str] = set()
+#: registered by ``app.setup_security()`` (:mod:`celeriac.security`)
+AUTH_NAMES = ("auth", "application/data")
 
 
 def register(serializer: Serializer) -> None:
-    """Register a serializer under its name and content type."""
+    """Register a serializer under its name and content type (and enable it)."""
     _SERIALIZERS[serializer.name] = serializer
     _SERIALIZERS[serializer.content_type] = serializer
+    _DISABLED.discard(serializer.content_type)
+
+
+def disable_insecure_serializers(allowed: Iterable[str] | None = ("json",)) -> None:
+    """Switch off decoding with every registered serializer but ``allowed`` (kombu's
+    function of that name); ``None`` switches all of them off."""
+    keep = accepted_types(allowed or ())
+    _DISABLED.clear()
+    _DISABLED.update(s.content_type for s in _SERIALIZERS.values()
+                     if s.content_type not in keep)
+
+
+def enable_all_serializers() -> None:
+    """Undo :func:`disable_insecure_serializers`."""
+    _DISABLED.clear()
 
 
 register(
@@ -138,6 +164,9 @@ def get_serializer(name_or_type: str) -> Serializer:
     try:
         return _SERIALIZERS[name_or_type]
     except KeyError:
+        if name_or_type in AUTH_NAMES:
+            raise ContentDisallowed("the 'auth' serializer needs app.setup_security() (or the "
+                                    "security_* settings in a worker) first") from None
         raise ContentDisallowed(f"unknown serializer or content type {name_or_type!r}") from None
 
 
@@ -163,10 +192,15 @@ def loads(payload: bytes | str, content_type: str, accept: frozenset[str] | None
     content_type = content_type or JSON
     if accept is not None and content_type not in accept:
         raise ContentDisallowed(f"refusing to deserialize content of type {content_type}")
+    if content_type in _DISABLED:
+        raise ContentDisallowed(f"refusing to deserialize content of type {content_type}: "
+                                f"disabled by setup_security(allowed_serializers=...)")
     s = get_serializer(content_type)
     data = payload.encode("utf-8") if isinstance(payload, str) and s.name != "json" else payload
     try:
         return s.loads(data)  # type: ignore[arg-type]
+    except (SecurityError, ContentDisallowed, DecodeError):
+        raise
     except Exception as exc:
         raise DecodeError(f"cannot decode {content_type} payload: {exc}") from exc
 
@@ -208,5 +242,5 @@ def decompress(body: bytes, content_type: str, limit: int = MAX_DECOMPRESSED) ->
     except Exception as exc:
         raise DecodeError(f"cannot decompress {content_type} body: {exc}") from exc
     if len(out) > limit:
-        raise DecodeError(f"decompressed body exceeds {limit} bytes")
+        raise MessageTooLarge(f"decompressed body exceeds {limit} bytes")
     return bytes(out)

@@ -92,6 +92,9 @@ after_setup_logger = Signal("after_setup_logger")
 after_setup_task_logger = Signal("after_setup_task_logger")
 beat_init = Signal("beat_init")
 beat_embedded_init = Signal("beat_embedded_init")
+#: sent by every ``celeriac`` command with the values of the app's
+#: ``user_options["preload"]`` options (``app=``, ``options=``), before the command runs
+user_preload_options = Signal("user_preload_options")
 worker_before_create_process = Signal("worker_before_create_process")
 #: eventlet pool signals: accepted so receivers can connect; celeriac has no eventlet pool
 eventlet_pool_started = Signal("eventlet_pool_started")

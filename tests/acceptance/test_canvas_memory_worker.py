@@ -1,4 +1,8 @@
-"""Canvas end to end on the memory broker with an in-process threaded worker."""
+"""Canvas end to end on the memory broker with an in-process threaded worker.
+
+Dogfooding: the app and the worker are celeriac's pytest fixtures (``celery_app``,
+``celery_worker``, configured by ``celery_worker_pool``/``celery_worker_parameters``).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,6 @@ import pytest
 from celeriac import Celery, chain, chord, group, signature
 from celeriac.exceptions import ChordError
 from celeriac.messages import Message
-from celeriac.worker.consumer import Consumer
-from celeriac.worker.pools import ThreadPool
 
 CAPTURE = Path(__file__).parents[1] / "fixtures" / "celery-wire-capture.txt"
 T = 10  # seconds: generous get() timeout
@@ -35,9 +37,20 @@ def seen() -> Seen:
     return Seen()
 
 
+@pytest.fixture(scope="session")
+def celery_worker_pool() -> str:
+    return "threads"
+
+
+@pytest.fixture(scope="session")
+def celery_worker_parameters() -> dict[str, Any]:
+    return {"concurrency": 4}
+
+
 @pytest.fixture
-def app(seen: Seen) -> Iterator[Celery]:
-    app = Celery("canvas_mem", broker="memory://")
+def app(seen: Seen, celery_app: Celery, celery_worker: Any) -> Iterator[Celery]:
+    app = celery_app
+    assert app.broker_url == "memory://"
 
     @app.task(name="tasks.add")
     def add(x: int, y: int) -> int:
@@ -77,12 +90,7 @@ def app(seen: Seen) -> Iterator[Celery]:
     def replaced_by_group(self: Any, x: int) -> None:
         raise self.replace(group(app.tasks["tasks.add"].s(x, 0), app.tasks["tasks.add"].s(x, 1)))
 
-    consumer = Consumer(app, ["celery"], ThreadPool(4), poll_timeout=0.05)
-    thread = threading.Thread(target=consumer.run, daemon=True)
-    thread.start()
     yield app
-    consumer.stop()
-    thread.join(10)
 
 
 def t(app: Celery, name: str) -> Any:

@@ -203,3 +203,43 @@ def test_the_revoked_rule_holds_under_concurrent_writers(result_store: ResultSto
         for thread in threads:
             thread.join()
         assert result_store.get(task_id)["status"] == "REVOKED"
+
+
+def test_reading_a_result_never_imports_what_it_names(result_store: ResultStore,
+                                                      tmp_path: Any,
+                                                      monkeypatch: Any) -> None:
+    """CVE-2021-23727: a stored exception naming any module and class (written by whoever
+    can write to the store) is read back as text, never imported or instantiated."""
+    import sys
+
+    from celeriac import Celery
+    from celeriac.exceptions import RemoteTaskError
+
+    canary = f"celeriac_cve_canary_{new_id()}"
+    touched = tmp_path / "imported"
+    (tmp_path / f"{canary}.py").write_text(
+        f"open({str(touched)!r}, 'w').close()\nclass Evil(Exception):\n"
+        f"    def __init__(self, *a):\n        open({str(touched)!r}, 'a').write('built')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = Celery("cve", broker="memory://", set_as_current=False)
+    app._backend = result_store
+    cases = {canary: "Evil", "os": "system", "subprocess": "Popen", "builtins": "eval",
+             "posix": "system"}
+    for module, name in cases.items():
+        task_id = new_id()
+        result_store.set(task_id, meta(task_id, status="FAILURE", result={
+            "exc_type": name, "exc_module": module, "exc_message": ["rm -rf /tmp/x"]}))
+        result = app.AsyncResult(task_id)
+        assert result.state == "FAILURE"
+        exc = result.result
+        assert isinstance(exc, RemoteTaskError), (module, name, exc)
+        assert (exc.exc_type, exc.exc_module) == (name, module)
+        assert f"{module}.{name}" in str(exc) or name in str(exc)
+        try:
+            result.get(timeout=1)
+        except RemoteTaskError:
+            pass
+        else:
+            raise AssertionError("get() must raise the failure")
+    assert canary not in sys.modules
+    assert not touched.exists()

@@ -222,3 +222,19 @@ def test_a_second_publish_of_one_row_is_dropped_by_workers(proj: Any, outbox: st
     assert "duplicate publish" in (admit(proj, second) or "")
     foreign = parse_task(sent.message.with_headers(celeriac_outbox="nowhere:1:1"), None)
     assert admit(proj, foreign) is None
+
+
+def test_kuma_pattern_enqueue_assertions_see_the_commit(proj: Any) -> None:
+    """docs/testing.md: what waits in the broker, not what was called, before and after
+    the commit (eager mode would have run the task inside the transaction)."""
+    from django.db import transaction
+    from shop.tasks import process_order
+
+    from celeriac.contrib.testing.enqueued import assert_enqueued, refute_enqueued
+
+    with transaction.atomic():
+        order = new_order("kuma-pattern")
+        process_order.delay_on_commit(order.id)
+        refute_enqueued(process_order, app=proj)
+    [waiting_task] = assert_enqueued(process_order, args=(order.id,), app=proj)
+    assert waiting_task.queue == proj.conf.task_default_queue

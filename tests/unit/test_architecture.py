@@ -21,8 +21,9 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 MAX_LINES = 400
 
 #: The public API layer: what a producer imports. Never the services on top.
-API = ("celeriac.app", "celeriac.canvas", "celeriac.results", "celeriac.result", "celeriac.task",
-       "celeriac.config", "celeriac.messages", "celeriac.schedules")
+API = ("celeriac.app", "celeriac.canvas", "celeriac.results", "celeriac.result",
+       "celeriac.config", "celeriac.messages", "celeriac.schedules", "celeriac.events",
+       "celeriac.control", "celeriac.security", "celeriac.task")
 SERVICES = ("celeriac.worker", "celeriac.beat", "celeriac.cli", "celeriac.contrib",
             "celeriac.dashboard")
 #: Brokers and their stores know messages and stored state, never tasks or callers.
@@ -31,8 +32,8 @@ CALLER_SIDE = ("celeriac.app", "celeriac.canvas", "celeriac.results.async_result
                "celeriac.results.group", "celeriac.result")
 #: The ground floor: imported by everything, importing only each other (``hooks``: the
 #: extension points integrations register into).
-FOUNDATION = ("celeriac.exceptions", "celeriac.states", "celeriac.signals", "celeriac.hooks",
-              "celeriac.serialization", "celeriac.retry", "celeriac.version")
+FOUNDATION = ("celeriac.clock", "celeriac.exceptions", "celeriac.states", "celeriac.signals",
+              "celeriac.hooks", "celeriac.serialization", "celeriac.retry", "celeriac.version")
 
 RULES: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
     (API, SERVICES, "the API layer must not import the worker, beat, CLI or contrib"),

@@ -306,3 +306,21 @@ def test_delay_async_and_get_async_eager(app: Celery) -> None:
         return await a.get_async(timeout=1), await b.get_async(timeout=1)
 
     assert asyncio.run(main()) == (6, 9)
+
+
+def test_eager_refuses_arguments_a_publish_cannot_serialize(app: Celery) -> None:
+    @app.task
+    def echo(x: Any) -> Any:
+        return x
+
+    app.conf.task_always_eager = False
+    with pytest.raises(TypeError, match="not JSON serializable") as published:
+        echo.delay(object())
+    app.conf.task_always_eager = True
+    with pytest.raises(TypeError, match="not JSON serializable") as eager:
+        echo.delay(object())
+    assert type(eager.value) is type(published.value)
+    assert echo.delay({"a": (1, 2)}).get() == {"a": (1, 2)}
+    app.conf.task_eager_check_serializable = False  # Celery's behaviour, on request
+    marker = object()
+    assert echo.delay(marker).get() is marker

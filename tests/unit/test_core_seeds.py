@@ -1,17 +1,18 @@
 """The seeds' code examples, unit tier: the memory broker and an in-process worker thread.
 
 Each task body is the seed's code with only the import changed (``celery`` ->
-``celeriac``). Waits the seeds ask for in minutes (``countdown=5`` retries,
-``autoretry_for`` with the 180 s default delay) run through the worker's job
-runner with the clock moved forward instead of sleeping; the acceptance tier
-runs the same code through a real worker process.
+``celeriac``). Dogfooding: the app is the ``celery_app`` fixture of celeriac's
+pytest plugin, the worker thread ``start_worker``, and the waits the seeds ask
+for in minutes (``countdown=5`` retries, ``autoretry_for`` with the 180 s default
+delay) pass on the ``celery_clock`` fixture instead of sleeping. A few checks
+drive the worker's job runner directly to see one run's outcome. The acceptance
+tier runs the same code through a real worker process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,34 +22,26 @@ import pytest
 
 from celeriac import Celery, Task, shared_task, states
 from celeriac.app.trace import Outcome
+from celeriac.contrib.testing.clock import TestClock
+from celeriac.contrib.testing.worker import start_worker
 from celeriac.exceptions import Ignore, Reject, TaskRevokedError
-from celeriac.worker.consumer import Consumer
 from celeriac.worker.job import JobRunner
 from celeriac.worker.leases import LeaseKeeper
-from celeriac.worker.pools import ThreadPool
 
 
 @pytest.fixture
-def app() -> Iterator[Celery]:
-    app = Celery("tasks", broker="memory://", backend="memory://")
-    yield app
-    app.close()
+def app(celery_app: Celery, depends_on_current_app: None) -> Celery:
+    """Current, as the seeds' shared tasks need (Celery's fixture app is not, either)."""
+    assert celery_app.broker_url == celery_app.backend_url == "memory://"
+    return celery_app
 
 
 @contextlib.contextmanager
-def running_worker(app: Celery, queues: tuple[str, ...] = ("celery",)) -> Iterator[Consumer]:
-    """The worker's consumer on two threads, in this process, until the block ends."""
-    consumer = Consumer(app, list(queues), ThreadPool(2), hostname="celery@unit",
-                        poll_timeout=0.05)
-    thread = threading.Thread(target=consumer.run, name="unit-worker", daemon=True)
-    thread.start()
-    try:
-        yield consumer
-    finally:
-        consumer.stop()
-        thread.join(timeout=10)
-        consumer.pool.shutdown()
-        assert not thread.is_alive()
+def running_worker(app: Celery, queues: tuple[str, ...] = ("celery",)) -> Iterator[Any]:
+    """The worker on two threads, in this process, until the block ends."""
+    with start_worker(app, pool="threads", concurrency=2, hostname="celery@unit",
+                      queues=list(queues)) as worker:
+        yield worker
 
 
 def work_later(app: Celery, shift: float) -> list[Outcome]:
@@ -98,7 +91,7 @@ def test_tutorial_countdown_and_expires(app: Celery) -> None:
         assert expired.state == states.REVOKED
 
 
-def test_tutorial_autoretry_for_with_retry_kwargs(app: Celery) -> None:
+def test_tutorial_autoretry_for_with_retry_kwargs(app: Celery, celery_clock: TestClock) -> None:
     attempts: list[int] = []
 
     class Twitter:
@@ -117,13 +110,10 @@ def test_tutorial_autoretry_for_with_retry_kwargs(app: Celery) -> None:
         return twitter.refresh_timeline(user)
 
     result = refresh_timeline.delay("ann")
-    [first] = work_later(app, 0)
-    assert first.state == states.RETRY and result.state == states.RETRY
-    assert work_later(app, 170) == []  # the default retry delay is 180 s
-    [second] = work_later(app, 181)
-    assert second.state == states.RETRY
-    [third] = work_later(app, 362)
-    assert third.state == states.SUCCESS
+    assert celery_clock.advance(0).retried == 1 and result.state == states.RETRY
+    assert celery_clock.advance(170).total == 0  # the default retry delay is 180 s
+    assert celery_clock.advance(11).retried == 1
+    assert celery_clock.advance(181).succeeded == 1
     assert result.get(timeout=1) == "timeline of ann"
 
 
@@ -218,14 +208,14 @@ def email_send(self: Task, email_id: int) -> None:
         self.retry(exc=exc, countdown=5)
 
 
-def test_hacksoft_retries_then_on_failure(app: Celery) -> None:
+def test_hacksoft_retries_then_on_failure(app: Celery, celery_clock: TestClock) -> None:
     EmailService.sent_failed = []
     result = email_send.delay(17)
     for attempt in range(4):  # the first run and max_retries=3 retries, 5 s apart
-        [outcome] = work_later(app, 6 * attempt)
-        assert outcome.state == (states.RETRY if attempt < 3 else states.FAILURE)
+        ran = celery_clock.advance(0 if attempt == 0 else 5)
+        assert (ran.retried, ran.failed) == ((1, 0) if attempt < 3 else (0, 1))
         assert EmailService.sent_failed == ([] if attempt < 3 else [17])
-    assert work_later(app, 60) == []
+    assert celery_clock.advance(60).total == 0
     with pytest.raises(ConnectionError, match="smtp refused 17"):
         result.get(timeout=1)
 

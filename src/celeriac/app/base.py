@@ -16,20 +16,21 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .. import config, signals, states
+from .. import clock, config, signals, states
 from ..brokers.base import Broker
 from ..brokers.registry import broker_for_url, is_embedded, store_for_url
 from ..canvas.signature import maybe_signature, signature
 from ..config.settings import Settings
+from ..events import Events
 from ..results.async_result import AsyncResult
 from ..results.group import GroupResult
 from ..results.store import ResultStore
 from ..schedules.editing import Schedules
 from ..schedules.entries import entry_for_task
+from ..security.setup import setup_security
 from ..signals import Signal
 from . import state as _state
 from .builtins import register_builtins
@@ -76,6 +77,7 @@ class Celery:
         self.on_after_configure = Signal("app.on_after_configure")
         self.on_after_finalize = Signal("app.on_after_finalize")
         self.on_after_fork = Signal("app.on_after_fork")
+        self.user_options: dict[str, set[Any]] = {"preload": set(), "worker": set(), "beat": set()}
         self.Task = self._make_task_base(task_cls)
         if broker:
             self.conf.broker_url = broker
@@ -131,7 +133,7 @@ class Celery:
         return name if isinstance(name, ZoneInfo) else ZoneInfo(str(name))
 
     def now(self) -> Any:
-        return datetime.now(self.timezone)
+        return clock.now().astimezone(self.timezone)
 
     # -- tasks --------------------------------------------------------------------
     def task(self, *args: Any, **opts: Any) -> Any:
@@ -357,9 +359,8 @@ class Celery:
         kwargs.setdefault("app", self)
         return signature(*args, **kwargs)
 
-    @property
-    def control(self) -> Any:
-        return Control(self)
+    control = property(lambda self: Control(self), doc="``app.control``: remote control")
+    events = property(lambda self: Events(self), doc="``app.events``: monitoring events")
 
     def close(self) -> None:
         if self._broker is not None:
@@ -376,15 +377,14 @@ class Celery:
         _state.set_current_app(self)
 
     def worker_main(self, argv: list[str] | None = None) -> None:
-        """Run the ``celeriac`` command line with this app (``worker`` by default), as Celery.
-
-        The command line is the layer above the app, so it is found when this is
-        called (the one upward step, see docs/architecture.md), not imported here.
-        """
+        """Run the ``celeriac`` command line with this app (``worker`` by default), as Celery;
+        found by name when called (the one upward step, docs/architecture.md)."""
         command_line = importlib.import_module(COMMAND_LINE)
         command_line.main(list(argv or ["worker"]), app=self)
 
     start = worker_main
+    #: Celery's ``app.setup_security(...)``: message signing (docs/security.md)
+    setup_security = setup_security
 
     def __repr__(self) -> str:
         return f"<Celery {self.main or '__main__'} at {id(self):#x}>"

@@ -15,17 +15,21 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
-from .. import hooks, signals
+from .. import clock, hooks, signals
 from ..brokers.base import Publish, redact
 from ..canvas.signature import Signature
 from ..config.settings import seconds
+from ..events.dispatcher import send_task_sent
 from ..exceptions import OperationalError
-from ..messages import Message, decode_body, task_message, to_timestamp
+from ..messages import Message, check_size, decode_body, task_message, to_timestamp
 from ..retry import RetryPolicy
 from ..retry import call as retry_call
+from ..security.setup import security_of
+from ..serialization import dumps
 from . import state as _state
 from .routing import route
 
@@ -46,7 +50,7 @@ def _aware(value: datetime, tz: tzinfo | None) -> datetime:
 def resolve_eta(countdown: float | None, eta: datetime | str | None,
                 tz: tzinfo | None = None) -> datetime | None:
     if countdown:  # as Celery: countdown=0 means "now", with no eta header
-        return datetime.now(timezone.utc) + timedelta(seconds=float(countdown))
+        return clock.now() + timedelta(seconds=float(countdown))
     if isinstance(eta, str):
         eta = datetime.fromisoformat(eta)
     return _aware(eta, tz) if eta is not None else None
@@ -56,7 +60,7 @@ def resolve_expires(expires: Any, tz: tzinfo | None = None) -> datetime | None:
     if expires is None:
         return None
     if isinstance(expires, (int, float, timedelta)):
-        return datetime.now(timezone.utc) + timedelta(seconds=seconds(expires) or 0)
+        return clock.now() + timedelta(seconds=seconds(expires) or 0)
     if isinstance(expires, str):
         expires = datetime.fromisoformat(expires)
     return _aware(expires, tz)
@@ -85,6 +89,7 @@ def build_message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
                   options: dict[str, Any]) -> tuple[Message, str, float | None, int | None]:
     """Return ``(message, queue, not_before, priority)`` for one task call."""
     conf = app.conf
+    security_of(app)  # task_serializer='auth': the keys are loaded before the first message
     parent = _state.get_current_worker_task()
     preq = parent.request if parent is not None else None
     routed = route(conf, name, args, kwargs, options, options.get("task"))
@@ -97,7 +102,33 @@ def build_message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
     tz = app.timezone
     eta = resolve_eta(options.get("countdown"), options.get("eta"), tz)
     expires = resolve_expires(options.get("expires"), tz)
-    message = task_message(
+    try:
+        message = _message(app, name, args, kwargs, task_id, options, eta, expires, priority,
+                           queue, preq)
+    except TypeError as exc:
+        serializer = options.get("serializer") or conf.task_serializer
+        raise TypeError(f"{name}: {_culprit(args, kwargs, serializer)} cannot be sent with "
+                        f"the {serializer!r} serializer ({exc}); task arguments must be plain "
+                        f"values such as ids, not live objects") from None
+    return message, queue, to_timestamp(eta), priority
+
+
+def _culprit(args: Any, kwargs: Any, serializer: str) -> str:
+    """Which argument a serializer refused, e.g. ``args[0] (pyramid.request.Request)``."""
+    for where, value in [*((f"args[{i}]", v) for i, v in enumerate(args)),
+                         *((f"kwargs[{k!r}]", v) for k, v in kwargs.items())]:
+        try:
+            dumps(value, serializer)
+        except Exception:
+            return f"{where} ({type(value).__module__}.{type(value).__qualname__})"
+    return "an option"
+
+
+def _message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
+             options: dict[str, Any], eta: datetime | None, expires: datetime | None,
+             priority: int | None, queue: str, preq: Any) -> Message:
+    conf = app.conf
+    return task_message(
         name, task_id, args, kwargs, eta=eta, expires=expires,
         retries=int(options.get("retries") or 0), group_id=options.get("group_id"),
         group_index=options.get("group_index"),
@@ -114,7 +145,6 @@ def build_message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
         stamped_headers=options.get("stamped_headers"), stamps=options.get("stamps"),
         compression=options.get("compression") or conf.task_compression,
     )
-    return message, queue, to_timestamp(eta), priority
 
 
 def _chord(value: Any) -> dict[str, Any] | None:
@@ -182,7 +212,17 @@ def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = Non
     caller's open database transaction (:meth:`Broker.publish_in_transaction`):
     one attempt, since a failed statement aborts that transaction; the broker's
     own round trips (schema check, queue names) still end by the deadline.
+    With ``security_seal`` each message is sealed first (:mod:`celeriac.security.seal`);
+    a message over ``task_message_max_size`` raises MessageTooLarge (nothing published).
     """
+    security = security_of(app)
+    if security is not None and security.sealer is not None:  # security_seal
+        sealer = security.sealer
+        items = [replace(item, message=sealer.seal(item.message)) for item in items]
+    limit = app.conf.task_message_max_size
+    if limit:
+        for item in items:  # refused before anything is stored (MessageTooLarge)
+            check_size(item.message, limit, exact=False)
     if (connection is None and intercept and hooks._interceptors
             and hooks.intercept_publish(app, items)):
         return  # taken by an integration (e.g. written to a transactional outbox)
@@ -210,3 +250,5 @@ def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = Non
 
     retry_call(attempt, rules, retry_on=PUBLISH_ERRORS, what=what,
                where=f"broker {redact(broker.url)}", on_retry=warn)
+    if app.conf.task_send_sent_event:
+        send_task_sent(app, items)

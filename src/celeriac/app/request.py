@@ -61,9 +61,9 @@ def _envelope(message: Message) -> None:
         raise fields.bad("properties", "an object", message.properties)
 
 
-def _body(message: Message, accept: frozenset[str] | None) -> tuple[list[Any], dict[str, Any],
-                                                                     dict[str, Any]]:
-    payload = decode_body(message, accept)
+def _body(message: Message, accept: frozenset[str] | None, max_size: int | None = None
+          ) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    payload = decode_body(message, accept, max_size)
     if isinstance(payload, dict) and "args" in payload:  # protocol 1 body
         args, kwargs, embed = payload.get("args", []), payload.get("kwargs", {}), None
     elif isinstance(payload, (list, tuple)) and len(payload) == 3:
@@ -80,18 +80,20 @@ def _timelimit(value: Any) -> tuple[float | None, float | None]:
 
 
 def parse_request(message: Message, accept: frozenset[str] | None = None, *,
-                  delivery: Delivery | None = None, hostname: str | None = None) -> Request:
+                  delivery: Delivery | None = None, hostname: str | None = None,
+                  max_size: int | None = None) -> Request:
     """Validate ``message`` and build its request; raise DecodeError naming the bad field.
 
     ``accept`` (content types) is enforced when given (ContentDisallowed);
     ``delivery`` supplies the queue, effective priority and redelivery flag of
-    ``delivery_info``; ``hostname`` is the worker's node name.
+    ``delivery_info``; ``hostname`` is the worker's node name; ``max_size``
+    bounds a compressed body once decompressed (MessageTooLarge).
     """
     _envelope(message)
     headers, props = message.headers, message.properties
     fields.headers(headers)
     fields.properties(props)
-    args, kwargs, embed = _body(message, accept)
+    args, kwargs, embed = _body(message, accept, max_size)
     info = dict(props.get("delivery_info") or {})
     if delivery is not None:
         info.update({"routing_key": delivery.queue, "priority": message.priority,

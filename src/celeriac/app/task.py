@@ -32,6 +32,7 @@ from ..retry import exponential_backoff
 from . import state as _state
 from .context import Context
 from .limits import publish_unique
+from .publish import build_message
 from .task_retry import retry_signature
 from .trace import apply_eagerly, store_retry
 
@@ -106,6 +107,13 @@ class Task:
 
     MaxRetriesExceededError = MaxRetriesExceededError
     OperationalError = OperationalError
+    #: True for a class (or base) overriding ``__call__``: the worker calls the task
+    #: object then, not ``run`` (Celery's rule), so the override wraps every run
+    custom_call: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.custom_call = cls.__call__ is not Task.__call__
 
     # -- app binding ------------------------------------------------------------
     @property
@@ -179,7 +187,14 @@ class Task:
             self._check_arguments(args, kwargs)
         app = self.app
         if app.conf.task_always_eager:
-            return self.apply(args, kwargs, task_id=task_id or str(uuid.uuid4()),
+            task_id = task_id or str(uuid.uuid4())
+            if app.conf.task_eager_check_serializable:
+                # the message a worker would get, built (and thrown away) by the publish
+                # path itself: arguments it cannot serialize fail here as they would there
+                build_message(app, self.name or "", list(args), kwargs, task_id,
+                              {"link": link, "link_error": link_error, "task": self,
+                               **options})
+            return self.apply(args, kwargs, task_id=task_id,
                               link=link, link_error=link_error, **options)
         if self.unique_for:
             return publish_unique(self, args, kwargs, task_id, lambda tid: app.send_task(
@@ -193,7 +208,7 @@ class Task:
 
         Nothing is sent if the transaction rolls back; outside a transaction the
         task is sent at once. Returns None, as in Celery: the task id is not known
-        until the call happens. Needs a transaction integration (Django).
+        until the call happens. Needs a transaction integration (Django, Pyramid).
         """
         hooks.on_commit(functools.partial(self.delay, *args, **kwargs))
 

@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..exceptions import ImproperlyConfigured
-from ..schedules.clock import Clock, SystemClock
+from ..schedules.clock import Clock, ProcessClock
 from ..schedules.editing import Schedules
 from ..schedules.entries import StoredEntry
 from ..schedules.firing import NOT_SENT, SENT_NOT_MARKED, deliver, mark, new_record
@@ -78,7 +78,7 @@ class Scheduler:
                  max_interval: float | None = None, lease_seconds: float | None = None,
                  claim_timeout: float | None = None) -> None:
         self.app = app
-        self.clock = clock or SystemClock()
+        self.clock = clock or ProcessClock()
         self._owns_store = store is None
         if store is None:
             store = store_for_app(app)

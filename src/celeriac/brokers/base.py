@@ -25,31 +25,61 @@ Contract (checked for every broker by ``tests/contract``):
   calls it when a child dies), so redelivery does not wait for the lease.
 * Dead letters can be listed, retried (re-published to their queue with
   counters reset) and purged.
-* **Slots** (concurrency limits and ``serial_task`` locks): see
-  :meth:`Broker.acquire_slot`. A slot is held *by a delivery* and only while
-  that delivery's lease is live, so a killed worker never leaves one taken
-  for longer than its lease. **Unique claims** (``unique_for``): see
-  :meth:`Broker.claim_unique`. Brokers without them refuse with
-  :class:`~celeriac.exceptions.ImproperlyConfigured` when a task uses them.
+* Slots (held only while the holder's lease lives) and unique claims:
+  :mod:`celeriac.brokers.slotting` says what a broker must implement.
 * Failures: a call that fails for a reason that may pass (connection lost,
   server down, database locked) raises
   :class:`~celeriac.exceptions.OperationalError`; a broker that retries does
   so through :func:`celeriac.retry.call` (which makes it one attempt when the
   producer already retries the publish) and bounds blocking I/O by
   :func:`celeriac.retry.time_left`, so a publish ends by its deadline.
+
+Broadcast (monitoring events and remote control, see docs/monitoring.md, "For
+broker authors"): :meth:`Broker.broadcast_channel` returns a
+:class:`BroadcastChannel`, kombu's fan-out and reply model reduced to four calls:
+
+* ``publish(Broadcast)`` fans a message out to every subscription of its
+  ``exchange`` whose pattern matches its ``routing_key`` (AMQP topic rules:
+  ``*`` one word, ``#`` zero or more; an empty pattern matches only an empty
+  key, ``#`` every key). Delivery is transient and best-effort: only
+  subscriptions open at publish time get it, nothing is stored for later.
+* ``subscribe(exchange, patterns)`` opens a :class:`Subscription`; its
+  ``get(timeout)`` returns what arrived (waiting up to ``timeout`` seconds for
+  the first), in publish order per publisher; ``close()`` ends it.
+* ``open_mailbox(exchange, routing_key)`` declares a private reply queue bound
+  to a *direct* exchange with ``routing_key`` (pidbox replies:
+  ``reply.celery.pidbox`` and the client's ``oid``); ``send_to_mailbox``
+  delivers a :class:`Broadcast` to the mailboxes bound with its routing key
+  (False when none is: the client is gone). Mailbox messages wait until read
+  or until the mailbox is closed (``close()`` deletes it).
+
+Celery's names are used as they are: events go to the ``celeryev`` exchange
+with routing keys such as ``task.multi`` and ``worker.heartbeat``; control
+requests to ``celery.pidbox`` with an empty routing key; replies to
+``reply.celery.pidbox`` with the client's ``oid``. A broker that speaks
+Celery's wire format maps them to what kombu does on it (Redis: ``PUBLISH``
+on ``/<db>.<exchange>/<routing key>`` and ``LPUSH`` to ``<oid>.reply.celery.pidbox``;
+AMQP: exchanges and queues), so real Celery workers, ``celery events`` and
+Flower see celeriac's messages and the other way round.
+
+:meth:`Broker.delayed` lists the messages of a queue that wait for their
+``not_before`` (``inspect().scheduled()``); :class:`QueueStats` carries
+``oldest_ready_at`` (when the oldest ready message became ready) for the
+time-to-start metrics.
 """
 
 from __future__ import annotations
 
 import abc
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import clock
 from ..exceptions import ImproperlyConfigured
 from ..messages import Message
+from .slotting import SlotMethods
 
 #: Reasons a message goes to the dead-letter store.
 DECODE_ERROR = "decode_error"
@@ -58,6 +88,13 @@ CONTENT_DISALLOWED = "content_disallowed"
 WORKER_LOST = "worker_lost"
 REJECTED = "rejected"
 FOLLOWUP_FAILED = "followup_failed"
+#: message security (docs/security.md): over ``task_message_max_size``; not signed while
+#: signing is required; signature or seal invalid (unknown signer, tampered, expired
+#: certificate, undecryptable); a replay (seen before, or older than the replay window)
+OVERSIZED = "oversized"
+UNSIGNED = "unsigned"
+BAD_SIGNATURE = "bad_signature"
+REPLAYED = "replayed"
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 
@@ -94,6 +131,8 @@ class Capabilities:
     lease_renewal: bool
     push_wakeup: bool
     multi_host: bool
+    #: knows when a ready message became ready (``QueueStats.oldest_ready_at``)
+    ready_times: bool = True
 
 
 @dataclass(frozen=True)
@@ -109,6 +148,8 @@ class Delivery:
     delivery_count: int = 1
     lost_count: int = 0
     lease_expires: float = 0.0
+    #: when the message became ready (publish or end of delay), if the broker knows
+    published_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -136,19 +177,10 @@ class DeadLetter:
 
 
 @dataclass(frozen=True)
-class SlotHolder:
-    """A live holder of a slot (``celeriac status``): which message, whose, until when."""
-
-    name: str
-    tag: str
-    task_id: str | None
-    owner: str | None
-    lease_expires: float | None
-
-
-@dataclass(frozen=True)
 class QueueStats:
-    """Counts for one queue."""
+    """Counts for one queue; ``oldest_ready_at``: epoch seconds since which the oldest
+    ready message has been ready (its publish time, or its ``not_before`` when it was
+    delayed); None when no message is ready or the broker cannot tell."""
 
     queue: str
     ready: int = 0
@@ -156,9 +188,88 @@ class QueueStats:
     leased: int = 0
     dead: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    oldest_ready_at: float | None = None
 
 
-class Broker(abc.ABC):
+@dataclass(frozen=True)
+class Broadcast:
+    """One message on a fan-out exchange or in a reply mailbox (events, pidbox).
+
+    ``body`` is the serialized payload (JSON for events and pidbox), ``headers``
+    the kombu message headers (``hostname`` for events; ``clock``/``expires`` for
+    control requests; ``ticket``/``clock`` for replies); ``persistent`` is AMQP's
+    ``delivery_mode`` 2 (Celery sends pidbox requests persistent, events and
+    replies transient)."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    content_type: str = "application/json"
+    content_encoding: str = "utf-8"
+    persistent: bool = False
+
+
+def topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic matching: words split by ``.``, ``*`` is one word, ``#`` zero or more."""
+    if pattern == "#":
+        return True
+
+    def match(p: list[str], k: list[str]) -> bool:
+        if not p:
+            return not k
+        if p[0] == "#":
+            return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
+        if not k:
+            return False
+        return (p[0] == "*" or p[0] == k[0]) and match(p[1:], k[1:])
+
+    return match(pattern.split(".") if pattern else [],
+                 key.split(".") if key else [])
+
+
+class Subscription(abc.ABC):
+    """An open subscription or mailbox; use as a context manager or ``close()`` it."""
+
+    @abc.abstractmethod
+    def get(self, timeout: float = 1.0) -> list[Broadcast]:
+        """What arrived since the last call, waiting up to ``timeout`` for the first."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop receiving (a mailbox is deleted with what it still holds)."""
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class BroadcastChannel(abc.ABC):
+    """Fan-out publishing, subscriptions and reply mailboxes (see the module docstring)."""
+
+    @abc.abstractmethod
+    def publish(self, message: Broadcast) -> None:
+        """Deliver to every open subscription of ``message.exchange`` that matches."""
+
+    @abc.abstractmethod
+    def subscribe(self, exchange: str, patterns: Sequence[str] = ("#",)) -> Subscription:
+        """Receive what is published to ``exchange`` with a key matching a pattern."""
+
+    @abc.abstractmethod
+    def open_mailbox(self, exchange: str, routing_key: str) -> Subscription:
+        """Declare a reply queue bound to the direct ``exchange`` with ``routing_key``."""
+
+    @abc.abstractmethod
+    def send_to_mailbox(self, message: Broadcast) -> bool:
+        """Queue ``message`` in the mailboxes bound with its routing key; False if none."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections held for broadcasting."""
+
+
+class Broker(SlotMethods, abc.ABC):
     """Base class of brokers. Subclasses set ``capabilities`` and implement the methods."""
 
     capabilities: ClassVar[Capabilities]
@@ -269,70 +380,33 @@ class Broker(abc.ABC):
     def purge_dead_letters(self, queue: str | None = None) -> int:
         """Delete dead letters (of one queue, or all)."""
 
-    # -- slots and unique claims -------------------------------------------
-    def acquire_slot(self, name: str, limit: int, delivery: Delivery) -> bool:
-        """Give ``delivery`` one of the ``limit`` places of slot ``name``; False when
-        ``limit`` live holders have one (or ``delivery``'s lease is not live).
+    def waiting(self, queue: str) -> list[Publish]:
+        """The messages of ``queue`` not leased to anyone (ready, then delayed), as published
+        (``not_before`` None when ready), for tests (``celeriac.contrib.testing``).
+        Optional: the memory and SQLite brokers have it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list waiting messages; "
+                                  "enqueue assertions need the memory or SQLite broker")
 
-        What a broker must implement (``tests/contract/test_slots_contract.py``):
-
-        * **Atomic across every client** of the broker (processes and hosts):
-          ``n`` concurrent calls on a free slot of ``limit`` get exactly
-          ``min(n, limit)`` True (a Lua script, a transaction holding a lock).
-        * **Held while the lease lives**: a holder counts only while its
-          delivery's lease is live under the same token. It stays held as long as
-          ``renew`` keeps the lease, and is free as soon as the message is acked,
-          released or dead-lettered, its lease lapses, or ``expire_owner`` expires
-          its owner: a worker killed with ``kill -9`` frees its slots when its
-          leases lapse, never later. The brokers here check the message's lease
-          itself when they count holders (the slot row names the message and its
-          token), so nothing else has to renew or clean up.
-        * **Idempotent**: a delivery that holds the slot gets True again.
-
-        A broker whose leases other clients cannot read (AMQP: an unacknowledged
-        delivery lives on one channel) keeps each holder with its own expiry in a
-        store every client reaches (the result store's Redis or SQL database, one
-        atomic set-if-below-limit step), sets that expiry to the lease's at
-        acquire, extends it in :meth:`renew` for the deliveries renewed, and
-        deletes it in ``ack``/``release``/``dead_letter``/``expire_owner`` and
-        when its channel closes: the same guarantee, by bookkeeping.
-        """
-        raise self._unsupported("concurrency limits (serial_task, concurrency_limit)")
-
-    def release_slot(self, name: str, delivery: Delivery) -> bool:
-        """Give up ``delivery``'s place in ``name`` now; False if it held none."""
-        raise self._unsupported("concurrency limits (serial_task, concurrency_limit)")
-
-    def slot_holders(self, name: str | None = None) -> list[SlotHolder]:
-        """Live holders of slot ``name`` (or of every slot), for ``celeriac status``."""
-        return []
-
-    def claim_unique(self, key: str, value: str, seconds: float) -> str | None:
-        """Claim ``key`` for ``seconds`` with ``value`` if nobody holds it: None when
-        this call claimed it, else the value of the live claim (unchanged).
-
-        Atomic across every client (``SET NX PX``, ``INSERT ... ON CONFLICT``); a
-        claim is gone after ``seconds`` by the broker's clock, or by
-        :meth:`release_unique`."""
-        raise self._unsupported("unique tasks (unique_for)")
-
-    def release_unique(self, key: str, value: str) -> bool:
-        """Drop the claim on ``key`` if it still holds ``value``."""
-        raise self._unsupported("unique tasks (unique_for)")
-
-    def _unsupported(self, what: str) -> ImproperlyConfigured:
-        return ImproperlyConfigured(
-            f"{what} need a broker that implements slots and unique claims "
-            f"(memory, sqlite, redis, postgresql); this broker is "
-            f"{self.url.split('://', 1)[0]}://")
-
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections."""
+
+    # -- monitoring --------------------------------------------------------
+    def broadcast_channel(self) -> BroadcastChannel:
+        """The fan-out channel for events and remote control (one per broker instance)."""
+        raise ImproperlyConfigured(
+            f"the {self.url.split('://', 1)[0]}:// broker has no broadcast channel: events "
+            f"and remote control (inspect/control) are unavailable on it")
+
+    def delayed(self, queue: str, limit: int = 1000) -> list[tuple[float, Message]]:
+        """Messages of ``queue`` waiting for their ``not_before``: ``(not_before, message)``,
+        soonest first (``inspect().scheduled()`` lists these)."""
+        raise ImproperlyConfigured(
+            f"the {self.url.split('://', 1)[0]}:// broker cannot list its delayed messages")
 
     # -- helpers for subclasses -------------------------------------------
     @staticmethod
     def now() -> float:
-        return time.time()
+        return clock.time()
 
     def message_priority(self, message: Message, priority: int | None) -> int:
         return clamp_priority(message.priority if priority is None else priority)

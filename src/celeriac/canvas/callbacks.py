@@ -18,6 +18,7 @@ from ..app.context import Context
 from ..app.request import parse_request
 from ..exceptions import Ignore
 from ..results.meta import store_result
+from ..security.setup import readable
 from ..states import FAILURE
 from .errbacks import call_errbacks, lineage, signatures
 from .join import join_member, on_header_done
@@ -106,7 +107,7 @@ def fail_outside_tracer(app: Any, message: Any, exc: BaseException) -> None:
         return
     store_result(app, task_id, exc, FAILURE)
     try:
-        ctx = parse_request(message)
+        ctx = parse_request(readable(app, message))
     except Exception:
         return  # nothing more to follow in a message we cannot decode
     ctx.update(delivery_info={**ctx.delivery_info, "redelivered": True})

@@ -7,12 +7,13 @@ re-publishes one (``--id``) or all (of ``-Q``) with counters reset;
 ``purge`` deletes them.
 
 ``status`` lists worker nodes whose heartbeat is younger than ``--max-age``
-seconds and the concurrency slots held now (``serial_task``,
-``concurrency_limit``: slot, task id, holder, lease left), and exits 1 when
-there is no node. ``status --liveness NODE`` is a probe: it exits 1 when the
-node has no fresh heartbeat, or made no progress (receive, finished or
-running task) for ``--max-silence`` seconds while one of its queues has ready
-messages.
+seconds and exits 1 when there is none, then the concurrency slots held now
+(``serial_task``, ``concurrency_limit``: slot, task id, holder, lease left);
+then, per queue, depth, oldest message age and time-to-start against its
+target (:mod:`.queues`), exiting 1 when a queue's target is breached.
+``status --liveness NODE`` is a probe: it exits 1 when the node has no fresh heartbeat, or made no progress
+(receive, finished or running task) for ``--max-silence`` seconds while one
+of its queues has ready messages.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import click
 from ..brokers.base import DeadLetter
 from ..serialization import accepted_types, loads
 from ..worker.health import read_nodes
+from .queues import print_rows, queue_rows
 
 
 def _when(ts: float | None) -> str:
@@ -136,9 +138,11 @@ def purge_command(obj: Any, queue: str | None, force: bool) -> None:
 @click.option("--max-silence", type=float, default=60.0, show_default=True,
               help="With --liveness: seconds without progress allowed while queues wait.")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--queues-json", is_flag=True,
+              help="With --json: {\"nodes\": [...], \"queues\": [...]}.")
 @click.pass_obj
 def status(obj: Any, max_age: float, node: str | None, max_silence: float,
-           as_json: bool) -> None:
+           as_json: bool, queues_json: bool) -> None:
     """Ping workers: list nodes seen alive; exit 1 if none (or the probed node is not live)."""
     app = obj.app
     if app.backend is None:
@@ -149,8 +153,9 @@ def status(obj: Any, max_age: float, node: str | None, max_silence: float,
     if node is not None:
         _probe(app, alive, node, max_silence, now)
         return
+    rows = queue_rows(app, alive)
     if as_json:
-        click.echo(json.dumps(alive))
+        click.echo(json.dumps({"nodes": alive, "queues": rows} if queues_json else alive))
     for n in alive if not as_json else ():
         click.echo(f"{n['hostname']}: OK  pid={n['pid']} pool={n['pool']} "
                    f"concurrency={n['concurrency']} busy={n['busy']} "
@@ -162,6 +167,10 @@ def status(obj: Any, max_age: float, node: str | None, max_silence: float,
         raise click.ClickException("No nodes replied within time constraint")
     if not as_json:
         click.echo(f"\n{len(alive)} node{'s' if len(alive) != 1 else ''} online.")
+        print_rows(rows)
+    breached = [r["queue"] for r in rows if r["breached"]]
+    if breached:
+        raise click.ClickException(f"time-to-start target breached on: {', '.join(breached)}")
 
 
 def _print_slots(app: Any, now: float) -> None:

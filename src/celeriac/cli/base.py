@@ -42,6 +42,20 @@ class CLIContext:
         return self._app
 
 
+def top_level_context(ctx: click.Context) -> CLIContext:
+    """The ``obj`` of the ``celeriac`` group, made from its options once (``--workdir``
+    applied first, so ``-A`` imports from there)."""
+    if not ctx.meta.get("celeriac.workdir_applied"):
+        ctx.meta["celeriac.workdir_applied"] = True
+        if ctx.params.get("workdir"):
+            os.chdir(ctx.params["workdir"])
+    if ctx.obj is None:
+        ctx.obj = CLIContext(ctx.params.get("app_name"), ctx.params.get("broker"),
+                             ctx.params.get("result_backend"))
+    obj: CLIContext = ctx.obj
+    return obj
+
+
 def load_app(name: str | None) -> Celery:
     """Find the app for ``-A``: ``proj``, ``proj.celery``, ``proj:app`` or ``proj.celery:app``."""
     if "" not in sys.path and os.getcwd() not in sys.path:
@@ -52,11 +66,16 @@ def load_app(name: str | None) -> Celery:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if not (exc.name and module_name.startswith(exc.name)):
+            raise
+        # ``proj.celery.app``: a module attribute written with a dot, as Celery allows
+        parent, _, tail = module_name.rpartition(".")
+        if attr or not parent or exc.name != module_name:
             raise click.ClickException(
                 f"Unable to load celeriac application. The module {module_name} was not "
                 f"found.") from None
-        raise
+        module_name, attr = parent, tail
+        module = importlib.import_module(module_name)
     if attr:
         app = getattr(module, attr, None)
         if not isinstance(app, Celery):
@@ -88,7 +107,17 @@ def _find_app(module: Any) -> Celery | None:
 
 
 class ErrorHandlingGroup(click.Group):
-    """Turns configuration and connection errors into one clear line."""
+    """Turns configuration and connection errors into one clear line; the top-level group
+    also gives each command the app's user options (:mod:`.preload`)."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if ctx.parent is None and command is not None and name:
+            from .preload import prepare
+
+            command, rest = prepare(top_level_context(ctx), name, command, rest)
+        return name, command, rest
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

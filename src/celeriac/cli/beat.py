@@ -18,7 +18,7 @@ import click
 from ..beat.scheduler import scheduler_class
 from ..schedules.editing import EntryInfo, Schedules
 from ..schedules.kinds import crontab
-from ..signals import beat_init
+from ..signals import beat_init, setup_logging
 from ..version import __version__
 
 logger = logging.getLogger("celeriac.beat")
@@ -46,8 +46,12 @@ def _schedules(obj: Any) -> Schedules:
 def beat_command(obj: Any, loglevel: str, scheduler_cls: str | None, schedule_file: str | None,
                  max_interval: float | None, store_url: str | None) -> None:
     """Run a periodic-task scheduler (several may run at once)."""
-    logging.basicConfig(level=loglevel.upper(),
-                        format="[%(asctime)s: %(levelname)s/%(name)s] %(message)s")
+    if setup_logging.receivers:  # Celery's rule: they configure logging instead
+        setup_logging.send(sender=None, loglevel=loglevel.upper(), logfile=None,
+                           format=None, colorize=False)
+    else:
+        logging.basicConfig(level=loglevel.upper(),
+                            format="[%(asctime)s: %(levelname)s/%(name)s] %(message)s")
     app = obj.app
     if store_url:
         app.conf.beat_schedule_store = store_url

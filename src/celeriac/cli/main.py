@@ -4,7 +4,9 @@ Global options mirror Celery's (``-A/--app``, ``-b/--broker``,
 ``--result-backend``, ``--workdir``). Each command group lives in its own
 module: :mod:`.tasks` (call, result, purge), :mod:`.worker`, :mod:`.beat`
 (beat, schedule), :mod:`.admin` (deadletters, status), :mod:`.results`
-(results cleanup), :mod:`.db` (the PostgreSQL schema: migrate, status, vacuum).
+(results cleanup), :mod:`.db` (the PostgreSQL schema: migrate, status, vacuum),
+:mod:`.dashboard` (the web dashboard), :mod:`.control` (inspect, control),
+:mod:`.events` (events), :mod:`.multi` (multi), :mod:`.exporter` (Prometheus metrics).
 Installed packages add commands through the entry-point
 group ``celeriac.commands`` (Celery's ``celery.commands``); celeriac's Django
 integration adds ``outbox`` that way, so the CLI never imports it.
@@ -13,15 +15,19 @@ integration adds ``outbox`` that way, so the CLI never imports it.
 from __future__ import annotations
 
 import importlib.metadata
-import os
 
 import click
 
 from ..app.base import Celery
 from .admin import deadletters, status
-from .base import CLIContext, ErrorHandlingGroup
+from .base import CLIContext, ErrorHandlingGroup, top_level_context
 from .beat import beat_command, schedule_group
+from .control import control, inspect
+from .dashboard import dashboard
 from .db import db_group
+from .events import events
+from .exporter import exporter
+from .multi import multi
 from .results import results_group
 from .tasks import call, purge, result
 from .worker import worker
@@ -39,10 +45,7 @@ from .worker import worker
 def cli(ctx: click.Context, app_name: str | None, broker: str | None,
         result_backend: str | None, workdir: str | None, quiet: bool) -> None:
     """celeriac: a Celery-compatible task queue."""
-    if workdir:
-        os.chdir(workdir)
-    if ctx.obj is None:
-        ctx.obj = CLIContext(app_name, broker, result_backend)
+    top_level_context(ctx)
 
 
 #: The entry-point group of commands other packages add (``name = "module:command"``).
@@ -72,7 +75,8 @@ def add_plugin_commands(group: click.Group) -> None:
 
 
 for command in (call, result, purge, worker, beat_command, schedule_group, deadletters, status,
-                results_group, db_group):
+                results_group, db_group, dashboard, inspect, control, events, multi,
+                exporter):
     cli.add_command(command)
 add_plugin_commands(cli)
 

@@ -44,6 +44,9 @@ USED: dict[str, Any] = {
     "task_always_eager": False,
     "task_eager_propagates": False,
     "task_store_eager_result": False,
+    # eager: build the message a publish would (arguments a real publish cannot serialize
+    # raise the same error); False runs eagerly with any Python object, as Celery does
+    "task_eager_check_serializable": True,
     "task_acks_late": True,
     "task_acks_on_failure_or_timeout": True,
     "task_reject_on_worker_lost": None,
@@ -55,6 +58,18 @@ USED: dict[str, Any] = {
     "task_default_rate_limit": None,
     "task_publish_retry": True,
     "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
+    # celeriac: larger messages are refused at publish and dead-lettered by workers
+    "task_message_max_size": 16 * 1024 * 1024,
+    # message signing (Celery's, celeriac.security; docs/security.md)
+    "security_key": None,
+    "security_key_password": None,
+    "security_certificate": None,
+    "security_cert_store": None,
+    "security_digest": "sha256",
+    # celeriac's sealed messages: headers and body signed, replay window, encryption
+    "security_seal": False,
+    "security_replay_window": 3600.0,
+    "security_encryption_keys": None,
     # worker
     "worker_concurrency": None,
     "worker_prefetch_multiplier": 1,
@@ -66,6 +81,14 @@ USED: dict[str, Any] = {
     "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
     "worker_soft_shutdown_timeout": 30.0,
     "worker_pool_start_method": "fork",
+    # monitoring: events, remote control, metrics (docs/monitoring.md)
+    "task_send_sent_event": False,
+    "worker_enable_remote_control": True,
+    "worker_pool_restarts": False,
+    "event_exchange": "celeryev",
+    "control_exchange": "celery",
+    # celeriac: target max time-to-start per queue, e.g. {"email_queue": "30s"}
+    "task_queue_targets": {},
     # celeriac: leases, heartbeats, poison messages
     "worker_lease_seconds": 30.0,
     "worker_heartbeat_interval": None,
@@ -86,6 +109,15 @@ USED: dict[str, Any] = {
     "task_outbox_retention": 86400.0,
     "task_outbox_claim_timeout": 30.0,
     "worker_outbox_relay": True,
+    # the dashboard (celeriac.dashboard, docs/dashboard.md)
+    "dashboard_history_url": None,
+    "dashboard_history_retention": 7 * 86400.0,
+    "dashboard_history_max_tasks": None,
+    "dashboard_auth": None,
+    "dashboard_users": {},
+    "dashboard_users_file": None,
+    "dashboard_secret_key": None,
+    "dashboard_queue_targets": {},
     # time
     "timezone": None,
     "enable_utc": True,

@@ -13,8 +13,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..exceptions import ImproperlyConfigured
-from ..serialization import get_serializer
+from ..serialization import AUTH_NAMES, get_serializer
 from .defaults import DEFAULTS
+from .targets import queue_targets
 
 
 def _is_pos_int_or_none(v: Any) -> bool:
@@ -43,6 +44,14 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "accept_content": (lambda v: isinstance(v, (list, tuple, set)) and bool(v),
                        "a list of serializer names or content types"),
     "task_serializer": (lambda v: isinstance(v, str), "a serializer name"),
+    "task_message_max_size": (lambda v: v is None or (isinstance(v, int) and not isinstance(
+        v, bool) and v >= 0), "a number of bytes (0 or None: no limit)"),
+    "security_digest": (lambda v: isinstance(v, str) and bool(v), "a digest name (sha256)"),
+    "security_seal": (lambda v: isinstance(v, bool), "True or False"),
+    "security_replay_window": (lambda v: isinstance(v, (int, float)) and not isinstance(
+        v, bool) and v >= 0, "seconds (0: no replay protection)"),
+    "security_encryption_keys": (lambda v: v is None or isinstance(v, (str, list, tuple)),
+                                 "a file of Fernet keys or a list of keys"),
     "result_expires": (_is_number_or_none, "seconds or a timedelta"),
     "task_time_limit": (_is_number_or_none, "seconds"),
     "task_soft_time_limit": (_is_number_or_none, "seconds"),
@@ -70,7 +79,16 @@ def validate(conf: Mapping[str, Any]) -> None:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
             raise ImproperlyConfigured(f"setting timezone: unknown time zone {tz!r}") from None
+    queue_targets(conf.get("task_queue_targets"))
+    for name in ("event_serializer", "result_serializer"):
+        if conf.get(name) in AUTH_NAMES:
+            raise ImproperlyConfigured(
+                f"setting {name}: 'auth' is not supported: celeriac signs task messages only "
+                f"(results, events and remote-control messages stay JSON, as with Celery's "
+                f"defaults); use 'json'")
     for name in ("task_serializer", "result_serializer"):
+        if conf.get(name) in AUTH_NAMES:
+            continue  # checked by celeriac.security.check_settings with the keys
         try:
             get_serializer(conf.get(name) or "json")
         except Exception:

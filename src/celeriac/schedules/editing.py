@@ -17,7 +17,7 @@ from dataclasses import replace as dc_replace
 from datetime import datetime
 from typing import Any
 
-from .clock import Clock, SystemClock
+from .clock import Clock, ProcessClock
 from .entries import SOURCE_CODE, SOURCE_RUNTIME, EntrySpec, StoredEntry, specs_from_conf
 from .firing import deliver, new_record
 from .kinds import BaseSchedule, app_timezone, crontab, maybe_schedule, schedule
@@ -66,7 +66,7 @@ class Schedules:
                  clock: Clock | None = None) -> None:
         self.app = app
         self._store = store
-        self.clock = clock or SystemClock()
+        self.clock = clock or ProcessClock()
 
     @property
     def store(self) -> ScheduleStore:

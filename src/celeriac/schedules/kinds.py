@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from .. import clock
 from . import cron
 from .cron import ParseException
 from .sun import EVENTS, next_event
@@ -73,7 +74,7 @@ class BaseSchedule:
         return app_timezone(self._app)
 
     def now(self) -> datetime:
-        return maybe_make_aware(self.nowfun()) if self.nowfun else datetime.now(UTC)
+        return maybe_make_aware(self.nowfun()) if self.nowfun else clock.now()
 
     def maybe_make_aware(self, dt: datetime) -> datetime:
         return maybe_make_aware(dt)

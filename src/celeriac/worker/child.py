@@ -35,11 +35,14 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
+from ..security import check_settings
 from .consumer import Consumer
+from .inspection import message_info
 from .job import Job, Monitor
 from .leases import SupervisorRenewal
 from .limits import AlarmLimits
 from .pools import SoloPool
+from .taskevents import TaskEvents
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -48,7 +51,8 @@ logger = logging.getLogger("celeriac.worker")
 
 #: conf keys handed to a spawned child (a forked child inherits the app as is)
 SPAWN_CONF_PREFIXES = ("worker_", "broker_", "result_", "task_time_limit",
-                       "task_soft_time_limit", "accept_content")
+                       "task_soft_time_limit", "accept_content", "task_serializer",
+                       "task_message_max_size", "security_")
 
 
 class Slot(ctypes.Structure):
@@ -64,6 +68,7 @@ class Slot(ctypes.Structure):
         ("exiting", ctypes.c_int),        # 1: the child decided to exit (recycling)
         ("ready", ctypes.c_int),          # 1: the consumer started (not a start-up crash)
         ("terminating", ctypes.c_int),    # 1: a revoke(terminate) signal is coming: die by it
+        ("task_events", ctypes.c_int),    # 1: send task events (-E, enable_events)
     ]
 
 
@@ -118,6 +123,10 @@ class ChildMonitor(Monitor):
         slot.acks_early = not job.task.acks_late
         if hard:
             self.renewal.send(("hard", job.id, job.name, job.delivery))
+        self.renewal.send(("job", message_info(
+            job.delivery.message, job.delivery.queue, self.spec.hostname, time_start=None,
+            acknowledged=not job.task.acks_late, worker_pid=os.getpid(),
+            redelivered=job.delivery.redelivered), job.delivery.queue, job.time_to_start))
         slot.started = time.time()
 
     def task_finished(self, job: Job) -> None:
@@ -152,6 +161,7 @@ def load_app(spec: ChildSpec) -> Celery:
     for key, value in spec.conf.items():
         app.conf[key] = value
     app.finalize()
+    check_settings(app)  # a spawned child loads the keys again (the registry is per process)
     return app
 
 
@@ -174,9 +184,11 @@ def child_main(spec: ChildSpec, slot: Slot, conn: Connection) -> None:
     renewal = SupervisorRenewal(conn)
     monitor = ChildMonitor(slot, renewal, spec)
     pool = SoloPool()
+    events = TaskEvents(app, spec.hostname, pid=spec.parent or None,
+                        enabled=lambda: bool(slot.task_events))
     consumer = Consumer(app, spec.queues, pool, hostname=spec.hostname, prefetch=spec.prefetch,
                         owner=spec.owner, limits=AlarmLimits(), hard_in_process=False,
-                        monitor=monitor, renewal=renewal)
+                        monitor=monitor, renewal=renewal, events=events)
     monitor.consumer = consumer
     _install_signals(consumer, slot)
     _die_with_supervisor(spec)

@@ -58,6 +58,7 @@ class Child:
     terminated: tuple[str, int] | None = None       # (task id, signal) of revoke(terminate)
     retiring: bool = False           # asked to stop: do not replace (autoscale down)
     started_at: float = 0.0
+    job_info: dict[str, Any] | None = None   # what it runs (remote control's ``active``)
 
 
 def crashed(code: int | None) -> bool:

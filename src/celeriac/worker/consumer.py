@@ -29,6 +29,7 @@ from .job import Job, JobRunner, Limits, Monitor
 from .leases import LeaseKeeper, Renewal
 from .limits import ThreadLimits
 from .pools import SoloPool
+from .taskevents import TaskEvents
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -74,7 +75,8 @@ class Consumer:
                  hostname: str | None = None, prefetch: int = 0,
                  poll_timeout: float = 1.0, owner: str | None = None,
                  limits: Limits | None = None, hard_in_process: bool = True,
-                 monitor: Monitor | None = None, renewal: Renewal | None = None) -> None:
+                 monitor: Monitor | None = None, renewal: Renewal | None = None,
+                 events: TaskEvents | None = None) -> None:
         self.app = app
         self.queues = queues
         self.pool: Pool = pool
@@ -90,6 +92,7 @@ class Consumer:
         self.runner = JobRunner(app, self.keeper, self.hostname,
                                 limits if limits is not None else ThreadLimits(),
                                 hard_in_process=hard_in_process, monitor=self.monitor)
+        self.runner.events = events or TaskEvents(app, self.hostname)
         self.runner.batch_acks = True
         # only pays off when several results are stored per loop turn (prefetch)
         self.runner.batch_results = isinstance(pool, SoloPool) and self.prefetch > 0

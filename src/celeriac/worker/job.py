@@ -5,7 +5,10 @@ once into its :class:`~celeriac.app.request.Request` (every field of the
 envelope, headers, properties, body and embedded signatures); one that cannot
 run as written is dead-lettered on its first delivery with a reason naming the
 field (``decode_error: embed.callbacks[0]: ...``), as are refused
-(``content_disallowed``) and unregistered ones. A message past the redelivery
+(``content_disallowed``), unregistered, oversized (``task_message_max_size``),
+unsigned, badly signed and replayed ones (:mod:`celeriac.security`; a sealed
+message is opened first: verified, checked against the replay window, decrypted):
+nothing of those is decoded, imported or run. A message past the redelivery
 limit is dead-lettered as ``worker_lost``; a future ETA from a Celery producer
 goes back to the broker's delayed store; expired and revoked tasks are
 recorded and dropped.
@@ -23,30 +26,41 @@ message can loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import inspect
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import hooks, serialization, states
+from .. import clock, hooks, serialization, states
 from ..app.context import Context
 from ..app.request import Request, parse_request
 from ..app.task import Task
-from ..app.trace import Outcome, Tracer, run_coroutine
+from ..app.trace import Outcome, Tracer, body_of, run_coroutine
 from ..brokers import base
 from ..canvas.callbacks import fail_outside_tracer
-from ..exceptions import ContentDisallowed, DecodeError, TaskRevokedError, WorkerLostError
+from ..exceptions import (
+    ContentDisallowed,
+    DecodeError,
+    MessageTooLarge,
+    SecurityError,
+    TaskRevokedError,
+    WorkerLostError,
+)
+from ..messages import Message, check_size
 from ..results.meta import store_result
+from ..security.seal import Replayed, Unsigned
+from ..security.setup import security_of
 from ..utils.log import bounded
 from .followups import FollowupRecorder
 from .limits import limited
 from .revocation import Revocations
 from .settle import AckBatcher, ResultBatcher, settle
 from .slots import Slots
+from .taskevents import TaskEvents
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -90,6 +104,10 @@ class Job:
     fresh: bool = True
     #: the signal of a ``revoke(terminate=True)`` that reached it while running
     terminated: int | None = None
+    #: wall time its body started (None: not started)
+    started_at: float | None = None
+    #: seconds from when its message became ready to its start (None: unknown)
+    time_to_start: float | None = None
 
     @property
     def id(self) -> str:
@@ -123,36 +141,64 @@ class JobRunner:
         self.revocations = Revocations(app)
         self.slots = Slots(self.broker, keeper)
         self.accept = serialization.accepted_types(app.conf.accept_content)
+        #: signed messages required (accept_content=['auth']): others are dead-lettered
+        #: as ``unsigned``
+        self.signed = self.accept == {serialization.AUTH_NAMES[1]}
+        self.max_size = app.conf.task_message_max_size or None
+        #: security_seal: every message is opened (verified, replay-checked, decrypted)
+        self.security = security_of(app)
+        self.sealer = self.security.sealer if self.security is not None else None
         self.max_redeliveries = int(app.conf.worker_max_redeliveries)
         self.processed = 0
+        self.processed_names: collections.Counter[str] = collections.Counter()
+        #: task events (``-E``); the consumer sets them up
+        self.events: TaskEvents | None = None
         self.active: dict[str, Job] = {}
         self._lock = threading.Lock()
 
     # -- before running --------------------------------------------------------------
     def prepare(self, delivery: base.Delivery, revoked: set[str]) -> Job | None:
-        try:
-            request = parse_request(delivery.message, self.accept, delivery=delivery,
-                                    hostname=self.hostname)
+        message, nonce = delivery.message, None
+        try:  # nothing of the body is decoded before its size and signature are checked
+            check_size(message, self.max_size)
+            if self.sealer is not None:
+                opened = self.sealer.open(message, self.security.guard(),  # type: ignore[union-attr]
+                                          delivery.redelivered)
+                message, nonce = opened.message, opened.nonce
+            request = parse_request(message, self.accept, delivery=delivery,
+                                    hostname=self.hostname, max_size=self.max_size)
+        except MessageTooLarge as exc:
+            return self._dead(delivery, base.OVERSIZED, str(exc))
+        except SecurityError as exc:
+            reason = (base.UNSIGNED if isinstance(exc, Unsigned) else base.REPLAYED
+                      if isinstance(exc, Replayed) else base.BAD_SIGNATURE)
+            return self._dead(delivery, reason, str(exc))
         except ContentDisallowed as exc:
-            return self._dead(delivery, base.CONTENT_DISALLOWED, str(exc))
+            if self.signed and message.content_type not in self.accept:
+                return self._dead(delivery, base.UNSIGNED, f"content type "
+                                  f"{message.content_type!r}: only signed messages are "
+                                  f"accepted ({exc})")
+            return self._dead(delivery, base.CONTENT_DISALLOWED, str(exc), nonce)
         except DecodeError as exc:
-            return self._dead(delivery, base.DECODE_ERROR, str(exc))
+            return self._dead(delivery, base.DECODE_ERROR, str(exc), nonce)
         task = self.app.tasks.get(request.task)
         if task is None:
             return self._dead(delivery, base.UNREGISTERED, f"Received unregistered task "
-                              f"of type {request.task!r}")
+                              f"of type {request.task!r}", nonce)
         if delivery.lost_count and (0 < self.max_redeliveries <= delivery.lost_count
                                     or task.reject_on_worker_lost is False):
             # explicit reject_on_worker_lost=False keeps Celery's "never re-run after a
             # worker loss", quarantined in the dead-letter store instead of dropped
-            return self._worker_lost(delivery, request)
-        now = time.time()
+            return self._worker_lost(delivery, message, request, nonce)
+        now = clock.time()
         if request.eta_at is not None and request.eta_at > now + 0.005:
             self.broker.release(delivery, not_before=request.eta_at)
             self.keeper.drop(delivery)
             return None
         if request.expires_at is not None and request.expires_at <= now:
             logger.info("Discarding expired task %s[%s]", request.task, request.id)
+            if self.events is not None:
+                self.events.revoked(request.id, expired=True)
             return self._drop(delivery, request, TaskRevokedError("expired"))
         if request.id in revoked:
             self.discard_revoked(delivery, request)
@@ -162,30 +208,45 @@ class JobRunner:
             logger.info("Discarding task %s[%s]: %s", request.task, request.id, refused)
             return self._drop(delivery, request, None)
         logger.info("Task %s[%s] received", request.task, request.id)
-        return Job(delivery, request, task)
+        job = Job(delivery, request, task)
+        if self.events is not None:
+            self.events.received(job)
+        return job
 
     def discard_revoked(self, delivery: base.Delivery, request: Request) -> None:
         logger.info("Discarding revoked task %s[%s]", request.task, request.id)
+        if self.events is not None:
+            self.events.revoked(request.id)
         self._drop(delivery, request, None)
 
-    def _dead(self, delivery: base.Delivery, reason: str, detail: str) -> Job | None:
+    def _dead(self, delivery: base.Delivery, reason: str, detail: str,
+              nonce: str | None = None) -> Job | None:
+        """Dead-letter; a sealed message's nonce is forgotten when it was not run, so
+        ``celeriac deadletters retry`` can run it later (within the replay window)."""
         logger.error("Dead-lettering message %s (%s): %s", delivery.message.task_id, reason,
                      detail)
         self.broker.dead_letter(delivery, f"{reason}: {detail}" if detail else reason)
         self.keeper.drop(delivery)
+        guard = self.security.guard() if nonce and self.security is not None else None
+        if guard is not None:
+            try:
+                guard.forget(nonce)
+            except Exception:  # a retry of this dead letter is then refused as a replay
+                logger.exception("Could not forget the nonce of %s", delivery.message.task_id)
         return None
 
-    def _worker_lost(self, delivery: base.Delivery, request: Request) -> Job | None:
+    def _worker_lost(self, delivery: base.Delivery, message: Message, request: Request,
+                     nonce: str | None) -> Job | None:
         exc = WorkerLostError(f"Worker exited prematurely while running {request.task}"
                               f"[{request.id}] ({delivery.lost_count} times): message "
                               f"dead-lettered")
         try:
-            fail_outside_tracer(self.app, delivery.message, exc)
+            fail_outside_tracer(self.app, message, exc)
         except Exception:  # the dead letter matters more than the recorded failure
             logger.exception("Could not record WorkerLostError for %s", request.id)
         return self._dead(delivery, base.WORKER_LOST,
                           f"{delivery.lost_count} deliveries lost with their worker "
-                          f"or not settled")
+                          f"or not settled", nonce)
 
     def _drop(self, delivery: base.Delivery, request: Request,
               exc: BaseException | None) -> Job | None:
@@ -260,7 +321,7 @@ class JobRunner:
             try:
                 outcome = await tracer.run_async(
                     self.slots.async_body(job, entry) if entry.busy or entry.error else
-                    lambda ctx: limited(job.task.run(*ctx.args, **ctx.kwargs), soft, hard),
+                    lambda ctx: limited(body_of(job.task)(*ctx.args, **ctx.kwargs), soft, hard),
                     offload)
             finally:
                 self.monitor.task_finished(job)
@@ -273,7 +334,7 @@ class JobRunner:
         """The task body with its time limits armed (sync; a coroutine is run here)."""
         tokens = self.limits.arm(soft, hard) if self.limits is not None else []
         try:
-            retval = job.task.run(*ctx.args, **ctx.kwargs)
+            retval = body_of(job.task)(*ctx.args, **ctx.kwargs)
         finally:
             if self.limits is not None:
                 self.limits.disarm(tokens)
@@ -289,6 +350,9 @@ class JobRunner:
             self.broker.ack([d])  # at-most-once, as the task asked
         with self._lock:
             self.active[job.id] = job
+        job.started_at = clock.time()
+        if self.events is not None:
+            self.events.started(job)
         return Tracer(job.task, job.request,
                       guard=(lambda: self.keeper.still_owner(d)) if acks_late else None,
                       result_sink=self.results.add if self.batch_results else None,
@@ -306,6 +370,9 @@ class JobRunner:
         with self._lock:
             self.active.pop(job.id, None)
         self._log(job, outcome)
+        self.processed_names[job.name] += 1
+        if self.events is not None:
+            self.events.finished(job, outcome)
         d = job.delivery
         if not job.task.acks_late or not settle(self.broker, self.acks, d, outcome, job.task,
                                                 batch=self.batch_acks):
@@ -330,6 +397,8 @@ class JobRunner:
         with self._lock:
             self.active.pop(job.id, None)
         logger.warning("Task %s[%s] terminated (revoked)", job.name, job.id)
+        if self.events is not None:
+            self.events.revoked(job.id, terminated=True, signum=job.terminated)
         try:
             self.broker.ack([job.delivery])
         finally:

@@ -1,6 +1,8 @@
 """Time limits inside a worker process: raise an exception in the thread running a task.
 
-One timer thread keeps a heap of deadlines. When a soft limit passes,
+One timer thread keeps a heap of deadlines. A limit passes after that many real
+seconds or, while a test's controlled clock is installed (:mod:`celeriac.clock`),
+as soon as that clock moved that far, whichever comes first. When a soft limit passes,
 :class:`~celeriac.exceptions.SoftTimeLimitExceeded` is raised asynchronously
 in the task's thread (``PyThreadState_SetAsyncExc``), so the task can catch
 it and clean up. Hard limits under the prefork pool are enforced by the
@@ -25,6 +27,7 @@ import time
 from collections.abc import Generator
 from typing import Any
 
+from .. import clock
 from ..exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 _counter = itertools.count()
@@ -45,10 +48,17 @@ class TimeLimiter:
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, int, type[BaseException]]] = []
+        #: token -> the deadline in the process clock's time (only under a controlled clock)
+        self._on_clock: dict[int, float] = {}
         self._armed: set[int] = set()
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="celeriac-limits", daemon=True)
         self._thread.start()
+        clock.on_change(self._clock_moved)
+
+    def _clock_moved(self) -> None:
+        with self._cond:
+            self._cond.notify()
 
     def arm(self, seconds: float, exc_type: type[BaseException],
             thread_id: int | None = None) -> int:
@@ -57,12 +67,15 @@ class TimeLimiter:
         with self._cond:
             heapq.heappush(self._heap, (time.monotonic() + seconds, token, tid, exc_type))
             self._armed.add(token)
+            if clock.is_controlled():
+                self._on_clock[token] = clock.time() + seconds
             self._cond.notify()
         return token
 
     def disarm(self, token: int) -> None:
         with self._cond:
             self._armed.discard(token)
+            self._on_clock.pop(token, None)
 
     def _loop(self) -> None:
         with self._cond:
@@ -72,6 +85,9 @@ class TimeLimiter:
                 if not self._heap:
                     self._cond.wait()
                     continue
+                if self._on_clock:
+                    self._fire_by_clock()
+                    continue
                 deadline, token, tid, exc_type = self._heap[0]
                 delay = deadline - time.monotonic()
                 if delay > 0:
@@ -80,6 +96,21 @@ class TimeLimiter:
                 heapq.heappop(self._heap)
                 self._armed.discard(token)
                 raise_in_thread(tid, exc_type)
+
+    def _fire_by_clock(self) -> None:
+        """Under a controlled clock: raise every limit whose clock or real deadline passed,
+        then wait for the next real deadline or a move of the clock (lock held)."""
+        now, real = clock.time(), time.monotonic()
+        for deadline, token, tid, exc_type in list(self._heap):
+            if token in self._armed and (real >= deadline or self._on_clock.get(token, now + 1)
+                                         <= now):
+                self._armed.discard(token)
+                self._on_clock.pop(token, None)
+                raise_in_thread(tid, exc_type)
+        self._on_clock = {t: d for t, d in self._on_clock.items() if t in self._armed}
+        live = [d for d, token, *_ in self._heap if token in self._armed]
+        if live:
+            self._cond.wait(max(0.0, min(live) - time.monotonic()))
 
 
 class ThreadLimits:

@@ -20,14 +20,18 @@ from typing import TYPE_CHECKING, Any
 from .. import config, signals
 from ..beat.embedded import start_embedded
 from ..exceptions import OperationalError
+from ..security import check_settings
 from ..version import __version__
 from .consumer import Consumer, default_hostname
 from .health import NodeHealth
 from .job import Job, Monitor
 from .leases import Renewal
+from .nodes import InProcessNode
 from .pools import make_pool
+from .remote import RemoteControl
 from .renewer import ProcessRenewal
 from .supervisor import Supervisor
+from .targets import TargetWatch
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -36,9 +40,15 @@ logger = logging.getLogger("celeriac.worker")
 
 
 def setup_logging(app: Celery, loglevel: str | int, logfile: str | None = None) -> None:
+    """The worker's logging; left to the receivers of ``setup_logging`` when there are
+    any (Celery's rule: e.g. an ini file's ``[loggers]``, see docs/pyramid.md)."""
     level = loglevel if isinstance(loglevel, int) else logging.getLevelName(str(loglevel).upper())
     if not isinstance(level, int):
         level = logging.INFO
+    if signals.setup_logging.receivers:
+        signals.setup_logging.send(sender=None, loglevel=level, logfile=logfile,
+                                   format=app.conf.worker_log_format, colorize=False)
+        return
     handler: logging.Handler = (logging.FileHandler(logfile) if logfile
                                 else logging.StreamHandler(sys.stderr))
     handler.setFormatter(logging.Formatter(app.conf.worker_log_format))
@@ -64,10 +74,15 @@ def expand_hostname(name: str | None) -> str:
 
 
 class ProgressMonitor(Monitor):
-    """Remembers when the consumer last received or finished something."""
+    """Remembers when the consumer last received or finished something, and checks each
+    start's time-to-start against the queue targets."""
 
-    def __init__(self) -> None:
+    def __init__(self, targets: TargetWatch) -> None:
         self.last = time.time()
+        self.targets = targets
+
+    def task_started(self, job: Job, hard: float | None) -> None:
+        self.targets.observe(job.delivery.queue, job.name, job.id, job.time_to_start)
 
     def received(self, count: int) -> None:
         self.last = time.time()
@@ -105,11 +120,13 @@ class Worker:
     def start(self) -> int:
         app = self.app
         config.validate(app.conf)
+        check_settings(app)  # security_*: keys loaded or start-up fails naming the setting
         if self.setup_logs:
             setup_logging(app, self.loglevel, self.logfile)
         app.finalize()
         signals.worker_init.send(sender=self)
         self.check_broker()
+        self._start_metrics()
         if self.pool_name == "prefork" and self._in_process_broker():
             logger.warning("The memory broker lives in one process: using the threads pool "
                            "instead of prefork")
@@ -122,6 +139,19 @@ class Worker:
             finally:
                 self._beat_stop.set()
         return self._run_in_process()
+
+    def _start_metrics(self) -> None:
+        """``--metrics-port``: this node's Prometheus metrics (task events turned on)."""
+        port = self.options.get("metrics_port")
+        if port is None:
+            return
+        from ..metrics.exporter import Exporter
+
+        self.app.conf.worker_send_task_events = True
+        self.exporter = Exporter(self.app, queues=self.queues, node=self.hostname)
+        bound = self.exporter.start(int(port), self.options.get("metrics_addr") or "127.0.0.1")
+        logger.warning("%s: Prometheus metrics on http://%s:%d/metrics", self.hostname,
+                       self.options.get("metrics_addr") or "127.0.0.1", bound)
 
     def _in_process_broker(self) -> bool:
         return self.app.broker_url.split(":", 1)[0] == "memory"
@@ -173,10 +203,11 @@ class Worker:
 
     def _run_in_process(self) -> int:
         pool = make_pool(self.pool_name, self.concurrency)
-        progress = ProgressMonitor()
+        progress = ProgressMonitor(TargetWatch(self.app))
         self.consumer = Consumer(self.app, self.queues, pool, hostname=self.hostname,
                                  prefetch=self.prefetch, monitor=progress,
-                                 renewal=self._renewal())
+                                 renewal=self._renewal(),
+                                 poll_timeout=float(self.options.get("poll_timeout", 1.0)))
         health = NodeHealth(self.app, self.hostname, pool=self.pool_name,
                             concurrency=pool.concurrency, queues=self.queues,
                             liveness_file=self.options.get("liveness_file"))
@@ -184,15 +215,20 @@ class Worker:
         logger.info("%s", self.banner())
         thread = threading.Thread(target=self.consumer.run, name="celeriac-consumer")
         thread.start()
+        remote = RemoteControl(self.app, InProcessNode(self, self.consumer),
+                               heartbeat=not self.options.get("without_heartbeat"))
+        remote.start()
         self._start_beat()
         signals.worker_ready.send(sender=self)
         logger.info("%s ready.", self.hostname)
         while thread.is_alive() and not self._stop.is_set():
             health.progress(time.time() if pool.running() else progress.last)
+            health.record["time_to_start"] = progress.targets.summary()
             health.beat(processed=self.consumer.runner.processed, busy=pool.running())
             self._stop.wait(0.5)
         health.remove()
         self._warm_shutdown(pool, thread)
+        remote.stop()
         signals.worker_shutdown.send(sender=self)
         return 0
 
@@ -208,7 +244,7 @@ class Worker:
         self._beat_stop.set()
         self.consumer.stop()
         thread.join()
-        grace = float(self.app.conf.worker_soft_shutdown_timeout or 0)
+        grace = self.shutdown_grace()
         if self._signals < 2 and not pool.join(grace):
             logger.warning("Tasks still running after %.0fs: giving them back", grace)
         pool.cancel(5.0)  # asyncio: cancelled tasks give their messages back themselves
@@ -217,10 +253,17 @@ class Worker:
             logger.warning("Released %d running task(s) back to the queue", given_back)
         pool.shutdown()
         if pool.running():
-            # cold: task threads cannot be killed; their leases are already given back
-            # (fenced), so leave now instead of waiting for them
-            logging.shutdown()
-            os._exit(0)
+            self._abandon_running()
+
+    def shutdown_grace(self) -> float:
+        """Seconds a warm shutdown waits for running tasks before giving them back."""
+        return float(self.app.conf.worker_soft_shutdown_timeout or 0)
+
+    def _abandon_running(self) -> None:
+        """Cold: task threads cannot be killed; their leases are already given back
+        (fenced), so leave now instead of waiting for them."""
+        logging.shutdown()
+        os._exit(0)
 
     def stop(self, cold: bool = False) -> None:
         self._signals += 2 if cold else 1

@@ -89,6 +89,11 @@ class Revocations:
             while len(self._told) > REMEMBERED:
                 self._told.popitem(last=False)
 
+    def told(self) -> list[str]:
+        """The ids this process was told are revoked (newest last)."""
+        with self._lock:
+            return list(self._told)
+
     def revoked(self, ids: Iterable[str]) -> set[str]:
         """The ids among ``ids`` that are revoked (told, or stored)."""
         wanted = [i for i in ids if i]

@@ -32,6 +32,7 @@ connection under a lease ``owner`` id the supervisor chose. The supervisor:
 
 from __future__ import annotations
 
+import collections
 import logging
 import multiprocessing
 import os
@@ -57,8 +58,12 @@ from .children import (
     settle_terminated,
 )
 from .health import NodeHealth
+from .nodes import PreforkNode
+from .remote import RemoteControl
 from .renewer import Renewer
 from .revocation import Revocations
+from .targets import TargetWatch
+from .taskevents import TaskEvents
 
 if TYPE_CHECKING:
     from .main import Worker
@@ -97,6 +102,11 @@ class Supervisor:
         self.renewer = Renewer(self.app.broker, float(conf.worker_heartbeat_interval
                                                       or lease / 3))
         self.revocations = Revocations(self.app)
+        self.started_names: collections.Counter[str] = collections.Counter()
+        self.targets = TargetWatch(self.app)
+        self.task_events = TaskEvents(self.app, worker.hostname)
+        self.remote = RemoteControl(self.app, PreforkNode(self),
+                                    heartbeat=not worker.options.get("without_heartbeat"))
         self._wake_r, self._wake_w = socket.socketpair()
         self._pending: list[int] = []
         self._quick_deaths = 0
@@ -107,10 +117,12 @@ class Supervisor:
         self._install_signals()
         logger.info("%s", self.worker.banner())
         self._fill()
+        self.remote.start()
         signals.worker_ready.send(sender=self.worker)
         logger.info("%s ready.", self.worker.hostname)
         while self.children or self.state == "running":
             self._tick()
+        self.remote.stop()
         self.health.remove()
         signals.worker_shutdown.send(sender=self.worker)
         self._wake_r.close()
@@ -157,6 +169,7 @@ class Supervisor:
     def _start_child(self) -> None:
         spec = self._spec()
         slot = self.mp.RawValue(Slot)
+        slot.task_events = int(bool(self.app.conf.worker_send_task_events))
         reader, writer = self.mp.Pipe(duplex=False)
         process = self.mp.Process(target=child_main, args=(spec, slot, writer),
                                   name=f"ForkPoolWorker-{len(self.children) + 1}", daemon=False)
@@ -198,6 +211,11 @@ class Supervisor:
                 message = child.conn.recv()
                 if message[0] == "hard":
                     child.hard = (message[1], message[2], message[3])
+                elif message[0] == "job":
+                    child.job_info = info = message[1]
+                    self.started_names[info.get("name")] += 1
+                    self.targets.observe(message[2], info.get("name"), info.get("id"),
+                                         message[3])
                 else:
                     self.renewer.apply(child.process.pid, message)
         except (EOFError, OSError):
@@ -219,8 +237,14 @@ class Supervisor:
         held = self.renewer.forget(pid)
         if child.killed_for_limit:
             record_time_limit(self.app, child)
+            if child.hard is not None:
+                self.task_events.send(("task-failed", {
+                    "uuid": child.hard[0], "exception": f"TimeLimitExceeded({slot.hard})",
+                    "traceback": None}))
         elif child.terminated is not None:
             settle_terminated(self.app, child, held, code)
+            self.task_events.revoked(child.terminated[0], terminated=True,
+                                     signum=child.terminated[1])
         elif code != 0:
             released = self.app.broker.expire_owner(child.owner)
             logger.error("Process %s pid %d exited with %s; %d message(s) made available "
@@ -303,6 +327,7 @@ class Supervisor:
         if busy:
             self.health.progress(now)
         self.health.record["concurrency"] = len(self.children)
+        self.health.record["time_to_start"] = self.targets.summary()
         self.health.beat(processed=processed, busy=busy)
 
     # -- signals and shutdown ---------------------------------------------------------------

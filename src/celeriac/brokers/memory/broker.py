@@ -17,6 +17,12 @@ lazily (stale heap items are recognised by the entry's ``version``):
 * ``_delayed``: ``(not_before, id, version)``;
 * ``_leases``: ``(lease_expires, id, version)``; a lapsed lease moves its
   entry back to ready, keeping the token until someone else takes it.
+
+Two clocks: delays (``not_before``) follow :mod:`celeriac.clock`, so a test's
+controlled clock makes them due; leases measure liveness and follow the real
+monotonic clock (``lease_expires`` in a :class:`Delivery` is still epoch time),
+so moving a test's clock never takes a running task away from its worker.
+Every move of the clock wakes blocked ``receive`` calls.
 """
 
 from __future__ import annotations
@@ -24,13 +30,24 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ... import clock
 from ...messages import Message, encode_envelope, parse_envelope
-from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from ..base import (
+    BroadcastChannel,
+    Broker,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Publish,
+    QueueStats,
+)
+from .broadcast import MemoryBroadcast
 from .slots import MemorySlots
 
 READY, DELAYED, LEASED = "ready", "delayed", "leased"
@@ -51,6 +68,8 @@ class _Entry:
     lost_count: int = 0
     first_delivered_at: float | None = None
     version: int = 0
+    #: when it last became ready (publish, end of its delay, lapse or release)
+    ready_since: float = 0.0
 
 
 class MemoryBroker(MemorySlots, Broker):
@@ -74,10 +93,17 @@ class MemoryBroker(MemorySlots, Broker):
         self._leases: list[tuple[float, int, int]] = []
         self._dead: dict[str, DeadLetter] = {}
         self._queues: dict[str, None] = {}
+        self._broadcast: MemoryBroadcast | None = None
+        clock.on_change(self._clock_moved)
+
+    def _clock_moved(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
     # -- state transitions (lock held) -------------------------------------
-    def _make_ready(self, entry: _Entry) -> None:
+    def _make_ready(self, entry: _Entry, since: float | None = None) -> None:
         entry.state, entry.version = READY, entry.version + 1
+        entry.ready_since = self.now() if since is None else since
         heapq.heappush(self._ready.setdefault(entry.queue, []),
                        (entry.priority, entry.id, entry.version))
 
@@ -99,11 +125,13 @@ class MemoryBroker(MemorySlots, Broker):
         while self._delayed and self._delayed[0][0] <= now:
             entry = self._current(heapq.heappop(self._delayed))
             if entry is not None:
-                self._make_ready(entry)
-        while self._leases and self._leases[0][0] < now:
+                self._make_ready(entry, entry.not_before)
+        alive = time.monotonic()
+        while self._leases and self._leases[0][0] < alive:
             entry = self._current(heapq.heappop(self._leases))
             if entry is not None:
-                self._make_ready(entry)  # keeps token: the holder may still ack
+                # keeps token: the holder may still ack
+                self._make_ready(entry, entry.lease_expires)
 
     def _held(self, delivery: Delivery) -> _Entry | None:
         """The entry if ``delivery``'s token still holds it."""
@@ -112,9 +140,14 @@ class MemoryBroker(MemorySlots, Broker):
             return None
         return entry
 
-    def _next_event(self) -> float | None:
-        heads = [h[0][0] for h in (self._delayed, self._leases) if h]
-        return min(heads) if heads else None
+    def _next_wait(self, now: float) -> float | None:
+        """Seconds until a delay ends or a lease lapses, or None if neither is pending."""
+        waits = []
+        if self._delayed:
+            waits.append(self._delayed[0][0] - now)
+        if self._leases:
+            waits.append(self._leases[0][0] - time.monotonic())
+        return max(0.0, min(waits)) if waits else None
 
     # -- producing ------------------------------------------------------------
     def _add(self, message: Message, queue: str, not_before: float | None,
@@ -160,7 +193,8 @@ class MemoryBroker(MemorySlots, Broker):
     def _take(self, queues: Sequence[str], owner: str, limit: int) -> list[Delivery]:
         now = self.now()
         self._promote(now)
-        expires = now + self.lease_seconds
+        expires = time.monotonic() + self.lease_seconds
+        wall_expires = time.time() + self.lease_seconds
         out: list[Delivery] = []
         while len(out) < limit:
             entry = self._pop_ready(queues)
@@ -177,24 +211,23 @@ class MemoryBroker(MemorySlots, Broker):
                 message=parse_envelope(entry.envelope), queue=entry.queue, tag=str(entry.id),
                 token=token, owner=owner, redelivered=entry.delivery_count > 1,
                 delivery_count=entry.delivery_count, lost_count=entry.lost_count,
-                lease_expires=expires,
+                lease_expires=wall_expires, published_at=entry.ready_since,
             ))
         return out
 
     def receive(self, queues: Sequence[str], *, owner: str, limit: int = 1,
                 timeout: float = 1.0) -> list[Delivery]:
-        deadline = self.now() + max(0.0, timeout)
+        deadline = time.monotonic() + max(0.0, timeout)
         with self._changed:
             while True:
                 got = self._take(queues, owner, max(1, limit))
-                now = self.now()
-                if got or now >= deadline:
+                left = deadline - time.monotonic()
+                if got or left <= 0:
                     return got
-                wake = deadline
-                event = self._next_event()
+                event = self._next_wait(self.now())
                 if event is not None:
-                    wake = min(wake, event + 0.001)
-                self._changed.wait(max(0.0, wake - now))
+                    left = min(left, event + 0.001)
+                self._changed.wait(left)
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         done = 0
@@ -210,7 +243,7 @@ class MemoryBroker(MemorySlots, Broker):
         extend = self.lease_seconds if seconds is None else float(seconds)
         out: list[bool] = []
         with self._lock:
-            expires = self.now() + extend
+            expires = time.monotonic() + extend
             for delivery in deliveries:
                 entry = self._held(delivery)
                 if entry is not None:
@@ -261,10 +294,10 @@ class MemoryBroker(MemorySlots, Broker):
 
     def expire_owner(self, owner: str) -> int:
         with self._changed:
-            now = self.now()
+            alive = time.monotonic()
             lapsed = 0
             for entry in self._entries.values():
-                if entry.state == LEASED and entry.owner == owner and entry.lease_expires >= now:
+                if entry.state == LEASED and entry.owner == owner and entry.lease_expires >= alive:
                     entry.lease_expires = 0.0
                     self._make_ready(entry)
                     lapsed += 1
@@ -287,12 +320,40 @@ class MemoryBroker(MemorySlots, Broker):
         with self._lock:
             self._promote(self.now())
             counts = {READY: 0, DELAYED: 0, LEASED: 0}
+            oldest: float | None = None
             for entry in self._entries.values():
                 if entry.queue == queue:
                     counts[entry.state] += 1
+                    if entry.state == READY and (oldest is None or entry.ready_since < oldest):
+                        oldest = entry.ready_since
             dead = sum(1 for d in self._dead.values() if d.queue == queue)
         return QueueStats(queue, ready=counts[READY], delayed=counts[DELAYED],
-                          leased=counts[LEASED], dead=dead)
+                          leased=counts[LEASED], dead=dead, oldest_ready_at=oldest)
+
+    def delayed(self, queue: str, limit: int = 1000) -> list[tuple[float, Message]]:
+        with self._lock:
+            self._promote(self.now())
+            found = sorted((e.not_before, e.id, e.envelope) for e in self._entries.values()
+                           if e.queue == queue and e.state == DELAYED)
+        return [(due, parse_envelope(env)) for due, _, env in found[:limit]]
+
+    def broadcast_channel(self) -> BroadcastChannel:
+        with self._lock:
+            if self._broadcast is None:
+                self._broadcast = MemoryBroadcast()
+            return self._broadcast
+
+    def waiting(self, queue: str) -> list[Publish]:
+        with self._lock:
+            now = self.now()
+            self._promote(now)
+            found = sorted((e for e in self._entries.values()
+                            if e.queue == queue and e.state != LEASED),
+                           key=lambda e: (e.state == DELAYED, e.not_before if e.state == DELAYED
+                                          else 0.0, e.priority, e.id))
+            return [Publish(parse_envelope(e.envelope), e.queue,
+                            e.not_before if e.state == DELAYED else None, e.priority)
+                    for e in found]
 
     def queues(self) -> list[str]:
         with self._lock:

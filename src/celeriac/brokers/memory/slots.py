@@ -13,7 +13,8 @@ import threading
 import time
 from typing import Any
 
-from ..base import Delivery, SlotHolder
+from ..base import Delivery
+from ..slotting import SlotHolder
 
 LEASED = "leased"
 

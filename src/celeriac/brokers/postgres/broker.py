@@ -54,8 +54,17 @@ from typing import Any, ClassVar
 from ...exceptions import OperationalError
 from ...messages import Message, encode_envelope, parse_envelope
 from ...retry import RetryPolicy
-from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from ..base import (
+    BroadcastChannel,
+    Broker,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Publish,
+    QueueStats,
+)
 from . import sql
+from .broadcast import PostgresBroadcast
 from .db import Database, Handle, parse_url
 from .enqueue import publish_on, shares_database
 from .slots import PostgresSlots
@@ -114,6 +123,7 @@ class PostgresBroker(PostgresSlots, Broker):
         self._subscribed: set[str] = set()
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._broadcast: Any = None
 
     @property
     def db(self) -> Database:
@@ -199,8 +209,10 @@ class PostgresBroker(PostgresSlots, Broker):
             self.db.maintenance.note(acked)
         return acked, [Delivery(message=parse_envelope(env), queue=queue, tag=str(mid),
                                 token=token, owner=owner, redelivered=count > 1,
-                                delivery_count=count, lost_count=lost, lease_expires=expires)
-                       for mid, queue, _prio, env, token, count, lost, expires in got], changed
+                                delivery_count=count, lost_count=lost, lease_expires=expires,
+                                published_at=published)
+                       for mid, queue, _prio, env, token, count, lost, expires, published
+                       in got], changed
 
     def _channels(self, queues: list[str]) -> list[str]:
         channels = [sql.channel(self.schema, "q", q) for q in queues]
@@ -334,9 +346,21 @@ class PostgresBroker(PostgresSlots, Broker):
         return int(count)
 
     def stats(self, queue: str) -> QueueStats:
-        [(ready, delayed, leased, dead)] = self._run("stats", {"queue": queue})
+        [(ready, delayed, leased, dead, oldest)] = self._run("stats", {"queue": queue})
         return QueueStats(queue, ready=int(ready), delayed=int(delayed), leased=int(leased),
-                          dead=int(dead))
+                          dead=int(dead), oldest_ready_at=oldest)
+
+    def delayed(self, queue: str, limit: int = 1000) -> list[tuple[float, Message]]:
+        rows = self._run("delayed", {"queue": queue, "limit": limit})
+        return [(float(due), parse_envelope(env)) for due, env in rows]
+
+    def broadcast_channel(self) -> BroadcastChannel:
+        with self._lock:
+            if self._broadcast is None:
+                self._broadcast = PostgresBroadcast(self.settings.conninfo,
+                                                    self.settings.safe_url, self.schema,
+                                                    lambda: self.db)
+            return self._broadcast
 
     def queues(self) -> list[str]:
         return [name for (name,) in self._run("queues", {})]

@@ -115,15 +115,16 @@ WITH acked AS (
         first_delivered_at = COALESCE(m.first_delivered_at, now())
     FROM picked WHERE m.id = picked.id
     RETURNING m.id, m.queue, m.priority, m.envelope, m.lease_token, m.delivery_count,
-              m.lost_count, m.lease_expires
+              m.lost_count, m.lease_expires, m.published_at
 )
 SELECT id, queue, priority, envelope, lease_token::text, delivery_count, lost_count,
-       extract(epoch FROM lease_expires)::float8
+       extract(epoch FROM lease_expires)::float8, extract(epoch FROM published_at)::float8
 FROM leased
 UNION ALL
 SELECT NULL, set_config('synchronous_commit', 'off', true), NULL, NULL, NULL,
        (SELECT count(*) FROM acked)::integer,
-       ((SELECT count(*) FROM promoted) + (SELECT count(*) FROM reclaimed))::integer, NULL;
+       ((SELECT count(*) FROM promoted) + (SELECT count(*) FROM reclaimed))::integer, NULL,
+       NULL;
 
 -- name: next_due
 SELECT extract(epoch FROM LEAST(
@@ -215,8 +216,16 @@ SELECT
       + count(*) FILTER (WHERE not_before <= now()),
     count(*) FILTER (WHERE not_before > now()),
     count(*) FILTER (WHERE lease_token IS NOT NULL AND lease_expires >= now()),
-    (SELECT count(*) FROM {schema}.dead_letters WHERE queue = %(queue)s)
+    (SELECT count(*) FROM {schema}.dead_letters WHERE queue = %(queue)s),
+    extract(epoch FROM min(COALESCE(not_before, published_at)) FILTER (
+        WHERE (not_before IS NULL AND (lease_token IS NULL OR lease_expires < now()))
+           OR not_before <= now()))::float8
 FROM {schema}.messages WHERE queue = %(queue)s;
+
+-- name: delayed
+SELECT extract(epoch FROM not_before)::float8, envelope FROM {schema}.messages
+WHERE queue = %(queue)s AND not_before > now()
+ORDER BY not_before, id LIMIT %(limit)s;
 
 -- name: queues
 SELECT name FROM {schema}.queues ORDER BY name;

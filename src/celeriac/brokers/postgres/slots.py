@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..base import Delivery, SlotHolder
+from ..base import Delivery
+from ..slotting import SlotHolder
 
 
 class PostgresSlots:

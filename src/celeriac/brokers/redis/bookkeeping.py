@@ -1,4 +1,4 @@
-"""The Redis broker's bookkeeping outside its Lua scripts: queue names, dead letters.
+"""The Redis broker's bookkeeping outside its Lua scripts: queue names, dead letters, delays.
 
 Key names are those documented at the top of :mod:`.broker` (all behind the
 ``global_keyprefix``); ``SEP`` is kombu's separator in priority list names
@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 
+from ...messages import Message
 from ..base import DeadLetter
 from .scripts import parse_envelope
 
@@ -73,3 +74,19 @@ def store_dead_letter(client: redis.Redis, prefix: str, dead_id: str, queue: str
     pipe.zadd(f"{prefix}_celeriac.deadq.{queue}", {dead_id: now})
     pipe.sadd(f"{prefix}_celeriac.queues", queue)
     pipe.execute()
+
+
+def read_delayed(client: redis.Redis, prefix: str, queue: str,
+                 limit: int) -> list[tuple[float, Message]]:
+    """``(due, message)`` of the delayed set of ``queue``, soonest first (a member is a
+    32-hex uid, a 2-digit step and the envelope)."""
+    rows: list[Any] = list(client.zrange(f"{prefix}_celeriac.delayed.{queue}", 0,
+                                         max(0, limit - 1), withscores=True))
+    out = []
+    for member, due in rows:
+        text = _text(member)
+        try:
+            out.append((float(due), Message.loads(text[34:])))
+        except Exception:  # a malformed one is the worker's to dead-letter when due
+            continue
+    return out

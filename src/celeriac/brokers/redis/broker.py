@@ -109,9 +109,18 @@ import redis
 
 from ...messages import Message
 from ...retry import RetryPolicy
-from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from ..base import (
+    BroadcastChannel,
+    Broker,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Publish,
+    QueueStats,
+)
 from . import scripts as redis_scripts
-from .bookkeeping import SEP, queue_names, read_dead_letters, store_dead_letter
+from .bookkeeping import SEP, queue_names, read_dead_letters, read_delayed, store_dead_letter
+from .broadcast import RedisBroadcast
 from .client import RETRYABLE_ERRORS, Connection, connection, retrying, run_script
 from .slots import RedisSlots
 
@@ -131,7 +140,7 @@ class RedisBroker(RedisSlots, Broker):
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")
     capabilities: ClassVar[Capabilities] = Capabilities(
         native_delay=True, priorities=True, lease_renewal=True, push_wakeup=True,
-        multi_host=True,
+        multi_host=True, ready_times=False,  # ready lists hold kombu's envelope, no time
     )
 
     def __init__(self, url: str, *, lease_seconds: float = 30.0,
@@ -374,6 +383,17 @@ class RedisBroker(RedisSlots, Broker):
     def purge_dead_letters(self, queue: str | None = None) -> int:
         return int(self._retrying("purge_dead_letters",
                                   lambda: self._script("purge_dead", queue or "")))
+
+    def delayed(self, queue: str, limit: int = 1000) -> list[tuple[float, Message]]:
+        return self._retrying("delayed", lambda: read_delayed(
+            self.client, self.prefix, queue, limit))
+
+    def broadcast_channel(self) -> BroadcastChannel:
+        conn = self._connection()
+        channel = getattr(self, "_broadcast", None)
+        if channel is None or channel.client is not conn[1]:
+            channel = self._broadcast = RedisBroadcast(conn[1], self.prefix)
+        return channel
 
     def close(self) -> None:
         """Drop this instance's reference; the process-wide pool stays for other users."""

@@ -22,7 +22,8 @@ from typing import Any
 
 from redis.commands.core import Script
 
-from ..base import Delivery, SlotHolder
+from ..base import Delivery
+from ..slotting import SlotHolder
 
 _LIVE = r"""
 local P = ARGV[1]

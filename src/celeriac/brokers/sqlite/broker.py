@@ -32,7 +32,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ...messages import Message, encode_envelope, parse_envelope
-from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from ..base import (
+    BroadcastChannel,
+    Broker,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Publish,
+    QueueStats,
+)
+from .broadcast import SQLiteBroadcast
 from .db import (
     Connections,
     data_version,
@@ -72,7 +81,8 @@ _LEASE = """UPDATE messages SET lease_token = lower(hex(randomblob(16))),
     lost_count = lost_count + (lease_token IS NOT NULL),
     first_delivered_at = COALESCE(first_delivered_at, ?)
   WHERE id IN ({select})
-  RETURNING id, queue, priority, envelope, lease_token, delivery_count, lost_count"""
+  RETURNING id, queue, priority, envelope, lease_token, delivery_count, lost_count,
+    published_at"""
 
 
 def _ready_select(count: int) -> str:
@@ -102,6 +112,7 @@ class SQLiteBroker(SQLiteSlots, Broker):
                                schema=SCHEMA + ";" + SLOTS_SCHEMA)
         self._known_queues: set[str] = set()
         self._idle = threading.local()
+        self._broadcast: SQLiteBroadcast | None = None
 
     # -- producing ------------------------------------------------------------
     def _rows(self, items: Iterable[Publish]) -> list[tuple[Any, ...]]:
@@ -150,8 +161,8 @@ class SQLiteBroker(SQLiteSlots, Broker):
         rows.sort(key=lambda r: (r[2], r[0]))
         return acked, [Delivery(message=parse_envelope(env), queue=queue, tag=str(mid), token=token,
                          owner=owner, redelivered=count > 1, delivery_count=count,
-                         lost_count=lost, lease_expires=expires)
-                for mid, queue, _prio, env, token, count, lost in rows]
+                         lost_count=lost, lease_expires=expires, published_at=published)
+                for mid, queue, _prio, env, token, count, lost, published in rows]
 
     def _any_ready(self, conn: sqlite3.Connection, queues: list[str]) -> bool:
         """A read-only check, so waiting consumers take the write lock only when useful."""
@@ -278,8 +289,35 @@ class SQLiteBroker(SQLiteSlots, Broker):
             " WHERE queue = ? AND not_before IS NOT NULL", (now, now, queue)).fetchone()
         dead = conn.execute("SELECT COUNT(*) FROM dead_letters WHERE queue = ?",
                             (queue,)).fetchone()[0]
+        oldest = conn.execute(
+            "SELECT MIN(COALESCE(not_before, published_at)) FROM messages WHERE queue = ?"
+            " AND (not_before IS NULL OR not_before <= ?)"
+            " AND (lease_expires IS NULL OR lease_expires < ?)", (queue, now, now)).fetchone()[0]
         return QueueStats(queue, ready=int(total - leased + due), delayed=int(delayed),
-                          leased=int(leased), dead=int(dead))
+                          leased=int(leased), dead=int(dead), oldest_ready_at=oldest)
+
+    def delayed(self, queue: str, limit: int = 1000) -> list[tuple[float, Message]]:
+        rows = self._db.get().execute(
+            "SELECT not_before, envelope FROM messages WHERE queue = ? AND not_before > ?"
+            " ORDER BY not_before, id LIMIT ?", (queue, self.now(), limit)).fetchall()
+        return [(due, parse_envelope(env)) for due, env in rows]
+
+    def broadcast_channel(self) -> BroadcastChannel:
+        if self._broadcast is None:
+            self._broadcast = SQLiteBroadcast(self.path)
+        return self._broadcast
+
+    def waiting(self, queue: str) -> list[Publish]:
+        conn, now = self._db.get(), self.now()
+        rows = conn.execute(
+            "SELECT priority, not_before, envelope FROM messages WHERE queue = ?"
+            " AND (lease_expires IS NULL OR lease_expires < ?)"
+            " ORDER BY not_before IS NOT NULL AND not_before > ?,"
+            " CASE WHEN not_before > ? THEN not_before ELSE 0 END, priority, id",
+            (queue, now, now, now)).fetchall()
+        return [Publish(parse_envelope(env), queue,
+                        due if due is not None and due > now else None, prio)
+                for prio, due, env in rows]
 
     def queues(self) -> list[str]:
         rows = self._db.get().execute("SELECT name FROM queues ORDER BY name").fetchall()
@@ -318,3 +356,5 @@ class SQLiteBroker(SQLiteSlots, Broker):
 
     def close(self) -> None:
         self._db.close()
+        if self._broadcast is not None:
+            self._broadcast.close()

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ... import retry
+from ... import clock, retry
 from ...exceptions import ImproperlyConfigured, OperationalError
 
 ENV_PATH = "CELERIAC_SQLITE_PATH"
@@ -197,5 +197,5 @@ def wait_for_change(conn: sqlite3.Connection, version: int, deadline: float,
         if now >= deadline:
             return False
         time.sleep(min(poll_interval(now - idle_since), deadline - now))
-        if data_version(conn) != version or (due is not None and time.time() >= due):
+        if data_version(conn) != version or (due is not None and clock.time() >= due):
             return True

@@ -18,7 +18,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..base import Delivery, SlotHolder
+from ..base import Delivery
+from ..slotting import SlotHolder
 
 SLOTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS slots (

@@ -38,7 +38,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -47,6 +47,8 @@ from celeriac.brokers.base import Publish
 from celeriac.config.settings import seconds
 from celeriac.messages import Message
 
+from ..transactions import InTransaction
+from ..transactions import same_database_publisher as shared_publisher
 from .db import db_time, fresh
 
 logger = logging.getLogger("celeriac.outbox")
@@ -64,27 +66,18 @@ def _model() -> Any:
     return OutboxMessage
 
 
-def same_database_publisher(app: Any, alias: str) -> Callable[[Sequence[Publish], Any],
-                                                               None] | None:
+def same_database_publisher(app: Any, alias: str) -> InTransaction | None:
     """A callable publishing ``items`` inside the transaction of a Django connection, when
     the broker lives in that same database (PostgreSQL broker), else None.
 
-    The seam for transactional enqueue without an outbox: the broker must say
-    ``shares_database(settings_dict)`` and take ``publish_in_transaction(connection,
-    items)`` (:meth:`celeriac.brokers.base.Broker.publish_in_transaction`, given
-    Django's connection wrapper ``connections[alias]``). The PostgreSQL broker does
-    both; every other broker lacks ``shares_database``, so the outbox is used.
+    The seam for transactional enqueue without an outbox, shared with the Pyramid
+    integration (:func:`celeriac.contrib.transactions.same_database_publisher`): it
+    is given Django's ``connections[alias].settings_dict`` and, to publish, Django's
+    connection wrapper. Every broker but PostgreSQL says no, so the outbox is used.
     """
-    broker = app.broker
-    publish = getattr(broker, "publish_in_transaction", None)
-    shares = getattr(broker, "shares_database", None)
-    if publish is None or shares is None:
-        return None
     from django.db import connections
 
-    if not shares(connections[alias].settings_dict):
-        return None
-    return lambda items, conn: publish(conn, list(items))
+    return shared_publisher(app, connections[alias].settings_dict)
 
 
 # -- producer side -------------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""Running a worker in the background: ``worker --detach`` and its pidfile.
+
+:func:`check_pidfile` refuses to start when the pidfile names a live process
+(a stale one, whose process is gone, is removed); :func:`detach` turns the
+process into a daemon (double fork, new session, ``--workdir``, ``--umask``,
+standard streams to the log file or ``/dev/null``), as ``celery worker
+--detach`` does; :class:`Pidfile` writes the pid and removes the file at exit
+if it still holds this process's pid.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+
+def read_pid(path: str) -> int | None:
+    try:
+        with open(path) as fh:
+            text = fh.read().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise click.ClickException(f"cannot read pidfile {path}: {exc}") from None
+    try:
+        return int(text.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_pidfile(path: str) -> None:
+    """Refuse to start when ``path`` names a live process; remove a stale one."""
+    pid = read_pid(path)
+    if pid is not None and pid != os.getpid() and alive(pid):
+        raise click.ClickException(f"Pidfile ({path}) already exists: a worker with pid "
+                                   f"{pid} is still running")
+    if os.path.exists(path):
+        os.unlink(path)
+
+
+class Pidfile:
+    """Holds ``path`` with this process's pid while the worker runs."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+
+    def write(self) -> None:
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except FileExistsError:
+            check_pidfile(self.path)
+            fd = os.open(self.path, flags, 0o644)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+
+    def remove(self) -> None:
+        if read_pid(self.path) == os.getpid():
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+def detach(logfile: str | None, workdir: str | None, umask: int | None) -> None:
+    """Become a daemon: the caller returns in the grandchild; the parents exit 0."""
+    if logfile:  # fail here, visibly, rather than silently in the daemon
+        directory = os.path.dirname(os.path.abspath(logfile))
+        os.makedirs(directory, exist_ok=True)
+        open(logfile, "a").close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    if workdir:
+        os.chdir(workdir)
+    if umask is not None:
+        os.umask(umask)
+    null = os.open(os.devnull, os.O_RDWR)
+    out = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if logfile else null
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)

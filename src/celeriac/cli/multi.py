@@ -1,0 +1,220 @@
+"""``celeriac multi``: start, stop and restart several named workers (Celery's ``multi``).
+
+``celeriac multi start worker1 worker2 --app=proj -l INFO
+--pidfile=/var/run/celeriac/%n.pid --logfile=/var/log/celeriac/%n%I.log``
+starts one detached ``celeriac worker`` per node and reports each as ``OK`` once
+its pidfile appears (``FAILED`` with the log's last lines otherwise). Node names
+follow Celery: ``w1`` becomes ``w1@<host>``, a number ``3`` means ``celery1``
+``celery2`` ``celery3``. In option values ``%n`` is the name part (``w1``),
+``%h`` the node name (``w1@host``), ``%d`` the domain, and ``%I``/``%i`` the
+pool process index (celeriac's pool children log to their node's file, so
+they expand to ``""``/``0``). ``-c:w1 4`` or ``-Q:1-2 high`` set an option for
+some nodes only (names, 1-based indexes, ranges).
+
+``stop`` sends SIGTERM and waits for the nodes to exit (``stopwait`` waits
+without a limit), ``kill`` sends SIGKILL, ``restart`` is stop-wait then start,
+``show`` prints the worker command lines, ``names`` the node names. A node whose
+pidfile names a live process is not started again; stale pidfiles are removed.
+Default files are ``%n.pid`` and ``%n%I.log`` in the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import click
+
+from .daemon import alive, read_pid
+
+STOP_TIMEOUT = 60.0
+START_TIMEOUT = 30.0
+VALUE_OPTIONS = {"-A", "--app", "-b", "--broker", "--result-backend", "-l", "--loglevel",
+                 "-c", "--concurrency", "-P", "--pool", "-Q", "--queues", "-X",
+                 "--exclude-queues", "--pidfile", "-f", "--logfile", "--prefetch-multiplier",
+                 "--max-tasks-per-child", "--max-memory-per-child", "--time-limit",
+                 "--soft-time-limit", "--autoscale", "--liveness-file", "--umask",
+                 "--workdir", "-n", "--hostname"}
+GLOBAL_OPTIONS = {"-A", "--app", "-b", "--broker", "--result-backend", "--workdir"}
+
+
+@dataclass
+class Node:
+    name: str
+    index: int
+    options: list[tuple[str, str | None]] = field(default_factory=list)
+
+    @property
+    def short(self) -> str:
+        return self.name.split("@", 1)[0]
+
+    def expand(self, value: str) -> str:
+        host = self.name.split("@", 1)[1]
+        domain = host.partition(".")[2]
+        return (value.replace("%n", self.short).replace("%h", self.name)
+                .replace("%d", domain).replace("%I", "").replace("%i", "0"))
+
+    def option(self, *names: str) -> str | None:
+        for key, value in reversed(self.options):
+            if key in names:
+                return self.expand(value or "")
+        return None
+
+    @property
+    def pidfile(self) -> str:
+        return os.path.abspath(self.option("--pidfile") or self.expand("%n.pid"))
+
+    @property
+    def logfile(self) -> str:
+        return os.path.abspath(self.option("-f", "--logfile") or self.expand("%n%I.log"))
+
+    def argv(self) -> list[str]:
+        before: list[str] = []
+        after = ["worker", "-n", self.name, "--detach",
+                             f"--pidfile={self.pidfile}", f"--logfile={self.logfile}"]
+        for key, value in self.options:
+            if key in ("--pidfile", "-f", "--logfile", "-n", "--hostname", "--detach", "-D"):
+                continue
+            target = before if key in GLOBAL_OPTIONS else after
+            target += [key] if value is None else [key, self.expand(value)]
+        return [sys.executable, "-m", "celeriac", *before, *after]
+
+
+def _selects(selector: str, node_name: str, index: int) -> bool:
+    own = (node_name, node_name.split("@", 1)[0], str(index))
+    for part in selector.split(","):
+        if "-" in part and all(p.isdigit() for p in part.split("-", 1)):
+            low, high = (int(p) for p in part.split("-", 1))
+            if low <= index <= high:
+                return True
+        elif part in own:
+            return True
+    return False
+
+
+def parse(args: list[str], app: str | None = None) -> list[Node]:
+    """Node names and per-node options from ``multi``'s arguments (Celery's syntax)."""
+    host = socket.gethostname()
+    names: list[str] = []
+    options: list[tuple[str, str | None, str | None]] = []  # (key, selector, value)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-"):
+            names.append(arg)
+            i += 1
+            continue
+        key, eq, value = arg.partition("=")
+        base, colon, selector = key.partition(":")
+        if not eq and base in VALUE_OPTIONS and i + 1 < len(args):
+            value, i = args[i + 1], i + 1
+        options.append((base, selector if colon else None,
+                        value if eq or base in VALUE_OPTIONS else None))
+        i += 1
+    if len(names) == 1 and names[0].isdigit():
+        names = [f"celery{n}" for n in range(1, int(names[0]) + 1)]
+    if not names:
+        raise click.UsageError("give node names (e.g. `multi start w1 w2`) or a count")
+    if app and not any(k in ("-A", "--app") for k, _, _ in options):
+        options.insert(0, ("--app", None, app))
+    nodes = []
+    for index, name in enumerate(names, start=1):
+        full = name.replace("%h", host) if "@" in name else f"{name}@{host}"
+        node = Node(full, index)
+        node.options = [(k, v) for k, sel, v in options
+                        if sel is None or _selects(sel, full, index)]
+        nodes.append(node)
+    return nodes
+
+
+def _start(node: Node) -> bool:
+    pid = read_pid(node.pidfile)
+    if pid is not None and alive(pid):
+        click.echo(f"\t> {node.name}: already running (pid {pid})")
+        return True
+    result = subprocess.run(node.argv(), capture_output=True, text=True)
+    deadline = time.monotonic() + START_TIMEOUT
+    while result.returncode == 0 and time.monotonic() < deadline:
+        pid = read_pid(node.pidfile)
+        if pid is not None and alive(pid):
+            click.echo(f"\t> {node.name}: OK")
+            return True
+        time.sleep(0.1)
+    click.echo(f"\t> {node.name}: FAILED", err=True)
+    detail = (result.stderr or "").strip() or _tail(node.logfile)
+    if detail:
+        click.echo("\n".join(f"\t  {line}" for line in detail.splitlines()[-10:]), err=True)
+    return False
+
+
+def _tail(path: str) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.read()[-2000:]
+    except OSError:
+        return ""
+
+
+def _signal(nodes: list[Node], sig: int, wait: float | None) -> bool:
+    """Signal every node; with ``wait`` (None: forever), wait for them to exit."""
+    running = []
+    for node in nodes:
+        pid = read_pid(node.pidfile)
+        if pid is None or not alive(pid):
+            click.echo(f"\t> {node.name}: DOWN")
+            if pid is not None:
+                os.unlink(node.pidfile)
+            continue
+        os.kill(pid, sig)
+        click.echo(f"\t> Sending {signal.Signals(sig).name} to {node.name} (pid {pid})")
+        running.append((node, pid))
+    if not running or wait == 0:
+        return True
+    click.echo(f"> Waiting for {len(running)} node{'s' if len(running) != 1 else ''}...")
+    deadline = None if wait is None else time.monotonic() + wait
+    while running:
+        running = [(n, p) for n, p in running if alive(p)]
+        if deadline is not None and time.monotonic() > deadline:
+            for node, pid in running:
+                click.echo(f"\t> {node.name}: still running (pid {pid})", err=True)
+            return False
+        time.sleep(0.1)
+    for node in nodes:
+        click.echo(f"\t> {node.name}: DOWN")
+    return True
+
+
+@click.command(context_settings={"ignore_unknown_options": True,
+                                 "allow_interspersed_args": False})
+@click.argument("action", type=click.Choice(["start", "stop", "stopwait", "restart", "kill",
+                                             "show", "names"]))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def multi(obj: object, action: str, args: tuple[str, ...]) -> None:
+    """Start, stop or restart several workers in the background."""
+    nodes = parse(list(args), getattr(obj, "app_name", None))
+    if action == "names":
+        click.echo("\n".join(n.name for n in nodes))
+    elif action == "show":
+        click.echo("\n".join(shlex.join(n.argv()) for n in nodes))
+    elif action == "start":
+        click.echo("> Starting nodes...")
+        if not all([_start(node) for node in nodes]):
+            raise click.exceptions.Exit(1)
+    elif action in ("stop", "stopwait", "kill"):
+        sig = signal.SIGKILL if action == "kill" else signal.SIGTERM
+        wait = {"stop": STOP_TIMEOUT, "stopwait": None, "kill": 0.0}[action]
+        click.echo("> Stopping nodes..." if action != "kill" else "> Killing nodes...")
+        if not _signal(nodes, sig, wait):
+            raise click.exceptions.Exit(1)
+    else:  # restart
+        click.echo("> Restarting nodes...")
+        _signal(nodes, signal.SIGTERM, None)
+        if not all([_start(node) for node in nodes]):
+            raise click.exceptions.Exit(1)

@@ -1,0 +1,90 @@
+"""Events and remote control with an in-process worker on each server broker.
+
+The same checks as tests/unit/test_monitoring_memory.py, shortened, on Redis
+and PostgreSQL (and SQLite): ping, ``active``, ``scheduled`` listing the
+broker's delayed messages, ``revoke``, and the task events seen by a receiver.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from celeriac import Celery
+from celeriac.events import State
+from celeriac.worker.main import Worker
+
+NODE = "wb1@test"
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
+def url(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    if request.param == "sqlite":
+        return f"sqlite:///{request.getfixturevalue('sqlite_path')}", {}
+    if request.param == "redis":
+        prefix = request.getfixturevalue("key_prefix")
+        return request.getfixturevalue("redis_url"), {"global_keyprefix": prefix}
+    return request.getfixturevalue("postgres_url"), {}
+
+
+def wait_for(check: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return value
+
+
+def test_inspect_control_and_events(url: tuple[str, dict[str, Any]]) -> None:
+    broker_url, options = url
+    app = Celery("monb", broker=broker_url, backend=broker_url, set_as_current=False)
+    app.conf.broker_transport_options = options
+    app.conf.result_backend_transport_options = options
+    app.conf.worker_send_task_events = True
+
+    @app.task(name="monb.sleep")
+    def sleep(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    events: list[dict[str, Any]] = []
+    receiver = app.events.Receiver(handlers={"*": events.append})
+    listening = threading.Thread(target=receiver.capture, kwargs={"wakeup": False},
+                                 daemon=True)
+    listening.start()
+    worker = Worker(app, hostname=NODE, pool="threads", concurrency=2, setup_logs=False)
+    thread = threading.Thread(target=worker.start, daemon=True)
+    thread.start()
+    try:
+        inspect = app.control.inspect(destination=[NODE], timeout=2)
+        wait_for(lambda: inspect.ping())
+        running = sleep.delay(1.5)
+        later = sleep.apply_async((0,), countdown=300)
+        active = wait_for(lambda: (inspect.active() or {}).get(NODE))
+        assert [a["id"] for a in active] == [running.id]
+        assert [s["request"]["id"] for s in inspect.scheduled()[NODE]] == [later.id]
+        assert app.control.revoke(later.id, reply=True, timeout=2, destination=[NODE]) == [
+            {NODE: {"ok": f"tasks {{'{later.id}'}} flagged as revoked"}}]
+        assert running.get(timeout=20) == 1.5
+        state = State()
+        wait_for(lambda: any(e["type"] == "task-succeeded" for e in events))
+        for event in list(events):
+            state.event(event)
+        task = state.tasks[running.id]
+        assert task.state == "SUCCESS" and task.worker is not None
+        assert task.worker.hostname == NODE
+        started = next(e for e in events if e["type"] == "task-started")
+        assert started["queue"] == "celery"
+        if app.broker.capabilities.ready_times:
+            assert started["time_to_start"] >= 0
+        else:  # Redis: kombu's envelope has no publish time (docs/monitoring.md)
+            assert "time_to_start" not in started
+    finally:
+        receiver.should_stop = True
+        worker.stop()
+        thread.join(20)
+        listening.join(10)
+        app.close()

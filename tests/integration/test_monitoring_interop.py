@@ -1,0 +1,193 @@
+"""Events and remote control between celeriac and real Celery 5.7 on Redis, both ways.
+
+(a) A ``celeriac worker -E`` subprocess: Celery's own CLI (``celery inspect ping``,
+``celery inspect registered``) gets its replies, and Celery's event receiver and
+``State`` see the node and its tasks.
+(b) A ``celery worker -E`` subprocess: ``celeriac inspect ping`` and
+``app.control.inspect()`` get its replies, and celeriac's receiver sees its events.
+
+Both sides use one ``global_keyprefix`` (kombu prefixes PUBLISH and its
+subscriptions the same way), so the test needs no empty Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.redis
+
+TASKS = '''\
+import time
+from {package} import Celery
+
+app = Celery({module!r}, broker={url!r}, backend={url!r})
+app.conf.broker_transport_options = {{"global_keyprefix": {prefix!r}}}
+app.conf.result_backend_transport_options = {{"global_keyprefix": {prefix!r}}}
+app.conf.task_send_sent_event = True
+
+
+@app.task(name="mon.add")
+def add(x, y):
+    return x + y
+
+
+@app.task(name="mon.sleep")
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+'''
+
+
+def write(tmp_path: Path, package: str, url: str, prefix: str) -> str:
+    module = f"mon_{package}_{uuid.uuid4().hex[:6]}"
+    (tmp_path / f"{module}.py").write_text(TASKS.format(package=package, module=module,
+                                                        url=url, prefix=prefix))
+    return module
+
+
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path),
+                                                         os.environ.get("PYTHONPATH", "")])}
+
+
+class Proc:
+    def __init__(self, command: list[str], cwd: Path, ready: str) -> None:
+        self.log_path = cwd / f"proc-{uuid.uuid4().hex[:6]}.log"
+        with open(self.log_path, "wb") as out:
+            self.proc = subprocess.Popen(command, cwd=cwd, env=env(cwd), stdout=out,
+                                         stderr=subprocess.STDOUT)
+        wait_for(lambda: ready in self.log or self.proc.poll() is not None, 60, "ready")
+        assert self.proc.poll() is None, self.log
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def wait_for(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), cwd=cwd, env=env(cwd), capture_output=True, text=True,
+                          timeout=60)
+
+
+def load(tmp_path: Path, module: str) -> Any:
+    import importlib
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return importlib.import_module(module)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_celery_tools_see_a_celeriac_worker(redis_url: str, key_prefix: str,
+                                            tmp_path: Path) -> None:
+    pytest.importorskip("celery")
+    ours = write(tmp_path, "celeriac", redis_url, key_prefix)
+    theirs = write(tmp_path, "celery", redis_url, key_prefix)
+    client = load(tmp_path, theirs)
+    from celery.events.state import State
+
+    state = State()
+    seen: list[str] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        seen.append(event["type"])
+        state.event(event)
+
+    stop = threading.Event()
+
+    def listen() -> None:
+        with client.app.connection() as conn:
+            receiver = client.app.events.Receiver(conn, handlers={"*": on_event})
+            for _ in receiver.itercapture(limit=None, timeout=None, wakeup=True):
+                if stop.is_set():
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(1.0)  # the receiver subscribes before the worker comes online
+    worker = Proc([sys.executable, "-m", "celeriac", "-A", ours, "worker", "-P", "threads",
+                   "-c", "2", "-E", "-n", "mon1@%h", "-l", "INFO"], tmp_path, "ready.")
+    try:
+        ping = run(tmp_path, sys.executable, "-m", "celery", "-A", theirs, "inspect", "ping",
+                   "-t", "3")
+        assert ping.returncode == 0, ping.stderr
+        assert "mon1@" in ping.stdout and "pong" in ping.stdout
+        registered = run(tmp_path, sys.executable, "-m", "celery", "-A", theirs, "inspect",
+                         "registered", "-t", "3")
+        assert "mon.add" in registered.stdout and "mon.sleep" in registered.stdout
+        result = client.add.delay(20, 22)
+        assert result.get(timeout=30) == 42
+        wait_for(lambda: state.tasks.get(result.id) is not None
+                 and state.tasks[result.id].state == "SUCCESS", 15, "task-succeeded")
+        task = state.tasks[result.id]
+        assert task.result == "42" and task.worker.hostname.startswith("mon1@")
+        assert task.name == "mon.add"
+        node = next(w for name, w in state.workers.items() if name.startswith("mon1@"))
+        assert node.alive
+        assert "worker-online" in seen or "worker-heartbeat" in seen
+    finally:
+        stop.set()
+        worker.stop()
+    assert worker.proc.returncode == 0, worker.log
+
+
+def test_celeriac_tools_see_a_celery_worker(redis_url: str, key_prefix: str,
+                                            tmp_path: Path) -> None:
+    pytest.importorskip("celery")
+    ours = write(tmp_path, "celeriac", redis_url, key_prefix)
+    theirs = write(tmp_path, "celery", redis_url, key_prefix)
+    client = load(tmp_path, ours)
+    worker = Proc([sys.executable, "-m", "celery", "-A", theirs, "worker", "-P", "prefork",
+                   "-c", "1", "-E", "-n", "kw1@%h", "-l", "INFO", "--without-mingle",
+                   "--without-gossip"], tmp_path, "ready.")
+    try:
+        ping = run(tmp_path, sys.executable, "-m", "celeriac", "-A", ours, "inspect", "ping",
+                   "-t", "3")
+        assert ping.returncode == 0, ping.stderr
+        assert "kw1@" in ping.stdout and "pong" in ping.stdout
+        events: list[dict[str, Any]] = []
+        receiver = client.app.events.Receiver(handlers={"*": events.append})
+        listening = threading.Thread(target=receiver.capture, daemon=True)
+        listening.start()
+        time.sleep(0.5)
+        running = client.sleep.delay(30)
+        inspect = client.app.control.inspect(timeout=3)
+        active = wait_for(lambda: next(iter((inspect.active() or {}).values()), None), 30,
+                          "the task to be active")
+        assert [a["id"] for a in active] == [running.id]
+        client.app.control.revoke(running.id, terminate=True, signal="SIGKILL")
+        wait_for(lambda: any(e["type"] == "task-revoked" and e.get("uuid") == running.id
+                             for e in events), 30, "task-revoked from the Celery worker")
+        receiver.should_stop = True
+        kinds = {e["type"] for e in events if e.get("uuid") == running.id}
+        assert {"task-sent", "task-received", "task-started", "task-revoked"} <= kinds
+    finally:
+        worker.stop()
