@@ -77,9 +77,8 @@ class Outcome:
 
 
 def store_retry(task: Task, request: Context, exc: Retry) -> None:
-    """Store RETRY for ``request`` before ``Task.retry`` sends the new message, so a fast
-    retried run's result is never overwritten by this run's RETRY (Celery stores it
-    after sending, and a retry with a short countdown can lose its SUCCESS that way)."""
+    """RETRY for ``request``, stored before ``Task.retry`` sends the new message (Celery
+    stores it after, so a fast retried run's SUCCESS can be overwritten by it)."""
     reason = exc.exc if isinstance(exc.exc, BaseException) else exc
     store_result(task.app, request.id, reason, states.RETRY,
                  traceback=ExceptionInfo(reason).traceback, request=request)

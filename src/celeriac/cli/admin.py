@@ -11,7 +11,8 @@ seconds and exits 1 when there is none, then the concurrency slots held now
 (``serial_task``, ``concurrency_limit``: slot, task id, holder, lease left);
 then, per queue, depth, oldest message age and time-to-start against its
 target (:mod:`.queues`), exiting 1 when a queue's target is breached.
-``status --liveness NODE`` is a probe: it exits 1 when the node has no fresh heartbeat, or made no progress
+``status --liveness NODE`` is a probe: it exits 1 when the node has no fresh
+heartbeat, or made no progress
 (receive, finished or running task) for ``--max-silence`` seconds while one
 of its queues has ready messages.
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..base import Delivery
@@ -21,6 +22,8 @@ LEASED = "leased"
 
 class MemorySlots:
     """Mixed into :class:`~celeriac.brokers.memory.broker.MemoryBroker`."""
+
+    now: Callable[[], float]
 
     _lock: threading.Lock
     _entries: dict[int, Any]
@@ -50,7 +53,7 @@ class MemorySlots:
     def acquire_slot(self, name: str, limit: int, delivery: Delivery) -> bool:
         tag = int(delivery.tag)
         with self._lock:
-            now = time.time()
+            now = time.monotonic()  # the memory broker's leases run on the monotonic clock
             holders = self._holders(name, now)
             if tag in holders:
                 return holders[tag][0] == delivery.token
@@ -71,13 +74,13 @@ class MemorySlots:
     def slot_holders(self, name: str | None = None) -> list[SlotHolder]:
         out: list[SlotHolder] = []
         with self._lock:
-            now = time.time()
+            now = time.monotonic()
             names = [name] if name is not None else sorted(self._slot_book())
             for slot in names:
                 for tag, (token, task_id) in sorted(self._holders(slot, now).items()):
                     entry = self._live(tag, token, now)
                     out.append(SlotHolder(slot, str(tag), task_id, entry.owner,
-                                          entry.lease_expires))
+                                          self.now() + entry.lease_expires - now))
                 if not self._slot_book().get(slot):
                     self._slot_book().pop(slot, None)
         return out
@@ -90,7 +93,7 @@ class MemorySlots:
 
     def claim_unique(self, key: str, value: str, seconds: float) -> str | None:
         with self._lock:
-            now, book = time.time(), self._unique_book()
+            now, book = self.now(), self._unique_book()
             held = book.get(key)
             if held is not None and held[1] > now:
                 return held[0]
@@ -104,7 +107,7 @@ class MemorySlots:
         with self._lock:
             book = self._unique_book()
             held = book.get(key)
-            if held is None or held[0] != value or held[1] <= time.time():
+            if held is None or held[0] != value or held[1] <= self.now():
                 return False
             del book[key]
             return True

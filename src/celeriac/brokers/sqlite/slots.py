@@ -15,7 +15,7 @@ nothing to clean up.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from typing import Any
 
 from ..base import Delivery
@@ -39,10 +39,12 @@ _LIVE = "SELECT lease_owner, lease_expires FROM messages WHERE id = ? AND lease_
 class SQLiteSlots:
     """Mixed into :class:`~celeriac.brokers.sqlite.broker.SQLiteBroker`."""
 
+    now: Callable[[], float]
+
     _db: Any
 
     def acquire_slot(self, name: str, limit: int, delivery: Delivery) -> bool:
-        tag, now = int(delivery.tag), time.time()
+        tag, now = int(delivery.tag), self.now()
         with self._db.tx(durable=False) as conn:
             conn.execute(_DEAD.format(where="name = ?"), (name, now))
             row = conn.execute("SELECT token FROM slots WHERE name = ? AND message_id = ?",
@@ -66,7 +68,7 @@ class SQLiteSlots:
                 (name, int(delivery.tag), delivery.token)).rowcount == 1)
 
     def slot_holders(self, name: str | None = None) -> list[SlotHolder]:
-        now = time.time()
+        now = self.now()
         with self._db.tx(durable=False) as conn:
             if name is None:
                 conn.execute(_DEAD.format(where="1"), (now,))
@@ -80,7 +82,7 @@ class SQLiteSlots:
         return [SlotHolder(r[0], str(r[1]), r[2], r[3], r[4]) for r in rows]
 
     def claim_unique(self, key: str, value: str, seconds: float) -> str | None:
-        now = time.time()
+        now = self.now()
         with self._db.tx(durable=False) as conn:
             row = conn.execute("SELECT value FROM unique_claims WHERE key = ? AND expires > ?",
                                (key, now)).fetchone()
@@ -95,4 +97,4 @@ class SQLiteSlots:
         with self._db.tx(durable=False) as conn:
             return bool(conn.execute(
                 "DELETE FROM unique_claims WHERE key = ? AND value = ? AND expires > ?",
-                (key, value, time.time())).rowcount == 1)
+                (key, value, self.now())).rowcount == 1)
