@@ -69,6 +69,11 @@ class ChordError(TaskError):
     """A task in a chord's header failed."""
 
 
+class CouldNotAcquireLock(TaskError):
+    """A ``serial_task``/``concurrency_limit`` task found its slot full (the ``exc`` of
+    its busy retries, and its failure once ``max_retries`` is exceeded)."""
+
+
 class TaskPredicate(CeleriacError):
     """Base class of the exceptions that steer what the worker does with a message."""
 
@@ -90,6 +95,8 @@ class Retry(TaskPredicate):
         self.when = when
         self.is_eager = is_eager
         self.sig = sig
+        #: RETRY was stored before the new message was sent (``Task.retry`` in a worker)
+        self.state_stored = False
         super().__init__(self, exc, when, **kwargs)
 
     def humanize(self) -> str:

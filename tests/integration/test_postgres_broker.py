@@ -18,6 +18,8 @@ from celeriac.brokers.postgres import sql
 from celeriac.messages import task_message
 from needs import need
 
+LATEST = sql.latest_version()
+
 psycopg = need("psycopg")
 
 pytestmark = pytest.mark.postgres
@@ -139,11 +141,11 @@ def test_db_migrate_creates_then_reports_the_version(tmp_path: Path, pg_schema: 
     assert "db migrate" in refused.stderr and pg_schema in refused.stderr
     first = cli(tmp_path, url, "db", "migrate")
     assert first.returncode == 0, first.stderr
-    assert "applied 0001_initial, 0002_meta_status, 0003_rate_buckets" in first.stdout
+    assert "applied 0001_initial, 0002_meta_status, 0003_rate_buckets, 0004_slots" in first.stdout
     again = cli(tmp_path, url, "db", "migrate")
-    assert "already at version 3" in again.stdout
+    assert f"already at version {LATEST}" in again.stdout
     status = cli(tmp_path, url, "db", "status")
-    assert "version 3 (this celeriac needs 3)" in status.stdout
+    assert f"version {LATEST} (this celeriac needs {LATEST})" in status.stdout
     assert "messages: 0 live rows" in status.stdout
 
 
@@ -185,7 +187,7 @@ def test_worker_refuses_a_newer_or_older_schema(tmp_path: Path, postgres_url: st
                      "celeriac_version) VALUES (99, 'future', '9.9')")
     newer = cli(tmp_path, postgres_url, "worker", "-P", "solo")
     assert newer.returncode == 1
-    assert "version 99, newer than this celeriac knows (3)" in newer.stderr
+    assert f"version 99, newer than this celeriac knows ({LATEST})" in newer.stderr
     downgrade = cli(tmp_path, postgres_url, "db", "migrate")
     assert downgrade.returncode == 1 and "newer than this celeriac" in downgrade.stderr
     with psycopg.connect(BASE, autocommit=True) as conn:
@@ -207,7 +209,7 @@ def test_schema_is_created_on_first_use_by_default(postgres_url: str, pg_schema:
         broker.close()
     with psycopg.connect(BASE, autocommit=True) as conn:
         [(version,)] = conn.execute(f"SELECT max(version) FROM {pg_schema}.schema_version")
-        assert version == sql.latest_version() == 3
+        assert version == LATEST
 
 
 def test_a_version_1_schema_is_refused_then_upgraded(tmp_path: Path, postgres_url: str,
@@ -231,8 +233,8 @@ def test_a_version_1_schema_is_refused_then_upgraded(tmp_path: Path, postgres_ur
     refused = cli(tmp_path, postgres_url, "worker", "-P", "solo")
     assert refused.returncode == 1 and "at celeriac schema version 1" in refused.stderr
     upgraded = cli(tmp_path, postgres_url, "db", "migrate")
-    assert "applied 0002_meta_status, 0003_rate_buckets; now at version 3" in upgraded.stdout, \
-        upgraded.stderr
+    assert f"applied 0002_meta_status, 0003_rate_buckets, 0004_slots; now at version {LATEST}" in \
+        upgraded.stdout, upgraded.stderr
     broker = PostgresBroker(postgres_url)
     try:
         assert "kept" in broker.queues()

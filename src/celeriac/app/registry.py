@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import NotRegistered
 from . import state as _state
+from .limits import check_task_options
 from .models import ModelCalls
 from .task import Task
 
@@ -34,6 +35,8 @@ TASK_OPTIONS = {
     "send_events", "trail", "resultrepr_maxsize", "shared", "lazy", "pydantic",
     "compression", "exchange", "routing_key", "run_every", "filter", "pydantic_strict",
     "pydantic_context", "pydantic_dump_kwargs",
+    "concurrency_limit", "concurrency_key", "on_busy", "busy_countdown", "unique_for",
+    "unique_key",
 }
 
 
@@ -96,6 +99,7 @@ def task_from_fun(app: Celery, fun: Callable[..., Any], name: str | None = None,
     cls = type(fun.__name__, (base,), attrs)
     cls.bind_app(app)  # type: ignore[attr-defined]
     task: Task = cls()
+    check_task_options(task)
     app._tasks.register(task)
     return task
 

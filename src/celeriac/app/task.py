@@ -26,13 +26,15 @@ from ..canvas.maps import xmap, xstarmap
 from ..canvas.signature import Signature
 from ..exceptions import Ignore, MaxRetriesExceededError, OperationalError, Reject, Retry
 from ..messages import saferepr
+from ..results.downloads import Download, result_store, save_download
 from ..results.meta import store_result
 from ..retry import exponential_backoff
 from . import state as _state
 from .context import Context
+from .limits import publish_unique
 from .publish import build_message
 from .task_retry import retry_signature
-from .trace import apply_eagerly
+from .trace import apply_eagerly, store_retry
 
 if TYPE_CHECKING:
     from ..results.async_result import AsyncResult, EagerResult
@@ -92,6 +94,13 @@ class Task:
     trail: bool = True
     resultrepr_maxsize: int = 1024
     abstract: ClassVar[bool] = True
+    # concurrency limits and unique calls (celeriac.app.limits, docs/commcare.md)
+    concurrency_limit: int | None = None
+    concurrency_key: Any = None
+    on_busy: str = "requeue"
+    busy_countdown: float = 1.0
+    unique_for: float | None = None
+    unique_key: Any = None
     request_stack: Any = None
     #: set by @app.task when the function takes ``self``
     bind: ClassVar[bool] = False
@@ -190,6 +199,10 @@ class Task:
                                **options})
             return self.apply(args, kwargs, task_id=task_id,
                               link=link, link_error=link_error, **options)
+        if self.unique_for:
+            return publish_unique(self, args, kwargs, task_id, lambda tid: app.send_task(
+                self.name or "", args, kwargs, task_id=tid, link=link, link_error=link_error,
+                shadow=shadow, task=self, **options))
         return app.send_task(self.name or "", args, kwargs, task_id=task_id, link=link,
                              link_error=link_error, shadow=shadow, task=self, **options)
 
@@ -275,6 +288,7 @@ class Task:
         sig = retry_signature(self, request, args, kwargs, retries, eta, countdown, options)
         ret = Retry(exc=exc, when=eta or countdown, is_eager=bool(request.is_eager), sig=sig)
         if not request.is_eager:  # eager: apply() runs ret.sig itself, as in Celery
+            store_retry(self, request, ret)
             try:
                 sig.apply_async()
             except Exception as publish_error:  # as Celery; our worker dead-letters it
@@ -298,6 +312,20 @@ class Task:
         if task_id is None:
             raise ValueError("update_state() needs a task id outside a task run")
         store_result(self.app, task_id, meta, state or states.PENDING, request=request, **kwargs)
+
+    def set_progress(self, current: float, total: float, **extra: Any) -> None:
+        """Store ``PROGRESS`` with meta ``{"current", "total", **extra}`` for the running
+        request (soil's ``DownloadBase.set_progress``); read it as ``AsyncResult.progress``."""
+        self.update_state(state="PROGRESS", meta={"current": current, "total": total,
+                                                  **extra})
+
+    def save_download(self, payload: bytes | str, **options: Any) -> Download:
+        """Store this run's output file in the result store (see
+        :func:`celeriac.results.downloads.save_download`); its download id is the task
+        id unless ``download_id=`` says otherwise."""
+        options.setdefault("download_id", self.request.id)
+        options.setdefault("task_id", self.request.id)
+        return save_download(result_store(self.app), payload, **options)
 
     def send_event(self, type_: str, retry: bool = True, **fields: Any) -> None:
         """Publish a custom task event through the app's event dispatcher

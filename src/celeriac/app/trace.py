@@ -76,6 +76,15 @@ class Outcome:
     runtime: float = 0.0
 
 
+def store_retry(task: Task, request: Context, exc: Retry) -> None:
+    """RETRY for ``request``, stored before ``Task.retry`` sends the new message (Celery
+    stores it after, so a fast retried run's SUCCESS can be overwritten by it)."""
+    reason = exc.exc if isinstance(exc.exc, BaseException) else exc
+    store_result(task.app, request.id, reason, states.RETRY,
+                 traceback=ExceptionInfo(reason).traceback, request=request)
+    exc.state_stored = True
+
+
 class Tracer:
     """Runs one task request through its whole life cycle.
 
@@ -246,7 +255,7 @@ class Tracer:
         task, ctx = self.task, self.request
         reason = exc.exc if isinstance(exc.exc, BaseException) else exc
         einfo = ExceptionInfo(reason)
-        if self._still_owner() and not ctx.is_eager:
+        if self._still_owner() and not ctx.is_eager and not exc.state_stored:
             store_result(self.app, self.task_id, reason, states.RETRY,
                          traceback=einfo.traceback, request=ctx)
         self._hook(task.on_retry, reason, self.task_id, ctx.args, ctx.kwargs, einfo)

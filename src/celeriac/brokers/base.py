@@ -24,6 +24,8 @@ Contract (checked for every broker by ``tests/contract``):
 * Dead letters can be listed, retried (counters reset) and purged.
 * ``take_token`` (task ``rate_limit``): a token bucket shared by every client of
   the broker; :mod:`celeriac.brokers.buckets` says exactly what it must do.
+* Slots (held only while the holder's lease lives) and unique claims:
+  :mod:`celeriac.brokers.slotting` says what a broker must implement.
 * Failures that may pass (connection lost, server down, database locked) raise
   :class:`~celeriac.exceptions.OperationalError`; retries go through
   :func:`celeriac.retry.call` (one attempt inside a producer's publish), blocking
@@ -56,6 +58,7 @@ from .broadcast import (  # noqa: F401 - re-exported: brokers import them from h
     Subscription,
     topic_matches,
 )
+from .slotting import SlotMethods
 
 #: Reasons a message goes to the dead-letter store.
 DECODE_ERROR = "decode_error"
@@ -174,7 +177,7 @@ class QueueStats:
     oldest_ready_at: float | None = None
 
 
-class Broker(abc.ABC):
+class Broker(SlotMethods, abc.ABC):
     """Base class of brokers. Subclasses set ``capabilities`` and implement the methods."""
 
     capabilities: ClassVar[Capabilities]
@@ -299,7 +302,7 @@ class Broker(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot list waiting messages; "
                                   "enqueue assertions need the memory or SQLite broker")
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections."""
 
     # -- monitoring --------------------------------------------------------

@@ -7,10 +7,12 @@ re-publishes one (``--id``) or all (of ``-Q``) with counters reset;
 ``purge`` deletes them.
 
 ``status`` lists worker nodes whose heartbeat is younger than ``--max-age``
-seconds and exits 1 when there is none; then, per queue, depth, oldest
-message age and time-to-start against its target (:mod:`.queues`), exiting 1
-when a queue's target is breached. ``status --liveness NODE`` is a
-probe: it exits 1 when the node has no fresh heartbeat, or made no progress
+seconds and exits 1 when there is none, then the concurrency slots held now
+(``serial_task``, ``concurrency_limit``: slot, task id, holder, lease left);
+then, per queue, depth, oldest message age and time-to-start against its
+target (:mod:`.queues`), exiting 1 when a queue's target is breached.
+``status --liveness NODE`` is a probe: it exits 1 when the node has no fresh
+heartbeat, or made no progress
 (receive, finished or running task) for ``--max-silence`` seconds while one
 of its queues has ready messages.
 """
@@ -160,6 +162,8 @@ def status(obj: Any, max_age: float, node: str | None, max_silence: float,
                    f"concurrency={n['concurrency']} busy={n['busy']} "
                    f"processed={n['processed']} queues={','.join(n['queues'])} "
                    f"last heartbeat {now - n['timestamp']:.1f}s ago")
+    if not as_json:
+        _print_slots(app, now)
     if not alive:
         raise click.ClickException("No nodes replied within time constraint")
     if not as_json:
@@ -168,6 +172,17 @@ def status(obj: Any, max_age: float, node: str | None, max_silence: float,
     breached = [r["queue"] for r in rows if r["breached"]]
     if breached:
         raise click.ClickException(f"time-to-start target breached on: {', '.join(breached)}")
+
+
+def _print_slots(app: Any, now: float) -> None:
+    """Concurrency slots held now (``serial_task``, ``concurrency_limit``): who holds them."""
+    holders = app.broker.slot_holders()
+    if not holders:
+        return
+    click.echo("slots held:")
+    for h in holders:
+        left = f"{h.lease_expires - now:.1f}s" if h.lease_expires else "-"
+        click.echo(f"  {h.name}: task {h.task_id} on {h.owner} (lease {left} left)")
 
 
 def _probe(app: Any, alive: list[dict[str, Any]], name: str, max_silence: float,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .. import states
 from ..app import state as _state
 from ..exceptions import ImproperlyConfigured, RemoteTaskError, TimeoutError
+from .downloads import Download, get_download
 from .meta import exception_from_dict
 
 if TYPE_CHECKING:
@@ -137,6 +138,27 @@ class AsyncResult(ResultBase):
     worker = property(lambda self: self._extended("worker"))
     retries = property(lambda self: self._extended("retries"))
     queue = property(lambda self: self._extended("queue"))
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        """``{"current", "total", "percent"}`` from ``Task.set_progress`` (a ``PROGRESS``
+        state with ``current``/``total`` meta); 100% once it succeeded; None otherwise."""
+        meta = self._get_meta()
+        if meta.get("status") == states.SUCCESS:
+            return {"current": 100, "total": 100, "percent": 100.0}
+        info = meta.get("result")
+        if meta.get("status") != "PROGRESS" or not isinstance(info, dict):
+            return None
+        current, total = info.get("current"), info.get("total")
+        if not isinstance(current, (int, float)) or not isinstance(total, (int, float)):
+            return None
+        percent = 100.0 if total <= 0 else max(0.0, min(100.0, 100.0 * current / total))
+        return {**info, "current": current, "total": total, "percent": percent}
+
+    @property
+    def download(self) -> Download | None:
+        """The download this task stored with ``Task.save_download`` (None until then)."""
+        return get_download(self.backend, self.id)
 
     def ready(self) -> bool:
         return self.state in states.READY_STATES

@@ -38,9 +38,10 @@ from .. import signals
 from ..security import check_settings
 from .consumer import Consumer
 from .inspection import message_info
-from .job import Job, Monitor
+from .job import Job
 from .leases import SupervisorRenewal
 from .limits import AlarmLimits
+from .monitor import Monitor
 from .pools import SoloPool
 from .taskevents import TaskEvents
 

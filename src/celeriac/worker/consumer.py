@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..app.control import signal_number
 from ..brokers.base import Delivery
-from .job import Job, JobRunner, Limits, Monitor
+from .job import Job, JobRunner
 from .leases import LeaseKeeper, Renewal
 from .limits import ThreadLimits
+from .monitor import Limits, Monitor
 from .pools import SoloPool
 from .taskevents import TaskEvents
 

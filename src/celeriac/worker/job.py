@@ -31,7 +31,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .. import clock, hooks, signals, states
 from ..app.context import Context
@@ -51,9 +51,11 @@ from ..utils.log import bounded
 from .followups import FollowupRecorder
 from .intake import Intake, Refusal
 from .limits import limited
+from .monitor import Limits, Monitor
 from .ratelimit import RateLimiter
 from .revocation import Revocations
 from .settle import AckBatcher, ResultBatcher, settle
+from .slots import Slots
 from .taskevents import TaskEvents
 
 if TYPE_CHECKING:
@@ -64,27 +66,6 @@ logger = logging.getLogger("celeriac.worker")
 
 #: ``await offload(fn, *args)``: run a blocking call off the event loop
 Offload = Callable[..., Awaitable[Any]]
-
-
-class Limits(Protocol):
-    """How time limits are armed around a task body (see :mod:`.limits`)."""
-
-    def arm(self, soft: float | None, hard: float | None) -> list[int]: ...
-
-    def disarm(self, tokens: list[int]) -> None: ...
-
-
-class Monitor:
-    """Hooks telling a supervisor what runs; the default does nothing."""
-
-    def task_started(self, job: Job, hard: float | None) -> None:
-        """A task body is about to run."""
-
-    def task_finished(self, job: Job) -> None:
-        """The body returned or raised (the message is settled next)."""
-
-    def received(self, count: int) -> None:
-        """A receive call returned ``count`` messages."""
 
 
 @dataclass
@@ -133,6 +114,7 @@ class JobRunner:
         #: True when jobs run on the consumer thread: SUCCESS results are batched too
         self.batch_results = False
         self.revocations = Revocations(app)
+        self.slots = Slots(self.broker, keeper)
         self.rates = RateLimiter(self.broker,
                                  disabled=bool(app.conf.get("worker_disable_rate_limits")))
         self.intake = Intake(app, hostname)
@@ -275,29 +257,44 @@ class JobRunner:
                              "(counted as a failed delivery)", job.name, job.id)
             await offload(self.give_back, job, True)
 
-    def execute(self, job: Job) -> Outcome:
-        """Run a job on this thread and settle its message."""
-        tracer = self.start(job)
-        soft, hard = self.limits_for(job)
-        self.monitor.task_started(job, hard)
+    def execute(self, job: Job) -> Outcome | None:
+        """Run a job on this thread and settle its message (None: deferred, its
+        concurrency slot was full; see :mod:`.slots`)."""
+        entry = self.slots.enter(job)
+        if entry.busy and self.slots.defer(job, entry):
+            return None
         try:
-            outcome = tracer.run(lambda ctx: self._call(job, ctx, soft, hard))
+            tracer = self.start(job)
+            soft, hard = self.limits_for(job)
+            self.monitor.task_started(job, hard)
+            try:
+                outcome = tracer.run(self.slots.body(job, entry) if entry.busy or entry.error
+                                     else lambda ctx: self._call(job, ctx, soft, hard))
+            finally:
+                self.monitor.task_finished(job)
         finally:
-            self.monitor.task_finished(job)
+            self.slots.leave(job, entry)
         self.finish(job, outcome)
         return outcome
 
-    async def execute_async(self, job: Job, offload: Offload) -> Outcome:
+    async def execute_async(self, job: Job, offload: Offload) -> Outcome | None:
         """Run an ``async def`` task on the running loop and settle its message."""
-        tracer: Tracer = await offload(self.start, job)
-        soft, hard = self.limits_for(job)
-        self.monitor.task_started(job, hard)
+        entry = await offload(self.slots.enter, job)
+        if entry.busy and await offload(self.slots.defer, job, entry):
+            return None
         try:
-            outcome = await tracer.run_async(
-                lambda ctx: limited(body_of(job.task)(*ctx.args, **ctx.kwargs), soft, hard),
-                offload)
+            tracer: Tracer = await offload(self.start, job)
+            soft, hard = self.limits_for(job)
+            self.monitor.task_started(job, hard)
+            try:
+                outcome = await tracer.run_async(
+                    self.slots.async_body(job, entry) if entry.busy or entry.error else
+                    lambda ctx: limited(body_of(job.task)(*ctx.args, **ctx.kwargs), soft, hard),
+                    offload)
+            finally:
+                self.monitor.task_finished(job)
         finally:
-            self.monitor.task_finished(job)
+            await offload(self.slots.leave, job, entry)
         await offload(self.finish, job, outcome)
         return outcome
 

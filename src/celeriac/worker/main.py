@@ -25,8 +25,9 @@ from ..security import check_settings
 from ..version import __version__
 from .consumer import Consumer, default_hostname
 from .health import NodeHealth
-from .job import Job, Monitor
+from .job import Job
 from .leases import Renewal
+from .monitor import Monitor
 from .nodes import InProcessNode
 from .pools import make_pool
 from .ratelimit import check_rate_limits

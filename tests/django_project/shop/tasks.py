@@ -1,12 +1,15 @@
 """Tasks of the test project: ORM access from sync and async tasks (HackSoft style)."""
 
 import os
+import time
 
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from celeriac import shared_task
+from celeriac.contrib.soil import DownloadBase
+from celeriac.contrib.soil.util import expose_cached_download
 
 from .models import Email, Order, Tick
 
@@ -56,3 +59,22 @@ def user_complete_onboarding(to):
         email = Email.objects.create(to=to)
         transaction.on_commit(lambda: email_send.delay(email.id))
     return email
+
+
+def _wait_for(folder, name, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(os.path.join(folder, name)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(name)
+        time.sleep(0.02)
+
+
+@shared_task
+def build_report(download_id, gate_dir):
+    """Seed 000's soil example: progress 0 -> 50 -> 100, then the file exposed."""
+    DownloadBase.set_progress(build_report, 0, 100)
+    _wait_for(gate_dir, "go-50")
+    DownloadBase.set_progress(build_report, 50, 100)
+    _wait_for(gate_dir, "go-100")
+    DownloadBase.set_progress(build_report, 100, 100)
+    expose_cached_download("id,name\n1,ada\n", 600, ".csv", download_id=download_id)

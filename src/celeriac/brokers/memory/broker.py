@@ -49,6 +49,7 @@ from ..base import (
 )
 from ..buckets import bucket_take
 from .broadcast import MemoryBroadcast
+from .slots import MemorySlots
 
 READY, DELAYED, LEASED = "ready", "delayed", "leased"
 
@@ -72,7 +73,7 @@ class _Entry:
     ready_since: float = 0.0
 
 
-class MemoryBroker(Broker):
+class MemoryBroker(MemorySlots, Broker):
     """A thread-safe broker kept in this process's memory."""
 
     schemes: ClassVar[tuple[str, ...]] = ("memory",)

@@ -68,6 +68,7 @@ from . import sql
 from .broadcast import PostgresBroadcast
 from .db import Database, Handle, parse_url
 from .enqueue import publish_on, shares_database
+from .slots import PostgresSlots
 
 _CHUNK = 5000
 #: how ``receive`` waits between attempts while the server is unreachable (back within ~1 s)
@@ -103,7 +104,7 @@ def _tagged(deliveries: Iterable[Delivery]) -> tuple[list[int], list[str], list[
     return ids, tokens, kept
 
 
-class PostgresBroker(Broker):
+class PostgresBroker(PostgresSlots, Broker):
     """Messages in a PostgreSQL table, leased with ``FOR UPDATE SKIP LOCKED``."""
 
     schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres")

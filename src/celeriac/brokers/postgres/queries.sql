@@ -28,6 +28,15 @@
 --   purge_dead_letters delete dead letters (all, or one queue)
 --   take_token         one token from a rate-limit bucket (the take_token function of
 --                      migration 0003: refill, take, wait; the database clock decides)
+--   slot_lock          serialise the acquirers of one slot (transaction advisory lock)
+--   slot_acquire       after slot_lock, in its transaction: forget holders whose lease is
+--                      no longer live, add the delivery if fewer than %(limit)s remain and
+--                      its own lease is live; returns 1 when it holds the slot
+--   slot_release       drop one holder (by token)
+--   slot_holders       live holders (all slots, or one), with owner and lease expiry
+--   unique_claim       claim a key until now + %(seconds)s unless a live claim holds it;
+--                      returns (1 when claimed, the value seen before the statement)
+--   unique_release     drop a live claim that still holds %(value)s
 -- Result store
 --   result_get / result_get_many / result_set / result_delete
 --                      Celery's meta JSON by key; a set NOTIFYs the key's channel
@@ -421,3 +430,55 @@ SELECT n_live_tup, n_dead_tup, pg_total_relation_size(relid),
        extract(epoch FROM GREATEST(last_vacuum, last_autovacuum))::float8,
        current_setting('autovacuum')
 FROM pg_stat_user_tables WHERE schemaname = %(schema)s AND relname = 'messages';
+
+-- name: slot_lock
+SELECT pg_advisory_xact_lock(hashtext('celeriac:{schema}.slots:' || %(name)s));
+
+-- name: slot_acquire
+WITH live AS (
+    SELECT s.token FROM {schema}.slots s
+    JOIN {schema}.messages m ON m.id = s.message_id AND m.lease_token = s.token
+                             AND m.lease_expires >= now()
+    WHERE s.name = %(name)s
+), pruned AS (
+    DELETE FROM {schema}.slots s
+    WHERE s.name = %(name)s AND s.token NOT IN (SELECT token FROM live)
+), candidate AS (
+    SELECT m.id FROM {schema}.messages m
+    WHERE m.id = %(id)s AND m.lease_token = %(token)s::uuid AND m.lease_expires >= now()
+      AND NOT EXISTS (SELECT 1 FROM live WHERE live.token = %(token)s::uuid)
+      AND (SELECT count(*) FROM live) < %(limit)s
+), inserted AS (
+    INSERT INTO {schema}.slots (name, message_id, token, task_id)
+    SELECT %(name)s, id, %(token)s::uuid, %(task_id)s FROM candidate
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT ((SELECT count(*) FROM inserted)
+        + (SELECT count(*) FROM live WHERE token = %(token)s::uuid))::integer;
+
+-- name: slot_release
+DELETE FROM {schema}.slots WHERE name = %(name)s AND token = %(token)s::uuid;
+
+-- name: slot_holders
+SELECT s.name, s.message_id, s.task_id, m.lease_owner, extract(epoch FROM m.lease_expires)::float8
+FROM {schema}.slots s
+JOIN {schema}.messages m ON m.id = s.message_id AND m.lease_token = s.token
+                         AND m.lease_expires >= now()
+WHERE %(name)s::text IS NULL OR s.name = %(name)s
+ORDER BY s.name, s.message_id;
+
+-- name: unique_claim
+WITH claimed AS (
+    INSERT INTO {schema}.unique_claims AS u (key, value, expires_at)
+    VALUES (%(key)s, %(value)s, now() + make_interval(secs => %(seconds)s))
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at
+    WHERE u.expires_at <= now()
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM claimed)::integer,
+       (SELECT value FROM {schema}.unique_claims WHERE key = %(key)s AND expires_at > now());
+
+-- name: unique_release
+DELETE FROM {schema}.unique_claims
+WHERE key = %(key)s AND value = %(value)s AND expires_at > now();

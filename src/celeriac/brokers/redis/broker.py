@@ -113,6 +113,7 @@ from .bookkeeping import SEP, queue_names, read_dead_letters, read_delayed, stor
 from .broadcast import RedisBroadcast
 from .client import RETRYABLE_ERRORS, Connection, connection, retrying, run_script
 from .replies import parse_receive
+from .slots import RedisSlots
 from .tokens import SCRIPTS as TOKEN_SCRIPTS
 
 #: how ``receive`` waits between attempts while Redis is unreachable (back within ~1 s)
@@ -125,7 +126,7 @@ _SCRIPTS = {**redis_scripts.ALL, **TOKEN_SCRIPTS}
 ETA = "\x00eta\x00"  # marks the staged _celeriac.eta.<queue> entries (never a queue name)
 
 
-class RedisBroker(Broker):
+class RedisBroker(RedisSlots, Broker):
     """Celery-compatible Redis broker with leases, delays and dead letters."""
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")

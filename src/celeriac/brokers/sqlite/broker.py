@@ -49,6 +49,7 @@ from .db import (
     parse_url,
     wait_for_change,
 )
+from .slots import SLOTS_SCHEMA, SQLiteSlots
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -96,7 +97,7 @@ def _ready_select(count: int) -> str:
     return f"SELECT id FROM ({branches} ORDER BY priority, id LIMIT ?)"
 
 
-class SQLiteBroker(Broker):
+class SQLiteBroker(SQLiteSlots, Broker):
     """Messages in one SQLite file shared by every process on the host."""
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
@@ -111,7 +112,7 @@ class SQLiteBroker(Broker):
         super().__init__(url, lease_seconds=lease_seconds, options={**query, **(options or {})})
         self.path = path
         self._db = Connections(path, durability=str(self.options.get("durability", "durable")),
-                               schema=SCHEMA)
+                               schema=SCHEMA + ";" + SLOTS_SCHEMA)
         self._known_queues: set[str] = set()
         self._idle = threading.local()
         self._broadcast: SQLiteBroadcast | None = None

@@ -237,9 +237,15 @@ class DatabaseResultStore(ResultStore):
             self._save_group(key[len(GROUP_PREFIX):], decode_meta(value) or {}, expires)
         elif key.startswith(TASK_PREFIX):
             self.set(key[len(TASK_PREFIX):], decode_meta(value) or {}, expires=expires)
-        else:
-            self._entries(write=True).update_or_create(key=key, defaults={
-                "value": value, "expires_at": _db_time(_expires_at(expires))})
+        else:  # write first (insert, never overwriting; then update): no read-then-write
+            # lock upgrade, which SQLite refuses at once when another process wrote meanwhile
+            from django.db import transaction
+
+            entries = self._entries(write=True)
+            values = {"value": value, "expires_at": _db_time(_expires_at(expires))}
+            with transaction.atomic(using=entries.db):
+                entries.bulk_create([entries.model(key=key, **values)], ignore_conflicts=True)
+                entries.filter(key=key).update(**values)
 
     @off_loop
     def _delete_raw(self, key: str) -> None:
