@@ -182,6 +182,9 @@ class RemoteTaskError(TaskError):
         origin = f"{self.exc_module}.{self.exc_type}" if self.exc_module else self.exc_type
         return f"{origin}: {message}" if message else origin
 
+    def __repr__(self) -> str:  # names the original class (``celeriac result`` prints it)
+        return f"RemoteTaskError({str(self)!r})"
+
     def __reduce__(self) -> Any:
         return self.__class__, (self.exc_type, self.exc_module, *self.args)
 

@@ -1,6 +1,7 @@
 """Refusals on a real worker (issue 19, "done when"): a forged header, a replay, an
 oversized, a tampered and an unsigned message are each dead-lettered with the reason,
-on SQLite and on Redis; nothing of them runs and the worker stays up.
+on SQLite, Redis and PostgreSQL (whose replay guards differ); nothing of them runs and
+the worker stays up.
 
 The worker is the real ``celeriac worker`` command in a subprocess, configured for
 sealed messages with the TEST ONLY key and certificate of tests/fixtures; the test
@@ -53,13 +54,15 @@ def wipe(x, y):
 """
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def proj(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
     prefix = ""
     broker_url = None
     if request.param == "redis":
         broker_url = request.getfixturevalue("redis_url")
         prefix = request.getfixturevalue("key_prefix")
+    elif request.param == "postgres":
+        broker_url = request.getfixturevalue("postgres_url")
     source = SOURCE.format(key=str(FIXTURES / "test-signing-key.pem"),
                            cert=str(FIXTURES / "test-signing-cert.pem"), prefix=prefix)
     with project(tmp_path, source, broker_url=broker_url) as p:

@@ -348,3 +348,21 @@ def test_verify_reports_a_bad_signature() -> None:
     with pytest.raises(SecurityError, match="bad signature"):
         security.serializer.loads(pack(fields.signer, b"\x00" * 256, fields.content_type,
                                        fields.content_encoding, fields.body))
+
+
+# -- results (point 4) --------------------------------------------------------------------------
+def test_the_cli_shows_a_result_naming_any_class_as_text(capsys: pytest.CaptureFixture[str],
+                                                         tmp_path: Path) -> None:
+    """CVE-2021-23727: ``celeriac result`` prints such a failure, never imports its module."""
+    import sys
+
+    app = Celery("cli-cve", broker=f"sqlite:///{tmp_path}/db.sqlite3", set_as_current=False)
+    app.backend.set("evil", {"status": "FAILURE", "result": {
+        "exc_type": "system", "exc_module": "celeriac_cli_canary", "exc_message": ["id"]},
+        "traceback": None, "children": [], "date_done": None, "task_id": "evil"})
+    with pytest.raises(SystemExit) as exit_info:
+        app.worker_main(["result", "evil"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out == "FAILURE: RemoteTaskError('celeriac_cli_canary.system: id')\n", out
+    assert "celeriac_cli_canary" not in sys.modules

@@ -136,6 +136,8 @@ class PostgresGuard:
 
     def _run(self, statement: str, params: tuple[Any, ...]) -> int:
         try:
+            if not self._ready:
+                self.db.ensure_schema()  # the broker's schema (created when auto_migrate)
             with self.db.connection() as conn:
                 if not self._ready:
                     conn.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (nonce TEXT "
