@@ -5,6 +5,7 @@ Celery or reported: ``task_compression`` with groups, ``AsyncResult.then``,
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -78,19 +79,21 @@ def test_then_calls_back_when_the_result_is_seen_ready(app: Celery) -> None:
     assert isinstance(errors[0], ZeroDivisionError)
 
 
-def test_send_event_without_events_warns_once(app: Celery) -> None:
+def test_send_event_publishes_a_custom_task_event(app: Celery) -> None:
     @app.task(name="opts.ev", bind=True)
     def ev(self: Task) -> None: ...
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ev.send_event("task-custom", progress=1)
-        ev.send_event("task-custom", progress=2)
-    assert ["sends no custom task events" in str(w.message) for w in caught] == [True]
-    sent: list[Any] = []
-    app.send_task_event = lambda type_, request, fields: sent.append((type_, fields))  # type: ignore[attr-defined]
-    ev.send_event("task-custom", progress=3)
-    assert sent == [("task-custom", {"progress": 3})]
+    with app.broker.broadcast_channel().subscribe("celeryev", ["task.#"]) as events:
+        ev.push_request(id="t-1", hostname="w1@h")
+        try:
+            ev.send_event("task-custom", progress=3)
+        finally:
+            ev.pop_request()
+        [message] = events.get(timeout=2)
+    body = json.loads(message.body)
+    assert message.routing_key == "task.custom"
+    assert (body["type"], body["uuid"], body["hostname"], body["progress"]) == (
+        "task-custom", "t-1", "w1@h", 3)
 
 
 def test_an_unserializable_argument_raises_encode_error(app: Celery) -> None:

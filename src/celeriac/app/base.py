@@ -1,9 +1,9 @@
 """The ``Celery`` application: configuration, task registry, broker, result store, sending.
 
-``Celery(main, broker=, backend=, include=, **settings)`` mirrors Celery's constructor.
-Without a broker the app uses the embedded SQLite broker and result store (one file:
-``$CELERIAC_SQLITE_PATH`` or ``./celeriac.sqlite3``). Brokers and stores are created
-lazily, once per process (again after a fork), from ``broker_url``/``result_backend``.
+``Celery(main, broker=, backend=, include=, **settings)`` mirrors Celery's constructor. Without a
+broker the app uses the embedded SQLite broker and result store (one file:
+``$CELERIAC_SQLITE_PATH`` or ``./celeriac.sqlite3``). Brokers and stores are created lazily, once
+per process (again after a fork), from ``broker_url``/``result_backend``.
 """
 
 from __future__ import annotations
@@ -174,8 +174,7 @@ class Celery:
             register_builtins(self)
             for make in _state.app_finalizers():
                 make(self)
-            # as Celery's loader: receivers (the Django fixup's django.setup()) run
-            # before any task module is imported
+            # as Celery's loader: receivers (Django's django.setup()) run before task imports
             signals.import_modules.send(sender=self)
             self._import_modules()
             self._run_autodiscover()

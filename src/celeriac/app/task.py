@@ -1,10 +1,9 @@
 """The Task class: options, hooks, calling (delay/apply_async/apply), retry and update_state.
 
-A task is a class with a ``run`` method; ``@app.task`` builds one from a
-function. Calling the task object runs it in-process (``called_directly``);
-``delay``/``apply_async`` publish a message (or run eagerly with
-``task_always_eager``); ``apply`` runs locally through the same tracer the
-worker uses, returning an :class:`~celeriac.result.EagerResult`.
+A task is a class with a ``run`` method; ``@app.task`` builds one from a function. Calling the task
+object runs it in-process (``called_directly``); ``delay``/``apply_async`` publish a message (or
+run eagerly with ``task_always_eager``); ``apply`` runs locally through the same tracer the worker
+uses, returning an :class:`~celeriac.result.EagerResult`.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from ..canvas.callbacks import replace as replace_task
 from ..canvas.maps import chunks as chunks_signature
 from ..canvas.maps import xmap, xstarmap
 from ..canvas.signature import Signature
+from ..events.dispatcher import EventDispatcher, client_hostname
 from ..exceptions import Ignore, MaxRetriesExceededError, OperationalError, Reject, Retry
 from ..messages import saferepr
 from ..results.downloads import Download, result_store, save_download
@@ -192,8 +192,7 @@ class Task:
         if app.conf.task_always_eager:
             task_id = task_id or str(uuid.uuid4())
             if app.conf.task_eager_check_serializable:
-                # the message a worker would get, built (and thrown away) by the publish
-                # path itself: arguments it cannot serialize fail here as they would there
+                # the worker's message, built and dropped: unserializable arguments fail here
                 build_message(app, self.name or "", list(args), kwargs, task_id,
                               {"link": link, "link_error": link_error, "task": self,
                                **options})
@@ -327,15 +326,15 @@ class Task:
         options.setdefault("task_id", self.request.id)
         return save_download(result_store(self.app), payload, **options)
 
-    def send_event(self, type_: str, retry: bool = True, **fields: Any) -> None:
-        """Publish a custom task event through the app's event dispatcher
-        (``app.send_task_event``); without one the event is dropped with a warning (once)."""
-        hook = getattr(self.app, "send_task_event", None)
-        if hook is not None:
-            hook(type_, self.request, fields)
-        else:
-            self.app.conf.report("Task.send_event", f"Task.send_event({type_!r}): celeriac "
-                                 "sends no custom task events yet; the event is dropped")
+    def send_event(self, type_: str, retry: bool = True, retry_policy: Any = None,
+                   **fields: Any) -> dict[str, Any] | None:
+        """Publish a custom task event of the current request, as Celery does (with or
+        without ``-E``); without a broadcast channel it is dropped with a warning."""
+        hostname = self.request.hostname or client_hostname()
+        dispatchers = self.app.__dict__.setdefault("_custom_event_dispatchers", {})
+        if hostname not in dispatchers:
+            dispatchers[hostname] = EventDispatcher(self.app, hostname=hostname)
+        return dispatchers[hostname].send(type_, uuid=self.request.id, **fields)
 
     def replace(self, sig: Signature) -> None:
         """Replace this task with ``sig``: the caller's result becomes sig's result."""

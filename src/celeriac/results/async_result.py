@@ -1,9 +1,9 @@
 """Task results: ``AsyncResult`` (read from the result store) and ``EagerResult``.
 
-``get()`` waits through the store's ``wait`` (push-based where the store can:
-Redis pub/sub, in-process conditions), re-raises failures as safely rebuilt
-exceptions (see :mod:`celeriac.results.meta`) and, like Celery, refuses to
-block inside a running task unless ``disable_sync_subtasks=False``.
+``get()`` waits through the store's ``wait`` (push-based where the store can: Redis pub/sub,
+in-process conditions), re-raises failures as safely rebuilt exceptions (see
+:mod:`celeriac.results.meta`) and, like Celery, refuses to block inside a running task unless
+``disable_sync_subtasks=False``.
 """
 
 from __future__ import annotations
@@ -258,7 +258,6 @@ class AsyncResult(ResultBase):
             if meta.get("status") in states.PROPAGATE_STATES:
                 raise _as_exception(node._decode(meta))
 
-    # -- control -------------------------------------------------------------------------
     def forget(self) -> None:
         self._cache = None
         self.backend.delete(self.id)

@@ -1,8 +1,7 @@
 """The Redis broker (``redis://``, ``rediss://``, ``sentinel://``), wire-compatible with Celery.
 
-Capabilities: native delay yes (sorted set), priorities yes (0 first, kombu's
-steps 0/3/6/9), lease renewal yes, push wake-up yes for celeriac producers
-(see *Waiting*), multi-host yes.
+Capabilities: native delay yes (sorted set), priorities yes (0 first, kombu's steps 0/3/6/9), lease
+renewal yes, push wake-up yes for celeriac producers (see *Waiting*), multi-host yes.
 
 Key layout (every key is preceded by ``global_keyprefix``, as kombu does;
 ``S`` is kombu's separator ``\\x06\\x16``):
