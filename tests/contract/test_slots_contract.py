@@ -5,12 +5,29 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from celeriac.brokers.base import Broker, Delivery
+from celeriac.brokers.slotting import SlotMethods
+from celeriac.exceptions import ImproperlyConfigured
 from celeriac.messages import Message, task_message
 
 Q = "slots-q"
 LEASE = 1.0
+
+
+@pytest.fixture(autouse=True)
+def slots_supported(broker: Broker) -> Iterator[None]:
+    """A broker without slots (amqp:// for now, see docs/rabbitmq.md) refuses loudly."""
+    if type(broker).acquire_slot is SlotMethods.acquire_slot:
+        with pytest.raises(ImproperlyConfigured, match="concurrency limits"):
+            broker.acquire_slot("s", 1, leased(broker, 1)[0])
+        with pytest.raises(ImproperlyConfigured, match="unique tasks"):
+            broker.claim_unique("k", "v", 1.0)
+        pytest.skip(f"{type(broker).__name__} has no slots: refused as checked above")
+    yield
 
 
 def make_message(n: int, *, queue: str = Q) -> Message:

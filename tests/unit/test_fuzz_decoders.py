@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from celeriac import Celery, serialization
 from celeriac.brokers import base
-from celeriac.brokers.redis import scripts as redis_scripts
+from celeriac.brokers.redis import replies as redis_scripts
 from celeriac.exceptions import (
     ContentDisallowed,
     DecodeError,

@@ -7,6 +7,7 @@ and bindings.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -17,6 +18,10 @@ from ..base import DeadLetter
 from .replies import parse_envelope
 
 SEP = "\x06\x16"
+#: kombu's priority steps (step 0 is the bare queue name)
+STEPS = (0, 3, 6, 9)
+#: how far into each ready list ``read_delayed`` looks for noted ETA messages
+SCAN_READY = 10_000
 
 
 def _text(value: bytes | str) -> str:
@@ -78,8 +83,10 @@ def store_dead_letter(client: redis.Redis, prefix: str, dead_id: str, queue: str
 
 def read_delayed(client: redis.Redis, prefix: str, queue: str,
                  limit: int) -> list[tuple[float, Message]]:
-    """``(due, message)`` of the delayed set of ``queue``, soonest first (a member is a
-    32-hex uid, a 2-digit step and the envelope)."""
+    """``(due, message)`` of the messages of ``queue`` that wait for their time, soonest
+    first: the delayed set (a member is a 32-hex uid, a 2-digit step and the envelope)
+    and, with ``delay_in_broker=False``, ETA messages on the ready lists that are noted
+    in ``_celeriac.eta.<queue>`` (sha1 of the envelope -> due) and not yet parked."""
     rows: list[Any] = list(client.zrange(f"{prefix}_celeriac.delayed.{queue}", 0,
                                          max(0, limit - 1), withscores=True))
     out = []
@@ -89,4 +96,20 @@ def read_delayed(client: redis.Redis, prefix: str, queue: str,
             out.append((float(due), Message.loads(text[34:])))
         except Exception:  # a malformed one is the worker's to dead-letter when due
             continue
-    return out
+    eta_rows: list[Any] = list(client.zrangebyscore(
+        f"{prefix}_celeriac.eta.{queue}", time.time(), "+inf", withscores=True))
+    noted = {_text(k): float(v) for k, v in eta_rows}
+    if noted:
+        for step in STEPS:
+            key = f"{prefix}{queue}{SEP}{step}" if step else f"{prefix}{queue}"
+            ready: list[Any] = list(client.lrange(key, 0, SCAN_READY - 1))
+            for raw in ready:
+                data = raw if isinstance(raw, bytes) else str(raw).encode()
+                due = noted.get(hashlib.sha1(data).hexdigest())
+                if due is not None:
+                    try:
+                        out.append((due, parse_envelope(raw)))
+                    except Exception:
+                        continue
+        out.sort(key=lambda row: row[0])
+    return out[:limit]

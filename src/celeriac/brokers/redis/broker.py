@@ -3,8 +3,7 @@
 Capabilities: native delay yes (sorted set), priorities yes (0 first, kombu's steps 0/3/6/9), lease
 renewal yes, push wake-up yes for celeriac producers (see *Waiting*), multi-host yes.
 
-Key layout (every key is preceded by ``global_keyprefix``, as kombu does;
-``S`` is kombu's separator ``\\x06\\x16``):
+Key layout (each key behind ``global_keyprefix``, as in kombu; ``S`` = kombu's ``\\x06\\x16``):
 
 ``<queue>``, ``<queue>S3``, ``<queue>S6``, ``<queue>S9`` (lists)
     ready messages as kombu's JSON envelope, LPUSHed by producers (ours and
@@ -209,12 +208,13 @@ class RedisBroker(RedisSlots, Broker):
             step = self._step(prio)
             due = float(item.not_before or 0.0)
             future = due > now
-            if future and self.delay_in_broker:
+            parked = self.delay_in_broker or not item.message.headers.get("eta")  # Celery: now
+            if future and parked:
                 member = f"{uuid.uuid4().hex}{step:02d}{text}"
                 delayed.setdefault(item.queue, {})[member] = due
             else:
                 ready.setdefault(self._list_key(item.queue, step), []).append(text)
-            if future and not self.delay_in_broker:  # ready for Celery workers; RECEIVE
+            if future and not parked:  # ready for Celery workers; RECEIVE
                 eta = delayed.setdefault(ETA + item.queue, {})  # parks it for celeriac's
                 eta[hashlib.sha1(text.encode()).hexdigest()] = due
             counts[item.queue] = counts.get(item.queue, 0) + 1
