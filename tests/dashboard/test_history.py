@@ -170,3 +170,20 @@ def test_several_states_page_like_one(store: HistoryStore) -> None:
     assert store.count(flt) == 20
     assert sorted(store.unfinished(now - 1000)) == sorted(
         f"t{i:02d}" for i in range(40) if states[i % 4] in ("RETRY", "STARTED"))
+
+
+def test_a_foreign_exception_in_a_result_is_shown_as_text_never_imported() -> None:
+    """The CVE-2021-23727 pattern: a stored exception naming an arbitrary module and class
+    is rendered from the meta's text; nothing is imported or instantiated."""
+    import sys
+
+    from celeriac.dashboard.history.merge import apply_result
+
+    record = TaskRecord(task_id="t-evil")
+    meta = {"status": "FAILURE", "traceback": "Traceback ...",
+            "result": {"exc_type": "EvilClass", "exc_module": "celeriac_test_never_imported",
+                       "exc_message": ["rm -rf /"]}}
+    assert apply_result(record, meta, time.time())
+    assert record.state == "FAILURE"
+    assert record.exception == "EvilClass('rm -rf /')"
+    assert "celeriac_test_never_imported" not in sys.modules
