@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,8 @@ def test_a_countdown_is_published_ready_for_celery_workers_and_parked_by_receive
     delayed set atomically instead of leasing it early (issue 9, point 8)."""
     broker = make(redis_url, key_prefix, lease_seconds=30)
     due = time.time() + 0.6
-    broker.publish(msg(1), "q", not_before=due)  # type: ignore[arg-type]
+    eta = datetime.fromtimestamp(due, timezone.utc)
+    broker.publish(task_message("tests.add", "task-1", (1, 1), eta=eta), "q", not_before=due)
     assert raw.llen(key_prefix + "q") == 1 and raw.zcard(key_prefix + "_celeriac.eta.q") == 1
     assert broker.stats("q").delayed == 1 and broker.stats("q").ready == 0
     assert broker.receive(["q"], owner="early", limit=5, timeout=0.05) == []
@@ -65,6 +67,14 @@ def test_a_countdown_is_published_ready_for_celery_workers_and_parked_by_receive
     assert raw.zcard(key_prefix + "_celeriac.eta.q") == 0
     got = broker.receive(["q"], owner="late", limit=5, timeout=3)
     assert [d.message.task_id for d in got] == ["task-1"] and time.time() >= due
+
+
+def test_a_not_before_without_an_eta_header_stays_parked(
+        redis_url: str, key_prefix: str, raw: redis.Redis) -> None:
+    """A Celery worker would run an eta-less message on a ready list at once: parked."""
+    broker = make(redis_url, key_prefix, lease_seconds=30)
+    broker.publish(msg(1), "q", not_before=time.time() + 30)  # type: ignore[arg-type]
+    assert raw.llen(key_prefix + "q") == 0 and raw.zcard(key_prefix + "_celeriac.delayed.q") == 1
 
 
 def test_delay_in_broker_true_stores_countdowns_in_the_delayed_set(
