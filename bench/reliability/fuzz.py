@@ -202,7 +202,7 @@ def malformed(n: int, cases: list[Case]) -> Raw:
         raw.garbage = {"truncated": raw.envelope()[:-40],
                        "array": json.dumps([raw.marker, 1]),
                        "string": json.dumps(f"just a string {raw.marker}"),
-                       "garbage": f"\x00\x01 {raw.marker} }}{{",
+                       "garbage": f"\x01\x02 {raw.marker} }}{{",
                        "empty": json.dumps({"body": raw.marker})}[case.value]
     elif case.name == "headers":  # the marker survives in the properties
         raw.headers = case.value

@@ -11,7 +11,8 @@ stops the worker, and counts:
   delivery (the goal), dead-lettered later, ran (a body that was run from a
   message that breaks the protocol), still queued, or vanished (dropped with no
   trace: Celery's behaviour, which acknowledges what it cannot decode or run);
-* whether the worker is alive and how much it logged.
+* whether the worker stayed alive (one that exits is started again, as a
+  service manager would, and the exits are counted) and how much it logged.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import fuzz
 from counting import Figures
 from projects import Project, wait_for
 from scenarios import Context, dead_keys, finish, session, warm_up
+
+#: a worker that exits is started again (as a service manager would), this many times
+MAX_RESTARTS = 60
 
 
 def queued_count(project: Project, broker: str, url: str) -> int:
@@ -62,7 +66,19 @@ def fuzz_messages(ctx: Context, system: str) -> Figures:
         sent = {m.marker: m.field for m in messages if m.marker.startswith("bad-")}
         valid = [m.marker for m in messages if m.marker.startswith("valid-")]
         fuzz.publish_raw(ctx.broker, server.url, messages)
-        wait_for(lambda: project.done_count("valid-") >= good, 120, interval=1.0)
+        crashes = 0
+        last, last_change = -1, time.monotonic()
+        while time.monotonic() - last_change < 30 and crashes < MAX_RESTARTS:
+            done = project.done_count("valid-")
+            if done >= good:
+                break
+            if done != last:
+                last, last_change = done, time.monotonic()
+            if worker.poll() is not None:  # a service manager would start it again
+                crashes += 1
+                worker = project.start_worker("-c", "2", name=f"w{crashes + 1}")
+                last_change = time.monotonic()
+            time.sleep(1.0)
         stable = [-1]
 
         def settled() -> bool:
@@ -72,7 +88,7 @@ def fuzz_messages(ctx: Context, system: str) -> Figures:
 
         wait_for(settled, 60, interval=3.0)
         alive = worker.poll() is None
-        log_bytes = len(project.log_text().encode())
+        log_bytes = sum(len(project.log_text(f"w{i + 1}").encode()) for i in range(crashes + 1))
         project.stop(worker)
         runs = project.runs()
         dead = dead_keys(project)
@@ -82,8 +98,11 @@ def fuzz_messages(ctx: Context, system: str) -> Figures:
                                       queued_count(project, ctx.broker, server.url))
         figures.notes.append(outcome.line())
         figures.notes.append(f"worker log {log_bytes / 1024:.0f} KiB")
+        if crashes:
+            figures.notes.append(f"worker EXITED {crashes} time(s) and was started again")
         if not alive:
             figures.notes.append(f"worker EXITED with code {worker.returncode}")
         figures.fuzz = outcome
-        figures.ok = (figures.ok and alive and outcome.dead_first == outcome.sent)
+        figures.ok = (figures.ok and alive and not crashes
+                      and outcome.dead_first == outcome.sent)
     return figures

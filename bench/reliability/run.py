@@ -60,7 +60,7 @@ def beat(ctx: Context, system: str) -> Figures:
     try:
         server.start()
         url = "sqlite" if ctx.broker == "sqlite" else server.url
-        result = beat_failover.run(url, schedulers=3, kills=1 if ctx.quick else 2)
+        result = beat_failover.run(url, schedulers=3, kills=1)
     finally:
         server.close()
     figures = Figures(label, ctx.broker, system, accepted=result["expected"],
