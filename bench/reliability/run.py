@@ -53,8 +53,8 @@ def beat(ctx: Context, system: str) -> Figures:
     label = "3 schedulers, leader killed"
     if ctx.broker == "amqp":
         figures = Figures(label, ctx.broker, system, dead_lettered=None)
-        figures.notes.append("n/a: RabbitMQ has no schedule store (beat keeps its "
-                             "schedule in the result store's engine)")
+        figures.notes.append("n/a: RabbitMQ cannot hold beat's schedule; beat then uses "
+                             "beat_schedule_store (SQLite, Redis or PostgreSQL: see those rows)")
         return figures
     server = SERVERS[ctx.broker]()
     try:
