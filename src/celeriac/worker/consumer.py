@@ -220,7 +220,7 @@ class Consumer:
         free = self.pool.free_slots()
         running_for = 0.0 if self.pool.inline else self.runner.longest_running()
         want = free + self.prefetch.extra(running_for) - len(self.buffer)
-        if want <= 0:
+        if want <= 0 or (self.buffer and not free):  # top up when a slot frees, not in a spin
             self._flush_acks()
             if self.buffer and not self.pool.inline and self.prefetch.stalled(self._moved):
                 self._give_back_waiting()
