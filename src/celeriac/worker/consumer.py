@@ -113,8 +113,10 @@ class Consumer:
         self.runner.batch_acks = True
         self.runner.consumer = self
         self.runner.timings = self.prefetch.observe
-        # jobs on this thread, several per loop turn (prefetch): results are batched
+        # several jobs per loop turn (prefetch): results batched (jobs on this thread) or
+        # stored by group commit (jobs on threads)
         self.runner.batch_results = bool(pool.inline) and self.prefetch.may_batch
+        self.runner.group_results = not pool.inline and self.prefetch.may_batch
         self.revocations = self.runner.revocations
         self.buffer: collections.deque[Job] = collections.deque()
         #: guards the buffer against the watcher thread (inline pools)
