@@ -357,11 +357,7 @@ class AMQPBroker(Consuming, Broker):
                     self._drain(chan.connection, 0.0)
                     with self._state:
                         unleased, self._arrived = self._arrived, []
-                    if unleased:
-                        self._publish_raw([(a.message, a.queue, a.message.priority, None,
-                                            {"counters": a.counters}) for a in unleased])
-                        for a in unleased:
-                            chan.basic_ack(a.tag)
+                    self._return_unleased(chan, unleased)
                     self._flush_acks(chan)
             except Exception:
                 logger.debug("closing the RabbitMQ consumer", exc_info=True)
