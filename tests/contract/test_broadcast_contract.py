@@ -19,7 +19,7 @@ from celeriac.messages import task_message
 
 from .conftest import make_broker
 
-BROADCAST_BROKERS = ["memory", "sqlite", "redis", "postgres", "amqp"]
+BROADCAST_BROKERS = ["memory", "sqlite", "redis", "redis-cluster", "postgres", "amqp"]
 
 
 @pytest.fixture(params=BROADCAST_BROKERS)

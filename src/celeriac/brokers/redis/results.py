@@ -67,6 +67,9 @@ _SCRIPTS = {"chord_add": CHORD_ADD, "write_metas": WRITE_METAS}
 class ResultListener:
     """One pub/sub connection of this process, shared by every waiting thread."""
 
+    #: pub/sub commands and the reply types they bring (sharded pub/sub on a cluster)
+    SUBSCRIBE, UNSUBSCRIBE, MESSAGE = "subscribe", "unsubscribe", "message"
+
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._lock = threading.Lock()
@@ -74,6 +77,7 @@ class ResultListener:
         self._waiters: dict[bytes, list[Inbox[tuple[str, Any]]]] = {}
         self._pending: dict[bytes, int] = {}  # SUBSCRIBEs sent but not confirmed
         self._broken = False
+        self._stopped = False  # a listener whose waiters moved to another (cluster) node
         self._thread: threading.Thread | None = None
 
     def subscribe(self, channel: str) -> Inbox[tuple[str, Any]]:
@@ -84,7 +88,7 @@ class ResultListener:
             waiters = self._waiters.setdefault(key, [])
             waiters.append(inbox)
             if len(waiters) == 1:
-                self._send("subscribe", key)
+                self._send(self.SUBSCRIBE, key)
             elif self._pending.get(key, 0) <= 0:
                 inbox.put(("subscribed", None))
             if self._thread is None:
@@ -101,11 +105,11 @@ class ResultListener:
                 waiters.remove(inbox)
             if not waiters and key in self._waiters:
                 del self._waiters[key]
-                self._send("unsubscribe", key)
+                self._send(self.UNSUBSCRIBE, key)
 
     def _send(self, command: str, key: bytes) -> None:
         """Send (un)subscribe with the lock held; a failure makes the loop reconnect."""
-        if command == "subscribe":
+        if command == self.SUBSCRIBE:
             self._pending[key] = self._pending.get(key, 0) + 1
         try:
             getattr(self._pubsub, command)(key)
@@ -123,13 +127,13 @@ class ResultListener:
                 pass
             if self._waiters:
                 try:
-                    self._pubsub.subscribe(*self._waiters)
+                    getattr(self._pubsub, self.SUBSCRIBE)(*self._waiters)
                 except RETRYABLE_ERRORS:
                     self._broken = True
 
     def _run(self) -> None:
         pauses, last_ping = RECONNECT_BACKOFF.intervals(), time.monotonic()
-        while True:
+        while not self._stopped:
             try:
                 if self._broken:
                     self._reconnect()
@@ -150,13 +154,13 @@ class ResultListener:
         if not isinstance(key, bytes):
             return
         with self._lock:
-            if kind == "subscribe":
+            if kind == self.SUBSCRIBE:
                 left = max(0, self._pending.get(key, 0) - 1)
                 self._pending[key] = left
                 if left:
                     return
                 item: tuple[str, Any] = ("subscribed", None)
-            elif kind == "message":
+            elif kind == self.MESSAGE:
                 item = ("message", message.get("data"))
             else:
                 return
