@@ -25,7 +25,8 @@ import redis
 
 from .client import Connection, PerProcess, get_client, parse_target
 from .cluster_client import ClusterResultListener, cluster_connection, router_of
-from .results import CHORD_ADD, WRITE_METAS, RedisResultStore
+from .result_scripts import CHORD_ADD, WRITE_METAS
+from .results import RedisResultStore
 
 #: the notification is sharded: it reaches only the shard of the key
 _SCRIPTS = {"chord_add": CHORD_ADD,
