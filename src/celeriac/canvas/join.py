@@ -14,7 +14,10 @@ that completes the set receives every meta in header order and:
 
 then clears the join state. The chord size travels in the body signature
 (``options.chord_size``); a chord sent by a real Celery client on Redis has
-it in Celery's ``celery-taskset-meta-<gid>.s`` key, which is read instead.
+it in Celery's ``celery-taskset-meta-<gid>.s`` key, which the client writes just
+before it publishes the last header task: the store reads it inside the atomic
+``chord_add`` (``size=None``), so members that end before it is written are
+recorded and the last one completes the set exactly once.
 Crash safety is discussed in docs/canvas.md ("Exactly once").
 """
 
@@ -56,8 +59,10 @@ def join_member(app: Celery, ctx: Context, value: Any, failed: bool) -> None:
     if backend is None:
         logger.error("Chord %s needs a result backend; body %r not applied", ctx.group, body)
         return
-    size = chord_size(app, body, ctx.group)
-    if size is None:
+    size = sent_size(body)
+    if size is None and not backend.sender_sized_chords:
+        size = chord_size(app, body, str(ctx.group))
+    if size is None and not backend.sender_sized_chords:
         logger.error("Chord %s: size unknown (no chord_size); body %r not applied",
                      ctx.group, body)
         return
@@ -66,9 +71,12 @@ def join_member(app: Celery, ctx: Context, value: Any, failed: bool) -> None:
     redelivered = _redelivered(ctx)
     if redelivered and _already_fired(backend, body, str(ctx.group)):
         return  # a late copy: do not start a new join state after chord_clear
+    # without a size in the body (a Celery client's chord) the store reads the size the
+    # client wrote, in the same atomic step: it writes it only before its last header task
     parts = backend.chord_add(str(ctx.group), int(ctx.group_index), meta, size)
     if parts is None and redelivered:
-        parts = recover(app, body, str(ctx.group), size)
+        known = size if size is not None else chord_size(app, body, str(ctx.group))
+        parts = recover(app, body, str(ctx.group), known) if known is not None else None
     if parts is None:
         return
     fire(app, body, str(ctx.group), parts, ctx)
@@ -104,8 +112,15 @@ def recover(app: Celery, body: Signature, group_id: str,
             for i in ids]
 
 
-def chord_size(app: Celery, body: Signature, group_id: str) -> int | None:
+def sent_size(body: Signature) -> int | None:
+    """The chord size the body carries (celeriac's clients put it there; Celery's do not)."""
     size = body["options"].get("chord_size") or body.get("chord_size")
+    return int(size) if size is not None else None
+
+
+def chord_size(app: Celery, body: Signature, group_id: str) -> int | None:
+    """The size in the body, else the one a Celery client stored (``<group key>.s``)."""
+    size: Any = sent_size(body)
     if size is None:
         backend = app.backend
         raw = backend._get_raw(f"{backend.group_key(group_id)}.s") if backend else None

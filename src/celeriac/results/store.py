@@ -99,10 +99,15 @@ def expiry_time(expires: float | None, now: float) -> float | None:
     return None if expires is None or expires <= 0 else now + float(expires)
 
 
-def check_chord_args(index: int, size: int) -> None:
-    """Refuse a chord member index outside ``0..size-1`` (every store's ``chord_add``)."""
+def check_chord_args(index: int, size: int | None) -> int:
+    """Refuse a chord member index outside ``0..size-1`` (every store's ``chord_add``), and
+    a size left to the sender where the store keeps no sender's record of it; the size."""
+    if size is None:
+        raise ValueError("this result store keeps no chord size written by the sender: "
+                         "chord_add needs the size")
     if not 0 <= index < size:
         raise ValueError(f"chord member index {index} is outside 0..{size - 1}")
+    return size
 
 
 class ResultStore(abc.ABC):
@@ -217,9 +222,14 @@ class ResultStore(abc.ABC):
         self._delete_raw(self.group_key(group_id))
 
     # -- chord join -------------------------------------------------------------
+    #: True when ``chord_add`` takes ``size=None`` for a chord whose size only the
+    #: sending client stored beside the group (a Celery client on Redis writes
+    #: ``<group key>.s`` just before it publishes the last header task).
+    sender_sized_chords: ClassVar[bool] = False
+
     @abc.abstractmethod
     def chord_add(self, group_id: str, index: int, meta: Mapping[str, Any],
-                  size: int) -> list[dict[str, Any]] | None:
+                  size: int | None) -> list[dict[str, Any]] | None:
         """Atomically record header member ``index`` (0..size-1) of chord ``group_id``.
 
         ``meta`` is the member's result meta (``task_id``, ``status``, ``result``).
@@ -227,6 +237,10 @@ class ResultStore(abc.ABC):
         repeated call for an index already recorded does not count twice. Returns
         the ordered list of all ``size`` metas exactly once overall, to the call
         that completes the set; None to every other call.
+
+        ``size`` is None only where :attr:`sender_sized_chords` is true: the size
+        is then read in the same atomic step from the sender's record; until that
+        record exists members are recorded and the set does not complete.
         """
 
     @abc.abstractmethod

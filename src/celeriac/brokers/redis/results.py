@@ -10,7 +10,9 @@ in one of ``:_-.``):
   (the REVOKED rule of :mod:`celeriac.results.store`);
 * ``celery-taskset-meta-<group_id>``: ``GroupResult.save`` meta, same write;
 * chord join, Celery 5.5 layout: ``celery-taskset-meta-<gid>.j`` (zset,
-  member ``[1, task_id, status, result]`` JSON, score = index), ``.s`` (size),
+  member ``[1, task_id, status, result]`` JSON, score = index), ``.s`` (size; a
+  Celery client writes it just before its last header task, so a member of its
+  chord that ends earlier is recorded and the set completes once it is there),
   ``.t`` (Celery's total adjustment, read only), plus ``.d`` (set of indexes
   seen: duplicates are ignored), ``.m`` (hash index -> full meta JSON, what
   ``chord_add`` returns) and ``.c`` (``done`` once the join fired).
@@ -65,12 +67,11 @@ if redis.call('GET', c) == 'done' then return false end
 if redis.call('SADD', d, index) == 0 then return false end
 redis.call('ZADD', j, tonumber(index), member)
 redis.call('HSET', m, index, ARGV[5])
-if ttl ~= '' then
-  redis.call('SET', s, size, 'EX', ttl)
-  for _, k in ipairs({j, d, t, m}) do redis.call('EXPIRE', k, ttl) end
-else
-  redis.call('SET', s, size)
-end
+if ttl ~= '' then for _, k in ipairs({j, d, t, m}) do redis.call('EXPIRE', k, ttl) end end
+if size and ttl ~= '' then redis.call('SET', s, size, 'EX', ttl)
+elseif size then redis.call('SET', s, size) end
+size = tonumber(redis.call('GET', s) or '')  -- no size given: the sender's .s, if there yet
+if not size then return false end
 local total = size + tonumber(redis.call('GET', t) or '0')
 if redis.call('SCARD', d) < total then return false end
 if ttl ~= '' then redis.call('SET', c, 'done', 'EX', ttl) else redis.call('SET', c, 'done') end
@@ -239,6 +240,7 @@ class RedisResultStore(ResultStore):
     """Celery-compatible Redis result store with pub/sub waits and an atomic chord join."""
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")
+    sender_sized_chords = True  # a Celery client's chord: the size is its ``.s`` key
 
     def __init__(self, url: str, *, expires: float | None = 86400.0,
                  options: Mapping[str, Any] | None = None) -> None:
@@ -371,15 +373,17 @@ class RedisResultStore(ResultStore):
         return [f"{base}.{suffix}" for suffix in ("j", "d", "s", "t", "c", "m")]
 
     def chord_add(self, group_id: str, index: int, meta: Mapping[str, Any],
-                  size: int) -> list[dict[str, Any]] | None:
-        """Record member ``index``; the one call completing the set gets all metas, ordered."""
+                  size: int | None) -> list[dict[str, Any]] | None:
+        """Record member ``index``; the one call completing the set gets all metas, ordered
+        (``size`` None: Celery's ``.s`` key, read in the same script)."""
         member = serialization.json_dumps(
             [1, meta.get("task_id"), meta.get("status"), meta.get("result")])
         ttl = "" if self.expires is None else str(max(1, int(self.expires)))
         client = self.client
         reply = self._retrying("chord_add", partial(
             self._connection()[2]["chord_add"], keys=self._chord_keys(group_id),
-            args=[int(index), member, int(size), ttl, encode_meta(meta)], client=client))
+            args=[int(index), member, "" if size is None else int(size), ttl,
+                  encode_meta(meta)], client=client))
         if not reply:
             return None
         return [decode_meta(raw) or {} for raw in reply]
