@@ -165,17 +165,16 @@ def tsum(xs):
 
 def test_canvas_sent_by_celeriac_runs_on_a_celery_worker(redis_url: str, key_prefix: str,
                                                          tmp_path: Any) -> None:
-    import os
-    import subprocess
     import sys
+
+    from celeryproc import WorkerProcess
 
     need("celeriac.brokers.redis.client")
     (tmp_path / "celtasks.py").write_text(CELERY_TASKS)
-    env = {**os.environ, "URL": redis_url, "KP": key_prefix, "PYTHONPATH": str(tmp_path)}
-    worker = subprocess.Popen(
+    worker = WorkerProcess(
         [sys.executable, "-m", "celery", "-A", "celtasks", "worker", "-P", "solo", "-l",
-         "WARNING", "--without-mingle", "--without-gossip"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "INFO", "--without-mingle", "--without-gossip"], tmp_path,
+        env={"URL": redis_url, "KP": key_prefix})
     try:
         app = Celery("canvas_client", broker=redis_url, backend=redis_url)
         app.conf.broker_transport_options = {"global_keyprefix": key_prefix}
@@ -194,5 +193,4 @@ def test_canvas_sent_by_celeriac_runs_on_a_celery_worker(redis_url: str, key_pre
         assert group(add.s(i, 1) for i in range(5)).delay().get(timeout=60) == [1, 2, 3, 4, 5]
         app.close()
     finally:
-        worker.terminate()
-        worker.wait(30)
+        worker.stop()
