@@ -29,7 +29,6 @@ ACCEPTED_ONLY: dict[str, Any] = {
     "result_serializer": "json",
     "result_accept_content": None,
     "result_compression": None,
-    "result_persistent": None,
     "result_cache_max": -1,
     "result_chord_join_timeout": 3.0,
     "result_chord_retry_interval": 1.0,

@@ -34,6 +34,8 @@ USED: dict[str, Any] = {
     "result_expires": timedelta(days=1),
     "result_extended": False,
     "result_failure_expires": None,
+    # rpc:// results sent with delivery_mode 2 (Celery's default: transient)
+    "result_persistent": None,
     # the Django cache alias of result_backend = 'django-cache' (celeriac.contrib.django)
     "cache_backend": None,
     # tasks
