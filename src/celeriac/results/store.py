@@ -109,6 +109,12 @@ class ResultStore(abc.ABC):
     """Base class of result stores."""
 
     schemes: ClassVar[tuple[str, ...]] = ()
+    #: :meth:`chord_add_celery_sized` reads the size a Celery client stored
+    #: (``celery-taskset-meta-<gid>.s``, Celery's Redis backend) in the same atomic step
+    reads_celery_chord_size: ClassVar[bool] = False
+    #: the metas given to ``set``/``set_many`` by the worker carry the task's ``reply_to``
+    #: and ``correlation_id`` (``rpc://``: results are sent there, not stored)
+    wants_reply_to: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -206,6 +212,12 @@ class ResultStore(abc.ABC):
             time.sleep(wait)
             pause = min(pause * 2, max(interval, 0.001))
 
+    def on_publish(self) -> None:  # noqa: B027 - optional hook
+        """Called before a task is sent (``rpc://`` declares the caller's reply queue)."""
+
+    def check_chords(self) -> None:  # noqa: B027 - optional hook
+        """Raise ImproperlyConfigured when this store cannot join a chord."""
+
     # -- groups ---------------------------------------------------------------
     def save_group(self, group_id: str, meta: Mapping[str, Any]) -> None:
         self._set_raw(self.group_key(group_id), encode_meta(meta), self.expires)
@@ -228,6 +240,13 @@ class ResultStore(abc.ABC):
         the ordered list of all ``size`` metas exactly once overall, to the call
         that completes the set; None to every other call.
         """
+
+    def chord_add_celery_sized(self, group_id: str, index: int,
+                               meta: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+        """:meth:`chord_add` for a chord sent by a Celery client: the size is the one
+        Celery stored, read in the same atomic step (stores with
+        :attr:`reads_celery_chord_size`; a member recorded before it is stored waits)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read Celery's chord size")
 
     @abc.abstractmethod
     def chord_clear(self, group_id: str) -> None:
