@@ -18,6 +18,7 @@ stops the worker, and counts:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import counting
 import fuzz
@@ -26,7 +27,9 @@ from projects import Project, wait_for
 from scenarios import Context, dead_keys, finish, session, warm_up
 
 #: a worker that exits is started again (as a service manager would), this many times
-MAX_RESTARTS = 10
+MAX_RESTARTS = 30
+#: ... and the run gives the valid calls at most this long
+MAX_WAIT = 180.0
 
 
 def queued_count(project: Project, broker: str, url: str) -> int:
@@ -57,18 +60,31 @@ def queued_count(project: Project, broker: str, url: str) -> int:
 
 def fuzz_messages(ctx: Context, system: str) -> Figures:
     """The scenario (module docstring)."""
+    return _fuzz(ctx, system, "malformed messages (fuzz)")
+
+
+def fuzz_without_stoppers(ctx: Context, system: str) -> Figures:
+    """The same without the cases that stop a Celery worker for good
+    (:func:`fuzz.stops_celery`), to see what Celery does with every other field."""
+    return _fuzz(ctx, system, "fuzz without worker-stopping names/ids", fuzz.stops_celery)
+
+
+def _fuzz(ctx: Context, system: str, label: str,
+          skip: Callable[[fuzz.Case], bool] | None = None) -> Figures:
     started = time.monotonic()
     bad = good = ctx.size(1000, 300)
-    with session(ctx, system, "fuzz") as (server, project):
+    with session(ctx, system, "fuzz" if skip is None else "fuzz-skip") as (server, project):
         worker = project.start_worker("-c", "2")
         warm_up(project, ctx.broker, server.url)
-        messages = fuzz.interleaved(bad, good, ctx.broker)
+        messages = fuzz.interleaved(bad, good, ctx.broker, skip)
         sent = {m.marker: m.field for m in messages if m.marker.startswith("bad-")}
         valid = [m.marker for m in messages if m.marker.startswith("valid-")]
         fuzz.publish_raw(ctx.broker, server.url, messages)
         crashes = 0
         last, last_change = -1, time.monotonic()
-        while time.monotonic() - last_change < 30 and crashes < MAX_RESTARTS:
+        give_up = time.monotonic() + MAX_WAIT
+        while (time.monotonic() - last_change < 30 and crashes < MAX_RESTARTS
+               and time.monotonic() < give_up):
             done = project.done_count("valid-")
             if done >= good:
                 break
@@ -92,7 +108,7 @@ def fuzz_messages(ctx: Context, system: str) -> Figures:
         project.stop(worker)
         runs = project.runs()
         dead = dead_keys(project)
-        figures = finish(ctx, project, "malformed messages (fuzz)", valid, [], started)
+        figures = finish(ctx, project, label, valid, [], started)
         ran = {r.key for r in runs if r.event == "start" and r.key.startswith("bad-")}
         # the queue also holds valid calls that never ran (a dead worker's backlog)
         queued = max(0, queued_count(project, ctx.broker, server.url) - figures.lost)
