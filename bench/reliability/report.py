@@ -10,6 +10,7 @@ broker, other brokers' sections kept).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
 import subprocess
@@ -102,14 +103,20 @@ def _markers(broker: str) -> tuple[str, str]:
 
 
 def write_section(path: Path, broker: str, section: str) -> None:
-    """Replace (or append) ``broker``'s section of ``path`` between its markers."""
+    """Replace (or append) ``broker``'s section of ``path`` between its markers
+    (under an exclusive lock on the file: runs of several brokers may finish at once)."""
     begin, end = _markers(broker)
-    text = path.read_text() if path.exists() else ""
-    block = f"{begin}\n{section}{end}"
-    if begin in text and end in text:
-        before, rest = text.split(begin, 1)
-        after = rest.split(end, 1)[1]
-        text = before + block + after
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    path.write_text(text)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        text = fh.read()
+        block = f"{begin}\n{section}{end}"
+        if begin in text and end in text:
+            before, rest = text.split(begin, 1)
+            after = rest.split(end, 1)[1]
+            text = before + block + after
+        else:
+            text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+        fh.seek(0)
+        fh.truncate()
+        fh.write(text)
