@@ -328,8 +328,20 @@ def connection(url: str, options: Mapping[str, Any], scripts: Mapping[str, str],
 def run_script(direct: Direct, script: Any, keys: list[str], args: list[Any]) -> Any:
     """``EVALSHA`` on a raw connection, loading the script again after ``NOSCRIPT`` (a
     restarted or flushed server)."""
+    return run_pipeline(direct, [evalsha(script, keys, args)], [script])[0]
+
+
+def evalsha(script: Any, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+    """The ``EVALSHA`` command of a registered script, for :func:`run_pipeline`."""
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+def run_pipeline(direct: Direct, commands: Sequence[Sequence[Any]],
+                 scripts: Sequence[Any]) -> list[Any]:
+    """``commands`` in one round trip; after ``NOSCRIPT`` (a restarted or flushed server:
+    no script of the batch ran) ``scripts`` are loaded and the batch is sent again."""
     try:
-        return direct.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        return direct.pipeline(commands)
     except redis.exceptions.NoScriptError:
-        direct.execute("SCRIPT", "LOAD", script.script)
-        return direct.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        direct.pipeline([("SCRIPT", "LOAD", script.script) for script in scripts])
+        return direct.pipeline(commands)

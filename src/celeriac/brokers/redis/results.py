@@ -6,8 +6,10 @@ in one of ``:_-.``):
 * ``celery-task-meta-<task_id>``: task meta JSON, written with ``SETEX <key>
   <expires> <json>; PUBLISH <key> <json>`` (the channel has the key's name), so
   Celery's ``AsyncResult.get()`` wakes up, inside one script
-  (:data:`WRITE_METAS`) that refuses a write over a stored ``REVOKED`` meta
-  (the REVOKED rule of :mod:`celeriac.results.store`);
+  (:data:`~.result_scripts.WRITE_METAS`) that refuses a write over a stored
+  ``REVOKED`` meta (the REVOKED rule of :mod:`celeriac.results.store`) and, for
+  :meth:`~RedisResultStore.set_unless_succeeded`, over a ``SUCCESS`` one, in the
+  same atomic step (no read before the write);
 * ``celery-taskset-meta-<group_id>``: ``GroupResult.save`` meta, same write;
 * chord join, Celery 5.5 layout: ``celery-taskset-meta-<gid>.j`` (zset,
   member ``[1, task_id, status, result]`` JSON, score = index), ``.s`` (size),
@@ -49,6 +51,7 @@ from .client import (
     retrying,
     run_script,
 )
+from .result_scripts import CHORD_ADD, WRITE_METAS
 
 _LISTENER_ERRORS: tuple[type[BaseException], ...] = (
     *RETRYABLE_ERRORS, redis.exceptions.PubSubError, RuntimeError)
@@ -57,62 +60,6 @@ RECONNECT_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_
                                 interval_max=1.0)
 PING_INTERVAL = 30.0  # seconds between liveness PINGs on the subscription connection
 Inbox = queue.SimpleQueue  # items: ("subscribed", None) or ("message", payload)
-
-CHORD_ADD = r"""
-local j, d, s, t, c, m = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local index, member, size, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-if redis.call('GET', c) == 'done' then return false end
-if redis.call('SADD', d, index) == 0 then return false end
-redis.call('ZADD', j, tonumber(index), member)
-redis.call('HSET', m, index, ARGV[5])
-if ttl ~= '' then
-  redis.call('SET', s, size, 'EX', ttl)
-  for _, k in ipairs({j, d, t, m}) do redis.call('EXPIRE', k, ttl) end
-else
-  redis.call('SET', s, size)
-end
-local total = size + tonumber(redis.call('GET', t) or '0')
-if redis.call('SCARD', d) < total then return false end
-if ttl ~= '' then redis.call('SET', c, 'done', 'EX', ttl) else redis.call('SET', c, 'done') end
-local out = {}
-local scored = redis.call('ZRANGE', j, 0, -1, 'WITHSCORES')
-for i = 2, #scored, 2 do out[#out + 1] = redis.call('HGET', m, scored[i]) end
-return out
-"""
-
-
-#: KEYS: task meta keys; ARGV[1]: "" (no expiry), "ex:<s>" or "px:<ms>"; then per key its
-#: meta and "1" when the REVOKED rule applies. Writes as Celery does (SET[EX] + PUBLISH).
-WRITE_METAS = r"""
-local ttl = ARGV[1]
-local out = {}
-for i, key in ipairs(KEYS) do
-  local value, guarded = ARGV[2 * i], ARGV[2 * i + 1]
-  local refuse = false
-  if guarded == '1' then
-    local cur = redis.call('GET', key)
-    if cur and #cur < 65536 and string.find(cur, 'REVOKED', 1, true) then
-      local ok, meta = pcall(cjson.decode, cur)
-      refuse = ok and type(meta) == 'table' and meta['status'] == 'REVOKED'
-    end
-  end
-  if refuse then
-    out[i] = 0
-  else
-    if ttl == '' then
-      redis.call('SET', key, value)
-    elseif string.sub(ttl, 1, 3) == 'ex:' then
-      redis.call('SETEX', key, tonumber(string.sub(ttl, 4)), value)
-    else
-      redis.call('SET', key, value, 'PX', tonumber(string.sub(ttl, 4)))
-    end
-    redis.call('PUBLISH', key, value)
-    out[i] = 1
-  end
-end
-return out
-"""
-
 
 _SCRIPTS = {"chord_add": CHORD_ADD, "write_metas": WRITE_METAS}
 
@@ -315,6 +262,19 @@ class RedisResultStore(ResultStore):
                      expires: float | None) -> list[bool]:
         """Task metas in one script per 1,000 (each ``SET[EX]`` + ``PUBLISH``, as Celery
         writes them), refused over a stored REVOKED meta in the same atomic step."""
+        return self._write_guarded([(key, value, int(guarded)) for key, value, guarded in rows],
+                                   expires)
+
+    def set_unless_succeeded(self, task_id: str, meta: Mapping[str, Any], *,
+                             expires: float | None = -1) -> bool:
+        """One script call: the REVOKED rule and "never over SUCCESS" checked and the
+        meta written in one atomic step (no read before the write)."""
+        guard = 2 if meta.get("status") == states.REVOKED else 3
+        return self._write_guarded([(self.task_key(task_id), encode_meta(meta), guard)],
+                                   self.expires if expires == -1 else expires)[0]
+
+    def _write_guarded(self, rows: list[tuple[str, str, int]],
+                       expires: float | None) -> list[bool]:
         if expires is None or expires <= 0:
             ttl = ""
         elif float(expires).is_integer():
@@ -324,7 +284,7 @@ class RedisResultStore(ResultStore):
         written: list[bool] = []
         for start in range(0, len(rows), 1000):
             part = rows[start:start + 1000]
-            args = [ttl] + [x for _, value, guarded in part for x in (value, int(guarded))]
+            args = [ttl] + [x for _, value, guard in part for x in (value, guard)]
             flags = self._retrying("set", partial(self._run_script, "write_metas",
                                                   [key for key, _, _ in part], args))
             written.extend(bool(int(f)) for f in flags)

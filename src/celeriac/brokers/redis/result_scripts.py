@@ -1,0 +1,75 @@
+"""The Lua scripts of the Redis result store (keys: see :mod:`.results`).
+
+``CHORD_ADD`` records one chord member and returns every meta to the call that
+completes the set; ``WRITE_METAS`` writes task metas as Celery does (``SET[EX]`` +
+``PUBLISH``) under the final-state rules, each check and its write one atomic step.
+Every key a script touches is passed in ``KEYS``.
+"""
+
+from __future__ import annotations
+
+CHORD_ADD = r"""
+local j, d, s, t, c, m = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local index, member, size, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+if redis.call('GET', c) == 'done' then return false end
+if redis.call('SADD', d, index) == 0 then return false end
+redis.call('ZADD', j, tonumber(index), member)
+redis.call('HSET', m, index, ARGV[5])
+if ttl ~= '' then
+  redis.call('SET', s, size, 'EX', ttl)
+  for _, k in ipairs({j, d, t, m}) do redis.call('EXPIRE', k, ttl) end
+else
+  redis.call('SET', s, size)
+end
+local total = size + tonumber(redis.call('GET', t) or '0')
+if redis.call('SCARD', d) < total then return false end
+if ttl ~= '' then redis.call('SET', c, 'done', 'EX', ttl) else redis.call('SET', c, 'done') end
+local out = {}
+local scored = redis.call('ZRANGE', j, 0, -1, 'WITHSCORES')
+for i = 2, #scored, 2 do out[#out + 1] = redis.call('HGET', m, scored[i]) end
+return out
+"""
+
+
+#: KEYS: task meta keys; ARGV[1]: "" (no expiry), "ex:<s>" or "px:<ms>"; then per key its
+#: meta and its guard: 1 refuses the write over a stored REVOKED meta, 2 over a SUCCESS
+#: one, 3 over both (0: none). Writes as Celery does (SET[EX] + PUBLISH).
+WRITE_METAS = r"""
+local ttl = ARGV[1]
+local out = {}
+-- the stored status, when it is one a guard names (a malformed meta has none)
+local function status_of(cur)
+  if not (string.find(cur, 'REVOKED', 1, true) or string.find(cur, 'SUCCESS', 1, true)) then
+    return nil
+  end
+  if #cur < 65536 then
+    local ok, meta = pcall(cjson.decode, cur)
+    if ok and type(meta) == 'table' then return meta['status'] end
+    return nil
+  end
+  return string.match(cur, '^%s*{%s*"status"%s*:%s*"(%u+)"')  -- Celery writes it first
+end
+for i, key in ipairs(KEYS) do
+  local value, guard = ARGV[2 * i], tonumber(ARGV[2 * i + 1])
+  local refuse = false
+  if guard > 0 then
+    local cur = redis.call('GET', key)
+    local status = cur and status_of(cur)
+    refuse = (status == 'REVOKED' and guard % 2 == 1) or (status == 'SUCCESS' and guard >= 2)
+  end
+  if refuse then
+    out[i] = 0
+  else
+    if ttl == '' then
+      redis.call('SET', key, value)
+    elseif string.sub(ttl, 1, 3) == 'ex:' then
+      redis.call('SETEX', key, tonumber(string.sub(ttl, 4)), value)
+    else
+      redis.call('SET', key, value, 'PX', tonumber(string.sub(ttl, 4)))
+    end
+    redis.call('PUBLISH', key, value)
+    out[i] = 1
+  end
+end
+return out
+"""
