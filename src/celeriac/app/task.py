@@ -239,13 +239,24 @@ class Task:
                              link_error=link_error, options=options)
 
     def _check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        sig = _run_signature(type(self), self.run)
+        # whether arguments bind depends only on their number and names: checked once
+        shape = (len(args), *kwargs) if kwargs else len(args)
+        cls = type(self)
+        bound: set[Any] | None = cls.__dict__.get("_bound_shapes")
+        if bound is not None and shape in bound:
+            return
+        sig = _run_signature(cls, self.run)
         if sig is None:
             return
         try:
             sig.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.name}() {exc}") from None
+        if bound is None:
+            bound = set()
+            cls._bound_shapes = bound  # type: ignore[attr-defined]
+        if len(bound) < 64:
+            bound.add(shape)
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:
         return self.app.AsyncResult(task_id, task_name=self.name, **kwargs)

@@ -23,7 +23,7 @@ Failures: :func:`retrying` runs a call through :func:`celeriac.retry.call`
 (the project's one retry helper) with Redis's connection errors as the
 retryable ones; redis-py's own retries are off. :class:`Direct` calls made
 during a publish cap their socket timeouts by the publish deadline
-(:func:`bounded_by_deadline`).
+(:func:`bound_by_deadline`).
 
 Options understood (the rest are ignored here): ``socket_timeout``,
 ``socket_connect_timeout``, ``socket_keepalive``, ``max_connections``,
@@ -35,8 +35,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -91,18 +90,14 @@ def retrying(url: str, what: str, call: Callable[[], _T], policy: RetryPolicy) -
                       where=f"Redis at {redact(url)}")
 
 
-@contextmanager
-def bounded_by_deadline(conn: Any) -> Iterator[None]:
-    """Make ``conn``'s socket timeouts no longer than the running publish's deadline.
+def bound_by_deadline(conn: Any, left: float) -> tuple[Any, Any]:
+    """Make ``conn``'s socket timeouts no longer than the running publish's deadline
+    (``left`` seconds); returns what :func:`unbound` puts back.
 
     A server that accepts connections but never answers would otherwise hold
     the caller for ``socket_timeout`` (30 s) per attempt. Outside a deadline
     (consumers, result reads) the configured timeouts apply unchanged.
     """
-    left = retry.time_left()
-    if left is None:
-        yield
-        return
     if left <= 0:
         raise redis.TimeoutError("deadline reached")
     read, connect = conn.socket_timeout, conn.socket_connect_timeout
@@ -111,13 +106,38 @@ def bounded_by_deadline(conn: Any) -> Iterator[None]:
     sock = getattr(conn, "_sock", None)
     if sock is not None:
         sock.settimeout(conn.socket_timeout)
-    try:
-        yield
-    finally:
-        conn.socket_timeout, conn.socket_connect_timeout = read, connect
-        sock = getattr(conn, "_sock", None)
-        if sock is not None:
-            sock.settimeout(read)
+    return read, connect
+
+
+def unbound(conn: Any, saved: tuple[Any, Any]) -> None:
+    """Put back the timeouts :func:`bound_by_deadline` changed."""
+    conn.socket_timeout, conn.socket_connect_timeout = saved
+    sock = getattr(conn, "_sock", None)
+    if sock is not None:
+        sock.settimeout(saved[0])
+
+
+def pack(commands: Sequence[Sequence[Any]]) -> bytes:
+    """``commands`` in Redis's wire format (RESP), as redis-py packs them (text as UTF-8,
+    integers and floats as their ``repr``), without its per-argument overhead."""
+    parts: list[bytes] = []
+    add = parts.append
+    for command in commands:
+        add(b"*%d\r\n" % len(command))
+        for arg in command:
+            if isinstance(arg, bytes):
+                data = arg
+            elif isinstance(arg, str):
+                data = arg.encode("utf-8")
+            elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
+                data = repr(arg).encode("ascii")
+            else:
+                raise redis.DataError(f"Invalid input of type: {type(arg).__name__!r}. "
+                                      "Convert to a bytes, string, int or float first.")
+            add(b"$%d\r\n" % len(data))
+            add(data)
+            add(b"\r\n")
+    return b"".join(parts)
 
 
 def _client_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -275,20 +295,26 @@ class Direct:
         conn = self._connection()
         replies: list[Any] = []
         error: redis.ResponseError | None = None
+        left = retry.time_left()
+        saved = None
         try:
-            with bounded_by_deadline(conn):
-                if not conn.is_connected:
-                    conn.connect()  # sentinel connections find the master here
-                conn.send_packed_command(conn.pack_commands(commands))
-                for _ in commands:
-                    try:
-                        replies.append(conn.read_response())
-                    except redis.ResponseError as exc:  # a whole reply was read: in sync
-                        error = error or exc
-                        replies.append(exc)
+            if left is not None:  # inside a publish: end by its deadline
+                saved = bound_by_deadline(conn, left)
+            if not conn.is_connected:
+                conn.connect()  # sentinel connections find the master here
+            conn.send_packed_command([pack(commands)])
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:  # a whole reply was read: in sync
+                    error = error or exc
+                    replies.append(exc)
         except BaseException:
             conn.disconnect()
             raise
+        finally:
+            if saved is not None:
+                unbound(conn, saved)
         if error is not None:
             raise error
         return replies
