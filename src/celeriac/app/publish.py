@@ -80,7 +80,7 @@ def _sig_list(value: Any) -> list[dict[str, Any]] | None:
     return [dict(s) if isinstance(s, Signature) else s for s in items]
 
 
-def _task_defaults(task: Any, options: dict[str, Any]) -> dict[str, Any]:
+def task_defaults(task: Any, options: dict[str, Any]) -> dict[str, Any]:
     if task is None:
         return options
     for attr in ("queue", "priority", "expires", "time_limit", "soft_time_limit",
@@ -169,7 +169,7 @@ def send_task(app: Celery, name: str, args: Any = None, kwargs: Any = None,
     """Publish a task call; return its task id."""
     task_id = options.pop("task_id", None) or uuid4_text()
     connection = options.pop("connection", None)
-    options = _task_defaults(options.get("task"), options)
+    options = task_defaults(options.get("task"), options)
     message, queue, not_before, priority = build_message(
         app, name, list(args or ()), dict(kwargs or {}), task_id, options)
     listened = signals.before_task_publish._receivers or signals.after_task_publish._receivers
@@ -224,6 +224,10 @@ def _frozen_copy(key: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(dict(part) if isinstance(part, Mapping) else part for part in key)
 
 
+def warn_retry(queue: str, exc: BaseException, pause: float) -> None:
+    logger.warning("Publish to %s failed (%s); retrying in %.1fs", queue, exc, pause)
+
+
 def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = None,
                   policy: Mapping[str, Any] | None = None, intercept: bool = True,
                   connection: Any = None) -> None:
@@ -272,10 +276,8 @@ def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = Non
         else:
             broker.publish_many(items)
 
-    def warn(exc: BaseException, pause: float) -> None:
-        logger.warning("Publish to %s failed (%s); retrying in %.1fs", items[0].queue, exc, pause)
-
     retry_call(attempt, rules, retry_on=PUBLISH_ERRORS, what=what,
-               where=f"broker {redact(broker.url)}", on_retry=warn)
+               where=f"broker {redact(broker.url)}",
+               on_retry=lambda exc, pause: warn_retry(items[0].queue, exc, pause))
     if app.conf.task_send_sent_event:
         send_task_sent(app, items)

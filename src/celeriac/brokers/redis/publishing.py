@@ -36,6 +36,8 @@ class RedisPublishing:
     steps: tuple[int, ...]
     delay_in_broker: bool
     _declared: set[str]
+    #: wake lists this instance found over their cap (trimmed by its next publish)
+    _long_wake: set[str]
 
     if TYPE_CHECKING:
         def _connection(self) -> Connection: ...
@@ -63,10 +65,36 @@ class RedisPublishing:
             self.publish_many([Publish(message, queue, not_before, priority)])
             return
         # fast path (a declared queue, ready now): one script call, one reply
+        key, text = self.render_envelope(message, queue, priority)
+        self.publish_rendered(key, queue, text)
+
+    def declared(self, queue: str) -> bool:
+        """True once this instance wrote the queue's bindings (:meth:`publish_rendered`
+        may be used for it)."""
+        return queue in self._declared
+
+    def render_envelope(self, message: Message, queue: str,
+                        priority: int | None) -> tuple[str, str]:
+        """``(list key, stored text)`` of a ready message (without the key prefix)."""
         prio = self.message_priority(message, priority)
-        text = json.dumps(self._envelope(message, queue, prio))
-        key = f"{queue}{SEP}{self._step(prio)}" if self._step(prio) else queue
-        self._retrying("publish", partial(self._script, "publish", key, queue, text))
+        step = self._step(prio)
+        return (f"{queue}{SEP}{step}" if step else queue,
+                json.dumps(self._envelope(message, queue, prio)))
+
+    def publish_rendered(self, key: str, queue: str, text: str) -> None:
+        """LPUSH ``text`` (from :meth:`render_envelope`) to a :meth:`declared` queue, and
+        a wake-up token: two plain commands in one round trip (no script to run). The
+        wake list is trimmed back to its cap by the next publish that finds it longer."""
+        wake = f"{self.prefix}_celeriac.wake.{queue}"
+        commands: list[tuple[Any, ...]] = [("LPUSH", f"{self.prefix}{key}", text),
+                                           ("LPUSH", wake, "1")]
+        if wake in self._long_wake:
+            commands.append(("LTRIM", wake, 0, redis_scripts.WAKE_CAP - 1))
+        replies = self._retrying("publish", partial(self._connection()[3].pipeline, commands))
+        if int(replies[1]) > redis_scripts.WAKE_CAP:
+            self._long_wake.add(wake)
+        elif len(commands) > 2:
+            self._long_wake.discard(wake)
 
     def publish_many(self, items: Iterable[Publish]) -> None:
         batch = list(items)
