@@ -52,9 +52,8 @@ renewed by heartbeats replace the visibility timeout (that option is ignored).
 
 Lua scripts: :mod:`.scripts` (every state change but a plain publish, fenced by
 the lease token) and :mod:`.tokens` (``TAKE_TOKEN``, ``_celeriac.rate.<key>``).
-Publishing is a plain pipeline (LPUSH / ZADD, bindings, wake token), or for
-one ready message to a queue this instance already declared, the tiny
-``PUBLISH`` script (one round trip, one reply). The scripts build key names from
+Publishing is a plain pipeline (LPUSH / ZADD, bindings, wake token; see
+:mod:`.publishing`), one round trip. The scripts build key names from
 the prefix, so on Redis Cluster the prefix must be a hash tag (``{celeriac}``).
 
 Crash analysis: a message leaves a ready list only inside the ``RECEIVE``

@@ -3,7 +3,9 @@
 Key layout: :mod:`.broker`. A batch is one plain pipeline (LPUSH / ZADD, kombu's
 bindings for queues this instance has not declared yet, wake-up tokens). One
 ready message to a queue this instance already declared (every ``delay()`` after
-the first) takes the tiny ``PUBLISH`` script: one round trip, one reply.
+the first) is its ``LPUSH`` and the wake-up token's: one round trip, no script to
+run; the wake list is trimmed to its cap by the next publish that finds it longer
+(a plain ``delay()`` renders its text from a template, :mod:`celeriac.app.templates`).
 """
 
 from __future__ import annotations
