@@ -44,10 +44,23 @@ def _origin(pid: int) -> str:
     return f"gen{pid}@{socket.gethostname()}"
 
 
+#: random 128-bit values (hex) read from os.urandom 64 at a time; ``list.pop`` is atomic,
+#: so two threads never take the same one, and a forked child starts with none of its
+#: parent's (it would repeat them)
+_RANDOM: list[str] = []
+os.register_at_fork(after_in_child=_RANDOM.clear)
+
+
 def uuid4_text() -> str:
-    """``str(uuid.uuid4())`` without building a UUID object: 122 random bits, the version
-    and variant bits set as uuid4 sets them (ids and delivery tags of every message)."""
-    h = os.urandom(16).hex()
+    """``str(uuid.uuid4())`` without building a UUID object: 122 random bits from
+    ``os.urandom``, the version and variant bits set as uuid4 sets them (ids and
+    delivery tags of every message)."""
+    try:
+        h = _RANDOM.pop()
+    except IndexError:
+        block = os.urandom(16 * 64).hex()
+        _RANDOM.extend(block[i:i + 32] for i in range(32, len(block), 32))
+        h = block[:32]
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 

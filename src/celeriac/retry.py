@@ -110,13 +110,15 @@ def call(operation: Callable[[], _T], policy: RetryPolicy, *,
     token = _deadline.set(deadline)
     active = _active.set(True)
     try:
-        pauses = policy.intervals()
+        pauses: Iterator[float] | None = None  # made at the first failure
         attempts = 0
         while True:
             attempts += 1
             try:
                 return operation()
             except retry_on as exc:
+                if pauses is None:
+                    pauses = policy.intervals()
                 pause = next(pauses, None)
                 left = None if deadline is None else deadline - time.monotonic()
                 if pause is None or (left is not None and left <= pause):

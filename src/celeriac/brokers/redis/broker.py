@@ -149,7 +149,7 @@ class RedisBroker(RedisPublishing, RedisSlots, Broker):
         self.delay_in_broker = bool(self.options.get("delay_in_broker", False))
         self._nonce = uuid.uuid4().hex[:8] + ":"
         self._declared: set[str] = set()
-        self._long_wake: set[str] = set()
+        self._quiet_wake: dict[str, float] = {}
         #: (pid, client, scripts, direct connection), replaced as a whole so threads
         #: never see a half-built connection; rebuilt after a fork
         self._conn: Connection | None = None

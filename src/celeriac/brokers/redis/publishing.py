@@ -4,14 +4,16 @@ Key layout: :mod:`.broker`. A batch is one plain pipeline (LPUSH / ZADD, kombu's
 bindings for queues this instance has not declared yet, wake-up tokens). One
 ready message to a queue this instance already declared (every ``delay()`` after
 the first) is its ``LPUSH`` and the wake-up token's: one round trip, no script to
-run; the wake list is trimmed to its cap by the next publish that finds it longer
-(a plain ``delay()`` renders its text from a template, :mod:`celeriac.app.templates`).
+run (a plain ``delay()`` renders its text from a template, :mod:`celeriac.app.templates`).
+A wake list over its cap means no consumer waits: the token is left out for 10 ms,
+then pushed again with an ``LTRIM`` back to the cap (:meth:`RedisPublishing.publish_rendered`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from bisect import bisect
 from collections.abc import Callable, Iterable
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 
 _CHUNK = 1000
 _T = TypeVar("_T")
+#: seconds a publish leaves the wake-up token out after finding the wake list full
+QUIET_WAKE = 0.01
 ETA = "\x00eta\x00"  # marks the staged _celeriac.eta.<queue> entries (never a queue name)
 
 
@@ -38,8 +42,8 @@ class RedisPublishing:
     steps: tuple[int, ...]
     delay_in_broker: bool
     _declared: set[str]
-    #: wake lists this instance found over their cap (trimmed by its next publish)
-    _long_wake: set[str]
+    #: wake list -> until when its token is left out (found over its cap: no one waits)
+    _quiet_wake: dict[str, float]
 
     if TYPE_CHECKING:
         def _connection(self) -> Connection: ...
@@ -84,19 +88,29 @@ class RedisPublishing:
                 json.dumps(self._envelope(message, queue, prio)))
 
     def publish_rendered(self, key: str, queue: str, text: str) -> None:
-        """LPUSH ``text`` (from :meth:`render_envelope`) to a :meth:`declared` queue, and
-        a wake-up token: two plain commands in one round trip (no script to run). The
-        wake list is trimmed back to its cap by the next publish that finds it longer."""
+        """LPUSH ``text`` (from :meth:`render_envelope`) to a :meth:`declared` queue, with
+        a wake-up token in the same round trip (plain commands, no script to run).
+
+        A wake list found over its cap has tokens nobody takes (no consumer waits):
+        for :data:`QUIET_WAKE` seconds after that the token is left out (a plain
+        ``LPUSH``), then pushed again with an ``LTRIM`` back to the cap.
+        """
         wake = f"{self.prefix}_celeriac.wake.{queue}"
+        quiet = self._quiet_wake.get(wake)
+        now = time.monotonic() if quiet is not None else 0.0
+        if quiet is not None and now < quiet:
+            self._retrying("publish", partial(self._connection()[3].execute, "LPUSH",
+                                              f"{self.prefix}{key}", text))
+            return
         commands: list[tuple[Any, ...]] = [("LPUSH", f"{self.prefix}{key}", text),
                                            ("LPUSH", wake, "1")]
-        if wake in self._long_wake:
+        if quiet is not None:
             commands.append(("LTRIM", wake, 0, redis_scripts.WAKE_CAP - 1))
         replies = self._retrying("publish", partial(self._connection()[3].pipeline, commands))
         if int(replies[1]) > redis_scripts.WAKE_CAP:
-            self._long_wake.add(wake)
-        elif len(commands) > 2:
-            self._long_wake.discard(wake)
+            self._quiet_wake[wake] = (now or time.monotonic()) + QUIET_WAKE
+        elif quiet is not None:
+            self._quiet_wake.pop(wake, None)
 
     def publish_many(self, items: Iterable[Publish]) -> None:
         batch = list(items)
