@@ -53,8 +53,8 @@ renewed by heartbeats replace the visibility timeout (that option is ignored).
 Lua scripts: :mod:`.scripts` (every state change but a plain publish, fenced by
 the lease token) and :mod:`.tokens` (``TAKE_TOKEN``, ``_celeriac.rate.<key>``).
 Publishing is a plain pipeline (LPUSH / ZADD, bindings, wake token; see
-:mod:`.publishing`), one round trip. The scripts build key names from
-the prefix, so on Redis Cluster the prefix must be a hash tag (``{celeriac}``).
+:mod:`.publishing`), one round trip. The scripts build key names from the
+prefix (on Redis Cluster, :mod:`.cluster`, one with the queue's hash tag).
 
 Crash analysis: a message leaves a ready list only inside the ``RECEIVE``
 script, which records the lease in the same atomic step; a consumer killed
@@ -181,12 +181,12 @@ class RedisBroker(RedisPublishing, RedisSlots, Broker):
                         limit: int = 1, timeout: float = 1.0) -> tuple[int, list[Delivery]]:
         """``ACK`` and ``RECEIVE`` pipelined: one round trip (acks that cannot get through
         before ``timeout`` raise, so the caller keeps them for its next turn)."""
-        tokens = [d.token for d in acks]
-        done = self.ack(acks[:-_CHUNK]) if len(tokens) > _CHUNK else 0
-        tokens = tokens[-_CHUNK:]
+        acks = list(acks)
+        done = self.ack(acks[:-_CHUNK]) if len(acks) > _CHUNK else 0
+        pending = acks[-_CHUNK:]
         queues = list(dict.fromkeys(queues))
         if not queues:
-            done += self.ack(acks[-_CHUNK:]) if tokens else 0
+            done += self.ack(pending) if pending else 0
             time.sleep(max(0.0, timeout))
             return done, []
         deadline = time.monotonic() + max(0.0, timeout)
@@ -197,35 +197,40 @@ class RedisBroker(RedisPublishing, RedisSlots, Broker):
                 if waited:  # the wait and the next attempt share one round trip
                     got, hint = self._wait_then_receive(queues, owner, limit,
                                                         deadline - time.monotonic(), hint)
+                elif pending:
+                    acked, got, hint = self._ack_and_receive_once(queues, owner, limit, pending)
+                    done, pending = done + acked, []
                 else:
-                    acked, got, hint = self._receive_once(queues, owner, limit, tokens)
-                    done, tokens = done + acked, []
+                    got, hint = self._receive_once(queues, owner, limit)
                 if got:
                     return done, got
                 waited, pauses = True, RECEIVE_BACKOFF.intervals()
             except RETRYABLE_ERRORS:
-                if tokens and deadline - time.monotonic() <= 0:
+                if pending and deadline - time.monotonic() <= 0:
                     raise  # the acks did not get through: the caller sends them again
                 waited = False
                 time.sleep(min(next(pauses), max(0.0, deadline - time.monotonic())))
-            if deadline - time.monotonic() <= 0 and not tokens:
+            if deadline - time.monotonic() <= 0 and not pending:
                 return done, []
 
     def _receive_args(self, queues: list[str], owner: str, limit: int) -> list[Any]:
         return [owner, limit, self.lease_seconds, self._nonce, len(queues), *queues,
                 *self.steps]
 
-    def _receive_once(self, queues: list[str], owner: str, limit: int, tokens: list[str]
-                      ) -> tuple[int, list[Delivery], float | None]:
-        """``RECEIVE``, behind ``ACK`` of ``tokens`` in the same round trip when there are any."""
+    def _receive_once(self, queues: list[str], owner: str,
+                      limit: int) -> tuple[list[Delivery], float | None]:
+        reply = self._script("receive", *self._receive_args(queues, owner, limit))
+        return self._deliveries(reply, queues, owner)
+
+    def _ack_and_receive_once(self, queues: list[str], owner: str, limit: int,
+                              acks: list[Delivery]) -> tuple[int, list[Delivery], float | None]:
+        """``ACK`` then ``RECEIVE`` in one pipeline: (acknowledged, deliveries, hint)."""
         _, _, scripts, direct = self._connection()
-        receive = evalsha(scripts["receive"], [], [self.prefix,
-                                                   *self._receive_args(queues, owner, limit)])
-        if not tokens:
-            reply = run_pipeline(direct, [receive], [scripts["receive"]])[0]
-            return (0, *self._deliveries(reply, queues, owner))
-        acked, reply = run_pipeline(direct, [evalsha(scripts["ack"], [], [self.prefix, *tokens]),
-                                             receive], [scripts["ack"], scripts["receive"]])
+        acked, reply = run_pipeline(direct, [
+            evalsha(scripts["ack"], [], [self.prefix, *(d.token for d in acks)]),
+            evalsha(scripts["receive"], [], [self.prefix,
+                                             *self._receive_args(queues, owner, limit)]),
+        ], [scripts["ack"], scripts["receive"]])
         return (int(acked), *self._deliveries(reply, queues, owner))
 
     def _wait_then_receive(self, queues: list[str], owner: str, limit: int,
@@ -250,7 +255,7 @@ class RedisBroker(RedisPublishing, RedisSlots, Broker):
                 ("EVALSHA", script.sha, 0, self.prefix,
                  *self._receive_args(queues, owner, limit))])
         except redis.exceptions.NoScriptError:  # a restarted server: load and try again
-            return self._receive_once(queues, owner, limit, [])[1:]
+            return self._receive_once(queues, owner, limit)
         return self._deliveries(reply, queues, owner)
 
     def _deliveries(self, reply: list[Any], queues: list[str],

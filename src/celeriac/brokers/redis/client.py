@@ -9,10 +9,12 @@ parent's sockets are never touched), because entries remember the pid that
 created them.
 
 Hot paths (publish, receive, ack, result writes and reads) go through
-:class:`Direct`: one dedicated connection per thread, used with redis-py's
-raw ``send``/``read`` calls. redis-py 8 spends about 40 µs of Python per
-command on pool checkout, retries and observability hooks; a script call on a
-raw connection takes about half the time of the same call through the client.
+:class:`~.direct.Direct` (one raw connection per thread, see :mod:`.direct`).
+
+Redis Cluster URLs (``redis+cluster://[user:password@]host:port[,host:port...]``,
+``rediss+cluster://`` with TLS) name some of the cluster's nodes; the client
+(redis-py's ``RedisCluster``) reads the slot map from them. The broker and result
+store route their hot paths by hash slot in :mod:`.cluster_client`.
 
 Sentinel URLs use kombu's form, ``sentinel://[:password@]host:port[/db]``,
 several joined with ``;``; the options must name the master with
@@ -21,9 +23,8 @@ and may give ``sentinel_kwargs`` (e.g. the sentinels' own password).
 
 Failures: :func:`retrying` runs a call through :func:`celeriac.retry.call`
 (the project's one retry helper) with Redis's connection errors as the
-retryable ones; redis-py's own retries are off. :class:`Direct` calls made
-during a publish cap their socket timeouts by the publish deadline
-(:func:`bound_by_deadline`).
+retryable ones; redis-py's own retries are off. :class:`~.direct.Direct` calls
+made during a publish cap their socket timeouts by the publish deadline.
 
 Options understood (the rest are ignored here): ``socket_timeout``,
 ``socket_connect_timeout``, ``socket_keepalive``, ``max_connections``,
@@ -35,13 +36,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -49,16 +51,31 @@ from ... import retry
 from ...exceptions import ImproperlyConfigured
 from ...retry import RetryPolicy
 from ..base import redact
+from .direct import (  # noqa: F401 - re-exported: the stores import them from here
+    Direct,
+    direct_for,
+    evalsha,
+    run_pipeline,
+    run_script,
+)
 
 _T = TypeVar("_T")
 _V = TypeVar("_V")
 
-#: Errors after which a command may succeed on a new connection.
+#: Errors after which a command may succeed on a new connection (the cluster's
+#: redirections and "down" replies: once the slot map is read again, see
+#: :mod:`.cluster_client`; ``ReadOnlyError``: a Sentinel master that became a replica).
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     redis.exceptions.ReadOnlyError,
+    redis.exceptions.AskError,  # MovedError too
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterError,  # ClusterDownError, MasterDownError
+    redis.exceptions.RedisClusterException,  # a slot not covered (yet) after a failover
 )
+#: the URL schemes of Redis Cluster
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 _POOL_OPTIONS = ("socket_timeout", "socket_connect_timeout", "socket_keepalive",
                  "max_connections", "health_check_interval")
@@ -82,62 +99,19 @@ class RedisTarget:
     username: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     sentinel_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Redis Cluster: the nodes the URL names
+    cluster_nodes: tuple[tuple[str, int], ...] = ()
+
+
+def is_cluster_url(url: str) -> bool:
+    """True for ``redis+cluster://`` and ``rediss+cluster://``."""
+    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
 
 
 def retrying(url: str, what: str, call: Callable[[], _T], policy: RetryPolicy) -> _T:
     """Run ``call`` through :func:`celeriac.retry.call`, retrying Redis connection errors."""
     return retry.call(call, policy, retry_on=RETRYABLE_ERRORS, what=what,
                       where=f"Redis at {redact(url)}")
-
-
-def bound_by_deadline(conn: Any, left: float) -> tuple[Any, Any]:
-    """Make ``conn``'s socket timeouts no longer than the running publish's deadline
-    (``left`` seconds); returns what :func:`unbound` puts back.
-
-    A server that accepts connections but never answers would otherwise hold
-    the caller for ``socket_timeout`` (30 s) per attempt. Outside a deadline
-    (consumers, result reads) the configured timeouts apply unchanged.
-    """
-    if left <= 0:
-        raise redis.TimeoutError("deadline reached")
-    read, connect = conn.socket_timeout, conn.socket_connect_timeout
-    conn.socket_timeout = left if read is None else min(read, left)
-    conn.socket_connect_timeout = left if connect is None else min(connect, left)
-    sock = getattr(conn, "_sock", None)
-    if sock is not None:
-        sock.settimeout(conn.socket_timeout)
-    return read, connect
-
-
-def unbound(conn: Any, saved: tuple[Any, Any]) -> None:
-    """Put back the timeouts :func:`bound_by_deadline` changed."""
-    conn.socket_timeout, conn.socket_connect_timeout = saved
-    sock = getattr(conn, "_sock", None)
-    if sock is not None:
-        sock.settimeout(saved[0])
-
-
-def pack(commands: Sequence[Sequence[Any]]) -> bytes:
-    """``commands`` in Redis's wire format (RESP), as redis-py packs them (text as UTF-8,
-    integers and floats as their ``repr``), without its per-argument overhead."""
-    parts: list[bytes] = []
-    add = parts.append
-    for command in commands:
-        add(b"*%d\r\n" % len(command))
-        for arg in command:
-            if isinstance(arg, bytes):
-                data = arg
-            elif isinstance(arg, str):
-                data = arg.encode("utf-8")
-            elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
-                data = repr(arg).encode("ascii")
-            else:
-                raise redis.DataError(f"Invalid input of type: {type(arg).__name__!r}. "
-                                      "Convert to a bytes, string, int or float first.")
-            add(b"$%d\r\n" % len(data))
-            add(data)
-            add(b"\r\n")
-    return b"".join(parts)
 
 
 def _client_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -181,6 +155,8 @@ def parse_target(url: str, options: Mapping[str, Any] | None = None) -> RedisTar
         path = url.split("://", 1)[1].replace("virtual_host=", "db=")
         kwargs.pop("socket_keepalive", None)  # not a unix socket option
         return RedisTarget(url=f"unix://{path}", kwargs=kwargs)
+    if scheme in CLUSTER_SCHEMES:
+        return _cluster_target(url, kwargs)
     if scheme != "sentinel":
         raise ImproperlyConfigured(f"not a Redis URL: {redact(url)!r}")
     master_name = opts.get("master_name")
@@ -202,7 +178,37 @@ def parse_target(url: str, options: Mapping[str, Any] | None = None) -> RedisTar
                        sentinel_kwargs=dict(opts.get("sentinel_kwargs") or {}))
 
 
+def _cluster_target(url: str, kwargs: dict[str, Any]) -> RedisTarget:
+    """``redis+cluster://[user:password@]host:port[,host:port...][/0]`` (TLS: ``rediss+``)."""
+    rest = url.split("://", 1)[1]
+    auth, _, hosts = rest.rpartition("@")
+    hosts, _, query = hosts.partition("?")
+    hosts, _, path = hosts.partition("/")
+    if query:
+        raise ImproperlyConfigured(
+            f"{redact(url)!r}: a redis+cluster:// URL takes no query options "
+            "(give them in broker_transport_options / result_backend_transport_options)")
+    if _db_of(path) != 0:
+        raise ImproperlyConfigured(f"{redact(url)!r}: Redis Cluster has only database 0")
+    nodes = []
+    for piece in hosts.split(","):
+        split = urlsplit(f"redis://{piece.strip()}")
+        nodes.append((split.hostname or "localhost", split.port or 6379))
+    username, _, password = auth.partition(":")
+    if url.lower().startswith("rediss"):
+        kwargs["ssl"] = True
+    return RedisTarget(url=url, cluster_nodes=tuple(nodes), kwargs=kwargs,
+                       password=unquote(password) if password else None,
+                       username=unquote(username) if username else None)
+
+
 def _connect(target: RedisTarget) -> redis.Redis:
+    if target.cluster_nodes:
+        kwargs = {k: v for k, v in target.kwargs.items() if k != "max_connections"}
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.cluster_nodes],
+            password=target.password, username=target.username, **kwargs)
+        return cluster  # type: ignore[return-value]  # the same commands, routed by slot
     if not target.sentinels:
         pool = redis.ConnectionPool.from_url(target.url, **target.kwargs)
         return redis.Redis(connection_pool=pool)
@@ -265,77 +271,6 @@ def forget_clients() -> None:
     _clients.clear(lambda client: client.close())
 
 
-class Direct:
-    """Per-thread raw connections of ``client``'s pool, for commands on hot paths.
-
-    Each thread (of each process: a forked child never touches its parent's
-    socket) gets its own connection, built like the pool's but not counted by
-    it, and keeps it. A connection error or an interrupted read drops the socket
-    (the next call reconnects); error replies are raised after every reply of
-    the batch was read, so the stream always stays in sync.
-    """
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._pool = client.connection_pool
-        self._local = threading.local()
-
-    def _connection(self) -> Any:
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            local.conn = self._pool.connection_class(**self._pool.connection_kwargs)
-            local.pid = os.getpid()
-        return local.conn
-
-    def execute(self, *args: Any) -> Any:
-        """Send one command and return its raw reply."""
-        return self.pipeline([args])[0]
-
-    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """Send ``commands`` in one write; return their raw replies in order."""
-        conn = self._connection()
-        replies: list[Any] = []
-        error: redis.ResponseError | None = None
-        left = retry.time_left()
-        saved = None
-        try:
-            if left is not None:  # inside a publish: end by its deadline
-                saved = bound_by_deadline(conn, left)
-            if not conn.is_connected:
-                conn.connect()  # sentinel connections find the master here
-            conn.send_packed_command([pack(commands)])
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except redis.ResponseError as exc:  # a whole reply was read: in sync
-                    error = error or exc
-                    replies.append(exc)
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            if saved is not None:
-                unbound(conn, saved)
-        if error is not None:
-            raise error
-        return replies
-
-    def close(self) -> None:
-        """Drop this thread's connection."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
-            conn.disconnect()
-        self._local.pid = None
-
-
-def direct_for(client: redis.Redis) -> Direct:
-    """The :class:`Direct` connections of ``client`` (one set per client)."""
-    found: Direct | None = getattr(client, "_celeriac_direct", None)
-    if found is None:
-        found = Direct(client)
-        client._celeriac_direct = found  # type: ignore[attr-defined]
-    return found
-
-
 #: (pid, client, registered scripts by name, direct connections): one process's connection
 Connection = tuple[int, redis.Redis, dict[str, Any], Direct]
 
@@ -349,25 +284,3 @@ def connection(url: str, options: Mapping[str, Any], scripts: Mapping[str, str],
     client = get_client(url, options)
     registered = {name: client.register_script(src) for name, src in scripts.items()}
     return os.getpid(), client, registered, direct_for(client)
-
-
-def run_script(direct: Direct, script: Any, keys: list[str], args: list[Any]) -> Any:
-    """``EVALSHA`` on a raw connection, loading the script again after ``NOSCRIPT`` (a
-    restarted or flushed server)."""
-    return run_pipeline(direct, [evalsha(script, keys, args)], [script])[0]
-
-
-def evalsha(script: Any, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
-    """The ``EVALSHA`` command of a registered script, for :func:`run_pipeline`."""
-    return ("EVALSHA", script.sha, len(keys), *keys, *args)
-
-
-def run_pipeline(direct: Direct, commands: Sequence[Sequence[Any]],
-                 scripts: Sequence[Any]) -> list[Any]:
-    """``commands`` in one round trip; after ``NOSCRIPT`` (a restarted or flushed server:
-    no script of the batch ran) ``scripts`` are loaded and the batch is sent again."""
-    try:
-        return direct.pipeline(commands)
-    except redis.exceptions.NoScriptError:
-        direct.pipeline([("SCRIPT", "LOAD", script.script) for script in scripts])
-        return direct.pipeline(commands)

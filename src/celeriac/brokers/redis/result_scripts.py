@@ -1,12 +1,13 @@
-"""The Lua scripts of the Redis result store (keys: see :mod:`.results`).
+"""The Lua scripts of the Redis result store: the chord join and the task-meta writes.
 
-``CHORD_ADD`` records one chord member and returns every meta to the call that
-completes the set; ``WRITE_METAS`` writes task metas as Celery does (``SET[EX]`` +
-``PUBLISH``) under the final-state rules, each check and its write one atomic step.
-Every key a script touches is passed in ``KEYS``.
+:data:`CHORD_ADD` records one chord header member and returns every member's
+meta, ordered, to the call that completes the set (an empty size argument:
+read Celery's ``.s`` key); :data:`WRITE_METAS` writes task metas as Celery does
+(``SET[EX]`` + ``PUBLISH``) under the final-state rules (never over REVOKED; for
+``set_unless_succeeded`` never over SUCCESS either), each check and its write one
+atomic step. Every key a script touches is passed in ``KEYS``; key layouts are
+described in :mod:`.results`.
 """
-
-from __future__ import annotations
 
 CHORD_ADD = r"""
 local j, d, s, t, c, m = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -16,8 +17,13 @@ if redis.call('SADD', d, index) == 0 then return false end
 redis.call('ZADD', j, tonumber(index), member)
 redis.call('HSET', m, index, ARGV[5])
 if ttl ~= '' then
-  redis.call('SET', s, size, 'EX', ttl)
   for _, k in ipairs({j, d, t, m}) do redis.call('EXPIRE', k, ttl) end
+end
+if size == nil then
+  size = tonumber(redis.call('GET', s))
+  if size == nil then return false end
+elseif ttl ~= '' then
+  redis.call('SET', s, size, 'EX', ttl)
 else
   redis.call('SET', s, size)
 end

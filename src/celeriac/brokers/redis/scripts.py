@@ -23,6 +23,10 @@ Scripts and their arguments (after the prefix):
     lost_count size\n" + envelope`` (one bulk reply parses much faster than
     two per message); ``hint`` (when nothing was leased) is the seconds until
     the next delayed message is due or a lease lapses.
+``PUBLISH``  list key, queue, envelope: ``LPUSH`` one ready message and its
+    wake-up token (the Redis Cluster broker's single-message publish; the
+    plain broker sends two plain ``LPUSH`` instead, see :mod:`.publishing`);
+    returns 1.
 ``ACK``  token...: delete the leases still held; returns how many.
 ``RENEW``  seconds, token...: extend the leases still held; returns 1/0 each.
 ``RELEASE``  token, not_before or "", uid, failed (0/1): give a held message
@@ -202,6 +206,16 @@ end
 return out
 """
 
+# no prelude: this runs once per delay() on Redis Cluster and must stay small
+PUBLISH = r"""
+local P, q = ARGV[1], ARGV[3]
+redis.call('LPUSH', P .. ARGV[2], ARGV[4])
+local w = P .. '_celeriac.wake.' .. q
+redis.call('LPUSH', w, '1')
+redis.call('LTRIM', w, 0, __WAKE_CAP__ - 1)
+return 1
+""".replace("__WAKE_CAP__", str(WAKE_CAP))
+
 ACK = _PRELUDE + r"""
 local keys, by_queue, by_owner = {}, {}, {}
 for i = 2, #ARGV do
@@ -344,7 +358,7 @@ return {ready + due + lapsed, delayed, leased, redis.call('ZCARD', deadq_key(q))
 """
 
 ALL = {
-    "receive": RECEIVE, "ack": ACK, "renew": RENEW, "release": RELEASE,
+    "receive": RECEIVE, "publish": PUBLISH, "ack": ACK, "renew": RENEW, "release": RELEASE,
     "dead_letter": DEAD_LETTER, "expire_owner": EXPIRE_OWNER, "retry_dead": RETRY_DEAD,
     "purge_dead": PURGE_DEAD, "purge": PURGE, "stats": STATS,
 }
