@@ -96,6 +96,11 @@ def call(operation: Callable[[], _T], policy: RetryPolicy, *,
     producer retries) makes a single attempt within the outer deadline, and
     the outer call's policy decides whether to try again.
     """
+    if policy.timeout is None and _active.get():  # inside another call: one attempt, its deadline
+        try:
+            return operation()
+        except retry_on as exc:
+            raise OperationalError(_failure(where, what, 1, exc, time_left())) from exc
     deadline = None if policy.timeout is None else time.monotonic() + policy.timeout
     outer = _deadline.get()
     if outer is not None and (deadline is None or outer < deadline):
@@ -105,13 +110,15 @@ def call(operation: Callable[[], _T], policy: RetryPolicy, *,
     token = _deadline.set(deadline)
     active = _active.set(True)
     try:
-        pauses = policy.intervals()
+        pauses: Iterator[float] | None = None  # made at the first failure
         attempts = 0
         while True:
             attempts += 1
             try:
                 return operation()
             except retry_on as exc:
+                if pauses is None:
+                    pauses = policy.intervals()
                 pause = next(pauses, None)
                 left = None if deadline is None else deadline - time.monotonic()
                 if pause is None or (left is not None and left <= pause):
