@@ -16,13 +16,10 @@ waits in that layout and reaches the Celery worker when due), priorities
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,10 +27,14 @@ from typing import Any
 import pytest
 import redis
 
+from celeryproc import WorkerProcess, import_client, wait_for
+
 pytestmark = pytest.mark.redis
 
-READY_TIMEOUT = 90.0
 RESULT_TIMEOUT = 45.0
+#: settings in the environment that would override the task modules' own
+CONFIG_ENV = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
+              "CELERIAC_RESULT_BACKEND")
 
 TASKS = '''\
 """Interop tasks on the {package} side; the other side defines the same names."""
@@ -95,56 +96,6 @@ def write_tasks(tmp_path: Path, package: str, broker: str, backend: str, prefix:
     return module
 
 
-def import_client(tmp_path: Path, module: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{module}_{uuid.uuid4().hex[:8]}",
-                                                  tmp_path / f"{module}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
-class Worker:
-    """A worker subprocess logging to a file; SIGTERM, then SIGKILL."""
-
-    def __init__(self, command: list[str], cwd: Path, ready: str) -> None:
-        self.log_path = cwd / f"worker-{uuid.uuid4().hex[:6]}.log"
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL",
-                            "CELERY_RESULT_BACKEND", "CELERIAC_RESULT_BACKEND")}
-        env["PYTHONPATH"] = os.pathsep.join([str(cwd), os.environ.get("PYTHONPATH", "")])
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out,
-                                         stderr=subprocess.STDOUT)
-        wait_for(lambda: ready in self.log or self.proc.poll() is not None,
-                 READY_TIMEOUT, "the worker to be ready")
-        assert self.proc.poll() is None, f"worker exited early:\n{self.log}"
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
 @pytest.fixture
 def raw(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
@@ -159,8 +110,7 @@ def send_priorities(tasks: ModuleType, urgent: int, low: int) -> None:
         tasks.order.apply_async((f"high{i}",), priority=urgent)
 
 
-def check_common(tasks: ModuleType, raw: redis.Redis, prefix: str, *,
-                 chord: bool = True) -> None:
+def check_common(tasks: ModuleType, raw: redis.Redis, prefix: str) -> None:
     assert tasks.add.delay(2, 2).get(timeout=RESULT_TIMEOUT) == 4
     assert [t.decode() for t in raw.lrange(prefix + "order", 0, -1)] == [
         "high0", "high1", "high2", "low0", "low1", "low2"]
@@ -179,10 +129,9 @@ def check_common(tasks: ModuleType, raw: redis.Redis, prefix: str, *,
     assert parent.get(timeout=RESULT_TIMEOUT) == 5
     assert tasks.add.AsyncResult(callback_id).get(timeout=RESULT_TIMEOUT) == 50
 
-    if chord:
-        body = tasks.app.signature("interop.total")
-        header = [tasks.add.s(i, i) for i in range(4)]
-        assert tasks.chord_factory(header)(body).get(timeout=RESULT_TIMEOUT) == 12
+    body = tasks.app.signature("interop.total")
+    header = [tasks.add.s(i, i) for i in range(4)]
+    assert tasks.chord_factory(header)(body).get(timeout=RESULT_TIMEOUT) == 12
 
     time.sleep(0.5)  # a duplicate of the countdown task would have run by now
     assert raw.get(prefix + "runs:cd") == b"1"
@@ -235,9 +184,9 @@ def test_celery_client_celeriac_worker(rabbitmq_url: str, redis_url: str, key_pr
     tasks = _client(tmp_path, "celery", rabbitmq_url, redis_url, key_prefix)
     try:
         send_priorities(tasks, urgent=9, low=0)  # Celery on RabbitMQ: 9 is urgent
-        worker = Worker([sys.executable, "-m", "celeriac", "-A", "interop_amqp_celeriac_tasks",
-                         "worker", "-P", "threads", "-c", "1", "-l", "INFO"],
-                        tmp_path, "ready.")
+        worker = WorkerProcess([sys.executable, "-m", "celeriac", "-A",
+                                "interop_amqp_celeriac_tasks", "worker", "-P", "threads",
+                                "-c", "1", "-l", "INFO"], tmp_path, drop_env=CONFIG_ENV)
         try:
             # a Celery client's chord: Celery stores its size (Redis `.s` key) just before
             # it publishes the last header task; the join reads it atomically
@@ -257,10 +206,11 @@ def test_celeriac_client_celery_worker(rabbitmq_url: str, redis_url: str, key_pr
     tasks = _client(tmp_path, "celeriac", rabbitmq_url, redis_url, key_prefix)
     try:
         send_priorities(tasks, urgent=0, low=9)  # celeriac: 0 is urgent, on every broker
-        worker = Worker([sys.executable, "-m", "celery", "-A", "interop_amqp_celery_tasks",
-                         "worker", "-P", "solo", "-n", f"interop-{uuid.uuid4().hex[:6]}@localhost",
-                         "--without-mingle", "--without-gossip", "--without-heartbeat",
-                         "-l", "INFO"], tmp_path, "ready.")
+        worker = WorkerProcess([sys.executable, "-m", "celery", "-A",
+                                "interop_amqp_celery_tasks", "worker", "-P", "solo", "-n",
+                                f"interop-{uuid.uuid4().hex[:6]}@localhost",
+                                "--without-mingle", "--without-gossip", "--without-heartbeat",
+                                "-l", "INFO"], tmp_path, drop_env=CONFIG_ENV)
         try:
             check_common(tasks, raw, key_prefix)
         finally:
@@ -300,7 +250,7 @@ def test_rpc_results_with_the_other_side(worker_side: str, rabbitmq_url: str, re
                    "-n", f"rpc-{uuid.uuid4().hex[:6]}@localhost", "--without-mingle",
                    "--without-gossip", "--without-heartbeat", "-l", "INFO"]
     try:
-        worker = Worker(command, tmp_path, "ready.")
+        worker = WorkerProcess(command, tmp_path, drop_env=CONFIG_ENV)
         try:
             check_rpc(tasks, raw, key_prefix)
         finally:
