@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
+from ..exceptions import OperationalError
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -87,6 +88,9 @@ class NodeHealth:
                              json.dumps(self.record),
                              NODE_RECORD_TTL)
             self._index(backend, add=True)
+        except OperationalError as exc:  # an outage: logged once by the process's watch
+            logger.debug("Could not write the worker heartbeat: %s", exc)
+            return
         except Exception as exc:
             logger.warning("Could not write the worker heartbeat: %s", exc)
             return

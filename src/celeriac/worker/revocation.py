@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import states
 from ..app.control import signal_number
-from ..exceptions import DecodeError
+from ..exceptions import DecodeError, OperationalError
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -63,6 +63,9 @@ def read_revoked(app: Celery, ids: list[str]) -> dict[str, dict[str, Any]]:
                     continue
                 if meta is not None:
                     metas[task_id] = meta
+    except OperationalError as exc:  # an outage: logged once by the process's watch
+        logger.debug("Could not read revocations: %s", exc)
+        return {}
     except Exception:
         logger.exception("Could not read revocations")
         return {}

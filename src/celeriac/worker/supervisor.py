@@ -43,7 +43,7 @@ import uuid
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
-from .. import signals
+from .. import retry, signals
 from ..app.control import signal_number
 from .autoscale import Autoscaler, parse_autoscale
 from .child import SPAWN_CONF_PREFIXES, ChildSpec, Slot, child_main
@@ -52,6 +52,7 @@ from .children import (
     app_ref,
     crashed,
     describe,
+    expire_owner,
     kill,
     record_lost,
     record_time_limit,
@@ -59,6 +60,7 @@ from .children import (
 )
 from .health import NodeHealth
 from .nodes import PreforkNode
+from .outage import Outbox, Weather
 from .remote import RemoteControl
 from .renewer import Renewer
 from .revocation import Revocations
@@ -111,9 +113,14 @@ class Supervisor:
         self._pending: list[int] = []
         self._quick_deaths = 0
         self._restart_after = 0.0
+        #: outages of the node: the supervisor's own calls and what children report
+        self.weather = Weather()
+        #: broker steps kept during an outage (expire_owner, acks of killed tasks...)
+        self.outbox = Outbox()
 
     # -- life cycle ---------------------------------------------------------------------
     def run(self) -> int:
+        retry.watch_outages(self.weather)
         self._install_signals()
         self.worker.announce_banner()
         self._fill()
@@ -122,6 +129,7 @@ class Supervisor:
         self.worker.announce_ready()
         while self.children or self.state == "running":
             self._tick()
+        self.outbox.close()
         self.remote.stop()
         self.health.remove()
         signals.worker_shutdown.send(sender=self.worker)
@@ -140,6 +148,9 @@ class Supervisor:
         self._read_messages()
         self._handle_signals()
         self._reap()
+        for pid, child in self.children.items():  # children report outages in their slot
+            self.weather.observe(pid, child.slot.outage.decode(errors="replace") or None)
+        self.outbox.flush()
         if self.renewer.due():
             self.renewer.renew()
         now = time.time()
@@ -237,22 +248,23 @@ class Supervisor:
         self._read_messages_of(child)
         held = self.renewer.forget(pid)
         if child.killed_for_limit:
-            record_time_limit(self.app, child)
+            record_time_limit(self.app, child, self.outbox)
             if child.hard is not None:
                 self.task_events.send(("task-failed", {
                     "uuid": child.hard[0], "exception": f"TimeLimitExceeded({slot.hard})",
                     "traceback": None}))
         elif child.terminated is not None:
-            settle_terminated(self.app, child, held, code)
+            settle_terminated(self.app, child, held, code, self.outbox)
             self.task_events.revoked(child.terminated[0], terminated=True,
                                      signum=child.terminated[1])
         elif code != 0:
-            released = self.app.broker.expire_owner(child.owner)
-            logger.error("Process %s pid %d exited with %s; %d message(s) made available "
-                         "for redelivery now", child.process.name, pid, describe(code),
-                         released)
+            logger.error("Process %s pid %d exited with %s", child.process.name, pid,
+                         describe(code))
+            expire_owner(self.app, child.owner, self.outbox,
+                         "%d message(s) of the exited child made available for redelivery")
             if slot.started and slot.acks_early:
-                record_lost(self.app, slot.task_id.decode(), code)
+                record_lost(self.app, slot.task_id.decode(), code, self.outbox)
+        self.weather.observe(pid, None)
         self._note_exit(child, code)
         child.conn.close()
 
@@ -369,6 +381,7 @@ class Supervisor:
     def _go_cold(self, name: str) -> None:
         if self.state != "cold":
             logger.warning("worker: Cold shutdown (%s)", name)
+        self.weather.give_up()
         self.state = "cold"
         self.cold_at = time.time()
         for child in self.children.values():

@@ -73,12 +73,12 @@ message the moment the BLPOP returns, in the same round trip. The wait is bounde
 by the next delayed due time or lease expiry, by 5 s, and by ``polling_interval``
 (default 0.1 s, the latency of a Celery producer's messages; ``None`` stops polling).
 
-Failures: ``receive`` swallows connection errors, backs off (up to 1 s) and
-retries until its timeout, then returns ``[]``; other calls retry by
-``retry_policy`` through :func:`celeriac.retry.call`, then raise
-:class:`~celeriac.exceptions.OperationalError` naming the URL (one attempt inside
-a producer's publish, which owns the policy and the deadline). Scripts are
-reloaded after ``NOSCRIPT``.
+Failures: ``receive`` swallows connection errors (from the third in a row it reports
+an outage, :class:`celeriac.retry.Streak`), backs off (up to 1 s) and retries until
+its timeout, then returns ``[]``; other calls retry by ``retry_policy`` through
+:func:`celeriac.retry.call`, then raise :class:`~celeriac.exceptions.OperationalError`
+naming the URL (one attempt inside a producer's publish, which owns the policy and
+the deadline). Scripts are reloaded after ``NOSCRIPT``.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ from typing import Any, ClassVar, TypeVar
 import redis
 
 from ...messages import Message
-from ...retry import RetryPolicy
+from ...retry import RetryPolicy, Streak
 from ..base import (
     BroadcastChannel,
     Broker,
@@ -109,7 +109,7 @@ from ..buckets import bucket_take
 from . import scripts as redis_scripts
 from .bookkeeping import SEP, queue_names, read_dead_letters, read_delayed, store_dead_letter
 from .broadcast import RedisBroadcast
-from .client import RETRYABLE_ERRORS, Connection, connection, retrying, run_script
+from .client import RETRYABLE_ERRORS, Connection, connection, retrying, run_script, where_of
 from .replies import parse_receive
 from .slots import RedisSlots
 from .tokens import SCRIPTS as TOKEN_SCRIPTS
@@ -261,6 +261,7 @@ class RedisBroker(RedisSlots, Broker):
         deadline = time.monotonic() + max(0.0, timeout)
         pauses, hint, waited = RECEIVE_BACKOFF.intervals(), None, False
         limit = max(1, int(limit))
+        streak = Streak(where_of(self.url), "receive")  # reports an outage
         while True:
             try:
                 if waited:  # the wait and the next attempt share one round trip
@@ -268,11 +269,13 @@ class RedisBroker(RedisSlots, Broker):
                                                         deadline - time.monotonic(), hint)
                 else:
                     got, hint = self._receive_once(queues, owner, limit)
+                streak.ok()
                 if got:
                     return got
                 waited, pauses = True, RECEIVE_BACKOFF.intervals()
-            except RETRYABLE_ERRORS:
+            except RETRYABLE_ERRORS as exc:
                 waited = False
+                streak.failed(exc)
                 time.sleep(min(next(pauses), max(0.0, deadline - time.monotonic())))
             if deadline - time.monotonic() <= 0:
                 return []
@@ -284,7 +287,7 @@ class RedisBroker(RedisSlots, Broker):
     def _receive_once(self, queues: list[str], owner: str,
                       limit: int) -> tuple[list[Delivery], float | None]:
         reply = self._script("receive", *self._receive_args(queues, owner, limit))
-        return self._deliveries(reply, queues, owner)
+        return parse_receive(reply, queues, owner, self.lease_seconds)
 
     def _wait_then_receive(self, queues: list[str], owner: str, limit: int,
                            remaining: float, hint: float | None
@@ -309,10 +312,6 @@ class RedisBroker(RedisSlots, Broker):
                  *self._receive_args(queues, owner, limit))])
         except redis.exceptions.NoScriptError:  # a restarted server: load and try again
             return self._receive_once(queues, owner, limit)
-        return self._deliveries(reply, queues, owner)
-
-    def _deliveries(self, reply: list[Any], queues: list[str],
-                    owner: str) -> tuple[list[Delivery], float | None]:
         return parse_receive(reply, queues, owner, self.lease_seconds)
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:

@@ -85,10 +85,14 @@ class RedisTarget:
     sentinel_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+def where_of(url: str) -> str:
+    """How errors and outage reports name the server at ``url`` (password hidden)."""
+    return f"Redis at {redact(url)}"
+
+
 def retrying(url: str, what: str, call: Callable[[], _T], policy: RetryPolicy) -> _T:
     """Run ``call`` through :func:`celeriac.retry.call`, retrying Redis connection errors."""
-    return retry.call(call, policy, retry_on=RETRYABLE_ERRORS, what=what,
-                      where=f"Redis at {redact(url)}")
+    return retry.call(call, policy, retry_on=RETRYABLE_ERRORS, what=what, where=where_of(url))
 
 
 @contextmanager
