@@ -129,6 +129,11 @@ def watch_outages(watch: OutageWatch | None) -> OutageWatch | None:
     return previous
 
 
+def watching() -> OutageWatch | None:
+    """The watch installed in this process (None: none)."""
+    return _watch
+
+
 @contextmanager
 def patient(wait: bool = True) -> Iterator[None]:
     """Within the block, calls without a deadline wait out an outage (``wait=False``:

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import collections
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from ownservers import OwnPostgres, OwnRedis
 from workerproc import Project, project, read_lines, wait_until
+
+from celeriac.exceptions import OperationalError
 
 SOURCE = """
 import os, time
@@ -73,7 +76,12 @@ def run_outage(tmp_path: Path, server: Any, *, seconds: float, lease: float,
                 server.pause()
             else:
                 server.stop()
-            time.sleep(seconds)
+            started = time.monotonic()
+            if not pause:  # the producer retries within its deadline, then says so
+                with pytest.raises(OperationalError, match=r"publish of proj\.work\[.*"
+                                   + re.escape(f"127.0.0.1:{server.port}")):
+                    proj.client().work.delay(-1)
+            time.sleep(max(0.0, seconds - (time.monotonic() - started)))
             assert worker.alive(), worker.log
             if pause:
                 server.resume()
@@ -87,7 +95,7 @@ def run_outage(tmp_path: Path, server: Any, *, seconds: float, lease: float,
         assert sorted(m["result"] for m in metas.values()) == [i * 2 for i in range(count)]
         assert not proj.app.broker.dead_letters()
     ran = collections.Counter(line.split()[0] for line in read_lines(runs))
-    assert set(ran) == {r.id for r in results}
+    assert set(ran) == {r.id for r in results}  # and not the call that raised
     duplicates = sum(n - 1 for n in ran.values())
     print(f"\noutage {seconds}s ({pool}, pause={pause}, lease={lease}s): tasks={count} "
           f"duplicate runs={duplicates} leases lost={lease_losses(log)}")
@@ -142,3 +150,52 @@ def test_redis_paused_server(tmp_path: Path, redis_server: OwnRedis) -> None:
 def test_redis_outage_in_process_pools(tmp_path: Path, redis_server: OwnRedis,
                                        pool: str) -> None:
     run_outage(tmp_path, redis_server, seconds=10, lease=6, pool=pool, count=200)
+
+
+BEAT_SOURCE = """
+from celeriac import Celery
+
+app = Celery("proj")
+app.conf.beat_schedule = {"tick": {"task": "proj.tick", "schedule": 1.0}}
+
+@app.task
+def tick():
+    return "tick"
+"""
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(300)
+def test_redis_outage_beat_keeps_ticking(tmp_path: Path, redis_server: OwnRedis) -> None:
+    """Beat logs the outage once each way, never exits, and on recovery handles the
+    fires that fell due by the missed-run policy (``latest``: the newest sent, the older
+    ones named in a warning)."""
+    with project(tmp_path, BEAT_SOURCE, broker_url=redis_server.url) as proj:
+        log_path = tmp_path / "beat.log"
+        with open(log_path, "wb") as out:
+            beat = subprocess.Popen([sys.executable, "-m", "celeriac", "-A", "proj", "beat",
+                                     "-l", "INFO"], cwd=tmp_path, env=proj.env(),
+                                    stdout=out, stderr=subprocess.STDOUT)
+        try:
+            def log() -> str:
+                return log_path.read_text(errors="replace")
+
+            sent = "beat: sent proj.tick"
+            wait_until(lambda: log().count(sent) >= 3, timeout=60, what=f"fires:\n{log()}")
+            redis_server.stop()
+            before = log().count(sent)
+            time.sleep(6)
+            assert beat.poll() is None, log()
+            redis_server.start()
+            wait_until(lambda: log().count(sent) >= before + 3, timeout=60,
+                       what=f"fires after the outage:\n{log()}")
+            assert beat.poll() is None, log()
+            text = log()
+        finally:
+            beat.terminate()
+            beat.wait(30)
+    print("\n".join(line for line in text.splitlines() if sent not in line))
+    assert text.count(LOST) == 1, text
+    assert text.count(BACK) == 1, text
+    assert "missed fires not sent" in text, text
+    assert "Traceback" not in text, text

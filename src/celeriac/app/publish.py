@@ -27,7 +27,7 @@ from ..events.dispatcher import send_task_sent
 from ..exceptions import EncodeError, OperationalError
 from ..messages import Message, check_size, decode_body, task_message, to_timestamp
 from ..results.async_result import AsyncResult
-from ..retry import RetryPolicy
+from ..retry import RetryPolicy, failing
 from ..retry import call as retry_call
 from ..security.setup import security_of
 from ..serialization import dumps
@@ -253,8 +253,13 @@ def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = Non
         else:
             broker.publish_many(items)
 
+    retries = [0]
+
     def warn(exc: BaseException, pause: float) -> None:
-        logger.warning("Publish to %s failed (%s); retrying in %.1fs", items[0].queue, exc, pause)
+        # the first retry is often a pooled socket a restarted server closed: not logged
+        retries[0] += 1
+        logger.log(logging.WARNING if retries[0] > 1 and not failing() else logging.DEBUG,
+                   "Publish to %s failed (%s); retrying in %.1fs", items[0].queue, exc, pause)
 
     retry_call(attempt, rules, retry_on=PUBLISH_ERRORS, what=what,
                where=f"broker {redact(broker.url)}", on_retry=warn)

@@ -150,6 +150,7 @@ class Worker:
             logger.warning("The memory broker lives in one process: using the threads pool "
                            "instead of prefork")
             self.pool_name = "threads"
+        retry.watch_outages(self.weather)  # one line per outage, for the node (.outage)
         if self.pool_name == "prefork":
             self._start_beat()
             try:
@@ -257,7 +258,6 @@ class Worker:
                             liveness_file=self.options.get("liveness_file"))
         self._install_signals()
         self.announce_banner()
-        retry.watch_outages(self.weather)
         thread = threading.Thread(target=patient_run, args=(self.consumer.run,),
                                   name="celeriac-consumer")
         thread.start()

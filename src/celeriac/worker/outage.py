@@ -42,6 +42,10 @@ logger = logging.getLogger("celeriac.worker")
 
 #: seconds between two attempts of the supervisor's outbox while the server is failing
 OUTBOX_RETRY = 1.0
+#: what the worker's two lines say it does
+WORKER_LOST = ("not taking new tasks; running tasks go on and their results and "
+               "acknowledgements are kept until it is back")
+WORKER_BACK = "settling what was kept, taking new tasks again"
 
 
 class Weather:
@@ -53,9 +57,11 @@ class Weather:
     """
 
     def __init__(self, *, report: Callable[[str | None], None] | None = None,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, log: logging.Logger = logger,
+                 lost: str = WORKER_LOST, back: str = WORKER_BACK) -> None:
         self.report = report
         self.level = logging.DEBUG if quiet else logging.WARNING
+        self.log, self.lost_note, self.back_note = log, lost, back
         #: where -> (monotonic time since, the sources reporting it failing)
         self.down: dict[str, tuple[float, set[Any]]] = {}
         #: outages seen so far (each server lost and back counts one)
@@ -115,12 +121,11 @@ class Weather:
             self.report(first)
             return
         if failing and not was_down:
-            logger.log(self.level, "Lost the connection to %s (%s): not taking new tasks; "
-                       "running tasks go on and their results and acknowledgements are kept "
-                       "until it is back", where, why)
+            self.log.log(self.level, "Lost the connection to %s (%s): %s", where, why,
+                         self.lost_note)
         elif not failing:
-            logger.log(self.level, "Connection to %s is back after %.1fs: settling what was "
-                       "kept, taking new tasks again", where, time.monotonic() - since)
+            self.log.log(self.level, "Connection to %s is back after %.1fs: %s", where,
+                         time.monotonic() - since, self.back_note)
 
 
 class Outbox:

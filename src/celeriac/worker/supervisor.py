@@ -43,7 +43,7 @@ import uuid
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
-from .. import retry, signals
+from .. import signals
 from ..app.control import signal_number
 from .autoscale import Autoscaler, parse_autoscale
 from .child import SPAWN_CONF_PREFIXES, ChildSpec, Slot, child_main
@@ -60,7 +60,7 @@ from .children import (
 )
 from .health import NodeHealth
 from .nodes import PreforkNode
-from .outage import Outbox, Weather
+from .outage import Outbox
 from .remote import RemoteControl
 from .renewer import Renewer
 from .revocation import Revocations
@@ -114,13 +114,12 @@ class Supervisor:
         self._quick_deaths = 0
         self._restart_after = 0.0
         #: outages of the node: the supervisor's own calls and what children report
-        self.weather = Weather()
+        self.weather = worker.weather
         #: broker steps kept during an outage (expire_owner, acks of killed tasks...)
         self.outbox = Outbox()
 
     # -- life cycle ---------------------------------------------------------------------
     def run(self) -> int:
-        retry.watch_outages(self.weather)
         self._install_signals()
         self.worker.announce_banner()
         self._fill()
