@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -99,48 +100,44 @@ def postgres_bin() -> Path | None:
 
 
 class OwnPostgres:
-    """A throw-away PostgreSQL cluster (trust auth, database ``test``) in ``workdir``."""
+    """A throw-away PostgreSQL cluster (trust auth) in a directory of its own (run as the
+    ``postgres`` user when the tests run as root: the server refuses root)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self) -> None:
         bin_dir = postgres_bin()
         if bin_dir is None:
             _missing("PostgreSQL server binaries (/usr/lib/postgresql/*/bin)")
         assert bin_dir is not None
         self.bin, self.port = bin_dir, free_port()
-        self.data = workdir / "pgdata"
-        self.sockets = workdir / "pgsock"
-        self.sockets.mkdir()
-        subprocess.run([str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust",
-                        "-U", "postgres", "--no-sync"], check=True, capture_output=True)
-        self.log = workdir / "postgres.log"
-        self.pid: int | None = None
+        self.root = Path(tempfile.mkdtemp(prefix="celeriac-outage-pg-"))
+        self.data = self.root / "data"
+        self.as_postgres = os.geteuid() == 0
+        if self.as_postgres:
+            shutil.chown(self.root, "postgres", "postgres")
+        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def _run(self, tool: str, *args: object, check: bool = True) -> None:
+        command = [str(self.bin / tool), *(str(a) for a in args)]
+        if self.as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=check, capture_output=True, timeout=120)
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/test"
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
-        subprocess.run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
-                        "-w", "-t", "60", "-o",
-                        f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 "
-                        "-c max_connections=40 -c fsync=off", "start"],
-                       check=True, capture_output=True)
-        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
-        if not getattr(self, "_created", False):
-            subprocess.run([str(self.bin.parent / "bin" / "createdb"), "-h", "127.0.0.1",
-                            "-p", str(self.port), "-U", "postgres", "test"], check=True,
-                           capture_output=True)
-            self._created = True
+        self._run("pg_ctl", "-D", self.data, "-l", self.root / "server.log", "-w", "-o",
+                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                  "-c max_connections=40 -c autovacuum=off", "start")
 
     def stop(self) -> None:
         """Fast shutdown (connections are closed), keeping the data."""
-        subprocess.run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w",
-                        "-t", "60", "stop"], check=False, capture_output=True)
+        self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop", check=False)
         deadline = time.monotonic() + 30
         while _port_open(self.port) and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def kill(self) -> None:
-        if self.pid is not None and (self.data / "postmaster.pid").exists():
-            subprocess.run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m",
-                            "immediate", "-w", "stop"], check=False, capture_output=True)
+        self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)

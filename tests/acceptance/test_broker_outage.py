@@ -24,6 +24,7 @@ from ownservers import OwnPostgres, OwnRedis
 from workerproc import Project, project, read_lines, wait_until
 
 from celeriac.exceptions import OperationalError
+from needs import need
 
 SOURCE = """
 import os, time
@@ -118,9 +119,9 @@ def redis_server(tmp_path: Path) -> Any:
 
 
 @pytest.fixture
-def postgres_server(tmp_path: Path) -> Any:
-    pytest.importorskip("psycopg")
-    server = OwnPostgres(tmp_path)
+def postgres_server() -> Any:
+    need("psycopg")
+    server = OwnPostgres()
     server.start()
     yield server
     server.kill()
@@ -199,3 +200,16 @@ def test_redis_outage_beat_keeps_ticking(tmp_path: Path, redis_server: OwnRedis)
     assert text.count(BACK) == 1, text
     assert "missed fires not sent" in text, text
     assert "Traceback" not in text, text
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+def test_postgres_short_outage_under_load(tmp_path: Path, postgres_server: OwnPostgres) -> None:
+    run_outage(tmp_path, postgres_server, seconds=3, lease=30, count=300)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+def test_postgres_long_outage_leases_lapse(tmp_path: Path,
+                                           postgres_server: OwnPostgres) -> None:
+    run_outage(tmp_path, postgres_server, seconds=20, lease=6, count=300)

@@ -47,6 +47,7 @@ def run(server: Server, policy: RetryPolicy = FAST) -> str:
 @pytest.fixture
 def weather() -> Iterator[Weather]:
     watch = Weather()
+    watch.confirm = 0.0  # "back" logged at once (see test_a_flap_is_one_outage)
     previous = retry.watch_outages(watch)
     yield watch
     watch.give_up()
@@ -98,7 +99,7 @@ def test_patient_call_gives_up_on_cold_shutdown(weather: Weather) -> None:
 def test_calls_with_a_deadline_or_outside_patience_still_raise(weather: Weather) -> None:
     server = Server()
     server.down = True
-    with retry.patient(), pytest.raises(OperationalError, match="deadline|failed after"):
+    with retry.patient(), pytest.raises(OperationalError, match=r"deadline|failed after"):
         run(server, RetryPolicy(max_retries=None, interval_step=0.05, timeout=0.3))
     with retry.patient(), retry.patient(False), pytest.raises(OperationalError):
         run(server)
@@ -150,6 +151,7 @@ def test_children_reports_make_one_outage_for_the_node(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "celeriac.worker")
     node = Weather()
+    node.confirm = 0.0
     node.observe(101, "Redis at x")
     node.observe(102, "Redis at x")
     node.failing("Redis at x", "renew", ConnectionError("refused"))
@@ -204,3 +206,22 @@ def test_outbox_drops_a_step_that_fails_otherwise(caplog: pytest.LogCaptureFixtu
     outbox.run("ack b", lambda: done.append("b"))
     assert done == ["b"] and len(outbox) == 0
     assert lines(caplog, "Could not store a result") == 1
+
+
+def test_a_flap_is_one_outage(caplog: pytest.LogCaptureFixture) -> None:
+    """Stale connections failing right after a restart continue the same outage: its
+    return is logged once the server kept working for ``confirm`` seconds."""
+    caplog.set_level(logging.WARNING, "celeriac.worker")
+    node = Weather()
+    node.confirm = 0.2
+    node.failing("Redis at x", "ack", ConnectionError("refused"))
+    node.working("Redis at x")
+    node.failing("Redis at x", "ack", ConnectionError("stale socket"))
+    node.working("Redis at x")
+    node.tick()
+    assert lines(caplog, "Connection to Redis at x is back") == 0
+    time.sleep(0.3)
+    node.tick()
+    assert lines(caplog, "Lost the connection to Redis at x") == 1
+    assert lines(caplog, "Connection to Redis at x is back") == 1
+    assert node.outages == 1

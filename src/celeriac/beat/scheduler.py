@@ -135,6 +135,9 @@ class Scheduler:
                     self._lost_track()
                     delay = min(self.max_interval, 1.0)
                 self._sleep(delay, stop)
+                watch = retry.watching()
+                if isinstance(watch, Weather):
+                    watch.tick()
         finally:
             keeper_stop.set()
             keeper.join(5)

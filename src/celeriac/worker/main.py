@@ -271,6 +271,7 @@ class Worker:
             health.progress(time.time() if pool.running() else progress.last)
             health.record["time_to_start"] = progress.targets.summary()
             health.beat(processed=self.consumer.runner.processed, busy=pool.running())
+            self.weather.tick()
             self._stop.wait(0.5)
         health.remove()
         self._warm_shutdown(pool, thread)

@@ -42,6 +42,9 @@ logger = logging.getLogger("celeriac.worker")
 
 #: seconds between two attempts of the supervisor's outbox while the server is failing
 OUTBOX_RETRY = 1.0
+#: seconds a server must keep working before "is back" is logged (a server that fails
+#: again meanwhile -- stale connections after a restart -- continues the same outage)
+BACK_CONFIRM = 1.0
 #: what the worker's two lines say it does
 WORKER_LOST = ("not taking new tasks; running tasks go on and their results and "
                "acknowledgements are kept until it is back")
@@ -66,6 +69,10 @@ class Weather:
         self.down: dict[str, tuple[float, set[Any]]] = {}
         #: outages seen so far (each server lost and back counts one)
         self.outages = 0
+        #: seconds a server must keep working before its return is logged
+        self.confirm = 0.0 if report is not None else BACK_CONFIRM
+        #: where -> (monotonic time lost, time back): working again, not yet logged
+        self._recovering: dict[str, tuple[float, float]] = {}
         self._give_up = threading.Event()
         self._lock = threading.Lock()
 
@@ -99,10 +106,29 @@ class Weather:
     def is_down(self) -> bool:
         return bool(self.down)
 
+    def tick(self) -> None:
+        """Log the return of servers that kept working for :attr:`confirm` seconds (the
+        owner's loop calls this; a failure within that time continues the outage)."""
+        if not self._recovering:
+            return
+        now = time.monotonic()
+        with self._lock:
+            due = [(w, since, back) for w, (since, back) in self._recovering.items()
+                   if now - back >= self.confirm]
+            for where, _, _ in due:
+                del self._recovering[where]
+                self.outages += 1
+        for where, since, back in due:
+            self.log.log(self.level, "Connection to %s is back after %.1fs: %s", where,
+                         back - since, self.back_note)
+
     def _change(self, where: str, source: Any, failing: bool, why: str = "") -> None:
         with self._lock:
+            resumed = self._recovering.pop(where, None) if failing else None
             since, sources = self.down.get(where, (time.monotonic(), set()))
-            was_down = bool(sources)
+            if resumed is not None:  # failing again right after it came back: the same
+                since = resumed[0]   # outage goes on (no second pair of lines)
+            was_down = bool(sources) or resumed is not None
             if failing:
                 if source in sources:
                     return
@@ -115,7 +141,8 @@ class Weather:
                 if sources:
                     return
                 del self.down[where]
-                self.outages += 1
+                if self.report is None:
+                    self._recovering[where] = (since, time.monotonic())
             first = next(iter(self.down), None)
         if self.report is not None:
             self.report(first)
@@ -123,9 +150,7 @@ class Weather:
         if failing and not was_down:
             self.log.log(self.level, "Lost the connection to %s (%s): %s", where, why,
                          self.lost_note)
-        elif not failing:
-            self.log.log(self.level, "Connection to %s is back after %.1fs: %s", where,
-                         time.monotonic() - since, self.back_note)
+        self.tick()
 
 
 class Outbox:

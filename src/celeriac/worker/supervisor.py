@@ -149,6 +149,7 @@ class Supervisor:
         self._reap()
         for pid, child in self.children.items():  # children report outages in their slot
             self.weather.observe(pid, child.slot.outage.decode(errors="replace") or None)
+        self.weather.tick()
         self.outbox.flush()
         if self.renewer.due():
             self.renewer.renew()
