@@ -12,7 +12,9 @@ the return of the server, not a line per retry.
 from __future__ import annotations
 
 import collections
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -213,3 +215,56 @@ def test_postgres_short_outage_under_load(tmp_path: Path, postgres_server: OwnPo
 def test_postgres_long_outage_leases_lapse(tmp_path: Path,
                                            postgres_server: OwnPostgres) -> None:
     run_outage(tmp_path, postgres_server, seconds=20, lease=6, count=300)
+
+
+SLOW_SOURCE = """
+import os, time
+from celeriac import Celery
+
+app = Celery("proj")
+app.conf.worker_lease_seconds = 60
+
+@app.task
+def slow(i):
+    with open({runs!r}, "a") as fh:
+        fh.write(f"{{slow.request.id}} {{os.getpid()}}\\n")
+    time.sleep(2)
+    return i
+"""
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(300)
+def test_redis_child_killed_during_outage(tmp_path: Path, redis_server: OwnRedis) -> None:
+    """The supervisor's broker steps wait for the server: a child killed during an outage
+    (``expire_owner`` cannot be sent) does not stop the worker, and its task runs again
+    once Redis is back (without waiting for its 60 s lease)."""
+    runs = tmp_path / "runs.txt"
+    with project(tmp_path, SLOW_SOURCE.format(runs=str(runs)),
+                 broker_url=redis_server.url) as proj:
+        results = [proj.client().slow.delay(i) for i in range(4)]
+        with proj.worker(pool="prefork", concurrency=2) as worker:
+            assert worker.proc is not None
+            wait_until(lambda: len(read_lines(runs)) >= 2, timeout=60, what="tasks running")
+            redis_server.stop()
+            victim = child_pids(worker.proc.pid)[0]
+            os.kill(victim, signal.SIGKILL)
+            time.sleep(4)
+            assert worker.alive(), worker.log
+            redis_server.start()
+            wait_until(lambda: done(results) == 4, timeout=40, interval=0.5,
+                       what=f"all results (log:\n{worker.log[-3000:]})")
+            assert worker.alive(), worker.log
+            log = worker.log
+    print("\n".join(line for line in log.splitlines() if "INFO/" not in line))
+    assert "made available for redelivery" in log, log
+    assert log.count(LOST) == 1 and log.count(BACK) == 1, log
+    assert "Traceback" not in log, log

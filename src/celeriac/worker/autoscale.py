@@ -13,6 +13,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from ..exceptions import OperationalError
+
 if TYPE_CHECKING:
     from ..app.base import Celery
 
@@ -52,6 +54,8 @@ class Autoscaler:
         for queue in self.queues:
             try:
                 total += broker.stats(queue).ready
+            except OperationalError as exc:  # an outage: logged once by the process's watch
+                logger.debug("autoscale: cannot read stats of %s: %s", queue, exc)
             except Exception as exc:
                 logger.warning("autoscale: cannot read stats of %s: %s", queue, exc)
         return total
