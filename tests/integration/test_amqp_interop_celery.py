@@ -185,6 +185,37 @@ def check_common(tasks: ModuleType, raw: redis.Redis, prefix: str, *,
     assert raw.get(prefix + "runs:cd") == b"1"
 
 
+def check_chord_member_done_before_size(tasks: ModuleType, raw: redis.Redis,
+                                        prefix: str) -> None:
+    """A Celery client stores a chord's size (``.s``) only just before it publishes the
+    last header task: hold the publish of the one before it until the first member was
+    joined by the worker, so that member surely ran while the size was unknown."""
+    from celery.signals import before_task_publish
+
+    size = 4
+    seen: dict[int, str] = {}
+
+    def hold(headers: dict[str, Any] | None = None, **_: Any) -> None:
+        index = (headers or {}).get("group_index")
+        if headers is None or index is None:
+            return
+        seen[index] = str(headers["group"])
+        if index == size - 2:
+            joined = f"{prefix}celery-taskset-meta-{seen[index]}.j"
+            assert raw.get(f"{prefix}celery-taskset-meta-{seen[index]}.s") is None
+            wait_for(lambda: raw.zcard(joined) >= 1, RESULT_TIMEOUT,
+                     "the first header member to be joined before the size is known")
+
+    before_task_publish.connect(hold, weak=False)
+    try:
+        body = tasks.app.signature("interop.total")
+        header = [tasks.add.s(i, i) for i in range(size)]
+        assert tasks.chord_factory(header)(body).get(timeout=RESULT_TIMEOUT) == 12
+    finally:
+        before_task_publish.disconnect(hold)
+    assert len(seen) == size
+
+
 def _client(tmp_path: Path, package: str, rabbitmq_url: str, redis_url: str,
             prefix: str) -> ModuleType:
     tasks = import_client(tmp_path, write_tasks(tmp_path, package, rabbitmq_url, redis_url,
@@ -205,10 +236,10 @@ def test_celery_client_celeriac_worker(rabbitmq_url: str, redis_url: str, key_pr
                          "worker", "-P", "threads", "-c", "1", "-l", "INFO"],
                         tmp_path, "ready.")
         try:
-            # a Celery client's chord: celeriac's join reads Celery's chord size key; it
-            # fails on Redis too since the last merge of main (test_canvas_redis), see the
-            # rabbitmq helper's report
-            check_common(tasks, raw, key_prefix, chord=False)
+            # a Celery client's chord: Celery stores its size (Redis `.s` key) just before
+            # it publishes the last header task; the join reads it atomically
+            check_common(tasks, raw, key_prefix)
+            check_chord_member_done_before_size(tasks, raw, key_prefix)
         finally:
             worker.stop()
         assert "Traceback" not in worker.log, worker.log

@@ -97,6 +97,14 @@ def redis_engine() -> Engine:
     return Engine(RedisBroker, RedisResultStore, beat_store)
 
 
+def redis_cluster_engine() -> Engine:
+    from .redis.beat_store import store_for_url as beat_store
+    from .redis.cluster import RedisClusterBroker
+    from .redis.cluster_results import RedisClusterResultStore
+
+    return Engine(RedisClusterBroker, RedisClusterResultStore, beat_store)
+
+
 def postgres_engine() -> Engine:
     from .postgres.admin import ADMIN
     from .postgres.beat_store import store_for_url as beat_store
@@ -113,6 +121,7 @@ def amqp_engine() -> Engine:
 
 
 _REDIS = Scheme(redis_engine, extra="redis")
+_REDIS_CLUSTER = Scheme(redis_cluster_engine, extra="redis")
 _AMQP = Scheme(amqp_engine, roles=frozenset({BROKER}), extra="amqp")
 _POSTGRES = Scheme(postgres_engine, extra="postgres")
 #: Celery's SQLAlchemy result-backend URLs: results (and beat, as db+sqlite), not a broker
@@ -129,6 +138,8 @@ SCHEMES: dict[str, Scheme] = {
     "sentinel": _REDIS,
     "redis+socket": _REDIS,
     "unix": _REDIS,
+    "redis+cluster": _REDIS_CLUSTER,
+    "rediss+cluster": _REDIS_CLUSTER,
     "amqp": _AMQP,
     "amqps": _AMQP,
     "pyamqp": _AMQP,

@@ -13,8 +13,13 @@ that completes the set receives every meta in header order and:
   callbacks, as Celery does;
 
 then clears the join state. The chord size travels in the body signature
-(``options.chord_size``); a chord sent by a real Celery client on Redis has
-it in Celery's ``celery-taskset-meta-<gid>.s`` key, which is read instead.
+(``options.chord_size``); a chord sent by a real Celery client has it in
+Celery's ``celery-taskset-meta-<gid>.s`` key (Redis results), which is read
+instead. Celery writes that key just before it publishes the last header
+task, so a member that ends earlier may not see it: stores that can
+(``ResultStore.reads_celery_chord_size``: Redis) record the member and read
+the key in one atomic step (``chord_add_celery_sized``); the member completing
+the set fires the body.
 Crash safety is discussed in docs/canvas.md ("Exactly once").
 """
 
@@ -57,7 +62,7 @@ def join_member(app: Celery, ctx: Context, value: Any, failed: bool) -> None:
         logger.error("Chord %s needs a result backend; body %r not applied", ctx.group, body)
         return
     size = chord_size(app, body, ctx.group)
-    if size is None:
+    if size is None and not backend.reads_celery_chord_size:
         logger.error("Chord %s: size unknown (no chord_size); body %r not applied",
                      ctx.group, body)
         return
@@ -66,8 +71,11 @@ def join_member(app: Celery, ctx: Context, value: Any, failed: bool) -> None:
     redelivered = _redelivered(ctx)
     if redelivered and _already_fired(backend, body, str(ctx.group)):
         return  # a late copy: do not start a new join state after chord_clear
-    parts = backend.chord_add(str(ctx.group), int(ctx.group_index), meta, size)
-    if parts is None and redelivered:
+    if size is None:  # a Celery client's chord whose size key is not written yet
+        parts = backend.chord_add_celery_sized(str(ctx.group), int(ctx.group_index), meta)
+    else:
+        parts = backend.chord_add(str(ctx.group), int(ctx.group_index), meta, size)
+    if parts is None and redelivered and size is not None:
         parts = recover(app, body, str(ctx.group), size)
     if parts is None:
         return

@@ -76,6 +76,9 @@ USED: dict[str, Any] = {
     # worker
     "worker_concurrency": None,
     "worker_prefetch_multiplier": 1,
+    # celeriac: adaptive prefetch, seconds of expected work leased beyond the free slots
+    # (used while worker_prefetch_multiplier is not set explicitly)
+    "worker_prefetch_budget": 0.1,
     "worker_pool": "prefork",
     "worker_max_tasks_per_child": None,
     "worker_max_memory_per_child": None,

@@ -109,6 +109,9 @@ class ResultStore(abc.ABC):
     """Base class of result stores."""
 
     schemes: ClassVar[tuple[str, ...]] = ()
+    #: :meth:`chord_add_celery_sized` reads the size a Celery client stored
+    #: (``celery-taskset-meta-<gid>.s``, Celery's Redis backend) in the same atomic step
+    reads_celery_chord_size: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -228,6 +231,13 @@ class ResultStore(abc.ABC):
         the ordered list of all ``size`` metas exactly once overall, to the call
         that completes the set; None to every other call.
         """
+
+    def chord_add_celery_sized(self, group_id: str, index: int,
+                               meta: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+        """:meth:`chord_add` for a chord sent by a Celery client: the size is the one
+        Celery stored, read in the same atomic step (stores with
+        :attr:`reads_celery_chord_size`; a member recorded before it is stored waits)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read Celery's chord size")
 
     @abc.abstractmethod
     def chord_clear(self, group_id: str) -> None:

@@ -44,6 +44,7 @@ from .limits import AlarmLimits
 from .monitor import Monitor
 from .outage import Weather
 from .pools import SoloPool
+from .prefetch import PrefetchRule
 from .taskevents import TaskEvents
 
 if TYPE_CHECKING:
@@ -72,7 +73,26 @@ class Slot(ctypes.Structure):
         ("terminating", ctypes.c_int),    # 1: a revoke(terminate) signal is coming: die by it
         ("task_events", ctypes.c_int),    # 1: send task events (-E, enable_events)
         ("outage", ctypes.c_char * 128),  # the server its calls find failing; b"" = none
+        # the consumer's prefetch counters (see PrefetchRule.counters)
+        ("lease_requests", ctypes.c_longlong),
+        ("batched_requests", ctypes.c_longlong),
+        ("largest_request", ctypes.c_longlong),
+        ("received", ctypes.c_longlong),
+        ("given_back", ctypes.c_longlong),
     ]
+
+
+#: the prefetch counters a child keeps in its slot
+PREFETCH_COUNTERS = ("lease_requests", "batched_requests", "largest_request", "received",
+                     "given_back")
+
+
+def fold_prefetch(totals: dict[str, int], slot: Slot) -> None:
+    """Add a child's prefetch counters to ``totals`` (the largest request: the maximum)."""
+    for key in PREFETCH_COUNTERS:
+        value = int(getattr(slot, key))
+        old = totals.get(key, 0)
+        totals[key] = max(old, value) if key == "largest_request" else old + value
 
 
 @dataclass
@@ -82,7 +102,10 @@ class ChildSpec:
     owner: str
     hostname: str
     queues: list[str]
+    #: fixed extra messages (an explicit multiplier), used when ``prefetch_budget`` is None
     prefetch: int = 0
+    #: the adaptive rule's budget in seconds (see :mod:`.prefetch`)
+    prefetch_budget: float | None = None
     max_tasks: int | None = None
     max_memory_kib: int | None = None
     app: Any = None                      # the app itself (fork)
@@ -114,6 +137,9 @@ class ChildMonitor(Monitor):
 
     def received(self, count: int) -> None:
         self.slot.progress = time.time()
+        if self.consumer is not None:
+            for key, value in self.consumer.prefetch.counters().items():
+                setattr(self.slot, key, value)
         if self.spec.parent and os.getppid() != self.spec.parent and self.consumer is not None:
             logger.error("Child %d: the supervisor %d is gone; stopping", os.getpid(),
                          self.spec.parent)
@@ -192,7 +218,9 @@ def child_main(spec: ChildSpec, slot: Slot, conn: Connection) -> None:
     pool = SoloPool()
     events = TaskEvents(app, spec.hostname, pid=spec.parent or None,
                         enabled=lambda: bool(slot.task_events))
-    consumer = Consumer(app, spec.queues, pool, hostname=spec.hostname, prefetch=spec.prefetch,
+    prefetch = (PrefetchRule(1, fixed=spec.prefetch) if spec.prefetch_budget is None
+                else PrefetchRule(1, budget=spec.prefetch_budget))
+    consumer = Consumer(app, spec.queues, pool, hostname=spec.hostname, prefetch=prefetch,
                         owner=spec.owner, limits=AlarmLimits(), hard_in_process=False,
                         monitor=monitor, renewal=renewal, events=events)
     monitor.consumer = consumer

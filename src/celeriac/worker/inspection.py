@@ -70,6 +70,8 @@ class NodeView(Protocol):
 
     def pool_stats(self) -> dict[str, Any]: ...
 
+    def prefetch_stats(self) -> dict[str, Any]: ...
+
     def grow(self, n: int) -> str: ...
 
     def shrink(self, n: int) -> str: ...
@@ -150,6 +152,7 @@ def stats(rc: RemoteControl, **_: Any) -> dict[str, Any]:
         "uptime": int(time.time() - _STARTED), "pool": node.pool_stats(),
         "broker": {"transport": broker.url.split("://", 1)[0], "url": redact(broker.url)},
         "prefetch_count": int(node.app.conf.worker_prefetch_multiplier or 0),
+        "prefetch": node.prefetch_stats(),
         "rusage": {name[3:]: getattr(usage, name) for name in dir(usage)
                    if name.startswith("ru_")},
     }

@@ -103,6 +103,13 @@ class Weather:
         if where:
             self._change(where, source, True, "reported by a child process")
 
+    def observe_all(self, reports: dict[Any, bytes]) -> None:
+        """Each source's report (a prefork child's slot: the failing server, or b""), then
+        :meth:`tick` (the supervisor calls this every tick)."""
+        for source, where in reports.items():
+            self.observe(source, where.decode(errors="replace") or None)
+        self.tick()
+
     def is_down(self) -> bool:
         return bool(self.down)
 

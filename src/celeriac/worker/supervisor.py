@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from .. import signals
 from ..app.control import signal_number
 from .autoscale import Autoscaler, parse_autoscale
-from .child import SPAWN_CONF_PREFIXES, ChildSpec, Slot, child_main
+from .child import SPAWN_CONF_PREFIXES, ChildSpec, Slot, child_main, fold_prefetch
 from .children import (
     Child,
     app_ref,
@@ -94,6 +94,7 @@ class Supervisor:
             self.target = worker.concurrency
         self.children: dict[int, Child] = {}
         self.processed_by_gone = 0
+        self.prefetch_by_gone: dict[str, int] = {}
         self.state = "running"            # running -> warm -> cold
         self.deadline = 0.0
         self.cold_at = 0.0
@@ -113,10 +114,8 @@ class Supervisor:
         self._pending: list[int] = []
         self._quick_deaths = 0
         self._restart_after = 0.0
-        #: outages of the node: the supervisor's own calls and what children report
-        self.weather = worker.weather
-        #: broker steps kept during an outage (expire_owner, acks of killed tasks...)
-        self.outbox = Outbox()
+        self.weather = worker.weather  # the node's outages: its own calls, children's slots
+        self.outbox = Outbox()  # broker steps an outage kept (expire_owner, acks...)
 
     # -- life cycle ---------------------------------------------------------------------
     def run(self) -> int:
@@ -147,9 +146,7 @@ class Supervisor:
         self._read_messages()
         self._handle_signals()
         self._reap()
-        for pid, child in self.children.items():  # children report outages in their slot
-            self.weather.observe(pid, child.slot.outage.decode(errors="replace") or None)
-        self.weather.tick()
+        self.weather.observe_all({pid: c.slot.outage for pid, c in self.children.items()})
         self.outbox.flush()
         if self.renewer.due():
             self.renewer.renew()
@@ -167,7 +164,9 @@ class Supervisor:
         w = self.worker
         conf = self.app.conf
         spec = ChildSpec(owner=f"{w.hostname}:{uuid.uuid4().hex[:16]}", hostname=w.hostname,
-                         queues=list(w.queues), prefetch=w.prefetch // max(1, w.concurrency),
+                         queues=list(w.queues), prefetch=w.prefetch.per_child().fixed or 0,
+                         prefetch_budget=None if w.prefetch.fixed is not None
+                         else w.prefetch.budget,
                          max_tasks=conf.worker_max_tasks_per_child,
                          max_memory_kib=conf.worker_max_memory_per_child, parent=os.getpid())
         if self.mp.get_start_method() == "fork":
@@ -244,6 +243,7 @@ class Supervisor:
     def _child_gone(self, pid: int, child: Child, code: int | None) -> None:
         slot = child.slot
         self.processed_by_gone += slot.processed
+        fold_prefetch(self.prefetch_by_gone, slot)
         self.health.progress(slot.progress)
         self._read_messages_of(child)
         held = self.renewer.forget(pid)

@@ -55,7 +55,7 @@ the lease token) and :mod:`.tokens` (``TAKE_TOKEN``, ``_celeriac.rate.<key>``).
 Publishing is a plain pipeline (LPUSH / ZADD, bindings, wake token), or for
 one ready message to a queue this instance already declared, the tiny
 ``PUBLISH`` script (one round trip, one reply). The scripts build key names from
-the prefix, so on Redis Cluster the prefix must be a hash tag (``{celeriac}``).
+the prefix (on Redis Cluster, :mod:`.cluster`, one with the queue's hash tag).
 
 Crash analysis: a message leaves a ready list only inside the ``RECEIVE``
 script, which records the lease in the same atomic step; a consumer killed
