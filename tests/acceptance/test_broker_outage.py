@@ -192,6 +192,7 @@ def test_redis_outage_beat_keeps_ticking(tmp_path: Path, redis_server: OwnRedis)
             redis_server.start()
             wait_until(lambda: log().count(sent) >= before + 3, timeout=60,
                        what=f"fires after the outage:\n{log()}")
+            wait_until(lambda: BACK in log(), timeout=20, what=f"the return logged:\n{log()}")
             assert beat.poll() is None, log()
             text = log()
         finally:
