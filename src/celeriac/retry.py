@@ -49,6 +49,9 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 #: True while a :func:`call` runs: a call inside it makes one attempt (one retry layer)
 _active: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "celeriac_retry_active", default=False)
+#: seconds each call may take in a :func:`quick` scope (None: not in one)
+_quick: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "celeriac_retry_quick", default=None)
 #: True in a :func:`patient` scope: calls without a deadline wait out an outage
 _patient: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "celeriac_retry_patient", default=False)
@@ -145,6 +148,18 @@ def patient(wait: bool = True) -> Iterator[None]:
         _patient.reset(token)
 
 
+@contextmanager
+def quick(seconds: float) -> Iterator[None]:
+    """Within the block each call makes at most two attempts (the second for a socket a
+    restarted server closed) and ends within ``seconds``: for a loop that must keep
+    turning during an outage (the prefork supervisor). Failures are reported as usual."""
+    token = _quick.set(seconds)
+    try:
+        yield
+    finally:
+        _quick.reset(token)
+
+
 def report_failure(where: str, what: str, exc: BaseException) -> None:
     """Tell the watch calls to ``where`` fail (once per outage; cheap after that)."""
     with _report_lock:
@@ -212,6 +227,11 @@ def call(operation: Callable[[], _T], policy: RetryPolicy, *,
     scope, a call without a deadline waits out an outage instead of raising (see
     the module docstring).
     """
+    limit = _quick.get()
+    if limit is not None:
+        policy = replace(policy, max_retries=1 if policy.max_retries is None
+                         else min(1, policy.max_retries),
+                         timeout=limit if policy.timeout is None else min(limit, policy.timeout))
     deadline = None if policy.timeout is None else time.monotonic() + policy.timeout
     outer = _deadline.get()
     if outer is not None and (deadline is None or outer < deadline):

@@ -72,7 +72,7 @@ class Slot(ctypes.Structure):
         ("ready", ctypes.c_int),          # 1: the consumer started (not a start-up crash)
         ("terminating", ctypes.c_int),    # 1: a revoke(terminate) signal is coming: die by it
         ("task_events", ctypes.c_int),    # 1: send task events (-E, enable_events)
-        ("outage", ctypes.c_char * 128),  # the server its calls find failing; b"" = none
+        ("outage", ctypes.c_char * 512),  # the server its calls find failing; b"" = none
         # the consumer's prefetch counters (see PrefetchRule.counters)
         ("lease_requests", ctypes.c_longlong),
         ("batched_requests", ctypes.c_longlong),
@@ -225,7 +225,7 @@ def child_main(spec: ChildSpec, slot: Slot, conn: Connection) -> None:
                         monitor=monitor, renewal=renewal, events=events)
     monitor.consumer = consumer
     weather = Weather(report=lambda where: setattr(slot, "outage",
-                                                   (where or "").encode()[:127]))
+                                                   (where or "").encode()[:511]))
     retry.watch_outages(weather)  # the supervisor logs the outage for the node
     _install_signals(consumer, slot, weather)
     _die_with_supervisor(spec)

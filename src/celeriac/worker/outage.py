@@ -20,9 +20,11 @@ What the worker does meanwhile (see docs/workers.md, "Broker outages"):
   answers, then settle as usual, fenced by the lease token: a task whose lease
   lapsed meanwhile is not acknowledged and is logged as "lease lost" (another
   worker may run it again: at-least-once);
-* the supervisor never waits: what it must tell the broker (``expire_owner`` for a
-  dead child, a time-limited or terminated task's acknowledgement and result) goes
-  to its :class:`Outbox`, sent in order once the server answers again;
+* the supervisor never waits: each of its calls makes at most two attempts within
+  :data:`QUICK_CALL` seconds (:func:`celeriac.retry.quick`), and what it must tell
+  the broker (``expire_owner`` for a dead child, a time-limited or terminated task's
+  acknowledgement and result) goes to its :class:`Outbox`, sent in order once the
+  server answers again;
 * a cold shutdown gives up waiting (:meth:`Weather.give_up`): unsettled leases
   lapse and their messages are delivered again.
 """
@@ -42,6 +44,9 @@ logger = logging.getLogger("celeriac.worker")
 
 #: seconds between two attempts of the supervisor's outbox while the server is failing
 OUTBOX_RETRY = 1.0
+#: seconds a call of a loop that must keep turning (the supervisor, heartbeats, lease
+#: renewal) may take, retries included (:func:`celeriac.retry.quick`)
+QUICK_CALL = 2.0
 #: seconds a server must keep working before "is back" is logged (a server that fails
 #: again meanwhile -- stale connections after a restart -- continues the same outage)
 BACK_CONFIRM = 1.0
@@ -196,7 +201,8 @@ class Outbox:
         while self._steps:
             label, step = self._steps[0]
             try:
-                step()
+                with retry.quick(QUICK_CALL):
+                    step()
             except OperationalError:
                 self._next_try = time.monotonic() + OUTBOX_RETRY
                 return

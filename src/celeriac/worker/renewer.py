@@ -43,7 +43,7 @@ from ..brokers.base import Broker, Delivery
 from ..brokers.registry import broker_for_url
 from ..exceptions import OperationalError
 from .leases import Lease, delivery_of, update_frame
-from .outage import Weather
+from .outage import QUICK_CALL, Weather
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -140,7 +140,8 @@ class Renewer:
         if not batch:
             return
         try:
-            results = self.broker.renew([d for _, d in batch])
+            with retry.quick(QUICK_CALL):  # never stalls the supervisor's loop
+                results = self.broker.renew([d for _, d in batch])
         except OperationalError as exc:  # an outage (logged once by the process's watch):
             logger.debug("Lease renewal failed: %s", exc)  # try again in a second
             self._next = min(self._next, time.monotonic() + OUTAGE_RETRY)

@@ -26,6 +26,7 @@ connection under a lease ``owner`` id the supervisor chose. The supervisor:
   import error...), never for children killed from outside;
 * grows and shrinks children with ``--autoscale=max,min`` (queue depth and
   busy children), publishes the node heartbeat and touches the liveness file;
+* rides out broker outages without waiting for the server (:mod:`.outage`);
 * signals: SIGTERM/SIGINT warm, again or SIGQUIT cold, SIGHUP restarts
   children gracefully (see :mod:`.main` for the meaning of warm and cold).
 """
@@ -104,7 +105,7 @@ class Supervisor:
         lease = float(conf.worker_lease_seconds)
         self.renewer = Renewer(self.app.broker, float(conf.worker_heartbeat_interval
                                                       or lease / 3))
-        self.revocations = Revocations(self.app)
+        self.revocations = Revocations(self.app, quick=True)
         self.started_names: collections.Counter[str] = collections.Counter()
         self.targets = TargetWatch(self.app)
         self.task_events = TaskEvents(self.app, worker.hostname)
