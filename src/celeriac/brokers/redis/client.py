@@ -347,6 +347,8 @@ class Direct:
             conn.disconnect()
             raise
         if error is not None:
+            if isinstance(error, redis.exceptions.ReadOnlyError):
+                conn.disconnect()  # a master turned replica (Sentinel): find the new one
             raise error
         return replies
 
