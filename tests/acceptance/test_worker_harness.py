@@ -317,6 +317,8 @@ def project_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     yield make
     for project in projects:
         project.stop_all()
+    for log in sorted(tmp_path.glob("*.log")):  # pytest shows it when the test failed
+        print(f"--- {log.name} (end) ---\n{log.read_text(errors='replace')[-4000:]}")
 
 
 def test_harness_counts_runs_per_task(tmp_path: Path) -> None:

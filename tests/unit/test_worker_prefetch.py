@@ -116,6 +116,12 @@ def test_an_explicit_multiplier_wins_even_at_its_default(app: Celery, how: str) 
     assert rule.fixed == (0 if how == "conf" else 6)
 
 
+def test_disable_prefetch_wins(app: Celery) -> None:
+    app.conf.update(worker_disable_prefetch=True, worker_prefetch_multiplier=8)
+    rule = Worker(app, concurrency=2, setup_logs=False).prefetch
+    assert rule.fixed == 0 and not rule.may_batch
+
+
 def test_the_budget_setting_is_read(app: Celery) -> None:
     app.conf.worker_prefetch_budget = 0.5
     assert Worker(app, concurrency=1, setup_logs=False).prefetch.budget == 0.5

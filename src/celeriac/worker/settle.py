@@ -152,6 +152,8 @@ def settle(broker: base.Broker, acks: AckBatcher, d: base.Delivery, outcome: Out
 
 def log_outcome(name: str, tid: str, task: Task, outcome: Outcome) -> None:
     """The worker's log line for a finished task (Celery's wording)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
     if outcome.state == states.SUCCESS:
         logger.info("Task %s[%s] succeeded in %.6fs: %s", name, tid, outcome.runtime,
                     bounded(outcome.retval, task))

@@ -63,7 +63,7 @@ from ..base import (
     QueueStats,
 )
 from ..buckets import bucket_take
-from . import admin, topology, wire
+from . import admin, holding, topology, wire
 from .broadcast import AMQPBroadcast
 from .connection import RETRYABLE_ERRORS, Link, retrying
 from .consuming import Consuming, Outgoing, _Arrived, _Lease
@@ -108,6 +108,8 @@ class AMQPBroker(Consuming, Broker):
         self._published = 0
         self._nacked: set[int] = set()
         self._broadcast: AMQPBroadcast | None = None
+        self.consumer_timeout = holding.consumer_timeout(self.options)
+        self._holder: holding.Holder | None = None
 
     # -- channels ------------------------------------------------------------------
     def _publisher_opened(self, chan: amqp.Channel) -> None:
@@ -333,6 +335,11 @@ class AMQPBroker(Consuming, Broker):
         return admin.with_scan_channel(self, "purge_dead_letters",
                                        lambda chan: admin.purge_dead(chan, self, queue))
 
+    def _keep_past_consumer_timeout(self) -> None:
+        """Start this process's rollover thread (:mod:`.holding`) unless it runs."""
+        if self.consumer_timeout and (self._holder is None or not self._holder.alive()):
+            self._holder = holding.Holder(self, self.consumer_timeout)
+
     def broadcast_channel(self) -> BroadcastChannel:
         """Events and remote control on kombu's AMQP exchanges (:mod:`.broadcast`)."""
         if self._broadcast is None:
@@ -347,6 +354,8 @@ class AMQPBroker(Consuming, Broker):
 
     def close(self) -> None:
         """Give back what arrived but was never leased (uncounted), then disconnect."""
+        if self._holder is not None:
+            self._holder.stop()
         with self._con.lock:
             try:
                 if self._con.connected:
