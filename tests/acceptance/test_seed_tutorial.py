@@ -107,12 +107,16 @@ PROJ = '''
 '''
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "redis-cluster"])
 def running(request: pytest.FixtureRequest,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Project, WorkerProcess]]:
     """One worker per broker for the whole module: the tutorial examples share a project
-    (the embedded SQLite default, then PostgreSQL as broker and result store)."""
-    url = request.getfixturevalue("postgres_url_module") if request.param == "postgres" else None
+    (the embedded SQLite default, then PostgreSQL, then a local Redis Cluster as broker
+    and result store; the cluster's keys are this module's alone: no other test uses
+    them unprefixed)."""
+    url = (request.getfixturevalue("postgres_url_module") if request.param == "postgres"
+           else request.getfixturevalue("redis_cluster").url
+           if request.param == "redis-cluster" else None)
     with project(tmp_path_factory.mktemp("tutorial"), PROJ, broker_url=url) as proj, \
             proj.worker(concurrency=4) as worker:
         proj.client().add.delay(0, 0).get(timeout=60)  # warm-up: the worker is polling
