@@ -57,7 +57,8 @@ def commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!docs/reliability.md"],  # the file the runs write
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -65,15 +66,16 @@ def commit() -> str:
 
 
 def machine() -> str:
-    """CPU count, memory, OS and Python: enough to compare runs."""
+    """CPU count, memory, OS, Python and the load average: enough to compare runs."""
     try:
         with open("/proc/meminfo") as fh:
             mem = int(fh.readline().split()[1]) / 1024 / 1024
         memory = f", {mem:.0f} GiB RAM"
     except (OSError, ValueError, IndexError):
         memory = ""
+    load = f", load average {os.getloadavg()[0]:.1f} at the end"
     return (f"{os.cpu_count()} CPUs{memory}, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
+            f"Python {platform.python_version()}{load}")
 
 
 def _md_escape(text: str) -> str:
