@@ -16,13 +16,10 @@ waits in that layout and reaches the Celery worker when due), priorities
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,10 +27,14 @@ from typing import Any
 import pytest
 import redis
 
+from celeryproc import WorkerProcess, import_client, wait_for
+
 pytestmark = pytest.mark.redis
 
-READY_TIMEOUT = 90.0
 RESULT_TIMEOUT = 45.0
+#: settings in the environment that would override the task modules' own
+CONFIG_ENV = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
+              "CELERIAC_RESULT_BACKEND")
 
 TASKS = '''\
 """Interop tasks on the {package} side; the other side defines the same names."""
@@ -45,7 +46,7 @@ from {package} import Celery
 app = Celery({module!r}, broker={broker!r}, backend={backend!r})
 app.conf.result_backend_transport_options = {{"global_keyprefix": {prefix!r}}}
 app.conf.task_queue_max_priority = 9
-_redis = redis.Redis.from_url({backend!r})
+_redis = redis.Redis.from_url({redis!r})
 PREFIX = {prefix!r}
 
 
@@ -85,61 +86,14 @@ def flaky(self, tag, failures):
 '''
 
 
-def write_tasks(tmp_path: Path, package: str, broker: str, backend: str, prefix: str) -> str:
+def write_tasks(tmp_path: Path, package: str, broker: str, backend: str, prefix: str,
+                redis_url: str | None = None) -> str:
+    """The tasks module; the tasks' own bookkeeping is in ``redis_url`` (default: backend)."""
     module = f"interop_amqp_{package}_tasks"
     (tmp_path / f"{module}.py").write_text(TASKS.format(
-        package=package, module=module, broker=broker, backend=backend, prefix=prefix))
+        package=package, module=module, broker=broker, backend=backend, prefix=prefix,
+        redis=redis_url or backend))
     return module
-
-
-def import_client(tmp_path: Path, module: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{module}_{uuid.uuid4().hex[:8]}",
-                                                  tmp_path / f"{module}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
-class Worker:
-    """A worker subprocess logging to a file; SIGTERM, then SIGKILL."""
-
-    def __init__(self, command: list[str], cwd: Path, ready: str) -> None:
-        self.log_path = cwd / f"worker-{uuid.uuid4().hex[:6]}.log"
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL",
-                            "CELERY_RESULT_BACKEND", "CELERIAC_RESULT_BACKEND")}
-        env["PYTHONPATH"] = os.pathsep.join([str(cwd), os.environ.get("PYTHONPATH", "")])
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out,
-                                         stderr=subprocess.STDOUT)
-        wait_for(lambda: ready in self.log or self.proc.poll() is not None,
-                 READY_TIMEOUT, "the worker to be ready")
-        assert self.proc.poll() is None, f"worker exited early:\n{self.log}"
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 @pytest.fixture
@@ -156,8 +110,7 @@ def send_priorities(tasks: ModuleType, urgent: int, low: int) -> None:
         tasks.order.apply_async((f"high{i}",), priority=urgent)
 
 
-def check_common(tasks: ModuleType, raw: redis.Redis, prefix: str, *,
-                 chord: bool = True) -> None:
+def check_common(tasks: ModuleType, raw: redis.Redis, prefix: str) -> None:
     assert tasks.add.delay(2, 2).get(timeout=RESULT_TIMEOUT) == 4
     assert [t.decode() for t in raw.lrange(prefix + "order", 0, -1)] == [
         "high0", "high1", "high2", "low0", "low1", "low2"]
@@ -176,10 +129,9 @@ def check_common(tasks: ModuleType, raw: redis.Redis, prefix: str, *,
     assert parent.get(timeout=RESULT_TIMEOUT) == 5
     assert tasks.add.AsyncResult(callback_id).get(timeout=RESULT_TIMEOUT) == 50
 
-    if chord:
-        body = tasks.app.signature("interop.total")
-        header = [tasks.add.s(i, i) for i in range(4)]
-        assert tasks.chord_factory(header)(body).get(timeout=RESULT_TIMEOUT) == 12
+    body = tasks.app.signature("interop.total")
+    header = [tasks.add.s(i, i) for i in range(4)]
+    assert tasks.chord_factory(header)(body).get(timeout=RESULT_TIMEOUT) == 12
 
     time.sleep(0.5)  # a duplicate of the countdown task would have run by now
     assert raw.get(prefix + "runs:cd") == b"1"
@@ -217,9 +169,9 @@ def check_chord_member_done_before_size(tasks: ModuleType, raw: redis.Redis,
 
 
 def _client(tmp_path: Path, package: str, rabbitmq_url: str, redis_url: str,
-            prefix: str) -> ModuleType:
-    tasks = import_client(tmp_path, write_tasks(tmp_path, package, rabbitmq_url, redis_url,
-                                                prefix))
+            prefix: str, backend: str | None = None) -> ModuleType:
+    tasks = import_client(tmp_path, write_tasks(tmp_path, package, rabbitmq_url,
+                                                backend or redis_url, prefix, redis_url))
     canvas = __import__(package, fromlist=["chord"])
     tasks.chord_factory = canvas.chord  # type: ignore[attr-defined]
     return tasks
@@ -232,9 +184,9 @@ def test_celery_client_celeriac_worker(rabbitmq_url: str, redis_url: str, key_pr
     tasks = _client(tmp_path, "celery", rabbitmq_url, redis_url, key_prefix)
     try:
         send_priorities(tasks, urgent=9, low=0)  # Celery on RabbitMQ: 9 is urgent
-        worker = Worker([sys.executable, "-m", "celeriac", "-A", "interop_amqp_celeriac_tasks",
-                         "worker", "-P", "threads", "-c", "1", "-l", "INFO"],
-                        tmp_path, "ready.")
+        worker = WorkerProcess([sys.executable, "-m", "celeriac", "-A",
+                                "interop_amqp_celeriac_tasks", "worker", "-P", "threads",
+                                "-c", "1", "-l", "INFO"], tmp_path, drop_env=CONFIG_ENV)
         try:
             # a Celery client's chord: Celery stores its size (Redis `.s` key) just before
             # it publishes the last header task; the join reads it atomically
@@ -254,13 +206,55 @@ def test_celeriac_client_celery_worker(rabbitmq_url: str, redis_url: str, key_pr
     tasks = _client(tmp_path, "celeriac", rabbitmq_url, redis_url, key_prefix)
     try:
         send_priorities(tasks, urgent=0, low=9)  # celeriac: 0 is urgent, on every broker
-        worker = Worker([sys.executable, "-m", "celery", "-A", "interop_amqp_celery_tasks",
-                         "worker", "-P", "solo", "-n", f"interop-{uuid.uuid4().hex[:6]}@localhost",
-                         "--without-mingle", "--without-gossip", "--without-heartbeat",
-                         "-l", "INFO"], tmp_path, "ready.")
+        worker = WorkerProcess([sys.executable, "-m", "celery", "-A",
+                                "interop_amqp_celery_tasks", "worker", "-P", "solo", "-n",
+                                f"interop-{uuid.uuid4().hex[:6]}@localhost",
+                                "--without-mingle", "--without-gossip", "--without-heartbeat",
+                                "-l", "INFO"], tmp_path, drop_env=CONFIG_ENV)
         try:
             check_common(tasks, raw, key_prefix)
         finally:
             worker.stop()
+    finally:
+        tasks.app.close()
+
+
+def check_rpc(tasks: ModuleType, raw: redis.Redis, prefix: str) -> None:
+    """Results through ``rpc://``: the caller's reply queue, ``get()`` blocking on it."""
+    results = [tasks.add.delay(i, i) for i in range(5)]
+    assert [r.get(timeout=RESULT_TIMEOUT) for r in reversed(results)] == [8, 6, 4, 2, 0]
+    sent = time.time()
+    assert tasks.stamp.apply_async(("rpc-cd",), countdown=1).get(
+        timeout=RESULT_TIMEOUT) >= sent + 1 - 0.05
+    assert tasks.flaky.delay("rpc-r", 1).get(timeout=RESULT_TIMEOUT) == 2
+    failing = tasks.add.delay(1, None)
+    with pytest.raises(TypeError):
+        failing.get(timeout=RESULT_TIMEOUT)
+    assert failing.state == "FAILURE"
+
+
+@pytest.mark.parametrize("worker_side", ["celeriac", "celery"])
+def test_rpc_results_with_the_other_side(worker_side: str, rabbitmq_url: str, redis_url: str,
+                                         key_prefix: str, raw: redis.Redis,
+                                         tmp_path: Path) -> None:
+    """A client of one kind reads ``rpc://`` results sent by a worker of the other kind."""
+    pytest.importorskip("celery")
+    client_side = "celery" if worker_side == "celeriac" else "celeriac"
+    module = write_tasks(tmp_path, worker_side, rabbitmq_url, "rpc://", key_prefix, redis_url)
+    tasks = _client(tmp_path, client_side, rabbitmq_url, redis_url, key_prefix, "rpc://")
+    if worker_side == "celeriac":
+        command = [sys.executable, "-m", "celeriac", "-A", module, "worker", "-P", "threads",
+                   "-c", "2", "-l", "INFO"]
+    else:
+        command = [sys.executable, "-m", "celery", "-A", module, "worker", "-P", "solo",
+                   "-n", f"rpc-{uuid.uuid4().hex[:6]}@localhost", "--without-mingle",
+                   "--without-gossip", "--without-heartbeat", "-l", "INFO"]
+    try:
+        worker = WorkerProcess(command, tmp_path, drop_env=CONFIG_ENV)
+        try:
+            check_rpc(tasks, raw, key_prefix)
+        finally:
+            worker.stop()
+        assert worker.log.count("Traceback") <= 1, worker.log  # the failing add only
     finally:
         tasks.app.close()

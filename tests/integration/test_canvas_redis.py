@@ -131,6 +131,35 @@ def test_canvas_sent_by_a_celery_client_runs_on_celeriac(app: Celery, redis_url:
     assert real_chord([add.s(i, i) for i in range(10)])(tsum.s()).get(timeout=T) == 90
 
 
+def test_a_celery_chord_whose_members_end_before_celery_writes_its_size(
+        app: Celery, redis_url: str, key_prefix: str) -> None:
+    """Celery's client writes the chord size (``.s``) only just before it publishes the
+    last header task; under load the members sent before can have run by then. They
+    must count: here they have all ended before the size is written, every time."""
+    import time
+    import uuid
+
+    from celery import chord as real_chord
+
+    real = _real_celery(redis_url, key_prefix)
+    add, tsum = real.tasks["tasks.add"], real.tasks["tasks.tsum"]
+    ids = [f"member-{i}-{uuid.uuid4().hex[:8]}" for i in range(5)]
+    header = [add.s(i, i).set(task_id=task_id) for i, task_id in enumerate(ids)]
+    write_size = real.backend.set_chord_size
+
+    def late_size(group_id: str, size: int) -> None:
+        deadline = time.monotonic() + T
+        while not all(real.AsyncResult(i).ready() for i in ids[:-1]):
+            assert time.monotonic() < deadline, "the first members did not run"
+            time.sleep(0.05)
+        write_size(group_id, size)
+
+    real.backend.set_chord_size = late_size
+    result = real_chord(header)(tsum.s())
+    assert result.get(timeout=T) == 20
+    assert [r.get(timeout=T) for r in map(real.AsyncResult, ids)] == [0, 2, 4, 6, 8]
+
+
 CELERY_TASKS = '''
 import os
 from celery import Celery
@@ -150,17 +179,16 @@ def tsum(xs):
 
 def test_canvas_sent_by_celeriac_runs_on_a_celery_worker(redis_url: str, key_prefix: str,
                                                          tmp_path: Any) -> None:
-    import os
-    import subprocess
     import sys
+
+    from celeryproc import WorkerProcess
 
     need("celeriac.brokers.redis.client")
     (tmp_path / "celtasks.py").write_text(CELERY_TASKS)
-    env = {**os.environ, "URL": redis_url, "KP": key_prefix, "PYTHONPATH": str(tmp_path)}
-    worker = subprocess.Popen(
+    worker = WorkerProcess(
         [sys.executable, "-m", "celery", "-A", "celtasks", "worker", "-P", "solo", "-l",
-         "WARNING", "--without-mingle", "--without-gossip"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "INFO", "--without-mingle", "--without-gossip"], tmp_path,
+        env={"URL": redis_url, "KP": key_prefix})
     try:
         app = Celery("canvas_client", broker=redis_url, backend=redis_url)
         app.conf.broker_transport_options = {"global_keyprefix": key_prefix}
@@ -179,5 +207,4 @@ def test_canvas_sent_by_celeriac_runs_on_a_celery_worker(redis_url: str, key_pre
         assert group(add.s(i, 1) for i in range(5)).delay().get(timeout=60) == [1, 2, 3, 4, 5]
         app.close()
     finally:
-        worker.terminate()
-        worker.wait(30)
+        worker.stop()

@@ -14,9 +14,6 @@ Celery is a test dependency only; celeriac never imports it.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
 import sys
 import time
 import uuid
@@ -28,11 +25,11 @@ from typing import Any
 import pytest
 import redis
 
+from celeryproc import WorkerProcess, import_client, wait_for
 from needs import need
 
 pytestmark = pytest.mark.redis
 
-READY_TIMEOUT = 60.0
 RESULT_TIMEOUT = 30.0
 
 TASKS = '''\
@@ -92,60 +89,11 @@ def write_tasks(tmp_path: Path, package: str, url: str, prefix: str,
     return module
 
 
-def import_client(tmp_path: Path, module: str) -> ModuleType:
-    """Import the task module in this process under a unique name (the test's client)."""
-    spec = importlib.util.spec_from_file_location(f"{module}_{uuid.uuid4().hex[:8]}",
-                                                  tmp_path / f"{module}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture
 def raw(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
-
-
-class Subprocess:
-    """A worker subprocess logging to a file; stopped with SIGTERM, then SIGKILL."""
-
-    def __init__(self, command: list[str], cwd: Path, ready: str) -> None:
-        self.log_path = cwd / f"worker-{uuid.uuid4().hex[:6]}.log"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(cwd), os.environ.get("PYTHONPATH", "")])}
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out,
-                                         stderr=subprocess.STDOUT)
-        wait_for(lambda: ready in self.log or self.proc.poll() is not None,
-                 READY_TIMEOUT, "the worker to be ready")
-        assert self.proc.poll() is None, f"worker exited early:\n{self.log}"
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def send_priorities(tasks: ModuleType) -> None:
@@ -192,10 +140,10 @@ def test_celery_client_celeriac_worker(redis_url: str, key_prefix: str, raw: red
     tasks = import_client(tmp_path, client_module)
     try:
         send_priorities(tasks)
-        worker = Subprocess(
+        worker = WorkerProcess(
             [sys.executable, "-c", "from celeriac.cli import main; main()",
              "-A", "interop_celeriac_tasks", "worker", "-P", "threads", "-c", "1",
-             "-l", "INFO"], tmp_path, "ready.")
+             "-l", "INFO"], tmp_path)
         try:
             delayed = key_prefix + "_celeriac.delayed.celery"
             check_common(tasks, raw, key_prefix, lambda: raw.zcard(delayed) == 1)
@@ -217,11 +165,11 @@ def test_celeriac_client_celery_worker(redis_url: str, key_prefix: str, raw: red
     tasks = import_client(tmp_path, client_module)
     try:
         send_priorities(tasks)
-        worker = Subprocess(
+        worker = WorkerProcess(
             [sys.executable, "-m", "celery", "-A", "interop_celery_tasks", "worker",
              "-P", "solo", "-n", f"interop-{uuid.uuid4().hex[:6]}@localhost",
              "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "INFO"],
-            tmp_path, "ready.")
+            tmp_path)
         try:
             check_common(tasks, raw, key_prefix, None)
         finally:

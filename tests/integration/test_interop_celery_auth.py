@@ -14,23 +14,18 @@ Celery is a test dependency only; celeriac never imports it.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from celeryproc import WorkerProcess, import_client, wait_for
+
 pytestmark = pytest.mark.redis
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-READY_TIMEOUT = 60.0
 RESULT_TIMEOUT = 30.0
 
 TASKS = '''\
@@ -71,54 +66,6 @@ def write_tasks(tmp_path: Path, package: str, url: str, prefix: str, conf: dict[
     return module
 
 
-def import_client(tmp_path: Path, module: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{module}_{uuid.uuid4().hex[:8]}",
-                                                  tmp_path / f"{module}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
-class Worker:
-    """A worker subprocess logging to a file; SIGTERM, then SIGKILL."""
-
-    def __init__(self, command: list[str], cwd: Path) -> None:
-        self.log_path = cwd / f"worker-{uuid.uuid4().hex[:6]}.log"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(cwd), os.environ.get("PYTHONPATH", "")])}
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out,
-                                         stderr=subprocess.STDOUT)
-        wait_for(lambda: "ready." in self.log or self.proc.poll() is not None,
-                 READY_TIMEOUT, "the worker to be ready")
-        assert self.proc.poll() is None, f"worker exited early:\n{self.log}"
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
 @pytest.fixture(autouse=True)
 def clean_registry() -> Any:
     """Both libraries' signing set-ups are process-wide: restore them afterwards."""
@@ -148,8 +95,8 @@ def test_celery_client_signs_for_a_celeriac_worker(redis_url: str, key_prefix: s
         tmp_path, "celery", redis_url, key_prefix,
         {"result_accept_content": ["json"]}, name="auth_celery_plain"))
     try:
-        worker = Worker([sys.executable, "-m", "celeriac", "-A", "auth_celeriac_tasks",
-                         "worker", "-P", "threads", "-c", "1", "-l", "INFO"], tmp_path)
+        worker = WorkerProcess([sys.executable, "-m", "celeriac", "-A", "auth_celeriac_tasks",
+                                "worker", "-P", "threads", "-c", "1", "-l", "INFO"], tmp_path)
         try:
             assert signed.add.delay(2, 3).get(timeout=RESULT_TIMEOUT) == 5
             assert signed.echo.delay({"nested": [1, "two"]}).get(
@@ -175,10 +122,11 @@ def test_celeriac_client_signs_for_a_celery_worker(redis_url: str, key_prefix: s
     client = import_client(tmp_path, write_tasks(tmp_path, "celeriac", redis_url, key_prefix,
                                                  SIGNED))
     try:
-        worker = Worker([sys.executable, "-m", "celery", "-A", "auth_celery_tasks", "worker",
-                         "-P", "solo", "-n", f"auth-{uuid.uuid4().hex[:6]}@localhost",
-                         "--without-mingle", "--without-gossip", "--without-heartbeat",
-                         "-l", "INFO"], tmp_path)
+        worker = WorkerProcess([sys.executable, "-m", "celery", "-A", "auth_celery_tasks",
+                                "worker", "-P", "solo", "-n",
+                                f"auth-{uuid.uuid4().hex[:6]}@localhost", "--without-mingle",
+                                "--without-gossip", "--without-heartbeat", "-l", "INFO"],
+                               tmp_path)
         try:
             assert client.add.delay(2, 3).get(timeout=RESULT_TIMEOUT) == 5
             assert client.echo.delay({"nested": [1, "two"]}).get(

@@ -15,7 +15,6 @@ On RabbitMQ both use kombu's exchanges (``celeryev``, ``celery.pidbox``,
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from celeryproc import WorkerProcess, import_client, subprocess_env, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -69,56 +70,9 @@ def broker(request: pytest.FixtureRequest) -> str | None:
     return str(request.getfixturevalue("rabbitmq_url"))
 
 
-def env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path),
-                                                         os.environ.get("PYTHONPATH", "")])}
-
-
-class Proc:
-    def __init__(self, command: list[str], cwd: Path, ready: str) -> None:
-        self.log_path = cwd / f"proc-{uuid.uuid4().hex[:6]}.log"
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(command, cwd=cwd, env=env(cwd), stdout=out,
-                                         stderr=subprocess.STDOUT)
-        wait_for(lambda: ready in self.log or self.proc.poll() is not None, 60, "ready")
-        assert self.proc.poll() is None, self.log
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
-def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
-
-
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), cwd=cwd, env=env(cwd), capture_output=True, text=True,
-                          timeout=60)
-
-
-def load(tmp_path: Path, module: str) -> Any:
-    import importlib
-
-    sys.path.insert(0, str(tmp_path))
-    try:
-        return importlib.import_module(module)
-    finally:
-        sys.path.remove(str(tmp_path))
+    return subprocess.run(list(args), cwd=cwd, env=subprocess_env(cwd), capture_output=True,
+                          text=True, timeout=60)
 
 
 def test_celery_tools_see_a_celeriac_worker(redis_url: str, key_prefix: str,
@@ -126,7 +80,7 @@ def test_celery_tools_see_a_celeriac_worker(redis_url: str, key_prefix: str,
     pytest.importorskip("celery")
     ours = write(tmp_path, "celeriac", redis_url, key_prefix, broker)
     theirs = write(tmp_path, "celery", redis_url, key_prefix, broker)
-    client = load(tmp_path, theirs)
+    client = import_client(tmp_path, theirs)
     from celery.events.state import State
 
     state = State()
@@ -148,8 +102,9 @@ def test_celery_tools_see_a_celeriac_worker(redis_url: str, key_prefix: str,
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     time.sleep(1.0)  # the receiver subscribes before the worker comes online
-    worker = Proc([sys.executable, "-m", "celeriac", "-A", ours, "worker", "-P", "threads",
-                   "-c", "2", "-E", "-n", "mon1@%h", "-l", "INFO"], tmp_path, "ready.")
+    worker = WorkerProcess([sys.executable, "-m", "celeriac", "-A", ours, "worker", "-P",
+                            "threads", "-c", "2", "-E", "-n", "mon1@%h", "-l", "INFO"],
+                           tmp_path)
     try:
         ping = run(tmp_path, sys.executable, "-m", "celery", "-A", theirs, "inspect", "ping",
                    "-t", "3")
@@ -179,10 +134,10 @@ def test_celeriac_tools_see_a_celery_worker(redis_url: str, key_prefix: str,
     pytest.importorskip("celery")
     ours = write(tmp_path, "celeriac", redis_url, key_prefix, broker)
     theirs = write(tmp_path, "celery", redis_url, key_prefix, broker)
-    client = load(tmp_path, ours)
-    worker = Proc([sys.executable, "-m", "celery", "-A", theirs, "worker", "-P", "prefork",
-                   "-c", "1", "-E", "-n", "kw1@%h", "-l", "INFO", "--without-mingle",
-                   "--without-gossip"], tmp_path, "ready.")
+    client = import_client(tmp_path, ours)
+    worker = WorkerProcess([sys.executable, "-m", "celery", "-A", theirs, "worker", "-P",
+                            "prefork", "-c", "1", "-E", "-n", "kw1@%h", "-l", "INFO",
+                            "--without-mingle", "--without-gossip"], tmp_path)
     try:
         ping = run(tmp_path, sys.executable, "-m", "celeriac", "-A", ours, "inspect", "ping",
                    "-t", "3")

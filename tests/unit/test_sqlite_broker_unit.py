@@ -205,3 +205,30 @@ def test_forked_child_opens_its_own_connection(sqlite_path: str) -> None:
     broker.publish(message(3), Q)
     assert [d.message.task_id for d in broker.receive([Q], owner="p", timeout=1)] == ["task-3"]
     broker.close()
+
+
+def _other_process_receives(url: str, queue: str, out: Any) -> None:
+    out.put(len(SQLiteBroker(url, lease_seconds=1.0).receive([queue], owner="them",
+                                                             timeout=0.2)))
+
+
+def test_a_write_transaction_held_long_renews_this_process_leases(tmp_path: Path) -> None:
+    """A task holding the GIL freezes any thread of its process that is inside a write
+    transaction: every process, the lease renewer too, is locked out meanwhile. The
+    transaction renews this process's leases before it commits, so the message is not
+    taken by another worker for a lapse no one could prevent."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    broker = SQLiteBroker(url, lease_seconds=1.0)
+    broker.publish(message(1), Q)
+    [held] = broker.receive([Q], owner="me", timeout=1)
+    store = SQLiteResultStore(url)  # any writer of this process on the file: here results
+    with store._db.tx():
+        time.sleep(1.5)  # the lock held past the lease, as while a task held the GIL
+    out = FORK.Queue()
+    other = FORK.Process(target=_other_process_receives, args=(url, Q, out))
+    other.start()
+    other.join(30)
+    assert out.get(timeout=5) == 0  # still leased to this process
+    assert broker.renew([held]) == [True]
+    store.close()
+    broker.close()

@@ -6,6 +6,9 @@ in pyproject.toml): nothing is imported from celeriac.contrib.pytest here."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,6 +60,23 @@ class TestSomething:  # Celery writes "test_something" (its own python_classes s
 
 # -- session scope: celery_config, celery_parameters, celery_worker_parameters,
 # celery_enable_logging, celery_includes, celery_worker_pool, celery_session_worker --
+# Session-scoped fixtures belong to one pytest session: the first module that asks for
+# ``celery_session_app`` decides its settings for every later one (test_testing_fixtures.py
+# asks too, and xdist may run both files in one process). So this part of the page runs as
+# the page means it, in a session of its own.
+SESSION_EXAMPLE = '''
+from typing import Any
+
+import pytest
+
+from celeriac import shared_task
+
+
+@shared_task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
 @pytest.fixture(scope="session")
 def celery_config() -> dict[str, Any]:
     return {
@@ -100,3 +120,14 @@ def test_add_task(celery_session_worker: Any) -> None:
 
 def test_high_prio_queue(celery_app: Any, celery_worker: Any) -> None:
     assert add.apply_async((3, 4), queue="high-prio").get(timeout=10) == 7
+'''
+
+
+def test_session_scoped_fixtures_in_a_session_of_their_own(tmp_path: Path) -> None:
+    (tmp_path / "test_celery_docs_session.py").write_text(SESSION_EXAMPLE)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nceleriac_fixtures = true\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-p", "no:xdist", str(tmp_path)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout, done.stdout

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -32,13 +32,19 @@ def _lose_first_delivery(app: Celery) -> None:
     time.sleep(0.5)
 
 
-def _run_worker(app: Celery, seconds: float) -> None:
+def _run_worker_until(app: Celery, done: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Run a worker until ``done()`` holds (a loaded machine may take a while: the
+    deadline only stops a test that would otherwise hang)."""
     consumer = Consumer(app, ["celery"], ThreadPool(2))
     thread = threading.Thread(target=consumer.run)
     thread.start()
-    time.sleep(seconds)
-    consumer.stop()
-    thread.join(10)
+    try:
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        consumer.stop()
+        thread.join(10)
 
 
 def test_lost_chord_member_fails_the_body_and_calls_errbacks(app: Celery) -> None:
@@ -59,7 +65,8 @@ def test_lost_chord_member_fails_the_body_and_calls_errbacks(app: Celery) -> Non
     header = [member.s(1), member.s(2).on_error(on_error.s())]
     result = chord(header)(body.s())
     _lose_first_delivery(app)
-    _run_worker(app, 1.5)
+    _run_worker_until(app, lambda: len(app.broker.dead_letters("celery")) == 2
+                      and len(seen) == 1 and app.AsyncResult(result.id).ready())
 
     dead = app.broker.dead_letters("celery")
     assert len(dead) == 2 and all(d.reason.startswith("worker_lost") for d in dead)

@@ -112,6 +112,9 @@ class ResultStore(abc.ABC):
     #: :meth:`chord_add_celery_sized` reads the size a Celery client stored
     #: (``celery-taskset-meta-<gid>.s``, Celery's Redis backend) in the same atomic step
     reads_celery_chord_size: ClassVar[bool] = False
+    #: the metas given to ``set``/``set_many`` by the worker carry the task's ``reply_to``
+    #: and ``correlation_id`` (``rpc://``: results are sent there, not stored)
+    wants_reply_to: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -222,6 +225,12 @@ class ResultStore(abc.ABC):
             wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
             time.sleep(wait)
             pause = min(pause * 2, max(interval, 0.001))
+
+    def on_publish(self) -> None:  # noqa: B027 - optional hook
+        """Called before a task is sent (``rpc://`` declares the caller's reply queue)."""
+
+    def check_chords(self) -> None:  # noqa: B027 - optional hook
+        """Raise ImproperlyConfigured when this store cannot join a chord."""
 
     # -- groups ---------------------------------------------------------------
     def save_group(self, group_id: str, meta: Mapping[str, Any]) -> None:

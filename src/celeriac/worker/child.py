@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from .. import signals
+from .. import serialization, signals
 from ..security import check_settings
 from .consumer import Consumer
 from .inspection import message_info
@@ -131,6 +131,7 @@ class ChildMonitor(Monitor):
 
     def __init__(self, slot: Slot, renewal: SupervisorRenewal, spec: ChildSpec) -> None:
         self.slot, self.renewal, self.spec = slot, renewal, spec
+        self.pid = os.getpid()
         self.consumer: Consumer | None = None
 
     def received(self, count: int) -> None:
@@ -152,8 +153,11 @@ class ChildMonitor(Monitor):
             self.renewal.send(("hard", job.id, job.name, job.delivery))
         self.renewal.send(("job", message_info(
             job.delivery.message, job.delivery.queue, self.spec.hostname, time_start=None,
-            acknowledged=not job.task.acks_late, worker_pid=os.getpid(),
-            redelivered=job.delivery.redelivered), job.delivery.queue, job.time_to_start))
+            acknowledged=not job.task.acks_late, worker_pid=self.pid,
+            redelivered=job.delivery.redelivered,
+            arguments=(list(job.request.args or ()), dict(job.request.kwargs or {}))
+            if job.delivery.message.content_type == serialization.JSON else None),
+            job.delivery.queue, job.time_to_start))
         slot.started = time.time()
 
     def task_finished(self, job: Job) -> None:

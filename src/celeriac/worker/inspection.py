@@ -86,16 +86,20 @@ class NodeView(Protocol):
 
 
 def message_info(message: Message, queue: str, hostname: str, *, time_start: float | None,
-                 acknowledged: bool, worker_pid: int | None,
-                 redelivered: bool = False) -> dict[str, Any]:
-    """Celery's ``Request.info()`` for a message."""
+                 acknowledged: bool, worker_pid: int | None, redelivered: bool = False,
+                 arguments: tuple[Any, Any] | None = None) -> dict[str, Any]:
+    """Celery's ``Request.info()`` for a message (``arguments``: its args and kwargs when
+    already decoded, else read from the body)."""
     headers = message.headers if isinstance(message.headers, dict) else {}
-    try:
-        body = decode_body(message, accepted_types(["json"]))
-        args, kwargs = (body[0], body[1]) if isinstance(body, list) and len(body) >= 2 \
-            else ([], {})
-    except Exception:
-        args, kwargs = headers.get("argsrepr") or [], headers.get("kwargsrepr") or {}
+    if arguments is not None:
+        args, kwargs = arguments
+    else:
+        try:
+            body = decode_body(message, accepted_types(["json"]))
+            args, kwargs = (body[0], body[1]) if isinstance(body, list) and len(body) >= 2 \
+                else ([], {})
+        except Exception:
+            args, kwargs = headers.get("argsrepr") or [], headers.get("kwargsrepr") or {}
     name = headers.get("task")
     return {"id": headers.get("id"), "name": name, "args": args, "kwargs": kwargs,
             "type": name, "hostname": hostname, "time_start": time_start,

@@ -5,7 +5,8 @@ A consumer always asks for what its free slots can start now. What it may hold
 
 * **fixed** (``worker_prefetch_multiplier`` set explicitly, in the configuration
   or with ``--prefetch-multiplier``): ``(multiplier - 1) x concurrency`` extra
-  messages, whatever the tasks cost, as before;
+  messages, whatever the tasks cost, as before; ``worker_disable_prefetch = True``
+  (Celery 5.5's setting) means none, whatever the multiplier;
 * **adaptive** (the default): at most ``worker_prefetch_budget`` seconds of
   *expected work* beyond the free slots. The expected run time of a task is an
   average of the recent run times of this consumer's tasks (start to settled,
@@ -73,6 +74,8 @@ class PrefetchRule:
     def for_worker(cls, conf: Any, concurrency: int, option: int | None) -> PrefetchRule:
         """The rule of a worker with ``concurrency`` slots (``option``: the CLI's
         ``--prefetch-multiplier``)."""
+        if conf.get("worker_disable_prefetch"):
+            return cls(concurrency, fixed=0)
         multiplier = explicit_multiplier(conf, option)
         if multiplier is not None:
             return cls(concurrency, fixed=max(0, multiplier - 1) * concurrency)

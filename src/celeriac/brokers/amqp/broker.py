@@ -12,8 +12,10 @@ and process (:class:`~.connection.Link`; a forked child opens its own).
 
 Leases: ``receive`` consumes (``basic.consume``) the queues it is asked for,
 with a per-consumer prefetch of the leases held plus ``limit`` (grown when a
-caller asks for more), so RabbitMQ never hands this process much more than it
-can use; the deliveries that arrived
+caller asks for more, narrowed when it asks for four times fewer, giving back
+what arrived beyond), so RabbitMQ never hands this process much more than it
+can use; ``hold_back`` stops consuming and gives back what arrived unleased (a
+worker whose slots are all busy with slow tasks); the deliveries that arrived
 are handed out by priority (0 first) then arrival order. A lease is the
 unacked delivery: ``ack`` acks it; ``release`` and ``expire_owner`` give it
 back by publishing a copy that carries the counters (``x-celeriac-dc``,
@@ -63,7 +65,7 @@ from ..base import (
     QueueStats,
 )
 from ..buckets import bucket_take
-from . import admin, topology, wire
+from . import admin, holding, topology, wire
 from .broadcast import AMQPBroadcast
 from .connection import RETRYABLE_ERRORS, Link, retrying
 from .consuming import Consuming, Outgoing, _Arrived, _Lease
@@ -108,6 +110,8 @@ class AMQPBroker(Consuming, Broker):
         self._published = 0
         self._nacked: set[int] = set()
         self._broadcast: AMQPBroadcast | None = None
+        self.consumer_timeout = holding.consumer_timeout(self.options)
+        self._holder: holding.Holder | None = None
 
     # -- channels ------------------------------------------------------------------
     def _publisher_opened(self, chan: amqp.Channel) -> None:
@@ -333,6 +337,11 @@ class AMQPBroker(Consuming, Broker):
         return admin.with_scan_channel(self, "purge_dead_letters",
                                        lambda chan: admin.purge_dead(chan, self, queue))
 
+    def _keep_past_consumer_timeout(self) -> None:
+        """Start this process's rollover thread (:mod:`.holding`) unless it runs."""
+        if self.consumer_timeout and (self._holder is None or not self._holder.alive()):
+            self._holder = holding.Holder(self, self.consumer_timeout)
+
     def broadcast_channel(self) -> BroadcastChannel:
         """Events and remote control on kombu's AMQP exchanges (:mod:`.broadcast`)."""
         if self._broadcast is None:
@@ -347,6 +356,8 @@ class AMQPBroker(Consuming, Broker):
 
     def close(self) -> None:
         """Give back what arrived but was never leased (uncounted), then disconnect."""
+        if self._holder is not None:
+            self._holder.stop()
         with self._con.lock:
             try:
                 if self._con.connected:
@@ -357,11 +368,7 @@ class AMQPBroker(Consuming, Broker):
                     self._drain(chan.connection, 0.0)
                     with self._state:
                         unleased, self._arrived = self._arrived, []
-                    if unleased:
-                        self._publish_raw([(a.message, a.queue, a.message.priority, None,
-                                            {"counters": a.counters}) for a in unleased])
-                        for a in unleased:
-                            chan.basic_ack(a.tag)
+                    self._return_unleased(chan, unleased)
                     self._flush_acks(chan)
             except Exception:
                 logger.debug("closing the RabbitMQ consumer", exc_info=True)

@@ -9,9 +9,11 @@ delivers together and in order, and joined again by the reader.
 
 Mailboxes (pidbox replies): the mailbox's connection ``LISTEN``s to a channel
 named after the exchange and routing key, and holds a session advisory lock on
-the same key while open; ``send_to_mailbox`` notifies that channel and returns
-False when no session holds the lock (nobody listens). Notifications wait in
-the listening connection until read, and go with it when it closes.
+the same key while open (released before its connection closes, so a mailbox is
+gone once ``close`` returns); ``send_to_mailbox`` notifies that channel and returns
+False when no session of this database holds the lock (nobody listens).
+Notifications wait in the listening connection until read, and go with it when
+it closes.
 
 Channel names are ``celeriac_bc_<hash>`` / ``celeriac_mb_<hash>`` of the schema,
 exchange (and routing key), so apps in separate schemas of one database do not
@@ -67,6 +69,7 @@ class _Listening(Subscription):
         self.owner, self.channel, self.exchange = owner, channel, exchange
         self.patterns, self.routing_key = patterns, routing_key
         self._parts: dict[str, list[bytes | None]] = {}
+        self.lock = lock
         try:
             self.conn = psycopg.connect(owner.conninfo, autocommit=True)
             if lock is not None:
@@ -111,8 +114,16 @@ class _Listening(Subscription):
         return message
 
     def close(self) -> None:
+        """Release the mailbox's lock before closing: the server ends a closed session
+        (and drops its locks) a moment after the client hangs up, and a sender checking
+        in that moment would still see the mailbox open."""
         try:
-            self.conn.close()  # ends LISTEN and the advisory lock
+            if self.lock is not None and not self.conn.closed:
+                self.conn.execute("SELECT pg_advisory_unlock_all()")
+        except psycopg.Error:
+            pass
+        try:
+            self.conn.close()  # ends LISTEN (and the lock, if the unlock failed)
         except psycopg.Error:
             pass
 
@@ -138,6 +149,8 @@ class PostgresBroadcast(BroadcastChannel):
                     high, low = (lock >> 32) & 0xFFFFFFFF, lock & 0xFFFFFFFF
                     held = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE"
                                         " locktype = 'advisory' AND granted AND objsubid = 1"
+                                        " AND database = (SELECT oid FROM pg_database"
+                                        " WHERE datname = current_database())"
                                         " AND classid::text::bigint = %s"
                                         " AND objid::text::bigint = %s)",
                                         (high, low)).fetchone()

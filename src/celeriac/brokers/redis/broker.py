@@ -114,6 +114,7 @@ from .client import (
     run_pipeline,
     run_script,
 )
+from .durability import ReplicaWaits, retry_policy_for
 from .publishing import RedisPublishing
 from .replies import parse_receive
 from .slots import RedisSlots
@@ -128,7 +129,7 @@ _T = TypeVar("_T")
 _SCRIPTS = {**redis_scripts.ALL, **TOKEN_SCRIPTS}
 
 
-class RedisBroker(RedisPublishing, RedisSlots, Broker):
+class RedisBroker(ReplicaWaits, RedisPublishing, RedisSlots, Broker):
     """Celery-compatible Redis broker with leases, delays and dead letters."""
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")
@@ -145,7 +146,7 @@ class RedisBroker(RedisPublishing, RedisSlots, Broker):
                                    or DEFAULT_STEPS} | {0}))
         interval = self.options.get("polling_interval", 0.1)
         self.polling_interval = None if interval is None else float(interval)
-        self.retry_policy = RetryPolicy.from_celery(self.options.get("retry_policy"))
+        self.retry_policy = retry_policy_for(url, self.options)
         self.delay_in_broker = bool(self.options.get("delay_in_broker", False))
         self._nonce = uuid.uuid4().hex[:8] + ":"
         self._declared: set[str] = set()

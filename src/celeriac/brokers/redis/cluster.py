@@ -44,7 +44,6 @@ from typing import Any, ClassVar
 import redis
 
 from ...messages import Message
-from ...retry import RetryPolicy
 from ..base import BroadcastChannel, Capabilities, DeadLetter, Delivery, Publish, QueueStats
 from ..buckets import bucket_take
 from ..slotting import SlotMethods
@@ -58,9 +57,6 @@ from .durability import checked_wait, wait_command
 from .publishing import ETA
 from .replies import parse_receive
 
-#: the broker's own retries on a cluster: long enough for a replica to take over
-FAILOVER_RETRY = {"max_retries": 20, "interval_start": 0.1, "interval_step": 0.2,
-                  "interval_max": 1.0}
 _CHUNK = 1000
 
 
@@ -85,8 +81,6 @@ class RedisClusterBroker(RedisBroker):
     def __init__(self, url: str, *, lease_seconds: float = 30.0,
                  options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, lease_seconds=lease_seconds, options=options)
-        if self.options.get("retry_policy") is None:
-            self.retry_policy = RetryPolicy.from_celery(FAILOVER_RETRY)
         self._seen: set[str] = set()
 
     # -- plumbing ----------------------------------------------------------------
@@ -164,6 +158,9 @@ class RedisClusterBroker(RedisBroker):
         if wait is not None:
             checked_wait(self.options, [r for c, r in zip(commands, replies, strict=True)
                                         if c[0] == "WAIT"])
+
+    def await_replicas(self) -> None:
+        """Nothing more: on a cluster ``_send`` ends each master's writes with ``WAIT``."""
 
     # -- consuming ------------------------------------------------------------------
     def _receive_once(self, queues: list[str], owner: str,

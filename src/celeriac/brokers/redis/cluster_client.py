@@ -19,6 +19,7 @@ and the waiters of the channels that moved are subscribed on their new master
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,8 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from .client import RETRYABLE_ERRORS, Connection, Direct, direct_for, get_client
 from .results import ResultListener
+
+log = logging.getLogger(__name__)
 
 #: Errors after which the slot map is read again before the caller retries.
 REROUTE_ERRORS = RETRYABLE_ERRORS
@@ -140,7 +143,10 @@ class _ShardListener(ResultListener):
         self.owner, self.name = owner, node.name
 
     def _reconnect(self) -> None:
-        self.owner.reroute(self)
+        try:
+            self.owner.reroute(self)
+        except Exception:  # this thread must live on: the next attempt reads the map again
+            log.debug("result listener: rerouting from %s failed", self.name, exc_info=True)
         if not self._stopped:
             super()._reconnect()
 

@@ -23,11 +23,10 @@ from typing import Any, ClassVar
 
 import redis
 
-from ...retry import RetryPolicy
 from .client import Connection, PerProcess, get_client, parse_target
-from .cluster import FAILOVER_RETRY
 from .cluster_client import ClusterResultListener, cluster_connection, router_of
-from .results import CHORD_ADD, WRITE_METAS, RedisResultStore
+from .result_scripts import CHORD_ADD, WRITE_METAS
+from .results import RedisResultStore
 
 #: the notification is sharded: it reaches only the shard of the key
 _SCRIPTS = {"chord_add": CHORD_ADD,
@@ -53,18 +52,13 @@ class RedisClusterResultStore(RedisResultStore):
 
     schemes: ClassVar[tuple[str, ...]] = ("redis+cluster", "rediss+cluster")
 
-    def __init__(self, url: str, *, expires: float | None = 86400.0,
-                 options: Mapping[str, Any] | None = None) -> None:
-        super().__init__(url, expires=expires, options=options)
-        if self.options.get("retry_policy") is None:
-            self.retry_policy = RetryPolicy.from_celery(FAILOVER_RETRY)
-
     def _connection(self) -> Connection:
         conn = self._conn = cluster_connection(self.url, self.options, _SCRIPTS, self._conn)
         return conn
 
     def _listener(self) -> Any:
-        return cluster_listener_for(self.url, self.options)
+        # the first use makes the client, which reads the slot map: retried like a command
+        return self._retrying("wait", partial(cluster_listener_for, self.url, self.options))
 
     def _get_many_raw(self, keys: list[str]) -> list[str | bytes | None]:
         if not keys:

@@ -125,6 +125,8 @@ class Direct:
             if saved is not None:
                 unbound(conn, saved)
         if error is not None:
+            if isinstance(error, redis.exceptions.ReadOnlyError):
+                conn.disconnect()  # a master turned replica (Sentinel): find the new one
             raise error
         return replies
 

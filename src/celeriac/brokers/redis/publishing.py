@@ -24,6 +24,7 @@ from ...messages import Message
 from ..base import Publish
 from . import scripts as redis_scripts
 from .bookkeeping import SEP
+from .durability import wait_command
 
 if TYPE_CHECKING:
     from .client import Connection
@@ -46,7 +47,11 @@ class RedisPublishing:
     _quiet_wake: dict[str, float]
 
     if TYPE_CHECKING:
+        options: dict[str, Any]
+
         def _connection(self) -> Connection: ...
+
+        def await_replicas(self) -> None: ...
 
         def _script(self, name: str, *args: Any) -> Any: ...
 
@@ -73,11 +78,12 @@ class RedisPublishing:
         # fast path (a declared queue, ready now): one script call, one reply
         key, text = self.render_envelope(message, queue, priority)
         self.publish_rendered(key, queue, text)
+        self.await_replicas()
 
     def declared(self, queue: str) -> bool:
-        """True once this instance wrote the queue's bindings (:meth:`publish_rendered`
-        may be used for it)."""
-        return queue in self._declared
+        """True once this instance wrote the queue's bindings and no replica wait is asked
+        for (:meth:`publish_rendered` may then be used for it alone)."""
+        return queue in self._declared and wait_command(self.options) is None
 
     def render_envelope(self, message: Message, queue: str,
                         priority: int | None) -> tuple[str, str]:
@@ -120,6 +126,7 @@ class RedisPublishing:
             staged = self._stage(chunk, now)
             self._retrying("publish", partial(self._send, staged))
             self._declared.update(staged[3])
+        self.await_replicas()
 
     def _stage(self, batch: list[Publish], now: float) -> tuple[
             dict[str, list[str]], dict[str, dict[str, float]], dict[str, int], set[str]]:

@@ -53,6 +53,7 @@ from .client import (
     retrying,
     run_script,
 )
+from .durability import retry_policy_for
 from .result_scripts import CHORD_ADD, WRITE_METAS
 
 _LISTENER_ERRORS: tuple[type[BaseException], ...] = (
@@ -198,7 +199,7 @@ class RedisResultStore(ResultStore):
                  options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, expires=expires, options=options)
         self.prefix = _celery_prefix(str(self.options.get("global_keyprefix") or ""))
-        self.retry_policy = RetryPolicy.from_celery(self.options.get("retry_policy"))
+        self.retry_policy = retry_policy_for(url, self.options)
         #: (pid, client, scripts, direct connection), replaced as a whole so
         #: threads never see a half-built connection; rebuilt after a fork
         self._conn: Connection | None = None

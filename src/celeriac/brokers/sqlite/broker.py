@@ -15,6 +15,8 @@ large ETA backlog never slows ``receive``; ``receive`` first promotes due rows
 ... ORDER BY priority, id LIMIT ?) RETURNING`` inside ``BEGIN IMMEDIATE``.
 Taking a row whose lease lapsed (token still set) counts one lost delivery.
 Leases carry a random 128-bit token; ack/renew/release/dead-letter match it.
+A write transaction of this process that held the lock for long (a task held
+the GIL) renews this process's leases before it commits: no renewer could.
 
 Durability: WAL with ``synchronous=FULL`` for publishes and dead-letter moves
 (an acknowledged publish survives power loss); leases, acks, renewals and
@@ -25,6 +27,7 @@ connection per thread, reopened after ``fork``.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -46,6 +49,7 @@ from .broadcast import SQLiteBroadcast
 from .db import (
     Connections,
     data_version,
+    on_long_transaction,
     parse_url,
     wait_for_change,
 )
@@ -116,6 +120,8 @@ class SQLiteBroker(SQLiteSlots, Broker):
         self._known_queues: set[str] = set()
         self._idle = threading.local()
         self._broadcast: SQLiteBroadcast | None = None
+        self._owners: tuple[int, set[str]] = (os.getpid(), set())  # who leased, in which pid
+        on_long_transaction(path, self._renew_own_leases)
 
     # -- producing ------------------------------------------------------------
     def _rows(self, items: Iterable[Publish]) -> list[tuple[Any, ...]]:
@@ -142,8 +148,21 @@ class SQLiteBroker(SQLiteSlots, Broker):
         self._known_queues |= new_queues
 
     # -- consuming --------------------------------------------------------------
+    def _renew_own_leases(self, conn: sqlite3.Connection) -> None:
+        """Inside a write transaction of this process that held the lock for long: every
+        other writer, this process's lease renewer too, was locked out meanwhile."""
+        pid, owners = self._owners
+        if pid == os.getpid() and owners:
+            marks = ", ".join("?" * len(owners))
+            conn.execute("UPDATE messages SET lease_expires = MAX(lease_expires, ?) WHERE"
+                         f" lease_owner IN ({marks}) AND lease_token IS NOT NULL",
+                         (self.now() + self.lease_seconds, *sorted(owners)))
+
     def _lease(self, queues: list[str], owner: str, limit: int,
                acks: Sequence[Delivery] = ()) -> tuple[int, list[Delivery]]:
+        if self._owners[0] != os.getpid():
+            self._owners = (os.getpid(), set())
+        self._owners[1].add(owner)
         now = self.now()
         expires = now + self.lease_seconds
         marks = ", ".join("?" * len(queues))

@@ -6,15 +6,23 @@ Owns the default database file (``$CELERIAC_SQLITE_PATH`` or
 transactions that turn SQLite errors into
 :class:`~celeriac.exceptions.OperationalError`, and the cheap
 ``PRAGMA data_version`` wait that blocked readers use instead of a push wake-up.
+
+A write transaction that held the write lock for long (another thread of this
+process held the GIL meanwhile: a task in C code) has locked every process out,
+lease renewers included; before it commits, the callbacks registered with
+:func:`on_long_transaction` for its file run inside it (the broker renews the
+leases this process holds, which no one could renew while it waited).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,7 +30,12 @@ from urllib.parse import parse_qsl
 from ... import clock, retry
 from ...exceptions import ImproperlyConfigured, OperationalError
 
+logger = logging.getLogger("celeriac.sqlite")
+
 ENV_PATH = "CELERIAC_SQLITE_PATH"
+#: seconds a write transaction may hold the lock before the long-transaction callbacks run
+LONG_TRANSACTION = 0.25
+_long_callbacks: dict[str, list[weakref.WeakMethod[Callable[[sqlite3.Connection], None]]]] = {}
 _SYNC = {"durable": "FULL", "full": "FULL", "fast": "NORMAL", "normal": "NORMAL"}
 
 
@@ -125,7 +138,30 @@ class Connections:
 BUSY_TIMEOUT = 5.0
 
 
-def begin_immediate(conn: sqlite3.Connection, path: str) -> None:
+def on_long_transaction(path: str, callback: Callable[[sqlite3.Connection], None]) -> None:
+    """Run the bound method ``callback(conn)`` inside every write transaction of this
+    process on ``path`` that held the write lock over :data:`LONG_TRANSACTION` seconds,
+    before it commits (kept as a weak reference: it goes with its object)."""
+    _long_callbacks.setdefault(os.path.abspath(path), []).append(
+        weakref.WeakMethod(callback))
+
+
+def _run_long_callbacks(conn: sqlite3.Connection, path: str) -> None:
+    refs = _long_callbacks.get(os.path.abspath(path))
+    if not refs:
+        return
+    refs[:] = [ref for ref in refs if ref() is not None]
+    for ref in list(refs):
+        callback = ref()
+        if callback is None:
+            continue
+        try:
+            callback(conn)
+        except sqlite3.Error as exc:  # the transaction's own work still commits
+            logger.warning("sqlite %s: after a long transaction: %s", path, exc)
+
+
+def begin_immediate(conn: sqlite3.Connection, path: str) -> float:
     """Take the write lock, trying every 50 us doubling to 2 ms for up to 5 s.
 
     This is SQLite's busy handler done better, not a retry of a failed call:
@@ -134,6 +170,7 @@ def begin_immediate(conn: sqlite3.Connection, path: str) -> None:
     most of the cost of a task on this broker, so writers poll with a short
     backoff instead (``busy_timeout`` is lifted to 0 only around BEGIN). Inside
     a publish the wait also ends at the publish deadline (:func:`retry.time_left`).
+    Returns when (monotonic) the successful attempt began: the lock is held since.
     """
     left = retry.time_left()
     wait = BUSY_TIMEOUT if left is None else max(0.0, min(BUSY_TIMEOUT, left))
@@ -142,8 +179,9 @@ def begin_immediate(conn: sqlite3.Connection, path: str) -> None:
     try:
         while True:
             try:
+                attempt = time.monotonic()
                 conn.execute("BEGIN IMMEDIATE")
-                return
+                return attempt
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or time.monotonic() >= deadline:
                     raise OperationalError(f"sqlite {path}: {exc}") from exc
@@ -163,9 +201,11 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 @contextmanager
 def transaction(conn: sqlite3.Connection, path: str) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``; SQLite errors become OperationalError."""
-    begin_immediate(conn, path)
+    locked_at = begin_immediate(conn, path)
     try:
         yield conn
+        if time.monotonic() - locked_at > LONG_TRANSACTION:
+            _run_long_callbacks(conn, path)
         conn.execute("COMMIT")
     except BaseException as exc:
         if conn.in_transaction:
