@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from needs import IN_CI
+
 pytest.importorskip("amqp")
 
 import amqp
@@ -103,7 +105,7 @@ class Node:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     if not os.path.exists(SERVER):
-        if os.environ.get("CI") == "true":
+        if IN_CI:
             pytest.fail(f"{SERVER} is missing: a private RabbitMQ node cannot be started")
         pytest.skip("rabbitmq-server is not installed")
     made = Node(tmp_path_factory.mktemp("rabbitmq-node"))
