@@ -6,6 +6,8 @@ Usage (from the repository root)::
     python bench/reliability/run.py --quick            # smaller loads, for development
     python bench/reliability/run.py --broker redis     # one broker (repeat for more)
     python bench/reliability/run.py --scenarios fuzz,outage3 --no-celery --no-write
+    python bench/reliability/run.py --broker redis-cluster --broker redis-sentinel \
+        --scenarios failover,failover-wait,kill-children   # replicated Redis
 
 Per scenario it prints accepted / lost / duplicated (and why) / dead-lettered /
 time to recover, and writes one markdown section per broker into
@@ -33,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import beat_failover  # noqa: E402
+import failover  # noqa: E402
 import malformed  # noqa: E402
 import outages  # noqa: E402
 import report  # noqa: E402
@@ -41,10 +44,11 @@ from counting import Figures  # noqa: E402
 from scenarios import Context  # noqa: E402
 from servers import SERVERS  # noqa: E402
 
-BROKERS = ("sqlite", "redis", "postgres", "amqp")
+BROKERS = ("sqlite", "redis", "postgres", "amqp", "redis-cluster", "redis-sentinel")
 #: Celery 5.7's brokers in this suite
 CELERY_BROKERS = ("redis", "amqp")
-NEEDS = {"redis": "redis-server", "postgres": "/usr/lib/postgresql",
+NEEDS = {"redis": "redis-server", "redis-cluster": "redis-server",
+         "redis-sentinel": "redis-server", "postgres": "/usr/lib/postgresql",
          "amqp": "/usr/lib/rabbitmq/bin/rabbitmq-server"}
 
 
@@ -91,6 +95,8 @@ SCENARIOS: dict[str, tuple[Scenario, bool]] = {
     "sigstop": (scenarios.sigstop, True),
     "beat": (beat, False),
     "memory": (scenarios.memory, False),
+    "failover": (lambda ctx, system: failover.master_failover(ctx, system, False), False),
+    "failover-wait": (lambda ctx, system: failover.master_failover(ctx, system, True), False),
 }
 
 
