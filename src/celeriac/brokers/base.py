@@ -235,6 +235,14 @@ class Broker(SlotMethods, abc.ABC):
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         """Remove for good; return how many were still leased under their token."""
 
+    def hold_back(self, queues: Sequence[str]) -> int:
+        """This process will take nothing more from ``queues`` until its next receive
+        (its slots are busy with slow tasks). A broker that pushes messages ahead of
+        ``receive`` (RabbitMQ's prefetch window) gives back what it holds unleased and
+        stops the pushing; the others hold nothing unleased and do nothing. Returns
+        how many messages went back."""
+        return 0
+
     def ack_and_receive(self, acks: Sequence[Delivery], queues: Sequence[str], *, owner: str,
                         limit: int = 1, timeout: float = 1.0) -> tuple[int, list[Delivery]]:
         """``ack(acks)`` then ``receive(...)``; brokers override this to do both in one
