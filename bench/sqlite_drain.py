@@ -8,16 +8,19 @@ What it measures (one table at the end):
   benchproj worker``) consume a pre-filled queue; the clock starts when every
   worker has signalled ``worker_ready`` (counting what is left then) and stops
   when the queue has nothing ready or leased; every result is then checked.
-  Configurations: 2 x ``-P solo``, 2 x ``-P threads -c 1``, 1 x ``-P prefork -c 2``;
+  Configurations: ``default`` (``celeriac worker`` as the README starts it: prefork,
+  one child per CPU, adaptive prefetch), 2 x ``-P solo``, 2 x ``-P threads -c 1``,
+  1 x ``-P prefork -c 2``; every one with the default prefetch unless
+  ``--prefetch-multiplier`` is given;
 * with ``--celery``: real Celery 5 on Redis (db 12, a unique key prefix, removed
   afterwards), 2 x ``celery worker -P solo --prefetch-multiplier 64``, results
   in Redis, measured the same way;
-* with ``--profile``: a cProfile of one in-process consumer (solo pool) draining
-  the queue, top functions by cumulative and internal time.
+* with ``--profile``: a cProfile of one in-process consumer (solo pool, default
+  prefetch rule) draining the queue, top functions by cumulative and internal time.
 
 Usage::
 
-    .venv/bin/python bench/sqlite_drain.py                 # 20,000 tasks
+    .venv/bin/python bench/sqlite_drain.py                 # 20,000 tasks, defaults
     .venv/bin/python bench/sqlite_drain.py --tasks 5000 --celery --profile
 
 Target (reported, not asserted): drain >= 3,000 tasks/s on 2 cores.
@@ -212,7 +215,7 @@ def prefork_available() -> bool:
 
 
 def run_celeriac(workdir: Path, n: int, pools: list[str], durability: str,
-                 prefetch: int, loglevel: str) -> list[Row]:
+                 prefetch: int | None, loglevel: str) -> list[Row]:
     db = workdir / "bench.sqlite3"
     os.environ["CELERIAC_SQLITE_PATH"] = str(db)
     if durability != "durable":
@@ -220,9 +223,11 @@ def run_celeriac(workdir: Path, n: int, pools: list[str], durability: str,
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proj = load_project(workdir)
     rows: list[Row] = []
-    base = [sys.executable, "-m", "celeriac", "-A", "benchproj", "worker", "-l", loglevel,
-            "--prefetch-multiplier", str(prefetch)]
+    base = [sys.executable, "-m", "celeriac", "-A", "benchproj", "worker", "-l", loglevel]
+    if prefetch is not None:
+        base += ["--prefetch-multiplier", str(prefetch)]
     configs = {
+        "default": ("celeriac worker (defaults)", [base]),
         "solo": ("2 x -P solo", [[*base, "-P", "solo", "-n", f"w{i}@%h"] for i in (1, 2)]),
         "threads": ("2 x -P threads -c 1",
                     [[*base, "-P", "threads", "-c", "1", "-n", f"w{i}@%h"] for i in (1, 2)]),
@@ -254,12 +259,14 @@ def profile_consumer(workdir: Path, n: int, top: int = 25) -> None:
 
     from celeriac.worker.consumer import Consumer
     from celeriac.worker.pools import SoloPool
+    from celeriac.worker.prefetch import PrefetchRule
 
     proj = load_project(workdir)
     proj.app.broker.purge("celery")
     enqueue_many(proj, n)
     proj.app.finalize()
-    consumer = Consumer(proj.app, ["celery"], SoloPool(), poll_timeout=0.1)
+    rule = PrefetchRule.for_worker(proj.app.conf, 1, None)
+    consumer = Consumer(proj.app, ["celery"], SoloPool(), poll_timeout=0.1, prefetch=rule)
 
     def stop_when_drained() -> None:
         broker = proj.app.broker
@@ -348,8 +355,8 @@ def print_table(rows: list[Row], n: int, settings: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000)
-    parser.add_argument("--pools", default="solo,threads,prefork",
-                        help="comma-separated: solo, threads, prefork")
+    parser.add_argument("--pools", default="default,solo,threads",
+                        help="comma-separated: default, solo, threads, prefork")
     parser.add_argument("--celery", action="store_true",
                         help="also measure Celery on Redis (db 12) for comparison")
     parser.add_argument("--profile", action="store_true",
@@ -361,8 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loglevel", default="WARNING",
                         help="worker log level for both celeriac and Celery (INFO logs "
                         "every task)")
-    parser.add_argument("--prefetch-multiplier", type=int, default=1,
-                        help="celeriac worker_prefetch_multiplier (1 = no prefetch)")
+    parser.add_argument("--prefetch-multiplier", type=int, default=None,
+                        help="celeriac worker_prefetch_multiplier (default: not set, the "
+                        "adaptive prefetch; 1 = no prefetch)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="celeriac-bench-"))
     try:
@@ -372,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.celery:
             rows += run_celery(workdir, args.tasks, args.loglevel)
         print_table(rows, args.tasks, f"durability={args.durability}, "
-                    f"prefetch_multiplier={args.prefetch_multiplier}, "
+                    f"prefetch_multiplier={args.prefetch_multiplier or 'default'}, "
                     f"loglevel={args.loglevel}")
         if args.profile:
             profile_consumer(workdir, args.profile_tasks)

@@ -68,6 +68,35 @@ def key_prefix() -> Iterator[str]:
         client.close()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A private Redis Cluster (3 masters + 3 replicas) for the session, on free loopback
+    ports; killed (by the PIDs it started) and removed afterwards. Tests that kill a
+    master use :func:`redis_cluster_private` instead, so this one stays whole."""
+    import redisnodes
+
+    cluster = redisnodes.start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: Any) -> str:
+    """``redis+cluster://`` URL of the session's cluster (use with ``key_prefix``)."""
+    return str(redis_cluster.url)
+
+
+@pytest.fixture
+def cluster_key_prefix(redis_cluster: Any) -> Iterator[str]:
+    """A unique key prefix on the session's cluster; its keys are deleted afterwards."""
+    import redisnodes
+
+    prefix = f"celeriac-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    if redis_cluster.healthy():
+        redisnodes.delete_keys(redis_cluster.masters(), f"*{prefix}*")
+
+
 @pytest.fixture
 def sqlite_path(tmp_path) -> str:  # type: ignore[no-untyped-def]
     return str(tmp_path / "celeriac.sqlite3")

@@ -254,15 +254,11 @@ def _drop_schema(url: str, schema: str) -> None:
 
 
 def _cleanup_redis(broker_url: str, prefix: str) -> None:
-    import redis
+    from celeriac.brokers.redis.client import get_client
 
-    client = redis.Redis.from_url(broker_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    client = get_client(broker_url)  # one Redis or a Redis Cluster (keys tagged {...})
+    for key in list(client.scan_iter(match=f"*{prefix}*", count=1000)):
+        client.delete(key)
 
 
 def run(broker_url: str = "sqlite", *, schedulers: int = 3, kills: int = 3,
@@ -283,7 +279,8 @@ def run(broker_url: str = "sqlite", *, schedulers: int = 3, kills: int = 3,
 
     rng = random.Random(seed)
     workdir = Path(tempfile.mkdtemp(prefix="beat-failover-"))
-    is_redis = broker_url.startswith(("redis://", "rediss://"))
+    is_redis = broker_url.startswith(("redis://", "rediss://", "redis+cluster://",
+                                      "rediss+cluster://"))
     is_pg = broker_url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://"))
     engine = "redis" if is_redis else "postgresql" if is_pg else "sqlite"
     prefix = f"beat-failover-{uuid.uuid4().hex[:10]}:"

@@ -76,11 +76,15 @@ class Message:
 
     @property
     def task_id(self) -> str | None:
-        return self.headers.get("id")
+        """The ``id`` header; None when absent or not text (validated elsewhere)."""
+        value = self.headers.get("id")
+        return value if isinstance(value, str) else None
 
     @property
     def task_name(self) -> str | None:
-        return self.headers.get("task")
+        """The ``task`` header; None when absent or not text (validated elsewhere)."""
+        value = self.headers.get("task")
+        return value if isinstance(value, str) else None
 
     @property
     def delivery_tag(self) -> str:

@@ -19,3 +19,8 @@ pytestmark = [pytest.mark.redis,
 @pytest.mark.parametrize("mode", ["beat", "worker"])
 def test_leader_killed_on_redis(redis_url: str, mode: str) -> None:
     run_and_check(redis_url, mode)
+
+
+def test_leader_killed_on_redis_cluster(redis_cluster_url: str) -> None:
+    """The same on a local Redis Cluster: the schedule's keys share one hash slot."""
+    run_and_check(redis_cluster_url, "beat")

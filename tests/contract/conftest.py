@@ -17,9 +17,9 @@ from celeriac.results.store import ResultStore
 from needs import need
 
 LEASE_SECONDS = 1.0
-BROKERS = ["memory", "sqlite", "redis", "postgres", "amqp"]
-STORES = ["memory", "sqlite", "redis", "postgres", "django-db", "django-db-postgres",
-          "django-cache"]
+BROKERS = ["memory", "sqlite", "redis", "redis-cluster", "postgres", "amqp"]
+STORES = ["memory", "sqlite", "redis", "redis-cluster", "postgres", "django-db",
+          "django-db-postgres", "django-cache"]
 
 
 def load(module: str, attr: str) -> Any:
@@ -42,6 +42,13 @@ def make_broker(kind: str, request: pytest.FixtureRequest) -> Broker:
         broker: Broker = cls(url, lease_seconds=LEASE_SECONDS,
                              options={"global_keyprefix": prefix})
         return broker
+    if kind == "redis-cluster":
+        cls = load("celeriac.brokers.redis.cluster", "RedisClusterBroker")
+        url = request.getfixturevalue("redis_cluster_url")
+        prefix = request.getfixturevalue("cluster_key_prefix")
+        on_cluster: Broker = cls(url, lease_seconds=LEASE_SECONDS,
+                                 options={"global_keyprefix": prefix})
+        return on_cluster
     if kind == "postgres":
         cls = load("celeriac.brokers.postgres.broker", "PostgresBroker")
         made: Broker = cls(request.getfixturevalue("postgres_url"), lease_seconds=LEASE_SECONDS)
@@ -69,6 +76,12 @@ def make_store(kind: str, request: pytest.FixtureRequest) -> ResultStore:
         url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("key_prefix")
         store: ResultStore = cls(url, options={"global_keyprefix": prefix})
         return store
+    if kind == "redis-cluster":
+        cls = load("celeriac.brokers.redis.cluster_results", "RedisClusterResultStore")
+        url = request.getfixturevalue("redis_cluster_url")
+        prefix = request.getfixturevalue("cluster_key_prefix")
+        cluster_store: ResultStore = cls(url, options={"global_keyprefix": prefix})
+        return cluster_store
     if kind == "postgres":
         cls = load("celeriac.brokers.postgres.results", "PostgresResultStore")
         pg_store: ResultStore = cls(request.getfixturevalue("postgres_url"))

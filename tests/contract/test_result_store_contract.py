@@ -14,8 +14,6 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-import pytest
-
 from celeriac.results.store import ResultStore
 
 
@@ -149,20 +147,6 @@ def test_chord_add_completes_once_in_order(result_store: ResultStore) -> None:
     assert chord_add(result_store, group_id, 0, 2) is None
     assert chord_add(result_store, group_id, 1, 2) == [
         meta(f"{group_id}-{i}", result=i) for i in range(2)]
-    result_store.chord_clear(group_id)
-
-
-def test_chord_add_without_size_needs_the_senders_record(result_store: ResultStore) -> None:
-    """``size=None`` (a Celery client's chord) is for stores that keep the size the
-    client wrote; the others refuse it instead of guessing."""
-    group_id = new_id()
-    if not result_store.sender_sized_chords:
-        with pytest.raises(ValueError, match="size"):
-            result_store.chord_add(group_id, 0, meta(f"{group_id}-0"), None)
-        return
-    result_store._set_raw(f"{result_store.group_key(group_id)}.s", "1", 60)
-    assert result_store.chord_add(group_id, 0, meta(f"{group_id}-0"), None) == [
-        meta(f"{group_id}-0")]
     result_store.chord_clear(group_id)
 
 

@@ -22,11 +22,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import redis
 
-from celeryproc import WorkerProcess, import_client
+from celeryproc import WorkerProcess, import_client, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -45,7 +46,7 @@ from {package} import Celery
 app = Celery({module!r}, broker={broker!r}, backend={backend!r})
 app.conf.result_backend_transport_options = {{"global_keyprefix": {prefix!r}}}
 app.conf.task_queue_max_priority = 9
-_redis = redis.Redis.from_url({backend!r})
+_redis = redis.Redis.from_url({redis!r})
 PREFIX = {prefix!r}
 
 
@@ -85,10 +86,13 @@ def flaky(self, tag, failures):
 '''
 
 
-def write_tasks(tmp_path: Path, package: str, broker: str, backend: str, prefix: str) -> str:
+def write_tasks(tmp_path: Path, package: str, broker: str, backend: str, prefix: str,
+                redis_url: str | None = None) -> str:
+    """The tasks module; the tasks' own bookkeeping is in ``redis_url`` (default: backend)."""
     module = f"interop_amqp_{package}_tasks"
     (tmp_path / f"{module}.py").write_text(TASKS.format(
-        package=package, module=module, broker=broker, backend=backend, prefix=prefix))
+        package=package, module=module, broker=broker, backend=backend, prefix=prefix,
+        redis=redis_url or backend))
     return module
 
 
@@ -133,10 +137,41 @@ def check_common(tasks: ModuleType, raw: redis.Redis, prefix: str) -> None:
     assert raw.get(prefix + "runs:cd") == b"1"
 
 
+def check_chord_member_done_before_size(tasks: ModuleType, raw: redis.Redis,
+                                        prefix: str) -> None:
+    """A Celery client stores a chord's size (``.s``) only just before it publishes the
+    last header task: hold the publish of the one before it until the first member was
+    joined by the worker, so that member surely ran while the size was unknown."""
+    from celery.signals import before_task_publish
+
+    size = 4
+    seen: dict[int, str] = {}
+
+    def hold(headers: dict[str, Any] | None = None, **_: Any) -> None:
+        index = (headers or {}).get("group_index")
+        if headers is None or index is None:
+            return
+        seen[index] = str(headers["group"])
+        if index == size - 2:
+            joined = f"{prefix}celery-taskset-meta-{seen[index]}.j"
+            assert raw.get(f"{prefix}celery-taskset-meta-{seen[index]}.s") is None
+            wait_for(lambda: raw.zcard(joined) >= 1, RESULT_TIMEOUT,
+                     "the first header member to be joined before the size is known")
+
+    before_task_publish.connect(hold, weak=False)
+    try:
+        body = tasks.app.signature("interop.total")
+        header = [tasks.add.s(i, i) for i in range(size)]
+        assert tasks.chord_factory(header)(body).get(timeout=RESULT_TIMEOUT) == 12
+    finally:
+        before_task_publish.disconnect(hold)
+    assert len(seen) == size
+
+
 def _client(tmp_path: Path, package: str, rabbitmq_url: str, redis_url: str,
-            prefix: str) -> ModuleType:
-    tasks = import_client(tmp_path, write_tasks(tmp_path, package, rabbitmq_url, redis_url,
-                                                prefix))
+            prefix: str, backend: str | None = None) -> ModuleType:
+    tasks = import_client(tmp_path, write_tasks(tmp_path, package, rabbitmq_url,
+                                                backend or redis_url, prefix, redis_url))
     canvas = __import__(package, fromlist=["chord"])
     tasks.chord_factory = canvas.chord  # type: ignore[attr-defined]
     return tasks
@@ -153,8 +188,10 @@ def test_celery_client_celeriac_worker(rabbitmq_url: str, redis_url: str, key_pr
                                 "interop_amqp_celeriac_tasks", "worker", "-P", "threads",
                                 "-c", "1", "-l", "INFO"], tmp_path, drop_env=CONFIG_ENV)
         try:
-            # a Celery client's chord: celeriac's join reads Celery's chord size key
+            # a Celery client's chord: Celery stores its size (Redis `.s` key) just before
+            # it publishes the last header task; the join reads it atomically
             check_common(tasks, raw, key_prefix)
+            check_chord_member_done_before_size(tasks, raw, key_prefix)
         finally:
             worker.stop()
         assert "Traceback" not in worker.log, worker.log
@@ -178,5 +215,46 @@ def test_celeriac_client_celery_worker(rabbitmq_url: str, redis_url: str, key_pr
             check_common(tasks, raw, key_prefix)
         finally:
             worker.stop()
+    finally:
+        tasks.app.close()
+
+
+def check_rpc(tasks: ModuleType, raw: redis.Redis, prefix: str) -> None:
+    """Results through ``rpc://``: the caller's reply queue, ``get()`` blocking on it."""
+    results = [tasks.add.delay(i, i) for i in range(5)]
+    assert [r.get(timeout=RESULT_TIMEOUT) for r in reversed(results)] == [8, 6, 4, 2, 0]
+    sent = time.time()
+    assert tasks.stamp.apply_async(("rpc-cd",), countdown=1).get(
+        timeout=RESULT_TIMEOUT) >= sent + 1 - 0.05
+    assert tasks.flaky.delay("rpc-r", 1).get(timeout=RESULT_TIMEOUT) == 2
+    failing = tasks.add.delay(1, None)
+    with pytest.raises(TypeError):
+        failing.get(timeout=RESULT_TIMEOUT)
+    assert failing.state == "FAILURE"
+
+
+@pytest.mark.parametrize("worker_side", ["celeriac", "celery"])
+def test_rpc_results_with_the_other_side(worker_side: str, rabbitmq_url: str, redis_url: str,
+                                         key_prefix: str, raw: redis.Redis,
+                                         tmp_path: Path) -> None:
+    """A client of one kind reads ``rpc://`` results sent by a worker of the other kind."""
+    pytest.importorskip("celery")
+    client_side = "celery" if worker_side == "celeriac" else "celeriac"
+    module = write_tasks(tmp_path, worker_side, rabbitmq_url, "rpc://", key_prefix, redis_url)
+    tasks = _client(tmp_path, client_side, rabbitmq_url, redis_url, key_prefix, "rpc://")
+    if worker_side == "celeriac":
+        command = [sys.executable, "-m", "celeriac", "-A", module, "worker", "-P", "threads",
+                   "-c", "2", "-l", "INFO"]
+    else:
+        command = [sys.executable, "-m", "celery", "-A", module, "worker", "-P", "solo",
+                   "-n", f"rpc-{uuid.uuid4().hex[:6]}@localhost", "--without-mingle",
+                   "--without-gossip", "--without-heartbeat", "-l", "INFO"]
+    try:
+        worker = WorkerProcess(command, tmp_path, drop_env=CONFIG_ENV)
+        try:
+            check_rpc(tasks, raw, key_prefix)
+        finally:
+            worker.stop()
+        assert worker.log.count("Traceback") <= 1, worker.log  # the failing add only
     finally:
         tasks.app.close()

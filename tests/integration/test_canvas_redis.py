@@ -1,4 +1,6 @@
-"""Canvas on Redis (broker and result store) with an in-process threaded worker."""
+"""Canvas on Redis (broker and result store) with an in-process threaded worker; the
+chain/group/chord tests run on one Redis and on a local Redis Cluster
+(``redis+cluster://``, 3 masters + 3 replicas, started by the session fixture)."""
 
 from __future__ import annotations
 
@@ -15,12 +17,21 @@ from needs import need
 T = 20
 
 
+ENGINES = pytest.mark.parametrize("app", ["redis", "redis-cluster"], indirect=True)
+
+
 @pytest.fixture
-def app(redis_url: str, key_prefix: str) -> Iterator[Celery]:
+def app(request: pytest.FixtureRequest) -> Iterator[Celery]:
     need("celeriac.brokers.redis.client")
     from celeriac.worker.consumer import Consumer
     from celeriac.worker.pools import ThreadPool
 
+    if getattr(request, "param", "redis") == "redis-cluster":
+        redis_url = request.getfixturevalue("redis_cluster_url")
+        key_prefix = request.getfixturevalue("cluster_key_prefix")
+    else:
+        redis_url = request.getfixturevalue("redis_url")
+        key_prefix = request.getfixturevalue("key_prefix")
     app = Celery("canvas_redis", broker=redis_url, backend=redis_url)
     app.conf.broker_transport_options = {"global_keyprefix": key_prefix}
     app.conf.result_backend_transport_options = {"global_keyprefix": key_prefix}
@@ -50,6 +61,7 @@ def app(redis_url: str, key_prefix: str) -> Iterator[Celery]:
     app.close()
 
 
+@ENGINES
 def test_chain_group_chord_on_redis(app: Celery) -> None:
     add, tsum = app.tasks["tasks.add"], app.tasks["tasks.tsum"]
     res = (add.s(1, 2) | add.s(3) | add.s(4)).delay()
@@ -65,6 +77,7 @@ def test_chain_group_chord_on_redis(app: Celery) -> None:
     assert body.get(timeout=T) == sum(range(200)) + 200
 
 
+@ENGINES
 def test_chunks_map_replace_link_nesting_on_redis(app: Celery) -> None:
     add, tsum = app.tasks["tasks.add"], app.tasks["tasks.tsum"]
     assert add.chunks([(i, i) for i in range(5)], 2).delay().get(timeout=T) == [
@@ -81,6 +94,7 @@ def test_chunks_map_replace_link_nesting_on_redis(app: Celery) -> None:
     assert chord(header, tsum.s()).delay().get(timeout=T) == 3 + 3
 
 
+@ENGINES
 def test_chord_failure_on_redis(app: Celery) -> None:
     add, tsum, boom = (app.tasks[n] for n in ("tasks.add", "tasks.tsum", "tasks.boom"))
     res = chord([add.s(1, 1), boom.s(), add.s(2, 2)], tsum.s()).apply_async()

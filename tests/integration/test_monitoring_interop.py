@@ -1,4 +1,5 @@
-"""Events and remote control between celeriac and real Celery 5.7 on Redis, both ways.
+"""Events and remote control between celeriac and real Celery 5.7, both ways, on Redis and
+on RabbitMQ (``broker``: a vhost of the test's own, Redis results).
 
 (a) A ``celeriac worker -E`` subprocess: Celery's own CLI (``celery inspect ping``,
 ``celery inspect registered``) gets its replies, and Celery's event receiver and
@@ -8,6 +9,8 @@
 
 Both sides use one ``global_keyprefix`` (kombu prefixes PUBLISH and its
 subscriptions the same way), so the test needs no empty Redis.
+On RabbitMQ both use kombu's exchanges (``celeryev``, ``celery.pidbox``,
+``reply.celery.pidbox``).
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ TASKS = '''\
 import time
 from {package} import Celery
 
-app = Celery({module!r}, broker={url!r}, backend={url!r})
-app.conf.broker_transport_options = {{"global_keyprefix": {prefix!r}}}
+app = Celery({module!r}, broker={broker!r}, backend={url!r})
+app.conf.broker_transport_options = {broker_options!r}
 app.conf.result_backend_transport_options = {{"global_keyprefix": {prefix!r}}}
 app.conf.task_send_sent_event = True
 
@@ -48,11 +51,23 @@ def sleep(seconds):
 '''
 
 
-def write(tmp_path: Path, package: str, url: str, prefix: str) -> str:
+def write(tmp_path: Path, package: str, url: str, prefix: str, broker: str | None = None) -> str:
+    """The tasks module; ``broker`` (default: ``url``, Redis) may be RabbitMQ."""
     module = f"mon_{package}_{uuid.uuid4().hex[:6]}"
-    (tmp_path / f"{module}.py").write_text(TASKS.format(package=package, module=module,
-                                                        url=url, prefix=prefix))
+    options = {} if broker else {"global_keyprefix": prefix}
+    (tmp_path / f"{module}.py").write_text(TASKS.format(
+        package=package, module=module, url=url, prefix=prefix, broker=broker or url,
+        broker_options=options))
     return module
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def broker(request: pytest.FixtureRequest) -> str | None:
+    """None: Redis is the broker too; else the RabbitMQ URL of a vhost of the test's own."""
+    if request.param == "redis":
+        return None
+    pytest.importorskip("amqp")
+    return str(request.getfixturevalue("rabbitmq_url"))
 
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -61,10 +76,10 @@ def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_celery_tools_see_a_celeriac_worker(redis_url: str, key_prefix: str,
-                                            tmp_path: Path) -> None:
+                                            tmp_path: Path, broker: str | None) -> None:
     pytest.importorskip("celery")
-    ours = write(tmp_path, "celeriac", redis_url, key_prefix)
-    theirs = write(tmp_path, "celery", redis_url, key_prefix)
+    ours = write(tmp_path, "celeriac", redis_url, key_prefix, broker)
+    theirs = write(tmp_path, "celery", redis_url, key_prefix, broker)
     client = import_client(tmp_path, theirs)
     from celery.events.state import State
 
@@ -115,10 +130,10 @@ def test_celery_tools_see_a_celeriac_worker(redis_url: str, key_prefix: str,
 
 
 def test_celeriac_tools_see_a_celery_worker(redis_url: str, key_prefix: str,
-                                            tmp_path: Path) -> None:
+                                            tmp_path: Path, broker: str | None) -> None:
     pytest.importorskip("celery")
-    ours = write(tmp_path, "celeriac", redis_url, key_prefix)
-    theirs = write(tmp_path, "celery", redis_url, key_prefix)
+    ours = write(tmp_path, "celeriac", redis_url, key_prefix, broker)
+    theirs = write(tmp_path, "celery", redis_url, key_prefix, broker)
     client = import_client(tmp_path, ours)
     worker = WorkerProcess([sys.executable, "-m", "celery", "-A", theirs, "worker", "-P",
                             "prefork", "-c", "1", "-E", "-n", "kw1@%h", "-l", "INFO",

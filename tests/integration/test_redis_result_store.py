@@ -144,11 +144,11 @@ def test_a_member_ending_before_celerys_size_key_is_counted(store: RedisResultSt
     earlier are recorded, and the join completes once, with the last one."""
     gid = str(uuid.uuid4())
     size_key = f"{key_prefix}celery-taskset-meta-{gid}.s"
-    assert store.chord_add(gid, 0, meta("a", result=1), None) is None
-    assert store.chord_add(gid, 1, meta("b", result=2), None) is None
+    assert store.chord_add_celery_sized(gid, 0, meta("a", result=1)) is None
+    assert store.chord_add_celery_sized(gid, 1, meta("b", result=2)) is None
     assert raw.get(size_key) is None  # the store never guesses the size
     raw.set(size_key, 3)
-    done = store.chord_add(gid, 2, meta("c", result=3), None)
+    done = store.chord_add_celery_sized(gid, 2, meta("c", result=3))
     assert done is not None and [m["result"] for m in done] == [1, 2, 3]
-    assert store.chord_add(gid, 2, meta("c", result=3), None) is None
+    assert store.chord_add_celery_sized(gid, 2, meta("c", result=3)) is None
     store.chord_clear(gid)

@@ -34,8 +34,8 @@ TASKS = '''\
 import os
 import time
 
-import redis
 from celeriac import Celery
+from celeriac.brokers.redis.client import get_client
 
 URL, PREFIX = {url!r}, {prefix!r}
 app = Celery("reliability_tasks", broker=URL)
@@ -44,7 +44,7 @@ app.conf.update(worker_lease_seconds=3, worker_heartbeat_interval=1,
                 # the poison-message guard would dead-letter a message lost 3 times;
                 # this test kills workers on purpose, so it is set out of reach
                 worker_max_redeliveries=1000, task_acks_late=True)
-_redis = redis.Redis.from_url(URL)
+_redis = get_client(URL)  # one Redis or a Redis Cluster
 
 
 @app.task(name="reliability.work")
@@ -66,18 +66,32 @@ DEADLINE = 180.0
 
 
 @pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
+def target(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """``(url, key prefix)``: the shared Redis, or the session's local Redis Cluster."""
+    if getattr(request, "param", "redis") == "redis-cluster":
+        return (request.getfixturevalue("redis_cluster_url"),
+                request.getfixturevalue("cluster_key_prefix"))
+    return request.getfixturevalue("redis_url"), request.getfixturevalue("key_prefix")
 
 
 @pytest.fixture
-def tasks(tmp_path: Path, redis_url: str, key_prefix: str) -> Iterator[ModuleType]:
+def raw(target: tuple[str, str]) -> Iterator[redis.Redis]:
+    from celeriac.brokers.redis.client import get_client
+
+    yield get_client(target[0])
+
+
+@pytest.fixture
+def key_prefix(target: tuple[str, str]) -> str:
+    return target[1]
+
+
+@pytest.fixture
+def tasks(tmp_path: Path, target: tuple[str, str]) -> Iterator[ModuleType]:
     import importlib.util
 
     path = tmp_path / "reliability_tasks.py"
-    path.write_text(TASKS.format(url=redis_url, prefix=key_prefix))
+    path.write_text(TASKS.format(url=target[0], prefix=target[1]))
     spec = importlib.util.spec_from_file_location(f"reliability_{uuid.uuid4().hex[:8]}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -131,6 +145,7 @@ def runs_by_task(raw: redis.Redis, prefix: str) -> dict[int, list[int]]:
     return out
 
 
+@pytest.mark.parametrize("target", ["redis", "redis-cluster"], indirect=True)
 @pytest.mark.parametrize("pool", [["-P", "threads", "-c", "4"], ["-P", "prefork", "-c", "2"]],
                          ids=["threads", "prefork"])
 def test_kill_9_every_two_seconds_loses_nothing(tasks: ModuleType, raw: redis.Redis,
@@ -169,7 +184,9 @@ def test_kill_9_every_two_seconds_loses_nothing(tasks: ModuleType, raw: redis.Re
     duplicated = {i: pids for i, pids in runs.items() if len(pids) > 1}
     unexplained = {i: pids for i, pids in duplicated.items()
                    if not any(pid in killed for pid in pids[:-1])}
-    print(f"\nkill -9 on Redis ({pool[1]}): {len(killed)} kills, {TOTAL} tasks, {len(lost)} lost, "
+    engine = tasks.URL.split(":")[0]
+    print(f"\nkill -9 on {engine} ({pool[1]}): {len(killed)} kills, {TOTAL} tasks, "
+          f"{len(lost)} lost, "
           f"{len(duplicated)} run twice (all in flight at a kill: {not unexplained}), "
           f"{time.monotonic() - started:.1f}s")
     assert len(killed) >= 2, "the workers finished before enough kills to mean anything"

@@ -70,6 +70,10 @@ MALFORMED: list[tuple[str, Message]] = [
                              base_message().body, ["application/json"])),  # type: ignore[arg-type]
     ("content-encoding", Message(base_message().headers, base_message().properties,
                                  base_message().body, "application/json", 5)),  # type: ignore[arg-type]
+    ("content-encoding", Message(base_message().headers, base_message().properties,
+                                 base_message().body, "application/json", "rot13")),
+    ("content-encoding", Message(base_message().headers, base_message().properties,
+                                 base_message().body, "application/json", "no-such-codec")),
     ("body", with_body({"x": 1})),
     ("body", with_body([1, 2])),
     ("body.args", with_body([5, {}, None])),
@@ -224,3 +228,14 @@ def test_parse_request_names_the_field() -> None:
     for value in ("high", 300, -1, True):
         with pytest.raises(DecodeError, match=r"^properties\.priority: expected an integer"):
             parse_request(with_properties(priority=value))
+
+
+@pytest.mark.parametrize("value", [["x"], {"a": 1}, 5])
+def test_a_non_text_id_or_name_reads_as_none(app: Celery, value: Any) -> None:
+    """The consumer checks revocations by id before validation: a list as ``id`` once
+    crashed every child that leased it (TypeError: unhashable), in a loop."""
+    message = Message({"id": value, "task": value}, {}, b"[]")
+    assert message.task_id is None and message.task_name is None
+    assert deliver(app, message) is None
+    [letter] = app.broker.dead_letters()
+    assert letter.reason.startswith(f"{DECODE_ERROR}: headers.task: "), letter.reason

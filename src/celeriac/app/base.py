@@ -298,6 +298,9 @@ class Celery:
             if setting in conf.changes and conf.get(setting) is not None:
                 options[option] = conf.get(setting)  # only what the user set: keep our defaults
         options.update(conf.result_backend_transport_options or {})
+        if str(self.backend_url or "").startswith("rpc:"):  # results through the broker
+            options.update(broker_url=self.broker_url, broker_options=self._broker_options(),
+                           reply_queue=lambda: self.thread_oid, persistent=conf.result_persistent)
         return options
 
     @property
@@ -307,10 +310,7 @@ class Celery:
                or self.conf.result_backend)
         if url:
             return str(url)
-        broker_url = self.broker_url
-        if is_embedded(broker_url):
-            return broker_url
-        return None
+        return self.broker_url if is_embedded(self.broker_url) else None
 
     @property
     def backend(self) -> ResultStore | None:

@@ -144,7 +144,8 @@ def _message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
         shadow=options.get("shadow"), ignore_result=bool(options.get("ignore_result")),
         callbacks=_sig_list(options.get("link")), errbacks=_sig_list(options.get("link_error")),
         chain=_sig_list(options.get("chain")), chord=_chord(options.get("chord")),
-        headers=options.get("headers"), priority=priority, reply_to=app.thread_oid,
+        headers=options.get("headers"), priority=priority,
+        reply_to=options.get("reply_to") or app.thread_oid,
         queue=queue, serializer=options.get("serializer") or conf.task_serializer,
         replaced_task_nesting=int(options.get("replaced_task_nesting") or 0),
         stamped_headers=options.get("stamped_headers"), stamps=options.get("stamps"),
@@ -234,6 +235,9 @@ def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = Non
     if (connection is None and intercept and hooks._interceptors
             and hooks.intercept_publish(app, items)):
         return  # taken by an integration (e.g. written to a transactional outbox)
+    backend = app.backend
+    if backend is not None:
+        backend.on_publish()  # rpc://: the reply queue exists before a result can be sent
     broker = app.broker
     rules = publish_policy(app, retry, policy)
     first = items[0].message

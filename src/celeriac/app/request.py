@@ -50,11 +50,27 @@ class Request(Context):
         return f"<Request: {self.task}[{self.id}]>"
 
 
+def _text_encoding(name: str) -> bool:
+    """kombu decodes a body with ``codecs.decode(body, encoding)`` unless it is binary:
+    an unknown codec or a text transform (``rot13``) cannot decode it."""
+    if name.lower() in ("binary", "ascii-8bit"):
+        return True
+    try:
+        b"a".decode(name)  # (an empty input would skip the codec lookup)
+    except LookupError:
+        return False
+    except (UnicodeError, ValueError):  # a real text codec that wants more than one byte
+        return True
+    return True
+
+
 def _envelope(message: Message) -> None:
     if not isinstance(message.content_type, str) or not message.content_type:
         raise fields.bad("content-type", "a content type string", message.content_type)
-    if not isinstance(message.content_encoding, str):
-        raise fields.bad("content-encoding", "an encoding name", message.content_encoding)
+    if not isinstance(message.content_encoding, str) or not _text_encoding(
+            message.content_encoding):
+        raise fields.bad("content-encoding", "a text encoding (utf-8) or binary",
+                         message.content_encoding)
     if not isinstance(message.headers, dict):
         raise fields.bad("headers", "an object", message.headers)
     if not isinstance(message.properties, dict):

@@ -77,7 +77,7 @@ def retry_signature(task: Task, request: Context, args: Any, kwargs: Any, retrie
         "soft_time_limit": timelimit[1], "expires": request.expires,
         "ignore_result": bool(request.ignore_result),
         "replaced_task_nesting": request.replaced_task_nesting or 0,
-        "shadow": request.shadow,
+        "shadow": request.shadow, "reply_to": request.reply_to,
     }
     if args is None and kwargs is None:  # same arguments: keep their masked reprs
         opts.update(argsrepr=request.argsrepr, kwargsrepr=request.kwargsrepr)

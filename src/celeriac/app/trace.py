@@ -230,7 +230,8 @@ class Tracer:
                 self._refused(states.SUCCESS)
             return
         meta = build_meta(self.task_id, retval, states.SUCCESS, request=ctx,
-                          extended=bool(self.app.conf.result_extended))
+                          extended=bool(self.app.conf.result_extended),
+                          reply=bool(getattr(self.app.backend, "wants_reply_to", False)))
         encode_meta(meta)  # raises TypeError/ValueError now for an unserializable result
         self.result_sink(self.task_id, meta)
 

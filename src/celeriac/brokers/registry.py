@@ -97,6 +97,14 @@ def redis_engine() -> Engine:
     return Engine(RedisBroker, RedisResultStore, beat_store)
 
 
+def redis_cluster_engine() -> Engine:
+    from .redis.beat_store import store_for_url as beat_store
+    from .redis.cluster import RedisClusterBroker
+    from .redis.cluster_results import RedisClusterResultStore
+
+    return Engine(RedisClusterBroker, RedisClusterResultStore, beat_store)
+
+
 def postgres_engine() -> Engine:
     from .postgres.admin import ADMIN
     from .postgres.beat_store import store_for_url as beat_store
@@ -108,12 +116,16 @@ def postgres_engine() -> Engine:
 
 def amqp_engine() -> Engine:
     from .amqp.broker import AMQPBroker
+    from .amqp.rpc import RPCResultStore
 
-    return Engine(AMQPBroker, None, None)
+    return Engine(AMQPBroker, RPCResultStore, None)
 
 
 _REDIS = Scheme(redis_engine, extra="redis")
+_REDIS_CLUSTER = Scheme(redis_cluster_engine, extra="redis")
 _AMQP = Scheme(amqp_engine, roles=frozenset({BROKER}), extra="amqp")
+#: Celery's RPC result backend: results as messages to the caller's reply queue
+_RPC = Scheme(amqp_engine, roles=frozenset({RESULTS}), extra="amqp")
 _POSTGRES = Scheme(postgres_engine, extra="postgres")
 #: Celery's SQLAlchemy result-backend URLs: results (and beat, as db+sqlite), not a broker
 _POSTGRES_DB = Scheme(postgres_engine, roles=frozenset({RESULTS, BEAT}), extra="postgres")
@@ -129,9 +141,12 @@ SCHEMES: dict[str, Scheme] = {
     "sentinel": _REDIS,
     "redis+socket": _REDIS,
     "unix": _REDIS,
+    "redis+cluster": _REDIS_CLUSTER,
+    "rediss+cluster": _REDIS_CLUSTER,
     "amqp": _AMQP,
     "amqps": _AMQP,
     "pyamqp": _AMQP,
+    "rpc": _RPC,
     "postgresql": _POSTGRES,
     "postgres": _POSTGRES,
     "db+postgresql": _POSTGRES_DB,

@@ -222,6 +222,8 @@ class chord(Signature):
         if not header:
             body.apply_async(([],), **options)
             return result
+        if app.backend is not None:
+            app.backend.check_chords()  # rpc:// cannot join one: refused before sending
         _set_celery_chord_size(app, str(self.header_id), len(header))
         if self.header_result is not None and app.backend is not None:
             self.header_result.save()  # lets a redelivered header task recover the join

@@ -13,11 +13,13 @@ that completes the set receives every meta in header order and:
   callbacks, as Celery does;
 
 then clears the join state. The chord size travels in the body signature
-(``options.chord_size``); a chord sent by a real Celery client on Redis has
-it in Celery's ``celery-taskset-meta-<gid>.s`` key, which the client writes just
-before it publishes the last header task: the store reads it inside the atomic
-``chord_add`` (``size=None``), so members that end before it is written are
-recorded and the last one completes the set exactly once.
+(``options.chord_size``); a chord sent by a real Celery client has it in
+Celery's ``celery-taskset-meta-<gid>.s`` key (Redis results), which is read
+instead. Celery writes that key just before it publishes the last header
+task, so a member that ends earlier may not see it: stores that can
+(``ResultStore.reads_celery_chord_size``: Redis) record the member and read
+the key in one atomic step (``chord_add_celery_sized``); the member completing
+the set fires the body.
 Crash safety is discussed in docs/canvas.md ("Exactly once").
 """
 
@@ -59,10 +61,8 @@ def join_member(app: Celery, ctx: Context, value: Any, failed: bool) -> None:
     if backend is None:
         logger.error("Chord %s needs a result backend; body %r not applied", ctx.group, body)
         return
-    size = sent_size(body)
-    if size is None and not backend.sender_sized_chords:
-        size = chord_size(app, body, str(ctx.group))
-    if size is None and not backend.sender_sized_chords:
+    size = chord_size(app, body, ctx.group)
+    if size is None and not backend.reads_celery_chord_size:
         logger.error("Chord %s: size unknown (no chord_size); body %r not applied",
                      ctx.group, body)
         return
@@ -71,12 +71,12 @@ def join_member(app: Celery, ctx: Context, value: Any, failed: bool) -> None:
     redelivered = _redelivered(ctx)
     if redelivered and _already_fired(backend, body, str(ctx.group)):
         return  # a late copy: do not start a new join state after chord_clear
-    # without a size in the body (a Celery client's chord) the store reads the size the
-    # client wrote, in the same atomic step: it writes it only before its last header task
-    parts = backend.chord_add(str(ctx.group), int(ctx.group_index), meta, size)
-    if parts is None and redelivered:
-        known = size if size is not None else chord_size(app, body, str(ctx.group))
-        parts = recover(app, body, str(ctx.group), known) if known is not None else None
+    if size is None:  # a Celery client's chord whose size key is not written yet
+        parts = backend.chord_add_celery_sized(str(ctx.group), int(ctx.group_index), meta)
+    else:
+        parts = backend.chord_add(str(ctx.group), int(ctx.group_index), meta, size)
+    if parts is None and redelivered and size is not None:
+        parts = recover(app, body, str(ctx.group), size)
     if parts is None:
         return
     fire(app, body, str(ctx.group), parts, ctx)
@@ -112,15 +112,8 @@ def recover(app: Celery, body: Signature, group_id: str,
             for i in ids]
 
 
-def sent_size(body: Signature) -> int | None:
-    """The chord size the body carries (celeriac's clients put it there; Celery's do not)."""
-    size = body["options"].get("chord_size") or body.get("chord_size")
-    return int(size) if size is not None else None
-
-
 def chord_size(app: Celery, body: Signature, group_id: str) -> int | None:
-    """The size in the body, else the one a Celery client stored (``<group key>.s``)."""
-    size: Any = sent_size(body)
+    size = body["options"].get("chord_size") or body.get("chord_size")
     if size is None:
         backend = app.backend
         raw = backend._get_raw(f"{backend.group_key(group_id)}.s") if backend else None

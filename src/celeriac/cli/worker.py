@@ -23,7 +23,9 @@ from .daemon import Pidfile, check_pidfile, detach
 @click.option("-l", "--loglevel", default="WARNING", show_default=True)
 @click.option("-f", "--logfile", help="Log to this file.")
 @click.option("-B", "--beat", is_flag=True, help="Also run the periodic task scheduler.")
-@click.option("--prefetch-multiplier", type=int, help="Messages per slot to lease ahead.")
+@click.option("--prefetch-multiplier", type=int,
+              help="A fixed prefetch: N-1 extra messages per slot leased ahead (default: "
+                   "adaptive, see worker_prefetch_budget).")
 @click.option("--max-tasks-per-child", type=int)
 @click.option("--max-memory-per-child", type=int, help="KiB of RSS before a child is replaced.")
 @click.option("--time-limit", type=float)

@@ -29,7 +29,6 @@ ACCEPTED_ONLY: dict[str, Any] = {
     "result_serializer": "json",
     "result_accept_content": None,
     "result_compression": None,
-    "result_persistent": None,
     "result_cache_max": -1,
     "result_chord_join_timeout": 3.0,
     "result_chord_retry_interval": 1.0,
@@ -64,7 +63,6 @@ ACCEPTED_ONLY: dict[str, Any] = {
     "worker_cancel_long_running_tasks_on_connection_loss": False,
     "worker_deduplicate_successful_tasks": False,
     "worker_eta_task_limit": None,
-    "worker_disable_prefetch": False,
     "worker_enable_soft_shutdown_on_idle": False,
     # beat
     "beat_schedule_filename": "celerybeat-schedule",

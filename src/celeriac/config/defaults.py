@@ -34,6 +34,8 @@ USED: dict[str, Any] = {
     "result_expires": timedelta(days=1),
     "result_extended": False,
     "result_failure_expires": None,
+    # rpc:// results sent with delivery_mode 2 (Celery's default: transient)
+    "result_persistent": None,
     # the Django cache alias of result_backend = 'django-cache' (celeriac.contrib.django)
     "cache_backend": None,
     # tasks
@@ -76,6 +78,11 @@ USED: dict[str, Any] = {
     # worker
     "worker_concurrency": None,
     "worker_prefetch_multiplier": 1,
+    # celeriac: adaptive prefetch, seconds of expected work leased beyond the free slots
+    # (used while worker_prefetch_multiplier is not set explicitly)
+    "worker_prefetch_budget": 0.1,
+    # Celery 5.5's: lease only what free slots can start (no prefetch at all)
+    "worker_disable_prefetch": False,
     "worker_pool": "prefork",
     "worker_max_tasks_per_child": None,
     "worker_max_memory_per_child": None,

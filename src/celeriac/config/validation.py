@@ -31,6 +31,9 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "result_backend": (lambda v: v is None or isinstance(v, str), "a URL string"),
     "worker_concurrency": (_is_pos_int_or_none, "a positive integer"),
     "worker_prefetch_multiplier": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "worker_prefetch_budget": (lambda v: isinstance(v, (int, float)) and not isinstance(
+        v, bool) and v >= 0, "a number of seconds >= 0"),
+    "worker_disable_prefetch": (lambda v: isinstance(v, bool), "True or False"),
     "worker_max_tasks_per_child": (_is_pos_int_or_none, "a positive integer"),
     "worker_max_memory_per_child": (_is_pos_int_or_none, "a positive integer (KiB)"),
     "worker_lease_seconds": (lambda v: isinstance(v, (int, float)) and v > 0,

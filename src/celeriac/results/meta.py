@@ -124,7 +124,9 @@ def encode_result(result: Any, state: str) -> Any:
 
 def build_meta(task_id: str, result: Any, state: str, *, traceback: str | None = None,
                request: Any = None, extended: bool = False,
-               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+               extra: Mapping[str, Any] | None = None, reply: bool = False) -> dict[str, Any]:
+    """Celery's result meta; ``reply`` adds the request's ``reply_to``/``correlation_id``
+    for a store that sends results there (``ResultStore.wants_reply_to``)."""
     meta: dict[str, Any] = {
         "status": state,
         "result": encode_result(result, state),
@@ -144,6 +146,9 @@ def build_meta(task_id: str, result: Any, state: str, *, traceback: str | None =
                          "retries": request.retries, "queue": info.get("routing_key")})
     if extra:
         meta.update(extra)
+    if reply and getattr(request, "reply_to", None):
+        meta["reply_to"] = request.reply_to
+        meta["correlation_id"] = getattr(request, "correlation_id", None) or task_id
     meta["task_id"] = task_id
     return meta
 
@@ -164,7 +169,8 @@ def store_result(app: Celery, task_id: str, result: Any, state: str, *,
     if state != states.SUCCESS and _already_succeeded(backend, task_id):
         return False
     meta = build_meta(task_id, result, state, traceback=traceback, request=request,
-                      extended=bool(app.conf.result_extended), extra=extra)
+                      extended=bool(app.conf.result_extended), extra=extra,
+                      reply=backend.wants_reply_to)
     expires = app.result_expires_for(state)
     return backend.set(task_id, meta, expires=expires) is not False
 

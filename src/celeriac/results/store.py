@@ -99,21 +99,22 @@ def expiry_time(expires: float | None, now: float) -> float | None:
     return None if expires is None or expires <= 0 else now + float(expires)
 
 
-def check_chord_args(index: int, size: int | None) -> int:
-    """Refuse a chord member index outside ``0..size-1`` (every store's ``chord_add``), and
-    a size left to the sender where the store keeps no sender's record of it; the size."""
-    if size is None:
-        raise ValueError("this result store keeps no chord size written by the sender: "
-                         "chord_add needs the size")
+def check_chord_args(index: int, size: int) -> None:
+    """Refuse a chord member index outside ``0..size-1`` (every store's ``chord_add``)."""
     if not 0 <= index < size:
         raise ValueError(f"chord member index {index} is outside 0..{size - 1}")
-    return size
 
 
 class ResultStore(abc.ABC):
     """Base class of result stores."""
 
     schemes: ClassVar[tuple[str, ...]] = ()
+    #: :meth:`chord_add_celery_sized` reads the size a Celery client stored
+    #: (``celery-taskset-meta-<gid>.s``, Celery's Redis backend) in the same atomic step
+    reads_celery_chord_size: ClassVar[bool] = False
+    #: the metas given to ``set``/``set_many`` by the worker carry the task's ``reply_to``
+    #: and ``correlation_id`` (``rpc://``: results are sent there, not stored)
+    wants_reply_to: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -211,6 +212,12 @@ class ResultStore(abc.ABC):
             time.sleep(wait)
             pause = min(pause * 2, max(interval, 0.001))
 
+    def on_publish(self) -> None:  # noqa: B027 - optional hook
+        """Called before a task is sent (``rpc://`` declares the caller's reply queue)."""
+
+    def check_chords(self) -> None:  # noqa: B027 - optional hook
+        """Raise ImproperlyConfigured when this store cannot join a chord."""
+
     # -- groups ---------------------------------------------------------------
     def save_group(self, group_id: str, meta: Mapping[str, Any]) -> None:
         self._set_raw(self.group_key(group_id), encode_meta(meta), self.expires)
@@ -222,14 +229,9 @@ class ResultStore(abc.ABC):
         self._delete_raw(self.group_key(group_id))
 
     # -- chord join -------------------------------------------------------------
-    #: True when ``chord_add`` takes ``size=None`` for a chord whose size only the
-    #: sending client stored beside the group (a Celery client on Redis writes
-    #: ``<group key>.s`` just before it publishes the last header task).
-    sender_sized_chords: ClassVar[bool] = False
-
     @abc.abstractmethod
     def chord_add(self, group_id: str, index: int, meta: Mapping[str, Any],
-                  size: int | None) -> list[dict[str, Any]] | None:
+                  size: int) -> list[dict[str, Any]] | None:
         """Atomically record header member ``index`` (0..size-1) of chord ``group_id``.
 
         ``meta`` is the member's result meta (``task_id``, ``status``, ``result``).
@@ -237,11 +239,14 @@ class ResultStore(abc.ABC):
         repeated call for an index already recorded does not count twice. Returns
         the ordered list of all ``size`` metas exactly once overall, to the call
         that completes the set; None to every other call.
-
-        ``size`` is None only where :attr:`sender_sized_chords` is true: the size
-        is then read in the same atomic step from the sender's record; until that
-        record exists members are recorded and the set does not complete.
         """
+
+    def chord_add_celery_sized(self, group_id: str, index: int,
+                               meta: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+        """:meth:`chord_add` for a chord sent by a Celery client: the size is the one
+        Celery stored, read in the same atomic step (stores with
+        :attr:`reads_celery_chord_size`; a member recorded before it is stored waits)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read Celery's chord size")
 
     @abc.abstractmethod
     def chord_clear(self, group_id: str) -> None:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from .. import signals
+from .. import serialization, signals
 from ..security import check_settings
 from .consumer import Consumer
 from .inspection import message_info
@@ -43,6 +43,7 @@ from .leases import SupervisorRenewal
 from .limits import AlarmLimits
 from .monitor import Monitor
 from .pools import SoloPool
+from .prefetch import PrefetchRule
 from .taskevents import TaskEvents
 
 if TYPE_CHECKING:
@@ -70,7 +71,26 @@ class Slot(ctypes.Structure):
         ("ready", ctypes.c_int),          # 1: the consumer started (not a start-up crash)
         ("terminating", ctypes.c_int),    # 1: a revoke(terminate) signal is coming: die by it
         ("task_events", ctypes.c_int),    # 1: send task events (-E, enable_events)
+        # the consumer's prefetch counters (see PrefetchRule.counters)
+        ("lease_requests", ctypes.c_longlong),
+        ("batched_requests", ctypes.c_longlong),
+        ("largest_request", ctypes.c_longlong),
+        ("received", ctypes.c_longlong),
+        ("given_back", ctypes.c_longlong),
     ]
+
+
+#: the prefetch counters a child keeps in its slot
+PREFETCH_COUNTERS = ("lease_requests", "batched_requests", "largest_request", "received",
+                     "given_back")
+
+
+def fold_prefetch(totals: dict[str, int], slot: Slot) -> None:
+    """Add a child's prefetch counters to ``totals`` (the largest request: the maximum)."""
+    for key in PREFETCH_COUNTERS:
+        value = int(getattr(slot, key))
+        old = totals.get(key, 0)
+        totals[key] = max(old, value) if key == "largest_request" else old + value
 
 
 @dataclass
@@ -80,7 +100,10 @@ class ChildSpec:
     owner: str
     hostname: str
     queues: list[str]
+    #: fixed extra messages (an explicit multiplier), used when ``prefetch_budget`` is None
     prefetch: int = 0
+    #: the adaptive rule's budget in seconds (see :mod:`.prefetch`)
+    prefetch_budget: float | None = None
     max_tasks: int | None = None
     max_memory_kib: int | None = None
     app: Any = None                      # the app itself (fork)
@@ -108,10 +131,14 @@ class ChildMonitor(Monitor):
 
     def __init__(self, slot: Slot, renewal: SupervisorRenewal, spec: ChildSpec) -> None:
         self.slot, self.renewal, self.spec = slot, renewal, spec
+        self.pid = os.getpid()
         self.consumer: Consumer | None = None
 
     def received(self, count: int) -> None:
         self.slot.progress = time.time()
+        if self.consumer is not None:
+            for key, value in self.consumer.prefetch.counters().items():
+                setattr(self.slot, key, value)
         if self.spec.parent and os.getppid() != self.spec.parent and self.consumer is not None:
             logger.error("Child %d: the supervisor %d is gone; stopping", os.getpid(),
                          self.spec.parent)
@@ -126,8 +153,11 @@ class ChildMonitor(Monitor):
             self.renewal.send(("hard", job.id, job.name, job.delivery))
         self.renewal.send(("job", message_info(
             job.delivery.message, job.delivery.queue, self.spec.hostname, time_start=None,
-            acknowledged=not job.task.acks_late, worker_pid=os.getpid(),
-            redelivered=job.delivery.redelivered), job.delivery.queue, job.time_to_start))
+            acknowledged=not job.task.acks_late, worker_pid=self.pid,
+            redelivered=job.delivery.redelivered,
+            arguments=(list(job.request.args or ()), dict(job.request.kwargs or {}))
+            if job.delivery.message.content_type == serialization.JSON else None),
+            job.delivery.queue, job.time_to_start))
         slot.started = time.time()
 
     def task_finished(self, job: Job) -> None:
@@ -187,7 +217,9 @@ def child_main(spec: ChildSpec, slot: Slot, conn: Connection) -> None:
     pool = SoloPool()
     events = TaskEvents(app, spec.hostname, pid=spec.parent or None,
                         enabled=lambda: bool(slot.task_events))
-    consumer = Consumer(app, spec.queues, pool, hostname=spec.hostname, prefetch=spec.prefetch,
+    prefetch = (PrefetchRule(1, fixed=spec.prefetch) if spec.prefetch_budget is None
+                else PrefetchRule(1, budget=spec.prefetch_budget))
+    consumer = Consumer(app, spec.queues, pool, hostname=spec.hostname, prefetch=prefetch,
                         owner=spec.owner, limits=AlarmLimits(), hard_in_process=False,
                         monitor=monitor, renewal=renewal, events=events)
     monitor.consumer = consumer

@@ -2,15 +2,27 @@
 
 One consumer per worker process (per child under prefork), the same loop for
 every pool (solo, threads, asyncio; the pool decides only how a job runs). It
-asks the broker for at most ``free slots + prefetch`` messages (acknowledging
-what finished in the same call), tells its
+asks the broker for at most ``free slots + extra`` messages, the extra decided by
+the prefetch rule (:mod:`.prefetch`: adaptive from recent run times by default,
+fixed when ``worker_prefetch_multiplier`` is set), acknowledging what finished
+in the same call. It tells its
 :class:`~celeriac.worker.leases.LeaseKeeper` what it holds (the leases are
 renewed by a process that runs no task), and checks revocations: for a whole
 received batch in one result-store read, again right before a job that waited
 starts, and every second for the jobs running (``terminate=True``). On stop it
 releases every message it holds but has not started, so shutdown loses nothing
-and runs nothing twice. A message whose checks fail with an internal error is
-given back as a failed delivery (counted), never in a loop.
+and runs nothing twice; under the adaptive rule it also gives back what waits
+behind tasks that kept every slot busy for longer than the budget.
+
+Batched results are always stored before the acknowledgements of their
+messages go out: :meth:`Consumer._settled` takes the pending acknowledgements
+first, then stores every pending result (each result is added before its
+acknowledgement), under one lock. Where jobs run on the consumer's thread
+(solo, prefork children) a watcher thread does the same while a job runs for
+longer than a tick, so a finished task's result never waits for a long one,
+and gives back waiting messages when the adaptive rule says so. A message whose
+checks fail with an internal error is given back as a failed delivery (counted),
+never in a loop.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,7 +42,8 @@ from .job import Job, JobRunner
 from .leases import LeaseKeeper, Renewal
 from .limits import ThreadLimits
 from .monitor import Limits, Monitor
-from .pools import SoloPool
+from .prefetch import PrefetchRule
+from .revocation import RECHECK_AFTER
 from .taskevents import TaskEvents
 
 if TYPE_CHECKING:
@@ -73,7 +87,7 @@ class Consumer:
     """Fetches deliveries for a pool until told to stop."""
 
     def __init__(self, app: Celery, queues: list[str], pool: Any, *,
-                 hostname: str | None = None, prefetch: int = 0,
+                 hostname: str | None = None, prefetch: int | PrefetchRule = 0,
                  poll_timeout: float = 1.0, owner: str | None = None,
                  limits: Limits | None = None, hard_in_process: bool = True,
                  monitor: Monitor | None = None, renewal: Renewal | None = None,
@@ -83,7 +97,9 @@ class Consumer:
         self.pool: Pool = pool
         self.hostname = hostname or default_hostname()
         self.owner = owner or f"{self.hostname}:{os.getpid()}:{id(self):x}"
-        self.prefetch = max(0, prefetch)
+        #: the prefetch rule; an int is a fixed number of extra messages
+        self.prefetch = (prefetch if isinstance(prefetch, PrefetchRule)
+                         else PrefetchRule(pool.concurrency, fixed=prefetch))
         self.poll_timeout = poll_timeout
         self.broker = app.broker
         lease = float(app.conf.worker_lease_seconds)
@@ -96,22 +112,37 @@ class Consumer:
         self.runner.events = events or TaskEvents(app, self.hostname)
         self.runner.batch_acks = True
         self.runner.consumer = self
-        # only pays off when several results are stored per loop turn (prefetch)
-        self.runner.batch_results = isinstance(pool, SoloPool) and self.prefetch > 0
+        self.runner.timings = self.prefetch.observe
+        # jobs on this thread, several per loop turn (prefetch): results are batched
+        self.runner.batch_results = bool(pool.inline) and self.prefetch.may_batch
         self.revocations = self.runner.revocations
         self.buffer: collections.deque[Job] = collections.deque()
+        #: guards the buffer against the watcher thread (inline pools)
+        self._buffer_lock = threading.Lock()
+        #: batched results are stored and acknowledgements taken as one step
+        self._settle_lock = threading.Lock()
+        #: monotonic time a buffered job last could start (dispatched, or buffered)
+        self._moved = time.monotonic()
         self.stopping = threading.Event()
         pool.start(self.runner)
 
     def run(self) -> None:
         """Consume until :meth:`stop`; then settle what was fetched but not started."""
         self.keeper.start()
+        watcher = None
+        if self.pool.inline and self.prefetch.may_batch:
+            watcher = threading.Thread(target=self._watch_inline, daemon=True,
+                                       name="celeriac-prefetch")
+            watcher.start()
         try:
             while not self.stopping.is_set():
                 self._fill()
                 self._dispatch()
                 self._watch_running()
         finally:
+            self.stopping.set()
+            if watcher is not None:
+                watcher.join(5)
             self._flush_acks()
             self._release_buffer()
             self.keeper.stop()
@@ -160,27 +191,46 @@ class Consumer:
             logger.exception("Storing results failed; retrying before acknowledging")
             return False
 
+    def _settled(self) -> list[Delivery] | None:
+        """The pending acknowledgements, every result of them stored (None: the result
+        store failed; the acknowledgements stay pending). Taken before the results are
+        stored: a job adds its result before its acknowledgement, so whatever is taken
+        here has its result stored below (or by a flush that ended before)."""
+        with self._settle_lock:
+            acks = self.runner.acks.take()
+            if not self._flush_results():
+                self.runner.acks.restore(acks)
+                return None
+            return acks
+
     def _flush_acks(self) -> None:
-        if not self._flush_results():
+        acks = self._settled()
+        if not acks:
             return
+        done = 0
         try:
-            self.runner.acks.flush()
+            done = self.broker.ack(acks)
         except Exception:
             logger.exception("Acknowledging finished tasks failed; their leases will lapse "
                              "and they may run again")
+        finally:
+            self.runner.acks.settled(acks, done)
 
     def _fill(self) -> None:
         free = self.pool.free_slots()
-        want = free + self.prefetch - len(self.buffer)
-        if want <= 0:
+        running_for = 0.0 if self.pool.inline else self.runner.longest_running()
+        want = free + self.prefetch.extra(running_for) - len(self.buffer)
+        if want <= 0 or (self.buffer and not free):  # top up when a slot frees, not in a spin
             self._flush_acks()
+            if self.buffer and not self.pool.inline and self.prefetch.stalled(self._moved):
+                self._give_back_waiting()
             self.pool.wait_for_slot(0.2)
             return
         timeout = 0.0 if self.buffer else self.poll_timeout
-        if not self._flush_results():
+        acks = self._settled()
+        if acks is None:
             self.stopping.wait(1.0)
             return
-        acks = self.runner.acks.take()
         try:  # settle what finished and lease more in one round trip where the broker can
             done, batch = self.broker.ack_and_receive(acks, self.queues, owner=self.owner,
                                                       limit=want, timeout=timeout)
@@ -190,14 +240,19 @@ class Consumer:
             self.stopping.wait(1.0)
             return
         self.runner.acks.settled(acks, done)
+        self.prefetch.asked(want, free, len(batch))
         self.monitor.received(len(batch))
         if batch:
             self.keeper.hold(batch)
             revoked = self.revocations.revoked(d.message.task_id or "" for d in batch)
-            for delivery in batch:
-                job = self._prepare(delivery, revoked)
-                if job is not None:
-                    self.buffer.append(job)
+            jobs = [job for job in (self._prepare(d, revoked) for d in batch) if job is not None]
+            checked = time.monotonic()
+            for job in jobs:
+                job.checked_at = checked
+            with self._buffer_lock:
+                if not self.buffer:
+                    self._moved = time.monotonic()
+                self.buffer.extend(jobs)
         self.keeper.sync()  # the renewer knows every lease before a job of them starts
 
     def _prepare(self, delivery: Delivery, revoked: set[str]) -> Job | None:
@@ -220,35 +275,63 @@ class Consumer:
 
     # -- dispatching ----------------------------------------------------------------------
     def _dispatch(self) -> None:
-        while self.buffer and self.pool.free_slots() > 0 and not self.stopping.is_set():
-            if not self.buffer[0].fresh:
-                self._recheck_waiting()
+        while self.pool.free_slots() > 0 and not self.stopping.is_set():
+            with self._buffer_lock:
+                now = time.monotonic()
+                if self.buffer and now - self.buffer[0].checked_at > RECHECK_AFTER:
+                    self._recheck_waiting(now)
                 if not self.buffer:
                     return
-            self.pool.submit(self.buffer.popleft())
-            if self.pool.inline:  # a job ran on this thread: the others waited for it
-                self._waited()
-        self._waited()  # what is left waits for a free slot
+                job = self.buffer.popleft()
+                self._moved = now
+            self.pool.submit(job)
 
-    def _waited(self) -> None:
-        for job in self.buffer:
-            job.fresh = False
-
-    def _recheck_waiting(self) -> None:
+    def _recheck_waiting(self, now: float) -> None:
         """Check revocations again for buffered jobs that waited (prefetched, or behind an
         inline job): a revoke may have come meanwhile (one read for all of them)."""
-        stale = [job for job in self.buffer if not job.fresh]
+        stale = [job for job in self.buffer if now - job.checked_at > RECHECK_AFTER]
         revoked = self.revocations.revoked(job.id for job in stale)
         for job in stale:
-            job.fresh = True
+            job.checked_at = now
         if revoked:
             for job in [j for j in self.buffer if j.id in revoked]:
                 self.buffer.remove(job)
                 self.runner.discard_revoked(job.delivery, job.request)
 
     def _release_buffer(self) -> None:
-        while self.buffer:
-            self._give_back(self.buffer.popleft().delivery, failed=False)
+        with self._buffer_lock:
+            jobs = list(self.buffer)
+            self.buffer.clear()
+        for job in jobs:
+            self._give_back(job.delivery, failed=False)
+
+    def _give_back_waiting(self) -> None:
+        """The adaptive rule's safety net: every slot stayed busy for longer than the
+        budget, so what waits goes back to the queue for another slot or worker."""
+        with self._buffer_lock:
+            jobs = list(self.buffer)
+            self.buffer.clear()
+        if not jobs:
+            return
+        for job in jobs:
+            self._give_back(job.delivery, failed=False)
+        self.prefetch.given_back += len(jobs)
+        self.keeper.sync()
+        logger.info("Gave back %d waiting message(s): the running task(s) took longer than "
+                    "the prefetch budget (%.3gs)", len(jobs), self.prefetch.budget)
+
+    def _watch_inline(self) -> None:
+        """While a job runs on the consumer's thread (solo, prefork children): store the
+        results and send the acknowledgements of the jobs that finished before it, and
+        give back what waits once the adaptive rule says so."""
+        tick = min(0.05, max(0.005, self.prefetch.budget / 2 or 0.05))
+        while not self.stopping.wait(tick):
+            if self.pool.free_slots() > 0 or time.monotonic() - self._moved < tick:
+                continue
+            if len(self.runner.acks) or len(self.runner.results):
+                self._flush_acks()
+            if self.buffer and self.prefetch.stalled(self._moved):
+                self._give_back_waiting()
 
     def release_running(self) -> int:
         """Cold shutdown: give back the messages of jobs still running."""

@@ -70,6 +70,8 @@ class NodeView(Protocol):
 
     def pool_stats(self) -> dict[str, Any]: ...
 
+    def prefetch_stats(self) -> dict[str, Any]: ...
+
     def grow(self, n: int) -> str: ...
 
     def shrink(self, n: int) -> str: ...
@@ -84,16 +86,20 @@ class NodeView(Protocol):
 
 
 def message_info(message: Message, queue: str, hostname: str, *, time_start: float | None,
-                 acknowledged: bool, worker_pid: int | None,
-                 redelivered: bool = False) -> dict[str, Any]:
-    """Celery's ``Request.info()`` for a message."""
+                 acknowledged: bool, worker_pid: int | None, redelivered: bool = False,
+                 arguments: tuple[Any, Any] | None = None) -> dict[str, Any]:
+    """Celery's ``Request.info()`` for a message (``arguments``: its args and kwargs when
+    already decoded, else read from the body)."""
     headers = message.headers if isinstance(message.headers, dict) else {}
-    try:
-        body = decode_body(message, accepted_types(["json"]))
-        args, kwargs = (body[0], body[1]) if isinstance(body, list) and len(body) >= 2 \
-            else ([], {})
-    except Exception:
-        args, kwargs = headers.get("argsrepr") or [], headers.get("kwargsrepr") or {}
+    if arguments is not None:
+        args, kwargs = arguments
+    else:
+        try:
+            body = decode_body(message, accepted_types(["json"]))
+            args, kwargs = (body[0], body[1]) if isinstance(body, list) and len(body) >= 2 \
+                else ([], {})
+        except Exception:
+            args, kwargs = headers.get("argsrepr") or [], headers.get("kwargsrepr") or {}
     name = headers.get("task")
     return {"id": headers.get("id"), "name": name, "args": args, "kwargs": kwargs,
             "type": name, "hostname": hostname, "time_start": time_start,
@@ -150,6 +156,7 @@ def stats(rc: RemoteControl, **_: Any) -> dict[str, Any]:
         "uptime": int(time.time() - _STARTED), "pool": node.pool_stats(),
         "broker": {"transport": broker.url.split("://", 1)[0], "url": redact(broker.url)},
         "prefetch_count": int(node.app.conf.worker_prefetch_multiplier or 0),
+        "prefetch": node.prefetch_stats(),
         "rusage": {name[3:]: getattr(usage, name) for name in dir(usage)
                    if name.startswith("ru_")},
     }

@@ -29,6 +29,7 @@ import contextvars
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,14 +48,13 @@ from ..exceptions import (
 )
 from ..messages import Message
 from ..results.meta import store_result
-from ..utils.log import bounded
 from .followups import FollowupRecorder
 from .intake import Intake, Refusal
 from .limits import limited
 from .monitor import Limits, Monitor
 from .ratelimit import RateLimiter
 from .revocation import Revocations
-from .settle import AckBatcher, ResultBatcher, settle
+from .settle import AckBatcher, ResultBatcher, log_outcome, settle
 from .slots import Slots
 from .taskevents import TaskEvents
 
@@ -75,12 +75,14 @@ class Job:
     delivery: base.Delivery
     request: Request
     task: Task
-    #: revocations were checked and it has not waited since (see the consumer's dispatch)
-    fresh: bool = True
+    #: monotonic time its revocation was last read (see ``revocation.RECHECK_AFTER``)
+    checked_at: float = 0.0
     #: the signal of a ``revoke(terminate=True)`` that reached it while running
     terminated: int | None = None
     #: wall time its body started (None: not started)
     started_at: float | None = None
+    #: monotonic time it started (0: not started), for run times
+    started_mono: float = 0.0
     #: seconds from when its message became ready to its start (None: unknown)
     time_to_start: float | None = None
 
@@ -113,6 +115,8 @@ class JobRunner:
         self.results = ResultBatcher(app)
         #: True when jobs run on the consumer thread: SUCCESS results are batched too
         self.batch_results = False
+        #: told each finished job's run time in seconds (the consumer's prefetch rule)
+        self.timings: Callable[[float], None] | None = None
         self.revocations = Revocations(app)
         self.slots = Slots(self.broker, keeper)
         self.rates = RateLimiter(self.broker,
@@ -229,6 +233,12 @@ class JobRunner:
         with self._lock:
             return list(self.active)
 
+    def longest_running(self) -> float:
+        """Seconds the longest-running job has run so far (0: none runs)."""
+        with self._lock:
+            first = min((job.started_mono for job in self.active.values()), default=0.0)
+        return time.monotonic() - first if first else 0.0
+
     # -- running ----------------------------------------------------------------------
     def run(self, job: Job) -> None:
         """Execute on this thread; an internal error gives the message back as failed."""
@@ -319,6 +329,7 @@ class JobRunner:
         with self._lock:
             self.active[job.id] = job
         job.started_at = clock.time()
+        job.started_mono = time.monotonic()
         if self.events is not None:
             self.events.started(job)
         return Tracer(job.task, job.request,
@@ -337,7 +348,9 @@ class JobRunner:
         """Log, settle the message (acks_late) and forget the job."""
         with self._lock:
             self.active.pop(job.id, None)
-        self._log(job, outcome)
+        if self.timings is not None and job.started_mono:
+            self.timings(time.monotonic() - job.started_mono)
+        log_outcome(job.name, job.id, job.task, outcome)
         self.processed_names[job.name] += 1
         if self.events is not None:
             self.events.finished(job, outcome)
@@ -374,17 +387,3 @@ class JobRunner:
         finally:
             self.keeper.drop(job.delivery)
         self.processed += 1
-
-    def _log(self, job: Job, outcome: Outcome) -> None:
-        name, tid, task = job.name, job.id, job.task
-        if outcome.state == states.SUCCESS:
-            logger.info("Task %s[%s] succeeded in %.6fs: %s", name, tid, outcome.runtime,
-                        bounded(outcome.retval, task))
-        elif outcome.state == states.FAILURE:
-            logger.info("Task %s[%s] failed in %.6fs: %s", name, tid, outcome.runtime,
-                        bounded(outcome.exc, task))
-        elif outcome.state == states.REJECTED:
-            logger.info("Task %s[%s] rejected (requeue=%s): %s", name, tid, outcome.requeue,
-                        bounded(outcome.exc, task, str))
-        elif outcome.state == states.IGNORED:
-            logger.info("Task %s[%s] ignored", name, tid)

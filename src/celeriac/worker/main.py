@@ -30,6 +30,7 @@ from .leases import Renewal
 from .monitor import Monitor
 from .nodes import InProcessNode
 from .pools import make_pool
+from .prefetch import PrefetchRule
 from .ratelimit import check_rate_limits
 from .remote import RemoteControl
 from .renewer import ProcessRenewal
@@ -114,9 +115,8 @@ class Worker:
         self.concurrency = concurrency or app.conf.worker_concurrency or os.cpu_count() or 1
         self.loglevel, self.logfile = loglevel, logfile
         self.beat = beat
-        multiplier = (app.conf.worker_prefetch_multiplier if prefetch_multiplier is None
-                      else prefetch_multiplier)
-        self.prefetch = max(0, int(multiplier) - 1) * self.concurrency
+        #: extra messages beyond the free slots: adaptive, or fixed by an explicit multiplier
+        self.prefetch = PrefetchRule.for_worker(app.conf, self.concurrency, prefetch_multiplier)
         self.setup_logs = setup_logs
         self.quiet = quiet
         self.options = options

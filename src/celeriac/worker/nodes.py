@@ -18,6 +18,7 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 from .autoscale import Autoscaler
+from .child import PREFETCH_COUNTERS, fold_prefetch
 from .children import kill
 from .inspection import message_info
 from .leases import delivery_of
@@ -85,6 +86,9 @@ class InProcessNode:
         return {"implementation": f"celeriac.worker.pools:{pool.name}",
                 "max-concurrency": pool.concurrency, "processes": [os.getpid()],
                 "max-tasks-per-child": "N/A"}
+
+    def prefetch_stats(self) -> dict[str, Any]:
+        return self.consumer.prefetch.stats()
 
     def _fixed(self, what: str) -> str:
         raise NotImplementedError(f"{what} is not supported by the {self.consumer.pool.name} "
@@ -178,6 +182,15 @@ class PreforkNode:
 
     def revoked_ids(self) -> list[str]:
         return self.sup.revocations.told()
+
+    def prefetch_stats(self) -> dict[str, Any]:
+        """The worker's rule; the counters summed over its children (present and gone)."""
+        rule = self.sup.worker.prefetch.stats()
+        totals = dict(self.sup.prefetch_by_gone)
+        for child in self._children():
+            fold_prefetch(totals, child.slot)
+        rule.pop("expected_seconds", None)  # each child has its own
+        return {**rule, **{key: totals.get(key, 0) for key in PREFETCH_COUNTERS}}
 
     def pool_stats(self) -> dict[str, Any]:
         return {"implementation": "celeriac.worker.supervisor:prefork",

@@ -5,9 +5,10 @@ in the result store, with the signal when ``terminate=True``
 (``{"terminate": "SIGTERM"}`` in the meta). Workers read it:
 
 * when a batch is received (one read for the batch) and again right before a
-  job starts if it waited since (a prefetched job, dispatched in a later turn
-  of the consumer loop; one read for all of them), so a task revoked while it
-  waited never runs;
+  job starts if it waited since for longer than :data:`RECHECK_AFTER` (a
+  prefetched job, dispatched in a later turn of the consumer loop, or behind a
+  job on the consumer's thread; one read for every job that waited), so a task
+  revoked while it waited never runs;
 * every :data:`POLL_INTERVAL` seconds for the tasks running now, so
   ``terminate=True`` reaches a running task (prefork: the supervisor signals
   the child, which is replaced; asyncio: the task is cancelled; threads and
@@ -41,6 +42,9 @@ logger = logging.getLogger("celeriac.worker")
 
 #: seconds between two reads of the revocations of running tasks
 POLL_INTERVAL = 1.0
+#: a job that waited is checked again before it starts if its last check is older
+#: (a drain of tiny prefetched tasks reads once per this interval, not once per task)
+RECHECK_AFTER = 0.005
 #: ids remembered from direct revoke() calls (oldest forgotten first)
 REMEMBERED = 10_000
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import states
 from ..brokers import base
+from ..utils.log import bounded
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -86,32 +87,41 @@ class ResultBatcher:
     """Collects plain SUCCESS results so a consumer stores them in one ``set_many``.
 
     Used only where jobs run on the consumer's own thread (solo, prefork
-    children), so a result waits at most until the next loop turn, and is always
-    flushed before the acknowledgement of its message is sent.
+    children), so a result waits at most until the next loop turn (or the
+    consumer's watcher thread, while a long job runs), and is always flushed
+    before the acknowledgement of its message is sent (see the consumer's
+    ``_settled``). Safe to add and flush from two threads.
     """
 
     def __init__(self, app: Celery) -> None:
         self.app = app
         self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
 
     def add(self, task_id: str, meta: dict[str, Any]) -> None:
-        self._pending.append((task_id, meta))
+        with self._lock:
+            self._pending.append((task_id, meta))
 
     def __len__(self) -> int:
         return len(self._pending)
 
     def flush(self) -> None:
         """Store the pending results; they stay pending if the store fails."""
-        if not self._pending or self.app.backend is None:
-            self._pending.clear()
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch or self.app.backend is None:
             return
-        written = self.app.backend.set_many(self._pending,
-                                            expires=self.app.result_expires_for(states.SUCCESS))
-        for (task_id, _), ok in zip(self._pending, written or (), strict=False):
+        try:
+            written = self.app.backend.set_many(
+                batch, expires=self.app.result_expires_for(states.SUCCESS))
+        except BaseException:
+            with self._lock:
+                self._pending[:0] = batch
+            raise
+        for (task_id, _), ok in zip(batch, written or (), strict=False):
             if not ok:
                 logger.info("Result of %s not stored: the task was revoked (REVOKED stays)",
                             task_id)
-        self._pending.clear()
 
 
 def settle(broker: base.Broker, acks: AckBatcher, d: base.Delivery, outcome: Outcome,
@@ -138,3 +148,20 @@ def settle(broker: base.Broker, acks: AckBatcher, d: base.Delivery, outcome: Out
         logger.warning("Not settling %s[%s]: lease lost, another worker owns it now",
                        task.name, d.message.task_id)
     return False
+
+
+def log_outcome(name: str, tid: str, task: Task, outcome: Outcome) -> None:
+    """The worker's log line for a finished task (Celery's wording)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    if outcome.state == states.SUCCESS:
+        logger.info("Task %s[%s] succeeded in %.6fs: %s", name, tid, outcome.runtime,
+                    bounded(outcome.retval, task))
+    elif outcome.state == states.FAILURE:
+        logger.info("Task %s[%s] failed in %.6fs: %s", name, tid, outcome.runtime,
+                    bounded(outcome.exc, task))
+    elif outcome.state == states.REJECTED:
+        logger.info("Task %s[%s] rejected (requeue=%s): %s", name, tid, outcome.requeue,
+                    bounded(outcome.exc, task, str))
+    elif outcome.state == states.IGNORED:
+        logger.info("Task %s[%s] ignored", name, tid)

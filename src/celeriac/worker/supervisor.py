@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from .. import signals
 from ..app.control import signal_number
 from .autoscale import Autoscaler, parse_autoscale
-from .child import SPAWN_CONF_PREFIXES, ChildSpec, Slot, child_main
+from .child import SPAWN_CONF_PREFIXES, ChildSpec, Slot, child_main, fold_prefetch
 from .children import (
     Child,
     app_ref,
@@ -92,6 +92,7 @@ class Supervisor:
             self.target = worker.concurrency
         self.children: dict[int, Child] = {}
         self.processed_by_gone = 0
+        self.prefetch_by_gone: dict[str, int] = {}
         self.state = "running"            # running -> warm -> cold
         self.deadline = 0.0
         self.cold_at = 0.0
@@ -156,7 +157,9 @@ class Supervisor:
         w = self.worker
         conf = self.app.conf
         spec = ChildSpec(owner=f"{w.hostname}:{uuid.uuid4().hex[:16]}", hostname=w.hostname,
-                         queues=list(w.queues), prefetch=w.prefetch // max(1, w.concurrency),
+                         queues=list(w.queues), prefetch=w.prefetch.per_child().fixed or 0,
+                         prefetch_budget=None if w.prefetch.fixed is not None
+                         else w.prefetch.budget,
                          max_tasks=conf.worker_max_tasks_per_child,
                          max_memory_kib=conf.worker_max_memory_per_child, parent=os.getpid())
         if self.mp.get_start_method() == "fork":
@@ -233,6 +236,7 @@ class Supervisor:
     def _child_gone(self, pid: int, child: Child, code: int | None) -> None:
         slot = child.slot
         self.processed_by_gone += slot.processed
+        fold_prefetch(self.prefetch_by_gone, slot)
         self.health.progress(slot.progress)
         self._read_messages_of(child)
         held = self.renewer.forget(pid)

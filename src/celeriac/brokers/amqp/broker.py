@@ -53,9 +53,18 @@ import amqp
 
 from ...messages import Message
 from ...retry import RetryPolicy
-from ..base import Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from ..base import (
+    BroadcastChannel,
+    Broker,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Publish,
+    QueueStats,
+)
 from ..buckets import bucket_take
-from . import admin, topology, wire
+from . import admin, holding, topology, wire
+from .broadcast import AMQPBroadcast
 from .connection import RETRYABLE_ERRORS, Link, retrying
 from .consuming import Consuming, Outgoing, _Arrived, _Lease
 
@@ -98,6 +107,9 @@ class AMQPBroker(Consuming, Broker):
         self._confirmed = 0
         self._published = 0
         self._nacked: set[int] = set()
+        self._broadcast: AMQPBroadcast | None = None
+        self.consumer_timeout = holding.consumer_timeout(self.options)
+        self._holder: holding.Holder | None = None
 
     # -- channels ------------------------------------------------------------------
     def _publisher_opened(self, chan: amqp.Channel) -> None:
@@ -323,8 +335,27 @@ class AMQPBroker(Consuming, Broker):
         return admin.with_scan_channel(self, "purge_dead_letters",
                                        lambda chan: admin.purge_dead(chan, self, queue))
 
+    def _keep_past_consumer_timeout(self) -> None:
+        """Start this process's rollover thread (:mod:`.holding`) unless it runs."""
+        if self.consumer_timeout and (self._holder is None or not self._holder.alive()):
+            self._holder = holding.Holder(self, self.consumer_timeout)
+
+    def broadcast_channel(self) -> BroadcastChannel:
+        """Events and remote control on kombu's AMQP exchanges (:mod:`.broadcast`)."""
+        if self._broadcast is None:
+            self._broadcast = AMQPBroadcast(self.url, self.options)
+        return self._broadcast
+
+    def delayed(self, queue: str, limit: int = 1000) -> list[tuple[float, Message]]:
+        """Always ``[]``: delayed messages wait in the shared ``celery_delayed_*`` queues,
+        which RabbitMQ cannot list without consuming them (``inspect().scheduled()``
+        shows nothing on RabbitMQ, as with a Celery worker on quorum queues)."""
+        return []
+
     def close(self) -> None:
         """Give back what arrived but was never leased (uncounted), then disconnect."""
+        if self._holder is not None:
+            self._holder.stop()
         with self._con.lock:
             try:
                 if self._con.connected:
@@ -345,3 +376,5 @@ class AMQPBroker(Consuming, Broker):
                 logger.debug("closing the RabbitMQ consumer", exc_info=True)
         self._con.close()
         self._pub.close()
+        if self._broadcast is not None:
+            self._broadcast.close()

@@ -22,7 +22,7 @@ import amqp
 from ...messages import Message
 from ...retry import RetryPolicy
 from ..base import Delivery
-from . import admin, topology, wire
+from . import admin, holding, topology, wire
 from .connection import RETRYABLE_ERRORS, Link
 
 logger = logging.getLogger("celeriac.brokers.amqp")
@@ -47,6 +47,8 @@ class _Arrived:
     counters: wire.Counters
     returns: int
     redelivered: bool
+    #: when it arrived on this channel (monotonic): RabbitMQ's consumer_timeout runs from it
+    received: float = 0.0
 
 
 @dataclass
@@ -79,6 +81,8 @@ class Consuming:
     _foreign: set[str]
     #: publish and wait for the confirms (the broker's publishing half)
     _publish_raw: Callable[[Sequence[Outgoing]], None]
+    #: start the rollover thread of :mod:`.holding` if it is not running
+    _keep_past_consumer_timeout: Callable[[], None]
 
     now: Callable[[], float]
 
@@ -92,6 +96,7 @@ class Consuming:
         while True:
             got = self._take(queues, owner, limit)
             if got:
+                self._keep_past_consumer_timeout()
                 return got
             left = deadline - time.monotonic()
             if not first and left <= 0:
@@ -167,11 +172,14 @@ class Consuming:
 
     def _arrival(self, queue: str) -> Any:
         def on_message(raw: amqp.Message) -> None:
+            headers = raw.properties.get("application_headers") or {}
             message, counters, returns = wire.decode(raw, queue)
             info = raw.delivery_info or {}
+            # a copy a dead worker's holding queue sent back counts as a lost delivery
+            lost = bool(info.get("redelivered")) or holding.from_holding_queue(headers)
             arrived = _Arrived(next(self._seq), queue, int(info["delivery_tag"]),
-                               self._con.generation, message, counters, returns,
-                               bool(info.get("redelivered")))
+                               self._con.generation, message, counters, returns, lost,
+                               time.monotonic())
             with self._state:
                 if arrived.redelivered and not returns and "x-delivery-count" not in (
                         raw.properties.get("application_headers") or {}):

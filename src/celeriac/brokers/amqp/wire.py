@@ -44,9 +44,11 @@ from ..base import MAX_PRIORITY, clamp_priority
 
 DC, LC, FD = "x-celeriac-dc", "x-celeriac-lc", "x-celeriac-fd"
 EXTRA = "x-celeriac-properties"
+#: the id of a rollover copy (:mod:`.holding`)
+ROLL = "x-celeriac-roll"
 DEAD_ID, DEAD_REASON, DEAD_QUEUE, DEAD_AT = ("x-celeriac-dead-id", "x-celeriac-dead-reason",
                                               "x-celeriac-dead-queue", "x-celeriac-dead-at")
-_BOOKKEEPING = frozenset({DC, LC, FD, EXTRA, DEAD_ID, DEAD_REASON, DEAD_QUEUE, DEAD_AT,
+_BOOKKEEPING = frozenset({DC, LC, FD, EXTRA, ROLL, DEAD_ID, DEAD_REASON, DEAD_QUEUE, DEAD_AT,
                           "x-death", "x-delivery-count", "x-first-death-exchange",
                           "x-first-death-queue", "x-first-death-reason",
                           "x-last-death-exchange", "x-last-death-queue",

@@ -96,10 +96,10 @@ class MemoryResultStore(ResultStore):
 
     # -- chord join -----------------------------------------------------------
     def chord_add(self, group_id: str, index: int, meta: Mapping[str, Any],
-                  size: int | None) -> list[dict[str, Any]] | None:
+                  size: int) -> list[dict[str, Any]] | None:
         """Record member ``index``'s meta; return all ``size`` metas, in order, to the one
         call that completes the set (the first value recorded for an index wins)."""
-        size = check_chord_args(index, size)
+        check_chord_args(index, size)
         value = encode_meta(meta)
         with self._lock:
             parts, _ = self._chords.setdefault(

@@ -137,10 +137,10 @@ class PostgresResultStore(ResultStore):
 
     # -- chord join ------------------------------------------------------------------
     def chord_add(self, group_id: str, index: int, meta: Mapping[str, Any],
-                  size: int | None) -> list[dict[str, Any]] | None:
+                  size: int) -> list[dict[str, Any]] | None:
         """Record member ``index``; return all ``size`` metas, in order, to the one call
         that completes the set (the first value recorded for an index wins)."""
-        size = check_chord_args(index, size)
+        check_chord_args(index, size)
         rows = self._run("chord_add", {"group_id": group_id, "idx": index,
                                        "value": encode_meta(meta),
                                        "expires": _ttl(self.expires)})

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from ...retry import RetryPolicy
 from ...schedules.entries import EntrySpec, StoredEntry
 from ...schedules.store import FireRecord, ScheduleStore, from_us, to_us
-from .client import get_client, retrying
+from .client import get_client, is_cluster_url, retrying
 
 DEFAULT_PREFIX = "celeriac:beat:"
 _T = TypeVar("_T")
@@ -292,5 +292,10 @@ class RedisStore(ScheduleStore):
 
 def store_for_url(url: str, *, app: Any = None, options: Mapping[str, Any] | None = None,
                   prefix: str = DEFAULT_PREFIX) -> RedisStore:
-    """The store on the Redis server of ``url`` (the engine registry's beat store)."""
+    """The store on the Redis server of ``url`` (the engine registry's beat store).
+
+    On a Redis Cluster the prefix becomes a hash tag (``{celeriac:beat:}``), so every
+    key of the schedule lives in one slot and its scripts stay atomic."""
+    if is_cluster_url(url) and "{" not in prefix:
+        prefix = "{" + prefix + "}"
     return RedisStore(url, prefix=prefix, options=dict(options or {}), app=app)

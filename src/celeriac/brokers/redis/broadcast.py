@@ -8,6 +8,11 @@ Fan-out (events on ``celeryev``, control requests on ``celery.pidbox``):
 rules. ``<prefix>`` is the ``global_keyprefix`` transport option, as kombu
 prefixes ``PUBLISH`` and its subscriptions.
 
+On a Redis Cluster (:class:`ClusterBroadcast`) fan-out is the same plain
+pub/sub (a cluster forwards every ``PUBLISH`` to all its nodes), and a
+mailbox's lists are named ``{<routing key>.<exchange>}`` so its ``BRPOP``
+stays in one slot.
+
 Mailboxes (pidbox replies on the direct exchange ``reply.celery.pidbox``):
 the list ``<routing key>.<exchange>`` and its priority lists (``\\x06\\x163``,
 ``6``, ``9``), bound by the member ``<routing key>\\x06\\x16\\x06\\x16<list>``
@@ -92,7 +97,7 @@ class _PubSub(Subscription):
 class _Mailbox(Subscription):
     def __init__(self, channel: RedisBroadcast, exchange: str, routing_key: str) -> None:
         self.channel, self.exchange, self.routing_key = channel, exchange, routing_key
-        self.queue = f"{routing_key}.{exchange}"
+        self.queue = channel.mailbox_name(routing_key, exchange)
         self.member = f"{routing_key}{SEP}{SEP}{self.queue}"
         self.lists = [channel.key(self.queue + s) for s in PRIORITY_SUFFIXES]
         channel.call(lambda c: c.sadd(channel.key(f"_kombu.binding.{exchange}"), self.member))
@@ -119,10 +124,12 @@ class _Mailbox(Subscription):
     def close(self) -> None:
         ch = self.channel
         try:
-            ch.call(lambda c: c.pipeline(transaction=False)
-                    .srem(ch.key(f"_kombu.binding.{self.exchange}"), self.member)
-                    .srem(ch.key(f"_kombu.binding_permanent.{self.exchange}"), self.member)
-                    .delete(*self.lists).execute())
+            pipe = ch.client.pipeline(transaction=False)
+            pipe.srem(ch.key(f"_kombu.binding.{self.exchange}"), self.member)
+            pipe.srem(ch.key(f"_kombu.binding_permanent.{self.exchange}"), self.member)
+            for key in self.lists:  # one key per DEL: a cluster pipeline takes no more
+                pipe.delete(key)
+            ch.call(lambda c: pipe.execute())
         except OperationalError:
             pass
 
@@ -137,6 +144,10 @@ class RedisBroadcast(BroadcastChannel):
 
     def key(self, name: str) -> str:
         return f"{self.prefix}{name}"
+
+    def mailbox_name(self, routing_key: str, exchange: str) -> str:
+        """The reply list of a mailbox (kombu's ``<routing key>.<exchange>``)."""
+        return f"{routing_key}.{exchange}"
 
     def topic(self, exchange: str, routing_key: str) -> str:
         base = f"{self.prefix}/{self.db}.{exchange}"
@@ -170,3 +181,17 @@ class RedisBroadcast(BroadcastChannel):
         text = fanout.dumps(message)
         self.call(lambda c: [c.lpush(self.key(q), text) for q in sorted(queues)])
         return True
+
+
+class ClusterBroadcast(RedisBroadcast):
+    """The channel on a Redis Cluster: plain pub/sub (a cluster delivers a ``PUBLISH``
+    to subscribers on every node) and mailbox lists in one slot each, named
+    ``{<routing key>.<exchange>}`` (Celery has no cluster transport to agree with)."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.db = 0
+
+    def mailbox_name(self, routing_key: str, exchange: str) -> str:
+        return f"{{{routing_key}.{exchange}}}"

@@ -55,7 +55,7 @@ the lease token) and :mod:`.tokens` (``TAKE_TOKEN``, ``_celeriac.rate.<key>``).
 Publishing is a plain pipeline (LPUSH / ZADD, bindings, wake token), or for
 one ready message to a queue this instance already declared, the tiny
 ``PUBLISH`` script (one round trip, one reply). The scripts build key names from
-the prefix, so on Redis Cluster the prefix must be a hash tag (``{celeriac}``).
+the prefix (on Redis Cluster, :mod:`.cluster`, one with the queue's hash tag).
 
 Crash analysis: a message leaves a ready list only inside the ``RECEIVE``
 script, which records the lease in the same atomic step; a consumer killed
@@ -96,20 +96,13 @@ import redis
 
 from ...messages import Message
 from ...retry import RetryPolicy
-from ..base import (
-    BroadcastChannel,
-    Broker,
-    Capabilities,
-    DeadLetter,
-    Delivery,
-    Publish,
-    QueueStats,
-)
+from ..base import BroadcastChannel, Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
 from ..buckets import bucket_take
 from . import scripts as redis_scripts
 from .bookkeeping import SEP, queue_names, read_dead_letters, read_delayed, store_dead_letter
 from .broadcast import RedisBroadcast
 from .client import RETRYABLE_ERRORS, Connection, connection, retrying, run_script
+from .durability import ReplicaWaits, retry_policy_for
 from .replies import parse_receive
 from .slots import RedisSlots
 from .tokens import SCRIPTS as TOKEN_SCRIPTS
@@ -124,7 +117,7 @@ _SCRIPTS = {**redis_scripts.ALL, **TOKEN_SCRIPTS}
 ETA = "\x00eta\x00"  # marks the staged _celeriac.eta.<queue> entries (never a queue name)
 
 
-class RedisBroker(RedisSlots, Broker):
+class RedisBroker(ReplicaWaits, RedisSlots, Broker):
     """Celery-compatible Redis broker with leases, delays and dead letters."""
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")
@@ -141,7 +134,7 @@ class RedisBroker(RedisSlots, Broker):
                                    or DEFAULT_STEPS} | {0}))
         interval = self.options.get("polling_interval", 0.1)
         self.polling_interval = None if interval is None else float(interval)
-        self.retry_policy = RetryPolicy.from_celery(self.options.get("retry_policy"))
+        self.retry_policy = retry_policy_for(url, self.options)
         self.delay_in_broker = bool(self.options.get("delay_in_broker", False))
         self._nonce = uuid.uuid4().hex[:8] + ":"
         self._declared: set[str] = set()
@@ -187,6 +180,7 @@ class RedisBroker(RedisSlots, Broker):
         text = json.dumps(self._envelope(message, queue, prio))
         key = f"{queue}{SEP}{self._step(prio)}" if self._step(prio) else queue
         self._retrying("publish", partial(self._script, "publish", key, queue, text))
+        self.await_replicas()
 
     def publish_many(self, items: Iterable[Publish]) -> None:
         batch = list(items)
@@ -196,6 +190,7 @@ class RedisBroker(RedisSlots, Broker):
             staged = self._stage(chunk, now)
             self._retrying("publish", partial(self._send, staged))
             self._declared.update(staged[3])
+        self.await_replicas()
 
     def _stage(self, batch: list[Publish], now: float) -> tuple[
             dict[str, list[str]], dict[str, dict[str, float]], dict[str, int], set[str]]:

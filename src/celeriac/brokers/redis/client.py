@@ -14,6 +14,11 @@ raw ``send``/``read`` calls. redis-py 8 spends about 40 µs of Python per
 command on pool checkout, retries and observability hooks; a script call on a
 raw connection takes about half the time of the same call through the client.
 
+Redis Cluster URLs (``redis+cluster://[user:password@]host:port[,host:port...]``,
+``rediss+cluster://`` with TLS) name some of the cluster's nodes; the client
+(redis-py's ``RedisCluster``) reads the slot map from them. The broker and result
+store route their hot paths by hash slot in :mod:`.cluster_client`.
+
 Sentinel URLs use kombu's form, ``sentinel://[:password@]host:port[/db]``,
 several joined with ``;``; the options must name the master with
 ``master_name`` (``broker_transport_options={"master_name": "mymaster"}``)
@@ -43,6 +48,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -54,12 +60,20 @@ from ..base import redact
 _T = TypeVar("_T")
 _V = TypeVar("_V")
 
-#: Errors after which a command may succeed on a new connection.
+#: Errors after which a command may succeed on a new connection (the cluster's
+#: redirections and "down" replies: once the slot map is read again, see
+#: :mod:`.cluster_client`; ``ReadOnlyError``: a Sentinel master that became a replica).
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     redis.exceptions.ReadOnlyError,
+    redis.exceptions.AskError,  # MovedError too
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterError,  # ClusterDownError, MasterDownError
+    redis.exceptions.RedisClusterException,  # a slot not covered (yet) after a failover
 )
+#: the URL schemes of Redis Cluster
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 _POOL_OPTIONS = ("socket_timeout", "socket_connect_timeout", "socket_keepalive",
                  "max_connections", "health_check_interval")
@@ -83,6 +97,13 @@ class RedisTarget:
     username: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     sentinel_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Redis Cluster: the nodes the URL names
+    cluster_nodes: tuple[tuple[str, int], ...] = ()
+
+
+def is_cluster_url(url: str) -> bool:
+    """True for ``redis+cluster://`` and ``rediss+cluster://``."""
+    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
 
 
 def retrying(url: str, what: str, call: Callable[[], _T], policy: RetryPolicy) -> _T:
@@ -161,6 +182,8 @@ def parse_target(url: str, options: Mapping[str, Any] | None = None) -> RedisTar
         path = url.split("://", 1)[1].replace("virtual_host=", "db=")
         kwargs.pop("socket_keepalive", None)  # not a unix socket option
         return RedisTarget(url=f"unix://{path}", kwargs=kwargs)
+    if scheme in CLUSTER_SCHEMES:
+        return _cluster_target(url, kwargs)
     if scheme != "sentinel":
         raise ImproperlyConfigured(f"not a Redis URL: {redact(url)!r}")
     master_name = opts.get("master_name")
@@ -182,7 +205,37 @@ def parse_target(url: str, options: Mapping[str, Any] | None = None) -> RedisTar
                        sentinel_kwargs=dict(opts.get("sentinel_kwargs") or {}))
 
 
+def _cluster_target(url: str, kwargs: dict[str, Any]) -> RedisTarget:
+    """``redis+cluster://[user:password@]host:port[,host:port...][/0]`` (TLS: ``rediss+``)."""
+    rest = url.split("://", 1)[1]
+    auth, _, hosts = rest.rpartition("@")
+    hosts, _, query = hosts.partition("?")
+    hosts, _, path = hosts.partition("/")
+    if query:
+        raise ImproperlyConfigured(
+            f"{redact(url)!r}: a redis+cluster:// URL takes no query options "
+            "(give them in broker_transport_options / result_backend_transport_options)")
+    if _db_of(path) != 0:
+        raise ImproperlyConfigured(f"{redact(url)!r}: Redis Cluster has only database 0")
+    nodes = []
+    for piece in hosts.split(","):
+        split = urlsplit(f"redis://{piece.strip()}")
+        nodes.append((split.hostname or "localhost", split.port or 6379))
+    username, _, password = auth.partition(":")
+    if url.lower().startswith("rediss"):
+        kwargs["ssl"] = True
+    return RedisTarget(url=url, cluster_nodes=tuple(nodes), kwargs=kwargs,
+                       password=unquote(password) if password else None,
+                       username=unquote(username) if username else None)
+
+
 def _connect(target: RedisTarget) -> redis.Redis:
+    if target.cluster_nodes:
+        kwargs = {k: v for k, v in target.kwargs.items() if k != "max_connections"}
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.cluster_nodes],
+            password=target.password, username=target.username, **kwargs)
+        return cluster  # type: ignore[return-value]  # the same commands, routed by slot
     if not target.sentinels:
         pool = redis.ConnectionPool.from_url(target.url, **target.kwargs)
         return redis.Redis(connection_pool=pool)
@@ -290,6 +343,8 @@ class Direct:
             conn.disconnect()
             raise
         if error is not None:
+            if isinstance(error, redis.exceptions.ReadOnlyError):
+                conn.disconnect()  # a master turned replica (Sentinel): find the new one
             raise error
         return replies
 

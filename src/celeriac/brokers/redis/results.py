@@ -10,12 +10,12 @@ in one of ``:_-.``):
   (the REVOKED rule of :mod:`celeriac.results.store`);
 * ``celery-taskset-meta-<group_id>``: ``GroupResult.save`` meta, same write;
 * chord join, Celery 5.5 layout: ``celery-taskset-meta-<gid>.j`` (zset,
-  member ``[1, task_id, status, result]`` JSON, score = index), ``.s`` (size; a
-  Celery client writes it just before its last header task, so a member of its
-  chord that ends earlier is recorded and the set completes once it is there),
+  member ``[1, task_id, status, result]`` JSON, score = index), ``.s`` (size),
   ``.t`` (Celery's total adjustment, read only), plus ``.d`` (set of indexes
   seen: duplicates are ignored), ``.m`` (hash index -> full meta JSON, what
   ``chord_add`` returns) and ``.c`` (``done`` once the join fired).
+  A Celery client's chord: Celery sets ``.s`` before its last header task, and
+  ``chord_add_celery_sized`` reads it in the script (earlier members wait).
   Celery 5.5 readers understand ``.j``/``.s``; a Celery 5.7 worker joining the
   *same* chord would use ``tid:index`` members in ``.d`` and claim tokens in
   ``.c``, so mixed fleets must not share one chord.
@@ -51,6 +51,8 @@ from .client import (
     retrying,
     run_script,
 )
+from .durability import retry_policy_for
+from .result_scripts import CHORD_ADD, WRITE_METAS
 
 _LISTENER_ERRORS: tuple[type[BaseException], ...] = (
     *RETRYABLE_ERRORS, redis.exceptions.PubSubError, RuntimeError)
@@ -60,66 +62,14 @@ RECONNECT_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_
 PING_INTERVAL = 30.0  # seconds between liveness PINGs on the subscription connection
 Inbox = queue.SimpleQueue  # items: ("subscribed", None) or ("message", payload)
 
-CHORD_ADD = r"""
-local j, d, s, t, c, m = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local index, member, size, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-if redis.call('GET', c) == 'done' then return false end
-if redis.call('SADD', d, index) == 0 then return false end
-redis.call('ZADD', j, tonumber(index), member)
-redis.call('HSET', m, index, ARGV[5])
-if ttl ~= '' then for _, k in ipairs({j, d, t, m}) do redis.call('EXPIRE', k, ttl) end end
-if size and ttl ~= '' then redis.call('SET', s, size, 'EX', ttl)
-elseif size then redis.call('SET', s, size) end
-size = tonumber(redis.call('GET', s) or '')  -- no size given: the sender's .s, if there yet
-if not size then return false end
-local total = size + tonumber(redis.call('GET', t) or '0')
-if redis.call('SCARD', d) < total then return false end
-if ttl ~= '' then redis.call('SET', c, 'done', 'EX', ttl) else redis.call('SET', c, 'done') end
-local out = {}
-local scored = redis.call('ZRANGE', j, 0, -1, 'WITHSCORES')
-for i = 2, #scored, 2 do out[#out + 1] = redis.call('HGET', m, scored[i]) end
-return out
-"""
-
-
-#: KEYS: task meta keys; ARGV[1]: "" (no expiry), "ex:<s>" or "px:<ms>"; then per key its
-#: meta and "1" when the REVOKED rule applies. Writes as Celery does (SET[EX] + PUBLISH).
-WRITE_METAS = r"""
-local ttl = ARGV[1]
-local out = {}
-for i, key in ipairs(KEYS) do
-  local value, guarded = ARGV[2 * i], ARGV[2 * i + 1]
-  local refuse = false
-  if guarded == '1' then
-    local cur = redis.call('GET', key)
-    if cur and #cur < 65536 and string.find(cur, 'REVOKED', 1, true) then
-      local ok, meta = pcall(cjson.decode, cur)
-      refuse = ok and type(meta) == 'table' and meta['status'] == 'REVOKED'
-    end
-  end
-  if refuse then
-    out[i] = 0
-  else
-    if ttl == '' then
-      redis.call('SET', key, value)
-    elseif string.sub(ttl, 1, 3) == 'ex:' then
-      redis.call('SETEX', key, tonumber(string.sub(ttl, 4)), value)
-    else
-      redis.call('SET', key, value, 'PX', tonumber(string.sub(ttl, 4)))
-    end
-    redis.call('PUBLISH', key, value)
-    out[i] = 1
-  end
-end
-return out
-"""
-
-
 _SCRIPTS = {"chord_add": CHORD_ADD, "write_metas": WRITE_METAS}
 
 
 class ResultListener:
     """One pub/sub connection of this process, shared by every waiting thread."""
+
+    #: pub/sub commands and the reply types they bring (sharded pub/sub on a cluster)
+    SUBSCRIBE, UNSUBSCRIBE, MESSAGE = "subscribe", "unsubscribe", "message"
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
@@ -128,6 +78,7 @@ class ResultListener:
         self._waiters: dict[bytes, list[Inbox[tuple[str, Any]]]] = {}
         self._pending: dict[bytes, int] = {}  # SUBSCRIBEs sent but not confirmed
         self._broken = False
+        self._stopped = False  # a listener whose waiters moved to another (cluster) node
         self._thread: threading.Thread | None = None
 
     def subscribe(self, channel: str) -> Inbox[tuple[str, Any]]:
@@ -138,7 +89,7 @@ class ResultListener:
             waiters = self._waiters.setdefault(key, [])
             waiters.append(inbox)
             if len(waiters) == 1:
-                self._send("subscribe", key)
+                self._send(self.SUBSCRIBE, key)
             elif self._pending.get(key, 0) <= 0:
                 inbox.put(("subscribed", None))
             if self._thread is None:
@@ -155,11 +106,11 @@ class ResultListener:
                 waiters.remove(inbox)
             if not waiters and key in self._waiters:
                 del self._waiters[key]
-                self._send("unsubscribe", key)
+                self._send(self.UNSUBSCRIBE, key)
 
     def _send(self, command: str, key: bytes) -> None:
         """Send (un)subscribe with the lock held; a failure makes the loop reconnect."""
-        if command == "subscribe":
+        if command == self.SUBSCRIBE:
             self._pending[key] = self._pending.get(key, 0) + 1
         try:
             getattr(self._pubsub, command)(key)
@@ -177,13 +128,13 @@ class ResultListener:
                 pass
             if self._waiters:
                 try:
-                    self._pubsub.subscribe(*self._waiters)
+                    getattr(self._pubsub, self.SUBSCRIBE)(*self._waiters)
                 except RETRYABLE_ERRORS:
                     self._broken = True
 
     def _run(self) -> None:
         pauses, last_ping = RECONNECT_BACKOFF.intervals(), time.monotonic()
-        while True:
+        while not self._stopped:
             try:
                 if self._broken:
                     self._reconnect()
@@ -204,13 +155,13 @@ class ResultListener:
         if not isinstance(key, bytes):
             return
         with self._lock:
-            if kind == "subscribe":
+            if kind == self.SUBSCRIBE:
                 left = max(0, self._pending.get(key, 0) - 1)
                 self._pending[key] = left
                 if left:
                     return
                 item: tuple[str, Any] = ("subscribed", None)
-            elif kind == "message":
+            elif kind == self.MESSAGE:
                 item = ("message", message.get("data"))
             else:
                 return
@@ -240,13 +191,13 @@ class RedisResultStore(ResultStore):
     """Celery-compatible Redis result store with pub/sub waits and an atomic chord join."""
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")
-    sender_sized_chords = True  # a Celery client's chord: the size is its ``.s`` key
+    reads_celery_chord_size: ClassVar[bool] = True
 
     def __init__(self, url: str, *, expires: float | None = 86400.0,
                  options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, expires=expires, options=options)
         self.prefix = _celery_prefix(str(self.options.get("global_keyprefix") or ""))
-        self.retry_policy = RetryPolicy.from_celery(self.options.get("retry_policy"))
+        self.retry_policy = retry_policy_for(url, self.options)
         #: (pid, client, scripts, direct connection), replaced as a whole so
         #: threads never see a half-built connection; rebuilt after a fork
         self._conn: Connection | None = None
@@ -373,9 +324,19 @@ class RedisResultStore(ResultStore):
         return [f"{base}.{suffix}" for suffix in ("j", "d", "s", "t", "c", "m")]
 
     def chord_add(self, group_id: str, index: int, meta: Mapping[str, Any],
-                  size: int | None) -> list[dict[str, Any]] | None:
-        """Record member ``index``; the one call completing the set gets all metas, ordered
-        (``size`` None: Celery's ``.s`` key, read in the same script)."""
+                  size: int) -> list[dict[str, Any]] | None:
+        """Record member ``index``; the one call completing the set gets all metas, ordered."""
+        return self._chord_add(group_id, index, meta, size)
+
+    def chord_add_celery_sized(self, group_id: str, index: int,
+                               meta: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+        """Record member ``index`` of a Celery client's chord: the size is read from
+        Celery's ``.s`` key in the same script (Celery sets it just before it publishes
+        the last header task); a member recorded before the key exists waits."""
+        return self._chord_add(group_id, index, meta, None)
+
+    def _chord_add(self, group_id: str, index: int, meta: Mapping[str, Any],
+                   size: int | None) -> list[dict[str, Any]] | None:
         member = serialization.json_dumps(
             [1, meta.get("task_id"), meta.get("status"), meta.get("result")])
         ttl = "" if self.expires is None else str(max(1, int(self.expires)))

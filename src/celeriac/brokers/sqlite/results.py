@@ -124,10 +124,10 @@ class SQLiteResultStore(ResultStore):
 
     # -- chord join -----------------------------------------------------------
     def chord_add(self, group_id: str, index: int, meta: Mapping[str, Any],
-                  size: int | None) -> list[dict[str, Any]] | None:
+                  size: int) -> list[dict[str, Any]] | None:
         """Record member ``index``'s meta; return all ``size`` metas, in order, to the one
         call that completes the set (the first value recorded for an index wins)."""
-        size = check_chord_args(index, size)
+        check_chord_args(index, size)
         expires_at = expiry_time(self.expires, time.time())
         with self._db.tx() as conn:
             added = conn.execute(

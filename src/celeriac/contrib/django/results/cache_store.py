@@ -71,8 +71,8 @@ class CacheResultStore(ResultStore):
         return written
 
     def chord_add(self, group_id: str, index: int, meta: Mapping[str, Any],
-                  size: int | None) -> list[dict[str, Any]] | None:
-        size = check_chord_args(index, size)
+                  size: int) -> list[dict[str, Any]] | None:
+        check_chord_args(index, size)
         cache, timeout = self.cache, self._timeout(self.expires)
         if not cache.add(f"celeriac-chord-{group_id}-{index}", encode_meta(meta), timeout):
             return None

@@ -284,12 +284,12 @@ class DatabaseResultStore(ResultStore):
     # -- chord join ----------------------------------------------------------------------
     @off_loop
     def chord_add(self, group_id: str, index: int, meta: Mapping[str, Any],
-                  size: int | None) -> list[dict[str, Any]] | None:
+                  size: int) -> list[dict[str, Any]] | None:
         """Record member ``index``; return all metas, in order, to the call completing it."""
         from django.db import IntegrityError, transaction
         from django.db.models import F
 
-        size = check_chord_args(index, size)
+        check_chord_args(index, size)
         models = self._models()
         alias = self._alias(models.ChordCounter, True)
         fresh(alias)

@@ -1,0 +1,68 @@
+"""The Lua scripts of the Redis result store: the chord join and the task-meta writes.
+
+:data:`CHORD_ADD` records one chord header member and returns every member's
+meta, ordered, to the call that completes the set (an empty size argument:
+read Celery's ``.s`` key); :data:`WRITE_METAS` writes task metas as Celery does
+(``SET[EX]`` + ``PUBLISH``) under the REVOKED rule. Key layouts are described
+in :mod:`.results`.
+"""
+
+CHORD_ADD = r"""
+local j, d, s, t, c, m = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local index, member, size, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+if redis.call('GET', c) == 'done' then return false end
+if redis.call('SADD', d, index) == 0 then return false end
+redis.call('ZADD', j, tonumber(index), member)
+redis.call('HSET', m, index, ARGV[5])
+if ttl ~= '' then
+  for _, k in ipairs({j, d, t, m}) do redis.call('EXPIRE', k, ttl) end
+end
+if size == nil then
+  size = tonumber(redis.call('GET', s))
+  if size == nil then return false end
+elseif ttl ~= '' then
+  redis.call('SET', s, size, 'EX', ttl)
+else
+  redis.call('SET', s, size)
+end
+local total = size + tonumber(redis.call('GET', t) or '0')
+if redis.call('SCARD', d) < total then return false end
+if ttl ~= '' then redis.call('SET', c, 'done', 'EX', ttl) else redis.call('SET', c, 'done') end
+local out = {}
+local scored = redis.call('ZRANGE', j, 0, -1, 'WITHSCORES')
+for i = 2, #scored, 2 do out[#out + 1] = redis.call('HGET', m, scored[i]) end
+return out
+"""
+
+
+#: KEYS: task meta keys; ARGV[1]: "" (no expiry), "ex:<s>" or "px:<ms>"; then per key its
+#: meta and "1" when the REVOKED rule applies. Writes as Celery does (SET[EX] + PUBLISH).
+WRITE_METAS = r"""
+local ttl = ARGV[1]
+local out = {}
+for i, key in ipairs(KEYS) do
+  local value, guarded = ARGV[2 * i], ARGV[2 * i + 1]
+  local refuse = false
+  if guarded == '1' then
+    local cur = redis.call('GET', key)
+    if cur and #cur < 65536 and string.find(cur, 'REVOKED', 1, true) then
+      local ok, meta = pcall(cjson.decode, cur)
+      refuse = ok and type(meta) == 'table' and meta['status'] == 'REVOKED'
+    end
+  end
+  if refuse then
+    out[i] = 0
+  else
+    if ttl == '' then
+      redis.call('SET', key, value)
+    elseif string.sub(ttl, 1, 3) == 'ex:' then
+      redis.call('SETEX', key, tonumber(string.sub(ttl, 4)), value)
+    else
+      redis.call('SET', key, value, 'PX', tonumber(string.sub(ttl, 4)))
+    end
+    redis.call('PUBLISH', key, value)
+    out[i] = 1
+  end
+end
+return out
+"""
