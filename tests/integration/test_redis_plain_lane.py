@@ -17,13 +17,23 @@ from typing import Any
 import pytest
 import redis
 
-from celeriac import Celery, signals
+from celeriac import Celery, hooks, signals
 from celeriac.app import templates
 from celeriac.app.publish import send_task
 
 pytestmark = pytest.mark.redis
 
 TAG = re.compile(rb'"delivery_tag": "[0-9a-f-]{36}"')
+
+
+@pytest.fixture(autouse=True)
+def nothing_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lane is for a process where nothing listens to publishing: receivers or
+    interceptors another test file left in this test process (one process runs many
+    files) are set aside while these tests run, then put back."""
+    monkeypatch.setattr(signals.before_task_publish, "_receivers", [])
+    monkeypatch.setattr(signals.after_task_publish, "_receivers", [])
+    monkeypatch.setattr(hooks, "_interceptors", [])
 
 
 @pytest.fixture
@@ -50,6 +60,17 @@ def app(redis_url: str, key_prefix: str) -> Celery:
     return app
 
 
+def why_not(app: Celery, task: Any) -> dict[str, Any]:
+    """What the lane looks at, for the message of a failed assertion."""
+    from celeriac.app import state
+
+    return {"open": templates._lane_open(app, task), "key": templates._key(app, task),
+            "declared": app.broker.declared(task.queue or "celery"),
+            "worker task": state.get_current_worker_task(),
+            "receivers": (signals.before_task_publish._receivers,
+                          signals.after_task_publish._receivers, hooks._interceptors)}
+
+
 def stored(raw: redis.Redis, key: str) -> list[bytes]:
     return [TAG.sub(b'"delivery_tag": "-"', item) for item in raw.lrange(key, 0, -1)]
 
@@ -61,7 +82,7 @@ def both_paths(app: Celery, raw: redis.Redis, key: str, name: str, args: tuple[A
     task.delay(*args, **kwargs)  # the first publish of a queue declares it (normal path)
     raw.delete(key)
     lane_id = templates.publish_plain(app, task, args, kwargs, "fixed-id")
-    assert lane_id == "fixed-id", "the call did not take the lane"
+    assert lane_id == "fixed-id", f"the call did not take the lane: {why_not(app, task)}"
     send_task(app, name, args, kwargs, task_id="fixed-id", task=task)
     lane, normal = stored(raw, key)[::-1]
     return lane, normal
