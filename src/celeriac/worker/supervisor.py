@@ -72,6 +72,7 @@ logger = logging.getLogger("celeriac.worker")
 
 COLD_KILL_AFTER = 5.0   # seconds a child gets to give back its messages on a cold stop
 TICK = 0.1
+BUSY_TICK = 0.005
 
 
 class Supervisor:
@@ -111,6 +112,7 @@ class Supervisor:
         self._wake_r, self._wake_w = socket.socketpair()
         self._pending: list[int] = []
         self._quick_deaths = 0
+        self._busy = False  # the children sent something last tick
         self._restart_after = 0.0
 
     # -- life cycle ---------------------------------------------------------------------
@@ -132,13 +134,14 @@ class Supervisor:
 
     def _tick(self) -> None:
         # children's pipes are read every tick, not waited on: a lease update per task
-        # must not wake the supervisor (the pipe buffers a tick's worth many times over)
+        # must not wake the supervisor; while they send, a tick is short (BUSY_TICK) so
+        # a child never blocks on a full pipe in a drain of tiny tasks
         handles: list[Any] = [self._wake_r]
         handles += [child.process.sentinel for child in self.children.values()]
-        for ready in wait(handles, timeout=TICK):
+        for ready in wait(handles, timeout=BUSY_TICK if self._busy else TICK):
             if ready is self._wake_r:
                 self._wake_r.recv(4096)
-        self._read_messages()
+        self._busy = self._read_messages()
         self._handle_signals()
         self._reap()
         if self.renewer.due():
@@ -204,14 +207,16 @@ class Supervisor:
         self._restart_after = time.monotonic() + delay
         logger.error("Children exit right after starting; next start in %.1fs", delay)
 
-    def _read_messages(self) -> None:
-        for child in list(self.children.values()):
-            self._read_messages_of(child)
+    def _read_messages(self) -> bool:
+        return sum([self._read_messages_of(child) for child in list(self.children.values())]) > 0
 
-    def _read_messages_of(self, child: Child) -> None:
-        """What a child told us: a hard-limited task's delivery, leases held and dropped."""
+    def _read_messages_of(self, child: Child) -> int:
+        """What a child told us: a hard-limited task's delivery, leases held and dropped
+        (how many messages)."""
+        count = 0
         try:
             while child.conn.poll():
+                count += 1
                 message = child.conn.recv()
                 if message[0] == "hard":
                     child.hard = (message[1], message[2], message[3])
@@ -223,7 +228,8 @@ class Supervisor:
                 else:
                     self.renewer.apply(child.process.pid, message)
         except (EOFError, OSError):
-            return
+            pass
+        return count
 
     def _reap(self) -> None:
         for pid, child in list(self.children.items()):
