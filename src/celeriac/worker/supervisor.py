@@ -12,8 +12,8 @@ connection under a lease ``owner`` id the supervisor chose. The supervisor:
   replacement;
 * renews the leases of every child in one batched call per heartbeat
   (:class:`~celeriac.worker.renewer.Renewer`; children tell it what they hold
-  over their pipes, read every tick), so a task holding its child's GIL cannot
-  lose its lease; a stopped (``SIGSTOP``) child is not renewed and gets fenced;
+  over their pipes, read every 100 ms, every 5 ms while they send), so a task
+  holding its child's GIL cannot lose its lease; a stopped child is fenced;
 * enforces hard time limits: SIGKILL when a task runs past its limit, then
   stores ``FAILURE``/``TimeLimitExceeded`` and acknowledges the message (it
   ran; it is not redelivered); children recycled by ``max_tasks_per_child`` /
@@ -74,8 +74,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 COLD_KILL_AFTER = 5.0   # seconds a child gets to give back its messages on a cold stop
-TICK = 0.1
-BUSY_TICK = 0.005
+TICK, BUSY_TICK = 0.1, 0.005  # seconds between ticks: quiet, children sending
 
 
 class Supervisor:
@@ -139,9 +138,7 @@ class Supervisor:
         return 0
 
     def _tick(self) -> None:
-        # children's pipes are read every tick, not waited on: a lease update per task
-        # must not wake the supervisor; while they send, a tick is short (BUSY_TICK) so
-        # a child never blocks on a full pipe in a drain of tiny tasks
+        # children's pipes are read every tick, not waited on (see the module docstring)
         handles: list[Any] = [self._wake_r]
         handles += [child.process.sentinel for child in self.children.values()]
         for ready in wait(handles, timeout=BUSY_TICK if self._busy else TICK):
@@ -168,9 +165,7 @@ class Supervisor:
         w = self.worker
         conf = self.app.conf
         spec = ChildSpec(owner=f"{w.hostname}:{uuid.uuid4().hex[:16]}", hostname=w.hostname,
-                         queues=list(w.queues), prefetch=w.prefetch.per_child().fixed or 0,
-                         prefetch_budget=None if w.prefetch.fixed is not None
-                         else w.prefetch.budget,
+                         queues=list(w.queues), **w.prefetch.child_options(),
                          max_tasks=conf.worker_max_tasks_per_child,
                          max_memory_kib=conf.worker_max_memory_per_child, parent=os.getpid())
         if self.mp.get_start_method() == "fork":
@@ -219,8 +214,7 @@ class Supervisor:
         return sum([self._read_messages_of(child) for child in list(self.children.values())]) > 0
 
     def _read_messages_of(self, child: Child) -> int:
-        """What a child told us: a hard-limited task's delivery, leases held and dropped
-        (how many messages)."""
+        """Read what a child told us (a hard-limited task's delivery, leases); how much."""
         count = 0
         try:
             while child.conn.poll():
