@@ -33,6 +33,17 @@ def raw(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+@pytest.fixture(autouse=True)
+def no_global_listeners(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Receivers and interceptors other tests of the process left connected would (rightly)
+    close the lane for every call: these tests start from none."""
+    from celeriac import hooks
+
+    monkeypatch.setattr(signals.before_task_publish, "_receivers", [])
+    monkeypatch.setattr(signals.after_task_publish, "_receivers", [])
+    monkeypatch.setattr(hooks, "_interceptors", [])
+
+
 @pytest.fixture
 def app(redis_url: str, key_prefix: str) -> Celery:
     app = Celery("lane", broker=redis_url, backend=redis_url, set_as_current=False)
