@@ -33,7 +33,7 @@ from ..messages import (
     uuid4_text,
 )
 from ..results.async_result import AsyncResult
-from ..retry import RetryPolicy
+from ..retry import RetryPolicy, failing
 from ..retry import call as retry_call
 from ..security.setup import security_of
 from ..serialization import dumps
@@ -225,8 +225,12 @@ def _frozen_copy(key: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(dict(part) if isinstance(part, Mapping) else part for part in key)
 
 
-def warn_retry(queue: str, exc: BaseException, pause: float) -> None:
-    logger.warning("Publish to %s failed (%s); retrying in %.1fs", queue, exc, pause)
+def warn_retry(queue: str, exc: BaseException, pause: float, retries: list[int]) -> None:
+    """Log a publish retry: the first is often a pooled socket a restarted server closed
+    (not worth a warning), and during a reported outage the outage line says it all."""
+    retries[0] += 1
+    logger.log(logging.WARNING if retries[0] > 1 and not failing() else logging.DEBUG,
+               "Publish to %s failed (%s); retrying in %.1fs", queue, exc, pause)
 
 
 def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = None,
@@ -280,8 +284,9 @@ def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = Non
         else:
             broker.publish_many(items)
 
+    retries = [0]
     retry_call(attempt, rules, retry_on=PUBLISH_ERRORS, what=what,
                where=f"broker {redact(broker.url)}",
-               on_retry=lambda exc, pause: warn_retry(items[0].queue, exc, pause))
+               on_retry=lambda exc, pause: warn_retry(items[0].queue, exc, pause, retries))
     if app.conf.task_send_sent_event:
         send_task_sent(app, items)

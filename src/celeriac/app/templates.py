@@ -153,8 +153,9 @@ def publish_plain(app: Celery, task: Task, args: tuple[Any, ...], kwargs: dict[s
     task_id = task_id or uuid4_text()
     text = template.text(_quoted(task_id)[1:-1], base64.b64encode(body).decode("ascii"),
                          _quoted(saferepr(args))[1:-1], _quoted(saferepr(kwargs))[1:-1])
+    retries = [0]
     retry_call(lambda: publish(template.target, template.queue, text),
                publish_policy(app), retry_on=PUBLISH_ERRORS,
                what=f"publish of {task.name}[{task_id}]", where=f"broker {redact(broker.url)}",
-               on_retry=lambda exc, pause: warn_retry(template.queue, exc, pause))
+               on_retry=lambda exc, pause: warn_retry(template.queue, exc, pause, retries))
     return task_id

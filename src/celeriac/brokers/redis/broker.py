@@ -72,12 +72,12 @@ message the moment the BLPOP returns, in the same round trip. The wait is bounde
 by the next delayed due time or lease expiry, by 5 s, and by ``polling_interval``
 (default 0.1 s, the latency of a Celery producer's messages; ``None`` stops polling).
 
-Failures: ``receive`` swallows connection errors, backs off (up to 1 s) and
-retries until its timeout, then returns ``[]``; other calls retry by
-``retry_policy`` through :func:`celeriac.retry.call`, then raise
-:class:`~celeriac.exceptions.OperationalError` naming the URL (one attempt inside
-a producer's publish, which owns the policy and the deadline). Scripts are
-reloaded after ``NOSCRIPT``.
+Failures: ``receive`` swallows connection errors (from the third in a row it reports
+an outage, :class:`celeriac.retry.Streak`), backs off (up to 1 s) and retries until
+its timeout, then returns ``[]``; other calls retry by ``retry_policy`` through
+:func:`celeriac.retry.call`, then raise :class:`~celeriac.exceptions.OperationalError`
+naming the URL (one attempt inside a producer's publish, which owns the policy and
+the deadline). Scripts are reloaded after ``NOSCRIPT``.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ from typing import Any, ClassVar, TypeVar
 import redis
 
 from ...messages import Message
-from ...retry import RetryPolicy
+from ...retry import RetryPolicy, Streak
 from ..base import (
     BroadcastChannel,
     Broker,
@@ -113,6 +113,7 @@ from .client import (
     retrying,
     run_pipeline,
     run_script,
+    where_of,
 )
 from .durability import ReplicaWaits, retry_policy_for
 from .publishing import RedisPublishing
@@ -195,6 +196,7 @@ class RedisBroker(ReplicaWaits, RedisPublishing, RedisSettling, RedisSlots, Brok
         deadline = time.monotonic() + max(0.0, timeout)
         pauses, hint, waited = RECEIVE_BACKOFF.intervals(), None, False
         limit = max(1, int(limit))
+        streak = Streak(where_of(self.url), "receive")  # reports an outage
         while True:
             try:
                 if waited:  # the wait and the next attempt share one round trip
@@ -205,10 +207,12 @@ class RedisBroker(ReplicaWaits, RedisPublishing, RedisSettling, RedisSlots, Brok
                     done, pending = done + acked, []
                 else:
                     got, hint = self._receive_once(queues, owner, limit)
+                streak.ok()
                 if got:
                     return done, got
                 waited, pauses = True, RECEIVE_BACKOFF.intervals()
-            except RETRYABLE_ERRORS:
+            except RETRYABLE_ERRORS as exc:
+                streak.failed(exc)
                 if pending and deadline - time.monotonic() <= 0:
                     raise  # the acks did not get through: the caller sends them again
                 waited = False

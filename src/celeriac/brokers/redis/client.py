@@ -108,10 +108,14 @@ def is_cluster_url(url: str) -> bool:
     return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
 
 
+def where_of(url: str) -> str:
+    """How errors and outage reports name the server at ``url`` (password hidden)."""
+    return f"Redis at {redact(url)}"
+
+
 def retrying(url: str, what: str, call: Callable[[], _T], policy: RetryPolicy) -> _T:
     """Run ``call`` through :func:`celeriac.retry.call`, retrying Redis connection errors."""
-    return retry.call(call, policy, retry_on=RETRYABLE_ERRORS, what=what,
-                      where=f"Redis at {redact(url)}")
+    return retry.call(call, policy, retry_on=RETRYABLE_ERRORS, what=what, where=where_of(url))
 
 
 def _client_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,8 @@
 """The Redis Cluster broker (``redis+cluster://``, ``rediss+cluster://``).
 
 Capabilities: those of :class:`~.broker.RedisBroker` (the same scripts, leases,
-delays, priorities, dead letters, rate limits), except slots and unique claims
-(``serial_task``, ``concurrency_limit``, ``unique_for``), which a cluster refuses
-for now (:mod:`celeriac.brokers.slotting`).
+delays, priorities, dead letters, rate limits, slots and unique claims; slots
+are kept as :mod:`.cluster_slots` says).
 
 Key → slot layout: every key of one queue carries the hash tag of that queue,
 ``<prefix>{<queue>}``, in front of the single-Redis name of
@@ -54,18 +53,20 @@ from ..base import (
     QueueStats,
 )
 from ..buckets import bucket_take
-from ..slotting import SlotMethods
 from . import scripts as redis_scripts
 from .bookkeeping import SEP, read_dead_letters, read_delayed, store_dead_letter
 from .broadcast import ClusterBroadcast
 from .broker import _SCRIPTS, RedisBroker
 from .client import Connection, run_script
 from .cluster_client import cluster_connection, router_of
+from .cluster_slots import SCRIPTS as SLOT_SCRIPTS
+from .cluster_slots import ClusterSlots
 from .durability import checked_wait, wait_command
 from .publishing import ETA
 from .replies import parse_receive
 
 _CHUNK = 1000
+_CLUSTER_SCRIPTS = {**_SCRIPTS, **SLOT_SCRIPTS}
 
 
 def split_token(token: str) -> tuple[str, str]:
@@ -74,17 +75,11 @@ def split_token(token: str) -> tuple[str, str]:
     return inner, queue
 
 
-class RedisClusterBroker(RedisBroker):
+class RedisClusterBroker(ClusterSlots, RedisBroker):
     """The Redis broker on a Redis Cluster: one hash slot per queue."""
 
     schemes: ClassVar[tuple[str, ...]] = ("redis+cluster", "rediss+cluster")
     capabilities: ClassVar[Capabilities] = RedisBroker.capabilities
-
-    acquire_slot = SlotMethods.acquire_slot
-    release_slot = SlotMethods.release_slot
-    slot_holders = SlotMethods.slot_holders
-    claim_unique = SlotMethods.claim_unique
-    release_unique = SlotMethods.release_unique
 
     def __init__(self, url: str, *, lease_seconds: float = 30.0,
                  options: Mapping[str, Any] | None = None) -> None:
@@ -93,7 +88,8 @@ class RedisClusterBroker(RedisBroker):
 
     # -- plumbing ----------------------------------------------------------------
     def _connection(self) -> Connection:
-        conn = self._conn = cluster_connection(self.url, self.options, _SCRIPTS, self._conn)
+        conn = self._conn = cluster_connection(self.url, self.options, _CLUSTER_SCRIPTS,
+                                               self._conn)
         return conn
 
     def queue_prefix(self, queue: str) -> str:
