@@ -26,21 +26,22 @@ pytestmark = pytest.mark.redis
 TAG = re.compile(rb'"delivery_tag": "[0-9a-f-]{36}"')
 
 
-@pytest.fixture(autouse=True)
-def nothing_listens(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The lane is for a process where nothing listens to publishing: receivers or
-    interceptors another test file left in this test process (one process runs many
-    files) are set aside while these tests run, then put back."""
-    monkeypatch.setattr(signals.before_task_publish, "_receivers", [])
-    monkeypatch.setattr(signals.after_task_publish, "_receivers", [])
-    monkeypatch.setattr(hooks, "_interceptors", [])
-
-
 @pytest.fixture
 def raw(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def no_global_listeners(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Receivers and interceptors other tests of the process left connected would (rightly)
+    close the lane for every call: these tests start from none."""
+    from celeriac import hooks
+
+    monkeypatch.setattr(signals.before_task_publish, "_receivers", [])
+    monkeypatch.setattr(signals.after_task_publish, "_receivers", [])
+    monkeypatch.setattr(hooks, "_interceptors", [])
 
 
 @pytest.fixture
