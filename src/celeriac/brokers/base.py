@@ -44,6 +44,7 @@ time-to-start metrics.
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -81,6 +82,7 @@ MIN_PRIORITY, MAX_PRIORITY = 0, 9
 QUEUE_SETTINGS = ("task_default_queue_type", "task_queue_max_priority")
 
 
+@functools.lru_cache(maxsize=256)
 def redact(url: str) -> str:
     """``url`` without its password, for error messages and logs (``;``-joined URLs too)."""
     parts = []

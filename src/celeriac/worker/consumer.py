@@ -42,6 +42,7 @@ from .job import Job, JobRunner
 from .leases import LeaseKeeper, Renewal
 from .limits import ThreadLimits
 from .monitor import Limits, Monitor
+from .outage import patient_run
 from .prefetch import PrefetchRule
 from .revocation import RECHECK_AFTER
 from .taskevents import TaskEvents
@@ -135,8 +136,8 @@ class Consumer:
         self.keeper.start()
         watcher = None
         if self.pool.inline and self.prefetch.may_batch:
-            watcher = threading.Thread(target=self._watch_inline, daemon=True,
-                                       name="celeriac-prefetch")
+            watcher = threading.Thread(target=patient_run, args=(self._watch_inline,),
+                                       daemon=True, name="celeriac-prefetch")
             watcher.start()
         try:
             while not self.stopping.is_set():

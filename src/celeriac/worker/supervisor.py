@@ -26,6 +26,7 @@ connection under a lease ``owner`` id the supervisor chose. The supervisor:
   import error...), never for children killed from outside;
 * grows and shrinks children with ``--autoscale=max,min`` (queue depth and
   busy children), publishes the node heartbeat and touches the liveness file;
+* rides out broker outages without waiting for the server (:mod:`.outage`);
 * signals: SIGTERM/SIGINT warm, again or SIGQUIT cold, SIGHUP restarts
   children gracefully (see :mod:`.main` for the meaning of warm and cold).
 """
@@ -52,6 +53,7 @@ from .children import (
     app_ref,
     crashed,
     describe,
+    expire_owner,
     kill,
     record_lost,
     record_time_limit,
@@ -59,6 +61,7 @@ from .children import (
 )
 from .health import NodeHealth
 from .nodes import PreforkNode
+from .outage import Outbox
 from .remote import RemoteControl
 from .renewer import Renewer
 from .revocation import Revocations
@@ -102,7 +105,7 @@ class Supervisor:
         lease = float(conf.worker_lease_seconds)
         self.renewer = Renewer(self.app.broker, float(conf.worker_heartbeat_interval
                                                       or lease / 3))
-        self.revocations = Revocations(self.app)
+        self.revocations = Revocations(self.app, quick=True)
         self.started_names: collections.Counter[str] = collections.Counter()
         self.targets = TargetWatch(self.app)
         self.task_events = TaskEvents(self.app, worker.hostname)
@@ -112,6 +115,8 @@ class Supervisor:
         self._pending: list[int] = []
         self._quick_deaths = 0
         self._restart_after = 0.0
+        self.weather = worker.weather  # the node's outages: its own calls, children's slots
+        self.outbox = Outbox()  # broker steps an outage kept (expire_owner, acks...)
 
     # -- life cycle ---------------------------------------------------------------------
     def run(self) -> int:
@@ -123,6 +128,7 @@ class Supervisor:
         self.worker.announce_ready()
         while self.children or self.state == "running":
             self._tick()
+        self.outbox.close()
         self.remote.stop()
         self.health.remove()
         signals.worker_shutdown.send(sender=self.worker)
@@ -141,6 +147,8 @@ class Supervisor:
         self._read_messages()
         self._handle_signals()
         self._reap()
+        self.weather.observe_all({pid: c.slot.outage for pid, c in self.children.items()})
+        self.outbox.flush()
         if self.renewer.due():
             self.renewer.renew()
         now = time.time()
@@ -241,22 +249,23 @@ class Supervisor:
         self._read_messages_of(child)
         held = self.renewer.forget(pid)
         if child.killed_for_limit:
-            record_time_limit(self.app, child)
+            record_time_limit(self.app, child, self.outbox)
             if child.hard is not None:
                 self.task_events.send(("task-failed", {
                     "uuid": child.hard[0], "exception": f"TimeLimitExceeded({slot.hard})",
                     "traceback": None}))
         elif child.terminated is not None:
-            settle_terminated(self.app, child, held, code)
+            settle_terminated(self.app, child, held, code, self.outbox)
             self.task_events.revoked(child.terminated[0], terminated=True,
                                      signum=child.terminated[1])
         elif code != 0:
-            released = self.app.broker.expire_owner(child.owner)
-            logger.error("Process %s pid %d exited with %s; %d message(s) made available "
-                         "for redelivery now", child.process.name, pid, describe(code),
-                         released)
+            logger.error("Process %s pid %d exited with %s", child.process.name, pid,
+                         describe(code))
+            expire_owner(self.app, child.owner, self.outbox,
+                         "%d message(s) of the exited child made available for redelivery")
             if slot.started and slot.acks_early:
-                record_lost(self.app, slot.task_id.decode(), code)
+                record_lost(self.app, slot.task_id.decode(), code, self.outbox)
+        self.weather.observe(pid, None)
         self._note_exit(child, code)
         child.conn.close()
 
@@ -373,6 +382,7 @@ class Supervisor:
     def _go_cold(self, name: str) -> None:
         if self.state != "cold":
             logger.warning("worker: Cold shutdown (%s)", name)
+        self.weather.give_up()
         self.state = "cold"
         self.cold_at = time.time()
         for child in self.children.values():

@@ -342,6 +342,10 @@ class AMQPBroker(Consuming, Broker):
         if self.consumer_timeout and (self._holder is None or not self._holder.alive()):
             self._holder = holding.Holder(self, self.consumer_timeout)
 
+    def _roll_if_due(self) -> None:
+        if self._holder is not None and self._holder.due():
+            self._holder.check()
+
     def broadcast_channel(self) -> BroadcastChannel:
         """Events and remote control on kombu's AMQP exchanges (:mod:`.broadcast`)."""
         if self._broadcast is None:

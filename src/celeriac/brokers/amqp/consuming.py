@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import amqp
+from amqp import exceptions as amqp_errors
 
 from ...messages import Message
 from ...retry import RetryPolicy
@@ -86,6 +87,8 @@ class Consuming:
     _publish_raw: Callable[[Sequence[Outgoing]], None]
     #: start the rollover thread of :mod:`.holding` if it is not running
     _keep_past_consumer_timeout: Callable[[], None]
+    #: the rollover, from the consuming loop itself when due (con.lock held)
+    _roll_if_due: Callable[[], None]
 
     now: Callable[[], float]
 
@@ -115,6 +118,12 @@ class Consuming:
                 time.sleep(min(next(pauses), max(0.0, deadline - time.monotonic())))
             except admin.ChannelReset:
                 self._con.reset_channel()
+            except amqp_errors.IrrecoverableChannelError as exc:
+                # the server closed the consuming channel (consumer_timeout: the
+                # ``consumer_timeout`` option is below the server's): what it held is
+                # requeued, so the connection and its delivery tags are dropped
+                logger.warning("RabbitMQ closed the consuming channel (%s); reconnecting", exc)
+                self._con.reset()
             finally:
                 self._con.lock.release()
 
@@ -150,6 +159,7 @@ class Consuming:
             self._drain(conn, min(wait, 1.0), once=True)
             self._drain(conn, 0.0)
         self._settle_recounts(chan)
+        self._roll_if_due()
 
     def _narrow(self, chan: amqp.Channel, want: int, keep: int) -> None:
         """Shrink the window to ``want`` and give back (uncounted) what arrived beyond

@@ -48,12 +48,13 @@ from ..buckets import bucket_take
 from . import scripts as redis_scripts
 from .bookkeeping import SEP, read_dead_letters, read_delayed, store_dead_letter
 from .broadcast import ClusterBroadcast
-from .broker import _SCRIPTS, ETA, RedisBroker
+from .broker import _SCRIPTS, RedisBroker
 from .client import Connection, run_script
 from .cluster_client import cluster_connection, router_of
 from .cluster_slots import SCRIPTS as SLOT_SCRIPTS
 from .cluster_slots import ClusterSlots
 from .durability import checked_wait, wait_command
+from .publishing import ETA
 from .replies import parse_receive
 
 _CHUNK = 1000
@@ -108,9 +109,14 @@ class RedisClusterBroker(ClusterSlots, RedisBroker):
                 or (not_before is not None and not_before > self.now())):
             self.publish_many([Publish(message, queue, not_before, priority)])
             return
-        prio = self.message_priority(message, priority)
-        text = json.dumps(self._envelope(message, queue, prio))
-        key = f"{queue}{SEP}{self._step(prio)}" if self._step(prio) else queue
+        key, text = self.render_envelope(message, queue, priority)
+        self.publish_rendered(key, queue, text)
+
+    def declared(self, queue: str) -> bool:
+        return queue in self._declared and wait_command(self.options) is None
+
+    def publish_rendered(self, key: str, queue: str, text: str) -> None:
+        """The ``PUBLISH`` script on the queue's slot (message and wake token together)."""
         self._retrying("publish", partial(self._qscript, queue, "publish", key, queue, text))
 
     def _send(self, staged: tuple[dict[str, list[str]], dict[str, dict[str, float]],
@@ -161,6 +167,12 @@ class RedisClusterBroker(ClusterSlots, RedisBroker):
                                   *self._receive_args(queues, owner, limit))
             return self._deliveries(reply, queues, owner)
         return self._receive_several(queues, owner, limit)
+
+    def _ack_and_receive_once(self, queues: list[str], owner: str, limit: int,
+                              acks: list[Delivery]) -> tuple[int, list[Delivery], float | None]:
+        """Tokens live in their own queues' slots: acknowledged per slot, then the lease."""
+        done = self.ack(acks)
+        return (done, *self._receive_once(queues, owner, limit))
 
     def _receive_several(self, queues: list[str], owner: str,
                          limit: int) -> tuple[list[Delivery], float | None]:
