@@ -82,7 +82,7 @@ def raw(target: tuple[str, str]) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def key_prefix(target: tuple[str, str]) -> str:
+def prefix(target: tuple[str, str]) -> str:
     return target[1]
 
 
@@ -149,7 +149,7 @@ def runs_by_task(raw: redis.Redis, prefix: str) -> dict[int, list[int]]:
 @pytest.mark.parametrize("pool", [["-P", "threads", "-c", "4"], ["-P", "prefork", "-c", "2"]],
                          ids=["threads", "prefork"])
 def test_kill_9_every_two_seconds_loses_nothing(tasks: ModuleType, raw: redis.Redis,
-                                               key_prefix: str, tmp_path: Path,
+                                               prefix: str, tmp_path: Path,
                                                pool: list[str]) -> None:
     for i in range(TOTAL):
         tasks.work.delay(i, 1 + i % 20)
@@ -157,10 +157,14 @@ def test_kill_9_every_two_seconds_loses_nothing(tasks: ModuleType, raw: redis.Re
     worker = start_worker(tmp_path, *pool)
     started = time.monotonic()
     try:
-        while raw.llen(key_prefix + "runs") < TOTAL or len(runs_by_task(raw, key_prefix)) < TOTAL:
+        while raw.llen(prefix + "runs") < TOTAL or len(runs_by_task(raw, prefix)) < TOTAL:
             assert time.monotonic() - started < DEADLINE, "tasks still missing after deadline"
+            before = raw.llen(prefix + "runs")
             time.sleep(KILL_EVERY)
-            if len(runs_by_task(raw, key_prefix)) >= TOTAL:
+            while raw.llen(prefix + "runs") == before:  # a loaded machine: not started yet;
+                assert time.monotonic() - started < DEADLINE, "the worker never ran a task"
+                time.sleep(0.2)  # killed once it works, so every kill hits work in flight
+            if len(runs_by_task(raw, prefix)) >= TOTAL:
                 break
             kill_group(worker)  # SIGKILL: no shutdown code runs anywhere
             killed.add(worker.pid)
@@ -172,7 +176,7 @@ def test_kill_9_every_two_seconds_loses_nothing(tasks: ModuleType, raw: redis.Re
             time.sleep(0.2)
     finally:
         stop(worker)
-    runs = runs_by_task(raw, key_prefix)
+    runs = runs_by_task(raw, prefix)
     lost = [i for i in range(TOTAL) if not runs.get(i)]
     duplicated = {i: pids for i, pids in runs.items() if len(pids) > 1}
     unexplained = {i: pids for i, pids in duplicated.items()
@@ -190,12 +194,12 @@ def test_kill_9_every_two_seconds_loses_nothing(tasks: ModuleType, raw: redis.Re
 
 
 def test_long_task_keeps_its_lease_and_runs_once(tasks: ModuleType, raw: redis.Redis,
-                                                 key_prefix: str, tmp_path: Path) -> None:
+                                                 prefix: str, tmp_path: Path) -> None:
     workers = [start_worker(tmp_path, "-P", "threads", "-c", "2") for _ in range(2)]
     try:
         tasks.long.delay(10)
         deadline = time.monotonic() + 60
-        while raw.get(key_prefix + "long-runs") is None:
+        while raw.get(prefix + "long-runs") is None:
             assert time.monotonic() < deadline, "the long task never finished"
             assert all(w.poll() is None for w in workers), "a worker died"
             time.sleep(0.2)
@@ -203,5 +207,5 @@ def test_long_task_keeps_its_lease_and_runs_once(tasks: ModuleType, raw: redis.R
     finally:
         for worker in workers:
             stop(worker)
-    assert raw.get(key_prefix + "long-starts") == b"1"
-    assert raw.get(key_prefix + "long-runs") == b"1"
+    assert raw.get(prefix + "long-starts") == b"1"
+    assert raw.get(prefix + "long-runs") == b"1"
