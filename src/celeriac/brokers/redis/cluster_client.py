@@ -23,12 +23,14 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from .client import RETRYABLE_ERRORS, Connection, Direct, direct_for, get_client
+from .client import RETRYABLE_ERRORS, Connection, Direct, direct_for, get_client, retrying
+from .durability import retry_policy_for
 from .results import ResultListener
 
 log = logging.getLogger(__name__)
@@ -127,7 +129,9 @@ def cluster_connection(url: str, options: Mapping[str, Any], scripts: Mapping[st
     """Like :func:`~.client.connection`, with a :class:`Router` as the raw connections."""
     if current is not None and current[0] == os.getpid():
         return current
-    client: Any = get_client(url, options)
+    # making the client reads the slot map: a node down (a failover under way) is retried
+    client: Any = retrying(url, "connect", partial(get_client, url, options),
+                           retry_policy_for(url, options))
     registered = {name: client.register_script(src) for name, src in scripts.items()}
     return os.getpid(), client, registered, router_for(client)
 
