@@ -99,8 +99,10 @@ class Direct:
         """Send one command and return its raw reply."""
         return self.pipeline([args])[0]
 
-    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """Send ``commands`` in one write; return their raw replies in order."""
+    def pipeline(self, commands: Sequence[Sequence[Any]], *,
+                 raise_errors: bool = True) -> list[Any]:
+        """Send ``commands`` in one write; return their raw replies in order (an error
+        reply raised once all were read, or with ``raise_errors=False`` left in place)."""
         conn = self._connection()
         replies: list[Any] = []
         error: redis.ResponseError | None = None
@@ -127,7 +129,8 @@ class Direct:
         if error is not None:
             if isinstance(error, redis.exceptions.ReadOnlyError):
                 conn.disconnect()  # a master turned replica (Sentinel): find the new one
-            raise error
+            if raise_errors:
+                raise error
         return replies
 
     def close(self) -> None:
@@ -159,11 +162,15 @@ def evalsha(script: Any, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any,
 
 
 def run_pipeline(direct: Direct, commands: Sequence[Sequence[Any]],
-                 scripts: Sequence[Any]) -> list[Any]:
+                 scripts: Sequence[Any], *, raise_errors: bool = True) -> list[Any]:
     """``commands`` in one round trip; after ``NOSCRIPT`` (a restarted or flushed server:
-    no script of the batch ran) ``scripts`` are loaded and the batch is sent again."""
+    no script of the batch ran) ``scripts`` are loaded and the batch is sent again.
+    ``raise_errors=False`` leaves other error replies in place (see :meth:`Direct.pipeline`)."""
     try:
-        return direct.pipeline(commands)
+        replies = direct.pipeline(commands, raise_errors=raise_errors)
     except redis.exceptions.NoScriptError:
+        replies = None
+    if replies is None or any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
         direct.pipeline([("SCRIPT", "LOAD", script.script) for script in scripts])
-        return direct.pipeline(commands)
+        replies = direct.pipeline(commands, raise_errors=raise_errors)
+    return replies
