@@ -149,7 +149,7 @@ def test_redis_paused_server(tmp_path: Path, redis_server: OwnRedis) -> None:
 
 @pytest.mark.redis
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("pool", ["threads", "solo"])
+@pytest.mark.parametrize("pool", ["threads", "solo", "asyncio"])
 def test_redis_outage_in_process_pools(tmp_path: Path, redis_server: OwnRedis,
                                        pool: str) -> None:
     run_outage(tmp_path, redis_server, seconds=10, lease=6, pool=pool, count=200)
