@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ownservers import OwnPostgres, OwnRedis
+from ownservers import OwnPostgres, OwnRedis, rabbit_server
 from workerproc import Project, project, read_lines, wait_until
 
 from celeriac.exceptions import OperationalError
@@ -268,4 +268,40 @@ def test_redis_child_killed_during_outage(tmp_path: Path, redis_server: OwnRedis
     print("\n".join(line for line in log.splitlines() if "INFO/" not in line))
     assert "made available for redelivery" in log, log
     assert log.count(LOST) == 1 and log.count(BACK) == 1, log
+    assert "Traceback" not in log, log
+
+
+@pytest.mark.timeout(300)
+def test_rabbitmq_outage_under_load(tmp_path: Path, redis_server: OwnRedis) -> None:
+    """On RabbitMQ a lease is the consumer's connection: when the node goes down every
+    unacknowledged message is delivered again once it is back, so tasks that ran
+    meanwhile may run twice (their results are kept; Redis holds them here). The worker
+    stays up, and every task ends with its result."""
+    need("amqp")
+    rabbit = rabbit_server()
+    rabbit.start()
+    try:
+        runs = tmp_path / "runs.txt"
+        urls = f"broker={rabbit.url!r}, backend={redis_server.url!r}"
+        source = SOURCE.format(lease=30, runs=str(runs)).replace(
+            'Celery("proj")', f'Celery("proj", {urls})')
+        with project(tmp_path, source) as proj:
+            results = publish(proj, 300)
+            with proj.worker(pool="prefork", concurrency=3) as worker:
+                wait_until(lambda: len(read_lines(runs)) >= 30, timeout=60,
+                           what="the worker to run tasks")
+                rabbit.crash()
+                time.sleep(5)
+                assert worker.alive(), worker.log
+                rabbit.start()
+                wait_until(lambda: done(results) == 300, timeout=120, interval=0.5,
+                           what=f"all results (log:\n{worker.log[-3000:]})")
+                assert worker.alive(), worker.log
+                log = worker.log
+    finally:
+        rabbit.close()
+    ran = collections.Counter(line.split()[0] for line in read_lines(runs))
+    assert set(ran) == {r.id for r in results}
+    print(f"\nrabbitmq outage: duplicate runs={sum(n - 1 for n in ran.values())}")
+    print("\n".join(line for line in log.splitlines() if "INFO/" not in line))
     assert "Traceback" not in log, log
