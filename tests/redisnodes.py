@@ -229,10 +229,18 @@ def start_sentinels(root: Path, count: int = 1) -> SentinelSetup:
 
 
 def delete_keys(ports: Iterable[int], pattern: str) -> None:
-    """Delete keys matching ``pattern`` on every master among ``ports`` (test cleanup)."""
+    """Delete keys matching ``pattern`` on every master among ``ports`` (test cleanup):
+    each master holds its own keys, so a plain connection to it deletes them."""
+    import redis
+
     for port in ports:
-        if not ping(port) or "role:master" not in cli(port, "INFO", "replication"):
+        client = redis.Redis(host=HOST, port=port)
+        try:
+            if client.info("replication").get("role") != "master":
+                continue
+            for key in list(client.scan_iter(match=pattern, count=1000)):
+                client.delete(key)
+        except redis.RedisError:
             continue
-        keys = [k for k in cli(port, "--scan", "--pattern", pattern).splitlines() if k]
-        for key in keys:
-            cli(port, "-c", "DEL", key)
+        finally:
+            client.close()

@@ -227,6 +227,11 @@ def call(operation: Callable[[], _T], policy: RetryPolicy, *,
     scope, a call without a deadline waits out an outage instead of raising (see
     the module docstring).
     """
+    if policy.timeout is None and _active.get():  # inside another call: one attempt, its deadline
+        try:
+            return operation()
+        except retry_on as exc:
+            raise OperationalError(_failure(where, what, 1, exc, time_left())) from exc
     limit = _quick.get()
     if limit is not None:
         policy = replace(policy, max_retries=1 if policy.max_retries is None
@@ -242,13 +247,15 @@ def call(operation: Callable[[], _T], policy: RetryPolicy, *,
     token = _deadline.set(deadline)
     active = _active.set(True)
     try:
-        pauses = policy.intervals()
+        pauses: Iterator[float] | None = None  # made at the first failure
         attempts = 0
         while True:
             attempts += 1
             try:
                 result = operation()
             except retry_on as exc:
+                if pauses is None:
+                    pauses = policy.intervals()
                 pause = next(pauses, None)
                 left = None if deadline is None else deadline - time.monotonic()
                 if pause is None or (left is not None and left <= pause):

@@ -114,8 +114,10 @@ class Consumer:
         self.runner.batch_acks = True
         self.runner.consumer = self
         self.runner.timings = self.prefetch.observe
-        # jobs on this thread, several per loop turn (prefetch): results are batched
+        # several jobs per loop turn (prefetch): results batched (jobs on this thread) or
+        # stored by group commit (jobs on threads)
         self.runner.batch_results = bool(pool.inline) and self.prefetch.may_batch
+        self.runner.group_results = not pool.inline and self.prefetch.may_batch
         self.revocations = self.runner.revocations
         self.buffer: collections.deque[Job] = collections.deque()
         #: guards the buffer against the watcher thread (inline pools)
@@ -124,6 +126,8 @@ class Consumer:
         self._settle_lock = threading.Lock()
         #: monotonic time a buffered job last could start (dispatched, or buffered)
         self._moved = time.monotonic()
+        #: what waited was given back since the last receive (see :meth:`_stalled`)
+        self._held_back = False
         self.stopping = threading.Event()
         pool.start(self.runner)
 
@@ -223,8 +227,8 @@ class Consumer:
         want = free + self.prefetch.extra(running_for) - len(self.buffer)
         if want <= 0 or (self.buffer and not free):  # top up when a slot frees, not in a spin
             self._flush_acks()
-            if self.buffer and not self.pool.inline and self.prefetch.stalled(self._moved):
-                self._give_back_waiting()
+            if not free and not self.pool.inline and self.prefetch.stalled(self._moved):
+                self._stalled()
             self.pool.wait_for_slot(0.2)
             return
         timeout = 0.0 if self.buffer else self.poll_timeout
@@ -241,6 +245,7 @@ class Consumer:
             self.stopping.wait(1.0)
             return
         self.runner.acks.settled(acks, done)
+        self._held_back = False
         self.prefetch.asked(want, free, len(batch))
         self.monitor.received(len(batch))
         if batch:
@@ -306,20 +311,30 @@ class Consumer:
         for job in jobs:
             self._give_back(job.delivery, failed=False)
 
-    def _give_back_waiting(self) -> None:
+    def _stalled(self) -> None:
         """The adaptive rule's safety net: every slot stayed busy for longer than the
-        budget, so what waits goes back to the queue for another slot or worker."""
+        budget, so what waits here, or in the broker's prefetch window (RabbitMQ), goes
+        back to the queue for another slot or worker (once until the next receive)."""
+        if self._held_back:
+            return
+        self._held_back = True
         with self._buffer_lock:
             jobs = list(self.buffer)
             self.buffer.clear()
-        if not jobs:
-            return
         for job in jobs:
             self._give_back(job.delivery, failed=False)
-        self.prefetch.given_back += len(jobs)
-        self.keeper.sync()
-        logger.info("Gave back %d waiting message(s): the running task(s) took longer than "
-                    "the prefetch budget (%.3gs)", len(jobs), self.prefetch.budget)
+        if jobs:
+            self.keeper.sync()
+        try:
+            pushed = self.broker.hold_back(self.queues)
+        except Exception:
+            logger.exception("Could not give back what %s pushed ahead", self.broker.url)
+            pushed = 0
+        if jobs or pushed:
+            self.prefetch.given_back += len(jobs) + pushed
+            logger.info("Gave back %d waiting message(s): the running task(s) took longer "
+                        "than the prefetch budget (%.3gs)", len(jobs) + pushed,
+                        self.prefetch.budget)
 
     def _watch_inline(self) -> None:
         """While a job runs on the consumer's thread (solo, prefork children): store the
@@ -331,8 +346,8 @@ class Consumer:
                 continue
             if len(self.runner.acks) or len(self.runner.results):
                 self._flush_acks()
-            if self.buffer and self.prefetch.stalled(self._moved):
-                self._give_back_waiting()
+            if self.prefetch.stalled(self._moved):
+                self._stalled()
 
     def release_running(self) -> int:
         """Cold shutdown: give back the messages of jobs still running."""

@@ -116,6 +116,8 @@ class JobRunner:
         self.results = ResultBatcher(app)
         #: True when jobs run on the consumer thread: SUCCESS results are batched too
         self.batch_results = False
+        #: True when jobs run on threads: SUCCESS results are stored by group commit
+        self.group_results = False
         #: told each finished job's run time in seconds (the consumer's prefetch rule)
         self.timings: Callable[[float], None] | None = None
         self.revocations = Revocations(app)
@@ -341,7 +343,8 @@ class JobRunner:
             self.events.started(job)
         return Tracer(job.task, job.request,
                       guard=(lambda: self.keeper.still_owner(d)) if acks_late else None,
-                      result_sink=self.results.add if self.batch_results else None,
+                      result_sink=(self.results.add if self.batch_results else
+                                   self.results.store if self.group_results else None),
                       followup_failed=FollowupRecorder(self.app, job.delivery, job.request))
 
     def limits_for(self, job: Job) -> tuple[float | None, float | None]:

@@ -126,8 +126,9 @@ class RPCResultStore(ResultStore):
             inbox.metas.pop(next(iter(inbox.metas)))
 
     def _drain(self, inbox: _Inbox, task_id: str, timeout: float | None) -> None:
-        """Read replies until ``task_id`` is ready or ``timeout`` (None: forever)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """Read replies until ``task_id`` is ready or ``timeout`` (None: forever; 0: only
+        what has arrived)."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         with inbox.link.lock:
             try:
                 conn = self._ready(inbox)
@@ -136,12 +137,11 @@ class RPCResultStore(ResultStore):
                     if meta is not None and meta.get("status") in states.READY_STATES:
                         return
                     left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        return
-                    try:
-                        conn.drain_events(timeout=1.0 if left is None else min(left, 1.0))
+                    try:  # blocks in the socket read: no polling
+                        conn.drain_events(timeout=1.0 if left is None
+                                          else max(0.0, min(left, 1.0)))
                     except TimeoutError:
-                        if timeout == 0:
+                        if left is not None and left <= 0:
                             return
             except RETRYABLE_ERRORS as exc:
                 inbox.link.reset()

@@ -3,8 +3,10 @@
 :data:`CHORD_ADD` records one chord header member and returns every member's
 meta, ordered, to the call that completes the set (an empty size argument:
 read Celery's ``.s`` key); :data:`WRITE_METAS` writes task metas as Celery does
-(``SET[EX]`` + ``PUBLISH``) under the REVOKED rule. Key layouts are described
-in :mod:`.results`.
+(``SET[EX]`` + ``PUBLISH``) under the final-state rules (never over REVOKED; for
+``set_unless_succeeded`` never over SUCCESS either), each check and its write one
+atomic step. Every key a script touches is passed in ``KEYS``; key layouts are
+described in :mod:`.results`.
 """
 
 CHORD_ADD = r"""
@@ -36,19 +38,30 @@ return out
 
 
 #: KEYS: task meta keys; ARGV[1]: "" (no expiry), "ex:<s>" or "px:<ms>"; then per key its
-#: meta and "1" when the REVOKED rule applies. Writes as Celery does (SET[EX] + PUBLISH).
+#: meta and its guard: 1 refuses the write over a stored REVOKED meta, 2 over a SUCCESS
+#: one, 3 over both (0: none). Writes as Celery does (SET[EX] + PUBLISH).
 WRITE_METAS = r"""
 local ttl = ARGV[1]
 local out = {}
+-- the stored status, when it is one a guard names (a malformed meta has none)
+local function status_of(cur)
+  if not (string.find(cur, 'REVOKED', 1, true) or string.find(cur, 'SUCCESS', 1, true)) then
+    return nil
+  end
+  if #cur < 65536 then
+    local ok, meta = pcall(cjson.decode, cur)
+    if ok and type(meta) == 'table' then return meta['status'] end
+    return nil
+  end
+  return string.match(cur, '^%s*{%s*"status"%s*:%s*"(%u+)"')  -- Celery writes it first
+end
 for i, key in ipairs(KEYS) do
-  local value, guarded = ARGV[2 * i], ARGV[2 * i + 1]
+  local value, guard = ARGV[2 * i], tonumber(ARGV[2 * i + 1])
   local refuse = false
-  if guarded == '1' then
+  if guard > 0 then
     local cur = redis.call('GET', key)
-    if cur and #cur < 65536 and string.find(cur, 'REVOKED', 1, true) then
-      local ok, meta = pcall(cjson.decode, cur)
-      refuse = ok and type(meta) == 'table' and meta['status'] == 'REVOKED'
-    end
+    local status = cur and status_of(cur)
+    refuse = (status == 'REVOKED' and guard % 2 == 1) or (status == 'SUCCESS' and guard >= 2)
   end
   if refuse then
     out[i] = 0
