@@ -127,6 +127,7 @@ class Direct:
         if error is not None:
             if isinstance(error, redis.exceptions.ReadOnlyError):
                 conn.disconnect()  # a master turned replica (Sentinel): find the new one
+            error.replies = replies  # type: ignore[attr-defined]  # which commands ran
             raise error
         return replies
 
@@ -160,10 +161,21 @@ def evalsha(script: Any, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any,
 
 def run_pipeline(direct: Direct, commands: Sequence[Sequence[Any]],
                  scripts: Sequence[Any]) -> list[Any]:
-    """``commands`` in one round trip; after ``NOSCRIPT`` (a restarted or flushed server:
-    no script of the batch ran) ``scripts`` are loaded and the batch is sent again."""
+    """``commands`` in one round trip; after ``NOSCRIPT`` (a restarted or flushed server)
+    ``scripts`` are loaded and the commands that met ``NOSCRIPT`` are sent again. Only
+    those: another process may have loaded some of the scripts meanwhile, so a command
+    of the batch may have run (a ``RECEIVE`` that leased messages must not run twice)."""
     try:
         return direct.pipeline(commands)
-    except redis.exceptions.NoScriptError:
-        direct.pipeline([("SCRIPT", "LOAD", script.script) for script in scripts])
-        return direct.pipeline(commands)
+    except redis.exceptions.NoScriptError as exc:
+        replies = list(getattr(exc, "replies", None) or [exc] * len(commands))
+    missing = [i for i, reply in enumerate(replies)
+               if isinstance(reply, redis.exceptions.NoScriptError)]
+    direct.pipeline([("SCRIPT", "LOAD", script.script) for script in scripts])
+    for i, reply in zip(missing, direct.pipeline([commands[i] for i in missing]),
+                        strict=True):
+        replies[i] = reply
+    failed = next((r for r in replies if isinstance(r, redis.ResponseError)), None)
+    if failed is not None:
+        raise failed
+    return replies
