@@ -252,6 +252,19 @@ class Broker(SlotMethods, abc.ABC):
         done = self.ack(acks) if acks else 0
         return done, self.receive(queues, owner=owner, limit=limit, timeout=timeout)
 
+    def settle_and_receive(self, store: Any, results: Sequence[tuple[str, Mapping[str, Any]]],
+                           expires: float | None, acks: Sequence[Delivery],
+                           queues: Sequence[str], *, owner: str,
+                           limit: int = 1) -> tuple[list[bool], int, list[Delivery]]:
+        """A worker's batch settled, then what is ready now leased (no wait): ``results``
+        stored in ``store`` (``set_many``, the REVOKED rule), then ``acks``
+        acknowledged, never before. Returns (written per result, acknowledged,
+        deliveries). Brokers that share a server with the store override this to do
+        all of it in one round trip (Redis)."""
+        written = store.set_many(results, expires=expires) if results else []
+        done, got = self.ack_and_receive(acks, queues, owner=owner, limit=limit, timeout=0.0)
+        return written, done, got
+
     @abc.abstractmethod
     def renew(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> list[bool]:
         """Extend leases by ``seconds`` (default ``lease_seconds``); False where lost."""

@@ -16,8 +16,10 @@ they are stored in one ``set_many`` before those acknowledgements go out.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import states
@@ -114,6 +116,29 @@ class ResultBatcher:
         self.add(task_id, meta)
         self.flush()
 
+    @contextlib.contextmanager
+    def carried(self) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+        """The pending results, for a caller that stores them itself (the broker's
+        ``settle_and_receive``) inside the block: as :meth:`flush`, one write at a
+        time, and back to pending if the block raises. Call :meth:`report` with what
+        was written."""
+        with self._writing:
+            with self._lock:
+                batch, self._pending = self._pending, []
+            try:
+                yield batch
+            except BaseException:
+                with self._lock:
+                    self._pending[:0] = batch
+                raise
+
+    @staticmethod
+    def report(batch: list[tuple[str, dict[str, Any]]], written: list[bool]) -> None:
+        for (task_id, _), ok in zip(batch, written or (), strict=False):
+            if not ok:
+                logger.info("Result of %s not stored: the task was revoked (REVOKED stays)",
+                            task_id)
+
     def flush(self) -> None:
         """Store the pending results; they stay pending if the store fails."""
         with self._writing:
@@ -128,10 +153,7 @@ class ResultBatcher:
                 with self._lock:
                     self._pending[:0] = batch
                 raise
-        for (task_id, _), ok in zip(batch, written or (), strict=False):
-            if not ok:
-                logger.info("Result of %s not stored: the task was revoked (REVOKED stays)",
-                            task_id)
+        self.report(batch, written)
 
 
 def settle(broker: base.Broker, acks: AckBatcher, d: base.Delivery, outcome: Outcome,

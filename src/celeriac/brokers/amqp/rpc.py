@@ -83,6 +83,8 @@ class RPCResultStore(ResultStore):
             reply_queue if callable(reply_queue) else None)
         self._pub = Link(broker_url, self.link_options, confirms=True)
         self._local = threading.local()
+        self._inboxes: list[_Inbox] = []  # every thread's, closed by close()
+        self._inboxes_lock = threading.Lock()
 
     # -- the caller's side ---------------------------------------------------------
     def _inbox(self, create: bool) -> _Inbox | None:
@@ -94,6 +96,8 @@ class RPCResultStore(ResultStore):
         inbox = _Inbox(self._reply_queue(), Link(self.broker_url, self.link_options,
                                                  confirms=False))
         self._local.inbox, self._local.pid = inbox, os.getpid()
+        with self._inboxes_lock:
+            self._inboxes.append(inbox)
         return inbox
 
     def _ready(self, inbox: _Inbox) -> amqp.Connection:
@@ -254,6 +258,12 @@ class RPCResultStore(ResultStore):
 
     def close(self) -> None:
         self._pub.close()
-        inbox = self._inbox(create=False)
-        if inbox is not None:
-            inbox.link.close()
+        with self._inboxes_lock:
+            inboxes, self._inboxes = self._inboxes, []
+        for inbox in inboxes:  # one a thread still waits on is closed with that thread
+            if inbox.link.lock.acquire(blocking=False):
+                try:
+                    inbox.link.close()
+                finally:
+                    inbox.link.lock.release()
+        self._local = threading.local()

@@ -118,6 +118,8 @@ from .client import (
 from .durability import ReplicaWaits, retry_policy_for
 from .publishing import RedisPublishing
 from .replies import parse_receive
+from .result_scripts import SETTLE
+from .settling import RedisSettling
 from .slots import RedisSlots
 from .tokens import SCRIPTS as TOKEN_SCRIPTS
 
@@ -127,10 +129,10 @@ RECEIVE_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_st
 DEFAULT_STEPS = (0, 3, 6, 9)
 _CHUNK = 1000
 _T = TypeVar("_T")
-_SCRIPTS = {**redis_scripts.ALL, **TOKEN_SCRIPTS}
+_SCRIPTS = {**redis_scripts.ALL, **TOKEN_SCRIPTS, "settle": SETTLE}
 
 
-class RedisBroker(ReplicaWaits, RedisPublishing, RedisSlots, Broker):
+class RedisBroker(ReplicaWaits, RedisPublishing, RedisSettling, RedisSlots, Broker):
     """Celery-compatible Redis broker with leases, delays and dead letters."""
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")

@@ -43,7 +43,15 @@ from typing import Any, ClassVar
 import redis
 
 from ...messages import Message
-from ..base import BroadcastChannel, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from ..base import (
+    BroadcastChannel,
+    Broker,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Publish,
+    QueueStats,
+)
 from ..buckets import bucket_take
 from . import scripts as redis_scripts
 from .bookkeeping import SEP, read_dead_letters, read_delayed, store_dead_letter
@@ -167,6 +175,14 @@ class RedisClusterBroker(ClusterSlots, RedisBroker):
                                   *self._receive_args(queues, owner, limit))
             return self._deliveries(reply, queues, owner)
         return self._receive_several(queues, owner, limit)
+
+    def settle_and_receive(self, store: Any, results: Sequence[tuple[str, Mapping[str, Any]]],
+                           expires: float | None, acks: Sequence[Delivery],
+                           queues: Sequence[str], *, owner: str,
+                           limit: int = 1) -> tuple[list[bool], int, list[Delivery]]:
+        """Results and leases live in different slots: the interface's steps, in order."""
+        return Broker.settle_and_receive(self, store, results, expires, acks, queues,
+                                         owner=owner, limit=limit)
 
     def _ack_and_receive_once(self, queues: list[str], owner: str, limit: int,
                               acks: list[Delivery]) -> tuple[int, list[Delivery], float | None]:

@@ -99,8 +99,10 @@ class Direct:
         """Send one command and return its raw reply."""
         return self.pipeline([args])[0]
 
-    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """Send ``commands`` in one write; return their raw replies in order."""
+    def pipeline(self, commands: Sequence[Sequence[Any]], *,
+                 raise_errors: bool = True) -> list[Any]:
+        """Send ``commands`` in one write; return their raw replies in order (an error
+        reply raised once all were read, or with ``raise_errors=False`` left in place)."""
         conn = self._connection()
         replies: list[Any] = []
         error: redis.ResponseError | None = None
@@ -127,8 +129,8 @@ class Direct:
         if error is not None:
             if isinstance(error, redis.exceptions.ReadOnlyError):
                 conn.disconnect()  # a master turned replica (Sentinel): find the new one
-            error.replies = replies  # type: ignore[attr-defined]  # which commands ran
-            raise error
+            if raise_errors:
+                raise error
         return replies
 
     def close(self) -> None:
@@ -160,22 +162,21 @@ def evalsha(script: Any, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any,
 
 
 def run_pipeline(direct: Direct, commands: Sequence[Sequence[Any]],
-                 scripts: Sequence[Any]) -> list[Any]:
+                 scripts: Sequence[Any], *, raise_errors: bool = True) -> list[Any]:
     """``commands`` in one round trip; after ``NOSCRIPT`` (a restarted or flushed server)
     ``scripts`` are loaded and the commands that met ``NOSCRIPT`` are sent again. Only
     those: another process may have loaded some of the scripts meanwhile, so a command
-    of the batch may have run (a ``RECEIVE`` that leased messages must not run twice)."""
-    try:
-        return direct.pipeline(commands)
-    except redis.exceptions.NoScriptError as exc:
-        replies = list(getattr(exc, "replies", None) or [exc] * len(commands))
+    of the batch may have run (a ``RECEIVE`` that leased messages must not run twice).
+    ``raise_errors=False`` leaves other error replies in place (see :meth:`Direct.pipeline`)."""
+    replies = direct.pipeline(commands, raise_errors=False)
     missing = [i for i, reply in enumerate(replies)
                if isinstance(reply, redis.exceptions.NoScriptError)]
-    direct.pipeline([("SCRIPT", "LOAD", script.script) for script in scripts])
-    for i, reply in zip(missing, direct.pipeline([commands[i] for i in missing]),
-                        strict=True):
-        replies[i] = reply
+    if missing:
+        direct.pipeline([("SCRIPT", "LOAD", script.script) for script in scripts])
+        again = direct.pipeline([commands[i] for i in missing], raise_errors=False)
+        for i, reply in zip(missing, again, strict=True):
+            replies[i] = reply
     failed = next((r for r in replies if isinstance(r, redis.ResponseError)), None)
-    if failed is not None:
+    if raise_errors and failed is not None:
         raise failed
     return replies

@@ -34,7 +34,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import partial
 from typing import Any, ClassVar
 
@@ -281,14 +281,25 @@ class RedisResultStore(ResultStore):
         return self._write_guarded([(self.task_key(task_id), encode_meta(meta), guard)],
                                    self.expires if expires == -1 else expires)[0]
 
+    @staticmethod
+    def ttl_argument(expires: float | None) -> str:
+        """The scripts' expiry argument: "" (none), "ex:<s>" or "px:<ms>"."""
+        if expires is None or expires <= 0:
+            return ""
+        if float(expires).is_integer():
+            return f"ex:{int(expires)}"
+        return f"px:{max(1, int(expires * 1000))}"
+
+    def guarded_rows(self, items: Iterable[tuple[str, Mapping[str, Any]]]
+                     ) -> list[tuple[str, str, int]]:
+        """``(key, meta, guard)`` of task metas written under the REVOKED rule (what
+        ``set_many`` writes; the broker's ``SETTLE`` script takes them)."""
+        return [(self.task_key(tid), encode_meta(meta), int(meta.get("status") != states.REVOKED))
+                for tid, meta in items]
+
     def _write_guarded(self, rows: list[tuple[str, str, int]],
                        expires: float | None) -> list[bool]:
-        if expires is None or expires <= 0:
-            ttl = ""
-        elif float(expires).is_integer():
-            ttl = f"ex:{int(expires)}"
-        else:
-            ttl = f"px:{max(1, int(expires * 1000))}"
+        ttl = self.ttl_argument(expires)
         written: list[bool] = []
         for start in range(0, len(rows), 1000):
             part = rows[start:start + 1000]
