@@ -234,3 +234,13 @@ def patiently(offload: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable
     async def patient_offload(fn: Callable[..., Any], *args: Any) -> Any:
         return await offload(_patient_call, fn, *args)
     return patient_offload
+
+
+def outage_or_exception(exc: BaseException, message: str, *args: Any) -> None:
+    """Log a failed broker call of a loop that retries it by itself: with its traceback,
+    unless it is an outage (:class:`~celeriac.exceptions.OperationalError`), which the
+    process's watch reports once."""
+    if isinstance(exc, OperationalError):
+        logger.debug(message + ": %s", *args, exc)
+    else:
+        logger.error(message, *args, exc_info=exc)
