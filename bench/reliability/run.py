@@ -6,6 +6,8 @@ Usage (from the repository root)::
     python bench/reliability/run.py --quick            # smaller loads, for development
     python bench/reliability/run.py --broker redis     # one broker (repeat for more)
     python bench/reliability/run.py --scenarios fuzz,outage3 --no-celery --no-write
+    python bench/reliability/run.py --broker redis-cluster --broker redis-sentinel \
+        --scenarios failover,failover-wait,kill-children   # replicated Redis
 
 Per scenario it prints accepted / lost / duplicated (and why) / dead-lettered /
 time to recover, and writes one markdown section per broker into
@@ -13,7 +15,8 @@ time to recover, and writes one markdown section per broker into
 figure). Servers are private: each scenario starts its own Redis, PostgreSQL or
 RabbitMQ node on a free port in a temporary directory (:mod:`servers`), never
 the shared ones. Celery 5.7 runs the scenarios it can (kill -9, broker restart,
-malformed messages, SIGSTOP) on Redis and RabbitMQ, its two brokers here.
+malformed messages, SIGSTOP) on Redis and RabbitMQ, and the failover on Sentinel
+(it has no Redis Cluster transport).
 Exit status 1 when a celeriac figure is not ``ok``.
 """
 
@@ -33,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import beat_failover  # noqa: E402
+import failover  # noqa: E402
 import malformed  # noqa: E402
 import outages  # noqa: E402
 import report  # noqa: E402
@@ -41,10 +45,11 @@ from counting import Figures  # noqa: E402
 from scenarios import Context  # noqa: E402
 from servers import SERVERS  # noqa: E402
 
-BROKERS = ("sqlite", "redis", "postgres", "amqp")
+BROKERS = ("sqlite", "redis", "postgres", "amqp", "redis-cluster", "redis-sentinel")
 #: Celery 5.7's brokers in this suite
-CELERY_BROKERS = ("redis", "amqp")
-NEEDS = {"redis": "redis-server", "postgres": "/usr/lib/postgresql",
+CELERY_BROKERS = ("redis", "amqp", "redis-sentinel")
+NEEDS = {"redis": "redis-server", "redis-cluster": "redis-server",
+         "redis-sentinel": "redis-server", "postgres": "/usr/lib/postgresql",
          "amqp": "/usr/lib/rabbitmq/bin/rabbitmq-server"}
 
 
@@ -93,6 +98,8 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...]]] = {
     "sigstop": (scenarios.sigstop, BOTH),
     "beat": (beat, CELERIAC),
     "memory": (scenarios.memory, CELERIAC),
+    "failover": (lambda ctx, system: failover.master_failover(ctx, system, False), BOTH),
+    "failover-wait": (lambda ctx, system: failover.master_failover(ctx, system, True), CELERIAC),
 }
 
 

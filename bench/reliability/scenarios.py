@@ -58,7 +58,11 @@ def session(ctx: Context, system: str, scenario: str, **conf: Any
     project: Project | None = None
     try:
         server.start()
-        project = Project(ctx.root / f"{scenario}-{system}", system, server.url, conf)
+        merged = dict(server.conf)  # (Sentinel's master name) + the scenario's settings
+        for key, value in conf.items():
+            merged[key] = ({**merged[key], **value} if key.endswith("transport_options")
+                           and key in merged else value)
+        project = Project(ctx.root / f"{scenario}-{system}", system, server.url, merged)
         yield server, project
     finally:
         if project is not None:

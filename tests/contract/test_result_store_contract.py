@@ -10,6 +10,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -75,6 +76,22 @@ def test_expired_results_disappear(result_store: ResultStore) -> None:
     assert result_store.get(forever) == meta(forever)
 
 
+def in_thread(store: ResultStore, target: Callable[..., None], *args: Any) -> threading.Thread:
+    """A thread running ``target``. Django opens a connection per thread and keeps it after
+    the thread ends: the thread closes its own, so tests do not use up the shared
+    PostgreSQL server's connections."""
+    def run() -> None:
+        try:
+            target(*args)
+        finally:
+            if type(store).__module__.startswith("celeriac.contrib.django"):
+                from django.db import connections
+
+                connections.close_all()
+
+    return threading.Thread(target=run)
+
+
 def test_wait_wakes_when_result_is_stored(result_store: ResultStore) -> None:
     task_id = new_id()
     result_store.set(task_id, meta(task_id, status="STARTED", result=None))
@@ -85,7 +102,7 @@ def test_wait_wakes_when_result_is_stored(result_store: ResultStore) -> None:
         result_store.set(task_id, meta(task_id))
         stored.append(time.monotonic())
 
-    thread = threading.Thread(target=finish)
+    thread = in_thread(result_store, finish)
     thread.start()
     got = result_store.wait(task_id, timeout=5)
     woke = time.monotonic()
@@ -155,7 +172,7 @@ def test_chord_add_has_exactly_one_completer_under_concurrency(
                 with lock:
                     completions.append(done)
 
-    threads = [threading.Thread(target=member, args=(seed,)) for seed in range(6)]
+    threads = [in_thread(result_store, member, seed) for seed in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -217,7 +234,7 @@ def test_the_revoked_rule_holds_under_concurrent_writers(result_store: ResultSto
             for _ in range(20):
                 result_store.set(tid, meta(tid, status))
 
-        threads = [threading.Thread(target=write, args=(s,)) for s in ("SUCCESS", "FAILURE")]
+        threads = [in_thread(result_store, write, s) for s in ("SUCCESS", "FAILURE")]
         for thread in threads:
             thread.start()
         start.wait()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from celeriac import Celery, signals
+from celeriac import Celery, hooks, signals
 from celeriac.app import templates
 from celeriac.app.publish import send_task
 
@@ -61,6 +61,17 @@ def app(redis_url: str, key_prefix: str) -> Celery:
     return app
 
 
+def why_not(app: Celery, task: Any) -> dict[str, Any]:
+    """What the lane looks at, for the message of a failed assertion."""
+    from celeriac.app import state
+
+    return {"open": templates._lane_open(app, task), "key": templates._key(app, task),
+            "declared": app.broker.declared(task.queue or "celery"),
+            "worker task": state.get_current_worker_task(),
+            "receivers": (signals.before_task_publish._receivers,
+                          signals.after_task_publish._receivers, hooks._interceptors)}
+
+
 def stored(raw: redis.Redis, key: str) -> list[bytes]:
     return [TAG.sub(b'"delivery_tag": "-"', item) for item in raw.lrange(key, 0, -1)]
 
@@ -72,7 +83,7 @@ def both_paths(app: Celery, raw: redis.Redis, key: str, name: str, args: tuple[A
     task.delay(*args, **kwargs)  # the first publish of a queue declares it (normal path)
     raw.delete(key)
     lane_id = templates.publish_plain(app, task, args, kwargs, "fixed-id")
-    assert lane_id == "fixed-id", "the call did not take the lane"
+    assert lane_id == "fixed-id", f"the call did not take the lane: {why_not(app, task)}"
     send_task(app, name, args, kwargs, task_id="fixed-id", task=task)
     lane, normal = stored(raw, key)[::-1]
     return lane, normal

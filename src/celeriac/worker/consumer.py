@@ -53,6 +53,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celeriac.worker")
 
+#: while every slot is busy, finished tasks are acknowledged at most this often (else
+#: with the next lease request); the watcher thread of inline pools ticks as often
+SETTLE_EVERY = 0.05
+
 
 def default_hostname() -> str:
     return f"celery@{socket.gethostname()}"
@@ -129,6 +133,8 @@ class Consumer:
         self._moved = time.monotonic()
         #: what waited was given back since the last receive (see :meth:`_stalled`)
         self._held_back = False
+        #: monotonic time acknowledgements were last sent
+        self._acked_at = time.monotonic()
         self.stopping = threading.Event()
         pool.start(self.runner)
 
@@ -210,6 +216,7 @@ class Consumer:
             return acks
 
     def _flush_acks(self) -> None:
+        self._acked_at = time.monotonic()
         acks = self._settled()
         if not acks:
             return
@@ -227,12 +234,14 @@ class Consumer:
         running_for = 0.0 if self.pool.inline else self.runner.longest_running()
         want = free + self.prefetch.extra(running_for) - len(self.buffer)
         if want <= 0 or (self.buffer and not free):  # top up when a slot frees, not in a spin
-            self._flush_acks()
+            if time.monotonic() - self._acked_at > SETTLE_EVERY:  # else with the next lease
+                self._flush_acks()
             if not free and not self.pool.inline and self.prefetch.stalled(self._moved):
                 self._stalled()
             self.pool.wait_for_slot(0.2)
             return
         timeout = 0.0 if self.buffer else self.poll_timeout
+        self._acked_at = time.monotonic()
         if len(self.runner.results) and self.app.backend is not None:
             got = self._settle_and_receive(want)  # results ride along (see settle.py)
             if got is None:
@@ -370,7 +379,7 @@ class Consumer:
         """While a job runs on the consumer's thread (solo, prefork children): store the
         results and send the acknowledgements of the jobs that finished before it, and
         give back what waits once the adaptive rule says so."""
-        tick = min(0.05, max(0.005, self.prefetch.budget / 2 or 0.05))
+        tick = min(SETTLE_EVERY, max(0.005, self.prefetch.budget / 2 or SETTLE_EVERY))
         while not self.stopping.wait(tick):
             if self.pool.free_slots() > 0 or time.monotonic() - self._moved < tick:
                 continue

@@ -12,8 +12,8 @@ connection under a lease ``owner`` id the supervisor chose. The supervisor:
   replacement;
 * renews the leases of every child in one batched call per heartbeat
   (:class:`~celeriac.worker.renewer.Renewer`; children tell it what they hold
-  over their pipes, read every tick), so a task holding its child's GIL cannot
-  lose its lease; a stopped (``SIGSTOP``) child is not renewed and gets fenced;
+  over their pipes, read every 100 ms, every 5 ms while they send), so a task
+  holding its child's GIL cannot lose its lease; a stopped child is fenced;
 * enforces hard time limits: SIGKILL when a task runs past its limit, then
   stores ``FAILURE``/``TimeLimitExceeded`` and acknowledges the message (it
   ran; it is not redelivered); children recycled by ``max_tasks_per_child`` /
@@ -74,7 +74,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 COLD_KILL_AFTER = 5.0   # seconds a child gets to give back its messages on a cold stop
-TICK = 0.1
+TICK, BUSY_TICK = 0.1, 0.005  # seconds between ticks: quiet, children sending
 
 
 class Supervisor:
@@ -114,6 +114,7 @@ class Supervisor:
         self._wake_r, self._wake_w = socket.socketpair()
         self._pending: list[int] = []
         self._quick_deaths = 0
+        self._busy = False  # the children sent something last tick
         self._restart_after = 0.0
         self.weather = worker.weather  # the node's outages: its own calls, children's slots
         self.outbox = Outbox()  # broker steps an outage kept (expire_owner, acks...)
@@ -137,14 +138,13 @@ class Supervisor:
         return 0
 
     def _tick(self) -> None:
-        # children's pipes are read every tick, not waited on: a lease update per task
-        # must not wake the supervisor (the pipe buffers a tick's worth many times over)
+        # children's pipes are read every tick, not waited on (see the module docstring)
         handles: list[Any] = [self._wake_r]
         handles += [child.process.sentinel for child in self.children.values()]
-        for ready in wait(handles, timeout=TICK):
+        for ready in wait(handles, timeout=BUSY_TICK if self._busy else TICK):
             if ready is self._wake_r:
                 self._wake_r.recv(4096)
-        self._read_messages()
+        self._busy = self._read_messages()
         self._handle_signals()
         self._reap()
         self.weather.observe_all({pid: c.slot.outage for pid, c in self.children.items()})
@@ -165,9 +165,7 @@ class Supervisor:
         w = self.worker
         conf = self.app.conf
         spec = ChildSpec(owner=f"{w.hostname}:{uuid.uuid4().hex[:16]}", hostname=w.hostname,
-                         queues=list(w.queues), prefetch=w.prefetch.per_child().fixed or 0,
-                         prefetch_budget=None if w.prefetch.fixed is not None
-                         else w.prefetch.budget,
+                         queues=list(w.queues), **w.prefetch.child_options(),
                          max_tasks=conf.worker_max_tasks_per_child,
                          max_memory_kib=conf.worker_max_memory_per_child, parent=os.getpid())
         if self.mp.get_start_method() == "fork":
@@ -212,14 +210,15 @@ class Supervisor:
         self._restart_after = time.monotonic() + delay
         logger.error("Children exit right after starting; next start in %.1fs", delay)
 
-    def _read_messages(self) -> None:
-        for child in list(self.children.values()):
-            self._read_messages_of(child)
+    def _read_messages(self) -> bool:
+        return sum([self._read_messages_of(child) for child in list(self.children.values())]) > 0
 
-    def _read_messages_of(self, child: Child) -> None:
-        """What a child told us: a hard-limited task's delivery, leases held and dropped."""
+    def _read_messages_of(self, child: Child) -> int:
+        """Read what a child told us (a hard-limited task's delivery, leases); how much."""
+        count = 0
         try:
             while child.conn.poll():
+                count += 1
                 message = child.conn.recv()
                 if message[0] == "hard":
                     child.hard = (message[1], message[2], message[3])
@@ -231,7 +230,8 @@ class Supervisor:
                 else:
                     self.renewer.apply(child.process.pid, message)
         except (EOFError, OSError):
-            return
+            pass
+        return count
 
     def _reap(self) -> None:
         for pid, child in list(self.children.items()):
