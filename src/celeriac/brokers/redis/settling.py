@@ -41,6 +41,8 @@ class RedisSettling:
     if TYPE_CHECKING:
         def _connection(self) -> Connection: ...
 
+        def _key(self, name: str) -> str: ...
+
         def _receive_args(self, queues: list[str], owner: str, limit: int) -> list[Any]: ...
 
         def _deliveries(self, reply: list[Any], queues: list[str],
@@ -73,11 +75,10 @@ class RedisSettling:
                                              expires, acks, queues, owner=owner, limit=limit)
         queues = list(dict.fromkeys(queues))
         rows = store.guarded_rows(results)
-        p = self.prefix
-        keys = [key for key, _, _ in rows] + [
-            key for d in acks for key in (f"{p}_celeriac.lease.{d.token}",
-                                          f"{p}_celeriac.leases.{d.queue}",
-                                          f"{p}_celeriac.owner.{d.owner}")]
+        keys = [key for key, _, _ in rows] + [  # the broker's key names (see its layout)
+            key for d in acks for key in (self._key(f"_celeriac.lease.{d.token}"),
+                                          self._key(f"_celeriac.leases.{d.queue}"),
+                                          self._key(f"_celeriac.owner.{d.owner}"))]
         args = [store.ttl_argument(expires), len(rows),
                 *(x for _, value, guard in rows for x in (value, guard)),
                 *(d.token for d in acks)]
@@ -85,7 +86,7 @@ class RedisSettling:
         commands = [evalsha(scripts["settle"], keys, args)]
         if queues:
             commands.append(evalsha(scripts["receive"], [], [
-                p, *self._receive_args(queues, owner, max(1, int(limit)))]))
+                self.prefix, *self._receive_args(queues, owner, max(1, int(limit)))]))
         streak = self._settle_streak
         try:
             replies = run_pipeline(direct, commands, [scripts["settle"], scripts["receive"]],
