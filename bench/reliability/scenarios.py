@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -242,7 +243,8 @@ def gil_holder(ctx: Context, system: str, hold: int = 10) -> Figures:
 
 
 def memory(ctx: Context, system: str) -> Figures:
-    """RSS of the worker tree (supervisor + children) while it runs 50,000 calls."""
+    """RSS of the worker tree (supervisor + children) while it runs 50,000 calls,
+    sampled every second by a thread while the calls are published in chunks of 5,000."""
     started = time.monotonic()
     total = ctx.size(50_000, 5_000)
     with session(ctx, system, "memory") as (server, project):
@@ -250,18 +252,31 @@ def memory(ctx: Context, system: str) -> Figures:
         warm_up(project, ctx.broker, server.url)
         keys = [f"k-{i}" for i in range(total)]
         samples: list[tuple[int, int]] = []
-        chunk = 5_000
-        for start in range(0, total, chunk):
-            publish(ctx, server.url, keys[start:start + chunk], lambda i: 0)
-            while project.done_count("k-") < start + chunk // 2:
-                samples.append((project.done_count("k-"), tree_rss_kib(worker.pid)))
-                if worker.poll() is not None or time.monotonic() - started > 900:
-                    break
-                time.sleep(1.0)
-        drain(project, keys, timeout=300)
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(1.0):
+                rss = tree_rss_kib(worker.pid)
+                if rss:
+                    samples.append((project.done_count("k-"), rss))
+
+        sampler = threading.Thread(target=sample, name="rss", daemon=True)
+        sampler.start()
+        try:
+            for first in range(0, total, 5_000):
+                publish(ctx, server.url, keys[first:first + 5_000], lambda i: 0)
+                wait_for(lambda: project.done_count("k-") >= first + 2_500  # noqa: B023
+                         or worker.poll() is not None, 600, interval=0.5)
+            drain(project, keys, timeout=600)
+        finally:
+            stop.set()
+            sampler.join(10)
         samples.append((project.done_count("k-"), tree_rss_kib(worker.pid)))
         figures = finish(ctx, project, f"memory over {total:,} tasks", keys, [], started)
         figures.notes.append(rss_note(samples))
+        if worker.poll() is not None:
+            figures.notes.append(f"worker EXITED with code {worker.returncode}")
+            figures.ok = False
     return figures
 
 
