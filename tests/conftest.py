@@ -247,6 +247,15 @@ def rabbitmq_url(rabbitmq_vhosts: VhostPool) -> Iterator[str]:
     rabbitmq_vhosts.give_back(vhost)
 
 
+@pytest.fixture(scope="module")
+def rabbitmq_url_module(rabbitmq_vhosts: VhostPool) -> Iterator[str]:
+    """A RabbitMQ vhost shared by one test module, emptied afterwards."""
+    require_service("RabbitMQ", RABBITMQ_HOST, RABBITMQ_PORT)
+    vhost = rabbitmq_vhosts.take()
+    yield f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}/{vhost}"
+    rabbitmq_vhosts.give_back(vhost)
+
+
 _DJANGO_TESTS = str(Path(__file__).resolve().parent / "django")
 
 

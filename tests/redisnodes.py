@@ -158,9 +158,10 @@ class Cluster(Servers):
                 if "master" in r["flags"] and "fail" not in r["flags"] and r["slots"]]
 
 
-def start_cluster(root: Path) -> Cluster:
-    """Six servers with ``--cluster-enabled yes``, joined with ``redis-cli --cluster create``."""
-    ports = free_ports(6, bus=True)
+def start_cluster(root: Path, replicas: int = 1) -> Cluster:
+    """3 masters with ``replicas`` replicas each (``--cluster-enabled yes``), joined with
+    ``redis-cli --cluster create``."""
+    ports = free_ports(3 * (1 + replicas), bus=True)
     cluster = Cluster(root=root, ports=ports)
     try:
         for port in ports:
@@ -168,7 +169,7 @@ def start_cluster(root: Path) -> Cluster:
                           f"nodes-{port}.conf", "--cluster-node-timeout", "2000",
                           "--cluster-replica-validity-factor", "0")
         cli(ports[0], "--cluster", "create", *[f"{HOST}:{p}" for p in ports],
-            "--cluster-replicas", "1", "--cluster-yes", timeout=60)
+            "--cluster-replicas", str(replicas), "--cluster-yes", timeout=60)
         wait_until(cluster.healthy, 30, "the cluster to be ok", interval=0.2)
         wait_until(lambda: all(_replica_synced(p) for p in ports), 30, "replicas in sync",
                    interval=0.2)
@@ -181,7 +182,7 @@ def start_cluster(root: Path) -> Cluster:
 def _replica_synced(port: int) -> bool:
     info = cli(port, "INFO", "replication")
     if "role:master" in info:
-        return "connected_slaves:1" in info
+        return "connected_slaves:0" not in info
     return "master_link_status:up" in info
 
 
@@ -191,6 +192,7 @@ class SentinelSetup(Servers):
 
     master_port: int = 0
     replica_port: int = 0
+    more_replicas: list[int] = field(default_factory=list)
     sentinel_ports: list[int] = field(default_factory=list)
     master_name: str = "mymaster"
 
@@ -204,14 +206,18 @@ class SentinelSetup(Servers):
         return int(reply[1])
 
 
-def start_sentinels(root: Path, count: int = 1) -> SentinelSetup:
-    master, replica, *sentinels = free_ports(2 + count)
+def start_sentinels(root: Path, count: int = 1, replicas: int = 1) -> SentinelSetup:
+    """A master, ``replicas`` replicas and ``count`` sentinels (none: just replication)."""
+    master, replica, *rest = free_ports(1 + replicas + count)
+    more, sentinels = rest[:replicas - 1], rest[replicas - 1:]
     setup = SentinelSetup(root=root, master_port=master, replica_port=replica,
-                          sentinel_ports=sentinels)
+                          more_replicas=more, sentinel_ports=sentinels)
     try:
         setup.start(master)
-        setup.start(replica, "--replicaof", HOST, str(master))
-        wait_until(lambda: _replica_synced(replica), 30, "the replica in sync", interval=0.2)
+        for port in (replica, *more):
+            setup.start(port, "--replicaof", HOST, str(master))
+            wait_until(lambda p=port: _replica_synced(p), 30, "a replica in sync",
+                       interval=0.2)
         quorum = 1 if count < 3 else 2
         for port in sentinels:
             conf = root / f"sentinel-{port}.conf"
@@ -229,10 +235,18 @@ def start_sentinels(root: Path, count: int = 1) -> SentinelSetup:
 
 
 def delete_keys(ports: Iterable[int], pattern: str) -> None:
-    """Delete keys matching ``pattern`` on every master among ``ports`` (test cleanup)."""
+    """Delete keys matching ``pattern`` on every master among ``ports`` (test cleanup):
+    each master holds its own keys, so a plain connection to it deletes them."""
+    import redis
+
     for port in ports:
-        if not ping(port) or "role:master" not in cli(port, "INFO", "replication"):
+        client = redis.Redis(host=HOST, port=port)
+        try:
+            if client.info("replication").get("role") != "master":
+                continue
+            for key in list(client.scan_iter(match=pattern, count=1000)):
+                client.delete(key)
+        except redis.RedisError:
             continue
-        keys = [k for k in cli(port, "--scan", "--pattern", pattern).splitlines() if k]
-        for key in keys:
-            cli(port, "-c", "DEL", key)
+        finally:
+            client.close()

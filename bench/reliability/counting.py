@@ -178,6 +178,7 @@ class FuzzCount:
     fields: int = 0
     unmatched_dead: int = 0
     #: field -> outcome for each field whose message was not dead-lettered at once
+    #: (kept only for a system with a dead-letter store)
     misses: dict[str, str] = field(default_factory=dict)
 
     def line(self) -> str:
@@ -218,7 +219,7 @@ def count_fuzz(sent: dict[str, str], dead: dict[str, int] | None, ran: Iterable[
             else:
                 out.dead_later += 1
                 out.misses[name] = "dead-lettered later"
-        else:
+        elif dead is not None:  # (without a dead-letter store every miss is expected)
             out.misses.setdefault(name, "vanished or still queued")
     out.left_in_queue = min(queued, out.sent - out.ran - out.dead_first - out.dead_later)
     out.vanished = out.sent - out.ran - out.dead_first - out.dead_later - out.left_in_queue

@@ -12,6 +12,13 @@ producer goes on for 10 s more. Then the queue drains and the ledger is counted.
 Time to recover here is from the moment the server accepts connections again
 to the first start of a call the producer sent after that moment: the worker
 consumes again. The worker must still be alive at the end.
+
+A duplicate is put down to the outage when one of its finishes fell between one
+second before the kill (an acknowledgement travels with the worker's next broker
+call, so a body that finished just before the kill may not have been settled)
+and the moment the worker consumed again (an outcome buffered through the
+outage can only be settled then; on RabbitMQ the deliveries of the dead
+connection are redelivered whatever the worker buffered).
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from servers import SERVERS, outage
 
 RATE = 40.0
 TASK_MS = 40
+#: a finished call's acknowledgement goes out with the worker's next broker call
+SETTLE = 1.0
 
 
 @dataclass
@@ -90,10 +99,13 @@ def broker_outage(ctx: Context, system: str, seconds: float) -> Figures:
         keys = list(producer.accepted)
         drain(project, keys)
         runs = project.runs()
-        fault = Fault("outage", down_at, up_at)
-        figures = finish(ctx, project, label, keys, [fault], started)
         after = [k for k, at in producer.accepted.items() if at >= up_at]
-        figures.recover_s = counting.resumed_after(runs, after, up_at)
+        recover = counting.resumed_after(runs, after, up_at)
+        # outcomes are unsettled from one settle turn before the kill until the worker
+        # consumes again: a body finished in that window may run again (module docstring)
+        fault = Fault("outage", down_at - SETTLE, up_at + (recover or 0.0))
+        figures = finish(ctx, project, label, keys, [fault], started)
+        figures.recover_s = recover
         figures.notes.append(f"down {up_at - down_at:.1f}s; {len(producer.refused)} calls "
                              f"refused at publish; slowest publish {producer.slowest:.1f}s")
         if worker.poll() is not None:

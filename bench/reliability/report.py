@@ -10,6 +10,7 @@ broker, other brokers' sections kept).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
 import subprocess
@@ -56,7 +57,8 @@ def commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!docs/reliability.md"],  # the file the runs write
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -64,15 +66,16 @@ def commit() -> str:
 
 
 def machine() -> str:
-    """CPU count, memory, OS and Python: enough to compare runs."""
+    """CPU count, memory, OS, Python and the load average: enough to compare runs."""
     try:
         with open("/proc/meminfo") as fh:
             mem = int(fh.readline().split()[1]) / 1024 / 1024
         memory = f", {mem:.0f} GiB RAM"
     except (OSError, ValueError, IndexError):
         memory = ""
+    load = f", load average {os.getloadavg()[0]:.1f} at the end"
     return (f"{os.cpu_count()} CPUs{memory}, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
+            f"Python {platform.python_version()}{load}")
 
 
 def _md_escape(text: str) -> str:
@@ -102,14 +105,20 @@ def _markers(broker: str) -> tuple[str, str]:
 
 
 def write_section(path: Path, broker: str, section: str) -> None:
-    """Replace (or append) ``broker``'s section of ``path`` between its markers."""
+    """Replace (or append) ``broker``'s section of ``path`` between its markers
+    (under an exclusive lock on the file: runs of several brokers may finish at once)."""
     begin, end = _markers(broker)
-    text = path.read_text() if path.exists() else ""
-    block = f"{begin}\n{section}{end}"
-    if begin in text and end in text:
-        before, rest = text.split(begin, 1)
-        after = rest.split(end, 1)[1]
-        text = before + block + after
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    path.write_text(text)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        text = fh.read()
+        block = f"{begin}\n{section}{end}"
+        if begin in text and end in text:
+            before, rest = text.split(begin, 1)
+            after = rest.split(end, 1)[1]
+            text = before + block + after
+        else:
+            text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+        fh.seek(0)
+        fh.truncate()
+        fh.write(text)

@@ -6,6 +6,8 @@ Usage (from the repository root)::
     python bench/reliability/run.py --quick            # smaller loads, for development
     python bench/reliability/run.py --broker redis     # one broker (repeat for more)
     python bench/reliability/run.py --scenarios fuzz,outage3 --no-celery --no-write
+    python bench/reliability/run.py --broker redis-cluster --broker redis-sentinel \
+        --scenarios failover,failover-wait,kill-children   # replicated Redis
 
 Per scenario it prints accepted / lost / duplicated (and why) / dead-lettered /
 time to recover, and writes one markdown section per broker into
@@ -13,7 +15,8 @@ time to recover, and writes one markdown section per broker into
 figure). Servers are private: each scenario starts its own Redis, PostgreSQL or
 RabbitMQ node on a free port in a temporary directory (:mod:`servers`), never
 the shared ones. Celery 5.7 runs the scenarios it can (kill -9, broker restart,
-malformed messages, SIGSTOP) on Redis and RabbitMQ, its two brokers here.
+malformed messages, SIGSTOP) on Redis and RabbitMQ, and the failover on Sentinel
+(it has no Redis Cluster transport).
 Exit status 1 when a celeriac figure is not ``ok``.
 """
 
@@ -33,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import beat_failover  # noqa: E402
+import failover  # noqa: E402
 import malformed  # noqa: E402
 import outages  # noqa: E402
 import report  # noqa: E402
@@ -41,10 +45,11 @@ from counting import Figures  # noqa: E402
 from scenarios import Context  # noqa: E402
 from servers import SERVERS  # noqa: E402
 
-BROKERS = ("sqlite", "redis", "postgres", "amqp")
+BROKERS = ("sqlite", "redis", "postgres", "amqp", "redis-cluster", "redis-sentinel")
 #: Celery 5.7's brokers in this suite
-CELERY_BROKERS = ("redis", "amqp")
-NEEDS = {"redis": "redis-server", "postgres": "/usr/lib/postgresql",
+CELERY_BROKERS = ("redis", "amqp", "redis-sentinel")
+NEEDS = {"redis": "redis-server", "redis-cluster": "redis-server",
+         "redis-sentinel": "redis-server", "postgres": "/usr/lib/postgresql",
          "amqp": "/usr/lib/rabbitmq/bin/rabbitmq-server"}
 
 
@@ -53,14 +58,14 @@ def beat(ctx: Context, system: str) -> Figures:
     label = "3 schedulers, leader killed"
     if ctx.broker == "amqp":
         figures = Figures(label, ctx.broker, system, dead_lettered=None)
-        figures.notes.append("n/a: RabbitMQ has no schedule store (beat keeps its "
-                             "schedule in the result store's engine)")
+        figures.notes.append("n/a: RabbitMQ cannot hold beat's schedule; beat then uses "
+                             "beat_schedule_store (SQLite, Redis or PostgreSQL: see those rows)")
         return figures
     server = SERVERS[ctx.broker]()
     try:
         server.start()
         url = "sqlite" if ctx.broker == "sqlite" else server.url
-        result = beat_failover.run(url, schedulers=3, kills=1 if ctx.quick else 2)
+        result = beat_failover.run(url, schedulers=3, kills=1)
     finally:
         server.close()
     figures = Figures(label, ctx.broker, system, accepted=result["expected"],
@@ -80,17 +85,21 @@ def beat(ctx: Context, system: str) -> Figures:
 
 
 Scenario = Callable[[Context, str], Figures]
-#: name -> (function, Celery runs it too)
-SCENARIOS: dict[str, tuple[Scenario, bool]] = {
-    "kill-children": (scenarios.kill_children, True),
-    "kill-supervisor": (scenarios.kill_supervisor, True),
-    "outage3": (lambda ctx, system: outages.broker_outage(ctx, system, 3.0), True),
-    "outage60": (lambda ctx, system: outages.broker_outage(ctx, system, 60.0), True),
-    "fuzz": (malformed.fuzz_messages, True),
-    "gil": (scenarios.gil_holder, False),
-    "sigstop": (scenarios.sigstop, True),
-    "beat": (beat, False),
-    "memory": (scenarios.memory, False),
+BOTH, CELERIAC, CELERY = ("celeriac", "celery"), ("celeriac",), ("celery",)
+#: name -> (function, the systems that run it; Celery only on CELERY_BROKERS)
+SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...]]] = {
+    "kill-children": (scenarios.kill_children, BOTH),
+    "kill-supervisor": (scenarios.kill_supervisor, BOTH),
+    "outage3": (lambda ctx, system: outages.broker_outage(ctx, system, 3.0), BOTH),
+    "outage60": (lambda ctx, system: outages.broker_outage(ctx, system, 60.0), BOTH),
+    "fuzz": (malformed.fuzz_messages, BOTH),
+    "fuzz-celery": (malformed.fuzz_without_stoppers, CELERY),
+    "gil": (scenarios.gil_holder, CELERIAC),
+    "sigstop": (scenarios.sigstop, BOTH),
+    "beat": (beat, CELERIAC),
+    "memory": (scenarios.memory, CELERIAC),
+    "failover": (lambda ctx, system: failover.master_failover(ctx, system, False), BOTH),
+    "failover-wait": (lambda ctx, system: failover.master_failover(ctx, system, True), CELERIAC),
 }
 
 
@@ -130,11 +139,10 @@ def versions() -> dict[str, str]:
 def run_broker(ctx: Context, names: list[str], celery: bool) -> list[Figures]:
     results: list[Figures] = []
     for name in names:
-        function, celery_too = SCENARIOS[name]
-        systems = ["celeriac"]
-        if celery and celery_too and ctx.broker in CELERY_BROKERS:
-            systems.append("celery")
+        function, systems = SCENARIOS[name]
         for system in systems:
+            if system == "celery" and not (celery and ctx.broker in CELERY_BROKERS):
+                continue
             ctx.say(f"[{ctx.broker}] {name} ({system})")
             began = time.monotonic()
             try:

@@ -31,8 +31,10 @@ from servers import SERVERS, Server
 
 #: how long after the last fault a call may take to finish before it counts as lost
 DRAIN = 120.0
-#: ... or after nothing finished for this long
-IDLE = 40.0
+#: ... or after nothing finished for this long: longer than celeriac's 30 s lease, so a
+#: lapsed lease has had its chance; Celery gives nothing back sooner than its
+#: ``visibility_timeout`` (one hour) on Redis, and at once on RabbitMQ
+IDLE = {"celeriac": 40.0, "celery": 20.0}
 
 
 @dataclass
@@ -56,7 +58,11 @@ def session(ctx: Context, system: str, scenario: str, **conf: Any
     project: Project | None = None
     try:
         server.start()
-        project = Project(ctx.root / f"{scenario}-{system}", system, server.url, conf)
+        merged = dict(server.conf)  # (Sentinel's master name) + the scenario's settings
+        for key, value in conf.items():
+            merged[key] = ({**merged[key], **value} if key.endswith("transport_options")
+                           and key in merged else value)
+        project = Project(ctx.root / f"{scenario}-{system}", system, server.url, merged)
         yield server, project
     finally:
         if project is not None:
@@ -93,12 +99,12 @@ def warm_up(project: Project, broker: str, url: str, timeout: float = 90.0) -> N
                        f"{project.log_text()[-3000:]}")
 
 
-def drain(project: Project, keys: list[str], timeout: float = DRAIN, idle: float = IDLE
-          ) -> None:
+def drain(project: Project, keys: list[str], timeout: float = DRAIN) -> None:
     """Wait until every key finished or was dead-lettered, until nothing has finished
     for ``idle`` seconds (longer than celeriac's 30 s lease: a lapsed lease has had
     its chance), or until ``timeout`` passes."""
     wanted = set(keys)
+    idle = IDLE[project.system]
     deadline = time.monotonic() + timeout
     last, last_change = -1, time.monotonic()
     while time.monotonic() < deadline:
@@ -135,7 +141,7 @@ def kill_children(ctx: Context, system: str) -> Figures:
     with session(ctx, system, "kill_children") as (server, project):
         worker = project.start_worker("-c", "4")
         warm_up(project, ctx.broker, server.url)
-        keys = [f"k-{i}" for i in range(ctx.size(3000, 500))]
+        keys = [f"k-{i}" for i in range(ctx.size(2000, 500))]
         publish(ctx, server.url, keys, lambda i: rng.randint(5, 40))
         faults: list[Fault] = []
         progress = [0, time.monotonic()]
@@ -167,7 +173,7 @@ def kill_supervisor(ctx: Context, system: str) -> Figures:
     with session(ctx, system, "kill_supervisor") as (server, project):
         first = project.start_worker("-c", "2", name="w1")
         warm_up(project, ctx.broker, server.url)
-        keys = [f"k-{i}" for i in range(ctx.size(1000, 300))]
+        keys = [f"k-{i}" for i in range(ctx.size(600, 300))]
         publish(ctx, server.url, keys, lambda i: 20)
         wait_for(lambda: project.done_count("k-") >= len(keys) // 3, 60)
         pids = frozenset({first.pid, *child_pids(first.pid)})
@@ -194,7 +200,7 @@ def sigstop(ctx: Context, system: str, stopped_for: float = 12.0) -> Figures:
         first = project.start_worker("-c", "2", name="w1")
         warm_up(project, ctx.broker, server.url)
         project.start_worker("-c", "2", name="w2")
-        keys = [f"k-{i}" for i in range(ctx.size(600, 200))]
+        keys = [f"k-{i}" for i in range(ctx.size(400, 200))]
         publish(ctx, server.url, keys, lambda i: 50)
         wait_for(lambda: project.done_count("k-") >= len(keys) // 4, 60)
         pids = frozenset({first.pid, *child_pids(first.pid)})

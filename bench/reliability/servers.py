@@ -14,7 +14,11 @@ shared servers on the standard ports (other people use them):
   ``RABBITMQ_NODE_PORT``, ``RABBITMQ_DIST_PORT``, ``RABBITMQ_MNESIA_BASE``,
   ``RABBITMQ_LOG_BASE``, no plugins, so no management port), killed with
   ``SIGKILL`` on its Erlang VM;
-* :class:`SQLiteStore`: no server at all (a file); it has no outage to simulate.
+* :class:`SQLiteStore`: no server at all (a file); it has no outage to simulate;
+* :class:`ClusterServer` and :class:`SentinelServer`: a Redis Cluster of 3 masters
+  with 2 replicas each, or a master with 2 replicas and one sentinel
+  (``tests/redisnodes.py``); they are not restarted but failed over
+  (``fail_over()``: the master holding the queue is killed and stays down).
 
 ``crash()`` kills the server without letting it save anything; ``start()``
 brings it back on the same port and data directory. ``close()`` kills it and
@@ -29,9 +33,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+import redisnodes
 
 
 def free_port() -> int:
@@ -65,6 +74,9 @@ class Server:
     kind = "none"
     #: scenarios that restart the broker can run on it
     restartable = True
+
+    #: settings every project on this server needs (Sentinel's master name)
+    conf: dict[str, Any] = {}
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix=f"reliability-{self.kind}-"))
@@ -235,9 +247,86 @@ class SQLiteStore(Server):
         return True
 
 
+class _Replicated(Server):
+    """A replicated Redis whose master can be failed over (never restarted)."""
+
+    restartable = False
+    #: the queue whose master :meth:`fail_over` kills
+    queue = "celery"
+    nodes: Any = None
+
+    def crash(self) -> None:
+        if self.nodes is not None:
+            self.nodes.stop()  # kills, by PID, every server it started
+            self.nodes = None
+
+    def alive(self) -> bool:
+        return self.nodes is not None
+
+    def fail_over(self) -> tuple[float, float]:
+        """Kill the master serving :attr:`queue`; return ``(killed_at, promoted_at)``."""
+        raise NotImplementedError
+
+
+class ClusterServer(_Replicated):
+    """A Redis Cluster: 3 masters with 2 replicas each."""
+
+    kind = "redis-cluster"
+
+    @property
+    def url(self) -> str:
+        return str(self.nodes.url)
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.nodes = redisnodes.start_cluster(self.dir, replicas=2)
+
+    def fail_over(self) -> tuple[float, float]:
+        victim = self.nodes.master_of_key(self.queue)
+        killed_at = time.time()
+        self.nodes.kill(victim)
+        redisnodes.wait_until(lambda: self._moved(victim), 60, "a replica promoted",
+                              interval=0.1)
+        return killed_at, time.time()
+
+    def _moved(self, victim: int) -> bool:
+        try:
+            return self.nodes.healthy() and self.nodes.master_of_key(self.queue) != victim
+        except (RuntimeError, StopIteration):
+            return False
+
+
+class SentinelServer(_Replicated):
+    """A master with 2 replicas and one sentinel (``master_name`` ``mymaster``)."""
+
+    kind = "redis-sentinel"
+    conf = {"broker_transport_options": {"master_name": "mymaster"},
+            "result_backend_transport_options": {"master_name": "mymaster"}}
+
+    @property
+    def url(self) -> str:
+        return str(self.nodes.url)
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.nodes = redisnodes.start_sentinels(self.dir, count=1, replicas=2)
+
+    def fail_over(self) -> tuple[float, float]:
+        victim = self.nodes.master_port
+        killed_at = time.time()
+        self.nodes.kill(victim)
+        redisnodes.wait_until(lambda: self._moved(victim), 60, "a replica promoted",
+                              interval=0.1)
+        return killed_at, time.time()
+
+    def _moved(self, victim: int) -> bool:
+        try:
+            return self.nodes.current_master() != victim
+        except (RuntimeError, IndexError):
+            return False
+
+
 SERVERS: dict[str, type[Server]] = {
     "sqlite": SQLiteStore, "redis": RedisServer, "postgres": PostgresServer,
-    "amqp": RabbitServer,
+    "amqp": RabbitServer, "redis-cluster": ClusterServer, "redis-sentinel": SentinelServer,
 }
 
 

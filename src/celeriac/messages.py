@@ -23,7 +23,6 @@ import functools
 import json
 import os
 import socket
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -43,6 +42,26 @@ def origin() -> str:
 @functools.lru_cache(maxsize=4)
 def _origin(pid: int) -> str:
     return f"gen{pid}@{socket.gethostname()}"
+
+
+#: random 128-bit values (hex) read from os.urandom 64 at a time; ``list.pop`` is atomic,
+#: so two threads never take the same one, and a forked child starts with none of its
+#: parent's (it would repeat them)
+_RANDOM: list[str] = []
+os.register_at_fork(after_in_child=_RANDOM.clear)
+
+
+def uuid4_text() -> str:
+    """``str(uuid.uuid4())`` without building a UUID object: 122 random bits from
+    ``os.urandom``, the version and variant bits set as uuid4 sets them (ids and
+    delivery tags of every message)."""
+    try:
+        h = _RANDOM.pop()
+    except IndexError:
+        block = os.urandom(16 * 64).hex()
+        _RANDOM.extend(block[i:i + 32] for i in range(32, len(block), 32))
+        h = block[:32]
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def utcnow() -> datetime:
@@ -240,7 +259,7 @@ def task_properties(task_id: str, *, reply_to: str | None = None, queue: str | N
         "delivery_info": {"exchange": "", "routing_key": queue or "celery"},
         "priority": priority or 0,
         "body_encoding": "base64",
-        "delivery_tag": str(uuid.uuid4()),
+        "delivery_tag": uuid4_text(),
     }
     if expiration is not None:
         props["expiration"] = expiration
@@ -271,7 +290,7 @@ def envelope_properties(properties: dict[str, Any], queue: str | None = None,
         props["priority"] = (current or 0) if priority is None else priority
     props["body_encoding"] = "base64"
     if "delivery_tag" not in props:
-        props["delivery_tag"] = str(uuid.uuid4())
+        props["delivery_tag"] = uuid4_text()
     return props
 
 

@@ -14,16 +14,30 @@ While a call with a timeout runs, :func:`time_left` tells code underneath
 that accepts connections but never answers cannot hold the caller past the
 deadline. :func:`exponential_backoff` is the countdown arithmetic of
 ``Task.retry_backoff``.
+
+Outages: a service (the worker, beat) installs one :class:`OutageWatch` per
+process with :func:`watch_outages`; every call that gives up on a server, and
+every consumer loop that keeps failing (:func:`report_failure`), tells it the
+server is failing, and the next call that succeeds there tells it the server
+works again (:func:`report_success`), so the service logs one line per outage
+instead of one per retry. Inside a :func:`patient` scope (a worker settling
+what its tasks did), a call without a deadline that used up its policy does
+not raise: it waits for the server, pausing through the watch (at most a
+second at a time, so it resumes within about a second of the server coming
+back), until it succeeds or the watch gives up (a cold shutdown). Calls with a
+deadline (publishing) still raise when it is reached.
 """
 
 from __future__ import annotations
 
 import contextvars
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .exceptions import OperationalError
 
@@ -35,6 +49,34 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 #: True while a :func:`call` runs: a call inside it makes one attempt (one retry layer)
 _active: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "celeriac_retry_active", default=False)
+#: seconds each call may take in a :func:`quick` scope (None: not in one)
+_quick: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "celeriac_retry_quick", default=None)
+#: True in a :func:`patient` scope: calls without a deadline wait out an outage
+_patient: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "celeriac_retry_patient", default=False)
+
+
+class OutageWatch(Protocol):
+    """What a service is told about its servers (see :func:`watch_outages`)."""
+
+    def failing(self, where: str, what: str, exc: BaseException) -> None:
+        """Calls to ``where`` fail (``what`` gave up, or a consumer keeps failing)."""
+
+    def working(self, where: str) -> None:
+        """A call to ``where`` succeeded again after :meth:`failing`."""
+
+    def pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` before the next attempt of a patient call; False: give up."""
+
+
+#: the process's watch (None: nothing is told, patient calls raise as others do)
+_watch: OutageWatch | None = None
+#: servers reported failing and not yet working again: where -> monotonic time since
+_failing: dict[str, float] = {}
+_report_lock = threading.Lock()
+#: the longest pause between two attempts of a patient call
+PATIENT_PAUSE_MAX = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +119,93 @@ class RetryPolicy:
             n += 1
 
 
+def watch_outages(watch: OutageWatch | None) -> OutageWatch | None:
+    """Install ``watch`` for this process (None: remove it); return the previous one.
+
+    Servers reported failing before (by a parent process, before a fork) are
+    forgotten: the new watch starts from a clean slate.
+    """
+    global _watch
+    previous, _watch = _watch, watch
+    with _report_lock:
+        _failing.clear()
+    return previous
+
+
+def watching() -> OutageWatch | None:
+    """The watch installed in this process (None: none)."""
+    return _watch
+
+
+@contextmanager
+def patient(wait: bool = True) -> Iterator[None]:
+    """Within the block, calls without a deadline wait out an outage (``wait=False``:
+    they raise as usual, e.g. for a task body inside a patient worker)."""
+    token = _patient.set(wait)
+    try:
+        yield
+    finally:
+        _patient.reset(token)
+
+
+@contextmanager
+def quick(seconds: float) -> Iterator[None]:
+    """Within the block each call makes at most two attempts (the second for a socket a
+    restarted server closed) and ends within ``seconds``: for a loop that must keep
+    turning during an outage (the prefork supervisor). Failures are reported as usual."""
+    token = _quick.set(seconds)
+    try:
+        yield
+    finally:
+        _quick.reset(token)
+
+
+def report_failure(where: str, what: str, exc: BaseException) -> None:
+    """Tell the watch calls to ``where`` fail (once per outage; cheap after that)."""
+    with _report_lock:
+        if where in _failing:
+            return
+        _failing[where] = time.monotonic()
+    watch = _watch
+    if watch is not None:
+        watch.failing(where, what, exc)
+
+
+def report_success(where: str) -> None:
+    """A call to ``where`` worked: tell the watch if it was failing (a dict lookup else)."""
+    if not _failing or where not in _failing:
+        return
+    with _report_lock:
+        if _failing.pop(where, None) is None:
+            return
+    watch = _watch
+    if watch is not None:
+        watch.working(where)
+
+
+class Streak:
+    """Failures in a row of a loop that retries by itself (a consumer's receive): the
+    third one reports an outage (the first may be a stale socket after a restart)."""
+
+    def __init__(self, where: str, what: str, after: int = 3) -> None:
+        self.where, self.what, self.after, self.count = where, what, after, 0
+
+    def failed(self, exc: BaseException) -> None:
+        self.count += 1
+        if self.count == self.after:
+            report_failure(self.where, self.what, exc)
+
+    def ok(self) -> None:
+        if self.count:
+            self.count = 0
+            report_success(self.where)
+
+
+def failing() -> dict[str, float]:
+    """Servers failing now (where -> monotonic time since), as reported in this process."""
+    return dict(_failing)
+
+
 def time_left() -> float | None:
     """Seconds until the deadline of the running :func:`call` (None when it has none)."""
     deadline = _deadline.get()
@@ -94,34 +223,78 @@ def call(operation: Callable[[], _T], policy: RetryPolicy, *,
     other errors propagate at once. Retrying happens in one layer only: a call
     made while another runs (a broker's own retrying call inside a publish the
     producer retries) makes a single attempt within the outer deadline, and
-    the outer call's policy decides whether to try again.
+    the outer call's policy decides whether to try again. In a :func:`patient`
+    scope, a call without a deadline waits out an outage instead of raising (see
+    the module docstring).
     """
+    if policy.timeout is None and _active.get():  # inside another call: one attempt, its deadline
+        try:
+            return operation()
+        except retry_on as exc:
+            raise OperationalError(_failure(where, what, 1, exc, time_left())) from exc
+    limit = _quick.get()
+    if limit is not None:
+        policy = replace(policy, max_retries=1 if policy.max_retries is None
+                         else min(1, policy.max_retries),
+                         timeout=limit if policy.timeout is None else min(limit, policy.timeout))
     deadline = None if policy.timeout is None else time.monotonic() + policy.timeout
     outer = _deadline.get()
     if outer is not None and (deadline is None or outer < deadline):
         deadline = outer
-    if _active.get():
+    nested = _active.get()
+    if nested:
         policy = policy.once()
     token = _deadline.set(deadline)
     active = _active.set(True)
     try:
-        pauses = policy.intervals()
+        pauses: Iterator[float] | None = None  # made at the first failure
         attempts = 0
         while True:
             attempts += 1
             try:
-                return operation()
+                result = operation()
             except retry_on as exc:
+                if pauses is None:
+                    pauses = policy.intervals()
                 pause = next(pauses, None)
                 left = None if deadline is None else deadline - time.monotonic()
                 if pause is None or (left is not None and left <= pause):
+                    if not nested:  # an inner call's failure is its outer call's to judge
+                        if deadline is None and _patient.get():
+                            return _wait_out(operation, retry_on, what, where, exc, attempts)
+                        report_failure(where, what, exc)
                     raise OperationalError(_failure(where, what, attempts, exc, left)) from exc
                 if on_retry is not None:
                     on_retry(exc, pause)
                 sleep(pause)
+            else:
+                if _failing:
+                    report_success(where)
+                return result
     finally:
         _active.reset(active)
         _deadline.reset(token)
+
+
+def _wait_out(operation: Callable[[], _T], retry_on: tuple[type[BaseException], ...],
+              what: str, where: str, exc: BaseException, attempts: int) -> _T:
+    """A patient call whose policy is used up: report the outage, then try again after
+    each pause of the watch until the server answers or the watch gives up."""
+    report_failure(where, what, exc)
+    pause = 0.1
+    while True:
+        watch = _watch
+        if watch is None or not watch.pause(pause):
+            raise OperationalError(_failure(where, what, attempts, exc, None)) from exc
+        pause = min(pause * 2, PATIENT_PAUSE_MAX)
+        attempts += 1
+        try:
+            result = operation()
+        except retry_on as again:
+            exc = again
+            continue
+        report_success(where)
+        return result
 
 
 def _failure(where: str, what: str, attempts: int, exc: BaseException,

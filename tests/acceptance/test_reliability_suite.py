@@ -41,7 +41,7 @@ def test_quick_suite_on_sqlite(tmp_path: Path) -> None:
     for item in figures:
         assert item["ok"], item
     fuzz = figures[1]["fuzz"]
-    assert fuzz["dead_first"] == fuzz["sent"] == 300
+    assert fuzz["dead_first"] == fuzz["sent"] == 1000
 
 
 @pytest.mark.timeout(900)

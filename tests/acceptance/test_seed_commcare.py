@@ -74,10 +74,18 @@ PROJ = '''
 '''
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Project, WorkerProcess]]:
-    with project(tmp_path_factory.mktemp("commcare"), PROJ) as proj, \
-            proj.worker(concurrency=2) as worker:
+@pytest.fixture(scope="module", params=["sqlite", "amqp"])
+def running(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Project, WorkerProcess]]:
+    """The embedded SQLite default, then RabbitMQ (CommCare's broker) with the results
+    in PostgreSQL."""
+    url = backend = None
+    if request.param == "amqp":
+        pytest.importorskip("amqp")
+        url = request.getfixturevalue("rabbitmq_url_module")
+        backend = request.getfixturevalue("postgres_url_module")
+    with project(tmp_path_factory.mktemp("commcare"), PROJ, broker_url=url,
+                 backend_url=backend) as proj, proj.worker(concurrency=2) as worker:
         yield proj, worker
 
 

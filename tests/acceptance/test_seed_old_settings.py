@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from workerproc import project
 
 SETTINGS = '''
@@ -90,3 +91,21 @@ def test_django_namespace_settings(tmp_path: Path) -> None:
         assert "queues: django" in worker.log
         assert "concurrency 2" in worker.log
         assert proj.client().add.delay(20, 22).get(timeout=30) == 42
+
+
+def test_old_style_settings_on_rabbitmq_with_rpc_results(tmp_path: Path,
+                                                         rabbitmq_url: str) -> None:
+    """Seed 003 runs Kuma on RabbitMQ: ``BROKER_URL`` an ``amqp://`` URL and results
+    through ``rpc://``, in Celery 3's names."""
+    pytest.importorskip("amqp")
+    settings = SETTINGS + f'''
+    BROKER_URL = {rabbitmq_url!r}
+    CELERY_RESULT_BACKEND = "rpc://"
+    '''
+    (tmp_path / "proj_settings.py").write_text(settings.replace("\n    ", "\n"))
+    (tmp_path / "proj_tasks.py").write_text(TASKS.replace("\n    ", "\n"))
+    with project(tmp_path, PROJ) as proj, proj.worker(concurrency=None) as worker:
+        assert "queues: kuma" in worker.log and "results: rpc://" in worker.log
+        res = proj.app.send_task("proj_tasks.update_btc_rate", (42.5,))
+        assert res.get(timeout=30) == {"rate": 42.5}
+        assert proj.app.broker.url == rabbitmq_url

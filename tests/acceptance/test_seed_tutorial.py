@@ -107,17 +107,27 @@ PROJ = '''
 '''
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "amqp", "redis-cluster"])
 def running(request: pytest.FixtureRequest,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Project, WorkerProcess]]:
     """One worker per broker for the whole module: the tutorial examples share a project
-    (the embedded SQLite default, then PostgreSQL as broker and result store)."""
-    url = request.getfixturevalue("postgres_url_module") if request.param == "postgres" else None
-    with project(tmp_path_factory.mktemp("tutorial"), PROJ, broker_url=url) as proj, \
-            proj.worker(concurrency=4) as worker:
+    (the embedded SQLite default, then PostgreSQL as broker and result store, then
+    RabbitMQ with the results in PostgreSQL, then a local Redis Cluster as broker and
+    result store; the cluster's keys are this module's alone: no other test uses them
+    unprefixed)."""
+    url = backend = None
+    if request.param in ("postgres", "amqp"):
+        url = backend = request.getfixturevalue("postgres_url_module")
+    if request.param == "amqp":
+        pytest.importorskip("amqp")
+        url = request.getfixturevalue("rabbitmq_url_module")
+    if request.param == "redis-cluster":
+        url = backend = request.getfixturevalue("redis_cluster").url
+    with project(tmp_path_factory.mktemp("tutorial"), PROJ, broker_url=url,
+                 backend_url=backend) as proj, proj.worker(concurrency=4) as worker:
         proj.client().add.delay(0, 0).get(timeout=60)  # warm-up: the worker is polling
         if url:
-            assert proj.app.broker.url == url and proj.app.backend_url == url
+            assert proj.app.broker.url == url and proj.app.backend_url == backend
         yield proj, worker
 
 

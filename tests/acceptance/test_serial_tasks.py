@@ -72,13 +72,17 @@ SOURCE = '''
 '''.replace("__LEASE__", str(LEASE))
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
 def proj(request: pytest.FixtureRequest, tmp_path: Path,
          monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
     if request.param == "redis":
         monkeypatch.setenv("TEST_BROKER", request.getfixturevalue("redis_url"))
         monkeypatch.setenv("TEST_BACKEND", f"sqlite:///{tmp_path / 'results.sqlite3'}")
         monkeypatch.setenv("TEST_PREFIX", request.getfixturevalue("key_prefix"))
+    if request.param == "redis-cluster":  # slots on one master, leases on another
+        monkeypatch.setenv("TEST_BROKER", request.getfixturevalue("redis_cluster_url"))
+        monkeypatch.setenv("TEST_BACKEND", f"sqlite:///{tmp_path / 'results.sqlite3'}")
+        monkeypatch.setenv("TEST_PREFIX", request.getfixturevalue("cluster_key_prefix"))
     with project(tmp_path, SOURCE) as made:
         yield made
 

@@ -248,6 +248,22 @@ class Project:
         return self.app.backend.get(task_id)  # type: ignore[no-any-return]
 
 
+#: how long before its death a killed child may have started a task that then runs
+#: again: its running task, and those it finished but had not acknowledged yet (the
+#: adaptive prefetch acknowledges a batch with the next lease, or from the watcher
+#: thread once a task runs for 50 ms; a batch holds at most 0.1 s of expected work)
+ACK_WINDOW = 1.0
+
+
+def held_at_kill(project: Any, killed: set[int]) -> set[str]:
+    """Tasks a killed child started within :data:`ACK_WINDOW` of its last start (what it
+    may have held unsettled when it died): the only ones allowed to run twice."""
+    rows = [(tid, pid, at) for tid, event, pid, at in project.run_rows()
+            if event == "start" and pid in killed]
+    last = {pid: max(at for _, p, at in rows if p == pid) for _, pid, _ in rows}
+    return {tid for tid, pid, at in rows if at >= last[pid] - ACK_WINDOW}
+
+
 def child_pids(pid: int) -> list[int]:
     """Direct children of ``pid`` (from /proc)."""
     found = []

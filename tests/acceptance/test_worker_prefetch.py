@@ -20,7 +20,8 @@ SOURCE = """
     import time
     from celeriac import Celery
 
-    app = Celery("proj")
+    app = Celery("proj", broker=os.environ.get("PREFETCH_BROKER") or None,
+                 backend=os.environ.get("PREFETCH_BACKEND") or None)
 
     @app.task
     def noop(i=0):
@@ -40,8 +41,23 @@ def _prefetch(app: Any) -> dict[str, Any]:
     return dict(next(iter(stats.values()))["prefetch"])
 
 
-@pytest.mark.parametrize("pool", ["prefork", "threads"])
-def test_a_long_task_does_not_hold_back_short_ones(tmp_path: Path, pool: str) -> None:
+@pytest.fixture
+def broker(request: pytest.FixtureRequest, tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> str:
+    """The broker of the project: the embedded SQLite (default) or RabbitMQ, whose
+    prefetch window is pushed by the server (results in SQLite)."""
+    name = getattr(request, "param", "sqlite")
+    if name == "amqp":
+        url = request.getfixturevalue("rabbitmq_url")
+        monkeypatch.setenv("PREFETCH_BROKER", url)
+        monkeypatch.setenv("PREFETCH_BACKEND", f"sqlite:///{tmp_path / 'results.sqlite3'}")
+    return str(name)
+
+
+@pytest.mark.parametrize(("pool", "broker"), [("prefork", "sqlite"), ("threads", "sqlite"),
+                                              ("prefork", "amqp")], indirect=["broker"])
+def test_a_long_task_does_not_hold_back_short_ones(tmp_path: Path, pool: str,
+                                                   broker: str) -> None:
     release = tmp_path / "release-long"
     with project(tmp_path, SOURCE) as proj, \
             proj.worker("-n", f"pf-{pool}@%h", pool=pool, concurrency=2):

@@ -117,11 +117,13 @@ class Project:
     """A project module in ``path`` plus its embedded SQLite database file."""
 
     def __init__(self, path: Path, source: str, module: str = "proj",
-                 broker_url: str | None = None) -> None:
+                 broker_url: str | None = None, backend_url: str | None = None) -> None:
         self.path = path
         self.module = module
         #: when set, broker and result store URL for workers and client (env override)
         self.broker_url = broker_url
+        #: the result store URL when it is not the broker's (RabbitMQ with Redis results)
+        self.backend_url = backend_url or broker_url
         self.db_path = path / "db.sqlite3"
         (path / f"{module}.py").write_text(textwrap.dedent(source))
         self._client: ModuleType | None = None
@@ -133,7 +135,8 @@ class Project:
         env["CELERIAC_SQLITE_PATH"] = str(self.db_path)
         env["PYTHONUNBUFFERED"] = "1"
         if self.broker_url:
-            env["CELERIAC_BROKER_URL"] = env["CELERIAC_RESULT_BACKEND"] = self.broker_url
+            env["CELERIAC_BROKER_URL"] = self.broker_url
+            env["CELERIAC_RESULT_BACKEND"] = str(self.backend_url)
         env.update(extra)
         return env
 
@@ -175,7 +178,7 @@ class Project:
             os.environ["CELERIAC_SQLITE_PATH"] = str(self.db_path)
             if self.broker_url:
                 os.environ["CELERIAC_BROKER_URL"] = self.broker_url
-                os.environ["CELERIAC_RESULT_BACKEND"] = self.broker_url
+                os.environ["CELERIAC_RESULT_BACKEND"] = str(self.backend_url)
             sys.path.insert(0, str(self.path))  # sibling modules (settings, tasks)
             spec = importlib.util.spec_from_file_location(self.module,
                                                           self.path / f"{self.module}.py")
@@ -210,9 +213,10 @@ class Project:
 
 @contextmanager
 def project(tmp_path: Path, source: str, module: str = "proj",
-            broker_url: str | None = None) -> Iterator[Project]:
+            broker_url: str | None = None,
+            backend_url: str | None = None) -> Iterator[Project]:
     """A :class:`Project` that stops its workers and unloads its module on exit."""
-    proj = Project(tmp_path, source, module, broker_url=broker_url)
+    proj = Project(tmp_path, source, module, broker_url=broker_url, backend_url=backend_url)
     try:
         yield proj
     finally:

@@ -200,6 +200,28 @@ def test_a_write_over_revoked_is_refused(result_store: ResultStore) -> None:
     assert result_store.set(task_id, meta(task_id)) is True
 
 
+def test_set_unless_succeeded_keeps_a_success_and_a_revoke(result_store: ResultStore) -> None:
+    """What every non-SUCCESS state is stored with (``store_result``): never over a
+    SUCCESS (a redelivery or a late revoke), never over REVOKED unless REVOKED."""
+    done, revoked, fresh, broken = new_id(), new_id(), new_id(), new_id()
+    assert result_store.set(done, meta(done)) is True
+    for status in ("STARTED", "FAILURE", "RETRY", "REVOKED"):
+        assert result_store.set_unless_succeeded(done, meta(done, status, None)) is False
+    assert result_store.get(done) == meta(done)
+    assert result_store.set(revoked, meta(revoked, "REVOKED", None)) is True
+    assert result_store.set_unless_succeeded(revoked, meta(revoked, "FAILURE")) is False
+    revoked_again = {**meta(revoked, "REVOKED", None), "terminate": "SIGTERM"}
+    assert result_store.set_unless_succeeded(revoked, revoked_again) is True
+    assert result_store.get(revoked) == revoked_again
+    assert result_store.set_unless_succeeded(fresh, meta(fresh, "STARTED", None)) is True
+    assert result_store.set_unless_succeeded(fresh, meta(fresh, "FAILURE")) is True
+    assert result_store.get(fresh) == meta(fresh, "FAILURE")
+    big = {**meta(broken), "result": "x" * 100_000}  # over the script's decoding bound
+    assert result_store.set(broken, big) is True
+    assert result_store.set_unless_succeeded(broken, meta(broken, "FAILURE")) is False
+    assert result_store.get(broken) == big
+
+
 def test_the_revoked_rule_holds_under_concurrent_writers(result_store: ResultStore) -> None:
     """Check and write are one atomic step: racing a revoke, a result either lands before
     it (and is replaced by REVOKED) or is refused; REVOKED always stands at the end."""

@@ -134,3 +134,47 @@ def test_consumers_resume_after_the_server_closed_every_connection(rabbitmq_url:
     broker.publish(message(2), Q)  # the publishing connection reconnects too
     assert broker.ack([again]) == 1
     assert one(broker).message.task_id == "task-2"
+
+
+def _drain_all(broker: AMQPBroker, owner: str, count: int) -> list[Delivery]:
+    got: list[Delivery] = []
+    deadline = time.monotonic() + 15
+    while len(got) < count and time.monotonic() < deadline:
+        got += broker.receive([Q], owner=owner, limit=count, timeout=0.5)
+    return got
+
+
+def test_hold_back_gives_back_what_was_pushed_ahead_uncounted(make: Maker) -> None:
+    """A worker whose slots are all busy with slow tasks holds nothing RabbitMQ pushed
+    into its prefetch window: another consumer gets it, uncounted (adaptive prefetch)."""
+    first, second = make(), make()
+    for n in range(20):
+        first.publish(message(n), Q)
+    batch = first.receive([Q], owner="a", limit=10, timeout=5)
+    assert len(batch) == 10
+    running, done = batch[0], batch[1:]
+    assert first.ack(done) == 9  # room in the window: RabbitMQ pushes more to `first`
+    time.sleep(0.3)
+    first.hold_back([Q])
+    got = _drain_all(second, "b", 10)
+    assert sorted(d.message.task_id for d in got) == sorted(f"task-{n}" for n in range(10, 20))
+    assert all(d.lost_count == 0 and d.delivery_count == 1 for d in got)
+    assert first.ack([running]) == 1  # the running task's lease is untouched
+    second.ack(got)
+    assert first.receive([Q], owner="a", timeout=0.3) == []  # consuming again, nothing left
+
+
+def test_a_receive_asking_for_far_fewer_narrows_the_window(make: Maker) -> None:
+    first, second = make(), make()
+    for n in range(60):
+        first.publish(message(n), Q)
+    batch = first.receive([Q], owner="a", limit=40, timeout=5)
+    assert len(batch) == 40
+    first.ack(batch)  # RabbitMQ fills the window of 40 again, 20 are left
+    time.sleep(0.3)
+    [one_more] = first.receive([Q], owner="a", limit=1, timeout=5)  # tasks got slow
+    assert first._prefetch == 1
+    # the surplus went back: all but what the new window of one may push to `first`
+    got = _drain_all(second, "b", 18)
+    assert len(got) == 18 and all(d.lost_count == 0 for d in got)
+    assert one_more.message.task_id not in {d.message.task_id for d in got}

@@ -22,12 +22,15 @@ from pathlib import Path
 
 import pytest
 
+from needs import IN_CI
+
 pytest.importorskip("amqp")
 
 import amqp
 
 from celeriac.brokers.amqp.broker import AMQPBroker
 from celeriac.brokers.base import Delivery
+from celeriac.exceptions import OperationalError
 from celeriac.messages import Message, task_message
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
@@ -102,7 +105,7 @@ class Node:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     if not os.path.exists(SERVER):
-        if os.environ.get("CI") == "true":
+        if IN_CI:
             pytest.fail(f"{SERVER} is missing: a private RabbitMQ node cannot be started")
         pytest.skip("rabbitmq-server is not installed")
     made = Node(tmp_path_factory.mktemp("rabbitmq-node"))
@@ -126,6 +129,33 @@ def test_a_lease_outlives_consumer_timeout_while_its_holder_lives(node: Node) ->
         while time.monotonic() < deadline:
             assert other.receive([Q], owner="b", timeout=1.0) == []
         assert holder.renew([held]) == [True]
+        assert holder.ack([held]) == 1
+        assert other.receive([Q], owner="b", timeout=2.0) == []
+    finally:
+        holder.close()
+        other.close()
+
+
+def test_prefetched_messages_are_given_back_before_consumer_timeout(node: Node) -> None:
+    """Messages that arrived but were not started go back to the queue, uncounted, while
+    the started one stays leased: none of them may close the channel."""
+    timeout = CONSUMER_TIMEOUT_MS / 1000
+    holder = AMQPBroker(node.url, options={"consumer_timeout": timeout, "prefetch_count": 10})
+    other = AMQPBroker(node.url, options={"consumer_timeout": timeout})
+    try:
+        for n in range(30, 35):
+            holder.publish(message(n), Q)
+        [held] = holder.receive([Q], owner="a", limit=1, timeout=10)
+        assert holder.stats(Q).ready == 4  # the rest arrived at the holder, unleased
+        got: list[Delivery] = []
+        deadline = time.monotonic() + 3 * timeout
+        while time.monotonic() < deadline:
+            got += other.receive([Q], owner="b", limit=10, timeout=1.0)
+            assert held.message.task_id not in [d.message.task_id for d in got]
+        assert sorted(d.message.task_id for d in got) == sorted(
+            f"task-{n}" for n in range(30, 35) if f"task-{n}" != held.message.task_id)
+        assert all(d.lost_count == 0 for d in got)
+        assert other.ack(got) == 4
         assert holder.ack([held]) == 1
         assert other.receive([Q], owner="b", timeout=2.0) == []
     finally:
@@ -182,7 +212,8 @@ def test_a_dead_holders_rolled_over_copy_comes_back_counted(node: Node) -> None:
 def test_restart_mid_run_loses_nothing_confirmed(node: Node) -> None:
     """The node is stopped with messages confirmed and one leased, and started again:
     the consumer resumes within 10 s of the node being back, every message is there
-    (durable queue), the leased one counted lost, and producers publish again."""
+    (durable queue), the leased one counted lost; a producer gives up by its retry
+    policy, and one with a longer policy gets its message in once the node is back."""
     producer = AMQPBroker(node.url)
     consumer = AMQPBroker(node.url)
     try:
@@ -201,22 +232,117 @@ def test_restart_mid_run_loses_nothing_confirmed(node: Node) -> None:
 
         reader = threading.Thread(target=keep_receiving)
         reader.start()
+        with pytest.raises(OperationalError):  # a short policy gives up, it does not hang
+            producer.publish(message(98), Q)
+        patient = AMQPBroker(node.url, options={"retry_policy": {
+            "max_retries": 200, "interval_start": 0.2, "interval_step": 0.2,
+            "interval_max": 0.5}})
+        late = threading.Thread(target=lambda: patient.publish(message(15), Q))
+        late.start()  # retries while the node is down, goes through once it is back
         time.sleep(2)
         node.start()
         back = time.monotonic()
         reader.join(30)
+        late.join(60)
+        patient.close()
         assert errors == []
         got: list[Delivery] = []
-        while len(got) < 5 and time.monotonic() < back + 10:
+        while len(got) < 6 and time.monotonic() < back + 10:
             got += consumer.receive([Q], owner="a", limit=10, timeout=0.5)
-        assert sorted(d.message.task_id for d in got) == [f"task-{n}" for n in range(10, 15)]
+        assert sorted(d.message.task_id for d in got) == [f"task-{n}" for n in range(10, 16)]
         again = next(d for d in got if d.message.task_id == held.message.task_id)
         assert again.lost_count == 1
         assert consumer.ack([held]) == 0  # fenced: the old connection's delivery
-        assert consumer.ack(got) == 5
+        assert consumer.ack(got) == 6
         producer.publish(message(20), Q)
         assert [d.message.task_id for d in consumer.receive([Q], owner="a", timeout=10)] == [
             "task-20"]
     finally:
         producer.close()
         consumer.close()
+
+
+LONG_TASKS = '''
+import time
+from pathlib import Path
+
+from celeriac import Celery
+
+app = Celery("longproj", broker={url!r})
+app.conf.broker_transport_options = {{"consumer_timeout": {timeout}}}
+HERE = Path(__file__).parent
+
+
+@app.task(name="long.run")
+def run(label, seconds):
+    with open(HERE / "runs", "a") as out:
+        out.write(label + "\\n")
+    time.sleep(seconds)
+    with open(HERE / "done", "a") as out:
+        out.write(label + "\\n")
+'''
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_task_longer_than_consumer_timeout_runs_once(node: Node, tmp_path: Path,
+                                                       pool: str) -> None:
+    """Two real workers; a task sleeps 3x the server's consumer_timeout: it runs once,
+    on one worker, and its message is settled (nothing left in the queue)."""
+    import sys
+
+    (tmp_path / "longproj.py").write_text(LONG_TASKS.format(
+        url=node.url, timeout=CONSUMER_TIMEOUT_MS / 1000))
+    env = {k: v for k, v in os.environ.items() if "BROKER" not in k and "BACKEND" not in k}
+    env["PYTHONPATH"] = str(tmp_path)
+    logs = [open(tmp_path / f"worker{i}.log", "wb") for i in range(2)]  # noqa: SIM115
+    workers = [subprocess.Popen([sys.executable, "-m", "celeriac", "-A", "longproj", "worker",
+                                 "-P", pool, "-c", "2", "-n", f"long{i}@%h", "-l", "INFO"],
+                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+               for i, log in enumerate(logs)]
+    try:
+        deadline = time.monotonic() + 90
+        while sum("ready." in (tmp_path / f"worker{i}.log").read_text(errors="replace")
+                  for i in range(2)) < 2:
+            assert time.monotonic() < deadline, "workers not ready"
+            assert all(w.poll() is None for w in workers)
+            time.sleep(0.2)
+        sys.path.insert(0, str(tmp_path))
+        try:
+            import longproj  # type: ignore[import-not-found]
+
+            longproj.run.delay("long", 3 * CONSUMER_TIMEOUT_MS / 1000)
+            for n in range(3):
+                longproj.run.delay(f"short{n}", 0.1)
+            deadline = time.monotonic() + 90
+            while "long" not in read(tmp_path / "done"):
+                assert time.monotonic() < deadline, "the long task never finished"
+                time.sleep(0.2)
+            time.sleep(2 * CONSUMER_TIMEOUT_MS / 1000)  # a redelivery would start by now
+            assert read(tmp_path / "runs").count("long") == 1
+            assert sorted(read(tmp_path / "done")) == ["long", "short0", "short1", "short2"]
+            assert longproj.app.broker.stats("celery").ready == 0
+            longproj.app.close()
+        finally:
+            sys.path.remove(str(tmp_path))
+            sys.modules.pop("longproj", None)
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            try:
+                w.wait(30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait(10)
+        for log in logs:
+            log.close()
+    for i in range(2):
+        text = (tmp_path / f"worker{i}.log").read_text(errors="replace")
+        assert "PRECONDITION_FAILED" not in text and "closed the consuming channel" not in text
+
+
+def read(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("amqp")
 
-from celeriac import Celery, chord
+from celeriac import Celery, chord, group
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.worker.main import Worker
 
@@ -48,6 +48,18 @@ def test_results_come_back_to_the_caller_in_any_order(app: Celery) -> None:
     assert slow.get(timeout=30) == 1.0  # the quick results arrive first and are kept
     assert [r.get(timeout=30) for r in quick] == [1, 2, 3, 4, 5]
     assert quick[0].state == "SUCCESS"
+
+
+def test_state_is_read_without_waiting_and_groups_collect(app: Celery) -> None:
+    napping = app.tasks["rpc.nap"].delay(0.5)
+    assert napping.state == "PENDING"
+    deadline = time.monotonic() + 30
+    while napping.state != "SUCCESS":  # state reads what arrived, never blocks long
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert napping.result == 0.5
+    add = app.tasks["rpc.add"]
+    assert group(add.s(i, i) for i in range(4)).delay().get(timeout=30) == [0, 2, 4, 6]
 
 
 def test_another_thread_of_the_caller_has_its_own_reply_queue(app: Celery) -> None:

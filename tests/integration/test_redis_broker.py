@@ -201,6 +201,32 @@ def test_blocked_receive_wakes_fast_on_publish_and_polls_celery_lists(
     assert time.monotonic() - started < 2.0
 
 
+def test_wake_tokens_nobody_takes_stay_bounded_and_waiting_consumers_still_wake(
+        redis_url: str, key_prefix: str, raw: redis.Redis) -> None:
+    """With no consumer waiting, a full wake list makes publishes leave the token out for
+    QUIET_WAKE seconds (one LPUSH each), then trim it back to its cap; a consumer that
+    waits takes the tokens, so publishes push them again and it wakes at once."""
+    from celeriac.brokers.redis.publishing import QUIET_WAKE
+    from celeriac.brokers.redis.scripts import WAKE_CAP
+    broker = make(redis_url, key_prefix, polling_interval=None)
+    wake = f"{key_prefix}_celeriac.wake.q"
+    for n in range(WAKE_CAP + 50):
+        broker.publish(msg(n), "q")  # type: ignore[arg-type]
+    assert raw.llen(f"{key_prefix}q") == WAKE_CAP + 50
+    assert raw.llen(wake) <= WAKE_CAP + 1  # bounded: quiet, or pushed and trimmed
+    assert wake in broker._quiet_wake  # publishes leave the token out for now
+    time.sleep(QUIET_WAKE * 2)
+    broker.publish(msg(100), "q")  # type: ignore[arg-type]
+    assert raw.llen(wake) == WAKE_CAP
+    broker.purge("q")
+    raw.delete(wake)  # as RECEIVE does when the lists are empty
+    assert broker.receive(["q"], owner="w", timeout=0.01) == []
+    threading.Timer(0.3, broker.publish, (msg(200), "q")).start()
+    started = time.monotonic()
+    [d] = broker.receive(["q"], owner="w", timeout=5)  # no polling: only a token wakes it
+    assert d.message.task_id == "task-200" and time.monotonic() - started < 3.0
+
+
 def test_visibility_timeout_option_is_ignored(redis_url: str, key_prefix: str) -> None:
     broker = make(redis_url, key_prefix, visibility_timeout=3600, lease_seconds=0.5)
     broker.publish(msg(1), "q")  # type: ignore[arg-type]

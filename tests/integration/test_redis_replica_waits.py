@@ -59,3 +59,36 @@ def test_publish_waits_for_the_replicas_it_can_have(where: str, replicated: Any,
         broker.purge("w")
         broker.purge("other")
         broker.close()
+
+
+@pytest.mark.parametrize("where", ["redis", "redis-cluster"])
+def test_delay_waits_too(where: str, replicated: Any, request: pytest.FixtureRequest) -> None:
+    """``delay()`` (every publishing path of the app, the repeated call's included)
+    returns only once the replicas have the message, or raises."""
+    from celeriac import Celery
+
+    if where == "redis":
+        url, prefix = f"redis://127.0.0.1:{replicated.master_port}/0", "rd:"
+    else:
+        url = request.getfixturevalue("redis_cluster_url")
+        prefix = request.getfixturevalue("cluster_key_prefix")
+    for wanted in (1, 2):
+        app = Celery("waits", broker=url)
+        app.conf.broker_transport_options = {"global_keyprefix": f"{prefix}{wanted}:",
+                                             "wait_for_replicas": wanted,
+                                             "wait_for_replicas_timeout": 0.2}
+        app.conf.task_publish_retry = False
+
+        @app.task(name="tests.noop", shared=False)
+        def noop(n: int) -> int:
+            return n
+
+        for n in range(3):  # the first call of a queue, then the repeated ones
+            if wanted == 1:
+                noop.delay(n)
+            else:
+                with pytest.raises(OperationalError, match="only 1 of 2 replicas"):
+                    noop.delay(n)
+        assert app.broker.stats("celery").ready == 3
+        app.broker.purge("celery")
+        app.close()

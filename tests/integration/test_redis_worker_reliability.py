@@ -82,7 +82,8 @@ def raw(target: tuple[str, str]) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def key_prefix(target: tuple[str, str]) -> str:
+def prefix(target: tuple[str, str]) -> str:
+    """The target's key prefix (a fixture of its own: ``target`` asks for ``key_prefix``)."""
     return target[1]
 
 
@@ -149,7 +150,7 @@ def runs_by_task(raw: redis.Redis, prefix: str) -> dict[int, list[int]]:
 @pytest.mark.parametrize("pool", [["-P", "threads", "-c", "4"], ["-P", "prefork", "-c", "2"]],
                          ids=["threads", "prefork"])
 def test_kill_9_every_two_seconds_loses_nothing(tasks: ModuleType, raw: redis.Redis,
-                                               key_prefix: str, tmp_path: Path,
+                                               prefix: str, tmp_path: Path,
                                                pool: list[str]) -> None:
     for i in range(TOTAL):
         tasks.work.delay(i, 1 + i % 20)
@@ -157,17 +158,17 @@ def test_kill_9_every_two_seconds_loses_nothing(tasks: ModuleType, raw: redis.Re
     worker = start_worker(tmp_path, *pool)
     started = time.monotonic()
     try:
-        while raw.llen(key_prefix + "runs") < TOTAL or len(runs_by_task(raw, key_prefix)) < TOTAL:
+        while raw.llen(prefix + "runs") < TOTAL or len(runs_by_task(raw, prefix)) < TOTAL:
             # each worker is killed 2 s after it ran its first task: on a loaded machine a
             # worker can take longer than that to start, and killing it on a fixed clock
             # would then kill every worker before it ran anything
-            ran_before = raw.llen(key_prefix + "runs")
-            while raw.llen(key_prefix + "runs") == ran_before:
+            ran_before = raw.llen(prefix + "runs")
+            while raw.llen(prefix + "runs") == ran_before:
                 assert time.monotonic() - started < DEADLINE, "tasks still missing after deadline"
                 assert worker.poll() is None, "the worker exited"
                 time.sleep(0.05)
             time.sleep(KILL_EVERY)
-            if len(runs_by_task(raw, key_prefix)) >= TOTAL:
+            if len(runs_by_task(raw, prefix)) >= TOTAL:
                 break
             kill_group(worker)  # SIGKILL: no shutdown code runs anywhere
             killed.add(worker.pid)
@@ -179,7 +180,7 @@ def test_kill_9_every_two_seconds_loses_nothing(tasks: ModuleType, raw: redis.Re
             time.sleep(0.2)
     finally:
         stop(worker)
-    runs = runs_by_task(raw, key_prefix)
+    runs = runs_by_task(raw, prefix)
     lost = [i for i in range(TOTAL) if not runs.get(i)]
     duplicated = {i: pids for i, pids in runs.items() if len(pids) > 1}
     unexplained = {i: pids for i, pids in duplicated.items()
@@ -197,12 +198,12 @@ def test_kill_9_every_two_seconds_loses_nothing(tasks: ModuleType, raw: redis.Re
 
 
 def test_long_task_keeps_its_lease_and_runs_once(tasks: ModuleType, raw: redis.Redis,
-                                                 key_prefix: str, tmp_path: Path) -> None:
+                                                 prefix: str, tmp_path: Path) -> None:
     workers = [start_worker(tmp_path, "-P", "threads", "-c", "2") for _ in range(2)]
     try:
         tasks.long.delay(10)
         deadline = time.monotonic() + 60
-        while raw.get(key_prefix + "long-runs") is None:
+        while raw.get(prefix + "long-runs") is None:
             assert time.monotonic() < deadline, "the long task never finished"
             assert all(w.poll() is None for w in workers), "a worker died"
             time.sleep(0.2)
@@ -210,5 +211,5 @@ def test_long_task_keeps_its_lease_and_runs_once(tasks: ModuleType, raw: redis.R
     finally:
         for worker in workers:
             stop(worker)
-    assert raw.get(key_prefix + "long-starts") == b"1"
-    assert raw.get(key_prefix + "long-runs") == b"1"
+    assert raw.get(prefix + "long-starts") == b"1"
+    assert raw.get(prefix + "long-runs") == b"1"

@@ -101,8 +101,11 @@ def test_fuzz_outcomes() -> None:
     # bad-2 ran although it was dead-lettered later: counted as ran
     assert (out.dead_first, out.dead_later, out.ran) == (1, 1, 2)
     assert (out.left_in_queue, out.vanished, out.unmatched_dead) == (1, 1, 1)
+    assert out.misses == {"field0": "ran", "field1": "dead-lettered later", "field2": "ran"}
+    assert "not dead-lettered at once: field0 (ran)" in out.line()
     celery = counting.count_fuzz(sent, None, ran=[], queued=0)
     assert celery.vanished == 6
+    assert celery.misses == {}  # no dead-letter store: nothing to single out
 
 
 def test_every_malformed_message_carries_its_marker_and_breaks_one_field() -> None:

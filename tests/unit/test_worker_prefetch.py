@@ -256,3 +256,37 @@ def test_results_are_stored_before_acks_on_every_pool(tmp_path: Any, pool_name: 
         assert rule.batched >= 1
     finally:
         app.close()
+
+
+def test_group_commit_returns_once_the_result_is_stored(app: Celery) -> None:
+    """Jobs on threads store results by group commit: what arrives during a write goes in
+    the next one, and each caller returns only once its own result is stored."""
+    from celeriac import states
+    from celeriac.results.meta import build_meta
+    from celeriac.worker.settle import ResultBatcher
+
+    backend = app.backend
+    assert backend is not None
+    real = backend.set_many
+    writes: list[list[str]] = []
+    writing = threading.Event()
+
+    def slow_set_many(items: Any, **kwargs: Any) -> Any:
+        items = list(items)
+        writes.append([task_id for task_id, _ in items])
+        writing.set()
+        time.sleep(0.3)
+        return real(items, **kwargs)
+
+    backend.set_many = slow_set_many  # type: ignore[method-assign]
+    batcher = ResultBatcher(app)
+    batcher.add("b", build_meta("b", 2, states.SUCCESS))  # b's own flush comes later
+    first = threading.Thread(target=batcher.store, args=("a", build_meta("a", 1, states.SUCCESS)))
+    first.start()
+    assert writing.wait(5)  # a's write took b along and is still running
+    batcher.flush()  # b's flush: returns only once that write has ended
+    assert backend.get("b")["result"] == 2  # type: ignore[index]
+    batcher.store("c", build_meta("c", 3, states.SUCCESS))
+    assert backend.get("c")["result"] == 3  # type: ignore[index]
+    first.join(5)
+    assert writes == [["b", "a"], ["c"]]

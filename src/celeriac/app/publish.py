@@ -13,7 +13,6 @@ seconds (:func:`publish_items`).
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -25,9 +24,16 @@ from ..canvas.signature import Signature
 from ..config.settings import seconds
 from ..events.dispatcher import send_task_sent
 from ..exceptions import EncodeError, OperationalError
-from ..messages import Message, check_size, decode_body, task_message, to_timestamp
+from ..messages import (
+    Message,
+    check_size,
+    decode_body,
+    task_message,
+    to_timestamp,
+    uuid4_text,
+)
 from ..results.async_result import AsyncResult
-from ..retry import RetryPolicy
+from ..retry import RetryPolicy, failing
 from ..retry import call as retry_call
 from ..security.setup import security_of
 from ..serialization import dumps
@@ -74,7 +80,7 @@ def _sig_list(value: Any) -> list[dict[str, Any]] | None:
     return [dict(s) if isinstance(s, Signature) else s for s in items]
 
 
-def _task_defaults(task: Any, options: dict[str, Any]) -> dict[str, Any]:
+def task_defaults(task: Any, options: dict[str, Any]) -> dict[str, Any]:
     if task is None:
         return options
     for attr in ("queue", "priority", "expires", "time_limit", "soft_time_limit",
@@ -162,22 +168,24 @@ def _chord(value: Any) -> dict[str, Any] | None:
 def send_task(app: Celery, name: str, args: Any = None, kwargs: Any = None,
               **options: Any) -> str:
     """Publish a task call; return its task id."""
-    task_id = options.pop("task_id", None) or str(uuid.uuid4())
+    task_id = options.pop("task_id", None) or uuid4_text()
     connection = options.pop("connection", None)
-    options = _task_defaults(options.get("task"), options)
+    options = task_defaults(options.get("task"), options)
     message, queue, not_before, priority = build_message(
         app, name, list(args or ()), dict(kwargs or {}), task_id, options)
-    body = _signal_body(message)
-    # receivers may add headers (tracing does): the message carries the same dict
-    signals.before_task_publish.send(sender=name, body=body, exchange="",
-                                     routing_key=queue, headers=message.headers,
-                                     properties=message.properties, declare=[],
-                                     retry_policy=options.get("retry_policy"))
+    listened = signals.before_task_publish._receivers or signals.after_task_publish._receivers
+    body = _signal_body(message) if listened else None
+    if listened:  # receivers may add headers (tracing does): the message carries the same dict
+        signals.before_task_publish.send(sender=name, body=body, exchange="",
+                                         routing_key=queue, headers=message.headers,
+                                         properties=message.properties, declare=[],
+                                         retry_policy=options.get("retry_policy"))
     publish_items(app, [Publish(message, queue, not_before, priority)],
                   retry=options.get("retry"), policy=options.get("retry_policy"),
                   connection=connection)
-    signals.after_task_publish.send(sender=name, body=body, exchange="",
-                                    routing_key=queue, headers=message.headers)
+    if listened:
+        signals.after_task_publish.send(sender=name, body=body, exchange="",
+                                        routing_key=queue, headers=message.headers)
     parent = _state.get_current_worker_task()
     if parent is not None and parent.trail:  # Celery's add_trail: the parent's children
         parent.request.children.append(AsyncResult(task_id, app=app, task_name=name))
@@ -199,11 +207,30 @@ def publish_policy(app: Celery, retry: bool | None = None,
     ``retry_policy``, no retries when ``retry`` (default ``task_publish_retry``) is false,
     and always the ``broker_publish_timeout`` deadline."""
     conf = app.conf
-    rules = RetryPolicy.from_celery({**(conf.task_publish_retry_policy or {}), **(policy or {})},
-                                    timeout=seconds(conf.broker_publish_timeout))
     if retry is None:
         retry = conf.task_publish_retry
-    return rules if retry else rules.once()
+    key = (conf.task_publish_retry_policy, policy, conf.broker_publish_timeout, bool(retry))
+    cached = app.__dict__.get("_publish_policy")
+    if cached is not None and cached[0] == key:  # equal settings: the same policy
+        return cached[1]
+    rules = RetryPolicy.from_celery({**(key[0] or {}), **(policy or {})},
+                                    timeout=seconds(key[2]))
+    rules = rules if retry else rules.once()
+    app.__dict__["_publish_policy"] = (_frozen_copy(key), rules)
+    return rules
+
+
+def _frozen_copy(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``key`` with its policy dicts copied, so a later change in place is not missed."""
+    return tuple(dict(part) if isinstance(part, Mapping) else part for part in key)
+
+
+def warn_retry(queue: str, exc: BaseException, pause: float, retries: list[int]) -> None:
+    """Log a publish retry: the first is often a pooled socket a restarted server closed
+    (not worth a warning), and during a reported outage the outage line says it all."""
+    retries[0] += 1
+    logger.log(logging.WARNING if retries[0] > 1 and not failing() else logging.DEBUG,
+               "Publish to %s failed (%s); retrying in %.1fs", queue, exc, pause)
 
 
 def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = None,
@@ -257,10 +284,9 @@ def publish_items(app: Celery, items: list[Publish], *, retry: bool | None = Non
         else:
             broker.publish_many(items)
 
-    def warn(exc: BaseException, pause: float) -> None:
-        logger.warning("Publish to %s failed (%s); retrying in %.1fs", items[0].queue, exc, pause)
-
+    retries = [0]
     retry_call(attempt, rules, retry_on=PUBLISH_ERRORS, what=what,
-               where=f"broker {redact(broker.url)}", on_retry=warn)
+               where=f"broker {redact(broker.url)}",
+               on_retry=lambda exc, pause: warn_retry(items[0].queue, exc, pause, retries))
     if app.conf.task_send_sent_event:
         send_task_sent(app, items)

@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import inspect
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import hooks, states
 from ..canvas.callbacks import replace as replace_task
@@ -30,10 +29,12 @@ from ..results.downloads import Download, result_store, save_download
 from ..results.meta import store_result
 from ..retry import exponential_backoff
 from . import state as _state
+from .arguments import check_arguments
 from .context import Context
 from .limits import publish_unique
 from .publish import build_message
 from .task_retry import retry_signature
+from .templates import publish_plain
 from .trace import apply_eagerly, store_retry
 
 if TYPE_CHECKING:
@@ -202,6 +203,11 @@ class Task:
             return publish_unique(self, args, kwargs, task_id, lambda tid: app.send_task(
                 self.name or "", args, kwargs, task_id=tid, link=link, link_error=link_error,
                 shadow=shadow, task=self, **options))
+        if not options and link is None and link_error is None and shadow is None:
+            # a plain call: its template's lane (see app.templates)
+            sent = publish_plain(app, self, args, kwargs, task_id)  # type: ignore[arg-type]
+            if sent is not None:
+                return app.AsyncResult(sent, task_name=self.name)
         return app.send_task(self.name or "", args, kwargs, task_id=task_id, link=link,
                              link_error=link_error, shadow=shadow, task=self, **options)
 
@@ -239,13 +245,7 @@ class Task:
                              link_error=link_error, options=options)
 
     def _check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        sig = _run_signature(type(self), self.run)
-        if sig is None:
-            return
-        try:
-            sig.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{self.name}() {exc}") from None
+        check_arguments(self, args, kwargs)
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:
         return self.app.AsyncResult(task_id, task_name=self.name, **kwargs)
@@ -381,20 +381,3 @@ class Task:
 
 
 __all__ = ["Context", "Ignore", "Reject", "Retry", "Task"]
-
-
-_NO_SIGNATURE = object()
-
-
-def _run_signature(cls: type, run: Any) -> inspect.Signature | None:
-    """``inspect.signature(task.run)``, computed once per task class (hot path of delay)."""
-    cached = cls.__dict__.get("_run_signature_cache", _NO_SIGNATURE)
-    if cached is not _NO_SIGNATURE:
-        return cast("inspect.Signature | None", cached)
-    try:
-        sig: inspect.Signature | None = inspect.signature(run)
-    except (TypeError, ValueError):
-        sig = None
-    cls._run_signature_cache = sig  # type: ignore[attr-defined]
-    return sig
-

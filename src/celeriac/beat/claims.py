@@ -32,6 +32,7 @@ import threading
 from dataclasses import replace
 from datetime import datetime
 
+from ..exceptions import OperationalError
 from ..schedules.clock import Clock
 from ..schedules.store import FireRecord, ScheduleStore
 
@@ -105,6 +106,8 @@ class ClaimBook:
                 while not stop.wait(interval):
                     try:
                         self.renew(self.clock.now())
+                    except OperationalError as exc:  # an outage (one line, the watch)
+                        logger.debug("beat: could not renew claims in flight: %s", exc)
                     except Exception:
                         logger.warning("beat: could not renew claims in flight", exc_info=True)
             finally:

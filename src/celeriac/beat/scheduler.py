@@ -38,7 +38,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..exceptions import ImproperlyConfigured
+from .. import retry
+from ..exceptions import ImproperlyConfigured, OperationalError
 from ..schedules.clock import Clock, ProcessClock
 from ..schedules.editing import Schedules
 from ..schedules.entries import StoredEntry
@@ -47,6 +48,7 @@ from ..schedules.kinds import app_timezone
 from ..schedules.policy import Plan, describe_skipped, plan, skip_reason, takeover_grace
 from ..schedules.store import FireRecord, ScheduleStore
 from ..schedules.stores import store_for_app
+from ..worker.outage import Weather
 from .claims import ClaimBook
 
 logger = logging.getLogger("celeriac.beat")
@@ -58,6 +60,9 @@ DEFAULTS = {
     "beat_fire_retention": 3600.0,
 }
 PRUNE_EVERY = 300.0
+BEAT_LOST = ("beat keeps ticking; fires that fall due meanwhile follow the missed-run "
+             "policy once it is back")
+BEAT_BACK = "claiming and sending fires again"
 SLEEP_SLICE = 0.25
 
 
@@ -109,6 +114,8 @@ class Scheduler:
     def run(self, stop: threading.Event | None = None) -> None:
         """Set up, then tick until ``stop`` is set; the lease is released on the way out."""
         stop = stop or threading.Event()
+        if retry.watching() is None:  # a worker running beat (-B) has its own watch
+            retry.watch_outages(Weather(log=logger, lost=BEAT_LOST, back=BEAT_BACK))
         keeper_stop = threading.Event()
         keeper = self.claims.keep_fresh(keeper_stop)
         ready = False
@@ -119,17 +126,28 @@ class Scheduler:
                         self.setup()
                         ready = True
                     delay = self.tick()
+                except OperationalError as exc:  # an outage: one line each way (the watch)
+                    logger.debug("beat: tick failed (%s); retrying", exc)
+                    self._lost_track()
+                    delay = min(self.max_interval, 1.0)
                 except Exception:
                     logger.exception("beat: tick failed; retrying")
-                    self.is_leader, self._generation = False, None
-                    self._next_lease_try = None
-                    self.claims.forget_watch()
+                    self._lost_track()
                     delay = min(self.max_interval, 1.0)
                 self._sleep(delay, stop)
+                watch = retry.watching()
+                if isinstance(watch, Weather):
+                    watch.tick()
         finally:
             keeper_stop.set()
             keeper.join(5)
             self.close()
+
+    def _lost_track(self) -> None:
+        """After a failed tick: ask for the lease and read everything afresh."""
+        self.is_leader, self._generation = False, None
+        self._next_lease_try = None
+        self.claims.forget_watch()
 
     def _sleep(self, seconds: float, stop: threading.Event) -> None:
         remaining = seconds

@@ -44,6 +44,7 @@ time-to-start metrics.
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -81,6 +82,7 @@ MIN_PRIORITY, MAX_PRIORITY = 0, 9
 QUEUE_SETTINGS = ("task_default_queue_type", "task_queue_max_priority")
 
 
+@functools.lru_cache(maxsize=256)
 def redact(url: str) -> str:
     """``url`` without its password, for error messages and logs (``;``-joined URLs too)."""
     parts = []
@@ -235,12 +237,33 @@ class Broker(SlotMethods, abc.ABC):
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         """Remove for good; return how many were still leased under their token."""
 
+    def hold_back(self, queues: Sequence[str]) -> int:
+        """This process will take nothing more from ``queues`` until its next receive
+        (its slots are busy with slow tasks). A broker that pushes messages ahead of
+        ``receive`` (RabbitMQ's prefetch window) gives back what it holds unleased and
+        stops the pushing; the others hold nothing unleased and do nothing. Returns
+        how many messages went back."""
+        return 0
+
     def ack_and_receive(self, acks: Sequence[Delivery], queues: Sequence[str], *, owner: str,
                         limit: int = 1, timeout: float = 1.0) -> tuple[int, list[Delivery]]:
         """``ack(acks)`` then ``receive(...)``; brokers override this to do both in one
         round trip or transaction (a worker's loop: settle what finished, take more)."""
         done = self.ack(acks) if acks else 0
         return done, self.receive(queues, owner=owner, limit=limit, timeout=timeout)
+
+    def settle_and_receive(self, store: Any, results: Sequence[tuple[str, Mapping[str, Any]]],
+                           expires: float | None, acks: Sequence[Delivery],
+                           queues: Sequence[str], *, owner: str,
+                           limit: int = 1) -> tuple[list[bool], int, list[Delivery]]:
+        """A worker's batch settled, then what is ready now leased (no wait): ``results``
+        stored in ``store`` (``set_many``, the REVOKED rule), then ``acks``
+        acknowledged, never before. Returns (written per result, acknowledged,
+        deliveries). Brokers that share a server with the store override this to do
+        all of it in one round trip (Redis)."""
+        written = store.set_many(results, expires=expires) if results else []
+        done, got = self.ack_and_receive(acks, queues, owner=owner, limit=limit, timeout=0.0)
+        return written, done, got
 
     @abc.abstractmethod
     def renew(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> list[bool]:

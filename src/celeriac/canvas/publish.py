@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import serialization, signals
-from ..app.publish import _task_defaults, build_message, publish_items
+from ..app.publish import build_message, publish_items, task_defaults
 from ..brokers.base import Publish
 from ..messages import Message, decode_body, saferepr, task_properties
 
@@ -80,7 +80,7 @@ def member_publish(app: Celery, member: Signature, options: dict[str, Any],
     if reuse and template is not None and template.matches(member.task, rest):
         return template.derive(task_id, args, kwargs, opts.get("group_index")), template
     opts["task"] = app.tasks.get(member.task)
-    opts = _task_defaults(opts["task"], opts)
+    opts = task_defaults(opts["task"], opts)
     message, queue, not_before, priority = build_message(app, member.task, args, kwargs,
                                                          task_id, opts)
     serializer = opts.get("serializer") or app.conf.task_serializer

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from .. import retry
 from ..brokers.base import Broadcast, BroadcastChannel
 from .event import EXCHANGE, group_of, routing_key, stamp
 
@@ -82,7 +83,9 @@ class EventDispatcher:
             self.channel.publish(message)
         except Exception as exc:
             now = time.monotonic()
-            if now - self._warned >= WARN_EVERY:
+            if retry.failing():  # an outage this process reported already (one line)
+                logger.debug("Could not send event %s: %s", key, exc)
+            elif now - self._warned >= WARN_EVERY:
                 self._warned = now
                 logger.warning("Could not send event %s: %s", key, exc)
 

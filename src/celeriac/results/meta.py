@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import exceptions as exc_module_ours
 from .. import serialization, states
-from ..exceptions import DecodeError, RemoteTaskError
+from ..exceptions import RemoteTaskError
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -169,18 +169,10 @@ def store_result(app: Celery, task_id: str, result: Any, state: str, *,
     backend = app.backend
     if backend is None:
         return False
-    if state != states.SUCCESS and _already_succeeded(backend, task_id):
-        return False
     meta = build_meta(task_id, result, state, traceback=traceback, request=request,
                       extended=bool(app.conf.result_extended), extra=extra,
                       reply=backend.wants_reply_to)
     expires = app.result_expires_for(state)
-    return backend.set(task_id, meta, expires=expires) is not False
-
-
-def _already_succeeded(backend: Any, task_id: str) -> bool:
-    try:
-        current = backend.get(task_id)
-    except DecodeError:
-        return False  # a malformed meta is replaced
-    return bool(current) and current.get("status") == states.SUCCESS
+    if state == states.SUCCESS:
+        return backend.set(task_id, meta, expires=expires) is not False
+    return backend.set_unless_succeeded(task_id, meta, expires=expires) is not False

@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from .. import serialization, states
-from ..exceptions import ResultDecodeError
+from ..exceptions import DecodeError, ResultDecodeError
 
 
 def encode_meta(meta: Mapping[str, Any]) -> str:
@@ -166,6 +166,20 @@ class ResultStore(abc.ABC):
         if not rows:
             return []
         return self._write_metas(rows, self.expires if expires == -1 else expires)
+
+    def set_unless_succeeded(self, task_id: str, meta: Mapping[str, Any], *,
+                             expires: float | None = -1) -> bool:
+        """:meth:`set`, refused over a stored ``SUCCESS`` meta as well (the rule every
+        other state is stored under: a redelivery or a late revoke never overwrites a
+        success). This default reads, then writes; the Redis store makes both one
+        atomic step."""
+        try:
+            current = self.get(task_id)
+        except DecodeError:
+            current = None  # a malformed meta is replaced
+        if current is not None and current.get("status") == states.SUCCESS:
+            return False
+        return self.set(task_id, meta, expires=expires)
 
     def _write_metas(self, rows: list[tuple[str, str, bool]],
                      expires: float | None) -> list[bool]:

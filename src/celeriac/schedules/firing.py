@@ -20,6 +20,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from .. import retry
+from ..exceptions import OperationalError
 from .entries import EntrySpec, jsonable
 from .policy import fire_task_id
 from .store import FireRecord, ScheduleStore
@@ -86,6 +88,12 @@ def deliver(app: Any, store: ScheduleStore, record: FireRecord, now: datetime) -
     """
     try:
         publish(app, record)
+    except OperationalError as exc:  # an outage: the process's watch logs it once
+        logger.log(logging.DEBUG if retry.failing() else logging.ERROR,
+                   "beat: publishing %s (fire %s, task id %s) failed (%s); it stays claimed "
+                   "and will be re-sent", record.entry, record.fire_time.isoformat(),
+                   record.task_id, exc)
+        return NOT_SENT
     except Exception:
         logger.exception("beat: publishing %s (fire %s, task id %s) failed; it stays claimed "
                          "and will be re-sent", record.entry, record.fire_time.isoformat(),

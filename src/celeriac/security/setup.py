@@ -95,9 +95,9 @@ def _is_auth(value: Any) -> bool:
 
 def uses_auth(conf: Any) -> bool:
     """True when the settings ask for signed task messages (``auth`` or sealed)."""
-    accept = conf.get("accept_content") or ()
-    return (_is_auth(conf.get("task_serializer")) or any(_is_auth(a) for a in accept)
-            or bool(conf.get("security_seal")))
+    if conf.get("security_seal") or _is_auth(conf.get("task_serializer")):
+        return True
+    return any(_is_auth(name) for name in conf.get("accept_content") or ())
 
 
 def _check_mode(conf: Any) -> bool:

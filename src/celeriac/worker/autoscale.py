@@ -13,6 +13,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from .. import retry
+from ..exceptions import OperationalError
+from .outage import QUICK_CALL
+
 if TYPE_CHECKING:
     from ..app.base import Celery
 
@@ -51,7 +55,10 @@ class Autoscaler:
         total = 0
         for queue in self.queues:
             try:
-                total += broker.stats(queue).ready
+                with retry.quick(QUICK_CALL):
+                    total += broker.stats(queue).ready
+            except OperationalError as exc:  # an outage: logged once by the process's watch
+                logger.debug("autoscale: cannot read stats of %s: %s", queue, exc)
             except Exception as exc:
                 logger.warning("autoscale: cannot read stats of %s: %s", queue, exc)
         return total

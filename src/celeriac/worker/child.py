@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from .. import serialization, signals
+from .. import retry, serialization, signals
 from ..security import check_settings
 from .consumer import Consumer
 from .inspection import message_info
@@ -42,6 +42,7 @@ from .job import Job
 from .leases import SupervisorRenewal
 from .limits import AlarmLimits
 from .monitor import Monitor
+from .outage import Weather
 from .pools import SoloPool
 from .prefetch import PrefetchRule
 from .taskevents import TaskEvents
@@ -71,6 +72,7 @@ class Slot(ctypes.Structure):
         ("ready", ctypes.c_int),          # 1: the consumer started (not a start-up crash)
         ("terminating", ctypes.c_int),    # 1: a revoke(terminate) signal is coming: die by it
         ("task_events", ctypes.c_int),    # 1: send task events (-E, enable_events)
+        ("outage", ctypes.c_char * 512),  # the server its calls find failing; b"" = none
         # the consumer's prefetch counters (see PrefetchRule.counters)
         ("lease_requests", ctypes.c_longlong),
         ("batched_requests", ctypes.c_longlong),
@@ -160,6 +162,9 @@ class ChildMonitor(Monitor):
             job.delivery.queue, job.time_to_start))
         slot.started = time.time()
 
+    def body_ended(self, job: Job) -> None:
+        self.slot.hard = 0.0  # storing the outcome may wait out an outage: never killed
+
     def task_finished(self, job: Job) -> None:
         slot = self.slot
         slot.started = 0.0
@@ -223,13 +228,17 @@ def child_main(spec: ChildSpec, slot: Slot, conn: Connection) -> None:
                         owner=spec.owner, limits=AlarmLimits(), hard_in_process=False,
                         monitor=monitor, renewal=renewal, events=events)
     monitor.consumer = consumer
-    _install_signals(consumer, slot)
+    weather = Weather(report=lambda where: setattr(slot, "outage",
+                                                   (where or "").encode()[:511]))
+    retry.watch_outages(weather)  # the supervisor logs the outage for the node
+    _install_signals(consumer, slot, weather)
     _die_with_supervisor(spec)
     signals.worker_process_init.send(sender=None)
     code = 0
     try:
         slot.ready = 1
-        consumer.run()
+        with retry.patient():  # finished tasks wait out an outage to settle
+            consumer.run()
     except ColdShutdown:
         pass
     except Exception:
@@ -254,7 +263,7 @@ def _die_by(signum: int) -> None:
     os._exit(128 + signum)  # a signal whose default is to be ignored
 
 
-def _install_signals(consumer: Consumer, slot: Slot) -> None:
+def _install_signals(consumer: Consumer, slot: Slot, weather: Weather) -> None:
     def warm(signum: int, frame: Any) -> None:
         if slot.terminating:
             _die_by(signum)
@@ -264,6 +273,7 @@ def _install_signals(consumer: Consumer, slot: Slot) -> None:
         if slot.terminating:
             _die_by(signum)
         consumer.stop()
+        weather.give_up()
         raise ColdShutdown()
 
     def ignored(signum: int, frame: Any) -> None:

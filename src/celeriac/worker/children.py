@@ -14,7 +14,9 @@ ends, what happens to the task it ran depends on why:
   ``WorkerLostError`` (:func:`record_lost`).
 
 In every case what else the child held (prefetched messages) is redelivered
-now. :func:`crashed` tells a crash (an error exit, a fatal signal of its own)
+now. Each broker step goes through the supervisor's
+:class:`~celeriac.worker.outage.Outbox`: during an outage it is taken when the
+server is back, in order. :func:`crashed` tells a crash (an error exit, a fatal signal of its own)
 from a kill from outside, which never triggers the restart back-off.
 """
 
@@ -35,6 +37,7 @@ from ..canvas.callbacks import fail_outside_tracer
 from ..exceptions import TimeLimitExceeded, WorkerLostError
 from ..results.meta import store_result
 from .child import Slot
+from .outage import Outbox
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -87,47 +90,51 @@ def describe(code: int | None) -> str:
     return f"exitcode {code}"
 
 
-def record_lost(app: Celery, task_id: str, code: int | None) -> None:
+def expire_owner(app: Celery, owner: str, outbox: Outbox, note: str) -> None:
+    """Make ``owner``'s leases lapse now (through ``outbox``: later, during an outage);
+    ``note`` is logged with the count (``%d``) when there were any."""
+    def step() -> None:
+        released = app.broker.expire_owner(owner)
+        if released:
+            logger.warning(note, released)
+    outbox.run(f"expire the leases of {owner}", step)
+
+
+def record_lost(app: Celery, task_id: str, code: int | None, outbox: Outbox) -> None:
     exc = WorkerLostError(f"Worker exited prematurely: {describe(code)} Job: {task_id}.")
-    try:
-        store_result(app, task_id, exc, states.FAILURE)
-    except Exception:
-        logger.exception("Could not store WorkerLostError for %s", task_id)
+    outbox.run(f"store WorkerLostError for {task_id}",
+               lambda: store_result(app, task_id, exc, states.FAILURE))
 
 
-def record_time_limit(app: Celery, child: Child) -> None:
+def record_time_limit(app: Celery, child: Child, outbox: Outbox) -> None:
     assert child.hard is not None
     task_id, _name, delivery = child.hard
     hard = child.slot.hard
-    try:
-        fail_outside_tracer(app, delivery.message, TimeLimitExceeded(hard))
-    except Exception:
-        logger.exception("Could not record TimeLimitExceeded for %s", task_id)
-    broker = app.broker
-    broker.ack([delivery])  # it ran to its limit: not redelivered
-    others = broker.expire_owner(child.owner)
-    if others:
-        logger.warning("%d prefetched message(s) of the killed child made available", others)
+    outbox.run(f"record TimeLimitExceeded for {task_id}", lambda: fail_outside_tracer(
+        app, delivery.message, TimeLimitExceeded(hard)))
+    # it ran to its limit: not redelivered
+    outbox.run(f"acknowledge {task_id}", lambda: app.broker.ack([delivery]))
+    expire_owner(app, child.owner, outbox,
+                 "%d prefetched message(s) of the killed child made available")
 
 
 def settle_terminated(app: Celery, child: Child, held: list[Delivery],
-                      code: int | None) -> None:
+                      code: int | None, outbox: Outbox) -> None:
     """A child killed by revoke(terminate): acknowledge the revoked task's message (it
     stays REVOKED, never runs again); what else the child held is redelivered now."""
     assert child.terminated is not None
     task_id, signum = child.terminated
-    broker = app.broker
     mine = [d for d in held if d.message.task_id == task_id]
     if mine:
-        broker.ack(mine)
+        outbox.run(f"acknowledge {task_id}", lambda: app.broker.ack(mine))
         name = mine[0].message.task_name or ""  # the supervisor holds id and name only
         signals.task_revoked.send(sender=app.tasks.get(name), request=Context(
             id=task_id, task=name, hostname=child.owner.rsplit(":", 1)[0]), terminated=True,
             signum=signum, expired=False)
-    others = broker.expire_owner(child.owner)
-    logger.warning("Task %s terminated (%s); child %d exited with %s%s", task_id,
-                   signal.Signals(signum).name, child.process.pid, describe(code),
-                   f"; {others} prefetched message(s) made available" if others else "")
+    logger.warning("Task %s terminated (%s); child %d exited with %s", task_id,
+                   signal.Signals(signum).name, child.process.pid, describe(code))
+    expire_owner(app, child.owner, outbox, "%d prefetched message(s) of the terminated "
+                 "child made available")
 
 
 def app_ref(app: Any) -> str:

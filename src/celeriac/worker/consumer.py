@@ -36,12 +36,14 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .. import states
 from ..app.control import signal_number
 from ..brokers.base import Delivery
 from .job import Job, JobRunner
 from .leases import LeaseKeeper, Renewal
 from .limits import ThreadLimits
 from .monitor import Limits, Monitor
+from .outage import patient_run
 from .prefetch import PrefetchRule
 from .revocation import RECHECK_AFTER
 from .taskevents import TaskEvents
@@ -50,6 +52,10 @@ if TYPE_CHECKING:
     from ..app.base import Celery
 
 logger = logging.getLogger("celeriac.worker")
+
+#: while every slot is busy, finished tasks are acknowledged at most this often (else
+#: with the next lease request); the watcher thread of inline pools ticks as often
+SETTLE_EVERY = 0.05
 
 
 def default_hostname() -> str:
@@ -113,8 +119,10 @@ class Consumer:
         self.runner.batch_acks = True
         self.runner.consumer = self
         self.runner.timings = self.prefetch.observe
-        # jobs on this thread, several per loop turn (prefetch): results are batched
+        # several jobs per loop turn (prefetch): results batched (jobs on this thread) or
+        # stored by group commit (jobs on threads)
         self.runner.batch_results = bool(pool.inline) and self.prefetch.may_batch
+        self.runner.group_results = not pool.inline and self.prefetch.may_batch
         self.revocations = self.runner.revocations
         self.buffer: collections.deque[Job] = collections.deque()
         #: guards the buffer against the watcher thread (inline pools)
@@ -123,6 +131,10 @@ class Consumer:
         self._settle_lock = threading.Lock()
         #: monotonic time a buffered job last could start (dispatched, or buffered)
         self._moved = time.monotonic()
+        #: what waited was given back since the last receive (see :meth:`_stalled`)
+        self._held_back = False
+        #: monotonic time acknowledgements were last sent
+        self._acked_at = time.monotonic()
         self.stopping = threading.Event()
         pool.start(self.runner)
 
@@ -131,8 +143,8 @@ class Consumer:
         self.keeper.start()
         watcher = None
         if self.pool.inline and self.prefetch.may_batch:
-            watcher = threading.Thread(target=self._watch_inline, daemon=True,
-                                       name="celeriac-prefetch")
+            watcher = threading.Thread(target=patient_run, args=(self._watch_inline,),
+                                       daemon=True, name="celeriac-prefetch")
             watcher.start()
         try:
             while not self.stopping.is_set():
@@ -204,6 +216,7 @@ class Consumer:
             return acks
 
     def _flush_acks(self) -> None:
+        self._acked_at = time.monotonic()
         acks = self._settled()
         if not acks:
             return
@@ -221,25 +234,35 @@ class Consumer:
         running_for = 0.0 if self.pool.inline else self.runner.longest_running()
         want = free + self.prefetch.extra(running_for) - len(self.buffer)
         if want <= 0 or (self.buffer and not free):  # top up when a slot frees, not in a spin
-            self._flush_acks()
-            if self.buffer and not self.pool.inline and self.prefetch.stalled(self._moved):
-                self._give_back_waiting()
+            if time.monotonic() - self._acked_at > SETTLE_EVERY:  # else with the next lease
+                self._flush_acks()
+            if not free and not self.pool.inline and self.prefetch.stalled(self._moved):
+                self._stalled()
             self.pool.wait_for_slot(0.2)
             return
         timeout = 0.0 if self.buffer else self.poll_timeout
-        acks = self._settled()
-        if acks is None:
-            self.stopping.wait(1.0)
-            return
-        try:  # settle what finished and lease more in one round trip where the broker can
-            done, batch = self.broker.ack_and_receive(acks, self.queues, owner=self.owner,
-                                                      limit=want, timeout=timeout)
-        except Exception:
-            self.runner.acks.restore(acks)
-            logger.exception("Receiving from %s failed; retrying", self.broker.url)
-            self.stopping.wait(1.0)
-            return
+        self._acked_at = time.monotonic()
+        if len(self.runner.results) and self.app.backend is not None:
+            got = self._settle_and_receive(want)  # results ride along (see settle.py)
+            if got is None:
+                return
+            done, batch, acks = got
+        else:
+            taken = self._settled()
+            if taken is None:
+                self.stopping.wait(1.0)
+                return
+            acks = taken
+            try:  # settle what finished and lease more in one round trip where the broker can
+                done, batch = self.broker.ack_and_receive(acks, self.queues, owner=self.owner,
+                                                          limit=want, timeout=timeout)
+            except Exception:
+                self.runner.acks.restore(acks)
+                logger.exception("Receiving from %s failed; retrying", self.broker.url)
+                self.stopping.wait(1.0)
+                return
         self.runner.acks.settled(acks, done)
+        self._held_back = False
         self.prefetch.asked(want, free, len(batch))
         self.monitor.received(len(batch))
         if batch:
@@ -254,6 +277,28 @@ class Consumer:
                     self._moved = time.monotonic()
                 self.buffer.extend(jobs)
         self.keeper.sync()  # the renewer knows every lease before a job of them starts
+
+    def _settle_and_receive(self, want: int
+                            ) -> tuple[int, list[Delivery], list[Delivery]] | None:
+        """Batched results, then the acknowledgements, then a lease of what is ready: in
+        one round trip where the broker shares the result store's server (Redis); no
+        wait (an empty turn waits in the next one). None: it failed, nothing was lost."""
+        results = self.runner.results
+        with self._settle_lock:
+            acks = self.runner.acks.take()
+            try:
+                with results.carried() as batch:
+                    written, done, got = self.broker.settle_and_receive(
+                        self.app.backend, batch, self.app.result_expires_for(states.SUCCESS),
+                        acks, self.queues, owner=self.owner, limit=want)
+            except Exception:
+                self.runner.acks.restore(acks)
+                logger.exception("Storing results or receiving from %s failed; retrying "
+                                 "before acknowledging", self.broker.url)
+                self.stopping.wait(1.0)
+                return None
+        results.report(batch, written)
+        return done, got, acks
 
     def _prepare(self, delivery: Delivery, revoked: set[str]) -> Job | None:
         try:
@@ -305,33 +350,43 @@ class Consumer:
         for job in jobs:
             self._give_back(job.delivery, failed=False)
 
-    def _give_back_waiting(self) -> None:
+    def _stalled(self) -> None:
         """The adaptive rule's safety net: every slot stayed busy for longer than the
-        budget, so what waits goes back to the queue for another slot or worker."""
+        budget, so what waits here, or in the broker's prefetch window (RabbitMQ), goes
+        back to the queue for another slot or worker (once until the next receive)."""
+        if self._held_back:
+            return
+        self._held_back = True
         with self._buffer_lock:
             jobs = list(self.buffer)
             self.buffer.clear()
-        if not jobs:
-            return
         for job in jobs:
             self._give_back(job.delivery, failed=False)
-        self.prefetch.given_back += len(jobs)
-        self.keeper.sync()
-        logger.info("Gave back %d waiting message(s): the running task(s) took longer than "
-                    "the prefetch budget (%.3gs)", len(jobs), self.prefetch.budget)
+        if jobs:
+            self.keeper.sync()
+        try:
+            pushed = self.broker.hold_back(self.queues)
+        except Exception:
+            logger.exception("Could not give back what %s pushed ahead", self.broker.url)
+            pushed = 0
+        if jobs or pushed:
+            self.prefetch.given_back += len(jobs) + pushed
+            logger.info("Gave back %d waiting message(s): the running task(s) took longer "
+                        "than the prefetch budget (%.3gs)", len(jobs) + pushed,
+                        self.prefetch.budget)
 
     def _watch_inline(self) -> None:
         """While a job runs on the consumer's thread (solo, prefork children): store the
         results and send the acknowledgements of the jobs that finished before it, and
         give back what waits once the adaptive rule says so."""
-        tick = min(0.05, max(0.005, self.prefetch.budget / 2 or 0.05))
+        tick = min(SETTLE_EVERY, max(0.005, self.prefetch.budget / 2 or SETTLE_EVERY))
         while not self.stopping.wait(tick):
             if self.pool.free_slots() > 0 or time.monotonic() - self._moved < tick:
                 continue
             if len(self.runner.acks) or len(self.runner.results):
                 self._flush_acks()
-            if self.buffer and self.prefetch.stalled(self._moved):
-                self._give_back_waiting()
+            if self.prefetch.stalled(self._moved):
+                self._stalled()
 
     def release_running(self) -> int:
         """Cold shutdown: give back the messages of jobs still running."""

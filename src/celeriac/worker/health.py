@@ -30,7 +30,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import signals
+from .. import retry, signals
+from ..exceptions import OperationalError
+from .outage import QUICK_CALL
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -83,10 +85,13 @@ class NodeHealth:
         if backend is None:
             return
         try:
-            backend._set_raw(backend.own_key(node_key(self.record["hostname"])),
-                             json.dumps(self.record),
-                             NODE_RECORD_TTL)
-            self._index(backend, add=True)
+            with retry.quick(QUICK_CALL):  # never stalls the supervisor's loop
+                backend._set_raw(backend.own_key(node_key(self.record["hostname"])),
+                                 json.dumps(self.record), NODE_RECORD_TTL)
+                self._index(backend, add=True)
+        except OperationalError as exc:  # an outage: logged once by the process's watch
+            logger.debug("Could not write the worker heartbeat: %s", exc)
+            return
         except Exception as exc:
             logger.warning("Could not write the worker heartbeat: %s", exc)
             return

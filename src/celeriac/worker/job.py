@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import clock, hooks, signals, states
+from .. import clock, hooks, retry, signals, states
 from ..app.context import Context
 from ..app.request import Request
 from ..app.task import Task
@@ -52,6 +52,7 @@ from .followups import FollowupRecorder
 from .intake import Intake, Refusal
 from .limits import limited
 from .monitor import Limits, Monitor
+from .outage import patiently
 from .ratelimit import RateLimiter
 from .revocation import Revocations
 from .settle import AckBatcher, ResultBatcher, log_outcome, settle
@@ -115,6 +116,8 @@ class JobRunner:
         self.results = ResultBatcher(app)
         #: True when jobs run on the consumer thread: SUCCESS results are batched too
         self.batch_results = False
+        #: True when jobs run on threads: SUCCESS results are stored by group commit
+        self.group_results = False
         #: told each finished job's run time in seconds (the consumer's prefetch rule)
         self.timings: Callable[[float], None] | None = None
         self.revocations = Revocations(app)
@@ -241,17 +244,21 @@ class JobRunner:
 
     # -- running ----------------------------------------------------------------------
     def run(self, job: Job) -> None:
-        """Execute on this thread; an internal error gives the message back as failed."""
-        try:
-            self.execute(job)
-        except Exception:
-            logger.exception("Internal error running %s[%s]; releasing the message "
-                             "(counted as a failed delivery)", job.name, job.id)
-            self.give_back(job, failed=True)
+        """Execute on this thread; an internal error gives the message back as failed.
+        Outside the body, calls wait out an outage (see :mod:`.outage`)."""
+        with retry.patient():
+            try:
+                self.execute(job)
+            except Exception:
+                logger.exception("Internal error running %s[%s]; releasing the message "
+                                 "(counted as a failed delivery)", job.name, job.id)
+                self.give_back(job, failed=True)
 
     async def run_async(self, job: Job, offload: Offload, sync: Offload) -> None:
         """Run a job from the asyncio pool: ``async def`` bodies on the loop (blocking
-        phases through ``offload``), sync ones whole on a thread (``sync``)."""
+        phases through ``offload``), sync ones whole on a thread (``sync``); the phases
+        off the loop wait out an outage, as :meth:`run`."""
+        offload, sync = patiently(offload), patiently(sync)
         try:
             if inspect.iscoroutinefunction(job.task.run):
                 await self.execute_async(job, offload)
@@ -312,10 +319,12 @@ class JobRunner:
         """The task body with its time limits armed (sync; a coroutine is run here)."""
         tokens = self.limits.arm(soft, hard) if self.limits is not None else []
         try:
-            retval = body_of(job.task)(*ctx.args, **ctx.kwargs)
+            with retry.patient(False):  # the task's own calls fail as they always did
+                retval = body_of(job.task)(*ctx.args, **ctx.kwargs)
         finally:
             if self.limits is not None:
                 self.limits.disarm(tokens)
+            self.monitor.body_ended(job)
         if inspect.isawaitable(retval):
             retval = run_coroutine(limited(retval, soft, hard if self.hard_in_process else None))
         return retval
@@ -334,7 +343,8 @@ class JobRunner:
             self.events.started(job)
         return Tracer(job.task, job.request,
                       guard=(lambda: self.keeper.still_owner(d)) if acks_late else None,
-                      result_sink=self.results.add if self.batch_results else None,
+                      result_sink=(self.results.add if self.batch_results else
+                                   self.results.store if self.group_results else None),
                       followup_failed=FollowupRecorder(self.app, job.delivery, job.request))
 
     def limits_for(self, job: Job) -> tuple[float | None, float | None]:

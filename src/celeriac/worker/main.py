@@ -17,7 +17,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .. import config, signals
+from .. import config, retry, signals
 from ..beat.embedded import start_embedded
 from ..brokers.base import redact
 from ..exceptions import ImproperlyConfigured, OperationalError
@@ -29,6 +29,7 @@ from .job import Job
 from .leases import Renewal
 from .monitor import Monitor
 from .nodes import InProcessNode
+from .outage import Weather, patient_run
 from .pools import make_pool
 from .prefetch import PrefetchRule
 from .ratelimit import check_rate_limits
@@ -124,6 +125,8 @@ class Worker:
         self.supervisor: Supervisor | None = None
         self._signals = 0
         self._stop = threading.Event()
+        #: outages seen by this process (the solo/threads/asyncio pools; see .outage)
+        self.weather = Weather()
         self._beat_stop = threading.Event()
 
     def start(self) -> int:
@@ -147,6 +150,7 @@ class Worker:
             logger.warning("The memory broker lives in one process: using the threads pool "
                            "instead of prefork")
             self.pool_name = "threads"
+        retry.watch_outages(self.weather)  # one line per outage, for the node (.outage)
         if self.pool_name == "prefork":
             self._start_beat()
             try:
@@ -254,7 +258,8 @@ class Worker:
                             liveness_file=self.options.get("liveness_file"))
         self._install_signals()
         self.announce_banner()
-        thread = threading.Thread(target=self.consumer.run, name="celeriac-consumer")
+        thread = threading.Thread(target=patient_run, args=(self.consumer.run,),
+                                  name="celeriac-consumer")
         thread.start()
         remote = RemoteControl(self.app, InProcessNode(self, self.consumer),
                                heartbeat=not self.options.get("without_heartbeat"))
@@ -266,6 +271,7 @@ class Worker:
             health.progress(time.time() if pool.running() else progress.last)
             health.record["time_to_start"] = progress.targets.summary()
             health.beat(processed=self.consumer.runner.processed, busy=pool.running())
+            self.weather.tick()
             self._stop.wait(0.5)
         health.remove()
         self._warm_shutdown(pool, thread)
@@ -308,6 +314,8 @@ class Worker:
 
     def stop(self, cold: bool = False) -> None:
         self._signals += 2 if cold else 1
+        if self._signals >= 2:
+            self.weather.give_up()
         if self.consumer is not None:
             self.consumer.stop()
         self._stop.set()

@@ -26,6 +26,10 @@ class Monitor:
     def task_started(self, job: Job, hard: float | None) -> None:
         """A task body is about to run."""
 
+    def body_ended(self, job: Job) -> None:
+        """The body returned or raised; its outcome is stored next (which may wait for
+        the broker during an outage: the hard time limit no longer applies)."""
+
     def task_finished(self, job: Job) -> None:
         """The body returned or raised (the message is settled next)."""
 

@@ -87,6 +87,12 @@ class PrefetchRule:
             return PrefetchRule(1, fixed=self.fixed // self.concurrency)
         return PrefetchRule(1, budget=self.budget)
 
+    def child_options(self) -> dict[str, Any]:
+        """How a prefork child's :class:`~.child.ChildSpec` carries this rule (picklable)."""
+        if self.fixed is not None:
+            return {"prefetch": self.fixed // self.concurrency, "prefetch_budget": None}
+        return {"prefetch": 0, "prefetch_budget": self.budget}
+
     @property
     def adaptive(self) -> bool:
         return self.fixed is None

@@ -13,7 +13,8 @@ It also sends the node's ``worker-online`` event at start, a
 the ``heartbeat`` command, which event receivers use to wake workers up) and
 ``worker-offline`` at shutdown. Nothing here can stop the worker: a broker
 without a broadcast channel only disables it (logged once); errors while
-receiving are logged and retried after a second.
+receiving are retried every second, logged once per streak unless the process
+already reported an outage.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from .. import retry
 from ..brokers.base import Subscription
 from ..control.mailbox import addressed_to, decode, exchange_names, expired, reply_message
 from ..events.dispatcher import EventDispatcher
@@ -104,6 +106,7 @@ class RemoteControl:
     def _run(self, subscription: Subscription | None) -> None:
         self.worker_event("worker-online")
         next_beat = time.monotonic() + HEARTBEAT_FREQ
+        failures = 0
         try:
             while not self._stop.is_set():
                 if self._beat_now.is_set() or time.monotonic() >= next_beat:
@@ -117,9 +120,11 @@ class RemoteControl:
                 try:
                     messages = subscription.get(wait)
                 except Exception as exc:
-                    logger.warning("Remote control: receiving failed (%s); retrying", exc)
+                    failures += 1
+                    self._receiving_failed(exc, failures)
                     self._stop.wait(1.0)
                     continue
+                failures = 0
                 for message in messages:
                     if expired(message):
                         continue
@@ -129,6 +134,16 @@ class RemoteControl:
         finally:
             if subscription is not None:
                 subscription.close()
+
+    @staticmethod
+    def _receiving_failed(exc: Exception, failures: int) -> None:
+        """Logged once per streak, and not at all during an outage the process already
+        reported (see :mod:`.outage`)."""
+        if failures == 3 and not retry.failing():
+            logger.warning("Remote control: receiving failed (%s); retrying every second",
+                           exc)
+        else:
+            logger.debug("Remote control: receiving failed (%s); retrying", exc)
 
     def dispatch(self, request: dict[str, Any]) -> None:
         """Run one request if it is for this node, and reply when asked."""

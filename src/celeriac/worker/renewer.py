@@ -38,9 +38,12 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Any
 
+from .. import retry
 from ..brokers.base import Broker, Delivery
 from ..brokers.registry import broker_for_url
+from ..exceptions import OperationalError
 from .leases import Lease, delivery_of, update_frame
+from .outage import QUICK_CALL, Weather
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -52,6 +55,9 @@ RUNNING, STOPPED, GONE = "running", "stopped", "gone"
 _HEADER = struct.Struct(">I")
 #: seconds a worker waits for its renewer process to be up
 READY_TIMEOUT = 60.0
+#: seconds between renewal attempts while the broker is failing (renewed soon after it
+#: is back, before leases that survived the outage lapse)
+OUTAGE_RETRY = 1.0
 
 
 def process_state(pid: int) -> str:
@@ -134,7 +140,12 @@ class Renewer:
         if not batch:
             return
         try:
-            results = self.broker.renew([d for _, d in batch])
+            with retry.quick(QUICK_CALL):  # never stalls the supervisor's loop
+                results = self.broker.renew([d for _, d in batch])
+        except OperationalError as exc:  # an outage (logged once by the process's watch):
+            logger.debug("Lease renewal failed: %s", exc)  # try again in a second
+            self._next = min(self._next, time.monotonic() + OUTAGE_RETRY)
+            return
         except Exception:
             logger.exception("Lease renewal failed; will retry")
             return
@@ -265,6 +276,7 @@ def main() -> int:
         frames = read_frames(buffer)
         config = frames[0] if frames else None
     logging.basicConfig(format=config["log_format"], level=config["log_level"])
+    retry.watch_outages(Weather(quiet=True))  # the worker it renews for logs outages
     broker = broker_for_url(config["url"], lease_seconds=config["lease_seconds"],
                             options=config["options"])
     owner, renewer = int(config["owner"]), Renewer(broker, config["interval"])

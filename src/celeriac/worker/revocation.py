@@ -24,6 +24,7 @@ channel calls; it lands here and in the pool or supervisor.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import signal as signal_module
 import threading
@@ -31,9 +32,10 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .. import states
+from .. import retry, states
 from ..app.control import signal_number
-from ..exceptions import DecodeError
+from ..exceptions import DecodeError, OperationalError
+from .outage import QUICK_CALL
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -67,6 +69,9 @@ def read_revoked(app: Celery, ids: list[str]) -> dict[str, dict[str, Any]]:
                     continue
                 if meta is not None:
                     metas[task_id] = meta
+    except OperationalError as exc:  # an outage: logged once by the process's watch
+        logger.debug("Could not read revocations: %s", exc)
+        return {}
     except Exception:
         logger.exception("Could not read revocations")
         return {}
@@ -76,8 +81,10 @@ def read_revoked(app: Celery, ids: list[str]) -> dict[str, dict[str, Any]]:
 class Revocations:
     """This worker process's revoked ids: told directly, or read from the result store."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, *, quick: bool = False) -> None:
         self.app = app
+        #: reads end within QUICK_CALL (a loop that must not stall: the supervisor)
+        self.quick = quick
         #: id -> signal number to terminate with (None: do not terminate)
         self._told: collections.OrderedDict[str, int | None] = collections.OrderedDict()
         self._lock = threading.Lock()  # note() may come from another thread (remote control)
@@ -117,7 +124,9 @@ class Revocations:
         running = [i for i in running if i]
         with self._lock:
             out = {i: s for i in running if (s := self._told.get(i)) is not None}
-        for task_id, meta in read_revoked(self.app, [i for i in running if i not in out]).items():
+        with retry.quick(QUICK_CALL) if self.quick else contextlib.nullcontext():
+            found = read_revoked(self.app, [i for i in running if i not in out])
+        for task_id, meta in found.items():
             if meta.get("terminate"):
                 try:
                     out[task_id] = signal_number(meta["terminate"])

@@ -16,8 +16,10 @@ they are stored in one ``set_many`` before those acknowledgements go out.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import states
@@ -84,19 +86,23 @@ class AckBatcher:
 
 
 class ResultBatcher:
-    """Collects plain SUCCESS results so a consumer stores them in one ``set_many``.
+    """Collects plain SUCCESS results so they are stored several per ``set_many``.
 
-    Used only where jobs run on the consumer's own thread (solo, prefork
-    children), so a result waits at most until the next loop turn (or the
-    consumer's watcher thread, while a long job runs), and is always flushed
-    before the acknowledgement of its message is sent (see the consumer's
-    ``_settled``). Safe to add and flush from two threads.
+    Where jobs run on the consumer's own thread (solo, prefork children) a job
+    only adds its result (:meth:`add`): it waits at most until the next loop turn (or
+    the consumer's watcher thread, while a long job runs). Where jobs run on
+    threads (threads, asyncio) each job calls :meth:`store`, a group commit: its
+    result goes with those other jobs added meanwhile, in one write. Either way a
+    result is stored before the acknowledgement of its message is sent (see the
+    consumer's ``_settled``): one write at a time, and a result taken by a write
+    is stored, or back in the pending list, when that write ends.
     """
 
     def __init__(self, app: Celery) -> None:
         self.app = app
         self._pending: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
+        self._writing = threading.Lock()
 
     def add(self, task_id: str, meta: dict[str, Any]) -> None:
         with self._lock:
@@ -105,23 +111,49 @@ class ResultBatcher:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def flush(self) -> None:
-        """Store the pending results; they stay pending if the store fails."""
-        with self._lock:
-            batch, self._pending = self._pending, []
-        if not batch or self.app.backend is None:
-            return
-        try:
-            written = self.app.backend.set_many(
-                batch, expires=self.app.result_expires_for(states.SUCCESS))
-        except BaseException:
+    def store(self, task_id: str, meta: dict[str, Any]) -> None:
+        """Add a result and return once it is stored (by this call or a concurrent one)."""
+        self.add(task_id, meta)
+        self.flush()
+
+    @contextlib.contextmanager
+    def carried(self) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+        """The pending results, for a caller that stores them itself (the broker's
+        ``settle_and_receive``) inside the block: as :meth:`flush`, one write at a
+        time, and back to pending if the block raises. Call :meth:`report` with what
+        was written."""
+        with self._writing:
             with self._lock:
-                self._pending[:0] = batch
-            raise
+                batch, self._pending = self._pending, []
+            try:
+                yield batch
+            except BaseException:
+                with self._lock:
+                    self._pending[:0] = batch
+                raise
+
+    @staticmethod
+    def report(batch: list[tuple[str, dict[str, Any]]], written: list[bool]) -> None:
         for (task_id, _), ok in zip(batch, written or (), strict=False):
             if not ok:
                 logger.info("Result of %s not stored: the task was revoked (REVOKED stays)",
                             task_id)
+
+    def flush(self) -> None:
+        """Store the pending results; they stay pending if the store fails."""
+        with self._writing:
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if not batch or self.app.backend is None:
+                return
+            try:
+                written = self.app.backend.set_many(
+                    batch, expires=self.app.result_expires_for(states.SUCCESS))
+            except BaseException:
+                with self._lock:
+                    self._pending[:0] = batch
+                raise
+        self.report(batch, written)
 
 
 def settle(broker: base.Broker, acks: AckBatcher, d: base.Delivery, outcome: Outcome,

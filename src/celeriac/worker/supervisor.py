@@ -12,8 +12,8 @@ connection under a lease ``owner`` id the supervisor chose. The supervisor:
   replacement;
 * renews the leases of every child in one batched call per heartbeat
   (:class:`~celeriac.worker.renewer.Renewer`; children tell it what they hold
-  over their pipes, read every tick), so a task holding its child's GIL cannot
-  lose its lease; a stopped (``SIGSTOP``) child is not renewed and gets fenced;
+  over their pipes, read every 100 ms, every 5 ms while they send), so a task
+  holding its child's GIL cannot lose its lease; a stopped child is fenced;
 * enforces hard time limits: SIGKILL when a task runs past its limit, then
   stores ``FAILURE``/``TimeLimitExceeded`` and acknowledges the message (it
   ran; it is not redelivered); children recycled by ``max_tasks_per_child`` /
@@ -26,6 +26,7 @@ connection under a lease ``owner`` id the supervisor chose. The supervisor:
   import error...), never for children killed from outside;
 * grows and shrinks children with ``--autoscale=max,min`` (queue depth and
   busy children), publishes the node heartbeat and touches the liveness file;
+* rides out broker outages without waiting for the server (:mod:`.outage`);
 * signals: SIGTERM/SIGINT warm, again or SIGQUIT cold, SIGHUP restarts
   children gracefully (see :mod:`.main` for the meaning of warm and cold).
 """
@@ -52,6 +53,7 @@ from .children import (
     app_ref,
     crashed,
     describe,
+    expire_owner,
     kill,
     record_lost,
     record_time_limit,
@@ -59,6 +61,7 @@ from .children import (
 )
 from .health import NodeHealth
 from .nodes import PreforkNode
+from .outage import Outbox
 from .remote import RemoteControl
 from .renewer import Renewer
 from .revocation import Revocations
@@ -71,7 +74,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 COLD_KILL_AFTER = 5.0   # seconds a child gets to give back its messages on a cold stop
-TICK = 0.1
+TICK, BUSY_TICK = 0.1, 0.005  # seconds between ticks: quiet, children sending
 
 
 class Supervisor:
@@ -102,7 +105,7 @@ class Supervisor:
         lease = float(conf.worker_lease_seconds)
         self.renewer = Renewer(self.app.broker, float(conf.worker_heartbeat_interval
                                                       or lease / 3))
-        self.revocations = Revocations(self.app)
+        self.revocations = Revocations(self.app, quick=True)
         self.started_names: collections.Counter[str] = collections.Counter()
         self.targets = TargetWatch(self.app)
         self.task_events = TaskEvents(self.app, worker.hostname)
@@ -111,7 +114,10 @@ class Supervisor:
         self._wake_r, self._wake_w = socket.socketpair()
         self._pending: list[int] = []
         self._quick_deaths = 0
+        self._busy = False  # the children sent something last tick
         self._restart_after = 0.0
+        self.weather = worker.weather  # the node's outages: its own calls, children's slots
+        self.outbox = Outbox()  # broker steps an outage kept (expire_owner, acks...)
 
     # -- life cycle ---------------------------------------------------------------------
     def run(self) -> int:
@@ -123,6 +129,7 @@ class Supervisor:
         self.worker.announce_ready()
         while self.children or self.state == "running":
             self._tick()
+        self.outbox.close()
         self.remote.stop()
         self.health.remove()
         signals.worker_shutdown.send(sender=self.worker)
@@ -131,16 +138,17 @@ class Supervisor:
         return 0
 
     def _tick(self) -> None:
-        # children's pipes are read every tick, not waited on: a lease update per task
-        # must not wake the supervisor (the pipe buffers a tick's worth many times over)
+        # children's pipes are read every tick, not waited on (see the module docstring)
         handles: list[Any] = [self._wake_r]
         handles += [child.process.sentinel for child in self.children.values()]
-        for ready in wait(handles, timeout=TICK):
+        for ready in wait(handles, timeout=BUSY_TICK if self._busy else TICK):
             if ready is self._wake_r:
                 self._wake_r.recv(4096)
-        self._read_messages()
+        self._busy = self._read_messages()
         self._handle_signals()
         self._reap()
+        self.weather.observe_all({pid: c.slot.outage for pid, c in self.children.items()})
+        self.outbox.flush()
         if self.renewer.due():
             self.renewer.renew()
         now = time.time()
@@ -157,9 +165,7 @@ class Supervisor:
         w = self.worker
         conf = self.app.conf
         spec = ChildSpec(owner=f"{w.hostname}:{uuid.uuid4().hex[:16]}", hostname=w.hostname,
-                         queues=list(w.queues), prefetch=w.prefetch.per_child().fixed or 0,
-                         prefetch_budget=None if w.prefetch.fixed is not None
-                         else w.prefetch.budget,
+                         queues=list(w.queues), **w.prefetch.child_options(),
                          max_tasks=conf.worker_max_tasks_per_child,
                          max_memory_kib=conf.worker_max_memory_per_child, parent=os.getpid())
         if self.mp.get_start_method() == "fork":
@@ -204,14 +210,15 @@ class Supervisor:
         self._restart_after = time.monotonic() + delay
         logger.error("Children exit right after starting; next start in %.1fs", delay)
 
-    def _read_messages(self) -> None:
-        for child in list(self.children.values()):
-            self._read_messages_of(child)
+    def _read_messages(self) -> bool:
+        return sum([self._read_messages_of(child) for child in list(self.children.values())]) > 0
 
-    def _read_messages_of(self, child: Child) -> None:
-        """What a child told us: a hard-limited task's delivery, leases held and dropped."""
+    def _read_messages_of(self, child: Child) -> int:
+        """Read what a child told us (a hard-limited task's delivery, leases); how much."""
+        count = 0
         try:
             while child.conn.poll():
+                count += 1
                 message = child.conn.recv()
                 if message[0] == "hard":
                     child.hard = (message[1], message[2], message[3])
@@ -223,7 +230,8 @@ class Supervisor:
                 else:
                     self.renewer.apply(child.process.pid, message)
         except (EOFError, OSError):
-            return
+            pass
+        return count
 
     def _reap(self) -> None:
         for pid, child in list(self.children.items()):
@@ -241,22 +249,23 @@ class Supervisor:
         self._read_messages_of(child)
         held = self.renewer.forget(pid)
         if child.killed_for_limit:
-            record_time_limit(self.app, child)
+            record_time_limit(self.app, child, self.outbox)
             if child.hard is not None:
                 self.task_events.send(("task-failed", {
                     "uuid": child.hard[0], "exception": f"TimeLimitExceeded({slot.hard})",
                     "traceback": None}))
         elif child.terminated is not None:
-            settle_terminated(self.app, child, held, code)
+            settle_terminated(self.app, child, held, code, self.outbox)
             self.task_events.revoked(child.terminated[0], terminated=True,
                                      signum=child.terminated[1])
         elif code != 0:
-            released = self.app.broker.expire_owner(child.owner)
-            logger.error("Process %s pid %d exited with %s; %d message(s) made available "
-                         "for redelivery now", child.process.name, pid, describe(code),
-                         released)
+            logger.error("Process %s pid %d exited with %s", child.process.name, pid,
+                         describe(code))
+            expire_owner(self.app, child.owner, self.outbox,
+                         "%d message(s) of the exited child made available for redelivery")
             if slot.started and slot.acks_early:
-                record_lost(self.app, slot.task_id.decode(), code)
+                record_lost(self.app, slot.task_id.decode(), code, self.outbox)
+        self.weather.observe(pid, None)
         self._note_exit(child, code)
         child.conn.close()
 
@@ -373,6 +382,7 @@ class Supervisor:
     def _go_cold(self, name: str) -> None:
         if self.state != "cold":
             logger.warning("worker: Cold shutdown (%s)", name)
+        self.weather.give_up()
         self.state = "cold"
         self.cold_at = time.time()
         for child in self.children.values():

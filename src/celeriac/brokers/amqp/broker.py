@@ -12,8 +12,10 @@ and process (:class:`~.connection.Link`; a forked child opens its own).
 
 Leases: ``receive`` consumes (``basic.consume``) the queues it is asked for,
 with a per-consumer prefetch of the leases held plus ``limit`` (grown when a
-caller asks for more), so RabbitMQ never hands this process much more than it
-can use; the deliveries that arrived
+caller asks for more, narrowed when it asks for four times fewer, giving back
+what arrived beyond), so RabbitMQ never hands this process much more than it
+can use; ``hold_back`` stops consuming and gives back what arrived unleased (a
+worker whose slots are all busy with slow tasks); the deliveries that arrived
 are handed out by priority (0 first) then arrival order. A lease is the
 unacked delivery: ``ack`` acks it; ``release`` and ``expire_owner`` give it
 back by publishing a copy that carries the counters (``x-celeriac-dc``,
@@ -340,6 +342,10 @@ class AMQPBroker(Consuming, Broker):
         if self.consumer_timeout and (self._holder is None or not self._holder.alive()):
             self._holder = holding.Holder(self, self.consumer_timeout)
 
+    def _roll_if_due(self) -> None:
+        if self._holder is not None and self._holder.due():
+            self._holder.check()
+
     def broadcast_channel(self) -> BroadcastChannel:
         """Events and remote control on kombu's AMQP exchanges (:mod:`.broadcast`)."""
         if self._broadcast is None:
@@ -366,11 +372,7 @@ class AMQPBroker(Consuming, Broker):
                     self._drain(chan.connection, 0.0)
                     with self._state:
                         unleased, self._arrived = self._arrived, []
-                    if unleased:
-                        self._publish_raw([(a.message, a.queue, a.message.priority, None,
-                                            {"counters": a.counters}) for a in unleased])
-                        for a in unleased:
-                            chan.basic_ack(a.tag)
+                    self._return_unleased(chan, unleased)
                     self._flush_acks(chan)
             except Exception:
                 logger.debug("closing the RabbitMQ consumer", exc_info=True)

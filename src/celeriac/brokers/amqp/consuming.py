@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import amqp
+from amqp import exceptions as amqp_errors
 
 from ...messages import Message
 from ...retry import RetryPolicy
@@ -30,6 +31,9 @@ logger = logging.getLogger("celeriac.brokers.amqp")
 #: how ``receive`` waits between attempts while RabbitMQ is unreachable
 RECEIVE_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_step=0.2,
                               interval_max=1.0)
+
+#: the window shrinks once a receive needs this many times fewer than it allows
+NARROW_BELOW = 4
 
 #: one message to publish: (message, queue, priority, not_before, extra: counters/headers)
 Outgoing = tuple[Message, str, int, "float | None", "dict[str, Any] | None"]
@@ -83,6 +87,8 @@ class Consuming:
     _publish_raw: Callable[[Sequence[Outgoing]], None]
     #: start the rollover thread of :mod:`.holding` if it is not running
     _keep_past_consumer_timeout: Callable[[], None]
+    #: the rollover, from the consuming loop itself when due (con.lock held)
+    _roll_if_due: Callable[[], None]
 
     now: Callable[[], float]
 
@@ -112,6 +118,12 @@ class Consuming:
                 time.sleep(min(next(pauses), max(0.0, deadline - time.monotonic())))
             except admin.ChannelReset:
                 self._con.reset_channel()
+            except amqp_errors.IrrecoverableChannelError as exc:
+                # the server closed the consuming channel (consumer_timeout: the
+                # ``consumer_timeout`` option is below the server's): what it held is
+                # requeued, so the connection and its delivery tags are dropped
+                logger.warning("RabbitMQ closed the consuming channel (%s); reconnecting", exc)
+                self._con.reset()
             finally:
                 self._con.lock.release()
 
@@ -124,10 +136,13 @@ class Consuming:
         self._flush_acks(chan)
         with self._state:
             want = len(self._leases) + len(self._arrived) + limit
+            needed = len(self._leases) + limit
         if self.max_prefetch:
-            want = min(want, self.max_prefetch)
+            want, needed = min(want, self.max_prefetch), min(needed, self.max_prefetch)
         if want > self._prefetch:
             self._widen(chan, want)
+        elif needed * NARROW_BELOW <= self._prefetch:  # the caller asks for far fewer now
+            self._narrow(chan, needed, limit)
         new = [q for q in queues if q not in self._consuming]
         for queue in new:
             if queue not in self._foreign and not topology.declare_task_queue(
@@ -144,6 +159,54 @@ class Consuming:
             self._drain(conn, min(wait, 1.0), once=True)
             self._drain(conn, 0.0)
         self._settle_recounts(chan)
+        self._roll_if_due()
+
+    def _narrow(self, chan: amqp.Channel, want: int, keep: int) -> None:
+        """Shrink the window to ``want`` and give back (uncounted) what arrived beyond
+        the ``keep`` the caller asked for, so nothing waits here that another consumer
+        could run."""
+        self._widen(chan, want)
+        self._drain(chan.connection, 0.0)
+        with self._state:
+            ordered = sorted(self._arrived, key=lambda a: (a.message.priority, a.seq))
+            self._arrived, surplus = ordered[:keep], ordered[keep:]
+        self._return_unleased(chan, surplus)
+
+    def hold_back(self, queues: Sequence[str]) -> int:
+        """Stop consuming ``queues`` (the next ``receive`` consumes them again, with a
+        window sized for what it asks) and give back what arrived unleased."""
+        with self._con.lock:
+            if not self._con.connected:
+                return 0
+            try:
+                chan = self._con.channel()
+                for queue in queues:
+                    tag = self._consuming.pop(queue, None)
+                    if tag is not None:
+                        chan.basic_cancel(tag)
+                self._drain(chan.connection, 0.0)
+                wanted = set(queues)
+                with self._state:
+                    back = [a for a in self._arrived if a.queue in wanted]
+                    self._arrived = [a for a in self._arrived if a.queue not in wanted]
+                self._prefetch = 0  # the next consumer gets the window receive asks for
+                self._return_unleased(chan, back)
+            except RETRYABLE_ERRORS as exc:  # RabbitMQ requeues them with the connection
+                logger.debug("hold_back failed (%s); reconnecting", exc)
+                self._con.reset()
+                return 0
+            return len(back)
+
+    def _return_unleased(self, chan: amqp.Channel, arrived: list[_Arrived]) -> None:
+        """Give back deliveries never leased: a copy with their counters, then an ack."""
+        generation = self._con.generation
+        arrived = [a for a in arrived if a.generation == generation]
+        if not arrived:
+            return
+        self._publish_raw([(a.message, a.queue, a.message.priority, None,
+                            {"counters": a.counters}) for a in arrived])
+        for a in arrived:
+            chan.basic_ack(a.tag)
 
     def _widen(self, chan: amqp.Channel, want: int) -> None:
         """Let each consumer hold ``want`` unacked deliveries.

@@ -23,8 +23,10 @@ default 1800, the server's default; 0 turns it off):
 * a delivery that **arrived but was never leased** is given back to its queue
   (uncounted), as on close.
 
-The thread takes the consuming connection's lock between the worker's reads;
-like heartbeats, it cannot run while a task holds the GIL for the whole time.
+Every step runs under the consuming connection's lock: from the worker's own
+reading loop when it reads (``receive``), else from the thread (a task runs in
+the reading thread: solo, prefork). Like heartbeats, it cannot run while a task
+holds the GIL for the whole time.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class Holder:
         self.tick = min(30.0, timeout / 8)
         self.pid = os.getpid()
         self._declared: set[tuple[int, str]] = set()
+        self._last = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="celeriac-amqp-holder",
                                         daemon=True)
@@ -91,19 +94,33 @@ class Holder:
     def stop(self) -> None:
         self._stop.set()
 
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self.tick
+
     def _run(self) -> None:
-        while not self._stop.wait(self.tick):
+        """While the worker reads (a thread pool), its loop does the rollover when due
+        (:meth:`check` from ``receive``: a busy loop would starve this thread of the
+        lock); while it runs a task (solo, prefork), this thread does it."""
+        lock = self.broker._con.lock
+        while not self._stop.wait(self.tick / 2):
+            if not self.due() or not lock.acquire(timeout=self.tick):
+                continue
             try:
-                self.check()
+                if self.due():
+                    self.check()
             except Exception:
                 logger.warning("Could not renew RabbitMQ deliveries before consumer_timeout",
                                exc_info=True)
+            finally:
+                lock.release()
 
     def held_queue(self, queue: str) -> str:
         return f"{HELD_PREFIX}{queue}.{self.broker._nonce}-{os.getpid()}"
 
     def check(self) -> None:
-        """Roll over the old leases and give back old unleased deliveries."""
+        """Roll over the old leases and give back old unleased deliveries (called with
+        the consuming connection's lock held)."""
+        self._last = time.monotonic()
         b = self.broker
         limit = time.monotonic() - self.timeout / 2
         generation = b._con.generation
@@ -119,11 +136,20 @@ class Holder:
             self._roll(token)
 
     def _give_back(self, stale: list[_Arrived]) -> None:
+        """Republish, then ack now: an unacked delivery left for the worker's next read
+        (which a long task delays) would close the channel, leases and all."""
         b = self.broker
         b._publish_raw([(a.message, a.queue, a.message.priority, None,
                          {"counters": a.counters}) for a in stale])
-        with b._state:
-            b._pending_acks.extend((a.generation, a.tag) for a in stale)
+        with b._con.lock:
+            try:
+                if b._con.connected:
+                    chan = b._con.channel()
+                    for a in stale:
+                        if a.generation == b._con.generation:
+                            chan.basic_ack(a.tag)
+            except RETRYABLE_ERRORS:
+                b._con.reset()
 
     def _roll(self, token: str) -> None:
         b = self.broker

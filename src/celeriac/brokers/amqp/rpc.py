@@ -83,6 +83,8 @@ class RPCResultStore(ResultStore):
             reply_queue if callable(reply_queue) else None)
         self._pub = Link(broker_url, self.link_options, confirms=True)
         self._local = threading.local()
+        self._inboxes: list[_Inbox] = []  # every thread's, closed by close()
+        self._inboxes_lock = threading.Lock()
 
     # -- the caller's side ---------------------------------------------------------
     def _inbox(self, create: bool) -> _Inbox | None:
@@ -94,6 +96,8 @@ class RPCResultStore(ResultStore):
         inbox = _Inbox(self._reply_queue(), Link(self.broker_url, self.link_options,
                                                  confirms=False))
         self._local.inbox, self._local.pid = inbox, os.getpid()
+        with self._inboxes_lock:
+            self._inboxes.append(inbox)
         return inbox
 
     def _ready(self, inbox: _Inbox) -> amqp.Connection:
@@ -126,8 +130,9 @@ class RPCResultStore(ResultStore):
             inbox.metas.pop(next(iter(inbox.metas)))
 
     def _drain(self, inbox: _Inbox, task_id: str, timeout: float | None) -> None:
-        """Read replies until ``task_id`` is ready or ``timeout`` (None: forever)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """Read replies until ``task_id`` is ready or ``timeout`` (None: forever; 0: only
+        what has arrived)."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         with inbox.link.lock:
             try:
                 conn = self._ready(inbox)
@@ -136,12 +141,11 @@ class RPCResultStore(ResultStore):
                     if meta is not None and meta.get("status") in states.READY_STATES:
                         return
                     left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        return
-                    try:
-                        conn.drain_events(timeout=1.0 if left is None else min(left, 1.0))
+                    try:  # blocks in the socket read: no polling
+                        conn.drain_events(timeout=1.0 if left is None
+                                          else max(0.0, min(left, 1.0)))
                     except TimeoutError:
-                        if timeout == 0:
+                        if left is not None and left <= 0:
                             return
             except RETRYABLE_ERRORS as exc:
                 inbox.link.reset()
@@ -254,6 +258,12 @@ class RPCResultStore(ResultStore):
 
     def close(self) -> None:
         self._pub.close()
-        inbox = self._inbox(create=False)
-        if inbox is not None:
-            inbox.link.close()
+        with self._inboxes_lock:
+            inboxes, self._inboxes = self._inboxes, []
+        for inbox in inboxes:  # one a thread still waits on is closed with that thread
+            if inbox.link.lock.acquire(blocking=False):
+                try:
+                    inbox.link.close()
+                finally:
+                    inbox.link.lock.release()
+        self._local = threading.local()

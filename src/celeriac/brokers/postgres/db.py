@@ -57,6 +57,21 @@ from .maintenance import Maintenance
 from .migrate import SchemaError, check_version, migrate
 
 logger = logging.getLogger("celeriac.postgres")
+
+
+class _PoolRetries(logging.Filter):
+    """psycopg_pool warns at every reconnection attempt while the server is down; the
+    outage is reported once by celeriac (:func:`celeriac.retry.report_failure`)."""
+
+    NOISE = ("error connecting in", "reconnection attempt in pool", "discarding closed",
+             "discarding broken")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.WARNING
+                    and str(record.msg).startswith(self.NOISE))
+
+
+logging.getLogger("psycopg.pool").addFilter(_PoolRetries())
 T = TypeVar("T")
 
 SCHEMES = ("postgresql", "postgres")
@@ -163,6 +178,8 @@ class Database:
         #: a PostgreSQL broker of this process uses this database (see results.py)
         self.broker_attached = False
         self.where = f"PostgreSQL at {settings.safe_url}"
+        #: connection failures in a row outside a deadline (reports an outage)
+        self.streak = retry.Streak(self.where, "query")
         self.maintenance = Maintenance(self)
 
     # -- connections -------------------------------------------------------------
@@ -199,7 +216,9 @@ class Database:
                     yield conn
             except CONNECTION_ERRORS as exc:
                 self._after_failure()
+                self.streak.failed(exc)  # a consumer's loop retries by itself: an outage
                 raise OperationalError(f"postgres {self.settings.safe_url}: {exc}") from exc
+            self.streak.ok()
             return
         if left <= 0:
             raise OperationalError(f"postgres {self.settings.safe_url}: deadline reached")

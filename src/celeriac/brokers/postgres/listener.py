@@ -26,6 +26,8 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
+from ... import retry
+
 logger = logging.getLogger("celeriac.postgres")
 
 
@@ -103,21 +105,24 @@ class Listener:
 
     def _run(self) -> None:
         backoff = 0.05
+        streak = retry.Streak(f"PostgreSQL at {self.safe_url}", "listen")  # = Database.where
         while not self._stopped:
             try:
                 conn = psycopg.connect(self.conninfo, autocommit=True)
             except psycopg.Error as exc:
                 logger.debug("listener: cannot connect to %s: %s", self.safe_url, exc)
+                streak.failed(exc)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
                 continue
             backoff = 0.05
+            streak.ok()
             try:
                 self._serve(conn)
             except (psycopg.Error, OSError) as exc:
-                if not self._stopped:
-                    logger.warning("listener: connection to %s lost (%s); reconnecting",
-                                   self.safe_url, exc)
+                if not self._stopped:  # an outage is reported once (celeriac.retry)
+                    logger.debug("listener: connection to %s lost (%s); reconnecting",
+                                 self.safe_url, exc)
             finally:
                 with self._cond:
                     self.healthy = False

@@ -9,7 +9,8 @@ rules. ``<prefix>`` is the ``global_keyprefix`` transport option, as kombu
 prefixes ``PUBLISH`` and its subscriptions.
 
 On a Redis Cluster (:class:`ClusterBroadcast`) fan-out is the same plain
-pub/sub (a cluster forwards every ``PUBLISH`` to all its nodes), and a
+pub/sub, published and subscribed on one node per exchange (the master serving
+the exchange's name: a message never reaches a subscriber that came after it), and a
 mailbox's lists are named ``{<routing key>.<exchange>}`` so its ``BRPOP``
 stays in one slot.
 
@@ -48,7 +49,7 @@ class _PubSub(Subscription):
     def __init__(self, channel: RedisBroadcast, exchange: str, patterns: Sequence[str]) -> None:
         self.channel, self.exchange = channel, exchange
         self.patterns = list(patterns) or [""]
-        self.pubsub = channel.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub = channel.pubsub_for(exchange)
         names = sorted({channel.topic(exchange, p.replace("#", "*")) for p in self.patterns})
         try:
             self.pubsub.psubscribe(*names)
@@ -153,6 +154,10 @@ class RedisBroadcast(BroadcastChannel):
         base = f"{self.prefix}/{self.db}.{exchange}"
         return f"{base}/{routing_key}" if routing_key else base
 
+    def pubsub_for(self, exchange: str) -> Any:
+        """A pub/sub connection of its own for a subscription to ``exchange``."""
+        return self.client.pubsub(ignore_subscribe_messages=True)
+
     def call(self, fn: Any) -> Any:
         try:
             return fn(self.client)
@@ -195,3 +200,20 @@ class ClusterBroadcast(RedisBroadcast):
 
     def mailbox_name(self, routing_key: str, exchange: str) -> str:
         return f"{{{routing_key}.{exchange}}}"
+
+    def node_of(self, exchange: str) -> Any:
+        """The master serving the exchange's name: its publishes and subscriptions all go
+        there. A cluster forwards a ``PUBLISH`` to the other nodes over its bus, later:
+        a subscriber on another node could still get a message published before it
+        subscribed."""
+        return self.client.get_node_from_key(  # type: ignore[attr-defined]
+            f"{self.prefix}/{self.db}.{exchange}")
+
+    def pubsub_for(self, exchange: str) -> Any:
+        return self.call(lambda c: c.pubsub(node=self.node_of(exchange),
+                                            ignore_subscribe_messages=True))
+
+    def publish(self, message: Broadcast) -> None:
+        topic = self.topic(message.exchange, message.routing_key)
+        text = fanout.dumps(message)
+        self.call(lambda c: c.publish(topic, text, target_nodes=self.node_of(message.exchange)))

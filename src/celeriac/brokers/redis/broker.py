@@ -52,10 +52,9 @@ renewed by heartbeats replace the visibility timeout (that option is ignored).
 
 Lua scripts: :mod:`.scripts` (every state change but a plain publish, fenced by
 the lease token) and :mod:`.tokens` (``TAKE_TOKEN``, ``_celeriac.rate.<key>``).
-Publishing is a plain pipeline (LPUSH / ZADD, bindings, wake token), or for
-one ready message to a queue this instance already declared, the tiny
-``PUBLISH`` script (one round trip, one reply). The scripts build key names from
-the prefix (on Redis Cluster, :mod:`.cluster`, one with the queue's hash tag).
+Publishing is a plain pipeline (LPUSH / ZADD, bindings, wake token; see
+:mod:`.publishing`), one round trip. The scripts build key names from the
+prefix (on Redis Cluster, :mod:`.cluster`, one with the queue's hash tag).
 
 Crash analysis: a message leaves a ready list only inside the ``RECEIVE``
 script, which records the lease in the same atomic step; a consumer killed
@@ -73,37 +72,54 @@ message the moment the BLPOP returns, in the same round trip. The wait is bounde
 by the next delayed due time or lease expiry, by 5 s, and by ``polling_interval``
 (default 0.1 s, the latency of a Celery producer's messages; ``None`` stops polling).
 
-Failures: ``receive`` swallows connection errors, backs off (up to 1 s) and
-retries until its timeout, then returns ``[]``; other calls retry by
-``retry_policy`` through :func:`celeriac.retry.call`, then raise
-:class:`~celeriac.exceptions.OperationalError` naming the URL (one attempt inside
-a producer's publish, which owns the policy and the deadline). Scripts are
-reloaded after ``NOSCRIPT``.
+Failures: ``receive`` swallows connection errors (from the third in a row it reports
+an outage, :class:`celeriac.retry.Streak`), backs off (up to 1 s) and retries until
+its timeout, then returns ``[]``; other calls retry by ``retry_policy`` through
+:func:`celeriac.retry.call`, then raise :class:`~celeriac.exceptions.OperationalError`
+naming the URL (one attempt inside a producer's publish, which owns the policy and
+the deadline). Scripts are reloaded after ``NOSCRIPT``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
-from bisect import bisect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import redis
 
 from ...messages import Message
-from ...retry import RetryPolicy
-from ..base import BroadcastChannel, Broker, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from ...retry import RetryPolicy, Streak
+from ..base import (
+    BroadcastChannel,
+    Broker,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    QueueStats,
+)
 from ..buckets import bucket_take
 from . import scripts as redis_scripts
-from .bookkeeping import SEP, queue_names, read_dead_letters, read_delayed, store_dead_letter
+from .bookkeeping import queue_names, read_dead_letters, read_delayed, store_dead_letter
 from .broadcast import RedisBroadcast
-from .client import RETRYABLE_ERRORS, Connection, connection, retrying, run_script
+from .client import (
+    RETRYABLE_ERRORS,
+    Connection,
+    connection,
+    evalsha,
+    retrying,
+    run_pipeline,
+    run_script,
+    where_of,
+)
 from .durability import ReplicaWaits, retry_policy_for
+from .publishing import RedisPublishing
 from .replies import parse_receive
+from .result_scripts import SETTLE
+from .settling import RedisSettling
 from .slots import RedisSlots
 from .tokens import SCRIPTS as TOKEN_SCRIPTS
 
@@ -113,11 +129,10 @@ RECEIVE_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_st
 DEFAULT_STEPS = (0, 3, 6, 9)
 _CHUNK = 1000
 _T = TypeVar("_T")
-_SCRIPTS = {**redis_scripts.ALL, **TOKEN_SCRIPTS}
-ETA = "\x00eta\x00"  # marks the staged _celeriac.eta.<queue> entries (never a queue name)
+_SCRIPTS = {**redis_scripts.ALL, **TOKEN_SCRIPTS, "settle": SETTLE}
 
 
-class RedisBroker(ReplicaWaits, RedisSlots, Broker):
+class RedisBroker(ReplicaWaits, RedisPublishing, RedisSettling, RedisSlots, Broker):
     """Celery-compatible Redis broker with leases, delays and dead letters."""
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "sentinel")
@@ -138,6 +153,7 @@ class RedisBroker(ReplicaWaits, RedisSlots, Broker):
         self.delay_in_broker = bool(self.options.get("delay_in_broker", False))
         self._nonce = uuid.uuid4().hex[:8] + ":"
         self._declared: set[str] = set()
+        self._quiet_wake: dict[str, float] = {}
         #: (pid, client, scripts, direct connection), replaced as a whole so threads
         #: never see a half-built connection; rebuilt after a fork
         self._conn: Connection | None = None
@@ -160,117 +176,49 @@ class RedisBroker(ReplicaWaits, RedisSlots, Broker):
     def _retrying(self, what: str, call: Callable[[], _T]) -> _T:
         return retrying(self.url, what, call, self.retry_policy)
 
-    def _step(self, priority: int) -> int:
-        return self.steps[bisect(self.steps, priority) - 1]
-
-    def _list_key(self, queue: str, step: int) -> str:
-        return f"{self.prefix}{queue}{SEP}{step}" if step else f"{self.prefix}{queue}"
-
-    def _key(self, name: str) -> str:
-        return f"{self.prefix}{name}"
-
-    # -- producing ----------------------------------------------------------------
-    def publish(self, message: Message, queue: str, *, not_before: float | None = None,
-                priority: int | None = None) -> None:
-        if queue not in self._declared or (not_before is not None and not_before > self.now()):
-            self.publish_many([Publish(message, queue, not_before, priority)])
-            return
-        # fast path (a declared queue, ready now): one script call, one reply
-        prio = self.message_priority(message, priority)
-        text = json.dumps(self._envelope(message, queue, prio))
-        key = f"{queue}{SEP}{self._step(prio)}" if self._step(prio) else queue
-        self._retrying("publish", partial(self._script, "publish", key, queue, text))
-        self.await_replicas()
-
-    def publish_many(self, items: Iterable[Publish]) -> None:
-        batch = list(items)
-        now = self.now()
-        for start in range(0, len(batch), 10 * _CHUNK):
-            chunk = batch[start:start + 10 * _CHUNK]
-            staged = self._stage(chunk, now)
-            self._retrying("publish", partial(self._send, staged))
-            self._declared.update(staged[3])
-        self.await_replicas()
-
-    def _stage(self, batch: list[Publish], now: float) -> tuple[
-            dict[str, list[str]], dict[str, dict[str, float]], dict[str, int], set[str]]:
-        ready: dict[str, list[str]] = {}
-        delayed: dict[str, dict[str, float]] = {}
-        counts: dict[str, int] = {}
-        for item in batch:
-            prio = self.message_priority(item.message, item.priority)
-            text = json.dumps(self._envelope(item.message, item.queue, prio))
-            step = self._step(prio)
-            due = float(item.not_before or 0.0)
-            future = due > now
-            parked = self.delay_in_broker or not item.message.headers.get("eta")  # Celery: now
-            if future and parked:
-                member = f"{uuid.uuid4().hex}{step:02d}{text}"
-                delayed.setdefault(item.queue, {})[member] = due
-            else:
-                ready.setdefault(self._list_key(item.queue, step), []).append(text)
-            if future and not parked:  # ready for Celery workers; RECEIVE
-                eta = delayed.setdefault(ETA + item.queue, {})  # parks it for celeriac's
-                eta[hashlib.sha1(text.encode()).hexdigest()] = due
-            counts[item.queue] = counts.get(item.queue, 0) + 1
-        return ready, delayed, counts, set(counts) - self._declared
-
-    @staticmethod
-    def _envelope(message: Message, queue: str, priority: int) -> dict[str, Any]:
-        env = message.to_envelope(queue, priority)
-        info = env["properties"]["delivery_info"]
-        if isinstance(info, dict):  # a malformed one is kept for the worker to name
-            info["routing_key"] = queue
-        return env
-
-    def _send(self, staged: tuple[dict[str, list[str]], dict[str, dict[str, float]],
-                                  dict[str, int], set[str]]) -> None:
-        ready, delayed, counts, new_queues = staged
-        commands: list[tuple[Any, ...]] = []
-        for queue in new_queues:
-            member = f"{queue}{SEP}{SEP}{queue}"
-            commands += [("SADD", self._key(f"_kombu.binding.{queue}"), member),
-                         ("SADD", self._key(f"_kombu.binding_permanent.{queue}"), member),
-                         ("SADD", self._key("_celeriac.queues"), queue)]
-        for key, texts in ready.items():
-            for i in range(0, len(texts), _CHUNK):
-                commands.append(("LPUSH", key, *texts[i:i + _CHUNK]))
-        for queue, members in delayed.items():
-            scored = [x for member, due in members.items() for x in (repr(due), member)]
-            key = (f"_celeriac.eta.{queue[len(ETA):]}" if queue.startswith(ETA)
-                   else f"_celeriac.delayed.{queue}")
-            commands.append(("ZADD", self._key(key), *scored))
-        for queue, count in counts.items():
-            wake = self._key(f"_celeriac.wake.{queue}")
-            commands += [("LPUSH", wake, *["1"] * min(count, redis_scripts.WAKE_CAP)),
-                         ("LTRIM", wake, 0, redis_scripts.WAKE_CAP - 1)]
-        self._connection()[3].pipeline(commands)
-
     # -- consuming ------------------------------------------------------------------
     def receive(self, queues: Sequence[str], *, owner: str, limit: int = 1,
                 timeout: float = 1.0) -> list[Delivery]:
+        return self.ack_and_receive((), queues, owner=owner, limit=limit, timeout=timeout)[1]
+
+    def ack_and_receive(self, acks: Sequence[Delivery], queues: Sequence[str], *, owner: str,
+                        limit: int = 1, timeout: float = 1.0) -> tuple[int, list[Delivery]]:
+        """``ACK`` and ``RECEIVE`` pipelined: one round trip (acks that cannot get through
+        before ``timeout`` raise, so the caller keeps them for its next turn)."""
+        acks = list(acks)
+        done = self.ack(acks[:-_CHUNK]) if len(acks) > _CHUNK else 0
+        pending = acks[-_CHUNK:]
         queues = list(dict.fromkeys(queues))
         if not queues:
+            done += self.ack(pending) if pending else 0
             time.sleep(max(0.0, timeout))
-            return []
+            return done, []
         deadline = time.monotonic() + max(0.0, timeout)
         pauses, hint, waited = RECEIVE_BACKOFF.intervals(), None, False
         limit = max(1, int(limit))
+        streak = Streak(where_of(self.url), "receive")  # reports an outage
         while True:
             try:
                 if waited:  # the wait and the next attempt share one round trip
                     got, hint = self._wait_then_receive(queues, owner, limit,
                                                         deadline - time.monotonic(), hint)
+                elif pending:
+                    acked, got, hint = self._ack_and_receive_once(queues, owner, limit, pending)
+                    done, pending = done + acked, []
                 else:
                     got, hint = self._receive_once(queues, owner, limit)
+                streak.ok()
                 if got:
-                    return got
+                    return done, got
                 waited, pauses = True, RECEIVE_BACKOFF.intervals()
-            except RETRYABLE_ERRORS:
+            except RETRYABLE_ERRORS as exc:
+                streak.failed(exc)
+                if pending and deadline - time.monotonic() <= 0:
+                    raise  # the acks did not get through: the caller sends them again
                 waited = False
                 time.sleep(min(next(pauses), max(0.0, deadline - time.monotonic())))
-            if deadline - time.monotonic() <= 0:
-                return []
+            if deadline - time.monotonic() <= 0 and not pending:
+                return done, []
 
     def _receive_args(self, queues: list[str], owner: str, limit: int) -> list[Any]:
         return [owner, limit, self.lease_seconds, self._nonce, len(queues), *queues,
@@ -280,6 +228,17 @@ class RedisBroker(ReplicaWaits, RedisSlots, Broker):
                       limit: int) -> tuple[list[Delivery], float | None]:
         reply = self._script("receive", *self._receive_args(queues, owner, limit))
         return self._deliveries(reply, queues, owner)
+
+    def _ack_and_receive_once(self, queues: list[str], owner: str, limit: int,
+                              acks: list[Delivery]) -> tuple[int, list[Delivery], float | None]:
+        """``ACK`` then ``RECEIVE`` in one pipeline: (acknowledged, deliveries, hint)."""
+        _, _, scripts, direct = self._connection()
+        acked, reply = run_pipeline(direct, [
+            evalsha(scripts["ack"], [], [self.prefix, *(d.token for d in acks)]),
+            evalsha(scripts["receive"], [], [self.prefix,
+                                             *self._receive_args(queues, owner, limit)]),
+        ], [scripts["ack"], scripts["receive"]])
+        return (int(acked), *self._deliveries(reply, queues, owner))
 
     def _wait_then_receive(self, queues: list[str], owner: str, limit: int,
                            remaining: float, hint: float | None

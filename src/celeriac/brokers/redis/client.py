@@ -9,10 +9,7 @@ parent's sockets are never touched), because entries remember the pid that
 created them.
 
 Hot paths (publish, receive, ack, result writes and reads) go through
-:class:`Direct`: one dedicated connection per thread, used with redis-py's
-raw ``send``/``read`` calls. redis-py 8 spends about 40 µs of Python per
-command on pool checkout, retries and observability hooks; a script call on a
-raw connection takes about half the time of the same call through the client.
+:class:`~.direct.Direct` (one raw connection per thread, see :mod:`.direct`).
 
 Redis Cluster URLs (``redis+cluster://[user:password@]host:port[,host:port...]``,
 ``rediss+cluster://`` with TLS) name some of the cluster's nodes; the client
@@ -26,9 +23,8 @@ and may give ``sentinel_kwargs`` (e.g. the sentinels' own password).
 
 Failures: :func:`retrying` runs a call through :func:`celeriac.retry.call`
 (the project's one retry helper) with Redis's connection errors as the
-retryable ones; redis-py's own retries are off. :class:`Direct` calls made
-during a publish cap their socket timeouts by the publish deadline
-(:func:`bounded_by_deadline`).
+retryable ones; redis-py's own retries are off. :class:`~.direct.Direct` calls
+made during a publish cap their socket timeouts by the publish deadline.
 
 Options understood (the rest are ignored here): ``socket_timeout``,
 ``socket_connect_timeout``, ``socket_keepalive``, ``max_connections``,
@@ -40,8 +36,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -56,6 +51,13 @@ from ... import retry
 from ...exceptions import ImproperlyConfigured
 from ...retry import RetryPolicy
 from ..base import redact
+from .direct import (  # noqa: F401 - re-exported: the stores import them from here
+    Direct,
+    direct_for,
+    evalsha,
+    run_pipeline,
+    run_script,
+)
 
 _T = TypeVar("_T")
 _V = TypeVar("_V")
@@ -106,39 +108,14 @@ def is_cluster_url(url: str) -> bool:
     return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
 
 
+def where_of(url: str) -> str:
+    """How errors and outage reports name the server at ``url`` (password hidden)."""
+    return f"Redis at {redact(url)}"
+
+
 def retrying(url: str, what: str, call: Callable[[], _T], policy: RetryPolicy) -> _T:
     """Run ``call`` through :func:`celeriac.retry.call`, retrying Redis connection errors."""
-    return retry.call(call, policy, retry_on=RETRYABLE_ERRORS, what=what,
-                      where=f"Redis at {redact(url)}")
-
-
-@contextmanager
-def bounded_by_deadline(conn: Any) -> Iterator[None]:
-    """Make ``conn``'s socket timeouts no longer than the running publish's deadline.
-
-    A server that accepts connections but never answers would otherwise hold
-    the caller for ``socket_timeout`` (30 s) per attempt. Outside a deadline
-    (consumers, result reads) the configured timeouts apply unchanged.
-    """
-    left = retry.time_left()
-    if left is None:
-        yield
-        return
-    if left <= 0:
-        raise redis.TimeoutError("deadline reached")
-    read, connect = conn.socket_timeout, conn.socket_connect_timeout
-    conn.socket_timeout = left if read is None else min(read, left)
-    conn.socket_connect_timeout = left if connect is None else min(connect, left)
-    sock = getattr(conn, "_sock", None)
-    if sock is not None:
-        sock.settimeout(conn.socket_timeout)
-    try:
-        yield
-    finally:
-        conn.socket_timeout, conn.socket_connect_timeout = read, connect
-        sock = getattr(conn, "_sock", None)
-        if sock is not None:
-            sock.settimeout(read)
+    return retry.call(call, policy, retry_on=RETRYABLE_ERRORS, what=what, where=where_of(url))
 
 
 def _client_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -298,73 +275,6 @@ def forget_clients() -> None:
     _clients.clear(lambda client: client.close())
 
 
-class Direct:
-    """Per-thread raw connections of ``client``'s pool, for commands on hot paths.
-
-    Each thread (of each process: a forked child never touches its parent's
-    socket) gets its own connection, built like the pool's but not counted by
-    it, and keeps it. A connection error or an interrupted read drops the socket
-    (the next call reconnects); error replies are raised after every reply of
-    the batch was read, so the stream always stays in sync.
-    """
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._pool = client.connection_pool
-        self._local = threading.local()
-
-    def _connection(self) -> Any:
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            local.conn = self._pool.connection_class(**self._pool.connection_kwargs)
-            local.pid = os.getpid()
-        return local.conn
-
-    def execute(self, *args: Any) -> Any:
-        """Send one command and return its raw reply."""
-        return self.pipeline([args])[0]
-
-    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """Send ``commands`` in one write; return their raw replies in order."""
-        conn = self._connection()
-        replies: list[Any] = []
-        error: redis.ResponseError | None = None
-        try:
-            with bounded_by_deadline(conn):
-                if not conn.is_connected:
-                    conn.connect()  # sentinel connections find the master here
-                conn.send_packed_command(conn.pack_commands(commands))
-                for _ in commands:
-                    try:
-                        replies.append(conn.read_response())
-                    except redis.ResponseError as exc:  # a whole reply was read: in sync
-                        error = error or exc
-                        replies.append(exc)
-        except BaseException:
-            conn.disconnect()
-            raise
-        if error is not None:
-            if isinstance(error, redis.exceptions.ReadOnlyError):
-                conn.disconnect()  # a master turned replica (Sentinel): find the new one
-            raise error
-        return replies
-
-    def close(self) -> None:
-        """Drop this thread's connection."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
-            conn.disconnect()
-        self._local.pid = None
-
-
-def direct_for(client: redis.Redis) -> Direct:
-    """The :class:`Direct` connections of ``client`` (one set per client)."""
-    found: Direct | None = getattr(client, "_celeriac_direct", None)
-    if found is None:
-        found = Direct(client)
-        client._celeriac_direct = found  # type: ignore[attr-defined]
-    return found
-
-
 #: (pid, client, registered scripts by name, direct connections): one process's connection
 Connection = tuple[int, redis.Redis, dict[str, Any], Direct]
 
@@ -378,13 +288,3 @@ def connection(url: str, options: Mapping[str, Any], scripts: Mapping[str, str],
     client = get_client(url, options)
     registered = {name: client.register_script(src) for name, src in scripts.items()}
     return os.getpid(), client, registered, direct_for(client)
-
-
-def run_script(direct: Direct, script: Any, keys: list[str], args: list[Any]) -> Any:
-    """``EVALSHA`` on a raw connection, loading the script again after ``NOSCRIPT`` (a
-    restarted or flushed server)."""
-    try:
-        return direct.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-    except redis.exceptions.NoScriptError:
-        direct.execute("SCRIPT", "LOAD", script.script)
-        return direct.execute("EVALSHA", script.sha, len(keys), *keys, *args)

@@ -1,9 +1,8 @@
 """The Redis Cluster broker (``redis+cluster://``, ``rediss+cluster://``).
 
 Capabilities: those of :class:`~.broker.RedisBroker` (the same scripts, leases,
-delays, priorities, dead letters, rate limits), except slots and unique claims
-(``serial_task``, ``concurrency_limit``, ``unique_for``), which a cluster refuses
-for now (:mod:`celeriac.brokers.slotting`).
+delays, priorities, dead letters, rate limits, slots and unique claims; slots
+are kept as :mod:`.cluster_slots` says).
 
 Key → slot layout: every key of one queue carries the hash tag of that queue,
 ``<prefix>{<queue>}``, in front of the single-Redis name of
@@ -44,19 +43,30 @@ from typing import Any, ClassVar
 import redis
 
 from ...messages import Message
-from ..base import BroadcastChannel, Capabilities, DeadLetter, Delivery, Publish, QueueStats
+from ..base import (
+    BroadcastChannel,
+    Broker,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Publish,
+    QueueStats,
+)
 from ..buckets import bucket_take
-from ..slotting import SlotMethods
 from . import scripts as redis_scripts
 from .bookkeeping import SEP, read_dead_letters, read_delayed, store_dead_letter
 from .broadcast import ClusterBroadcast
-from .broker import _SCRIPTS, ETA, RedisBroker
+from .broker import _SCRIPTS, RedisBroker
 from .client import Connection, run_script
 from .cluster_client import cluster_connection, router_of
+from .cluster_slots import SCRIPTS as SLOT_SCRIPTS
+from .cluster_slots import ClusterSlots
 from .durability import checked_wait, wait_command
+from .publishing import ETA
 from .replies import parse_receive
 
 _CHUNK = 1000
+_CLUSTER_SCRIPTS = {**_SCRIPTS, **SLOT_SCRIPTS}
 
 
 def split_token(token: str) -> tuple[str, str]:
@@ -65,17 +75,11 @@ def split_token(token: str) -> tuple[str, str]:
     return inner, queue
 
 
-class RedisClusterBroker(RedisBroker):
+class RedisClusterBroker(ClusterSlots, RedisBroker):
     """The Redis broker on a Redis Cluster: one hash slot per queue."""
 
     schemes: ClassVar[tuple[str, ...]] = ("redis+cluster", "rediss+cluster")
     capabilities: ClassVar[Capabilities] = RedisBroker.capabilities
-
-    acquire_slot = SlotMethods.acquire_slot
-    release_slot = SlotMethods.release_slot
-    slot_holders = SlotMethods.slot_holders
-    claim_unique = SlotMethods.claim_unique
-    release_unique = SlotMethods.release_unique
 
     def __init__(self, url: str, *, lease_seconds: float = 30.0,
                  options: Mapping[str, Any] | None = None) -> None:
@@ -84,7 +88,8 @@ class RedisClusterBroker(RedisBroker):
 
     # -- plumbing ----------------------------------------------------------------
     def _connection(self) -> Connection:
-        conn = self._conn = cluster_connection(self.url, self.options, _SCRIPTS, self._conn)
+        conn = self._conn = cluster_connection(self.url, self.options, _CLUSTER_SCRIPTS,
+                                               self._conn)
         return conn
 
     def queue_prefix(self, queue: str) -> str:
@@ -112,9 +117,14 @@ class RedisClusterBroker(RedisBroker):
                 or (not_before is not None and not_before > self.now())):
             self.publish_many([Publish(message, queue, not_before, priority)])
             return
-        prio = self.message_priority(message, priority)
-        text = json.dumps(self._envelope(message, queue, prio))
-        key = f"{queue}{SEP}{self._step(prio)}" if self._step(prio) else queue
+        key, text = self.render_envelope(message, queue, priority)
+        self.publish_rendered(key, queue, text)
+
+    def declared(self, queue: str) -> bool:
+        return queue in self._declared and wait_command(self.options) is None
+
+    def publish_rendered(self, key: str, queue: str, text: str) -> None:
+        """The ``PUBLISH`` script on the queue's slot (message and wake token together)."""
         self._retrying("publish", partial(self._qscript, queue, "publish", key, queue, text))
 
     def _send(self, staged: tuple[dict[str, list[str]], dict[str, dict[str, float]],
@@ -165,6 +175,20 @@ class RedisClusterBroker(RedisBroker):
                                   *self._receive_args(queues, owner, limit))
             return self._deliveries(reply, queues, owner)
         return self._receive_several(queues, owner, limit)
+
+    def settle_and_receive(self, store: Any, results: Sequence[tuple[str, Mapping[str, Any]]],
+                           expires: float | None, acks: Sequence[Delivery],
+                           queues: Sequence[str], *, owner: str,
+                           limit: int = 1) -> tuple[list[bool], int, list[Delivery]]:
+        """Results and leases live in different slots: the interface's steps, in order."""
+        return Broker.settle_and_receive(self, store, results, expires, acks, queues,
+                                         owner=owner, limit=limit)
+
+    def _ack_and_receive_once(self, queues: list[str], owner: str, limit: int,
+                              acks: list[Delivery]) -> tuple[int, list[Delivery], float | None]:
+        """Tokens live in their own queues' slots: acknowledged per slot, then the lease."""
+        done = self.ack(acks)
+        return (done, *self._receive_once(queues, owner, limit))
 
     def _receive_several(self, queues: list[str], owner: str,
                          limit: int) -> tuple[list[Delivery], float | None]:

@@ -62,7 +62,8 @@ class Router(Direct):
         node = self.cluster.get_node_from_key(key)
         return direct_for(self.cluster.get_redis_connection(node))
 
-    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    def pipeline(self, commands: Sequence[Sequence[Any]], *,
+                 raise_errors: bool = True) -> list[Any]:
         groups: dict[int, tuple[Direct, list[int]]] = {}
         last: Direct | None = getattr(self._local, "last", None)
         try:
@@ -78,7 +79,8 @@ class Router(Direct):
         replies: list[Any] = [None] * len(commands)
         for direct, indexes in groups.values():
             try:
-                got = direct.pipeline([commands[i] for i in indexes])
+                got = direct.pipeline([commands[i] for i in indexes],
+                                      raise_errors=raise_errors)
             except REROUTE_ERRORS:
                 self.refresh()
                 raise

@@ -68,10 +68,10 @@ class RedisClusterResultStore(RedisResultStore):
         return values
 
     def _write(self, items: list[tuple[str, str]], expires: float | None) -> None:
-        self._write_metas([(key, value, False) for key, value in items], expires)
+        self._write_guarded([(key, value, 0) for key, value in items], expires)
 
-    def _write_metas(self, rows: list[tuple[str, str, bool]],
-                     expires: float | None) -> list[bool]:
+    def _write_guarded(self, rows: list[tuple[str, str, int]],
+                       expires: float | None) -> list[bool]:
         """One script call per key (each on its key's master, pipelined per master)."""
         if expires is None or expires <= 0:
             ttl = ""
@@ -82,11 +82,11 @@ class RedisClusterResultStore(RedisResultStore):
         return [bool(int(flag)) for flag in self._retrying("set", partial(
             self._write_each, rows, ttl))]
 
-    def _write_each(self, rows: list[tuple[str, str, bool]], ttl: str) -> list[Any]:
+    def _write_each(self, rows: list[tuple[str, str, int]], ttl: str) -> list[Any]:
         conn = self._connection()
         script, router = conn[2]["write_metas"], router_of(conn)
-        commands = [("EVALSHA", script.sha, 1, key, ttl, value, int(guarded))
-                    for key, value, guarded in rows]
+        commands = [("EVALSHA", script.sha, 1, key, ttl, value, int(guard))
+                    for key, value, guard in rows]
         try:
             replies = router.pipeline(commands)
         except redis.exceptions.NoScriptError:  # a restarted master: load, send again

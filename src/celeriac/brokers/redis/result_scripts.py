@@ -3,8 +3,10 @@
 :data:`CHORD_ADD` records one chord header member and returns every member's
 meta, ordered, to the call that completes the set (an empty size argument:
 read Celery's ``.s`` key); :data:`WRITE_METAS` writes task metas as Celery does
-(``SET[EX]`` + ``PUBLISH``) under the REVOKED rule. Key layouts are described
-in :mod:`.results`.
+(``SET[EX]`` + ``PUBLISH``) under the final-state rules (never over REVOKED; for
+``set_unless_succeeded`` never over SUCCESS either), each check and its write one
+atomic step. Every key a script touches is passed in ``KEYS``; key layouts are
+described in :mod:`.results`.
 """
 
 CHORD_ADD = r"""
@@ -35,34 +37,75 @@ return out
 """
 
 
-#: KEYS: task meta keys; ARGV[1]: "" (no expiry), "ex:<s>" or "px:<ms>"; then per key its
-#: meta and "1" when the REVOKED rule applies. Writes as Celery does (SET[EX] + PUBLISH).
-WRITE_METAS = r"""
-local ttl = ARGV[1]
-local out = {}
-for i, key in ipairs(KEYS) do
-  local value, guarded = ARGV[2 * i], ARGV[2 * i + 1]
-  local refuse = false
-  if guarded == '1' then
-    local cur = redis.call('GET', key)
-    if cur and #cur < 65536 and string.find(cur, 'REVOKED', 1, true) then
-      local ok, meta = pcall(cjson.decode, cur)
-      refuse = ok and type(meta) == 'table' and meta['status'] == 'REVOKED'
+#: Lua functions: ``write_metas(keys, first, count, ttl, base)`` writes ``count`` metas,
+#: ``KEYS[first..]`` with ``ARGV[base + 2i - 1]`` (meta) and ``ARGV[base + 2i]`` (guard: 1
+#: refuses the write over a stored REVOKED meta, 2 over a SUCCESS one, 3 over both, 0
+#: none), as Celery writes them (SET[EX] + PUBLISH); ``ttl``: "" (no expiry), "ex:<s>"
+#: or "px:<ms>". Returns 1/0 per meta (written / refused).
+WRITE_FUNCTIONS = r"""
+-- the stored status, when it is one a guard names (a malformed meta has none)
+local function status_of(cur)
+  if not (string.find(cur, 'REVOKED', 1, true) or string.find(cur, 'SUCCESS', 1, true)) then
+    return nil
+  end
+  if #cur < 65536 then
+    local ok, meta = pcall(cjson.decode, cur)
+    if ok and type(meta) == 'table' then return meta['status'] end
+    return nil
+  end
+  return string.match(cur, '^%s*{%s*"status"%s*:%s*"(%u+)"')  -- Celery writes it first
+end
+local function write_metas(first, count, ttl, base)
+  local out = {}
+  for i = 1, count do
+    local key = KEYS[first + i - 1]
+    local value, guard = ARGV[base + 2 * i - 1], tonumber(ARGV[base + 2 * i])
+    local refuse = false
+    if guard > 0 then
+      local cur = redis.call('GET', key)
+      local status = cur and status_of(cur)
+      refuse = (status == 'REVOKED' and guard % 2 == 1) or (status == 'SUCCESS' and guard >= 2)
+    end
+    if refuse then
+      out[i] = 0
+    else
+      if ttl == '' then
+        redis.call('SET', key, value)
+      elseif string.sub(ttl, 1, 3) == 'ex:' then
+        redis.call('SETEX', key, tonumber(string.sub(ttl, 4)), value)
+      else
+        redis.call('SET', key, value, 'PX', tonumber(string.sub(ttl, 4)))
+      end
+      redis.call('PUBLISH', key, value)
+      out[i] = 1
     end
   end
-  if refuse then
-    out[i] = 0
-  else
-    if ttl == '' then
-      redis.call('SET', key, value)
-    elseif string.sub(ttl, 1, 3) == 'ex:' then
-      redis.call('SETEX', key, tonumber(string.sub(ttl, 4)), value)
-    else
-      redis.call('SET', key, value, 'PX', tonumber(string.sub(ttl, 4)))
-    end
-    redis.call('PUBLISH', key, value)
-    out[i] = 1
+  return out
+end
+"""
+
+#: KEYS: task meta keys; ARGV[1]: the ttl; then per key its meta and guard (above).
+WRITE_METAS = WRITE_FUNCTIONS + r"""
+return write_metas(1, #KEYS, ARGV[1], 1)
+"""
+
+#: A worker's settled batch, results before acknowledgements in one atomic step (a
+#: failed write ends the script before any acknowledgement). KEYS: the n task meta
+#: keys, then per acknowledgement its lease hash, its queue's lease zset and its owner's
+#: set; ARGV: ttl, n, n x (meta, guard), then the lease tokens. Returns the n written
+#: flags followed by how many leases were still held (and are deleted now).
+SETTLE = WRITE_FUNCTIONS + r"""
+local n = tonumber(ARGV[2])
+local out = write_metas(1, n, ARGV[1], 2)
+local done, t = 0, 2 + 2 * n
+for j = n + 1, #KEYS, 3 do
+  t = t + 1
+  if redis.call('DEL', KEYS[j]) == 1 then  -- the token is the fence: still ours
+    redis.call('ZREM', KEYS[j + 1], ARGV[t])
+    redis.call('SREM', KEYS[j + 2], ARGV[t])
+    done = done + 1
   end
 end
+out[n + 1] = done
 return out
 """

@@ -6,8 +6,10 @@ in one of ``:_-.``):
 * ``celery-task-meta-<task_id>``: task meta JSON, written with ``SETEX <key>
   <expires> <json>; PUBLISH <key> <json>`` (the channel has the key's name), so
   Celery's ``AsyncResult.get()`` wakes up, inside one script
-  (:data:`WRITE_METAS`) that refuses a write over a stored ``REVOKED`` meta
-  (the REVOKED rule of :mod:`celeriac.results.store`);
+  (:data:`~.result_scripts.WRITE_METAS`) that refuses a write over a stored
+  ``REVOKED`` meta (the REVOKED rule of :mod:`celeriac.results.store`) and, for
+  :meth:`~RedisResultStore.set_unless_succeeded`, over a ``SUCCESS`` one, in the
+  same atomic step (no read before the write);
 * ``celery-taskset-meta-<group_id>``: ``GroupResult.save`` meta, same write;
 * chord join, Celery 5.5 layout: ``celery-taskset-meta-<gid>.j`` (zset,
   member ``[1, task_id, status, result]`` JSON, score = index), ``.s`` (size),
@@ -32,7 +34,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import partial
 from typing import Any, ClassVar
 
@@ -268,16 +270,40 @@ class RedisResultStore(ResultStore):
                      expires: float | None) -> list[bool]:
         """Task metas in one script per 1,000 (each ``SET[EX]`` + ``PUBLISH``, as Celery
         writes them), refused over a stored REVOKED meta in the same atomic step."""
+        return self._write_guarded([(key, value, int(guarded)) for key, value, guarded in rows],
+                                   expires)
+
+    def set_unless_succeeded(self, task_id: str, meta: Mapping[str, Any], *,
+                             expires: float | None = -1) -> bool:
+        """One script call: the REVOKED rule and "never over SUCCESS" checked and the
+        meta written in one atomic step (no read before the write)."""
+        guard = 2 if meta.get("status") == states.REVOKED else 3
+        return self._write_guarded([(self.task_key(task_id), encode_meta(meta), guard)],
+                                   self.expires if expires == -1 else expires)[0]
+
+    @staticmethod
+    def ttl_argument(expires: float | None) -> str:
+        """The scripts' expiry argument: "" (none), "ex:<s>" or "px:<ms>"."""
         if expires is None or expires <= 0:
-            ttl = ""
-        elif float(expires).is_integer():
-            ttl = f"ex:{int(expires)}"
-        else:
-            ttl = f"px:{max(1, int(expires * 1000))}"
+            return ""
+        if float(expires).is_integer():
+            return f"ex:{int(expires)}"
+        return f"px:{max(1, int(expires * 1000))}"
+
+    def guarded_rows(self, items: Iterable[tuple[str, Mapping[str, Any]]]
+                     ) -> list[tuple[str, str, int]]:
+        """``(key, meta, guard)`` of task metas written under the REVOKED rule (what
+        ``set_many`` writes; the broker's ``SETTLE`` script takes them)."""
+        return [(self.task_key(tid), encode_meta(meta), int(meta.get("status") != states.REVOKED))
+                for tid, meta in items]
+
+    def _write_guarded(self, rows: list[tuple[str, str, int]],
+                       expires: float | None) -> list[bool]:
+        ttl = self.ttl_argument(expires)
         written: list[bool] = []
         for start in range(0, len(rows), 1000):
             part = rows[start:start + 1000]
-            args = [ttl] + [x for _, value, guarded in part for x in (value, int(guarded))]
+            args = [ttl] + [x for _, value, guard in part for x in (value, guard)]
             flags = self._retrying("set", partial(self._run_script, "write_metas",
                                                   [key for key, _, _ in part], args))
             written.extend(bool(int(f)) for f in flags)

@@ -24,8 +24,9 @@ Scripts and their arguments (after the prefix):
     two per message); ``hint`` (when nothing was leased) is the seconds until
     the next delayed message is due or a lease lapses.
 ``PUBLISH``  list key, queue, envelope: ``LPUSH`` one ready message and its
-    wake-up token (the single-message fast path of ``publish``: one round
-    trip and one reply instead of a three-command pipeline); returns 1.
+    wake-up token (the Redis Cluster broker's single-message publish; the
+    plain broker sends two plain ``LPUSH`` instead, see :mod:`.publishing`);
+    returns 1.
 ``ACK``  token...: delete the leases still held; returns how many.
 ``RENEW``  seconds, token...: extend the leases still held; returns 1/0 each.
 ``RELEASE``  token, not_before or "", uid, failed (0/1): give a held message
@@ -205,7 +206,7 @@ end
 return out
 """
 
-# no prelude: this runs once per delay() and must stay as small as possible
+# no prelude: this runs once per delay() on Redis Cluster and must stay small
 PUBLISH = r"""
 local P, q = ARGV[1], ARGV[3]
 redis.call('LPUSH', P .. ARGV[2], ARGV[4])
