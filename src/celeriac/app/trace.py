@@ -36,7 +36,7 @@ from .. import signals, states
 from ..canvas.callbacks import FollowupHandler, after_failure, after_success
 from ..exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from ..results.async_result import EagerResult
-from ..results.meta import build_meta, format_traceback, store_result
+from ..results.meta import build_meta, format_traceback, store_result, wanted_by
 from ..results.store import encode_meta
 from ..utils.log import bounded, bounded_lines
 from . import state as _state
@@ -231,7 +231,7 @@ class Tracer:
             return
         meta = build_meta(self.task_id, retval, states.SUCCESS, request=ctx,
                           extended=bool(self.app.conf.result_extended),
-                          reply=bool(getattr(self.app.backend, "wants_reply_to", False)))
+                          **wanted_by(self.app.backend))
         encode_meta(meta)  # raises TypeError/ValueError now for an unserializable result
         self.result_sink(self.task_id, meta)
 

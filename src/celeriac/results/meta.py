@@ -16,7 +16,7 @@ import sys
 import traceback as tb_module
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .. import exceptions as exc_module_ours
 from .. import serialization, states
@@ -122,11 +122,26 @@ def encode_result(result: Any, state: str) -> Any:
     return result
 
 
+class Wanted(TypedDict):
+    reply: bool
+    periodic: bool
+
+
+def wanted_by(backend: Any) -> Wanted:
+    """The request fields ``backend`` keeps beside Celery's meta (:func:`build_meta`'s
+    ``reply`` and ``periodic``)."""
+    return Wanted(reply=bool(getattr(backend, "wants_reply_to", False)),
+                  periodic=bool(getattr(backend, "records_periodic_task_name", False)))
+
+
 def build_meta(task_id: str, result: Any, state: str, *, traceback: str | None = None,
                request: Any = None, extended: bool = False,
-               extra: Mapping[str, Any] | None = None, reply: bool = False) -> dict[str, Any]:
+               extra: Mapping[str, Any] | None = None, reply: bool = False,
+               periodic: bool = False) -> dict[str, Any]:
     """Celery's result meta; ``reply`` adds the request's ``reply_to``/``correlation_id``
-    for a store that sends results there (``ResultStore.wants_reply_to``)."""
+    for a store that sends results there (``ResultStore.wants_reply_to``), ``periodic``
+    the beat entry that sent it (django-celery-beat's ``periodic_task_name`` header, for
+    ``ResultStore.records_periodic_task_name``), known wherever the meta is written."""
     meta: dict[str, Any] = {
         "status": state,
         "result": encode_result(result, state),
@@ -152,6 +167,11 @@ def build_meta(task_id: str, result: Any, state: str, *, traceback: str | None =
     if reply and getattr(request, "reply_to", None):
         meta["reply_to"] = request.reply_to
         meta["correlation_id"] = getattr(request, "correlation_id", None) or task_id
+    if periodic and request is not None:
+        for source in (getattr(request, "headers", None), getattr(request, "properties", None)):
+            if isinstance(source, dict) and source.get("periodic_task_name"):
+                meta["periodic_task_name"] = str(source["periodic_task_name"])
+                break
     meta["task_id"] = task_id
     return meta
 
@@ -171,7 +191,7 @@ def store_result(app: Celery, task_id: str, result: Any, state: str, *,
         return False
     meta = build_meta(task_id, result, state, traceback=traceback, request=request,
                       extended=bool(app.conf.result_extended), extra=extra,
-                      reply=backend.wants_reply_to)
+                      **wanted_by(backend))
     expires = app.result_expires_for(state)
     if state == states.SUCCESS:
         return backend.set(task_id, meta, expires=expires) is not False

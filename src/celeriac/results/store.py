@@ -112,6 +112,9 @@ class ResultStore(abc.ABC):
     #: :meth:`chord_add_celery_sized` reads the size a Celery client stored
     #: (``celery-taskset-meta-<gid>.s``, Celery's Redis backend) in the same atomic step
     reads_celery_chord_size: ClassVar[bool] = False
+    #: the meta it is given carries ``periodic_task_name`` when the task was sent by a
+    #: django-celery-beat entry (its ``TaskResult`` column)
+    records_periodic_task_name: ClassVar[bool] = False
     #: the metas given to ``set``/``set_many`` by the worker carry the task's ``reply_to``
     #: and ``correlation_id`` (``rpc://``: results are sent there, not stored)
     wants_reply_to: ClassVar[bool] = False

@@ -116,6 +116,7 @@ class DatabaseResultStore(ResultStore):
     """``django-db``: results in the ``TaskResult``/``GroupResult`` tables."""
 
     schemes: ClassVar[tuple[str, ...]] = ("django-db",)
+    records_periodic_task_name: ClassVar[bool] = True
 
     def __init__(self, url: str = "django-db", *, expires: float | None = 86400.0,
                  options: Mapping[str, Any] | None = None) -> None:
