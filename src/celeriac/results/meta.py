@@ -159,9 +159,6 @@ def build_meta(task_id: str, result: Any, state: str, *, traceback: str | None =
             meta.update({"name": request.task, "args": list(request.args or ()),
                          "kwargs": dict(request.kwargs or {}), "worker": request.hostname,
                          "retries": request.retries, "queue": info.get("routing_key")})
-            periodic = (getattr(request, "headers", None) or {}).get("periodic_task_name")
-            if periodic:  # django-celery-beat's header, as its result backend keeps it
-                meta["periodic_task_name"] = str(periodic)
     if extra:
         meta.update(extra)
     if reply and getattr(request, "reply_to", None):
