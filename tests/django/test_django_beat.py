@@ -97,6 +97,12 @@ def test_leader_killed_a_standby_keeps_firing(site: Site) -> None:
     leader.kill()  # SIGKILL: its lease stays held for up to 10 s
     wait_until(lambda: fires(site) and fires(site)[-1][0] / 1e6 > killed_at + 12, 60,
                interval=0.2, what="fires after the lease lapsed")
+    # killed between claiming a fire and marking it sent (a wider window on a loaded
+    # machine), the leader leaves a claim that a standby re-sends after watching it for
+    # beat_claim_timeout (30 s): the standbys keep running until then
+    wait_until(lambda: not site.query(
+        "SELECT 1 FROM celeriac_beat_schedulefire WHERE state = 'claimed' AND fire_us <= %s",
+        (int(killed_at * 1e6),)), 120, interval=0.2, what="the dead leader's claim re-sent")
     for beat in beats:
         assert beat is leader or beat.stop() == 0
     sent = site.query("SELECT fire_us, task_id, state, COALESCE(sent_us, claimed_us) FROM "
