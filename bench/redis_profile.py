@@ -9,8 +9,9 @@ Parts (all by default; Redis db 12, a unique key prefix, deleted afterwards):
 * ``ceiling``: what the broker and result store can do for a worker loop,
   with no task execution in between, that settles each message alone
   (``set`` + ``ack`` each), batches only the acks (``set`` each, one ``ack``
-  per receive batch: the worker's current shape), or batches both
-  (``set_many`` + one ``ack``): the gain available from batching results.
+  per receive batch), batches both (``set_many`` + one ``ack``), or settles a batch
+  and leases the next in one round trip (``settle_and_receive``: the worker's shape
+  with batched results).
 
 Usage::
 
@@ -124,14 +125,23 @@ def part_drain() -> None:
 
 
 def part_ceiling() -> None:
-    for mode in ("each alone", "acks batched", "both batched") * 2:
+    for mode in ("each alone", "acks batched", "both batched", "one trip") * 2:
         app, _, prefix = make_app()
         fill(app, N)
         broker, store = app.broker, app.backend
         assert store is not None
         done, started = 0, time.perf_counter()
+        batch = broker.receive(["celery"], owner="profile", limit=64, timeout=0.5)
         while done < N:
-            batch = broker.receive(["celery"], owner="profile", limit=64, timeout=0.5)
+            if mode == "one trip":
+                metas = [(d.message.task_id or "", build_meta(d.message.task_id or "", None,
+                                                              "SUCCESS")) for d in batch]
+                done += len(batch)
+                _, _, batch = broker.settle_and_receive(store, metas, None, batch, ["celery"],
+                                                        owner="profile", limit=64)
+                continue
+            if done:
+                batch = broker.receive(["celery"], owner="profile", limit=64, timeout=0.5)
             metas = [(d.message.task_id or "", build_meta(parse_request(d.message, None).id, None,
                                                           "SUCCESS")) for d in batch]
             if mode == "both batched":

@@ -1,4 +1,5 @@
 """Private servers that outage tests may stop and start: never the shared ones.
+:func:`rabbit_server` is the reliability suite's private RabbitMQ node.
 
 :class:`OwnRedis` runs ``redis-server`` on a free port with its data in a temporary
 directory (AOF on, so messages survive a restart); :class:`OwnPostgres` runs a
@@ -12,6 +13,7 @@ A missing binary skips the test, or fails it under ``CI=true``.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import shutil
 import signal
@@ -20,6 +22,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,3 +144,16 @@ class OwnPostgres:
     def kill(self) -> None:
         self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def rabbit_server() -> Any:
+    """A private RabbitMQ node (the reliability suite's, loaded by path): ``start()``,
+    ``crash()`` (SIGKILL of its VM; durable queues survive), ``close()``."""
+    if not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists():
+        _missing("rabbitmq-server")
+    path = Path(__file__).resolve().parents[2] / "bench" / "reliability" / "servers.py"
+    spec = importlib.util.spec_from_file_location("_reliability_servers", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.RabbitServer()

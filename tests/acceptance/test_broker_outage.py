@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ownservers import OwnPostgres, OwnRedis
+from ownservers import OwnPostgres, OwnRedis, rabbit_server
 from workerproc import Project, project, read_lines, wait_until
 
 from celeriac.exceptions import OperationalError
@@ -35,6 +35,7 @@ from celeriac import Celery
 app = Celery("proj")
 app.conf.worker_lease_seconds = {lease}
 app.conf.worker_soft_shutdown_timeout = 5
+app.conf.task_time_limit = {time_limit}
 
 @app.task
 def work(i):
@@ -67,9 +68,12 @@ def lease_losses(log: str) -> int:
 
 
 def run_outage(tmp_path: Path, server: Any, *, seconds: float, lease: float,
-               pause: bool = False, count: int = 400, pool: str = "prefork") -> None:
+               pause: bool = False, count: int = 400, pool: str = "prefork",
+               time_limit: float | None = None) -> None:
+    """Tasks under load through an outage; ``time_limit`` (shorter than the outage)
+    checks that a child waiting to store a finished task's outcome is not killed."""
     runs = tmp_path / "runs.txt"
-    source = SOURCE.format(lease=lease, runs=str(runs))
+    source = SOURCE.format(lease=lease, runs=str(runs), time_limit=time_limit)
     with project(tmp_path, source, broker_url=server.url) as proj:
         results = publish(proj, count)
         with proj.worker(pool=pool, concurrency=3) as worker:
@@ -109,6 +113,7 @@ def run_outage(tmp_path: Path, server: Any, *, seconds: float, lease: float,
         assert log.count(BACK) == 1, log
     assert "Traceback" not in log, log
     assert "failed after" not in log, log
+    assert "Hard time limit" not in log, log
 
 
 @pytest.fixture
@@ -138,7 +143,7 @@ def test_redis_short_outage_under_load(tmp_path: Path, redis_server: OwnRedis) -
 @pytest.mark.redis
 @pytest.mark.timeout(300)
 def test_redis_long_outage_leases_lapse(tmp_path: Path, redis_server: OwnRedis) -> None:
-    run_outage(tmp_path, redis_server, seconds=20, lease=6)
+    run_outage(tmp_path, redis_server, seconds=20, lease=6, time_limit=5)
 
 
 @pytest.mark.redis
@@ -149,7 +154,7 @@ def test_redis_paused_server(tmp_path: Path, redis_server: OwnRedis) -> None:
 
 @pytest.mark.redis
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("pool", ["threads", "solo"])
+@pytest.mark.parametrize("pool", ["threads", "solo", "asyncio"])
 def test_redis_outage_in_process_pools(tmp_path: Path, redis_server: OwnRedis,
                                        pool: str) -> None:
     run_outage(tmp_path, redis_server, seconds=10, lease=6, pool=pool, count=200)
@@ -215,7 +220,7 @@ def test_postgres_short_outage_under_load(tmp_path: Path, postgres_server: OwnPo
 @pytest.mark.timeout(300)
 def test_postgres_long_outage_leases_lapse(tmp_path: Path,
                                            postgres_server: OwnPostgres) -> None:
-    run_outage(tmp_path, postgres_server, seconds=20, lease=6, count=300)
+    run_outage(tmp_path, postgres_server, seconds=20, lease=6, count=300, time_limit=5)
 
 
 SLOW_SOURCE = """
@@ -268,4 +273,40 @@ def test_redis_child_killed_during_outage(tmp_path: Path, redis_server: OwnRedis
     print("\n".join(line for line in log.splitlines() if "INFO/" not in line))
     assert "made available for redelivery" in log, log
     assert log.count(LOST) == 1 and log.count(BACK) == 1, log
+    assert "Traceback" not in log, log
+
+
+@pytest.mark.timeout(300)
+def test_rabbitmq_outage_under_load(tmp_path: Path, redis_server: OwnRedis) -> None:
+    """On RabbitMQ a lease is the consumer's connection: when the node goes down every
+    unacknowledged message is delivered again once it is back, so tasks that ran
+    meanwhile may run twice (their results are kept; Redis holds them here). The worker
+    stays up, and every task ends with its result."""
+    need("amqp")
+    rabbit = rabbit_server()
+    rabbit.start()
+    try:
+        runs = tmp_path / "runs.txt"
+        urls = f"broker={rabbit.url!r}, backend={redis_server.url!r}"
+        source = SOURCE.format(lease=30, runs=str(runs), time_limit=None).replace(
+            'Celery("proj")', f'Celery("proj", {urls})')
+        with project(tmp_path, source) as proj:
+            results = publish(proj, 300)
+            with proj.worker(pool="prefork", concurrency=3) as worker:
+                wait_until(lambda: len(read_lines(runs)) >= 30, timeout=60,
+                           what="the worker to run tasks")
+                rabbit.crash()
+                time.sleep(5)
+                assert worker.alive(), worker.log
+                rabbit.start()
+                wait_until(lambda: done(results) == 300, timeout=120, interval=0.5,
+                           what=f"all results (log:\n{worker.log[-3000:]})")
+                assert worker.alive(), worker.log
+                log = worker.log
+    finally:
+        rabbit.close()
+    ran = collections.Counter(line.split()[0] for line in read_lines(runs))
+    assert set(ran) == {r.id for r in results}
+    print(f"\nrabbitmq outage: duplicate runs={sum(n - 1 for n in ran.values())}")
+    print("\n".join(line for line in log.splitlines() if "INFO/" not in line))
     assert "Traceback" not in log, log

@@ -97,6 +97,12 @@ def test_leader_killed_a_standby_keeps_firing(site: Site) -> None:
     leader.kill()  # SIGKILL: its lease stays held for up to 10 s
     wait_until(lambda: fires(site) and fires(site)[-1][0] / 1e6 > killed_at + 12, 60,
                interval=0.2, what="fires after the lease lapsed")
+    # killed between claiming a fire and marking it sent (a wider window on a loaded
+    # machine), the leader leaves a claim that a standby re-sends after watching it for
+    # beat_claim_timeout (30 s): the standbys keep running until then
+    wait_until(lambda: not site.query(
+        "SELECT 1 FROM celeriac_beat_schedulefire WHERE state = 'claimed' AND fire_us <= %s",
+        (int(killed_at * 1e6),)), 120, interval=0.2, what="the dead leader's claim re-sent")
     for beat in beats:
         assert beat is leader or beat.stop() == 0
     sent = site.query("SELECT fire_us, task_id, state, COALESCE(sent_us, claimed_us) FROM "
@@ -171,3 +177,35 @@ def store(dj: Any) -> Iterator[ScheduleStore]:
 def test_leader_dies_a_standby_takes_over_on_django_tables(store: ScheduleStore) -> None:
     """The failover simulation of the unit suite, with three schedulers on Django's tables."""
     _failover.check_failover(_failover.simulate_failover(lambda: store))
+
+
+def test_store_writes_wait_for_another_writer_on_sqlite(store: ScheduleStore) -> None:
+    """Another process writing to the SQLite file while a beat records an entry: the
+    beat waits for it. A transaction that read first and then wrote would be refused at
+    once with "database is locked" (SQLite cannot upgrade its stale read to a write)."""
+    import sqlite3
+    import threading
+
+    from django.db import connections
+
+    from celeriac.contrib.django.beat import models
+    from celeriac.schedules import schedule
+    from celeriac.schedules.entries import EntrySpec, StoredEntry
+
+    settings = connections["default"].settings_dict
+    if settings["ENGINE"] != "django.db.backends.sqlite3":
+        pytest.skip("the in-process database is not SQLite")
+    models.PeriodicTasks.update_changed()  # the row exists: the next touch is an update
+    other = sqlite3.connect(settings["NAME"], timeout=30, isolation_level=None,
+                            check_same_thread=False)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock for a moment
+        threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
+        spec = EntrySpec(name="waits", task="t.waits", schedule=schedule(5))
+        now = datetime.now(timezone.utc)
+        assert store.put_entry(StoredEntry(spec=spec, anchor=now), None)
+        assert store.get_entry("waits") is not None
+        models.PeriodicTasks.update_changed()
+    finally:
+        time.sleep(0.6)
+        other.close()

@@ -152,15 +152,14 @@ def test_children_reports_make_one_outage_for_the_node(
     caplog.set_level(logging.WARNING, "celeriac.worker")
     node = Weather()
     node.confirm = 0.0
-    node.observe(101, "Redis at x")
-    node.observe(102, "Redis at x")
+    node.observe_all({101: b"Redis at x\tack: refused", 102: b"Redis at x\tset: refused"})
     node.failing("Redis at x", "renew", ConnectionError("refused"))
     node.observe(101, None)
     node.working("Redis at x")
     assert node.is_down()  # child 102 still fails
     node.observe(102, None)
     assert not node.is_down()
-    assert lines(caplog, "Lost the connection to Redis at x") == 1
+    assert lines(caplog, "Lost the connection to Redis at x (ack: refused)") == 1
     assert lines(caplog, "Connection to Redis at x is back") == 1
 
 
@@ -170,7 +169,7 @@ def test_a_child_reports_instead_of_logging(caplog: pytest.LogCaptureFixture) ->
     child.failing("Redis at x", "ack", ConnectionError("refused"))
     child.failing("Redis at x", "set", ConnectionError("refused"))
     child.working("Redis at x")
-    assert reported == ["Redis at x", None]
+    assert reported == ["Redis at x\tack: refused", None]
     assert not [r for r in caplog.records if "connection" in r.getMessage().lower()]
 
 

@@ -232,3 +232,40 @@ def test_a_write_transaction_held_long_renews_this_process_leases(tmp_path: Path
     assert broker.renew([held]) == [True]
     store.close()
     broker.close()
+
+
+def test_settle_and_receive_commits_results_acks_and_lease_together(tmp_path: Path) -> None:
+    """A worker's loop turn with the result store in the broker's file: one transaction
+    (counted through sqlite3's trace of COMMITs), the REVOKED rule still applies."""
+    from celeriac import states
+    from celeriac.results.meta import build_meta
+
+    url = f"sqlite:///{tmp_path / 'one.sqlite3'}"
+    broker, store = SQLiteBroker(url), SQLiteResultStore(url)
+    try:
+        for n in range(4):
+            broker.publish(message(n), Q)
+        done_first = broker.receive([Q], owner="w", limit=2, timeout=1)
+        store.set("task-9", build_meta("task-9", None, states.REVOKED))
+        results = [(d.message.task_id, build_meta(d.message.task_id, 1, states.SUCCESS))
+                   for d in done_first] + [("task-9", build_meta("task-9", 2, states.SUCCESS))]
+        commits: list[str] = []
+        broker._db.get().set_trace_callback(
+            lambda sql: commits.append(sql) if sql.strip().upper() == "COMMIT" else None)
+        written, acked, got = broker.settle_and_receive(store, results, None, done_first, [Q],
+                                                        owner="w", limit=2)
+        assert commits == ["COMMIT"]  # results, acks and the new lease in one transaction
+        assert written == [True, True, False] and acked == 2
+        assert sorted(d.message.task_id for d in got) == ["task-2", "task-3"]
+        assert store.get("task-0")["result"] == 1  # type: ignore[index]
+        assert store.get("task-9")["status"] == states.REVOKED  # type: ignore[index]
+        assert broker.stats(Q).leased == 2
+        other = SQLiteResultStore(f"sqlite:///{tmp_path / 'other.sqlite3'}")
+        written, acked, _ = broker.settle_and_receive(other, results[:1], None, got[:1], [Q],
+                                                      owner="w", limit=1)
+        assert written == [True] and acked == 1  # another file: the interface's default
+        assert other.get("task-0")["result"] == 1  # type: ignore[index]
+        other.close()
+    finally:
+        broker.close()
+        store.close()

@@ -243,7 +243,19 @@ def test_results_are_stored_before_acks_on_every_pool(tmp_path: Any, pool_name: 
                 events.extend(("stored", task_id) for task_id, _ in items)
             return out
 
+        real_settle = broker.settle_and_receive
+
+        def settle_and_receive(store: Any, results: Any, expires: Any, acks: Any,
+                               *args: Any, **kwargs: Any) -> Any:
+            # SQLite: results, acks and the lease commit in one transaction (results first)
+            out = real_settle(store, results, expires, acks, *args, **kwargs)
+            with lock:
+                events.extend(("stored", task_id) for task_id, _ in results)
+                events.extend(("ack", d.message.task_id) for d in acks)
+            return out
+
         broker.ack, broker.ack_and_receive = ack, ack_and_receive  # type: ignore[method-assign]
+        broker.settle_and_receive = settle_and_receive  # type: ignore[method-assign]
         backend.set, backend.set_many = store, store_many  # type: ignore[method-assign]
         rule = PrefetchRule(2, budget=0.1)
         _consume(app, make_pool(pool_name, 2), rule,

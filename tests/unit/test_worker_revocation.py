@@ -22,6 +22,7 @@ from celeriac import Celery
 from celeriac.worker.aio import AsyncioPool
 from celeriac.worker.consumer import Consumer
 from celeriac.worker.pools import SoloPool, ThreadPool
+from celeriac.worker.revocation import RECHECK_AFTER
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
@@ -89,6 +90,7 @@ def test_a_prefetched_task_revoked_while_waiting_never_runs(app: Celery, consume
     second = app.tasks["t.quick"].delay()
     consume(app, pool(), prefetch=1)
     wait_for(lambda: app.ran == [first.id] and app.broker.stats("celery").leased == 2)
+    time.sleep(2 * RECHECK_AFTER)  # a waiting job's check older than this is read again
     second.revoke()
     app.gate.set()  # type: ignore[attr-defined]
     wait_for(lambda: settled(app))
@@ -143,6 +145,7 @@ def test_consumer_revoke_is_the_entry_point(app: Celery, consume: Any) -> None:
     wait_for(lambda: app.ran == [waiting_block.id])
     queued = app.tasks["t.quick"].delay()
     wait_for(lambda: app.broker.stats("celery").leased == 2)
+    time.sleep(2 * RECHECK_AFTER)
     consumer.revoke([queued.id])
     app.gate.set()  # type: ignore[attr-defined]
     wait_for(lambda: settled(app))

@@ -72,7 +72,7 @@ class Slot(ctypes.Structure):
         ("ready", ctypes.c_int),          # 1: the consumer started (not a start-up crash)
         ("terminating", ctypes.c_int),    # 1: a revoke(terminate) signal is coming: die by it
         ("task_events", ctypes.c_int),    # 1: send task events (-E, enable_events)
-        ("outage", ctypes.c_char * 512),  # the server its calls find failing; b"" = none
+        ("outage", ctypes.c_char * 512),  # b"<server>\t<why>" its calls find failing; b""
         # the consumer's prefetch counters (see PrefetchRule.counters)
         ("lease_requests", ctypes.c_longlong),
         ("batched_requests", ctypes.c_longlong),

@@ -43,7 +43,7 @@ from .job import Job, JobRunner
 from .leases import LeaseKeeper, Renewal
 from .limits import ThreadLimits
 from .monitor import Limits, Monitor
-from .outage import patient_run
+from .outage import outage_or_exception, patient_run
 from .prefetch import PrefetchRule
 from .revocation import RECHECK_AFTER
 from .taskevents import TaskEvents
@@ -256,9 +256,9 @@ class Consumer:
             try:  # settle what finished and lease more in one round trip where the broker can
                 done, batch = self.broker.ack_and_receive(acks, self.queues, owner=self.owner,
                                                           limit=want, timeout=timeout)
-            except Exception:
+            except Exception as exc:
                 self.runner.acks.restore(acks)
-                logger.exception("Receiving from %s failed; retrying", self.broker.url)
+                outage_or_exception(exc, "Receiving from %s failed; retrying", self.broker.url)
                 self.stopping.wait(1.0)
                 return
         self.runner.acks.settled(acks, done)
@@ -291,10 +291,10 @@ class Consumer:
                     written, done, got = self.broker.settle_and_receive(
                         self.app.backend, batch, self.app.result_expires_for(states.SUCCESS),
                         acks, self.queues, owner=self.owner, limit=want)
-            except Exception:
+            except Exception as exc:
                 self.runner.acks.restore(acks)
-                logger.exception("Storing results or receiving from %s failed; retrying "
-                                 "before acknowledging", self.broker.url)
+                outage_or_exception(exc, "Storing results or receiving from %s failed; "
+                                    "retrying before acknowledging", self.broker.url)
                 self.stopping.wait(1.0)
                 return None
         results.report(batch, written)

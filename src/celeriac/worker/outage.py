@@ -59,9 +59,9 @@ WORKER_BACK = "settling what was kept, taking new tasks again"
 class Weather:
     """One process's view of its servers: which are failing since when, one line each way.
 
-    ``report`` (prefork children) is called with the first failing server (or
-    None once all work again) instead of logging. ``quiet`` logs at DEBUG (the
-    renewer process: its owner reports).
+    ``report`` (prefork children) is called with the first failing server and why,
+    ``"<where>\t<what>: <error>"`` (or None once all work again), instead of
+    logging. ``quiet`` logs at DEBUG (the renewer process: its owner reports).
     """
 
     def __init__(self, *, report: Callable[[str | None], None] | None = None,
@@ -70,6 +70,8 @@ class Weather:
         self.report = report
         self.level = logging.DEBUG if quiet else logging.WARNING
         self.log, self.lost_note, self.back_note = log, lost, back
+        #: where -> why it failed first (what gave up, and its error)
+        self._why: dict[str, str] = {}
         #: where -> (monotonic time since, the sources reporting it failing)
         self.down: dict[str, tuple[float, set[Any]]] = {}
         #: outages seen so far (each server lost and back counts one)
@@ -97,22 +99,23 @@ class Weather:
         """Cold shutdown: calls waiting for a server raise now (their leases lapse)."""
         self._give_up.set()
 
-    def observe(self, source: Any, where: str | None) -> None:
+    def observe(self, source: Any, where: str | None, why: str = "") -> None:
         """What another process (a prefork child ``source``) reports: the server it finds
-        failing, or None when its calls work."""
+        failing (and why), or None when its calls work."""
         with self._lock:
             current = [w for w, (_, sources) in self.down.items() if source in sources]
         for old in current:
             if old != where:
                 self._change(old, source, False)
         if where:
-            self._change(where, source, True, "reported by a child process")
+            self._change(where, source, True, why or "reported by a child process")
 
     def observe_all(self, reports: dict[Any, bytes]) -> None:
         """Each source's report (a prefork child's slot: the failing server, or b""), then
         :meth:`tick` (the supervisor calls this every tick)."""
-        for source, where in reports.items():
-            self.observe(source, where.decode(errors="replace") or None)
+        for source, report in reports.items():
+            where, _, why = report.decode(errors="replace").partition("\t")
+            self.observe(source, where or None, why)
         self.tick()
 
     def is_down(self) -> bool:
@@ -145,6 +148,7 @@ class Weather:
                 if source in sources:
                     return
                 sources.add(source)
+                self._why.setdefault(where, why)
                 self.down[where] = (since, sources)
             else:
                 if source not in sources:
@@ -153,11 +157,13 @@ class Weather:
                 if sources:
                     return
                 del self.down[where]
+                self._why.pop(where, None)
                 if self.report is None:
                     self._recovering[where] = (since, time.monotonic())
             first = next(iter(self.down), None)
+            first_why = self._why.get(first, "") if first else ""
         if self.report is not None:
-            self.report(first)
+            self.report(f"{first}\t{first_why}" if first else None)
             return
         if failing and not was_down:
             self.log.log(self.level, "Lost the connection to %s (%s): %s", where, why,
@@ -228,3 +234,13 @@ def patiently(offload: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable
     async def patient_offload(fn: Callable[..., Any], *args: Any) -> Any:
         return await offload(_patient_call, fn, *args)
     return patient_offload
+
+
+def outage_or_exception(exc: BaseException, message: str, *args: Any) -> None:
+    """Log a failed broker call of a loop that retries it by itself: with its traceback,
+    unless it is an outage (:class:`~celeriac.exceptions.OperationalError`), which the
+    process's watch reports once."""
+    if isinstance(exc, OperationalError):
+        logger.debug(message + ": %s", *args, exc)
+    else:
+        logger.error(message, *args, exc_info=exc)

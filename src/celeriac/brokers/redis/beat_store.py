@@ -25,10 +25,10 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from ...retry import RetryPolicy
 from ...schedules.entries import EntrySpec, StoredEntry
 from ...schedules.store import FireRecord, ScheduleStore, from_us, to_us
 from .client import get_client, is_cluster_url, retrying
+from .durability import retry_policy_for
 
 DEFAULT_PREFIX = "celeriac:beat:"
 _T = TypeVar("_T")
@@ -139,8 +139,9 @@ class RedisStore(ScheduleStore):
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX,
                  options: dict[str, Any] | None = None, app: Any = None) -> None:
         self.url, self.prefix, self._app = url, prefix, app
-        self.client = get_client(url, options)
-        self.retry_policy = RetryPolicy.from_celery((options or {}).get("retry_policy"))
+        self.retry_policy = retry_policy_for(url, options or {})
+        # a cluster client reads the slot map when made: retried like a round trip
+        self.client = self._redis("connect", lambda: get_client(url, options))
         self._scripts = {name: self.client.register_script(body) for name, body in (
             ("put", PUT), ("delete", DELETE), ("claim", CLAIM), ("drop", DROP),
             ("mark_sent", MARK_SENT), ("take_over", TAKE_OVER), ("lease", LEASE),

@@ -12,9 +12,11 @@ error is raised to the caller's retry (:func:`~.client.retrying`).
 :class:`ClusterResultListener` is the result store's notification listener on a
 cluster: one sharded pub/sub connection (``SSUBSCRIBE``) per master, each
 channel on the master of its slot, so a result's ``SPUBLISH`` reaches only the
-shard of its key. When a master's connection breaks, the slot map is read again
-and the waiters of the channels that moved are subscribed on their new master
-(each waiter reads its key again once the subscription is confirmed).
+shard of its key. When a master's connection breaks, or the master drops a
+subscription because its slot moved (an ``sunsubscribe`` we did not ask for), the
+slot map is read again and the waiters of the channels that moved are subscribed
+on their new master (each waiter reads its key again once the subscription is
+confirmed).
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from .client import RETRYABLE_ERRORS, Connection, Direct, direct_for, get_client
+from .client import RETRYABLE_ERRORS, Connection, Direct, direct_for, get_client, retrying
+from .durability import retry_policy_for
 from .results import ResultListener
 
 log = logging.getLogger(__name__)
@@ -129,7 +133,9 @@ def cluster_connection(url: str, options: Mapping[str, Any], scripts: Mapping[st
     """Like :func:`~.client.connection`, with a :class:`Router` as the raw connections."""
     if current is not None and current[0] == os.getpid():
         return current
-    client: Any = get_client(url, options)
+    # making the client reads the slot map: a node down (a failover under way) is retried
+    client: Any = retrying(url, "connect", partial(get_client, url, options),
+                           retry_policy_for(url, options))
     registered = {name: client.register_script(src) for name, src in scripts.items()}
     return os.getpid(), client, registered, router_for(client)
 
@@ -151,6 +157,15 @@ class _ShardListener(ResultListener):
             log.debug("result listener: rerouting from %s failed", self.name, exc_info=True)
         if not self._stopped:
             super()._reconnect()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        key = message.get("channel")
+        if message.get("type") == "sunsubscribe" and key in self._waiters:
+            # not ours (we unsubscribe a channel once its last waiter left): the server
+            # dropped it because its slot moved to another master; reroute from the top
+            self._broken = True
+            return
+        super()._dispatch(message)
 
     def take(self, moved: Sequence[bytes]) -> dict[bytes, list[Any]]:
         """Remove the waiters of ``moved`` channels (they go to another master)."""

@@ -163,14 +163,20 @@ def evalsha(script: Any, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any,
 
 def run_pipeline(direct: Direct, commands: Sequence[Sequence[Any]],
                  scripts: Sequence[Any], *, raise_errors: bool = True) -> list[Any]:
-    """``commands`` in one round trip; after ``NOSCRIPT`` (a restarted or flushed server:
-    no script of the batch ran) ``scripts`` are loaded and the batch is sent again.
+    """``commands`` in one round trip; after ``NOSCRIPT`` (a restarted or flushed server)
+    ``scripts`` are loaded and the commands that met ``NOSCRIPT`` are sent again. Only
+    those: another process may have loaded some of the scripts meanwhile, so a command
+    of the batch may have run (a ``RECEIVE`` that leased messages must not run twice).
     ``raise_errors=False`` leaves other error replies in place (see :meth:`Direct.pipeline`)."""
-    try:
-        replies = direct.pipeline(commands, raise_errors=raise_errors)
-    except redis.exceptions.NoScriptError:
-        replies = None
-    if replies is None or any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+    replies = direct.pipeline(commands, raise_errors=False)
+    missing = [i for i, reply in enumerate(replies)
+               if isinstance(reply, redis.exceptions.NoScriptError)]
+    if missing:
         direct.pipeline([("SCRIPT", "LOAD", script.script) for script in scripts])
-        replies = direct.pipeline(commands, raise_errors=raise_errors)
+        again = direct.pipeline([commands[i] for i in missing], raise_errors=False)
+        for i, reply in zip(missing, again, strict=True):
+            replies[i] = reply
+    failed = next((r for r in replies if isinstance(r, redis.ResponseError)), None)
+    if raise_errors and failed is not None:
+        raise failed
     return replies

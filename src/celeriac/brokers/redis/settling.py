@@ -7,7 +7,10 @@ written under the REVOKED rule, then its acknowledgements, in one atomic step,
 so a failed write acknowledges nothing) and ``RECEIVE``. Every key ``SETTLE``
 touches is passed in ``KEYS`` (task meta keys, and per acknowledgement its lease,
 its queue's lease set and its owner's set). Otherwise the broker interface's
-default runs: ``set_many``, then ``ack_and_receive``.
+default runs: ``set_many``, then ``ack_and_receive``. A connection error settles
+nothing: it is raised as :class:`~celeriac.exceptions.OperationalError` (the
+consumer keeps the batch for its next turn) and, from the third in a row, reported
+as an outage (:class:`celeriac.retry.Streak`).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from ...exceptions import OperationalError
+from ...retry import Streak
 from ..base import Broker, Delivery
-from .client import evalsha, run_pipeline
+from .client import RETRYABLE_ERRORS, evalsha, run_pipeline, where_of
 from .results import RedisResultStore
 
 if TYPE_CHECKING:
@@ -31,9 +36,12 @@ class RedisSettling:
     """Mixed into :class:`~celeriac.brokers.redis.broker.RedisBroker`."""
 
     prefix: str
+    url: str
 
     if TYPE_CHECKING:
         def _connection(self) -> Connection: ...
+
+        def _key(self, name: str) -> str: ...
 
         def _receive_args(self, queues: list[str], owner: str, limit: int) -> list[Any]: ...
 
@@ -42,6 +50,15 @@ class RedisSettling:
 
         def release(self, delivery: Delivery, *, not_before: float | None = None,
                     failed: bool = False) -> bool: ...
+
+    @property
+    def _settle_streak(self) -> Streak:
+        """Connection failures in a row of :meth:`settle_and_receive` (reports an outage:
+        the consumer retries it every turn by itself)."""
+        streak: Streak | None = getattr(self, "_settle_failures", None)
+        if streak is None:
+            streak = self._settle_failures = Streak(where_of(self.url), "settle")
+        return streak
 
     def carries(self, store: Any) -> bool:
         """True when ``store``'s writes can ride in this broker's round trips."""
@@ -58,11 +75,10 @@ class RedisSettling:
                                              expires, acks, queues, owner=owner, limit=limit)
         queues = list(dict.fromkeys(queues))
         rows = store.guarded_rows(results)
-        p = self.prefix
-        keys = [key for key, _, _ in rows] + [
-            key for d in acks for key in (f"{p}_celeriac.lease.{d.token}",
-                                          f"{p}_celeriac.leases.{d.queue}",
-                                          f"{p}_celeriac.owner.{d.owner}")]
+        keys = [key for key, _, _ in rows] + [  # the broker's key names (see its layout)
+            key for d in acks for key in (self._key(f"_celeriac.lease.{d.token}"),
+                                          self._key(f"_celeriac.leases.{d.queue}"),
+                                          self._key(f"_celeriac.owner.{d.owner}"))]
         args = [store.ttl_argument(expires), len(rows),
                 *(x for _, value, guard in rows for x in (value, guard)),
                 *(d.token for d in acks)]
@@ -70,9 +86,15 @@ class RedisSettling:
         commands = [evalsha(scripts["settle"], keys, args)]
         if queues:
             commands.append(evalsha(scripts["receive"], [], [
-                p, *self._receive_args(queues, owner, max(1, int(limit)))]))
-        replies = run_pipeline(direct, commands, [scripts["settle"], scripts["receive"]],
-                               raise_errors=False)
+                self.prefix, *self._receive_args(queues, owner, max(1, int(limit)))]))
+        streak = self._settle_streak
+        try:
+            replies = run_pipeline(direct, commands, [scripts["settle"], scripts["receive"]],
+                                   raise_errors=False)
+        except RETRYABLE_ERRORS as exc:  # nothing settled: the caller keeps it all
+            streak.failed(exc)
+            raise OperationalError(f"{streak.where}: settle failed: {exc}") from exc
+        streak.ok()
         failed = [r for r in replies if isinstance(r, redis.ResponseError)]
         got = self._deliveries(replies[1], queues, owner)[0] if len(replies) > 1 and not (
             isinstance(replies[1], redis.ResponseError)) else []

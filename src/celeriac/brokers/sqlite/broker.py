@@ -31,7 +31,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ...messages import Message, encode_envelope, parse_envelope
@@ -53,6 +53,7 @@ from .db import (
     parse_url,
     wait_for_change,
 )
+from .settling import SQLiteSettling
 from .slots import SLOTS_SCHEMA, SQLiteSlots
 
 SCHEMA = """
@@ -101,7 +102,7 @@ def _ready_select(count: int) -> str:
     return f"SELECT id FROM ({branches} ORDER BY priority, id LIMIT ?)"
 
 
-class SQLiteBroker(SQLiteSlots, Broker):
+class SQLiteBroker(SQLiteSettling, SQLiteSlots, Broker):
     """Messages in one SQLite file shared by every process on the host."""
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
@@ -158,8 +159,9 @@ class SQLiteBroker(SQLiteSlots, Broker):
                          f" lease_owner IN ({marks}) AND lease_token IS NOT NULL",
                          (self.now() + self.lease_seconds, *sorted(owners)))
 
-    def _lease(self, queues: list[str], owner: str, limit: int,
-               acks: Sequence[Delivery] = ()) -> tuple[int, list[Delivery]]:
+    def _lease(self, queues: list[str], owner: str, limit: int, acks: Sequence[Delivery] = (),
+               before: Callable[[sqlite3.Connection], None] | None = None,
+               durable: bool = False) -> tuple[int, list[Delivery]]:
         if self._owners[0] != os.getpid():
             self._owners = (os.getpid(), set())
         self._owners[1].add(owner)
@@ -172,7 +174,9 @@ class SQLiteBroker(SQLiteSlots, Broker):
         if len(queues) > 1:
             params.append(limit)
         acked = 0
-        with self._db.tx(durable=False) as conn:
+        with self._db.tx(durable=durable) as conn:
+            if before is not None:  # batched results, written before their acks
+                before(conn)
             if acks:
                 acked = max(0, conn.executemany(f"DELETE FROM messages WHERE {_HELD}",
                                                 [(int(d.tag), d.token) for d in acks]).rowcount)

@@ -52,6 +52,7 @@ _UPSERT_META = """INSERT INTO results (key, value, expires_at) VALUES (?1, ?2, ?
   WHERE NOT (?4 AND (results.expires_at IS NULL OR results.expires_at > ?5)
              AND CASE WHEN json_valid(results.value)
                       THEN json_extract(results.value, '$.status') END IS 'REVOKED')"""
+UPSERT_META = _UPSERT_META
 _CHUNK = 500
 
 
@@ -67,6 +68,8 @@ class SQLiteResultStore(ResultStore):
         self.path = path
         self._db = Connections(path, durability=str(self.options.get("durability", "fast")),
                                schema=SCHEMA)
+        #: commits with synchronous=FULL (durability "durable")
+        self.durable = self._db.synchronous == "FULL"
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> int:
         try:
@@ -96,6 +99,15 @@ class SQLiteResultStore(ResultStore):
 
     def _delete_raw(self, key: str) -> None:
         self._write("DELETE FROM results WHERE key = ?", (key,))
+
+    def upsert_params(self, items: list[tuple[str, Mapping[str, Any]]],
+                      expires: float | None) -> list[tuple[Any, ...]]:
+        """The parameters of :data:`UPSERT_META` for ``set_many(items, expires=...)``, for
+        the broker on the same file, which writes them in its own transaction."""
+        now = time.time()
+        at = expiry_time(self.expires if expires == -1 else expires, now)
+        return [(self.task_key(tid), encode_meta(meta), at,
+                 int(meta.get("status") != states.REVOKED), now) for tid, meta in items]
 
     def _write_metas(self, rows: list[tuple[str, str, bool]],
                      expires: float | None) -> list[bool]:

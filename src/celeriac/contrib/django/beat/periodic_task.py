@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
-from django.db import models
+from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone as dj_timezone
 from django.utils.translation import gettext_lazy as _
@@ -48,8 +48,18 @@ class PeriodicTasks(models.Model):
             cls.update_changed()
 
     @classmethod
-    def update_changed(cls, **kwargs: Any) -> None:
-        cls.objects.update_or_create(ident=1, defaults={"last_update": dj_timezone.now()})
+    def update_changed(cls, using: str | None = None, **kwargs: Any) -> None:
+        """Mark a change. The first statement writes: a read first (``update_or_create``)
+        would make SQLite refuse the later write at once ("database is locked") whenever
+        another process writes meanwhile, instead of waiting for it."""
+        rows, now = cls.objects.using(using), dj_timezone.now()
+        if rows.filter(ident=1).update(last_update=now):
+            return
+        try:
+            with transaction.atomic(using=rows.db):
+                rows.create(ident=1, last_update=now)
+        except IntegrityError:  # created meanwhile by another process
+            rows.filter(ident=1).update(last_update=now)
 
     @classmethod
     def last_change(cls) -> datetime | None:

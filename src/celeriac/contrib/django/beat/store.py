@@ -75,10 +75,7 @@ class DjangoScheduleStore(ScheduleStore):
         return self.m.ScheduleFire.objects.using(self.alias)
 
     def _touch(self) -> None:
-        from django.utils import timezone as dj_timezone
-
-        self.m.PeriodicTasks.objects.using(self.alias).update_or_create(
-            ident=1, defaults={"last_update": dj_timezone.now()})
+        self.m.PeriodicTasks.update_changed(using=self.alias)
 
     @staticmethod
     def _now() -> datetime:
@@ -175,6 +172,7 @@ class DjangoScheduleStore(ScheduleStore):
 
     def put_entry(self, entry: StoredEntry, expected_version: int | None) -> bool:
         with transaction.atomic(using=self.alias):
+            self._touch()  # write first: no read-then-write lock upgrade on SQLite
             values = self._values(entry)
             if expected_version is None:
                 try:
@@ -188,7 +186,6 @@ class DjangoScheduleStore(ScheduleStore):
                     **values):
                 transaction.set_rollback(True, using=self.alias)
                 return False
-            self._touch()
         return True
 
     def delete_entry(self, name: str) -> bool:
