@@ -202,8 +202,14 @@ class Streak:
 
 
 def failing() -> dict[str, float]:
-    """Servers failing now (where -> monotonic time since), as reported in this process."""
-    return dict(_failing)
+    """Servers failing now (where -> monotonic time since), as reported in this process
+    or known to its watch (a prefork supervisor's: what its children report)."""
+    out = dict(_failing)
+    known = getattr(_watch, "down_since", None)
+    if known is not None:
+        for where, since in known().items():
+            out.setdefault(where, since)
+    return out
 
 
 def time_left() -> float | None:

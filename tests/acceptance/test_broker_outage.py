@@ -310,3 +310,4 @@ def test_rabbitmq_outage_under_load(tmp_path: Path, redis_server: OwnRedis) -> N
     print(f"\nrabbitmq outage: duplicate runs={sum(n - 1 for n in ran.values())}")
     print("\n".join(line for line in log.splitlines() if "INFO/" not in line))
     assert "Traceback" not in log, log
+    assert log.count(LOST) == 1 and log.count(BACK) == 1, log  # one line each way

@@ -21,8 +21,8 @@ import amqp
 from amqp import exceptions as amqp_errors
 
 from ...messages import Message
-from ...retry import RetryPolicy
-from ..base import Delivery
+from ...retry import RetryPolicy, Streak
+from ..base import Delivery, redact
 from . import admin, holding, topology, wire
 from .connection import RETRYABLE_ERRORS, Link
 
@@ -110,10 +110,13 @@ class Consuming:
             first = False
             if not self._con.lock.acquire(timeout=max(left, 0.0)):
                 continue
+            streak = self._receive_streak()
             try:
                 self._pump(queues, limit, max(left, 0.0))
+                streak.ok()
             except RETRYABLE_ERRORS as exc:
                 logger.debug("RabbitMQ receive failed (%s); reconnecting", exc)
+                streak.failed(exc)  # the third in a row reports the outage, once
                 self._con.reset()
                 time.sleep(min(next(pauses), max(0.0, deadline - time.monotonic())))
             except admin.ChannelReset:
@@ -126,6 +129,13 @@ class Consuming:
                 self._con.reset()
             finally:
                 self._con.lock.release()
+
+    def _receive_streak(self) -> Streak:
+        """Failed receives in a row, across calls (each call may fail only once)."""
+        streak: Streak | None = getattr(self, "_streak", None)
+        if streak is None:
+            streak = self._streak = Streak(f"RabbitMQ at {redact(self.url)}", "receive")
+        return streak
 
     def _pump(self, queues: list[str], limit: int, wait: float) -> None:
         """Consume ``queues``, settle queued acks, and read what arrived (con.lock held)."""
