@@ -74,6 +74,21 @@ def test_lost_connection_redelivers_counts_and_fences(make: Maker, queue_type: s
     assert other.receive([Q], owner="c", timeout=0.5) == []
 
 
+def test_a_lease_is_known_dead_with_its_connection(make: Maker) -> None:
+    """A worker does not start a prefetched job whose connection is gone: RabbitMQ has
+    given the message back already (``lease_alive``, no round trip)."""
+    holder, other = make(), make()
+    holder.publish(message(1), Q)
+    held = one(holder, "a")
+    assert holder.lease_alive(held)
+    crash(holder)
+    assert not holder.lease_alive(held)
+    again = one(other, "b")
+    assert again.message.task_id == "task-1" and other.lease_alive(again)
+    assert other.ack([again]) == 1
+    assert not other.lease_alive(again)  # settled: nothing is held any more
+
+
 def test_close_gives_back_unleased_messages_uncounted(make: Maker) -> None:
     first = make(prefetch_count=10)
     for n in range(5):

@@ -245,6 +245,12 @@ class Broker(SlotMethods, abc.ABC):
         how many messages went back."""
         return 0
 
+    def lease_alive(self, delivery: Delivery) -> bool:
+        """False when this process already knows the lease is gone, without asking the
+        server (RabbitMQ: the connection that carried it closed, so the server gave the
+        message back): a worker then does not start it. True by default."""
+        return True
+
     def ack_and_receive(self, acks: Sequence[Delivery], queues: Sequence[str], *, owner: str,
                         limit: int = 1, timeout: float = 1.0) -> tuple[int, list[Delivery]]:
         """``ack(acks)`` then ``receive(...)``; brokers override this to do both in one

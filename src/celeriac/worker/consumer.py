@@ -329,6 +329,9 @@ class Consumer:
                     return
                 job = self.buffer.popleft()
                 self._moved = now
+            if not self.broker.lease_alive(job.delivery):  # RabbitMQ gave it back already
+                self._give_back(job.delivery, failed=False)
+                continue
             self.pool.submit(job)
 
     def _recheck_waiting(self, now: float) -> None:

@@ -313,6 +313,13 @@ class Consuming:
                                     lease_expires=now + self.lease_seconds))
             return out
 
+    def lease_alive(self, delivery: Delivery) -> bool:
+        """False once the connection that carried ``delivery`` is gone (RabbitMQ requeued
+        the message then: running it here too would run it twice)."""
+        with self._state:
+            lease = self._leases.get(delivery.token)
+        return lease is not None and lease.arrived.generation == self._con.generation
+
     def _pop_leases(self, deliveries: Sequence[Delivery]) -> list[_Lease]:
         generation = self._con.generation
         out = []
