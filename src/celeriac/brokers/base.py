@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -59,6 +60,7 @@ from .broadcast import (  # noqa: F401 - re-exported: brokers import them from h
     Subscription,
     topic_matches,
 )
+from .declared import no_effect_elsewhere
 from .slotting import SlotMethods
 
 #: Reasons a message goes to the dead-letter store.
@@ -79,7 +81,7 @@ REPLAYED = "replayed"
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 
 #: Celery settings passed, when set, in broker options (RabbitMQ declares queues with them)
-QUEUE_SETTINGS = ("task_default_queue_type", "task_queue_max_priority")
+QUEUE_SETTINGS = ("task_default_queue_type", "task_queue_max_priority", "task_queues")
 
 
 @functools.lru_cache(maxsize=256)
@@ -185,6 +187,9 @@ class Broker(SlotMethods, abc.ABC):
     capabilities: ClassVar[Capabilities]
     #: URL schemes this class serves, e.g. ``("sqlite",)``.
     schemes: ClassVar[tuple[str, ...]] = ()
+    #: honours ``task_queues`` exchanges, routing keys and queue arguments (RabbitMQ)
+    declares_exchanges: ClassVar[bool] = False
+
     def __init__(
         self,
         url: str,
@@ -195,6 +200,9 @@ class Broker(SlotMethods, abc.ABC):
         self.url = url
         self.lease_seconds = float(lease_seconds)
         self.options = dict(options or {})
+        lost = no_effect_elsewhere(self, self.options.get("task_queues"))
+        if lost:  # warned here, once per place: the app passes task_queues to every broker
+            warnings.warn(lost, UserWarning, stacklevel=2)
 
     # -- producing -------------------------------------------------------
     @abc.abstractmethod

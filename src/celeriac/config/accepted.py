@@ -41,7 +41,6 @@ ACCEPTED_ONLY: dict[str, Any] = {
     "task_default_exchange_type": "direct",
     "task_default_routing_key": None,
     "task_default_delivery_mode": 2,
-    "task_queues": None,
     "task_create_missing_queues": True,
     "task_annotations": None,
     "task_remote_tracebacks": False,

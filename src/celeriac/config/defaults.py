@@ -28,6 +28,7 @@ USED: dict[str, Any] = {
     # RabbitMQ queue declarations (x-max-priority, x-queue-type), as Celery declares them
     "task_queue_max_priority": None,
     "task_default_queue_type": "classic",
+    "task_queues": None,
     # results
     "result_backend": None,
     "result_backend_transport_options": {},

@@ -114,7 +114,11 @@ def store_dead(pub: amqp.Channel, broker: AMQPBroker, message: Message, queue: s
                wire.DEAD_AT: time.time()}
     msg = wire.encode(message, message.priority, counters=counters, extra_headers=headers)
     msg.properties.pop("expiration", None)
-    broker._publish_on(pub, msg, "", topology.dead_queue(queue))
+    spec = broker._specs.get(queue)
+    if spec is not None and spec.dead_letter_exchange is not None:  # the user's DLX
+        broker._publish_on(pub, msg, spec.dead_letter_exchange, spec.dead_letter_routing_key)
+    else:
+        broker._publish_on(pub, msg, "", topology.dead_queue(queue))
     broker._wait_confirms(pub)
     return dead_id
 
@@ -169,7 +173,7 @@ def retry_dead(chan: amqp.Channel, broker: AMQPBroker, dead_id: str) -> bool:
             if letter.id == dead_id:
                 pub = broker._pub.channel()
                 broker._send(pub, [(letter.message, letter.queue, letter.message.priority,
-                                    None, None)])
+                                    None, {})])  # {}: to the queue itself, not its exchange
                 chan.basic_ack(tag)
                 return True
     return False

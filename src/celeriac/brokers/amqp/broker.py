@@ -20,9 +20,13 @@ are handed out by priority (0 first) then arrival order. A lease is the
 unacked delivery: ``ack`` acks it; ``release`` and ``expire_owner`` give it
 back by publishing a copy that carries the counters (``x-celeriac-dc``,
 ``x-celeriac-lc``) and then acking the original; ``dead_letter`` publishes to
-``celeriac.dead.<queue>`` and acks. Fencing: every lease has a fresh token
-bound to the connection generation; after a reconnect (RabbitMQ requeued
-what the old connection held) old tokens act on nothing.
+``celeriac.dead.<queue>`` and acks, or, for a ``task_queues`` queue with its
+own ``x-dead-letter-exchange``, rejects it (``requeue=False``) so RabbitMQ
+dead-letters it there. A new message for a ``task_queues`` queue goes to
+that queue's exchange with its routing key (:mod:`..declared`). Fencing:
+every lease has a fresh token bound to the connection generation; after a
+reconnect (RabbitMQ requeued what the old connection held) old tokens act on
+nothing.
 
 A process that dies loses its connection, and RabbitMQ redelivers what it
 held at once: that is the lost delivery. A quorum queue counts it
@@ -65,6 +69,7 @@ from ..base import (
     QueueStats,
 )
 from ..buckets import bucket_take
+from ..declared import queue_specs
 from . import admin, holding, topology, wire
 from .broadcast import AMQPBroadcast
 from .connection import RETRYABLE_ERRORS, Link, retrying
@@ -81,6 +86,7 @@ class AMQPBroker(Consuming, Broker):
         native_delay=True, priorities=True, lease_renewal=False, push_wakeup=True,
         multi_host=True, counts_delayed=False, ready_times=False, shared_buckets=False,
     )
+    declares_exchanges: ClassVar[bool] = True
 
     def __init__(self, url: str, *, lease_seconds: float = 30.0,
                  options: Mapping[str, Any] | None = None) -> None:
@@ -98,6 +104,8 @@ class AMQPBroker(Consuming, Broker):
         self._recount: list[_Arrived] = []
         self._consuming: dict[str, str] = {}
         self._pending_acks: list[tuple[int, int]] = []
+        self._pending_rejects: set[tuple[int, int]] = set()
+        self._specs = queue_specs(self.options.get("task_queues"))
         self._prefetch = 0
         self._seq = itertools.count()
         self._tokens = itertools.count(1)
@@ -138,6 +146,7 @@ class AMQPBroker(Consuming, Broker):
                             if lease.arrived.generation == generation}
             self._recount = [a for a in self._recount if a.generation == generation]
             self._pending_acks = [p for p in self._pending_acks if p[0] == generation]
+            self._pending_rejects = {p for p in self._pending_rejects if p[0] == generation}
         self._prefetch = 0
 
     # -- producing -----------------------------------------------------------------
@@ -175,7 +184,10 @@ class AMQPBroker(Consuming, Broker):
                 else:
                     msg.properties.pop("expiration", None)
                 self._publish_on(chan, msg, topology.DELAY_ENTRY, routing_key)
-            else:
+            elif extra is None and queue in self._specs:  # new: through its exchange
+                spec = self._specs[queue]
+                self._publish_on(chan, msg, spec.exchange, spec.routing_key or queue)
+            else:  # to the queue itself (given back, retried): never fanned out again
                 self._publish_on(chan, msg, "", queue)
         self._wait_confirms(chan)
 
@@ -208,11 +220,12 @@ class AMQPBroker(Consuming, Broker):
     def _ensure_queue(self, chan: amqp.Channel, queue: str) -> None:
         if queue in self._declared:
             return
+        spec = self._specs.get(queue)
         if queue not in self._foreign and not topology.declare_task_queue(
-                chan, queue, self.options):
+                chan, queue, self.options, spec):
             self._foreign.add(queue)
             raise admin.ChannelReset(f"queue {queue!r} exists with other arguments")
-        topology.bind_to_delays(chan, queue)
+        topology.bind_to_delays(chan, queue, spec)
         admin.register(self, chan, queue)
         self._declared.add(queue)
 
@@ -256,6 +269,10 @@ class AMQPBroker(Consuming, Broker):
         if not leases:
             return False
         lease = leases[0]
+        spec = self._specs.get(lease.arrived.queue)
+        if spec is not None and spec.dead_letter_exchange is not None:
+            self._queue_acks(leases, reject=True)  # RabbitMQ dead-letters it (x-death)
+            return True
         retrying(self.url, "dead_letter", self._pub, lambda chan: admin.store_dead(
             chan, self, lease.arrived.message, lease.arrived.queue, reason,
             wire.Counters(lease.deliveries, lease.lost, lease.first)), self.retry_policy)

@@ -23,6 +23,7 @@ from amqp import exceptions as amqp_errors
 from ...messages import Message
 from ...retry import RetryPolicy, Streak
 from ..base import Delivery, redact
+from ..declared import QueueSpec
 from . import admin, holding, topology, wire
 from .connection import RETRYABLE_ERRORS, Link
 
@@ -78,6 +79,8 @@ class Consuming:
     _recount: list[_Arrived]
     _consuming: dict[str, str]
     _pending_acks: list[tuple[int, int]]
+    _pending_rejects: set[tuple[int, int]]
+    _specs: dict[str, QueueSpec]
     _prefetch: int
     _seq: itertools.count[int]
     _tokens: itertools.count[int]
@@ -155,11 +158,12 @@ class Consuming:
             self._narrow(chan, needed, limit)
         new = [q for q in queues if q not in self._consuming]
         for queue in new:
+            spec = self._specs.get(queue)
             if queue not in self._foreign and not topology.declare_task_queue(
-                    chan, queue, self.options):
+                    chan, queue, self.options, spec):
                 self._foreign.add(queue)
                 raise admin.ChannelReset(queue)
-            topology.bind_to_delays(chan, queue)
+            topology.bind_to_delays(chan, queue, spec)
             tag = chan.basic_consume(queue, callback=self._arrival(queue))
             self._consuming[queue] = tag
         for queue in new:  # a round trip per queue: what it delivered is read by then
@@ -333,10 +337,15 @@ class Consuming:
                     out.append(lease)
         return out
 
-    def _queue_acks(self, leases: Sequence[_Lease]) -> None:
+    def _queue_acks(self, leases: Sequence[_Lease], *, reject: bool = False) -> None:
+        """Ack ``leases`` (``reject``: ``basic.reject`` them without requeue, so RabbitMQ
+        dead-letters them through their queue's dead-letter exchange)."""
         with self._state:
             self._pending_acks.extend((lease.arrived.generation, lease.arrived.tag)
                                       for lease in leases)
+            if reject:
+                self._pending_rejects.update((lease.arrived.generation, lease.arrived.tag)
+                                             for lease in leases)
         if self._con.lock.acquire(blocking=False):
             try:
                 if self._con.connected:
@@ -350,8 +359,13 @@ class Consuming:
         generation = self._con.generation
         with self._state:
             acks, self._pending_acks = self._pending_acks, []
+            rejects, self._pending_rejects = self._pending_rejects, set()
         for gen, tag in acks:
-            if gen == generation:
+            if gen != generation:
+                continue
+            if (gen, tag) in rejects:
+                chan.basic_reject(tag, requeue=False)
+            else:
                 chan.basic_ack(tag)
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:

@@ -9,7 +9,10 @@ only when asked for: ``x-queue-type: quorum`` (option ``queue_type``, from
 ``x-max-priority`` (option ``max_priority``, from
 ``task_queue_max_priority``; classic queues only). A queue that already
 exists with other arguments is used as it is (a warning names the
-difference) instead of failing.
+difference) instead of failing. A queue listed in ``task_queues`` is declared
+as kombu declares that ``Queue`` instead (:mod:`celeriac.brokers.declared`):
+its exchange with its type, its binding with its routing key, its
+``queue_arguments`` passed through as given.
 
 **Delays** use kombu 5.5+'s native delayed delivery layout, so Celery and
 celeriac share delayed messages (``tests/fixtures/amqp-task-properties.json``):
@@ -42,6 +45,8 @@ from typing import Any
 
 import amqp
 from amqp import exceptions as amqp_errors
+
+from ..declared import QueueSpec
 
 logger = logging.getLogger("celeriac.brokers.amqp")
 
@@ -94,9 +99,12 @@ def queue_arguments(queue: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return args
 
 
-def declare_task_queue(chan: amqp.Channel, queue: str, options: Mapping[str, Any]) -> bool:
+def declare_task_queue(chan: amqp.Channel, queue: str, options: Mapping[str, Any],
+                       spec: QueueSpec | None = None) -> bool:
     """Declare ``queue`` and its exchange and binding; False when it existed with other
     arguments (then ``chan`` is closed by the server and must be reopened)."""
+    if spec is not None:
+        return _declare_spec(chan, spec)
     args = queue_arguments(queue, options)
     try:
         chan.queue_declare(queue, durable=True, auto_delete=False, arguments=args or None)
@@ -109,10 +117,29 @@ def declare_task_queue(chan: amqp.Channel, queue: str, options: Mapping[str, Any
     return True
 
 
-def bind_to_delays(chan: amqp.Channel, queue: str) -> None:
-    """Let delayed messages for routing key ``queue`` reach ``queue``."""
+def _declare_spec(chan: amqp.Channel, spec: QueueSpec) -> bool:
+    """Declare a ``task_queues`` entry as kombu does: exchange, queue, binding."""
+    try:
+        chan.queue_declare(spec.name, durable=spec.durable, auto_delete=False,
+                           arguments=dict(spec.arguments) or None)
+    except amqp_errors.PreconditionFailed as exc:
+        logger.warning("RabbitMQ queue %r exists with other arguments than %r; using it as it "
+                       "is (%s)", spec.name, spec.arguments, exc)
+        return False
+    if spec.exchange:  # "": the default exchange, which binds every queue by its name
+        chan.exchange_declare(spec.exchange, spec.exchange_type, durable=spec.exchange_durable,
+                              auto_delete=False)
+        chan.queue_bind(spec.name, spec.exchange, routing_key=spec.routing_key)
+    return True
+
+
+def bind_to_delays(chan: amqp.Channel, queue: str, spec: QueueSpec | None = None) -> None:
+    """Let delayed messages for routing key ``queue`` (and a ``task_queues`` entry's own
+    routing key, as kombu binds it) reach ``queue``."""
     chan.exchange_declare(DELIVERY_EXCHANGE, "topic", durable=True, auto_delete=False)
     chan.queue_bind(queue, DELIVERY_EXCHANGE, routing_key=f"#.{queue}")
+    if spec is not None and spec.routing_key not in ("", queue):
+        chan.queue_bind(queue, DELIVERY_EXCHANGE, routing_key=f"#.{spec.routing_key}")
 
 
 def declare_delay_layout(chan: amqp.Channel, queue_type: str = "quorum") -> None:
