@@ -18,16 +18,21 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 pytest.importorskip("amqp")
-kombu = pytest.importorskip("kombu")
+pytest.importorskip("kombu")
 
 import amqp
+import kombu
+from kombu import Exchange, Queue
 
 from celeriac.brokers.amqp.broker import AMQPBroker
 from celeriac.brokers.memory.broker import MemoryBroker
 from celeriac.messages import Message, task_message
 
 Maker = Callable[..., AMQPBroker]
-Exchange, Queue = kombu.Exchange, kombu.Queue
+QUEUES = ("fan-a", "fan-b", "sports", "all-news", "work", "work-dead", "plain", "k-topic",
+          "k-quorum", "r-sports", "r-all-news", "r-weather")
+EXCHANGES = ("broadcast-fan", "news-topic", "work-dlx", "work", "plain", "k-ex", "k-q",
+             "routes-topic")
 
 
 def message(n: int) -> Message:
@@ -58,6 +63,11 @@ def raw(rabbitmq_url: str) -> Iterator[amqp.Channel]:
     conn.connect()
     try:
         yield conn.channel()
+        chan = conn.channel()  # the vhost goes to a later test: leave nothing of ours
+        for queue in QUEUES:
+            chan.queue_delete(queue)
+        for exchange in EXCHANGES:
+            chan.exchange_delete(exchange)
     finally:
         conn.close()
 
@@ -83,7 +93,7 @@ def drain(broker: AMQPBroker, queue: str, want: int) -> list[str]:
     return sorted(got)
 
 
-def test_fanout_reaches_every_bound_queue(make: Maker) -> None:
+def test_fanout_reaches_every_bound_queue(make: Maker, raw: amqp.Channel) -> None:
     fan = Exchange("broadcast-fan", type="fanout")
     broker = make([Queue("fan-a", fan), Queue("fan-b", fan)])
     assert broker.receive(["fan-a", "fan-b"], owner="w", timeout=0.2) == []  # declares both
@@ -141,7 +151,7 @@ def test_a_user_dead_letter_exchange_receives_rejected_messages(
 
 
 def test_kombu_declares_the_same_queues_without_precondition_failed(
-        make: Maker, rabbitmq_url: str) -> None:
+        make: Maker, rabbitmq_url: str, raw: amqp.Channel) -> None:
     """What kombu declares for the same ``Queue`` objects matches celeriac's declarations."""
     queues = [Queue("k-topic", Exchange("k-ex", type="topic"), routing_key="k.#",
                     queue_arguments={"x-max-priority": 5, "x-message-ttl": 60000}),
@@ -164,3 +174,32 @@ def test_other_brokers_warn_what_has_no_effect() -> None:
     texts = [str(w.message) for w in caught]
     assert len(texts) == 1 and "'fanned'" in texts[0] and "fanout" in texts[0]
     assert "'plain'" not in texts[0]
+
+
+def test_task_routes_naming_an_exchange_publish_through_it(
+        rabbitmq_url: str, raw: amqp.Channel) -> None:
+    """``task_routes`` with ``exchange``/``routing_key`` publish as kombu does: to the
+    exchange with that routing key, where RabbitMQ's bindings pick the queues."""
+    from celeriac import Celery
+
+    topic = Exchange("routes-topic", type="topic")
+    app = Celery("queues", broker=rabbitmq_url)
+    app.conf.task_queues = [Queue("r-sports", topic, routing_key="news.sports.*"),
+                            Queue("r-all-news", topic, routing_key="news.#"),
+                            Queue("r-weather", topic, routing_key="weather.#")]
+    app.conf.task_routes = {"tests.tennis": {"exchange": topic,
+                                             "routing_key": "news.sports.tennis"},
+                            "tests.rain": {"queue": "r-weather"}}
+    try:
+        app.send_task("tests.tennis")
+        app.send_task("tests.rain")
+        assert depth(raw, "r-sports", 1) == 1
+        assert depth(raw, "r-all-news", 1) == 1
+        assert depth(raw, "r-weather", 1) == 1
+        got = raw.basic_get("r-weather", no_ack=True)
+        assert got.delivery_info["exchange"] == "routes-topic"
+        assert got.delivery_info["routing_key"] == "weather.#"
+        with pytest.raises(amqp.exceptions.NotFound):  # no queue named by the routing key
+            raw.queue_declare("news.sports.tennis", passive=True)
+    finally:
+        app.close()

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import clock, hooks, signals
 from ..brokers.base import Publish, redact
+from ..brokers.declared import EXCHANGE_SCHEMES
+from ..brokers.registry import scheme_of
 from ..canvas.signature import Signature
 from ..config.settings import seconds
 from ..events.dispatcher import send_task_sent
@@ -101,10 +103,12 @@ def build_message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
     preq = parent.request if parent is not None else None
     routed = route(conf, name, args, kwargs, options, options.get("task"))
     queue = routed["queue"]
-    if routed.get("exchange"):
-        conf.report("exchange", f"exchange={routed['exchange']!r} (task {name}) is ignored: "
-                    "celeriac routes by queue name (queue=, routing_key=, task_routes), as "
-                    "Celery does on Redis with its default exchange")
+    exchange = getattr(routed.get("exchange"), "name", routed.get("exchange"))
+    on_rabbitmq = scheme_of(app.broker_url or "") in EXCHANGE_SCHEMES
+    if exchange and not on_rabbitmq:
+        conf.report("exchange", f"exchange={exchange!r} (task {name}) is ignored: celeriac "
+                    "routes by queue name (queue=, routing_key=, task_routes) except on "
+                    "RabbitMQ, as Celery does on Redis with its default exchange")
     priority = routed.get("priority")
     if priority is None:
         priority = conf.task_default_priority
@@ -121,6 +125,9 @@ def build_message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
         raise EncodeError(f"{name}: {_culprit(args, kwargs, serializer)} cannot be sent with "
                         f"the {serializer!r} serializer ({exc}); task arguments must be plain "
                         f"values such as ids, not live objects") from None
+    if exchange and on_rabbitmq:  # RabbitMQ publishes to it when task_queues declares it (as kombu)
+        message.properties["delivery_info"] = {
+            "exchange": str(exchange), "routing_key": str(routed.get("routing_key") or queue)}
     return message, queue, to_timestamp(eta), priority
 
 

@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+#: URL schemes of the broker that honours exchanges (:class:`~.amqp.broker.AMQPBroker`)
+EXCHANGE_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
 EXCHANGE_TYPES = frozenset({"direct", "topic", "fanout", "headers"})
 DLX = "x-dead-letter-exchange"
 DLX_ROUTING_KEY = "x-dead-letter-routing-key"
@@ -111,6 +113,33 @@ def queue_specs(value: Any) -> dict[str, QueueSpec]:
         entries = [value]
     specs = [queue_spec(e) for e in entries]
     return {s.name: s for s in specs}
+
+
+def exchange_route(specs: Mapping[str, QueueSpec], delivery_info: Any,
+                   queue: str) -> tuple[str, str] | None:
+    """``(exchange, routing key)`` a new message for ``queue`` is published with: a route's
+    exchange (``delivery_info``) when ``task_queues`` declares it, else ``queue``'s own
+    entry's; None: straight to ``queue`` (the default exchange)."""
+    if isinstance(delivery_info, Mapping) and delivery_info.get("exchange"):
+        exchange = str(delivery_info["exchange"])
+        if any(s.exchange == exchange for s in specs.values()):
+            return exchange, str(delivery_info.get("routing_key") or queue)
+    spec = specs.get(queue)
+    return (spec.exchange, spec.routing_key or queue) if spec is not None else None
+
+
+def to_declare(specs: Mapping[str, QueueSpec], message: Any, queue: str,
+               extra: Any) -> list[str]:
+    """The queues to declare before publishing ``message`` for ``queue``: every
+    ``task_queues`` entry bound to the exchange a route names (kombu publishes to the
+    exchange; ``queue`` is then only its routing key), else ``queue``."""
+    info = message.properties.get("delivery_info")
+    if extra is None and queue not in specs and isinstance(info, Mapping):
+        bound = [s.name for s in specs.values() if s.exchange and s.exchange == info.get(
+            "exchange")]
+        if bound:
+            return bound
+    return [queue]
 
 
 def no_effect_elsewhere(broker: Any, value: Any) -> str | None:

@@ -69,7 +69,7 @@ from ..base import (
     QueueStats,
 )
 from ..buckets import bucket_take
-from ..declared import queue_specs
+from ..declared import exchange_route, queue_specs, to_declare
 from . import admin, holding, topology, wire
 from .broadcast import AMQPBroadcast
 from .connection import RETRYABLE_ERRORS, Link, retrying
@@ -168,8 +168,9 @@ class AMQPBroker(Consuming, Broker):
               items: Sequence[tuple[Message, str, int, float | None,
                                     dict[str, Any] | None]]) -> None:
         """Publish on the confirm channel and wait until RabbitMQ confirmed every message."""
-        for _, queue, _, not_before, _ in items:  # declarations first:
-            self._ensure_queue(chan, queue)  # the delays are measured after them
+        for message, queue, _, not_before, extra in items:  # declarations first: the
+            for name in to_declare(self._specs, message, queue, extra):  # delays are measured
+                self._ensure_queue(chan, name)  # after them
             if not_before is not None:
                 self._ensure_delays(chan)
         now = self.now()
@@ -184,9 +185,9 @@ class AMQPBroker(Consuming, Broker):
                 else:
                     msg.properties.pop("expiration", None)
                 self._publish_on(chan, msg, topology.DELAY_ENTRY, routing_key)
-            elif extra is None and queue in self._specs:  # new: through its exchange
-                spec = self._specs[queue]
-                self._publish_on(chan, msg, spec.exchange, spec.routing_key or queue)
+            elif extra is None and (route := exchange_route(
+                    self._specs, message.properties.get("delivery_info"), queue)):
+                self._publish_on(chan, msg, *route)  # new: through its exchange (kombu)
             else:  # to the queue itself (given back, retried): never fanned out again
                 self._publish_on(chan, msg, "", queue)
         self._wait_confirms(chan)
