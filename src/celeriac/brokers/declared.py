@@ -12,8 +12,10 @@ reads the attributes ``name``, ``exchange`` (``.name``, ``.type``),
 declares what kombu declares for that queue, so a Celery 5.7 worker or client
 using the same ``task_queues`` finds the queue, its exchange and its binding
 as it expects (no ``PRECONDITION_FAILED`` either way). A message routed to
-such a queue is published to the queue's exchange with its routing key, as
-kombu does; a fanout exchange therefore reaches every queue bound to it.
+such a queue is published as Celery publishes it: through the default
+exchange with the queue's name when its exchange is direct, else to its
+exchange (topic, fanout, headers) with its routing key; a fanout exchange
+therefore reaches every queue bound to it.
 
 A queue declared with ``x-dead-letter-exchange`` in its arguments has a
 dead-letter exchange of its user's: ``Reject(requeue=False)`` and every other
@@ -117,15 +119,19 @@ def queue_specs(value: Any) -> dict[str, QueueSpec]:
 
 def exchange_route(specs: Mapping[str, QueueSpec], delivery_info: Any,
                    queue: str) -> tuple[str, str] | None:
-    """``(exchange, routing key)`` a new message for ``queue`` is published with: a route's
-    exchange (``delivery_info``) when ``task_queues`` declares it, else ``queue``'s own
-    entry's; None: straight to ``queue`` (the default exchange)."""
+    """``(exchange, routing key)`` a new message for ``queue`` is published with, by
+    Celery's rule: a route's exchange (``delivery_info``) when ``task_queues`` declares
+    it; else, for a listed queue whose exchange is not direct, its exchange and routing
+    key; None: straight to ``queue`` through the default exchange (a direct exchange's
+    queue too, as Celery sends it)."""
     if isinstance(delivery_info, Mapping) and delivery_info.get("exchange"):
         exchange = str(delivery_info["exchange"])
         if any(s.exchange == exchange for s in specs.values()):
             return exchange, str(delivery_info.get("routing_key") or queue)
     spec = specs.get(queue)
-    return (spec.exchange, spec.routing_key or queue) if spec is not None else None
+    if spec is None or spec.exchange_type == "direct":  # Celery: direct → anonymous exchange
+        return None
+    return spec.exchange, spec.routing_key or queue
 
 
 def to_declare(specs: Mapping[str, QueueSpec], message: Any, queue: str,

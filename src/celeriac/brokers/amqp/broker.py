@@ -22,8 +22,8 @@ back by publishing a copy that carries the counters (``x-celeriac-dc``,
 ``x-celeriac-lc``) and then acking the original; ``dead_letter`` publishes to
 ``celeriac.dead.<queue>`` and acks, or, for a ``task_queues`` queue with its
 own ``x-dead-letter-exchange``, rejects it (``requeue=False``) so RabbitMQ
-dead-letters it there. A new message for a ``task_queues`` queue goes to
-that queue's exchange with its routing key (:mod:`..declared`). Fencing:
+dead-letters it there. A new message for a ``task_queues`` queue goes where
+Celery sends it (:func:`..declared.exchange_route`). Fencing:
 every lease has a fresh token bound to the connection generation; after a
 reconnect (RabbitMQ requeued what the old connection held) old tokens act on
 nothing.
