@@ -91,7 +91,7 @@ def queue_spec(entry: Any) -> QueueSpec:
     if exchange_type not in EXCHANGE_TYPES:
         raise ValueError(f"task_queues: queue {name!r} has exchange type {exchange_type!r}, "
                          f"not one of {sorted(EXCHANGE_TYPES)}")
-    routing_key = _get(entry, "routing_key")
+    routing_key = _get(entry, "routing_key") or _get(entry, "binding_key")  # Celery's old key
     if routing_key is None:
         routing_key = name
     arguments = dict(_get(entry, "queue_arguments") or {})
@@ -103,8 +103,10 @@ def queue_spec(entry: Any) -> QueueSpec:
                      True if durable is None else bool(durable), exchange_durable)
 
 
-def queue_specs(value: Any) -> dict[str, QueueSpec]:
-    """``task_queues`` (a list, tuple or name → queue dict) keyed by queue name."""
+def queue_specs(value: Any, max_priority: Any = None) -> dict[str, QueueSpec]:
+    """``task_queues`` (a list, tuple or name → queue dict) keyed by queue name;
+    ``max_priority`` (``task_queue_max_priority``) is added as ``x-max-priority`` to every
+    queue without one, as Celery adds it."""
     if not value:
         return {}
     if isinstance(value, Mapping) and not {"name", "exchange"} & set(value):
@@ -114,6 +116,9 @@ def queue_specs(value: Any) -> dict[str, QueueSpec]:
     else:
         entries = [value]
     specs = [queue_spec(e) for e in entries]
+    if max_priority is not None:
+        for spec in specs:
+            spec.arguments.setdefault("x-max-priority", int(max_priority))
     return {s.name: s for s in specs}
 
 

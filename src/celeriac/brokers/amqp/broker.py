@@ -105,14 +105,14 @@ class AMQPBroker(Consuming, Broker):
         self._consuming: dict[str, str] = {}
         self._pending_acks: list[tuple[int, int]] = []
         self._pending_rejects: set[tuple[int, int]] = set()
-        self._specs = queue_specs(self.options.get("task_queues"))
+        self._specs = queue_specs(*map(self.options.get, ("task_queues",
+                                                          "task_queue_max_priority")))
         self._prefetch = 0
         self._seq = itertools.count()
         self._tokens = itertools.count(1)
         self._nonce = uuid.uuid4().hex[:10]
         self._declared: set[str] = set()
-        #: queues that exist with other arguments than ours: used as they are
-        self._foreign: set[str] = set()
+        self._foreign: set[str] = set()  # exist with other arguments: used as they are
         self._delays_declared = False
         self._confirmed = 0
         self._published = 0
