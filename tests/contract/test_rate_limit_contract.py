@@ -16,6 +16,7 @@ import pytest
 
 from celeriac.brokers.base import Broker
 from celeriac.brokers.buckets import bucket_take
+from celeriac.exceptions import OperationalError
 
 from .conftest import make_broker
 
@@ -61,9 +62,16 @@ def test_concurrent_callers_never_take_more_than_the_bucket_holds(broker: Broker
     lock = threading.Lock()
     start = threading.Barrier(callers)
 
+    busy: list[OperationalError] = []
+
     def take() -> None:
         start.wait()
-        got = broker.take_token(k, 0.001, capacity)  # practically no refill meanwhile
+        try:
+            got = broker.take_token(k, 0.001, capacity)  # practically no refill meanwhile
+        except OperationalError as exc:  # gave up waiting for the server (a loaded machine)
+            with lock:
+                busy.append(exc)
+            return
         with lock:
             results.append(got)
 
@@ -72,8 +80,9 @@ def test_concurrent_callers_never_take_more_than_the_bucket_holds(broker: Broker
         t.start()
     for t in threads:
         t.join(30)
-    assert len(results) == callers
-    assert results.count(0.0) == capacity
+    assert len(results) + len(busy) == callers, "a caller neither took nor gave up"
+    assert len(results) >= capacity, busy  # the bucket was not starved by the server
+    assert results.count(0.0) == capacity, (results, busy)  # never more than it holds
 
 
 def test_every_client_of_the_broker_shares_the_bucket(broker: Broker,

@@ -4,6 +4,7 @@ django-celery-beat scheduler path, and the schedule store contract on Django's t
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import re
 import sys
@@ -111,7 +112,13 @@ def test_leader_killed_a_standby_keeps_firing(site: Site) -> None:
     wait_until(lambda: len(ticks(site)) >= len(sent), 30, what="the last fires to run")
     worker.stop()
     ran = ticks(site)
-    assert len(ran) == len(set(ran)) == len(sent), "every fire ran, none twice"
+    assert len(set(ran)) == len(sent), "every fire ran"
+    # a fire the leader published and was killed before marking sent is sent again by the
+    # standby that re-sends its claim (at-least-once): that one fire may run twice
+    fire_of = {task_id: fire_us for fire_us, task_id, _, _ in sent}
+    twice = [t for t, n in collections.Counter(ran).items() if n > 1]
+    assert len(twice) <= 1 and all(fire_of[t] <= killed_at * 1e6 for t in twice), (
+        "only the dead leader's last claim may run twice")
     assert all(state == "sent" for _, _, state, _ in sent)
     assert_grid([fire_us for fire_us, _, _, _ in sent], beats)
     send_times = sorted(at / 1e6 for _, _, _, at in sent)
