@@ -199,6 +199,10 @@ def test_task_routes_naming_an_exchange_publish_through_it(
         got = raw.basic_get("r-weather", no_ack=True)
         assert got.delivery_info["exchange"] == "routes-topic"
         assert got.delivery_info["routing_key"] == "weather.#"
+        app.conf.task_routes = {"tests.elsewhere": {"exchange": "nowhere", "queue": "r-weather"}}
+        with pytest.warns(UserWarning, match="'nowhere'.*not declared in task_queues"):
+            app.send_task("tests.elsewhere")
+        assert depth(raw, "r-weather", 1) == 1  # by its name
         with pytest.raises(amqp.exceptions.NotFound):  # no queue named by the routing key
             raw.queue_declare("news.sports.tennis", passive=True)
     finally:

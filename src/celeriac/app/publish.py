@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import clock, hooks, signals
 from ..brokers.base import Publish, redact
-from ..brokers.declared import EXCHANGE_SCHEMES
+from ..brokers.declared import EXCHANGE_SCHEMES, declares_exchange
 from ..brokers.registry import scheme_of
 from ..canvas.signature import Signature
 from ..config.settings import seconds
@@ -125,7 +125,10 @@ def build_message(app: Celery, name: str, args: Any, kwargs: Any, task_id: str,
         raise EncodeError(f"{name}: {_culprit(args, kwargs, serializer)} cannot be sent with "
                         f"the {serializer!r} serializer ({exc}); task arguments must be plain "
                         f"values such as ids, not live objects") from None
-    if exchange and on_rabbitmq:  # RabbitMQ publishes to it when task_queues declares it (as kombu)
+    if exchange and on_rabbitmq:  # RabbitMQ publishes to it when task_queues declares it
+        if not declares_exchange(conf.task_queues, str(exchange)):
+            conf.report("exchange", f"exchange={exchange!r} (task {name}) is not declared in "
+                        f"task_queues: the message goes to queue {queue!r} by its name")
         message.properties["delivery_info"] = {
             "exchange": str(exchange), "routing_key": str(routed.get("routing_key") or queue)}
     return message, queue, to_timestamp(eta), priority

@@ -139,6 +139,11 @@ def exchange_route(specs: Mapping[str, QueueSpec], delivery_info: Any,
     return spec.exchange, spec.routing_key or queue
 
 
+def declares_exchange(task_queues: Any, exchange: str) -> bool:
+    """Whether a ``task_queues`` entry declares ``exchange`` (a route may publish to it)."""
+    return any(s.exchange == exchange for s in queue_specs(task_queues).values())
+
+
 def to_declare(specs: Mapping[str, QueueSpec], message: Any, queue: str,
                extra: Any) -> list[str]:
     """The queues to declare before publishing ``message`` for ``queue``: every
