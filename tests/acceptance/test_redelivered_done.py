@@ -55,9 +55,9 @@ ALREADY = "acknowledged without running it again"
 
 def run_twice(proj: Project, tmp_path: Path, link: bool) -> tuple[str, Any]:
     client = proj.client()
-    result = (client.once.apply_async((21,), link=client.callback.s()) if link
-              else client.once.delay(21))
     with proj.worker(pool="threads", concurrency=1) as first:
+        result = (client.once.apply_async((21,), link=client.callback.s()) if link
+                  else client.once.delay(21))
         wait_until(lambda: not first.alive(), timeout=60, what=f"the worker to die:\n"
                    f"{first.log}")
     assert (tmp_path / f"{result.id}.died").exists()

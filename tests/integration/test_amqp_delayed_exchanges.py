@@ -72,6 +72,7 @@ def declare_all(rabbitmq_url: str) -> None:
     """What a celeriac worker consuming every queue declares."""
     consumer = AMQPBroker(rabbitmq_url, options={"task_queues": QUEUES})
     try:
+        consumer.declare_delays()  # else the first delayed publish declares them
         assert consumer.receive(NAMES, owner="w", timeout=0.2) == []
     finally:
         consumer.close()
