@@ -341,15 +341,15 @@ class Consuming:
     def _queue_acks(self, leases: Sequence[_Lease], *, reject: bool = False) -> int:
         """Ack ``leases`` (``reject``: ``basic.reject`` them without requeue, so RabbitMQ
         dead-letters them through their queue's dead-letter exchange). Returns how many
-        were sent (or wait for the consuming loop) on a channel still open: what the
-        server already closed the channel on is not counted (RabbitMQ requeued it)."""
+        were sent on a channel still open (or left to the consuming loop if it held the
+        connection for 2 s): those of a channel the server closed are not counted."""
         with self._state:
             self._pending_acks.extend((lease.arrived.generation, lease.arrived.tag)
                                       for lease in leases)
             if reject:
                 self._pending_rejects.update((lease.arrived.generation, lease.arrived.tag)
                                              for lease in leases)
-        if self._con.lock.acquire(blocking=False):
+        if self._con.lock.acquire(timeout=2.0):  # a receive holds it for at most ~1 s
             try:
                 if self._con.connected:
                     chan = self._con.channel()
@@ -358,8 +358,10 @@ class Consuming:
                     self._drain(chan.connection, 0.0)
                     self._flush_acks(chan)
             except (*RETRYABLE_ERRORS, amqp_errors.IrrecoverableChannelError) as exc:
-                logger.warning("RabbitMQ consuming channel lost (%s): what it held was "
-                               "requeued, its acknowledgements are void", exc)
+                # an outage is reported by the worker's watch; a channel closed on purpose
+                (logger.debug if isinstance(exc, RETRYABLE_ERRORS) else logger.warning)(
+                    "RabbitMQ closed the consuming channel (%s): what it held was "
+                    "requeued, its acknowledgements are void", exc)
                 self._con.reset()  # a new generation: the old leases are void
             finally:
                 self._con.lock.release()
