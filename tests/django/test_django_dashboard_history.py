@@ -108,6 +108,28 @@ def test_the_history_is_read_from_an_event_loop(dj: Any) -> None:
         db.close()
 
 
+def test_a_broken_connection_is_reopened(dj: Any) -> None:
+    """A PostgreSQL connection that died (server restart, idle timeout) fails one call;
+    the next one gets a new connection."""
+    if "pg" not in dj.aliases:
+        pytest.skip("PostgreSQL is not reachable")
+    from django.db import connections
+
+    db = open_database("django-db://pg")
+    store = HistoryStore(db)
+    try:
+        store.apply_events([{"type": "task-sent", "uuid": "conn-1", "name": "proj.add",
+                             "timestamp": 1.0}])
+        connections["pg"].connection.close()  # behind Django's back
+        with pytest.raises(Exception, match="closed"):
+            store.count(TaskFilter())
+        assert store.count(TaskFilter()) == 1
+    finally:
+        db.write(lambda cur: [cur.execute(f"DROP TABLE IF EXISTS {t}")
+                              for t in DASHBOARD_TABLES])
+        db.close()
+
+
 def test_an_unknown_alias_or_database_is_refused(dj: Any, monkeypatch: pytest.MonkeyPatch
                                                  ) -> None:
     from django.db import connections

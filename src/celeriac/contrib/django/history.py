@@ -4,8 +4,8 @@
 ``django-db://ALIAS`` for :func:`celeriac.dashboard.history.open_database`
 (registered through :func:`celeriac.hooks.register_history_database`). The
 history store runs its own SQL, the same as on its SQLite and PostgreSQL
-engines, on the DB-API connection Django opened for the alias (one per thread,
-as Django keeps them), so the dashboard needs no second database and takes
+engines, on the connection Django opened for the alias (one per thread, as
+Django keeps them), so the dashboard needs no second database and takes
 its credentials from ``DATABASES``. Its tables (``dashboard_tasks``,
 ``dashboard_attempts``, ``dashboard_audit``, ``dashboard_throughput``,
 ``dashboard_meta``) are created by the dashboard at start, like on the other
@@ -17,9 +17,10 @@ Only Django's ``sqlite`` and ``postgresql`` backends speak the store's SQL; any
 other stops the dashboard at start-up naming the setting. Calls made on a
 running event loop (the dashboard's pages) run on a helper thread
 (:func:`.db.off_loop`), because Django refuses database calls there. A write
-on SQLite is one ``BEGIN IMMEDIATE`` transaction (no lock upgrade that could
-fail at once under concurrent writers); on PostgreSQL a transaction whose
-reads lock their rows. Connections stay open for the life of the dashboard
+on SQLite is one ``BEGIN IMMEDIATE`` transaction on the sqlite3 connection (no
+lock upgrade that could fail at once under concurrent writers); on PostgreSQL
+one ``transaction.atomic`` block through Django's cursor (psycopg 3 or
+psycopg2) whose reads lock their rows. Connections stay open for the life of the dashboard
 and are reopened after an error.
 """
 
@@ -94,23 +95,22 @@ class DjangoDatabase:
 
         return connections[self.alias]
 
-    def _raw(self) -> Any:
-        """This thread's DB-API connection for the alias, opened (or reopened) by Django."""
+    def _ready(self) -> Any:
+        """This thread's Django connection for the alias; one an error left unusable is
+        closed first (Django reopens it on its next use)."""
         conn = self._django()
-        if conn.connection is not None and conn.errors_occurred:
+        if conn.connection is not None and conn.errors_occurred and not conn.in_atomic_block:
             if not conn.is_usable():
                 conn.close()
             conn.errors_occurred = False
-        conn.ensure_connection()
-        return conn.connection
+        return conn
 
-    def _guarded(self, call: Callable[[Any], T]) -> T:
-        """Run ``call(raw connection)``; after a database error the connection is checked
-        (and reopened if unusable) before its next use."""
-        conn = self._django()
-        raw = self._raw()
+    def _on_sqlite(self, call: Callable[[Any], T]) -> T:
+        """``call(the sqlite3 connection)``, marking the connection after a database error."""
+        conn = self._ready()
+        conn.ensure_connection()
         try:
-            return call(raw)
+            return call(conn.connection)
         except conn.Database.Error:
             conn.errors_occurred = True
             raise
@@ -118,14 +118,11 @@ class DjangoDatabase:
     @off_loop
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self.kind == "sqlite":
-            return self._guarded(lambda raw: list(raw.execute(sql, tuple(params)).fetchall()))
-
-        def query(raw: Any) -> list[tuple[Any, ...]]:
-            with raw.cursor() as cursor:
-                cursor.execute(pg_sql(sql), tuple(params))
-                return [tuple(row) for row in cursor.fetchall()]
-
-        return self._guarded(query)
+            return self._on_sqlite(lambda raw: list(raw.execute(sql, tuple(params)).fetchall()))
+        # Django's cursor (psycopg 3 or psycopg2), which marks the connection on errors
+        with self._ready().cursor() as cursor:
+            cursor.execute(pg_sql(sql), tuple(params))
+            return [tuple(row) for row in cursor.fetchall()]
 
     @off_loop
     def write(self, work: Callable[[Cursor], T]) -> T:
@@ -144,13 +141,12 @@ class DjangoDatabase:
                     raw.execute("COMMIT")
                     return result
 
-            return self._guarded(sqlite_work)
+            return self._on_sqlite(sqlite_work)
+        from django.db import transaction
 
-        def pg_work(raw: Any) -> T:
-            with raw.transaction(), raw.cursor() as cursor:
-                return work(PgCursor(cursor))
-
-        return self._guarded(pg_work)
+        conn = self._ready()
+        with transaction.atomic(using=self.alias), conn.cursor() as cursor:
+            return work(PgCursor(cursor))
 
     def explain(self, sql: str, params: Sequence[Any] = ()) -> str:
         if self.kind == "sqlite":
