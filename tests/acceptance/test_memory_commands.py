@@ -141,3 +141,5 @@ def test_election_is_refused_saying_why(tmp_path: Path) -> None:
         cli = proj.cli("control", "election", "-t", "3")
         assert "ERROR" in cli.stdout and "election is not supported" in cli.stdout
         worker.wait_for_log("Refused control command election (id=e1, topic=task)")
+        with pytest.raises(NotImplementedError, match="worker-elect"):
+            proj.app.control.election("e2", "task")
