@@ -13,12 +13,11 @@ import click
 
 from ..worker.main import Worker
 from .base import CLIContext
-from .daemon import Pidfile, check_pidfile, detach, drop_privileges
+from .daemon import Pidfile, check_executable, check_pidfile, detach, drop_privileges
 from .worker_options import (
     NO_SUCH_POOL,
     POOLS,
     apply_settings,
-    check_executable,
     check_statedb,
     pool_name,
 )
