@@ -34,6 +34,9 @@ def _pairs(theirs: click.Command, ours: click.Command, path: str = ""
 
 
 PAIRS = _pairs(celery_bin.celery, cli)
+#: Celery's ``events`` gives ``-d`` to both ``--dump`` and ``--detach`` (click lets the later,
+#: ``--detach``, win); celeriac keeps ``-d`` for ``--dump``, as Celery's documentation has it
+SHARED_SHORT = {("events", frozenset({"-d", "--detach"}))}
 
 
 @pytest.mark.parametrize(("path", "theirs", "ours"), PAIRS, ids=[p[0] or "celery" for p in PAIRS])
@@ -42,3 +45,13 @@ def test_celery_command_and_options_exist(path: str, theirs: click.Command,
     assert ours is not None, f"celeriac has no command {path!r}"
     missing = sorted(_option_strings(theirs) - _option_strings(ours))
     assert not missing, f"celeriac {path}: missing {missing}"
+    # each Celery option's spellings name one and the same celeriac option
+    mine = [set(p.opts) | set(p.secondary_opts) for p in ours.params
+            if isinstance(p, click.Option)]
+    for param in theirs.params:
+        if isinstance(param, click.Option):
+            spellings = set(param.opts) | set(param.secondary_opts)
+            if (path, frozenset(spellings)) in SHARED_SHORT:
+                continue
+            assert any(spellings <= own for own in mine), \
+                f"celeriac {path}: {sorted(spellings)} are not one option"

@@ -45,6 +45,7 @@ class CLIContext:
                 except ImportError as exc:
                     raise click.ClickException(f"--config {self.config_module}: cannot "
                                                f"import it: {exc}") from None
+                os.environ["CELERIAC_CONFIG_MODULE"] = self.config_module  # spawned children
             if self.broker:
                 self._app.conf.broker_url = self.broker
             if self.result_backend:

@@ -40,8 +40,13 @@ VALUE_OPTIONS = {"-A", "--app", "-b", "--broker", "--result-backend", "-l", "--l
                  "--exclude-queues", "--pidfile", "-f", "--logfile", "--prefetch-multiplier",
                  "--max-tasks-per-child", "--max-memory-per-child", "--time-limit",
                  "--soft-time-limit", "--autoscale", "--liveness-file", "--umask",
-                 "--workdir", "-n", "--hostname"}
-GLOBAL_OPTIONS = {"-A", "--app", "-b", "--broker", "--result-backend", "--workdir"}
+                 "--workdir", "-n", "--hostname", "-I", "--include", "-O", "--optimization",
+                 "-S", "--statedb", "--scheduler", "-s", "--schedule-filename", "--schedule",
+                 "--uid", "--gid", "--executable", "--heartbeat-interval",
+                 "--pool-start-method", "--config", "--loader"}
+#: options of the ``celeriac`` group, placed before ``worker`` (the flags take no value)
+GLOBAL_OPTIONS = {"-A", "--app", "-b", "--broker", "--result-backend", "--workdir",
+                  "--config", "--loader", "-C", "--no-color", "--skip-checks", "-q", "--quiet"}
 
 
 @dataclass
