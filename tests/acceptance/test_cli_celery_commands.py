@@ -188,3 +188,18 @@ def test_amqp_admin_commands_on_rabbitmq(tmp_path: Path, rabbitmq_url: str) -> N
         assert proj.cli("amqp", "exchange.delete", "adm").returncode == 0
         missing = proj.cli("amqp", "queue.declare", "adm.q", "yes")
         assert missing.returncode == 1 and "NotFound" in missing.stderr
+
+
+def test_purge_defaults_to_the_declared_queues(tmp_path: Path) -> None:
+    source = PROJ + """
+    app.conf.task_queues = [{"name": "hi"}, {"name": "lo"}]
+"""
+    with project(tmp_path, source) as proj:
+        client = proj.client()
+        for queue in ("hi", "lo", "elsewhere"):
+            client.add.apply_async((1, 1), queue=queue)
+        run = proj.cli("purge", "-f")
+        assert run.returncode == 0, run.stderr
+        assert "Purged 2 messages from 2 known task queues." in run.stdout
+        stats = {q: proj.app.broker.stats(q).ready for q in ("hi", "lo", "elsewhere")}
+    assert stats == {"hi": 0, "lo": 0, "elsewhere": 1}

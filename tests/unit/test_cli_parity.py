@@ -55,3 +55,14 @@ def test_celery_command_and_options_exist(path: str, theirs: click.Command,
                 continue
             assert any(spellings <= own for own in mine), \
                 f"celeriac {path}: {sorted(spellings)} are not one option"
+
+
+def test_every_celery_inspect_and_control_command_can_be_sent() -> None:
+    from celery.worker.control import Panel
+
+    from celeriac.cli.control import CONTROL, INSPECT
+
+    theirs = {kind: {name for name, meta in Panel.meta.items() if meta.type == kind}
+              for kind in ("inspect", "control")}
+    assert theirs["inspect"] - set(INSPECT) == set()
+    assert theirs["control"] - set(CONTROL) == set()

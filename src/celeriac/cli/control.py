@@ -8,8 +8,10 @@ shutdown`` send the command to every worker (or ``-d name[,name]``), wait
 ``-t/--timeout`` seconds for replies and print them as Celery does (``->
 node: OK`` and the payload), or as one JSON object with ``--json``. As in
 Celery, no reply exits with status 69 ("No nodes replied within time
-constraint"); ``shutdown`` gets none. ``--list`` prints the commands and their
-arguments.
+constraint"); ``shutdown`` gets none. ``inspect memdump|memsample|objgraph`` and
+``control revoke_by_stamped_headers`` are sent as Celery's CLI sends them: Celery
+workers answer, celeriac workers reply that they have no such command. ``--list``
+prints the commands and their arguments.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ INSPECT = {
     "ping": [], "active": [], "reserved": [], "scheduled": [], "registered": ["taskinfoitems"],
     "stats": [], "revoked": [], "active_queues": [], "conf": [], "query_task": ["ids"],
     "report": [], "clock": [], "hello": ["from_node", "revoked"],
+    # answered by Celery workers; celeriac workers reply "No such control command"
+    "memdump": ["n_samples"], "memsample": [], "objgraph": ["object_type", "num", "max_depth"],
+}
+#: the typed arguments of the inspect commands that take some beyond the special cases
+INSPECT_TYPED: dict[str, list[tuple[str, Any, bool]]] = {
+    "memdump": [("n_samples", int, False)],
+    "objgraph": [("object_type", str, False), ("num", int, False), ("max_depth", int, False)],
 }
 #: command -> [(argument, type, variadic)]
 CONTROL: dict[str, list[tuple[str, Any, bool]]] = {
@@ -42,6 +51,8 @@ CONTROL: dict[str, list[tuple[str, Any, bool]]] = {
     "autoscale": [("max", int, False), ("min", int, False)],
     "enable_events": [], "disable_events": [], "pool_restart": [], "heartbeat": [],
     "shutdown": [], "election": [],
+    # Celery's stamping (key=value...); celeriac workers reply "No such control command"
+    "revoke_by_stamped_headers": [("headers", str, True)],
 }
 
 
@@ -159,6 +170,8 @@ def inspect(ctx: click.Context, method: str | None, arguments: tuple[str, ...],
         kwargs["with_defaults"] = include_defaults
     elif method == "hello" and arguments:
         kwargs["from_node"] = arguments[0]
+    elif method in INSPECT_TYPED:
+        kwargs = _convert(method, INSPECT_TYPED[method], arguments)
     elif arguments:
         raise click.UsageError(f"inspect {method} takes no arguments")
     replies = obj.app.control.broadcast(method, arguments=kwargs,
