@@ -56,6 +56,7 @@ def test_report_masks_secrets_and_passwords(proj: Project) -> None:
     shown = proj.cli("--result-backend", "redis://user:s3cret@127.0.0.1:1/0", "report")
     assert shown.returncode == 0, shown.stderr
     assert "celeriac:" in shown.stdout and "platform -> system:" in shown.stdout
+    assert "broker   -> native_delay:yes" in shown.stdout  # the SQLite broker's capabilities
     assert "dashboard_secret_key: '********'" in shown.stdout
     assert "hunter2" not in shown.stdout and "s3cret" not in shown.stdout
 

@@ -123,6 +123,8 @@ def test_without_heartbeat_sends_no_worker_events(proj: Project) -> None:
     (("--executable", "/bin/sh"), "detaches by forking"),
     (("-c", "many"), "'many' is not a number or 'auto'"),
     (("-O", "fast"), "'fast' is not one of 'default', 'fair'"),
+    (("--uid", "no-such-user-here"), "--uid: no such user: no-such-user-here"),
+    (("--gid", "no-such-group-here"), "--gid: no such group: no-such-group-here"),
 ])
 def test_flags_celeriac_cannot_honour_are_refused(proj: Project, args: tuple[str, ...],
                                                   message: str) -> None:
