@@ -46,7 +46,7 @@ def test_call_routing_key_and_serializer(proj: Project) -> None:
 def test_inspect_and_control_list(proj: Project) -> None:
     listed = proj.cli("inspect", "--list")
     assert listed.returncode == 0, listed.stderr
-    assert "  ping" in listed.stdout and "  query_task [ids]" in listed.stdout
+    assert "  ping" in listed.stdout and "  query_task [ids...]" in listed.stdout
     control = proj.cli("control", "--list").stdout
     assert "  revoke [task_id...]" in control and "  pool_grow [n]" in control
     missing = proj.cli("control")

@@ -1,17 +1,19 @@
 """``celeriac inspect ...`` and ``celeriac control ...``: Celery's remote-control commands.
 
 ``celeriac inspect ping|active|reserved|scheduled|registered|stats|revoked|
-active_queues|conf|query_task|report|clock`` and ``celeriac control revoke|
+active_queues|conf|query_task|report|clock|memsample|memdump|objgraph`` (with
+Celery's positional arguments: ``memdump [SAMPLES]``, ``objgraph [TYPE [NUM
+[MAX_DEPTH]]]``) and ``celeriac control revoke|
 terminate|rate_limit|time_limit|add_consumer|cancel_consumer|pool_grow|
 pool_shrink|autoscale|enable_events|disable_events|pool_restart|heartbeat|
 shutdown`` send the command to every worker (or ``-d name[,name]``), wait
 ``-t/--timeout`` seconds for replies and print them as Celery does (``->
 node: OK`` and the payload), or as one JSON object with ``--json``. As in
 Celery, no reply exits with status 69 ("No nodes replied within time
-constraint"); ``shutdown`` gets none. ``inspect memdump|memsample|objgraph`` and
-``control revoke_by_stamped_headers`` are sent as Celery's CLI sends them: Celery
-workers answer, celeriac workers reply that they have no such command. ``--list``
-prints the commands and their arguments.
+constraint"); ``shutdown`` gets none. ``control revoke_by_stamped_headers
+KEY=VALUE...`` is sent as Celery's CLI sends it: Celery workers answer, celeriac
+workers reply that they have no such command. ``--list`` prints the commands and
+their arguments.
 """
 
 from __future__ import annotations
@@ -26,17 +28,14 @@ from .base import CLIContext
 
 EX_UNAVAILABLE = 69
 
-INSPECT = {
-    "ping": [], "active": [], "reserved": [], "scheduled": [], "registered": ["taskinfoitems"],
-    "stats": [], "revoked": [], "active_queues": [], "conf": [], "query_task": ["ids"],
-    "report": [], "clock": [], "hello": ["from_node", "revoked"],
-    # answered by Celery workers; celeriac workers reply "No such control command"
-    "memdump": ["n_samples"], "memsample": [], "objgraph": ["object_type", "num", "max_depth"],
-}
-#: the typed arguments of the inspect commands that take some beyond the special cases
-INSPECT_TYPED: dict[str, list[tuple[str, Any, bool]]] = {
-    "memdump": [("n_samples", int, False)],
-    "objgraph": [("object_type", str, False), ("num", int, False), ("max_depth", int, False)],
+#: command -> [(argument, type, variadic)], Celery's positional arguments
+INSPECT: dict[str, list[tuple[str, Any, bool]]] = {
+    "ping": [], "active": [], "reserved": [], "scheduled": [],
+    "registered": [("taskinfoitems", str, True)], "stats": [], "revoked": [],
+    "active_queues": [], "conf": [], "query_task": [("ids", str, True)], "report": [],
+    "clock": [], "hello": [("from_node", str, False), ("revoked", str, False)],
+    "memsample": [], "memdump": [("samples", int, False)],
+    "objgraph": [("type", str, False), ("num", int, False), ("max_depth", int, False)],
 }
 #: command -> [(argument, type, variadic)]
 CONTROL: dict[str, list[tuple[str, Any, bool]]] = {
@@ -67,6 +66,8 @@ def _show(payload: Any) -> str:
         text = f"error: {payload['error']}"
     elif isinstance(payload, list) and not payload:
         text = "- empty -"
+    elif isinstance(payload, str):
+        text = payload
     else:
         text = pprint.pformat(payload, width=100)
     return "\n".join(f"    {line}" for line in text.splitlines())
@@ -161,19 +162,9 @@ def inspect(ctx: click.Context, method: str | None, arguments: tuple[str, ...],
     """Inspect the workers (Celery's ``celery inspect``)."""
     method = _method(ctx, method, listing, dict(INSPECT), "Inspect")
     obj: CLIContext = ctx.obj
-    kwargs: dict[str, Any] = {}
-    if method == "query_task":
-        kwargs["ids"] = list(arguments)
-    elif method == "registered":
-        kwargs["taskinfoitems"] = list(arguments)
-    elif method == "conf":
+    kwargs = _convert(f"inspect {method}", INSPECT[method], arguments)
+    if method == "conf":
         kwargs["with_defaults"] = include_defaults
-    elif method == "hello" and arguments:
-        kwargs["from_node"] = arguments[0]
-    elif method in INSPECT_TYPED:
-        kwargs = _convert(method, INSPECT_TYPED[method], arguments)
-    elif arguments:
-        raise click.UsageError(f"inspect {method} takes no arguments")
     replies = obj.app.control.broadcast(method, arguments=kwargs,
                                         destination=_destination(destination), reply=True,
                                         timeout=timeout)
