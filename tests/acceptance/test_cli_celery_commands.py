@@ -47,6 +47,10 @@ def test_config_module_loader_and_flags(proj: Project) -> None:
                      "report")
     assert shown.returncode == 0, shown.stderr
     assert "task_default_queue: 'from_config'" in shown.stdout
+    env = proj.cli("-C", "shell", "--python", SKIP_CHECKS="any text",
+                   input="import os; print(os.environ['CELERY_SKIP_CHECKS'], "
+                         "os.environ['NO_COLOR'])\n")
+    assert "true 1" in env.stdout, env.stderr
     refused = proj.cli("--loader", "djcelery.loaders.DjangoLoader", "report")
     assert refused.returncode == 2 and "no custom loaders" in refused.stderr
     missing = proj.cli("--config", "no_such_settings", "report")

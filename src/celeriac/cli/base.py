@@ -80,6 +80,8 @@ def top_level_context(ctx: click.Context) -> CLIContext:
         if ctx.params.get("workdir"):
             os.chdir(ctx.params["workdir"])
     check_loader(ctx.params.get("loader"))
+    if os.environ.get("SKIP_CHECKS"):  # Celery's documented rule (its click option refuses
+        ctx.params["skip_checks"] = True  # values that are not booleans)
     for flag, name, value in (("config_module", "CELERY_CONFIG_MODULE", None),
                               ("skip_checks", "CELERY_SKIP_CHECKS", "true"),
                               ("no_color", "NO_COLOR", "1")):
