@@ -100,3 +100,22 @@ def test_events_camera_detached(proj: Project) -> None:
             wait_until(camera_db.exists, 30, what="the camera's database")
     finally:
         _stop(pidfile)
+
+
+def test_multi_get_expand_range_prefix_and_stop_signal(proj: Project) -> None:
+    got = proj.cli("multi", "get", "w2", "w1", "w2", "-c:w2", "3")
+    assert got.returncode == 0, got.stderr
+    assert " -n w2@" in got.stdout and got.stdout.rstrip().endswith("-c 3")
+    expanded = proj.cli("multi", "expand", "/run/%n.pid", "2", "--range-prefix", "job")
+    assert expanded.stdout.split() == ["/run/job1.pid", "/run/job2.pid"]
+    assert proj.cli("multi", "get", "nobody", "w1").returncode == 1
+    files = ["--pidfile", str(proj.path / "%n.pid"), "--logfile", str(proj.path / "%n.log")]
+    started = proj.cli("multi", "start", "m1", "-P", "solo", "--nosplash", *files)
+    assert started.returncode == 0, started.stderr + started.stdout
+    assert "Starting nodes" not in started.stdout and "m1@" in started.stdout
+    stopped = proj.cli("multi", "stop", "m1", "-KILL", *files)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "Sending SIGKILL to m1@" in stopped.stdout
+    quiet = proj.cli("multi", "stop", "m1", "-q", *files)  # the stale pidfile is removed
+    assert quiet.returncode == 0 and quiet.stdout == ""
+    assert not (proj.path / "m1.pid").exists()
