@@ -125,6 +125,7 @@ def test_without_heartbeat_sends_no_worker_events(proj: Project) -> None:
     (("-O", "fast"), "'fast' is not one of 'default', 'fair'"),
     (("--uid", "no-such-user-here"), "--uid: no such user: no-such-user-here"),
     (("--gid", "no-such-group-here"), "--gid: no such group: no-such-group-here"),
+    (("-B", "--scheduler", "nosuch.mod:Cls"), "beat_scheduler: cannot import 'nosuch.mod:Cls'"),
 ])
 def test_flags_celeriac_cannot_honour_are_refused(proj: Project, args: tuple[str, ...],
                                                   message: str) -> None:
