@@ -1,7 +1,7 @@
 """The real CLI worker (prefork) on RabbitMQ: tasks run, kill -9 loses nothing, poison
 pills are dead-lettered after three deliveries, a long task runs once.
 
-Uses the project harness of ``test_worker_harness.py`` with ``amqp://`` (a vhost of
+Uses the project harness of ``workerharness.py`` with ``amqp://`` (a vhost of
 the test's own) as broker and SQLite as result store. On RabbitMQ a lease lasts
 while the connection of the process that received the message lives: a child
 killed with SIGKILL closes its connection and RabbitMQ redelivers at once.

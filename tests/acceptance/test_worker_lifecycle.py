@@ -1,7 +1,7 @@
 """Worker life cycle against real CLI workers: shutdown, limits, recycling, pools, scaling.
 
 Each test starts ``celeriac -A proj worker`` subprocesses on a project written
-into ``tmp_path`` (see ``test_worker_harness.py``), on SQLite and on Redis
+into ``tmp_path`` (see ``workerharness.py``), on SQLite and on Redis
 when available.
 """
 
