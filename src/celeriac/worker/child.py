@@ -81,12 +81,13 @@ class Slot(ctypes.Structure):
         ("largest_request", ctypes.c_longlong),
         ("received", ctypes.c_longlong),
         ("given_back", ctypes.c_longlong),
+        ("already_done", ctypes.c_longlong),  # redelivered, outcome stored: not run
     ]
 
 
 #: the prefetch counters a child keeps in its slot
 PREFETCH_COUNTERS = ("lease_requests", "batched_requests", "largest_request", "received",
-                     "given_back")
+                     "given_back", "already_done")
 
 
 def fold_prefetch(totals: dict[str, int], slot: Slot) -> None:
@@ -143,6 +144,7 @@ class ChildMonitor(Monitor):
         if self.consumer is not None:
             for key, value in self.consumer.prefetch.counters().items():
                 setattr(self.slot, key, value)
+            self.slot.already_done = self.consumer.runner.done_before.count
         if self.spec.parent and os.getppid() != self.spec.parent and self.consumer is not None:
             logger.error("Child %d: the supervisor %d is gone; stopping", os.getpid(),
                          self.spec.parent)
