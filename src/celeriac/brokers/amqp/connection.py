@@ -37,6 +37,7 @@ from ... import retry
 from ...exceptions import ImproperlyConfigured
 from ...retry import RetryPolicy
 from ..base import redact
+from . import reading
 
 _T = TypeVar("_T")
 
@@ -210,6 +211,7 @@ class Link:
                 errors.append(f"{target.address}: {exc}")
                 self._next_target += 1
                 continue
+            reading.install(conn)  # chunked reads (see .reading)
             self._conn, self._pid = conn, os.getpid()
             self.generation += 1
             return
@@ -220,8 +222,11 @@ class Link:
         self._drop_quietly()
 
     def reset_channel(self) -> None:
-        """Forget the channel after a channel error (the connection stays)."""
+        """Forget the channel after a channel error (the connection stays): what it
+        delivered is void from now on (RabbitMQ requeued it; a new channel numbers its
+        deliveries from 1 again)."""
         chan, self._channel = self._channel, None
+        self.generation += 1
         if chan is not None and chan.is_open and self.connected:
             try:
                 chan.close()
