@@ -48,10 +48,12 @@ def _port_free(port: int) -> bool:
 
 
 def free_ports(count: int, *, bus: bool = False) -> list[int]:
-    """``count`` free loopback ports (each with ``port + 10000`` free too when ``bus``)."""
+    """``count`` free loopback ports (each with ``port + 10000`` free too when ``bus``),
+    below the kernel's ephemeral range (32768 up), so no client socket takes one between
+    this check and the server's bind."""
     ports: list[int] = []
     while len(ports) < count:
-        port = random.randint(20000, 45000)
+        port = random.randint(11000, 22700)
         if port in ports or not _port_free(port) or (bus and not _port_free(port + 10000)):
             continue
         ports.append(port)
@@ -98,7 +100,16 @@ class Servers:
                "--appendonly", "no", "--logfile", str(workdir / "redis.log"), *args]
         self.procs[port] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL)
-        wait_until(lambda: ping(port), 20, f"redis-server on {port}")
+        proc = self.procs[port]
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                log = workdir / "redis.log"
+                tail = log.read_text()[-600:] if log.exists() else ""
+                raise RuntimeError(f"redis-server on {port} exited ({proc.returncode}): {tail}")
+            return ping(port)
+
+        wait_until(up, 20, f"redis-server on {port}")
 
     def kill(self, port: int) -> None:
         """``kill -9`` the server on ``port`` (one this module started)."""

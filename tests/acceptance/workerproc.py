@@ -140,17 +140,18 @@ class Project:
         env.update(extra)
         return env
 
-    def cli(self, *args: str, timeout: float = CLI_TIMEOUT,
+    def cli(self, *args: str, timeout: float = CLI_TIMEOUT, input: str | None = None,
             **env: str) -> subprocess.CompletedProcess[str]:
-        """Run ``python -m celeriac -A <module> ARGS`` in the project directory."""
-        return self.raw_cli("-A", self.module, *args, timeout=timeout, **env)
+        """Run ``python -m celeriac -A <module> ARGS`` in the project directory (``input``:
+        its standard input)."""
+        return self.raw_cli("-A", self.module, *args, timeout=timeout, input=input, **env)
 
-    def raw_cli(self, *args: str, timeout: float = CLI_TIMEOUT,
+    def raw_cli(self, *args: str, timeout: float = CLI_TIMEOUT, input: str | None = None,
                 **env: str) -> subprocess.CompletedProcess[str]:
         """Run ``python -m celeriac ARGS`` (no ``-A``) in the project directory."""
         return subprocess.run([sys.executable, "-m", "celeriac", *args], cwd=self.path,
                               env=self.env(**env), capture_output=True, text=True,
-                              timeout=timeout, check=False)
+                              timeout=timeout, check=False, input=input)
 
     @contextmanager
     def worker(self, *args: str, pool: str = "threads", concurrency: int | None = 2,

@@ -5,12 +5,16 @@
 process into a daemon (double fork, new session, ``--workdir``, ``--umask``,
 standard streams to the log file or ``/dev/null``), as ``celery worker
 --detach`` does; :class:`Pidfile` writes the pid and removes the file at exit
-if it still holds this process's pid.
+if it still holds this process's pid; :func:`drop_privileges` is ``--uid``/``--gid``
+(switch to that user and group, with the user's supplementary groups, as Celery's
+``maybe_drop_privileges``).
 """
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import sys
 
 import click
@@ -99,3 +103,49 @@ def detach(logfile: str | None, workdir: str | None, umask: int | None) -> None:
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)
+
+
+def _user(uid: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwuid(int(uid)) if uid.isdigit() else pwd.getpwnam(uid)
+    except KeyError:
+        raise click.ClickException(f"--uid: no such user: {uid}") from None
+
+
+def _group_id(gid: str) -> int:
+    try:
+        return int(gid) if gid.isdigit() else grp.getgrnam(gid).gr_gid
+    except KeyError:
+        raise click.ClickException(f"--gid: no such group: {gid}") from None
+
+
+def drop_privileges(uid: str | None, gid: str | None) -> None:
+    """Run as ``uid``/``gid`` (names or numbers) from now on: the group first (``--gid``, or
+    the user's primary group), the user's supplementary groups, then the user. Refuses
+    (exit 1) when the switch fails or could be undone."""
+    if not uid and not gid:
+        return
+    user = _user(uid) if uid else None
+    group = _group_id(gid) if gid else (user.pw_gid if user else None)
+    try:
+        if group is not None and group != os.getgid():
+            os.setgid(group)
+            os.setegid(group)
+        if os.geteuid() == 0 and user is not None:
+            os.initgroups(user.pw_name, group if group is not None else user.pw_gid)
+        elif os.geteuid() == 0 and group is not None:
+            os.setgroups([group])
+        if user is not None and user.pw_uid != os.getuid():
+            os.setuid(user.pw_uid)
+            os.seteuid(user.pw_uid)
+    except PermissionError as exc:
+        raise click.ClickException(f"cannot drop privileges to uid={uid} gid={gid}: "
+                                   f"{exc.strerror}") from None
+    if user is not None and user.pw_uid != 0:
+        try:
+            os.setuid(0)
+        except PermissionError:
+            pass
+        else:
+            raise click.ClickException("non-root user able to restore privileges after "
+                                       "setuid: refusing to run")

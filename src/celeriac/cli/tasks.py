@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .base import CLIContext, json_arg
+from .base import CLIContext, comma_list, json_arg, known_queues
 
 
 @click.command()
@@ -62,14 +62,15 @@ def result(obj: CLIContext, task_id: str, task: str | None, show_tb: bool,
 
 
 @click.command()
-@click.option("-Q", "--queues", help="Comma-separated queues (default: task_default_queue).")
+@click.option("-Q", "--queues", help="Comma-separated queues (default: the queues task_queues "
+                                     "declares, else task_default_queue).")
 @click.option("-X", "--exclude-queues", help="Queues to leave alone.")
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def purge(obj: CLIContext, queues: str | None, exclude_queues: str | None, force: bool) -> None:
     """Delete all waiting (ready and delayed) messages of the queues."""
     app = obj.app
-    names = [q for q in (queues or app.conf.task_default_queue).split(",") if q]
+    names = comma_list(queues) or known_queues(app)
     excluded = set((exclude_queues or "").split(","))
     names = [q for q in names if q not in excluded]
     if not force and sys.stdin.isatty():

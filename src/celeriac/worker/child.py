@@ -55,7 +55,7 @@ logger = logging.getLogger("celeriac.worker")
 #: conf keys handed to a spawned child (a forked child inherits the app as is)
 SPAWN_CONF_PREFIXES = ("worker_", "broker_", "result_", "task_time_limit",
                        "task_soft_time_limit", "accept_content", "task_serializer",
-                       "task_message_max_size", "security_")
+                       "task_message_max_size", "security_", "include", "imports")
 
 
 class Slot(ctypes.Structure):

@@ -11,19 +11,17 @@ a worker's memory).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import platform
 import resource
 import signal as signal_module
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import config, states
+from .. import states
+from ..app import report as report_module
 from ..app.control import signal_number
 from ..brokers.base import redact
 from ..events.event import clock
@@ -31,14 +29,12 @@ from ..exceptions import TaskRevokedError
 from ..messages import Message, decode_body
 from ..results.meta import store_result
 from ..serialization import accepted_types
-from ..version import __version__
 
 if TYPE_CHECKING:
     from ..app.base import Celery
     from .remote import RemoteControl
 
 logger = logging.getLogger("celeriac.worker.remote")
-_SECRET = ("API", "TOKEN", "KEY", "SECRET", "PASS", "SIGNATURE", "DATABASE")
 _STARTED = time.time()
 
 
@@ -162,37 +158,12 @@ def stats(rc: RemoteControl, **_: Any) -> dict[str, Any]:
     }
 
 
-def _censor(key: str, value: Any) -> Any:
-    if isinstance(value, str) and "://" in value:
-        value = redact(value)
-    if any(word in key.upper() for word in _SECRET) and not key.endswith("_url") \
-            and value not in (None, "", False):
-        return "********"
-    return value
-
-
 def conf(rc: RemoteControl, with_defaults: bool = False, **_: Any) -> dict[str, Any]:
-    out = {}
-    for key, value in rc.node.app.conf.items():
-        if not with_defaults and key in config.DEFAULTS and config.DEFAULTS[key] == value:
-            continue
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            value = repr(value)
-        out[key] = _censor(key, value)
-    return out
+    return report_module.settings(rc.node.app, with_defaults)
 
 
 def report(rc: RemoteControl, **_: Any) -> dict[str, str]:
-    app = rc.node.app
-    lines = [f"software -> celeriac:{__version__} py:{platform.python_version()}",
-             f"platform -> system:{platform.system()} arch:{platform.machine()} "
-             f"imp:{sys.implementation.name}",
-             f"settings -> transport:{app.broker.url.split('://', 1)[0]} "
-             f"results:{redact(app.backend_url) if app.backend_url else 'disabled'}", ""]
-    lines += [f"{k}: {v!r}" for k, v in conf(rc).items()]
-    return {"ok": "\n" + "\n".join(lines) + "\n"}
+    return {"ok": "\n" + report_module.bugreport(rc.node.app)}
 
 
 def revoke(rc: RemoteControl, task_id: Any = None, terminate: bool = False,

@@ -33,7 +33,7 @@ from .outage import Weather, patient_run
 from .pools import make_pool
 from .prefetch import PrefetchRule
 from .ratelimit import check_rate_limits
-from .remote import RemoteControl
+from .remote import HEARTBEAT_FREQ, RemoteControl
 from .renewer import ProcessRenewal
 from .supervisor import Supervisor
 from .targets import TargetWatch
@@ -128,6 +128,14 @@ class Worker:
         #: outages seen by this process (the solo/threads/asyncio pools; see .outage)
         self.weather = Weather()
         self._beat_stop = threading.Event()
+
+    @property
+    def event_heartbeat(self) -> float:
+        """Seconds between ``worker-heartbeat`` events (``--heartbeat-interval``, default
+        2); 0 with ``--without-heartbeat`` (no ``worker-*`` events)."""
+        if self.options.get("without_heartbeat"):
+            return 0.0
+        return float(self.options.get("heartbeat_interval") or HEARTBEAT_FREQ)
 
     def start(self) -> int:
         app = self.app
@@ -262,7 +270,7 @@ class Worker:
                                   name="celeriac-consumer")
         thread.start()
         remote = RemoteControl(self.app, InProcessNode(self, self.consumer),
-                               heartbeat=not self.options.get("without_heartbeat"))
+                               heartbeat=self.event_heartbeat)
         remote.start()
         self._start_beat()
         signals.worker_ready.send(sender=self)

@@ -113,7 +113,7 @@ class Connections:
             conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 5000")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _use_wal(conn)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             with transaction(conn, self.path):
                 for statement in self.schema.split(";"):
@@ -196,6 +196,26 @@ def begin_immediate(conn: sqlite3.Connection, path: str) -> float:
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+def _use_wal(conn: sqlite3.Connection, patience: float = 5.0) -> None:
+    """Switch the database to WAL. The switch (and, rarely, the first read of a database
+    another connection is recovering) takes its lock without waiting on the busy handler,
+    so connections opening a database together may see "database is locked": retry for
+    ``patience`` seconds. A database already in WAL needs no switch."""
+    give_up = time.monotonic() + patience
+    delay = 0.001
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > give_up:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 @contextmanager
