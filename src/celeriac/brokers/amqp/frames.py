@@ -59,7 +59,11 @@ def _item(buf: bytes, off: int) -> tuple[Any, int]:
     if kind == 83:  # S
         size = _U32.unpack_from(buf, off)[0]
         off += 4
-        return _text(buf[off:off + size]), off + size
+        raw = buf[off:off + size]
+        try:
+            return raw.decode("utf-8", "surrogatepass"), off + size
+        except UnicodeDecodeError:
+            return raw, off + size
     if kind == 73:  # I
         return _I32.unpack_from(buf, off)[0], off + 4
     if kind == 70:  # F
@@ -205,14 +209,35 @@ def _put(value: Any, out: list[bytes]) -> None:
                                f"[value: {value!r}]")
 
 
+#: encoded ``key: value`` entries of small scalar values, which repeat from one task
+#: message to the next (``task``, ``retries``, ``origin``...); ids are longer
+_ENTRIES: dict[tuple[Any, type, Any], bytes] = {}
+_ENTRIES_MAX = 4096
+_SCALARS = (type(None), bool, int)
+
+
+def _entry(key: Any, value: Any) -> bytes:
+    raw = key.encode("utf-8", "surrogatepass") if isinstance(key, str) else key
+    out = [_U8.pack(len(raw)), raw]
+    _put(value, out)
+    return b"".join(out)
+
+
 def encode_table(table: Mapping[Any, Any]) -> bytes:
     """A field table with its length prefix (as py-amqp writes it)."""
     out: list[bytes] = []
+    cache = _ENTRIES
     for key, value in table.items():
-        raw = key.encode("utf-8", "surrogatepass") if isinstance(key, str) else key
-        out.append(_U8.pack(len(raw)))
-        out.append(raw)
-        _put(value, out)
+        kind = type(value)
+        if kind in _SCALARS or (kind is str and len(value) < 32):
+            known = cache.get((key, kind, value))
+            if known is None:
+                known = _entry(key, value)
+                if len(cache) < _ENTRIES_MAX:
+                    cache[(key, kind, value)] = known
+            out.append(known)
+        else:
+            out.append(_entry(key, value))
     data = b"".join(out)
     return _U32.pack(len(data)) + data
 
