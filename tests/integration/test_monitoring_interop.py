@@ -15,6 +15,8 @@ On RabbitMQ both use kombu's exchanges (``celeryev``, ``celery.pidbox``,
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import threading
@@ -113,6 +115,15 @@ def test_celery_tools_see_a_celeriac_worker(redis_url: str, key_prefix: str,
         registered = run(tmp_path, sys.executable, "-m", "celery", "-A", theirs, "inspect",
                          "registered", "-t", "3")
         assert "mon.add" in registered.stdout and "mon.sleep" in registered.stdout
+        memsample = run(tmp_path, sys.executable, "-m", "celery", "-A", theirs, "inspect",
+                        "memsample", "-t", "3", "--json")
+        assert memsample.returncode == 0, memsample.stderr
+        rss = json.loads(memsample.stdout)
+        assert [k.startswith("mon1@") for k in rss] == [True]
+        assert re.fullmatch(r"\d+(\.\d+)?(KB|MB|GB)", next(iter(rss.values())))
+        memdump = run(tmp_path, sys.executable, "-m", "celery", "-A", theirs, "inspect",
+                      "memdump", "-t", "3")
+        assert "- rss (sample):" in memdump.stdout and "- rss (end): " in memdump.stdout
         result = client.add.delay(20, 22)
         assert result.get(timeout=30) == 42
         wait_for(lambda: state.tasks.get(result.id) is not None

@@ -1,7 +1,9 @@
 """``celeriac inspect ...`` and ``celeriac control ...``: Celery's remote-control commands.
 
 ``celeriac inspect ping|active|reserved|scheduled|registered|stats|revoked|
-active_queues|conf|query_task|report|clock`` and ``celeriac control revoke|
+active_queues|conf|query_task|report|clock|memsample|memdump|objgraph`` (with
+Celery's positional arguments: ``memdump [SAMPLES]``, ``objgraph [TYPE [NUM
+[MAX_DEPTH]]]``) and ``celeriac control revoke|
 terminate|rate_limit|time_limit|add_consumer|cancel_consumer|pool_grow|
 pool_shrink|autoscale|enable_events|disable_events|pool_restart|heartbeat|
 shutdown`` send the command to every worker (or ``-d name[,name]``), wait
@@ -23,10 +25,14 @@ from .base import CLIContext
 
 EX_UNAVAILABLE = 69
 
-INSPECT = {
-    "ping": [], "active": [], "reserved": [], "scheduled": [], "registered": ["taskinfoitems"],
-    "stats": [], "revoked": [], "active_queues": [], "conf": [], "query_task": ["ids"],
-    "report": [], "clock": [], "hello": ["from_node", "revoked"],
+#: command -> [(argument, type, variadic)], Celery's positional arguments
+INSPECT: dict[str, list[tuple[str, Any, bool]]] = {
+    "ping": [], "active": [], "reserved": [], "scheduled": [],
+    "registered": [("taskinfoitems", str, True)], "stats": [], "revoked": [],
+    "active_queues": [], "conf": [], "query_task": [("ids", str, True)], "report": [],
+    "clock": [], "hello": [("from_node", str, False), ("revoked", str, False)],
+    "memsample": [], "memdump": [("samples", int, False)],
+    "objgraph": [("type", str, False), ("num", int, False), ("max_depth", int, False)],
 }
 #: command -> [(argument, type, variadic)]
 CONTROL: dict[str, list[tuple[str, Any, bool]]] = {
@@ -55,6 +61,8 @@ def _show(payload: Any) -> str:
         text = f"error: {payload['error']}"
     elif isinstance(payload, list) and not payload:
         text = "- empty -"
+    elif isinstance(payload, str):
+        text = payload
     else:
         text = pprint.pformat(payload, width=100)
     return "\n".join(f"    {line}" for line in text.splitlines())
@@ -125,17 +133,9 @@ def inspect(ctx: click.Context, method: str, arguments: tuple[str, ...],
             as_json: bool) -> None:
     """Inspect the workers (Celery's ``celery inspect``)."""
     obj: CLIContext = ctx.obj
-    kwargs: dict[str, Any] = {}
-    if method == "query_task":
-        kwargs["ids"] = list(arguments)
-    elif method == "registered":
-        kwargs["taskinfoitems"] = list(arguments)
-    elif method == "conf":
+    kwargs = _convert(f"inspect {method}", INSPECT[method], arguments)
+    if method == "conf":
         kwargs["with_defaults"] = include_defaults
-    elif method == "hello" and arguments:
-        kwargs["from_node"] = arguments[0]
-    elif arguments:
-        raise click.UsageError(f"inspect {method} takes no arguments")
     replies = obj.app.control.broadcast(method, arguments=kwargs,
                                         destination=_destination(destination), reply=True,
                                         timeout=timeout)

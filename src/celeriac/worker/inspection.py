@@ -6,7 +6,8 @@ see tests/fixtures/pidbox-redis.json). What a handler needs from the worker
 is a :class:`NodeView` (the in-process worker and the prefork supervisor
 each provide one). ``scheduled`` lists the **broker's delayed messages** of
 the node's queues (celeriac keeps countdown/ETA tasks in the broker, not in
-a worker's memory).
+a worker's memory). ``memsample``/``memdump``/``objgraph`` are in :mod:`.memory`;
+``election`` is refused with a reply saying why (celeriac workers have no gossip).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..exceptions import TaskRevokedError
 from ..messages import Message, decode_body
 from ..results.meta import store_result
 from ..serialization import accepted_types
+from .memory import HANDLERS as MEMORY_HANDLERS
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -257,6 +259,19 @@ def heartbeat(rc: RemoteControl, **_: Any) -> None:
     rc.request_heartbeat()
 
 
+def election(rc: RemoteControl, id: Any = None, topic: Any = None, **_: Any) -> dict[str, str]:
+    """Refused: Celery holds elections over the worker-to-worker gossip of events, which
+    celeriac workers do not take part in (see docs/monitoring.md)."""
+    logger.warning("Refused control command election (id=%s, topic=%s): celeriac workers "
+                   "take no part in Celery's gossip", id, topic)
+    return {"error": ELECTION_REFUSED}
+
+
+ELECTION_REFUSED = ("election is not supported: Celery elects a worker over the gossip of "
+                    "worker-elect events between workers, which celeriac workers do not "
+                    "take part in")
+
+
 def hello(rc: RemoteControl, from_node: str = "", revoked: Any = None,
           **_: Any) -> dict[str, Any] | None:
     if from_node == rc.node.hostname:
@@ -281,7 +296,8 @@ HANDLERS: dict[str, Callable[..., Any]] = {
     "autoscale": lambda rc, max=None, min=None, **_: {
         "ok": rc.node.autoscale(int(max), int(min if min is not None else 0))},
     "pool_restart": lambda rc, **_: {"ok": rc.node.restart_pool()},
-    "shutdown": lambda rc, **_: {"ok": "shutdown"},
+    "shutdown": lambda rc, **_: {"ok": "shutdown"}, "election": election,
+    **MEMORY_HANDLERS,
 }
 for _alias, _name in (("dump_active", "active"), ("dump_reserved", "reserved"),
                       ("dump_schedule", "scheduled"), ("dump_revoked", "revoked"),
