@@ -37,6 +37,7 @@ from ... import retry
 from ...exceptions import ImproperlyConfigured
 from ...retry import RetryPolicy
 from ..base import redact
+from . import reading
 
 _T = TypeVar("_T")
 
@@ -226,6 +227,7 @@ class Link:
                 errors.append(f"{target.address}: {exc}")
                 self._next_target += 1
                 continue
+            reading.install(conn)  # chunked reads (see .reading)
             self._conn, self._pid = conn, os.getpid()
             self.generation += 1
             return

@@ -24,7 +24,7 @@ from ...messages import Message
 from ...retry import RetryPolicy, Streak
 from ..base import Delivery, redact
 from ..declared import QueueSpec
-from . import admin, holding, topology, wire
+from . import admin, frames, holding, reading, topology, wire
 from .connection import RETRYABLE_ERRORS, Link
 
 logger = logging.getLogger("celeriac.brokers.amqp")
@@ -240,13 +240,7 @@ class Consuming:
 
     @staticmethod
     def _drain(conn: amqp.Connection, timeout: float, once: bool = False) -> None:
-        while True:
-            try:
-                conn.drain_events(timeout=timeout)
-            except TimeoutError:
-                return
-            if once:
-                return
+        reading.drain(conn, timeout, once)
 
     def _arrival(self, queue: str) -> Any:
         def on_message(raw: amqp.Message) -> None:
@@ -369,10 +363,25 @@ class Consuming:
         return sum(1 for lease in leases if lease.arrived.generation == generation)
 
     def _flush_acks(self, chan: amqp.Channel) -> None:
+        """Send the queued acks and rejects of this connection: in one socket write on
+        TCP, the acks below every delivery still unsettled as one ``multiple`` ack."""
         generation = self._con.generation
         with self._state:
             acks, self._pending_acks = self._pending_acks, []
             rejects, self._pending_rejects = self._pending_rejects, set()
+            if acks and frames.usable(chan.connection):
+                unsettled = [a.tag for a in itertools.chain(
+                    self._arrived, self._recount, (lease.arrived for lease in
+                                                   self._leases.values()))
+                             if a.generation == generation]
+        if acks and frames.usable(chan.connection):
+            now = [tag for gen, tag in acks if gen == generation]
+            reject = {tag for gen, tag in rejects if gen == generation}
+            if now:
+                frames.send(chan.connection, frames.ack_frames(  # never past a reject
+                    chan.channel_id, [t for t in now if t not in reject],
+                    [t for t in now if t in reject], min([*unsettled, *reject], default=None)))
+            return
         for gen, tag in acks:
             if gen != generation:
                 continue
