@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celeriac.worker")
 
+#: the environment variable naming the ``celeriac --config`` module (a spawned child loads it)
+CLI_CONFIG = "CELERIAC_CONFIG_MODULE"
 #: conf keys handed to a spawned child (a forked child inherits the app as is)
 SPAWN_CONF_PREFIXES = ("worker_", "broker_", "result_", "task_time_limit",
                        "task_soft_time_limit", "accept_content", "task_serializer",
@@ -196,6 +198,8 @@ def load_app(spec: ChildSpec) -> Celery:
     assert spec.app_ref, "a spawned child needs app_ref"
     module_name, _, attr = spec.app_ref.partition(":")
     app: Celery = getattr(importlib.import_module(module_name), attr)
+    if os.environ.get(CLI_CONFIG):  # ``celeriac --config MODULE``, as the supervisor loaded it
+        app.config_from_object(os.environ[CLI_CONFIG])
     for key, value in spec.conf.items():
         app.conf[key] = value
     app.finalize()

@@ -37,6 +37,7 @@ from ... import retry
 from ...exceptions import ImproperlyConfigured
 from ...retry import RetryPolicy
 from ..base import redact
+from . import reading
 
 _T = TypeVar("_T")
 
@@ -215,7 +216,7 @@ class Link:
                 kwargs["connect_timeout"] = min(kwargs["connect_timeout"], bound)
             conn = amqp.Connection(**kwargs)
             try:
-                conn.connect()
+                _open(conn)
             except amqp_errors.AccessRefused as exc:
                 raise ImproperlyConfigured(
                     f"broker_url: {redact(self.url)} refused the login: {exc}") from exc
@@ -226,6 +227,7 @@ class Link:
                 errors.append(f"{target.address}: {exc}")
                 self._next_target += 1
                 continue
+            reading.install(conn)  # chunked reads (see .reading)
             self._conn, self._pid = conn, os.getpid()
             self.generation += 1
             return
@@ -262,10 +264,7 @@ class Link:
         if conn is not None:
             self.generation += 1  # what the old connection delivered is void from now on
         if conn is not None and self._pid == os.getpid():
-            try:
-                conn.collect()
-            except Exception:
-                pass
+            _collect(conn)
 
     def close(self) -> None:
         with self.lock:
@@ -273,8 +272,26 @@ class Link:
             if conn is not None and self._pid == os.getpid():
                 try:
                     conn.close()
-                except Exception:
-                    pass
+                except Exception:  # e.g. ConsumerCancelled: a queue deleted under a consumer
+                    _collect(conn)  # py-amqp closes the socket only on CloseOk or an OSError
+
+
+def _open(conn: amqp.Connection) -> None:
+    """Connect; a failed handshake closes the socket whatever the error (py-amqp closes it
+    on an OSError only)."""
+    try:
+        conn.connect()
+    except BaseException:
+        _collect(conn)
+        raise
+
+
+def _collect(conn: amqp.Connection) -> None:
+    """Close ``conn``'s socket and forget its channels without a word to the server."""
+    try:
+        conn.collect()
+    except Exception:
+        pass
 
 
 def retrying(url: str, what: str, link: Link, call: Callable[[amqp.Channel], _T],

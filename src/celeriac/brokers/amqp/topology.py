@@ -26,8 +26,8 @@ queue's routing key; exchange N routes ``*.`` (27-N times) ``1.#`` to its queue 
 ``celery_delayed_delivery`` with ``#.<queue>``; the exchange of a fanout or topic
 ``task_queues`` entry is bound there as kombu binds it (:func:`bind_to_delays`), so a
 delayed message goes where an immediate one goes. Consumers declare the layout when
-they start (as Celery's worker does), producers before their first delayed message. Resolution: the delay is
-rounded up to whole seconds for the bits, and the first level queue's hold
+they start (as Celery's worker does), producers before their first delayed message.
+Resolution: the delay is rounded up to whole seconds for the bits, and the first level queue's hold
 is shortened by the rounding through the message's ``expiration``, so a
 message usually arrives within milliseconds of its time (it can wait behind
 an older message of the same level: at most the rounding, < 1 s).
