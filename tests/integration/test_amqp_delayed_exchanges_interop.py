@@ -25,7 +25,7 @@ pytest.importorskip("celery")
 
 import amqp
 
-from celeryproc import WorkerProcess, import_client, wait_for
+from celeryproc import WorkerProcess, import_client, wait_until
 
 CONFIG_ENV = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
               "CELERIAC_RESULT_BACKEND")
@@ -120,13 +120,13 @@ def test_countdown_through_exchanges_both_ways(worker_side: str, rabbitmq_url: s
         worker = WorkerProcess(worker_command(worker_side, module), tmp_path,
                                drop_env=CONFIG_ENV)
         try:
-            wait_for(lambda: declared(rabbitmq_url), 30, "the worker's declarations")
+            wait_until(lambda: declared(rabbitmq_url), 30, what="the worker's declarations")
             sent = time.monotonic()
             ids = [tasks.audit.apply_async(countdown=3).id,
                    tasks.tennis.apply_async(countdown=3).id]
             try:
-                wait_for(lambda: all(runs(tmp_path)[i] >= 2 for i in ids), 90,
-                         "two runs of each delayed task")
+                wait_until(lambda: all(runs(tmp_path)[i] >= 2 for i in ids), 90,
+                           what="two runs of each delayed task")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}: {runs(tmp_path)}\n{worker.log}") from None
             assert time.monotonic() - sent >= 2.5  # they waited in the delay layout
