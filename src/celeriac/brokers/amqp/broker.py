@@ -164,9 +164,7 @@ class AMQPBroker(Consuming, Broker):
                                                 for p, i in staged]),
                  self.retry_policy)
 
-    def _send(self, chan: amqp.Channel,
-              items: Sequence[tuple[Message, str, int, float | None,
-                                    dict[str, Any] | None]]) -> None:
+    def _send(self, chan: amqp.Channel, items: Sequence[Outgoing]) -> None:
         """Publish on the confirm channel and wait until RabbitMQ confirmed every message."""
         for message, queue, _, not_before, extra in items:  # declarations first: the
             for name in to_declare(self._specs, message, queue, extra):  # delays are measured
@@ -179,7 +177,9 @@ class AMQPBroker(Consuming, Broker):
             headers = {k: v for k, v in extra.items() if k != "counters"} if extra else None
             msg = wire.encode(message, prio, counters=counters, extra_headers=headers)
             if not_before is not None and not_before > now + 0.001:
-                routing_key, expiration = topology.delay_route(not_before - now, queue)
+                key = queue if extra else topology.delayed_key(  # where it would go now
+                    self._specs, message.properties.get("delivery_info"), queue)
+                routing_key, expiration = topology.delay_route(not_before - now, key)
                 if expiration is not None:
                     msg.properties["expiration"] = str(expiration)
                 else:
