@@ -18,11 +18,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
+
+from celeryproc import wait_until
 
 #: Generous limits: the suite runs on a loaded 2-core machine.
 READY_TIMEOUT = 60.0
@@ -31,21 +33,6 @@ CLI_TIMEOUT = 60.0
 #: Environment variables that would point a project away from its own SQLite file.
 OVERRIDING_ENV = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
                   "CELERIAC_APP")
-
-T = TypeVar("T")
-
-
-def wait_until(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.05,
-               what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 class WorkerProcess:

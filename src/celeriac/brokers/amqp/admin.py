@@ -79,6 +79,16 @@ def register(broker: AMQPBroker, chan: amqp.Channel, queue: str) -> None:
                        "", topology.CATALOG)
 
 
+def register_consumed(chan: amqp.Channel, queue: str) -> None:
+    """Note a queue this process starts consuming in the catalog, as :func:`register`
+    does for a queue published to (a worker's ``-Q`` queue no producer declared). On
+    the consuming channel, unconfirmed: it is noted again by every new consumer."""
+    topology.declare_dead_queue(chan, queue)
+    topology.declare_catalog(chan)
+    chan.basic_publish(amqp.Message(queue.encode("utf-8"), delivery_mode=2), "",
+                       topology.CATALOG)
+
+
 def catalog(pub: amqp.Channel, broker: AMQPBroker) -> list[str]:
     """The queue names ever registered; compacts the catalog when it holds duplicates."""
     chan = temp_channel(pub.connection)

@@ -24,7 +24,7 @@ from ...messages import Message
 from ...retry import RetryPolicy, Streak
 from ..base import Delivery, redact
 from ..declared import QueueSpec
-from . import admin, holding, topology, wire
+from . import admin, frames, holding, reading, topology, wire
 from .connection import RETRYABLE_ERRORS, Link
 
 logger = logging.getLogger("celeriac.brokers.amqp")
@@ -164,6 +164,7 @@ class Consuming:
                 self._foreign.add(queue)
                 raise admin.ChannelReset(queue)
             topology.bind_to_delays(chan, queue, spec)
+            admin.register_consumed(chan, queue)  # listed even if nobody published to it
             tag = chan.basic_consume(queue, callback=self._arrival(queue))
             self._consuming[queue] = tag
         for queue in new:  # a round trip per queue: what it delivered is read by then
@@ -205,8 +206,8 @@ class Consuming:
                     self._arrived = [a for a in self._arrived if a.queue not in wanted]
                 self._prefetch = 0  # the next consumer gets the window receive asks for
                 self._return_unleased(chan, back)
-            except RETRYABLE_ERRORS as exc:  # RabbitMQ requeues them with the connection
-                logger.debug("hold_back failed (%s); reconnecting", exc)
+            except (*RETRYABLE_ERRORS, amqp_errors.IrrecoverableChannelError) as exc:
+                logger.debug("hold_back failed (%s); reconnecting", exc)  # all requeued
                 self._con.reset()
                 return 0
             return len(back)
@@ -239,13 +240,7 @@ class Consuming:
 
     @staticmethod
     def _drain(conn: amqp.Connection, timeout: float, once: bool = False) -> None:
-        while True:
-            try:
-                conn.drain_events(timeout=timeout)
-            except TimeoutError:
-                return
-            if once:
-                return
+        reading.drain(conn, timeout, once)
 
     def _arrival(self, queue: str) -> Any:
         def on_message(raw: amqp.Message) -> None:
@@ -337,29 +332,56 @@ class Consuming:
                     out.append(lease)
         return out
 
-    def _queue_acks(self, leases: Sequence[_Lease], *, reject: bool = False) -> None:
+    def _queue_acks(self, leases: Sequence[_Lease], *, reject: bool = False) -> int:
         """Ack ``leases`` (``reject``: ``basic.reject`` them without requeue, so RabbitMQ
-        dead-letters them through their queue's dead-letter exchange)."""
+        dead-letters them through their queue's dead-letter exchange). Returns how many
+        were sent on a channel still open (or left to the consuming loop if it held the
+        connection for 2 s): those of a channel the server closed are not counted."""
         with self._state:
             self._pending_acks.extend((lease.arrived.generation, lease.arrived.tag)
                                       for lease in leases)
             if reject:
                 self._pending_rejects.update((lease.arrived.generation, lease.arrived.tag)
                                              for lease in leases)
-        if self._con.lock.acquire(blocking=False):
+        if self._con.lock.acquire(timeout=2.0):  # a receive holds it for at most ~1 s
             try:
                 if self._con.connected:
-                    self._flush_acks(self._con.channel())
-            except RETRYABLE_ERRORS:
-                self._con.reset()
+                    chan = self._con.channel()
+                    # a close the server sent meanwhile (consumer_timeout, a refused
+                    # method) is read before the acks go out: they would act on nothing
+                    self._drain(chan.connection, 0.0)
+                    self._flush_acks(chan)
+            except (*RETRYABLE_ERRORS, amqp_errors.IrrecoverableChannelError) as exc:
+                # an outage is reported by the worker's watch; a channel closed on purpose
+                (logger.debug if isinstance(exc, RETRYABLE_ERRORS) else logger.warning)(
+                    "RabbitMQ closed the consuming channel (%s): what it held was "
+                    "requeued, its acknowledgements are void", exc)
+                self._con.reset()  # a new generation: the old leases are void
             finally:
                 self._con.lock.release()
+        generation = self._con.generation
+        return sum(1 for lease in leases if lease.arrived.generation == generation)
 
     def _flush_acks(self, chan: amqp.Channel) -> None:
+        """Send the queued acks and rejects of this connection: in one socket write on
+        TCP, the acks below every delivery still unsettled as one ``multiple`` ack."""
         generation = self._con.generation
         with self._state:
             acks, self._pending_acks = self._pending_acks, []
             rejects, self._pending_rejects = self._pending_rejects, set()
+            if acks and frames.usable(chan.connection):
+                unsettled = [a.tag for a in itertools.chain(
+                    self._arrived, self._recount, (lease.arrived for lease in
+                                                   self._leases.values()))
+                             if a.generation == generation]
+        if acks and frames.usable(chan.connection):
+            now = [tag for gen, tag in acks if gen == generation]
+            reject = {tag for gen, tag in rejects if gen == generation}
+            if now:
+                frames.send(chan.connection, frames.ack_frames(  # never past a reject
+                    chan.channel_id, [t for t in now if t not in reject],
+                    [t for t in now if t in reject], min([*unsettled, *reject], default=None)))
+            return
         for gen, tag in acks:
             if gen != generation:
                 continue
@@ -370,9 +392,7 @@ class Consuming:
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         leases = self._pop_leases(deliveries)
-        if leases:
-            self._queue_acks(leases)
-        return len(leases)
+        return self._queue_acks(leases) if leases else 0
 
     def renew(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> list[bool]:
         generation = self._con.generation
