@@ -1,33 +1,40 @@
-"""Worker subprocesses and task modules for the interop tests (celeriac and real Celery).
+"""Worker subprocesses and task modules for the interop and kill tests, and polling.
 
 A test writes a task module into ``tmp_path`` (one flavour per library), imports
 the client flavour in its own process with :func:`import_client`, and starts the
 other side's worker with :class:`WorkerProcess`: ``tmp_path`` on ``PYTHONPATH``,
 output in a log file, ready when a line of the log says so, stopped with SIGTERM
-and then SIGKILL.
+and then SIGKILL. Tests that kill workers at arbitrary moments start them with
+:func:`start_worker_group` and kill the whole group with :func:`kill_group`.
+:func:`wait_until` is the suite's one polling helper (``tests/`` is on ``sys.path``
+in every tier).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TypeVar
 
+T = TypeVar("T")
 #: seconds a worker may take to say it is ready (a loaded CI machine is slow to start one)
 READY_TIMEOUT = 90.0
 #: what celeriac and Celery workers print once they consume
 READY = "ready."
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str,
-             interval: float = 0.05) -> Any:
-    """``check()``'s first true value; AssertionError naming ``what`` after ``timeout``."""
+def wait_until(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.05,
+               what: str = "condition") -> T:
+    """``check()``'s first true value, polled every ``interval`` seconds; AssertionError
+    naming ``what`` after ``timeout`` seconds. The one polling helper of the test suite."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -47,6 +54,28 @@ def subprocess_env(cwd: Path, drop: Iterable[str] = (),
     env.update(extra or {})
     env["PYTHONPATH"] = os.pathsep.join([str(cwd), os.environ.get("PYTHONPATH", "")])
     return env
+
+
+def start_worker_group(cwd: Path, module: str, *args: str,
+                       log: str | None = None) -> subprocess.Popen[bytes]:
+    """``python -m celeriac -A <module> worker -l WARNING ARGS`` in ``cwd`` (first on
+    ``PYTHONPATH``), its output in ``cwd/<log>`` (default: a new ``worker-<ns>.log``), in
+    a new session: its pid is the process group of the worker and every child it
+    starts (:func:`kill_group`). Not waited for: the test watches what it does."""
+    with open(cwd / (log or f"worker-{time.monotonic_ns()}.log"), "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celeriac", "-A", module, "worker", "-l", "WARNING", *args],
+            cwd=cwd, env=subprocess_env(cwd), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group of a :func:`start_worker_group` worker, and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the worker and every child it started
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
 
 
 def import_client(tmp_path: Path, module: str) -> ModuleType:
@@ -71,8 +100,8 @@ class WorkerProcess:
                                          env=subprocess_env(cwd, drop_env, env),
                                          stdout=out, stderr=subprocess.STDOUT)
         try:
-            wait_for(lambda: ready in self.log or self.proc.poll() is not None,
-                     timeout, "the worker to be ready")
+            wait_until(lambda: ready in self.log or self.proc.poll() is not None,
+                       timeout, what="the worker to be ready")
         except AssertionError:
             self.stop()
             raise AssertionError(f"worker not ready after {timeout:.0f}s:\n{self.log}")

@@ -6,10 +6,11 @@ import os
 import socket
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -254,6 +255,61 @@ def rabbitmq_url_module(rabbitmq_vhosts: VhostPool) -> Iterator[str]:
     vhost = rabbitmq_vhosts.take()
     yield f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}/{vhost}"
     rabbitmq_vhosts.give_back(vhost)
+
+
+@pytest.fixture
+def rabbitmq_channel(rabbitmq_url: str) -> Iterator[Callable[..., Any]]:
+    """``open(queues=(), exchanges=())``: a plain py-amqp channel on the test's vhost
+    (``rabbitmq_url``), to declare and look at what RabbitMQ holds. Afterwards the named
+    queues and exchanges are deleted (the vhost goes to a later test: leave nothing of
+    the test's own) and the connection closed."""
+    import amqp
+
+    conns: list[tuple[amqp.Connection, Sequence[str], Sequence[str]]] = []
+
+    def open_channel(queues: Sequence[str] = (), exchanges: Sequence[str] = ()) -> Any:
+        split = urlsplit(rabbitmq_url)
+        conn = amqp.Connection(f"{split.hostname}:{split.port}", userid="guest",
+                               password="guest", virtual_host=unquote(split.path[1:]))
+        conn.connect()
+        conns.append((conn, queues, exchanges))
+        return conn.channel()
+
+    yield open_channel
+    for conn, queues, exchanges in conns:
+        try:
+            chan = conn.channel()  # the test's channel may be closed by a channel error
+            for queue in queues:
+                chan.queue_delete(queue)
+            for exchange in exchanges:
+                chan.exchange_delete(exchange)
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def consume() -> Iterator[Callable[..., Any]]:
+    """``start(app, pool, **options)``: a worker ``Consumer`` of the ``celery`` queue
+    running in a thread (polling every 50 ms); afterwards each one is stopped, its thread
+    joined and its pool shut down."""
+    import threading
+
+    from celeriac.worker.consumer import Consumer
+
+    running: list[tuple[Consumer, threading.Thread]] = []
+
+    def start(app: Any, pool: Any, **options: Any) -> Consumer:
+        consumer = Consumer(app, ["celery"], pool, poll_timeout=0.05, **options)
+        thread = threading.Thread(target=consumer.run, daemon=True)
+        thread.start()
+        running.append((consumer, thread))
+        return consumer
+
+    yield start
+    for consumer, thread in running:
+        consumer.stop()
+        thread.join(10)
+        consumer.pool.shutdown()
 
 
 _DJANGO_TESTS = str(Path(__file__).resolve().parent / "django")

@@ -14,12 +14,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from celeryproc import wait_until
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 HOST = "127.0.0.1"
@@ -48,10 +49,12 @@ def _port_free(port: int) -> bool:
 
 
 def free_ports(count: int, *, bus: bool = False) -> list[int]:
-    """``count`` free loopback ports (each with ``port + 10000`` free too when ``bus``)."""
+    """``count`` free loopback ports (each with ``port + 10000`` free too when ``bus``),
+    below the kernel's ephemeral range (32768 up), so no client socket takes one between
+    this check and the server's bind."""
     ports: list[int] = []
     while len(ports) < count:
-        port = random.randint(20000, 45000)
+        port = random.randint(11000, 22700)
         if port in ports or not _port_free(port) or (bus and not _port_free(port + 10000)):
             continue
         ports.append(port)
@@ -65,14 +68,6 @@ def ping(port: int, timeout: float = 0.5) -> bool:
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
         return False
-
-
-def wait_until(check, timeout: float, what: str, interval: float = 0.1) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 def cli(port: int, *args: str, timeout: float = 30.0) -> str:
@@ -98,7 +93,16 @@ class Servers:
                "--appendonly", "no", "--logfile", str(workdir / "redis.log"), *args]
         self.procs[port] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL)
-        wait_until(lambda: ping(port), 20, f"redis-server on {port}")
+        proc = self.procs[port]
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                log = workdir / "redis.log"
+                tail = log.read_text()[-600:] if log.exists() else ""
+                raise RuntimeError(f"redis-server on {port} exited ({proc.returncode}): {tail}")
+            return ping(port)
+
+        wait_until(up, 20, what=f"redis-server on {port}")
 
     def kill(self, port: int) -> None:
         """``kill -9`` the server on ``port`` (one this module started)."""
@@ -170,8 +174,8 @@ def start_cluster(root: Path, replicas: int = 1) -> Cluster:
                           "--cluster-replica-validity-factor", "0")
         cli(ports[0], "--cluster", "create", *[f"{HOST}:{p}" for p in ports],
             "--cluster-replicas", str(replicas), "--cluster-yes", timeout=60)
-        wait_until(cluster.healthy, 30, "the cluster to be ok", interval=0.2)
-        wait_until(lambda: all(_replica_synced(p) for p in ports), 30, "replicas in sync",
+        wait_until(cluster.healthy, 30, what="the cluster to be ok", interval=0.2)
+        wait_until(lambda: all(_replica_synced(p) for p in ports), 30, what="replicas in sync",
                    interval=0.2)
     except BaseException:
         cluster.stop()
@@ -216,7 +220,7 @@ def start_sentinels(root: Path, count: int = 1, replicas: int = 1) -> SentinelSe
         setup.start(master)
         for port in (replica, *more):
             setup.start(port, "--replicaof", HOST, str(master))
-            wait_until(lambda p=port: _replica_synced(p), 30, "a replica in sync",
+            wait_until(lambda p=port: _replica_synced(p), 30, what="a replica in sync",
                        interval=0.2)
         quorum = 1 if count < 3 else 2
         for port in sentinels:

@@ -18,6 +18,10 @@ of them knows about any framework:
   the message without running it (logged with the reason, no result stored).
   Used to drop a second copy of one outbox publish. A check that raises is
   logged and treated as "run it" (at-least-once wins over de-duplication).
+* **history databases** (:func:`register_history_database`): URL schemes of
+  ``dashboard_history_url`` an integration serves (``django-db``: the Django
+  project's database), each an opener ``(url) -> Database`` of
+  :mod:`celeriac.dashboard.history.engines`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ AdmissionCheck = Callable[["Celery", "Request"], "str | None"]
 _on_commit: OnCommit | None = None
 _interceptors: list[Interceptor] = []
 _admission_checks: list[AdmissionCheck] = []
+_history_databases: dict[str, Callable[[str], Any]] = {}
 
 
 def register_on_commit(handler: OnCommit | None) -> None:
@@ -101,3 +106,12 @@ def refuse_reason(app: Celery, call: Request) -> str | None:
         if reason:
             return reason
     return None
+
+
+def register_history_database(scheme: str, opener: Callable[[str], Any]) -> None:
+    """Serve ``dashboard_history_url`` URLs of ``scheme`` with ``opener(url)``."""
+    _history_databases[scheme] = opener
+
+
+def history_database_opener(scheme: str) -> Callable[[str], Any] | None:
+    return _history_databases.get(scheme)

@@ -69,6 +69,10 @@ class OutageWatch(Protocol):
     def pause(self, seconds: float) -> bool:
         """Wait ``seconds`` before the next attempt of a patient call; False: give up."""
 
+    def down_since(self) -> dict[str, float]:
+        """Servers the watch knows to be failing (where -> monotonic time since), its own
+        reports and those of other processes (a prefork supervisor's children)."""
+
 
 #: the process's watch (None: nothing is told, patient calls raise as others do)
 _watch: OutageWatch | None = None
@@ -205,9 +209,9 @@ def failing() -> dict[str, float]:
     """Servers failing now (where -> monotonic time since), as reported in this process
     or known to its watch (a prefork supervisor's: what its children report)."""
     out = dict(_failing)
-    known = getattr(_watch, "down_since", None)
-    if known is not None:
-        for where, since in known().items():
+    watch = _watch
+    if watch is not None:
+        for where, since in watch.down_since().items():
             out.setdefault(where, since)
     return out
 

@@ -17,6 +17,7 @@ import pytest
 from celeriac import Celery, chain, chord, group, signature
 from celeriac.exceptions import ChordError
 from celeriac.messages import Message
+from celeryproc import wait_until
 
 CAPTURE = Path(__file__).parents[1] / "fixtures" / "celery-wire-capture.txt"
 T = 10  # seconds: generous get() timeout
@@ -114,7 +115,7 @@ def test_chain_error_stops_and_calls_link_error(app: Celery, seen: Seen) -> None
     with pytest.raises(ValueError):
         res.parent.get(timeout=T)
     failed_id = res.parent.id
-    wait_for(lambda: ("on_err", failed_id, "ValueError('boom')") in seen.items)
+    wait_until(lambda: ("on_err", failed_id, "ValueError('boom')") in seen.items, T)
     assert res.parent.failed() and res.state == "PENDING"
     assert [i for i in seen.items if i[0] == "record"] == []
     with pytest.raises(ValueError):  # the last result re-raises its failed parent
@@ -179,8 +180,8 @@ def test_link_and_link_error_on_a_signature(app: Celery, seen: Seen) -> None:
     res = bad.apply_async()
     with pytest.raises(ValueError):
         res.get(timeout=T)
-    wait_for(lambda: ("record", (5, "after")) in seen.items)
-    wait_for(lambda: any(i[0] == "on_err" and i[1] == res.id for i in seen.items))
+    wait_until(lambda: ("record", (5, "after")) in seen.items, T)
+    wait_until(lambda: any(i[0] == "on_err" and i[1] == res.id for i in seen.items), T)
 
 
 def test_task_replace(app: Celery, seen: Seen) -> None:
@@ -224,7 +225,7 @@ def test_seed_002_good_chain(app: Celery, seen: Seen) -> None:
     url = "http://example.com/"
     res = (fetch_page.s(url) | parse_page.s() | store_page_info.s(url))()
     assert res.parent.get(timeout=T) == {"length": len(f"<html>{url}</html>")}
-    wait_for(lambda: ("stored", url, {"length": 32}) in seen.items)
+    wait_until(lambda: ("stored", url, {"length": 32}) in seen.items, T)
 
 
 def test_celery_built_messages_and_dicts_run(app: Celery) -> None:
@@ -252,15 +253,6 @@ def test_celery_built_messages_and_dicts_run(app: Celery) -> None:
 
     built = json.loads(json.dumps(real_chord([add.s(1, 1), add.s(2, 2)], tsum.s() | add.s(5))))
     assert signature(built, app=app).apply_async().get(timeout=T) == 11
-
-
-def wait_for(predicate: Any, timeout: float = T) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_the_same_canvas_applied_twice_runs_twice(app: Celery) -> None:

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from celeryproc import wait_until
+
 PROJ = textwrap.dedent('''
     import os
     import time
@@ -171,7 +173,7 @@ def test_seed_chain_map_replace_link_through_a_worker_process(env: Env) -> None:
     res = (fetch.s(url) | parse.s() | store.s(url))()  # seed 002, the "good" chain
     assert res.parent.get(timeout=30) == {"length": len(url) + 13}
     pages = Path(str(env.body_log) + ".pages")
-    wait_until(pages.exists)
+    wait_until(pages.exists, 10)
     assert pages.read_text() == f"{url} {len(url) + 13}\n"
     add = app.tasks["cp.add"]
     assert add.starmap([(1, 2), (3, 4)]).delay().get(timeout=30) == [3, 7]
@@ -183,15 +185,8 @@ def test_seed_chain_map_replace_link_through_a_worker_process(env: Env) -> None:
     with pytest.raises(ValueError):
         failed.get(timeout=30)
     err = Path(str(env.body_log) + ".err")
-    wait_until(err.exists)
+    wait_until(err.exists, 10)
     assert err.read_text().split() == [failed.id]
-
-
-def wait_until(predicate: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_chord_failure_through_a_worker_process(env: Env) -> None:
@@ -205,7 +200,7 @@ def test_chord_failure_through_a_worker_process(env: Env) -> None:
     with pytest.raises(ChordError, match="raised ValueError"):
         res.get(timeout=30, follow_parents=False)
     err = Path(str(env.body_log) + ".err")
-    wait_until(err.exists)
+    wait_until(err.exists, 10)
     assert err.read_text().split() == [res.id] and env.body_lines() == []
 
 

@@ -23,7 +23,6 @@ whose ack the dead master never replicated runs again).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from celeryproc import start_worker_group
 
 pytestmark = [pytest.mark.redis, pytest.mark.skipif(sys.platform == "win32", reason="POSIX")]
 
@@ -80,16 +81,7 @@ def write_tasks(tmp: Path, url: str, options: dict[str, Any], record_url: str,
 
 
 def start_worker(cwd: Path, module: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    log = open(cwd / "worker.log", "wb")  # noqa: SIM115
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "celeriac", "-A", module, "worker", "-P", "threads",
-             "-c", "4", "-l", "WARNING"], cwd=cwd, env=env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True)
-    finally:
-        log.close()
+    return start_worker_group(cwd, module, "-P", "threads", "-c", "4", log="worker.log")
 
 
 def run_failover(tmp: Path, url: str, options: dict[str, Any], kill: Callable[[], None],

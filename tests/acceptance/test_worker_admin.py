@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -12,25 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-
-def _load_harness() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "celeriac_worker_harness", Path(__file__).with_name("test_worker_harness.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _load_harness()
+import workerharness as H
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Any:
     proj = H.Project(tmp_path)
     yield proj
-    proj.stop_all()
+    proj.close()
 
 
 def cli(project: Any, *args: str) -> subprocess.CompletedProcess[str]:

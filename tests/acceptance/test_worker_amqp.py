@@ -1,7 +1,7 @@
 """The real CLI worker (prefork) on RabbitMQ: tasks run, kill -9 loses nothing, poison
 pills are dead-lettered after three deliveries, a long task runs once.
 
-Uses the project harness of ``test_worker_harness.py`` with ``amqp://`` (a vhost of
+Uses the project harness of ``workerharness.py`` with ``amqp://`` (a vhost of
 the test's own) as broker and SQLite as result store. On RabbitMQ a lease lasts
 while the connection of the process that received the message lives: a child
 killed with SIGKILL closes its connection and RabbitMQ redelivers at once.
@@ -9,46 +9,12 @@ killed with SIGKILL closes its connection and RabbitMQ redelivers at once.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import random
 import signal
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-
-def _load_harness() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "celeriac_worker_harness_amqp", Path(__file__).with_name("test_worker_harness.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _load_harness()
-
-
-@pytest.fixture
-def amqp_project(rabbitmq_url: str, tmp_path: Path) -> Iterator[Any]:
-    pytest.importorskip("amqp")
-    projects: list[Any] = []
-
-    def make(**conf: Any) -> Any:
-        project = H.Project(tmp_path, broker=rabbitmq_url,
-                            backend=f"sqlite:///{tmp_path / 'results.sqlite3'}", conf=conf)
-        projects.append(project)
-        return project
-
-    yield make
-    for project in projects:
-        project.stop_all()
-        if project._app is not None:
-            project.app.broker.close()
+import workerharness as H
 
 
 @pytest.mark.timeout(180)
@@ -72,17 +38,7 @@ def test_kill9_random_children_loses_nothing(amqp_project: Any) -> None:
     rng = random.Random(11)
     ids = project.publish_many("work", [(rng.randint(1, 50),) for _ in range(3000)])
     worker = project.start_worker("-c", "4")
-    killed: set[int] = set()
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        time.sleep(2.0)
-        if project.states(ids)["SUCCESS"] == len(ids):
-            break
-        children = H.child_pids(worker.pid)
-        if children:
-            victim = rng.choice(children)
-            os.kill(victim, signal.SIGKILL)
-            killed.add(victim)
+    killed = H.kill_children_at_random(project, worker, ids, rng)
     states = project.states(ids)
     starts = project.runs_by_task("start")
     never_ran = [tid for tid in ids if starts[tid] == 0]
@@ -100,16 +56,7 @@ def test_kill9_random_children_loses_nothing(amqp_project: Any) -> None:
 @pytest.mark.timeout(180)
 def test_poison_pill_dead_lettered_after_three_deliveries(amqp_project: Any) -> None:
     project = amqp_project()
-    poison_id = project.publish_many("poison", [()])[0]
-    ids = project.publish_many("work", [(1,)] * 200)
-    project.start_worker("-c", "2")
-    H.wait_until(lambda: project.states(ids)["SUCCESS"] == len(ids), 120,
-                 what="200 normal tasks")
-    H.wait_until(lambda: project.app.broker.dead_letters(), 60, what="the dead letter")
-    [dead] = project.app.broker.dead_letters()
-    assert dead.message.task_id == poison_id
-    assert dead.reason.startswith("worker_lost")
-    assert project.runs_by_task("start")[poison_id] == 3
+    H.poison_pill_dead_lettered(project, normal=200, wait=60)
     assert project.app.broker.purge_dead_letters() == 1
     assert project.app.broker.dead_letters() == []
 

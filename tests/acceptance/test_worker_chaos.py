@@ -10,30 +10,14 @@ the Redis broker is importable and a server is up, on Redis too.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-
-def _load_harness() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "celeriac_worker_harness", Path(__file__).with_name("test_worker_harness.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _load_harness()
-
-
-project_factory = H.project_factory
+import workerharness as H
 
 
 @pytest.mark.slow
@@ -43,19 +27,7 @@ def test_kill9_random_children_loses_nothing(project_factory: Any) -> None:
     rng = random.Random(7)
     ids = project.publish_many("work", [(rng.randint(1, 50),) for _ in range(10_000)])
     worker = project.start_worker("-c", "10")
-    killed: set[int] = set()
-    done = 0
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        time.sleep(2.0)
-        done = project.states(ids)["SUCCESS"]
-        if done == len(ids):
-            break
-        children = H.child_pids(worker.pid)
-        if children:
-            victim = rng.choice(children)
-            os.kill(victim, signal.SIGKILL)
-            killed.add(victim)
+    killed = H.kill_children_at_random(project, worker, ids, rng)
     states = project.states(ids)
     starts = project.runs_by_task("start")
     # a child runs one task at a time; what it finished just before but had not
@@ -78,17 +50,7 @@ def test_kill9_random_children_loses_nothing(project_factory: Any) -> None:
 @pytest.mark.timeout(180)
 def test_poison_pill_dead_lettered_after_three_deliveries(project_factory: Any) -> None:
     project = project_factory()
-    poison_id = project.publish_many("poison", [()])[0]
-    ids = project.publish_many("work", [(1,)] * 1000)
-    project.start_worker("-c", "2")
-    H.wait_until(lambda: project.states(ids)["SUCCESS"] == len(ids), 120,
-                 what="1,000 normal tasks")
-    H.wait_until(lambda: project.app.broker.dead_letters(), 30, what="the dead letter")
-    dead = project.app.broker.dead_letters()
-    assert len(dead) == 1
-    assert dead[0].message.task_id == poison_id
-    assert dead[0].reason.startswith("worker_lost")
-    assert project.runs_by_task("start")[poison_id] == 3
+    poison_id = H.poison_pill_dead_lettered(project, normal=1000, wait=30)
     meta = project.meta(poison_id)
     assert meta is not None and meta["status"] == "FAILURE"
     assert meta["result"]["exc_type"] == "WorkerLostError"

@@ -13,30 +13,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
+import workerharness as H
 
 from celeriac.messages import Message
-
-
-def _load_harness() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "celeriac_worker_harness_faults", Path(__file__).with_name("test_worker_harness.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _load_harness()
-project_factory = H.project_factory
 
 POOLS = {"prefork": ("-P", "prefork", "-c", "2"), "threads": ("-P", "threads", "-c", "2"),
          "solo": ("-P", "solo"), "asyncio": ("-P", "asyncio", "-c", "2")}

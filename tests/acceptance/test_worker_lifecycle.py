@@ -1,13 +1,12 @@
 """Worker life cycle against real CLI workers: shutdown, limits, recycling, pools, scaling.
 
 Each test starts ``celeriac -A proj worker`` subprocesses on a project written
-into ``tmp_path`` (see ``test_worker_harness.py``), on SQLite and on Redis
+into ``tmp_path`` (see ``workerharness.py``), on SQLite and on Redis
 when available.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import time
@@ -15,19 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-
-def _load_harness() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "celeriac_worker_harness", Path(__file__).with_name("test_worker_harness.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _load_harness()
-project_factory = H.project_factory
+import workerharness as H
 
 
 def _done(project: Any, ids: list[str]) -> bool:

@@ -18,11 +18,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
+
+from celeryproc import wait_until
 
 #: Generous limits: the suite runs on a loaded 2-core machine.
 READY_TIMEOUT = 60.0
@@ -31,21 +33,6 @@ CLI_TIMEOUT = 60.0
 #: Environment variables that would point a project away from its own SQLite file.
 OVERRIDING_ENV = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
                   "CELERIAC_APP")
-
-T = TypeVar("T")
-
-
-def wait_until(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.05,
-               what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 class WorkerProcess:
@@ -140,17 +127,18 @@ class Project:
         env.update(extra)
         return env
 
-    def cli(self, *args: str, timeout: float = CLI_TIMEOUT,
+    def cli(self, *args: str, timeout: float = CLI_TIMEOUT, input: str | None = None,
             **env: str) -> subprocess.CompletedProcess[str]:
-        """Run ``python -m celeriac -A <module> ARGS`` in the project directory."""
-        return self.raw_cli("-A", self.module, *args, timeout=timeout, **env)
+        """Run ``python -m celeriac -A <module> ARGS`` in the project directory (``input``:
+        its standard input)."""
+        return self.raw_cli("-A", self.module, *args, timeout=timeout, input=input, **env)
 
-    def raw_cli(self, *args: str, timeout: float = CLI_TIMEOUT,
+    def raw_cli(self, *args: str, timeout: float = CLI_TIMEOUT, input: str | None = None,
                 **env: str) -> subprocess.CompletedProcess[str]:
         """Run ``python -m celeriac ARGS`` (no ``-A``) in the project directory."""
         return subprocess.run([sys.executable, "-m", "celeriac", *args], cwd=self.path,
                               env=self.env(**env), capture_output=True, text=True,
-                              timeout=timeout, check=False)
+                              timeout=timeout, check=False, input=input)
 
     @contextmanager
     def worker(self, *args: str, pool: str = "threads", concurrency: int | None = 2,

@@ -1,5 +1,5 @@
-"""The history store: Celery's golden events folded into records, pages, retention (SQLite
-and PostgreSQL)."""
+"""The history store: Celery's golden events folded into records, pages, retention (SQLite,
+PostgreSQL, and both through the Django project's database: ``django-db``)."""
 
 from __future__ import annotations
 
@@ -23,11 +23,28 @@ def published() -> list[str]:
     return [m["args"][1] for m in CAPTURE["messages"]]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+#: the dashboard's tables, dropped after each test on a shared Django database
+DASHBOARD_TABLES = ("dashboard_tasks", "dashboard_attempts", "dashboard_audit",
+                    "dashboard_meta", "dashboard_throughput")
+
+
+@pytest.fixture(params=["sqlite", "postgres", "django-sqlite", "django-postgres"])
 def store(request, tmp_path):  # type: ignore[no-untyped-def]
     if request.param == "sqlite":
         db = open_database(f"sqlite:///{tmp_path}/history.sqlite3")
         yield HistoryStore(db)
+        db.close()
+    elif request.param.startswith("django"):
+        # the history in the Django project's database (dashboard_history_url = 'django-db')
+        django = request.getfixturevalue("django_inprocess")
+        alias = "default" if request.param == "django-sqlite" else "pg"
+        if alias not in django.aliases:
+            pytest.skip("PostgreSQL is not reachable")
+        db = open_database("django-db" if alias == "default" else f"django-db://{alias}")
+        assert db.kind == ("sqlite" if alias == "default" else "postgres")
+        yield HistoryStore(db)
+        db.write(lambda cur: [cur.execute(f"DROP TABLE IF EXISTS {table}")
+                              for table in DASHBOARD_TABLES])
         db.close()
     else:
         schema_ctx = request.getfixturevalue("pg_schema")

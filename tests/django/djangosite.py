@@ -31,9 +31,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+
+from celeryproc import wait_until
 
 PROJECT = Path(__file__).resolve().parents[1] / "django_project"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -43,7 +45,6 @@ PG_ADMIN_URL = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
 OVERRIDING_ENV = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
                   "CELERIAC_RESULT_BACKEND", "CELERIAC_APP", "DJANGO_SETTINGS_MODULE",
                   "CELERIAC_TEST_DATABASE", "CELERIAC_TEST_PG_DATABASE", "CELERIAC_TEST_OUTBOX")
-T = TypeVar("T")
 
 
 def require_django() -> None:
@@ -73,18 +74,6 @@ def require_postgres() -> None:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-
-
-def wait_until(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.05,
-               what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 # -- PostgreSQL databases ------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import redis
 
-from celeryproc import WorkerProcess, import_client, wait_for
+from celeryproc import WorkerProcess, import_client, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -155,8 +155,8 @@ def check_chord_member_done_before_size(tasks: ModuleType, raw: redis.Redis,
         if index == size - 2:
             joined = f"{prefix}celery-taskset-meta-{seen[index]}.j"
             assert raw.get(f"{prefix}celery-taskset-meta-{seen[index]}.s") is None
-            wait_for(lambda: raw.zcard(joined) >= 1, RESULT_TIMEOUT,
-                     "the first header member to be joined before the size is known")
+            wait_until(lambda: raw.zcard(joined) >= 1, RESULT_TIMEOUT,
+                       what="the first header member to be joined before the size is known")
 
     before_task_publish.connect(hold, weak=False)
     try:

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -24,7 +23,7 @@ pytest.importorskip("celery")
 
 import amqp
 
-from celeryproc import WorkerProcess, import_client, wait_for
+from celeryproc import WorkerProcess, import_client, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -64,20 +63,9 @@ def refuse(tag):
 
 
 @pytest.fixture
-def raw(rabbitmq_url: str) -> Iterator[amqp.Channel]:
-    split = urlsplit(rabbitmq_url)
-    conn = amqp.Connection(f"{split.hostname}:{split.port}", userid="guest", password="guest",
-                           virtual_host=unquote(split.path[1:]))
-    conn.connect()
-    try:
-        yield conn.channel()
-        chan = conn.channel()  # the vhost goes to a later test: leave nothing of ours
-        for queue in ("iq-sports", "iq-work", "iq-dead"):
-            chan.queue_delete(queue)
-        for exchange in ("iq-news", "iq-work", "iq-dlx"):
-            chan.exchange_delete(exchange)
-    finally:
-        conn.close()
+def raw(rabbitmq_channel: Callable[..., amqp.Channel]) -> amqp.Channel:
+    return rabbitmq_channel(queues=("iq-sports", "iq-work", "iq-dead"),
+                            exchanges=("iq-news", "iq-work", "iq-dlx"))
 
 
 def write_tasks(tmp_path: Path, package: str, broker: str, backend: str, prefix: str) -> str:
@@ -123,7 +111,7 @@ def test_the_same_task_queues_on_both_sides(worker_side: str, rabbitmq_url: str,
                     dead.append(got)
                 return bool(dead)
 
-            wait_for(arrived, RESULT_TIMEOUT, "the rejected message in the user's DLQ")
+            wait_until(arrived, RESULT_TIMEOUT, what="the rejected message in the user's DLQ")
         finally:
             worker.stop()
         death = dead[0].properties["application_headers"]["x-death"][0]

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import redis
 
-from celeryproc import WorkerProcess, import_client, wait_for
+from celeryproc import WorkerProcess, import_client, wait_until
 from needs import need
 
 pytestmark = pytest.mark.redis
@@ -112,7 +112,7 @@ def check_common(tasks: ModuleType, raw: redis.Redis, prefix: str,
     sent = time.time()
     later = tasks.stamp.apply_async(("cd",), countdown=2)
     if in_broker is not None:  # the early-delivered Celery message is parked in Redis
-        wait_for(in_broker, 10, "the countdown message in the delayed set")
+        wait_until(in_broker, 10, what="the countdown message in the delayed set")
     ran_at = later.get(timeout=RESULT_TIMEOUT)
     assert ran_at >= sent + 2 - 0.05, f"ran {ran_at - sent:.3f}s after sending"
 

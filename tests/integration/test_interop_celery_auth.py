@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from celeryproc import WorkerProcess, import_client, wait_for
+from celeryproc import WorkerProcess, import_client, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -102,9 +102,9 @@ def test_celery_client_signs_for_a_celeriac_worker(redis_url: str, key_prefix: s
             assert signed.echo.delay({"nested": [1, "two"]}).get(
                 timeout=RESULT_TIMEOUT) == {"nested": [1, "two"]}
             unsigned_id = plain.add.delay(40, 2).id
-            wait_for(lambda: f"Dead-lettering message {unsigned_id} (unsigned): content type "
-                             f"'application/json'" in worker.log,
-                     RESULT_TIMEOUT, "the unsigned message dead-lettered")
+            wait_until(lambda: f"Dead-lettering message {unsigned_id} (unsigned): content type "
+                               f"'application/json'" in worker.log,
+                       RESULT_TIMEOUT, what="the unsigned message dead-lettered")
             assert signed.add.delay(1, 1).get(timeout=RESULT_TIMEOUT) == 2  # still serving
         finally:
             worker.stop()

@@ -16,6 +16,7 @@ import pytest
 from celeriac import Celery
 from celeriac.events import State
 from celeriac.worker.main import Worker
+from celeryproc import wait_until
 
 NODE = "wb1@test"
 
@@ -35,14 +36,6 @@ def url(request: pytest.FixtureRequest) -> tuple[str, str, dict[str, Any]]:
                 "global_keyprefix": prefix}
         return redis_url, redis_url, {"global_keyprefix": prefix}
     return request.getfixturevalue("postgres_url"), request.getfixturevalue("postgres_url"), {}
-
-
-def wait_for(check: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return value
 
 
 def test_inspect_control_and_events(url: tuple[str, str, dict[str, Any]]) -> None:
@@ -68,10 +61,10 @@ def test_inspect_control_and_events(url: tuple[str, str, dict[str, Any]]) -> Non
     thread.start()
     try:
         inspect = app.control.inspect(destination=[NODE], timeout=2)
-        wait_for(lambda: inspect.ping())
+        wait_until(lambda: inspect.ping(), 20.0)
         running = sleep.delay(1.5)
         later = sleep.apply_async((0,), countdown=300)
-        active = wait_for(lambda: (inspect.active() or {}).get(NODE))
+        active = wait_until(lambda: (inspect.active() or {}).get(NODE), 20.0)
         assert [a["id"] for a in active] == [running.id]
         scheduled = [s["request"]["id"] for s in inspect.scheduled()[NODE]]
         if app.broker.capabilities.counts_delayed:
@@ -82,7 +75,7 @@ def test_inspect_control_and_events(url: tuple[str, str, dict[str, Any]]) -> Non
             {NODE: {"ok": f"tasks {{'{later.id}'}} flagged as revoked"}}]
         assert running.get(timeout=20) == 1.5
         state = State()
-        wait_for(lambda: any(e["type"] == "task-succeeded" for e in events))
+        wait_until(lambda: any(e["type"] == "task-succeeded" for e in events), 20.0)
         for event in list(events):
             state.event(event)
         task = state.tasks[running.id]

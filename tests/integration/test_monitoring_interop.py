@@ -15,6 +15,8 @@ On RabbitMQ both use kombu's exchanges (``celeryev``, ``celery.pidbox``,
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import threading
@@ -25,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from celeryproc import WorkerProcess, import_client, subprocess_env, wait_for
+from celeryproc import WorkerProcess, import_client, subprocess_env, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -113,10 +115,19 @@ def test_celery_tools_see_a_celeriac_worker(redis_url: str, key_prefix: str,
         registered = run(tmp_path, sys.executable, "-m", "celery", "-A", theirs, "inspect",
                          "registered", "-t", "3")
         assert "mon.add" in registered.stdout and "mon.sleep" in registered.stdout
+        memsample = run(tmp_path, sys.executable, "-m", "celery", "-A", theirs, "inspect",
+                        "memsample", "-t", "3", "--json")
+        assert memsample.returncode == 0, memsample.stderr
+        rss = json.loads(memsample.stdout)
+        assert [k.startswith("mon1@") for k in rss] == [True]
+        assert re.fullmatch(r"\d+(\.\d+)?(KB|MB|GB)", next(iter(rss.values())))
+        memdump = run(tmp_path, sys.executable, "-m", "celery", "-A", theirs, "inspect",
+                      "memdump", "-t", "3")
+        assert "- rss (sample):" in memdump.stdout and "- rss (end): " in memdump.stdout
         result = client.add.delay(20, 22)
         assert result.get(timeout=30) == 42
-        wait_for(lambda: state.tasks.get(result.id) is not None
-                 and state.tasks[result.id].state == "SUCCESS", 15, "task-succeeded")
+        wait_until(lambda: state.tasks.get(result.id) is not None
+                   and state.tasks[result.id].state == "SUCCESS", 15, what="task-succeeded")
         task = state.tasks[result.id]
         assert task.result == "42" and task.worker.hostname.startswith("mon1@")
         assert task.name == "mon.add"
@@ -150,12 +161,12 @@ def test_celeriac_tools_see_a_celery_worker(redis_url: str, key_prefix: str,
         time.sleep(0.5)
         running = client.sleep.delay(30)
         inspect = client.app.control.inspect(timeout=3)
-        active = wait_for(lambda: next(iter((inspect.active() or {}).values()), None), 30,
-                          "the task to be active")
+        active = wait_until(lambda: next(iter((inspect.active() or {}).values()), None), 30,
+                            what="the task to be active")
         assert [a["id"] for a in active] == [running.id]
         client.app.control.revoke(running.id, terminate=True, signal="SIGKILL")
-        wait_for(lambda: any(e["type"] == "task-revoked" and e.get("uuid") == running.id
-                             for e in events), 30, "task-revoked from the Celery worker")
+        wait_until(lambda: any(e["type"] == "task-revoked" and e.get("uuid") == running.id
+                               for e in events), 30, what="task-revoked from the Celery worker")
         receiver.should_stop = True
         kinds = {e["type"] for e in events if e.get("uuid") == running.id}
         assert {"task-sent", "task-received", "task-started", "task-revoked"} <= kinds

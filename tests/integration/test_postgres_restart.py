@@ -29,7 +29,7 @@ BIN = Path(os.environ.get("CELERIAC_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
 def _harness() -> Any:
-    path = Path(__file__).resolve().parents[1] / "acceptance" / "test_worker_harness.py"
+    path = Path(__file__).resolve().parents[1] / "acceptance" / "workerharness.py"
     spec = importlib.util.spec_from_file_location("celeriac_pg_restart_harness", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

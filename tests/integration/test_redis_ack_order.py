@@ -11,19 +11,17 @@ have its SUCCESS result stored. Then a new worker finishes what is left.
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import redis
+
+from celeryproc import import_client, kill_group, start_worker_group
 
 pytestmark = pytest.mark.redis
 
@@ -62,37 +60,14 @@ def raw(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def tasks(tmp_path: Path, redis_url: str, key_prefix: str) -> Iterator[ModuleType]:
-    import importlib.util
-
-    path = tmp_path / "ack_order_tasks.py"
-    path.write_text(TASKS.format(url=redis_url, prefix=key_prefix))
-    spec = importlib.util.spec_from_file_location(f"ack_order_{uuid.uuid4().hex[:8]}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    (tmp_path / "ack_order_tasks.py").write_text(TASKS.format(url=redis_url, prefix=key_prefix))
+    module = import_client(tmp_path, "ack_order_tasks")
     yield module
     module.app.close()
 
 
 def start_worker(cwd: Path, pool: list[str]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    log = open(cwd / f"worker-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "celeriac", "-A", "ack_order_tasks", "worker",
-             "-l", "WARNING", *pool],
-            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    finally:
-        log.close()
-
-
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the worker and every child it started
-    except ProcessLookupError:
-        pass
-    proc.wait(10)
+    return start_worker_group(cwd, "ack_order_tasks", *pool)
 
 
 def in_broker(raw: redis.Redis, prefix: str) -> set[str]:

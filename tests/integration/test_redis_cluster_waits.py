@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from celeryproc import wait_until
 from needs import need
 
 pytestmark = pytest.mark.redis
@@ -52,7 +53,7 @@ def test_a_waiter_follows_its_slot_to_another_master(cluster: Any) -> None:
     redisnodes.cli(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
     for port in cluster.masters():  # the slot is empty: nothing to migrate
         redisnodes.cli(port, "CLUSTER", "SETSLOT", slot, "NODE", ids[target])
-    redisnodes.wait_until(lambda: cluster.master_of_key(key) == target, 10, "the slot moved")
+    wait_until(lambda: cluster.master_of_key(key) == target, 10, what="the slot moved")
     time.sleep(2.0)  # the waiter re-subscribes on the target
     written = time.monotonic()
     writer.set("t1", {"status": "SUCCESS", "result": 5, "task_id": "t1"})

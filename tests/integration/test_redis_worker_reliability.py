@@ -14,18 +14,17 @@ but its ack never reached Redis). The second test runs a 10 s task with a
 from __future__ import annotations
 
 import collections
-import os
 import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import redis
+
+from celeryproc import import_client, kill_group, start_worker_group
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -89,38 +88,14 @@ def prefix(target: tuple[str, str]) -> str:
 
 @pytest.fixture
 def tasks(tmp_path: Path, target: tuple[str, str]) -> Iterator[ModuleType]:
-    import importlib.util
-
-    path = tmp_path / "reliability_tasks.py"
-    path.write_text(TASKS.format(url=target[0], prefix=target[1]))
-    spec = importlib.util.spec_from_file_location(f"reliability_{uuid.uuid4().hex[:8]}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    (tmp_path / "reliability_tasks.py").write_text(TASKS.format(url=target[0], prefix=target[1]))
+    module = import_client(tmp_path, "reliability_tasks")
     yield module
     module.app.close()
 
 
 def start_worker(cwd: Path, *args: str) -> subprocess.Popen[bytes]:
-    """A worker in a new session: its pid is the process group of all its processes."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    log = open(cwd / f"worker-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "celeriac", "-A", "reliability_tasks", "worker",
-             "-l", "WARNING", *args],
-            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    finally:
-        log.close()
-
-
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the worker and every child it started
-    except ProcessLookupError:
-        pass
-    proc.wait(10)
+    return start_worker_group(cwd, "reliability_tasks", *args)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

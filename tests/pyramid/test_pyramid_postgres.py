@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 from pyramidsite import Site, stop
-from test_pyramid_worker import WORKER, wait_for
+from test_pyramid_worker import WORKER
+
+from celeryproc import wait_until
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -52,8 +54,8 @@ def test_view_publishes_inside_its_transaction(pg_site: Site, pg_web: Any) -> No
 
     proc = pg_site.start(*WORKER)
     try:
-        sent = wait_for(lambda: pg_site.rows('SELECT "to" FROM sent_sms'), timeout=90,
-                        what="the SMS")
+        sent = wait_until(lambda: pg_site.rows('SELECT "to" FROM sent_sms'), timeout=90,
+                          what="the SMS")
     finally:
         stop(proc)
     assert sent == [("+358400000010",)]

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from pyramidsite import Site, stop
 
+from celeryproc import wait_until
+
 #: seed 001's command line, with ws-celery replaced by celeriac (``-A`` after the command)
 WORKER = ("worker", "-A", "celeriac.contrib.pyramid.celery_app", "--ini", "development.ini",
           "--loglevel=debug")
@@ -15,22 +17,11 @@ BEAT = ("beat", "-A", "celeriac.contrib.pyramid.celery_app", "--ini", "developme
         "--loglevel=debug")
 
 
-def wait_for(check: Any, timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def worker(site: Site) -> Any:
     proc = site.start(*WORKER)
-    wait_for(lambda: b"ready" in proc.log_path.read_bytes() or proc.poll() is not None,
-             what="the worker to be ready")
+    wait_until(lambda: b"ready" in proc.log_path.read_bytes() or proc.poll() is not None, 60.0,
+               what="the worker to be ready")
     assert proc.poll() is None, proc.log_path.read_text()
     yield proc
     stop(proc)
@@ -39,12 +30,12 @@ def worker(site: Site) -> Any:
 def test_worker_runs_seed_tasks_from_views(site: Site, webapp: Any, worker: Any) -> None:
     delivery_id = webapp.post("/order", {"phone": "+358400000003"}).json["delivery_id"]
     (uuid,) = site.rows(f"SELECT uuid FROM delivery WHERE id = {delivery_id}")[0]
-    sent = wait_for(lambda: site.rows("SELECT \"to\", body FROM sent_sms"), what="the SMS")
+    sent = wait_until(lambda: site.rows("SELECT \"to\", body FROM sent_sms"), 60.0, what="the SMS")
     assert sent == [("+358400000003", "Thanks for your order! Review it: "
                      f"https://trees.example.com/review/{uuid.replace('-', '')}")]
     webapp.post("/order-aborted", {"phone": "+358400000004"}, status=409)
     webapp.post("/order", {"phone": "+358400000005"})
-    wait_for(lambda: len(site.rows("SELECT id FROM sent_sms")) == 2, what="the second SMS")
+    wait_until(lambda: len(site.rows("SELECT id FROM sent_sms")) == 2, 60.0, what="the second SMS")
     assert [r[0] for r in site.rows("SELECT \"to\" FROM sent_sms ORDER BY id")] == [
         "+358400000003", "+358400000005"]  # the aborted order's SMS was never sent
     log = stop(worker)
@@ -82,8 +73,8 @@ def test_request_aware_task_request(site: Site, webapp: Any, worker: Any) -> Non
 def test_beat_fires_ini_schedule(site: Site, webapp: Any, worker: Any) -> None:
     beat = site.start(*BEAT)
     try:
-        wait_for(lambda: len(site.rows("SELECT id FROM conversion_rate")) >= 2, timeout=90,
-                 what="two fires of [celerybeat:update_conversion_rates]")
+        wait_until(lambda: len(site.rows("SELECT id FROM conversion_rate")) >= 2, timeout=90,
+                   what="two fires of [celerybeat:update_conversion_rates]")
     finally:
         log = stop(beat)
     assert "INI-LOGGING" in log
@@ -104,8 +95,8 @@ def test_worker_purge_drops_waiting_messages(site: Site, webapp: Any) -> None:
     webapp.post("/order", {"phone": "+358400000008"})
     proc = site.start(*WORKER, "--purge")
     try:
-        wait_for(lambda: b"ready" in proc.log_path.read_bytes() or proc.poll() is not None,
-                 what="the worker to be ready")
+        wait_until(lambda: b"ready" in proc.log_path.read_bytes() or proc.poll() is not None, 60.0,
+                   what="the worker to be ready")
         time.sleep(1.0)
     finally:
         log = stop(proc)

@@ -23,31 +23,20 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from celeriac import Celery
 from celeriac.brokers.sqlite.beat_store import SQLiteStore
+from celeryproc import wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 RESENT = re.compile(r"re-sending 'fast' fire (\S+), task id (\S+) \(claimed by (\S+),")
-
-
-def wait_for(predicate: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def test_two_beat_processes_leader_killed(tmp_path: Path) -> None:
@@ -74,15 +63,15 @@ def test_two_beat_processes_leader_killed(tmp_path: Path) -> None:
                 cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT))
     store = SQLiteStore(f"sqlite:///{db}")
     try:
-        wait_for(lambda: len(store.list_fires("fast")) >= 4)
-        holder = wait_for(lambda: store.lease_holder(datetime.now(timezone.utc)))
+        wait_until(lambda: len(store.list_fires("fast")) >= 4, 20.0)
+        holder = wait_until(lambda: store.lease_holder(datetime.now(timezone.utc)), 20.0)
         leader = next(p for p in procs if f":{p.pid}:" in holder)
         leader.send_signal(signal.SIGKILL)
         leader.wait(10)
         killed_at = len(store.list_fires("fast"))
         # six more fires, and the dead leader's claim (if any) re-sent after the timeout
-        wait_for(lambda: len(fires := store.list_fires("fast")) >= killed_at + 6
-                 and all(f.state == "sent" for f in fires), 30)
+        wait_until(lambda: len(fires := store.list_fires("fast")) >= killed_at + 6
+                   and all(f.state == "sent" for f in fires), 30)
         survivor = next(p for p in procs if p is not leader)
         survivor.send_signal(signal.SIGTERM)
         assert survivor.wait(10) == 0, logs[procs.index(survivor)].read_text()

@@ -16,38 +16,13 @@ from celeriac.exceptions import CouldNotAcquireLock, ImproperlyConfigured, TaskR
 from celeriac.worker.aio import AsyncioPool
 from celeriac.worker.consumer import Consumer
 from celeriac.worker.pools import ThreadPool
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-    return value
+from celeryproc import wait_until
 
 
 @pytest.fixture
 def app() -> Iterator[Celery]:
     app = Celery("limits", broker="memory://", backend="memory://", set_as_current=False)
     yield app
-
-
-@pytest.fixture
-def consume() -> Iterator[Callable[..., Consumer]]:
-    running: list[tuple[Consumer, threading.Thread]] = []
-
-    def start(app: Celery, pool: Any) -> Consumer:
-        consumer = Consumer(app, ["celery"], pool, poll_timeout=0.05)
-        thread = threading.Thread(target=consumer.run, daemon=True)
-        thread.start()
-        running.append((consumer, thread))
-        return consumer
-
-    yield start
-    for consumer, thread in running:
-        consumer.stop()
-        thread.join(10)
-        consumer.pool.shutdown()
 
 
 class Spans:
@@ -101,7 +76,7 @@ def test_serial_task_retries_then_fails_with_could_not_acquire_lock(
 
     consume(app, ThreadPool(2))
     first = serial.delay("k")
-    wait_for(lambda: app.broker.slot_holders("t.serial:k"))
+    wait_until(lambda: app.broker.slot_holders("t.serial:k"), 15.0)
     second = serial.delay("k")
     with pytest.raises(CouldNotAcquireLock, match=r"t\.serial:k"):
         second.get(timeout=30)
@@ -121,7 +96,7 @@ def test_skip_drops_a_busy_call(app: Celery, consume: Callable[..., Consumer]) -
 
     consume(app, ThreadPool(2))
     first = skip.delay()
-    wait_for(lambda: app.broker.slot_holders("t.skip"))
+    wait_until(lambda: app.broker.slot_holders("t.skip"), 15.0)
     second = skip.delay()
     with pytest.raises(TaskRevokedError, match="skipped"):
         second.get(timeout=30)

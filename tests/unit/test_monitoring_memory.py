@@ -17,6 +17,7 @@ import pytest
 from celeriac import Celery
 from celeriac.events import State
 from celeriac.worker.main import Worker
+from celeryproc import wait_until
 
 NODE = "w1@test"
 
@@ -57,20 +58,12 @@ def cluster() -> Iterator[tuple[Celery, Any, list[dict[str, Any]]]]:
     thread.join(10)
 
 
-def wait_for(check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return value
-
-
 def test_inspect_queries(cluster: Any) -> None:
     app, _, _ = cluster
     running = app.tasks["montest.sleep"].delay(2)
     later = app.tasks["montest.add"].apply_async((1, 2), countdown=120)
     inspect = app.control.inspect(timeout=0.5)
-    active = wait_for(lambda: (inspect.active() or {}).get(NODE))
+    active = wait_until(lambda: (inspect.active() or {}).get(NODE), 10.0)
     assert [(a["id"], a["name"], a["args"]) for a in active] == [
         (running.id, "montest.sleep", [2])]
     assert active[0]["hostname"] == NODE and active[0]["time_start"] > 0
@@ -116,7 +109,7 @@ def test_control_commands(cluster: Any) -> None:
         {NODE: {"ok": "task events disabled"}}]
     assert app.conf.worker_send_task_events is False
     app.control.shutdown()
-    wait_for(lambda: worker._stop.is_set())
+    wait_until(lambda: worker._stop.is_set(), 10.0)
 
 
 def test_events_describe_workers_and_tasks(cluster: Any) -> None:
@@ -127,8 +120,8 @@ def test_events_describe_workers_and_tasks(cluster: Any) -> None:
     with pytest.raises(ValueError):
         bad.get(timeout=10)
     state = State()
-    wait_for(lambda: sum(e["type"] == "task-failed" for e in events)
-             and any(e["type"] == "worker-heartbeat" for e in events))
+    wait_until(lambda: sum(e["type"] == "task-failed" for e in events)
+               and any(e["type"] == "worker-heartbeat" for e in events), 10.0)
     for event in list(events):
         state.event(event)
     assert state.workers[NODE].alive

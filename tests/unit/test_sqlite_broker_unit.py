@@ -269,3 +269,34 @@ def test_settle_and_receive_commits_results_acks_and_lease_together(tmp_path: Pa
     finally:
         broker.close()
         store.close()
+
+
+def test_switching_to_wal_retries_a_lock_the_busy_handler_does_not_wait_for(
+        tmp_path: Any) -> None:
+    """Switching the journal mode (and reading a database another connection recovers)
+    may answer "database is locked" at once; opening retries instead of failing."""
+    from celeriac.brokers.sqlite import db
+
+    real = sqlite3.connect(str(tmp_path / "wal.sqlite3"), isolation_level=None)
+
+    class LockedTwice:
+        failures = 2
+
+        def execute(self, sql: str) -> Any:
+            if "journal_mode" in sql and self.failures:
+                self.failures -= 1
+                raise sqlite3.OperationalError("database is locked")
+            return real.execute(sql)
+
+    flaky = LockedTwice()
+    db._use_wal(flaky)  # type: ignore[arg-type]
+    assert flaky.failures == 0
+    assert real.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+    class AlwaysLocked:
+        def execute(self, sql: str) -> Any:
+            raise sqlite3.OperationalError("database is locked")
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        db._use_wal(AlwaysLocked(), patience=0.05)  # type: ignore[arg-type]
+    real.close()

@@ -13,24 +13,16 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from celeriac import Celery
 from celeriac.worker.aio import AsyncioPool
-from celeriac.worker.consumer import Consumer
 from celeriac.worker.pools import SoloPool, ThreadPool
 from celeriac.worker.revocation import RECHECK_AFTER
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-    return value
+from celeryproc import wait_until
 
 
 @pytest.fixture
@@ -60,24 +52,6 @@ def app() -> Iterator[Celery]:
     app.gate.set()  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-def consume() -> Iterator[Callable[..., Consumer]]:
-    running: list[tuple[Consumer, threading.Thread]] = []
-
-    def start(app: Celery, pool: Any, **options: Any) -> Consumer:
-        consumer = Consumer(app, ["celery"], pool, poll_timeout=0.05, **options)
-        thread = threading.Thread(target=consumer.run, daemon=True)
-        thread.start()
-        running.append((consumer, thread))
-        return consumer
-
-    yield start
-    for consumer, thread in running:
-        consumer.stop()
-        thread.join(10)
-        consumer.pool.shutdown()
-
-
 def settled(app: Celery) -> bool:
     stats = app.broker.stats("celery")
     return stats.ready == 0 and stats.leased == 0
@@ -89,11 +63,11 @@ def test_a_prefetched_task_revoked_while_waiting_never_runs(app: Celery, consume
     first = app.tasks["t.block"].delay()
     second = app.tasks["t.quick"].delay()
     consume(app, pool(), prefetch=1)
-    wait_for(lambda: app.ran == [first.id] and app.broker.stats("celery").leased == 2)
+    wait_until(lambda: app.ran == [first.id] and app.broker.stats("celery").leased == 2, 10.0)
     time.sleep(2 * RECHECK_AFTER)  # a waiting job's check older than this is read again
     second.revoke()
     app.gate.set()  # type: ignore[attr-defined]
-    wait_for(lambda: settled(app))
+    wait_until(lambda: settled(app), 10.0)
     assert app.ran == [first.id]  # type: ignore[attr-defined]
     assert second.state == "REVOKED"
     assert first.get(timeout=5) == "late result"
@@ -102,10 +76,10 @@ def test_a_prefetched_task_revoked_while_waiting_never_runs(app: Celery, consume
 def test_a_late_result_never_overwrites_revoked(app: Celery, consume: Any) -> None:
     result = app.tasks["t.block"].delay()
     consume(app, ThreadPool(2))
-    wait_for(lambda: app.ran == [result.id])
+    wait_until(lambda: app.ran == [result.id], 10.0)
     result.revoke()
     app.gate.set()  # type: ignore[attr-defined]
-    wait_for(lambda: settled(app))
+    wait_until(lambda: settled(app), 10.0)
     assert result.state == "REVOKED"
     assert app.ran == [result.id]  # type: ignore[attr-defined]
 
@@ -113,10 +87,10 @@ def test_a_late_result_never_overwrites_revoked(app: Celery, consume: Any) -> No
 def test_terminate_cancels_an_async_task_on_the_asyncio_pool(app: Celery, consume: Any) -> None:
     long = app.tasks["t.asleep"].delay(30)
     consume(app, AsyncioPool(4))
-    wait_for(lambda: app.ran == [long.id])
+    wait_until(lambda: app.ran == [long.id], 10.0)
     started = time.monotonic()
     long.revoke(terminate=True, signal="SIGKILL")
-    wait_for(lambda: settled(app))
+    wait_until(lambda: settled(app), 10.0)
     assert time.monotonic() - started < 5
     assert long.state == "REVOKED"
     after = app.tasks["t.asleep"].delay(0)
@@ -128,12 +102,12 @@ def test_terminate_on_threads_warns_and_the_task_stays_revoked(
         app: Celery, consume: Any, caplog: pytest.LogCaptureFixture) -> None:
     result = app.tasks["t.block"].delay()
     consume(app, ThreadPool(2))
-    wait_for(lambda: app.ran == [result.id])
+    wait_until(lambda: app.ran == [result.id], 10.0)
     with caplog.at_level(logging.WARNING, logger="celeriac.worker"):
         result.revoke(terminate=True)
-        wait_for(lambda: "cannot be stopped" in caplog.text, 5)
+        wait_until(lambda: "cannot be stopped" in caplog.text, 5)
     app.gate.set()  # type: ignore[attr-defined]
-    wait_for(lambda: settled(app))
+    wait_until(lambda: settled(app), 10.0)
     assert result.state == "REVOKED"
 
 
@@ -142,16 +116,16 @@ def test_consumer_revoke_is_the_entry_point(app: Celery, consume: Any) -> None:
     running async one terminated."""
     waiting_block = app.tasks["t.block"].delay()
     consumer = consume(app, AsyncioPool(1), prefetch=1)
-    wait_for(lambda: app.ran == [waiting_block.id])
+    wait_until(lambda: app.ran == [waiting_block.id], 10.0)
     queued = app.tasks["t.quick"].delay()
-    wait_for(lambda: app.broker.stats("celery").leased == 2)
+    wait_until(lambda: app.broker.stats("celery").leased == 2, 10.0)
     time.sleep(2 * RECHECK_AFTER)
     consumer.revoke([queued.id])
     app.gate.set()  # type: ignore[attr-defined]
-    wait_for(lambda: settled(app))
+    wait_until(lambda: settled(app), 10.0)
     assert app.ran == [waiting_block.id]  # type: ignore[attr-defined]
     sleeper = app.tasks["t.asleep"].delay(30)
-    wait_for(lambda: sleeper.id in app.ran)  # type: ignore[attr-defined]
+    wait_until(lambda: sleeper.id in app.ran, 10.0)  # type: ignore[attr-defined]
     consumer.revoke([sleeper.id], terminate=True, signal="TERM")
-    wait_for(lambda: settled(app))
+    wait_until(lambda: settled(app), 10.0)
     assert app.backend.get(sleeper.id) is None  # told directly: nothing was stored

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -21,14 +20,7 @@ from celeriac import Celery, signals
 from celeriac.messages import Message
 from celeriac.worker import health
 from celeriac.worker.main import Worker, setup_logging
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-    return value
+from celeryproc import wait_until
 
 
 @pytest.fixture
@@ -63,7 +55,7 @@ def test_a_worker_sends_celerys_signals(seen: dict[str, list[dict[str, Any]]],
     thread = threading.Thread(target=worker.start, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: seen["worker_ready"])
+        wait_until(lambda: seen["worker_ready"], 15.0)
         ok = add.delay(1, 2)
         revoked = app.AsyncResult("revoked-before-it-ran")
         app.control.revoke(revoked.id)
@@ -75,8 +67,8 @@ def test_a_worker_sends_celerys_signals(seen: dict[str, list[dict[str, Any]]],
                                                "content_encoding": "utf-8"},
                                    body=b"{not json"), "celery")
         assert ok.get(timeout=10) == 3
-        wait_for(lambda: len(seen["task_revoked"]) == 2 and seen["task_unknown"]
-                 and seen["task_rejected"] and seen["heartbeat_sent"])
+        wait_until(lambda: len(seen["task_revoked"]) == 2 and seen["task_unknown"]
+                   and seen["task_rejected"] and seen["heartbeat_sent"], 15.0)
     finally:
         worker.stop()
         thread.join(20)

@@ -159,6 +159,14 @@ class Control(Broadcaster):
     def heartbeat(self, destination: Any = None, **kwargs: Any) -> Any:
         return self.broadcast("heartbeat", arguments={}, destination=destination, **kwargs)
 
+    def election(self, id: str, topic: str, action: Any = None, connection: Any = None) -> None:
+        """Refused: Celery's workers elect one of them over their gossip of events, which
+        celeriac workers do not take part in (docs/monitoring.md, "election is refused")."""
+        raise NotImplementedError(
+            "app.control.election() is not supported: Celery elects a worker over the gossip "
+            "of worker-elect events between workers, which celeriac workers do not take part "
+            "in; send the task with apply_async()")
+
     def purge(self) -> int:
         return self.app.broker.purge(self.app.conf.task_default_queue)
 

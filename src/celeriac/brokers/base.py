@@ -53,7 +53,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .. import clock
 from ..exceptions import ImproperlyConfigured
-from ..messages import Message
+from ..messages import Message, parse_envelope
 from .broadcast import (  # noqa: F401 - re-exported: brokers import them from here
     Broadcast,
     BroadcastChannel,
@@ -164,6 +164,14 @@ class DeadLetter:
     lost_count: int
     first_delivered_at: float | None
     dead_at: float
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> DeadLetter:
+        """From a row of the SQL brokers' ``dead_letters`` table: ``(id, queue, reason,
+        envelope, delivery_count, lost_count, first_delivered_at, dead_at)``."""
+        return cls(id=str(row[0]), queue=row[1], reason=row[2],
+                   message=parse_envelope(row[3]), delivery_count=row[4],
+                   lost_count=row[5], first_delivered_at=row[6], dead_at=row[7])
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,20 @@ class CLIContext:
     _app: Celery | None = None
     #: ``-q/--quiet``: no banner or ready line (worker, beat), fewer messages
     quiet: bool = False
+    #: ``--config``: a module whose settings are loaded into the app
+    config_module: str | None = None
 
     @property
     def app(self) -> Celery:
         if self._app is None:
             self._app = load_app(self.app_name)
+            if self.config_module:
+                try:
+                    self._app.config_from_object(self.config_module)
+                except ImportError as exc:
+                    raise click.ClickException(f"--config {self.config_module}: cannot "
+                                               f"import it: {exc}") from None
+                os.environ["CELERIAC_CONFIG_MODULE"] = self.config_module  # spawned children
             if self.broker:
                 self._app.conf.broker_url = self.broker
             if self.result_backend:
@@ -44,13 +53,40 @@ class CLIContext:
         return self._app
 
 
+#: ``--loader`` values naming Celery's own loaders, whose work celeriac's app does itself
+CELERY_LOADERS = frozenset({"default", "app", "celery.loaders.default:Loader",
+                            "celery.loaders.default.Loader", "celery.loaders.app:AppLoader",
+                            "celery.loaders.app.AppLoader"})
+
+
+def check_loader(loader: str | None) -> None:
+    """``--loader``: Celery's default and app loaders are accepted; any other is refused."""
+    if loader and loader not in CELERY_LOADERS:
+        raise click.UsageError(
+            f"--loader {loader}: celeriac has no custom loaders (Celery's default and app "
+            f"loaders are accepted); load settings with --config MODULE or "
+            f"app.config_from_object()")
+
+
 def top_level_context(ctx: click.Context) -> CLIContext:
     """The ``obj`` of the ``celeriac`` group, made from its options once (``--workdir``
-    applied first, so ``-A`` imports from there)."""
+    applied first, so ``-A`` imports from there).
+
+    As Celery's: ``--config`` is also ``$CELERY_CONFIG_MODULE``, ``--skip-checks``
+    ``$CELERY_SKIP_CHECKS`` (the Django fix-up reads it); ``-C/--no-color`` sets
+    ``$NO_COLOR`` (the only colors are the events view's)."""
     if not ctx.meta.get("celeriac.workdir_applied"):
         ctx.meta["celeriac.workdir_applied"] = True
         if ctx.params.get("workdir"):
             os.chdir(ctx.params["workdir"])
+    check_loader(ctx.params.get("loader"))
+    if os.environ.get("SKIP_CHECKS"):  # Celery's documented rule (its click option refuses
+        ctx.params["skip_checks"] = True  # values that are not booleans)
+    for flag, name, value in (("config_module", "CELERY_CONFIG_MODULE", None),
+                              ("skip_checks", "CELERY_SKIP_CHECKS", "true"),
+                              ("no_color", "NO_COLOR", "1")):
+        if ctx.params.get(flag):
+            os.environ[name] = value or str(ctx.params[flag])
     broker, backend = ctx.params.get("broker"), ctx.params.get("result_backend")
     # as Celery's -b/--result-backend: through the environment, so they beat
     # $CELERY_BROKER_URL (which beats the app's own broker=) and reach child processes
@@ -62,6 +98,7 @@ def top_level_context(ctx: click.Context) -> CLIContext:
         ctx.obj = CLIContext(ctx.params.get("app_name"), broker, backend)
     obj: CLIContext = ctx.obj
     obj.quiet = bool(ctx.params.get("quiet")) or obj.quiet
+    obj.config_module = ctx.params.get("config_module") or obj.config_module
     return obj
 
 
@@ -134,6 +171,19 @@ class ErrorHandlingGroup(click.Group):
             return super().invoke(ctx)
         except (ImproperlyConfigured, OperationalError, CeleriacError) as exc:
             raise click.ClickException(str(exc)) from None
+
+
+def known_queues(app: Celery) -> list[str]:
+    """The app's task queues, as Celery's ``app.amqp.queues``: those ``task_queues``
+    declares, else ``task_default_queue`` (``purge`` and ``migrate`` default to them)."""
+    from ..brokers.declared import queue_specs
+
+    declared = list(queue_specs(app.conf.get("task_queues")))
+    return declared or [app.conf.task_default_queue]
+
+
+def comma_list(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
 
 
 def json_arg(value: str | None, what: str, kind: type) -> Any:

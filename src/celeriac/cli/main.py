@@ -1,12 +1,17 @@
 """The ``celeriac`` command group: global options and every subcommand, registered here.
 
 Global options mirror Celery's (``-A/--app``, ``-b/--broker``,
-``--result-backend``, ``--workdir``). Each command group lives in its own
-module: :mod:`.tasks` (call, result, purge), :mod:`.worker`, :mod:`.beat`
-(beat, schedule), :mod:`.admin` (deadletters, status), :mod:`.results`
+``--result-backend``, ``--loader``, ``--config``, ``--workdir``, ``-C/--no-color``,
+``-q/--quiet``, ``--skip-checks``; see :func:`.base.top_level_context`). Each command
+group lives in its own module: :mod:`.tasks` (call, result, purge), :mod:`.worker`,
+:mod:`.beat` (beat, schedule), :mod:`.admin` (deadletters, status), :mod:`.results`
 (results cleanup), :mod:`.db` (the PostgreSQL schema: migrate, status, vacuum),
 :mod:`.dashboard` (the web dashboard), :mod:`.control` (inspect, control),
-:mod:`.events` (events), :mod:`.multi` (multi), :mod:`.exporter` (Prometheus metrics).
+:mod:`.events` (events), :mod:`.multi` (multi), :mod:`.exporter` (Prometheus metrics),
+:mod:`.shell` (shell, report), :mod:`.migrate` (migrate), :mod:`.topology` (list
+bindings, graph), :mod:`.upgrade` (upgrade settings), :mod:`.logtool` (logtool),
+:mod:`.amqp` (amqp). Every command and option of Celery's ``celery`` exists here
+(``tests/unit/test_cli_parity.py``).
 Installed packages add commands through the entry-point
 group ``celeriac.commands`` (Celery's ``celery.commands``); celeriac's Django
 integration adds ``outbox`` that way, so the CLI never imports it.
@@ -20,6 +25,7 @@ import click
 
 from ..app.base import Celery
 from .admin import deadletters, status
+from .amqp import amqp
 from .base import CLIContext, ErrorHandlingGroup, top_level_context
 from .beat import beat_command, schedule_group
 from .control import control, inspect
@@ -27,9 +33,14 @@ from .dashboard import dashboard
 from .db import db_group
 from .events import events
 from .exporter import exporter
+from .logtool import logtool
+from .migrate import migrate
 from .multi import multi
 from .results import results_group
+from .shell import report, shell
 from .tasks import call, purge, result
+from .topology import graph_group, list_group
+from .upgrade import upgrade_group
 from .worker import worker
 
 
@@ -38,12 +49,22 @@ from .worker import worker
               help="Application: module, module.celery or module:attribute.")
 @click.option("-b", "--broker", help="Broker URL (overrides broker_url).")
 @click.option("--result-backend", help="Result store URL (overrides result_backend).")
+@click.option("--loader", help="Accepted for Celery's own loaders (default, app); celeriac has "
+                               "no other loaders.")
+@click.option("--config", "config_module",
+              help="Configuration module loaded into the app (config_from_object).")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Change to this directory first.")
+@click.option("-C", "--no-color", is_flag=True, help="No colors (celeriac prints none but the "
+                                                     "events view's).")
 @click.option("-q", "--quiet", is_flag=True, help="Less output.")
+@click.option("--skip-checks", is_flag=True,
+              help="Skip Django's system checks at start-up (also: $SKIP_CHECKS set to any "
+                   "non-empty string).")
 @click.version_option(package_name="celeriac", prog_name="celeriac")
 @click.pass_context
 def cli(ctx: click.Context, app_name: str | None, broker: str | None,
-        result_backend: str | None, workdir: str | None, quiet: bool) -> None:
+        result_backend: str | None, loader: str | None, config_module: str | None,
+        workdir: str | None, no_color: bool, quiet: bool, skip_checks: bool) -> None:
     """celeriac: a Celery-compatible task queue."""
     top_level_context(ctx)
 
@@ -76,7 +97,8 @@ def add_plugin_commands(group: click.Group) -> None:
 
 for command in (call, result, purge, worker, beat_command, schedule_group, deadletters, status,
                 results_group, db_group, dashboard, inspect, control, events, multi,
-                exporter):
+                exporter, shell, report, migrate, list_group, graph_group, upgrade_group,
+                logtool, amqp):
     cli.add_command(command)
 add_plugin_commands(cli)
 

@@ -160,5 +160,20 @@ class Inspect:
     def conf(self, with_defaults: bool = False) -> Any:
         return self._request("conf", with_defaults=with_defaults)
 
+    def memsample(self) -> Any:
+        """Each node's current RSS, as Celery's human string (``"52.316MB"``), recorded for
+        :meth:`memdump` (see :mod:`celeriac.worker.memory`)."""
+        return self._request("memsample")
+
+    def memdump(self, samples: int = 10) -> Any:
+        """Each node's report of its recorded ``memsample`` values and its RSS after a
+        garbage collection."""
+        return self._request("memdump", samples=samples)
+
+    def objgraph(self, type: str = "Request", n: int = 200, max_depth: int = 10) -> Any:
+        """Each node draws the back references of up to ``n`` objects of class ``type``:
+        ``{"filename": path}`` on the node's machine (needs objgraph there)."""
+        return self._request("objgraph", num=n, max_depth=max_depth, type=type)
+
     def hello(self, from_node: str, revoked: Any = None) -> Any:
         return self._request("hello", from_node=from_node, revoked=revoked)

@@ -6,24 +6,23 @@ see tests/fixtures/pidbox-redis.json). What a handler needs from the worker
 is a :class:`NodeView` (the in-process worker and the prefork supervisor
 each provide one). ``scheduled`` lists the **broker's delayed messages** of
 the node's queues (celeriac keeps countdown/ETA tasks in the broker, not in
-a worker's memory).
+a worker's memory). ``memsample``/``memdump``/``objgraph`` are in :mod:`.memory`;
+``election`` is refused with a reply saying why (celeriac workers have no gossip).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import platform
 import resource
 import signal as signal_module
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import config, states
+from .. import states
+from ..app import report as report_module
 from ..app.control import signal_number
 from ..brokers.base import redact
 from ..events.event import clock
@@ -31,14 +30,13 @@ from ..exceptions import TaskRevokedError
 from ..messages import Message, decode_body
 from ..results.meta import store_result
 from ..serialization import accepted_types
-from ..version import __version__
+from .memory import HANDLERS as MEMORY_HANDLERS
 
 if TYPE_CHECKING:
     from ..app.base import Celery
     from .remote import RemoteControl
 
 logger = logging.getLogger("celeriac.worker.remote")
-_SECRET = ("API", "TOKEN", "KEY", "SECRET", "PASS", "SIGNATURE", "DATABASE")
 _STARTED = time.time()
 
 
@@ -162,37 +160,12 @@ def stats(rc: RemoteControl, **_: Any) -> dict[str, Any]:
     }
 
 
-def _censor(key: str, value: Any) -> Any:
-    if isinstance(value, str) and "://" in value:
-        value = redact(value)
-    if any(word in key.upper() for word in _SECRET) and not key.endswith("_url") \
-            and value not in (None, "", False):
-        return "********"
-    return value
-
-
 def conf(rc: RemoteControl, with_defaults: bool = False, **_: Any) -> dict[str, Any]:
-    out = {}
-    for key, value in rc.node.app.conf.items():
-        if not with_defaults and key in config.DEFAULTS and config.DEFAULTS[key] == value:
-            continue
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            value = repr(value)
-        out[key] = _censor(key, value)
-    return out
+    return report_module.settings(rc.node.app, with_defaults)
 
 
 def report(rc: RemoteControl, **_: Any) -> dict[str, str]:
-    app = rc.node.app
-    lines = [f"software -> celeriac:{__version__} py:{platform.python_version()}",
-             f"platform -> system:{platform.system()} arch:{platform.machine()} "
-             f"imp:{sys.implementation.name}",
-             f"settings -> transport:{app.broker.url.split('://', 1)[0]} "
-             f"results:{redact(app.backend_url) if app.backend_url else 'disabled'}", ""]
-    lines += [f"{k}: {v!r}" for k, v in conf(rc).items()]
-    return {"ok": "\n" + "\n".join(lines) + "\n"}
+    return {"ok": "\n" + report_module.bugreport(rc.node.app)}
 
 
 def revoke(rc: RemoteControl, task_id: Any = None, terminate: bool = False,
@@ -286,6 +259,19 @@ def heartbeat(rc: RemoteControl, **_: Any) -> None:
     rc.request_heartbeat()
 
 
+def election(rc: RemoteControl, id: Any = None, topic: Any = None, **_: Any) -> dict[str, str]:
+    """Refused: Celery holds elections over the worker-to-worker gossip of events, which
+    celeriac workers do not take part in (see docs/monitoring.md)."""
+    logger.warning("Refused control command election (id=%s, topic=%s): celeriac workers "
+                   "take no part in Celery's gossip", id, topic)
+    return {"error": ELECTION_REFUSED}
+
+
+ELECTION_REFUSED = ("election is not supported: Celery elects a worker over the gossip of "
+                    "worker-elect events between workers, which celeriac workers do not "
+                    "take part in")
+
+
 def hello(rc: RemoteControl, from_node: str = "", revoked: Any = None,
           **_: Any) -> dict[str, Any] | None:
     if from_node == rc.node.hostname:
@@ -310,7 +296,8 @@ HANDLERS: dict[str, Callable[..., Any]] = {
     "autoscale": lambda rc, max=None, min=None, **_: {
         "ok": rc.node.autoscale(int(max), int(min if min is not None else 0))},
     "pool_restart": lambda rc, **_: {"ok": rc.node.restart_pool()},
-    "shutdown": lambda rc, **_: {"ok": "shutdown"},
+    "shutdown": lambda rc, **_: {"ok": "shutdown"}, "election": election,
+    **MEMORY_HANDLERS,
 }
 for _alias, _name in (("dump_active", "active"), ("dump_reserved", "reserved"),
                       ("dump_schedule", "scheduled"), ("dump_revoked", "revoked"),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config, retry, signals
 from ..beat.embedded import start_embedded
+from ..beat.scheduler import scheduler_class
 from ..brokers.base import redact
 from ..exceptions import ImproperlyConfigured, OperationalError
 from ..security import check_settings
@@ -33,7 +34,7 @@ from .outage import Weather, patient_run
 from .pools import make_pool
 from .prefetch import PrefetchRule
 from .ratelimit import check_rate_limits
-from .remote import RemoteControl
+from .remote import HEARTBEAT_FREQ, RemoteControl
 from .renewer import ProcessRenewal
 from .supervisor import Supervisor
 from .targets import TargetWatch
@@ -129,11 +130,21 @@ class Worker:
         self.weather = Weather()
         self._beat_stop = threading.Event()
 
+    @property
+    def event_heartbeat(self) -> float:
+        """Seconds between ``worker-heartbeat`` events (``--heartbeat-interval``, default
+        2); 0 with ``--without-heartbeat`` (no ``worker-*`` events)."""
+        if self.options.get("without_heartbeat"):
+            return 0.0
+        return float(self.options.get("heartbeat_interval") or HEARTBEAT_FREQ)
+
     def start(self) -> int:
         app = self.app
         signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf,
                                   options=dict(self.options))
         config.validate(app.conf)
+        if self.beat:  # a bad beat_scheduler stops the start-up, not a thread started later
+            scheduler_class(app.conf.get("beat_scheduler"))
         check_settings(app)  # security_*: keys loaded or start-up fails naming the setting
         if self.setup_logs:
             setup_logging(app, self.loglevel, self.logfile)
@@ -262,7 +273,7 @@ class Worker:
                                   name="celeriac-consumer")
         thread.start()
         remote = RemoteControl(self.app, InProcessNode(self, self.consumer),
-                               heartbeat=not self.options.get("without_heartbeat"))
+                               heartbeat=self.event_heartbeat)
         remote.start()
         self._start_beat()
         signals.worker_ready.send(sender=self)

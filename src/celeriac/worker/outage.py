@@ -94,6 +94,14 @@ class Weather:
         """Wait before a patient call tries again; False once the worker gives up."""
         return not self._give_up.wait(seconds)
 
+    def down_since(self) -> dict[str, float]:
+        """The servers this watch knows to be failing (its own calls or a child's report),
+        with the monotonic time since: :func:`celeriac.retry.failing` includes them, so
+        a supervisor's heartbeat and remote-control threads stay quiet in an outage its
+        children reported."""
+        with self._lock:
+            return {where: since for where, (since, _) in self.down.items()}
+
     # -- the worker's side ----------------------------------------------------------------
     def give_up(self) -> None:
         """Cold shutdown: calls waiting for a server raise now (their leases lapse)."""
@@ -120,14 +128,6 @@ class Weather:
 
     def is_down(self) -> bool:
         return bool(self.down)
-
-    def down_since(self) -> dict[str, float]:
-        """The servers this watch knows to be failing (its own calls or a child's report),
-        with the monotonic time since: :func:`celeriac.retry.failing` includes them, so
-        a supervisor's heartbeat and remote-control threads stay quiet in an outage its
-        children reported."""
-        with self._lock:
-            return {where: since for where, (since, _) in self.down.items()}
 
     def tick(self) -> None:
         """Log the return of servers that kept working for :attr:`confirm` seconds (the

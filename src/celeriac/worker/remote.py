@@ -9,7 +9,8 @@ work against it. Requests past their ``expires`` header are ignored; a
 command that raises replies ``{"error": "<repr>"}``, as Celery does.
 
 It also sends the node's ``worker-online`` event at start, a
-``worker-heartbeat`` every :data:`HEARTBEAT_FREQ` seconds (and when asked by
+``worker-heartbeat`` every :data:`HEARTBEAT_FREQ` seconds (``worker
+--heartbeat-interval``; ``0``: no worker events, ``--without-heartbeat``; and when asked by
 the ``heartbeat`` command, which event receivers use to wake workers up) and
 ``worker-offline`` at shutdown. Nothing here can stop the worker: a broker
 without a broadcast channel only disables it (logged once); errors while
@@ -52,11 +53,13 @@ def loadavg() -> list[float]:
 class RemoteControl:
     """Serves pidbox commands and sends worker events for one node."""
 
-    def __init__(self, app: Celery, node: NodeView, *, heartbeat: bool = True,
+    def __init__(self, app: Celery, node: NodeView, *, heartbeat: float = HEARTBEAT_FREQ,
                  control: bool = True) -> None:
         self.app = app
         self.node = node
-        self.heartbeat = heartbeat
+        #: seconds between ``worker-heartbeat`` events; 0: no worker events at all
+        self.heartbeat = float(heartbeat)
+        self.freq = self.heartbeat or HEARTBEAT_FREQ
         self.control = control and bool(app.conf.get("worker_enable_remote_control", True))
         self.dispatcher = EventDispatcher(app, hostname=node.hostname, groups=["worker"])
         self.exchange, _ = exchange_names(app.conf.get("control_exchange"))
@@ -97,7 +100,7 @@ class RemoteControl:
     def worker_event(self, kind: str) -> None:
         if not self.heartbeat:
             return
-        self.dispatcher.send(kind, freq=HEARTBEAT_FREQ, active=self.node.active_count(),
+        self.dispatcher.send(kind, freq=self.freq, active=self.node.active_count(),
                              processed=self.node.processed(), loadavg=loadavg(),
                              sw_ident="py-celeriac", sw_ver=__version__,
                              sw_sys=platform.system())
@@ -105,14 +108,14 @@ class RemoteControl:
     # -- the loop -------------------------------------------------------------------------
     def _run(self, subscription: Subscription | None) -> None:
         self.worker_event("worker-online")
-        next_beat = time.monotonic() + HEARTBEAT_FREQ
+        next_beat = time.monotonic() + self.freq
         failures = 0
         try:
             while not self._stop.is_set():
                 if self._beat_now.is_set() or time.monotonic() >= next_beat:
                     self._beat_now.clear()
                     self.worker_event("worker-heartbeat")
-                    next_beat = time.monotonic() + HEARTBEAT_FREQ
+                    next_beat = time.monotonic() + self.freq
                 wait = max(0.0, min(0.5, next_beat - time.monotonic()))
                 if subscription is None:
                     self._stop.wait(wait)

@@ -110,7 +110,7 @@ class Supervisor:
         self.targets = TargetWatch(self.app)
         self.task_events = TaskEvents(self.app, worker.hostname)
         self.remote = RemoteControl(self.app, PreforkNode(self),
-                                    heartbeat=not worker.options.get("without_heartbeat"))
+                                    heartbeat=worker.event_heartbeat)
         self._wake_r, self._wake_w = socket.socketpair()
         self._pending: list[int] = []
         self._quick_deaths = 0

@@ -37,6 +37,7 @@ from ... import retry
 from ...exceptions import ImproperlyConfigured
 from ...retry import RetryPolicy
 from ..base import redact
+from . import reading
 
 _T = TypeVar("_T")
 
@@ -136,12 +137,26 @@ def _ssl_arguments(given: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class StayClosed(amqp.Channel):
+    """A channel that stays closed when the server closes it.
+
+    py-amqp reopens such a channel in place (same number, a fresh delivery-tag space,
+    publisher confirms off) and raises the server's error: tags of the old channel
+    would then ack other messages on the new one, or be refused. Here the channel
+    stays closed, and :meth:`Link.channel` opens a new one in a new generation.
+    """
+
+    def _do_revive(self) -> None:
+        self.is_open = False
+
+
 class Link:
     """One connection and one channel, opened on first use, reopened after a failure.
 
     ``confirms`` puts the channel in publisher-confirm mode. ``generation``
-    grows with every new connection and when one is dropped: a delivery tag is only
-    meaningful on the generation that delivered it.
+    grows with every new connection, when one is dropped and when the server closed
+    the channel: a delivery tag is only meaningful on the generation that delivered it
+    (RabbitMQ requeued the deliveries of a closed channel).
     """
 
     def __init__(self, url: str, options: Mapping[str, Any], *, confirms: bool,
@@ -166,12 +181,14 @@ class Link:
         """The open channel, connecting first if needed (call with :attr:`lock` held)."""
         if self._pid != os.getpid():  # a forked child: forget the parent's socket
             self._conn, self._channel, self._pid = None, None, os.getpid()
-        if self._channel is not None and self._channel.is_open:
-            return self._channel
+        if self._channel is not None:
+            if self._channel.is_open:
+                return self._channel
+            self._forget_channel()  # closed by the server: its deliveries were requeued
         if self._conn is None or not self._conn.connected:
             self._connect()
         assert self._conn is not None
-        chan = amqp.Channel(self._conn, auto_decode=False)
+        chan = StayClosed(self._conn, auto_decode=False)
         chan.open()
         if self.confirms:
             chan.confirm_select()
@@ -199,7 +216,7 @@ class Link:
                 kwargs["connect_timeout"] = min(kwargs["connect_timeout"], bound)
             conn = amqp.Connection(**kwargs)
             try:
-                conn.connect()
+                _open(conn)
             except amqp_errors.AccessRefused as exc:
                 raise ImproperlyConfigured(
                     f"broker_url: {redact(self.url)} refused the login: {exc}") from exc
@@ -210,6 +227,7 @@ class Link:
                 errors.append(f"{target.address}: {exc}")
                 self._next_target += 1
                 continue
+            reading.install(conn)  # chunked reads (see .reading)
             self._conn, self._pid = conn, os.getpid()
             self.generation += 1
             return
@@ -220,11 +238,24 @@ class Link:
         self._drop_quietly()
 
     def reset_channel(self) -> None:
-        """Forget the channel after a channel error (the connection stays)."""
-        chan, self._channel = self._channel, None
+        """Forget the channel after a channel error (the connection stays; what the
+        channel delivered is void, a new generation begins)."""
+        chan = self._channel
         if chan is not None and chan.is_open and self.connected:
             try:
                 chan.close()
+            except Exception:
+                pass
+        self._forget_channel()
+
+    def _forget_channel(self) -> None:
+        chan, self._channel = self._channel, None
+        if chan is None:
+            return
+        self.generation += 1
+        if chan.connection is not None and self.connected:
+            try:
+                chan.collect()
             except Exception:
                 pass
 
@@ -233,10 +264,7 @@ class Link:
         if conn is not None:
             self.generation += 1  # what the old connection delivered is void from now on
         if conn is not None and self._pid == os.getpid():
-            try:
-                conn.collect()
-            except Exception:
-                pass
+            _collect(conn)
 
     def close(self) -> None:
         with self.lock:
@@ -244,8 +272,26 @@ class Link:
             if conn is not None and self._pid == os.getpid():
                 try:
                     conn.close()
-                except Exception:
-                    pass
+                except Exception:  # e.g. ConsumerCancelled: a queue deleted under a consumer
+                    _collect(conn)  # py-amqp closes the socket only on CloseOk or an OSError
+
+
+def _open(conn: amqp.Connection) -> None:
+    """Connect; a failed handshake closes the socket whatever the error (py-amqp closes it
+    on an OSError only)."""
+    try:
+        conn.connect()
+    except BaseException:
+        _collect(conn)
+        raise
+
+
+def _collect(conn: amqp.Connection) -> None:
+    """Close ``conn``'s socket and forget its channels without a word to the server."""
+    try:
+        conn.collect()
+    except Exception:
+        pass
 
 
 def retrying(url: str, what: str, link: Link, call: Callable[[amqp.Channel], _T],

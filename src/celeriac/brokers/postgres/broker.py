@@ -368,9 +368,7 @@ class PostgresBroker(PostgresSlots, Broker):
 
     def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         rows = self._run("dead_letters", {"queue": queue, "limit": limit})
-        return [DeadLetter(id=str(r[0]), queue=r[1], reason=r[2], message=parse_envelope(r[3]),
-                           delivery_count=r[4], lost_count=r[5], first_delivered_at=r[6],
-                           dead_at=r[7]) for r in rows]
+        return [DeadLetter.from_row(r) for r in rows]
 
     def retry_dead_letter(self, dead_id: str) -> bool:
         try:

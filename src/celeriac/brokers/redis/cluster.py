@@ -130,12 +130,7 @@ class RedisClusterBroker(ClusterSlots, RedisBroker):
     def _send(self, staged: tuple[dict[str, list[str]], dict[str, dict[str, float]],
                                   dict[str, int], set[str]]) -> None:
         ready, delayed, counts, new_queues = staged
-        commands: list[tuple[Any, ...]] = []
-        for queue in new_queues:
-            member = f"{queue}{SEP}{SEP}{queue}"
-            commands += [("SADD", self._key(f"_kombu.binding.{queue}"), member),
-                         ("SADD", self._key(f"_kombu.binding_permanent.{queue}"), member),
-                         ("SADD", self._key("_celeriac.queues"), queue)]
+        commands = self._binding_commands(new_queues)
         blocks: dict[str, list[tuple[Any, ...]]] = {}
         queue_of = {self._list_key(q, step): q for q in counts for step in self.steps}
         for key, texts in ready.items():

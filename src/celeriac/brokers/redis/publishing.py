@@ -164,15 +164,20 @@ class RedisPublishing:
             info["routing_key"] = queue
         return env
 
-    def _send(self, staged: tuple[dict[str, list[str]], dict[str, dict[str, float]],
-                                  dict[str, int], set[str]]) -> None:
-        ready, delayed, counts, new_queues = staged
+    def _binding_commands(self, queues: Iterable[str]) -> list[tuple[Any, ...]]:
+        """kombu's bindings and celeriac's queue set for queues not declared yet."""
         commands: list[tuple[Any, ...]] = []
-        for queue in new_queues:
+        for queue in queues:
             member = f"{queue}{SEP}{SEP}{queue}"
             commands += [("SADD", self._key(f"_kombu.binding.{queue}"), member),
                          ("SADD", self._key(f"_kombu.binding_permanent.{queue}"), member),
                          ("SADD", self._key("_celeriac.queues"), queue)]
+        return commands
+
+    def _send(self, staged: tuple[dict[str, list[str]], dict[str, dict[str, float]],
+                                  dict[str, int], set[str]]) -> None:
+        ready, delayed, counts, new_queues = staged
+        commands = self._binding_commands(new_queues)
         for key, texts in ready.items():
             for i in range(0, len(texts), _CHUNK):
                 commands.append(("LPUSH", key, *texts[i:i + _CHUNK]))

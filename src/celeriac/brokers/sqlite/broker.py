@@ -355,9 +355,7 @@ class SQLiteBroker(SQLiteSettling, SQLiteSlots, Broker):
             "SELECT id, queue, reason, envelope, delivery_count, lost_count,"
             f" first_delivered_at, dead_at FROM dead_letters {where} ORDER BY id LIMIT ?",
             (() if queue is None else (queue,)) + (limit,)).fetchall()
-        return [DeadLetter(id=str(r[0]), queue=r[1], reason=r[2], message=parse_envelope(r[3]),
-                           delivery_count=r[4], lost_count=r[5], first_delivered_at=r[6],
-                           dead_at=r[7]) for r in rows]
+        return [DeadLetter.from_row(r) for r in rows]
 
     def retry_dead_letter(self, dead_id: str) -> bool:
         try:

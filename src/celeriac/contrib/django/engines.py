@@ -5,7 +5,9 @@
 * ``result_backend = 'django-cache'``: results in Django's cache framework
   (:class:`~.results.cache_store.CacheResultStore`);
 * ``beat_schedule_store = 'django://[alias]'``: periodic tasks in
-  django-celery-beat's tables (:class:`~.beat.store.DjangoScheduleStore`).
+  django-celery-beat's tables (:class:`~.beat.store.DjangoScheduleStore`);
+* ``dashboard_history_url = 'django-db'``: the dashboard's history in the
+  Django database (:mod:`.history`, through :mod:`celeriac.hooks`).
 
 The table lives below this package and never imports it: :func:`register`
 adds the rows when ``celeriac.contrib.django`` is imported, which every app
@@ -16,6 +18,9 @@ Django is needed only then.
 
 from __future__ import annotations
 
+from typing import Any
+
+from celeriac import hooks
 from celeriac.brokers.registry import BEAT, RESULTS, Engine, Scheme, register_scheme
 
 
@@ -41,7 +46,16 @@ ROWS: dict[str, Scheme] = {
 }
 
 
+def open_history(url: str) -> Any:
+    """The dashboard history's database for a ``django-db`` URL."""
+    from .history import open_history as opener
+
+    return opener(url)
+
+
 def register() -> None:
-    """Add the Django rows to the scheme table (idempotent)."""
+    """Add the Django rows to the scheme table and the dashboard's ``django-db`` history
+    (idempotent)."""
     for name, row in ROWS.items():
         register_scheme(name, row)
+    hooks.register_history_database("django-db", open_history)

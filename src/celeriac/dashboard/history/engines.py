@@ -7,7 +7,9 @@ the ``postgres`` extra; ``?schema=NAME`` puts the tables in that schema,
 created when missing, default ``public``). Both speak the same SQL: the
 store writes ``?`` placeholders and the PostgreSQL engine turns them into
 ``%s``. SQLite runs in WAL mode with one connection per thread, so page
-reads never wait for the event writer.
+reads never wait for the event writer. Integrations add schemes through
+:func:`celeriac.hooks.register_history_database` (``django-db``: the tables
+in the Django project's database, :mod:`celeriac.contrib.django.history`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ... import hooks
 from ...exceptions import ImproperlyConfigured
 
 T = TypeVar("T")
@@ -88,13 +91,8 @@ class SQLiteDatabase:
 
     def explain(self, sql: str, params: Sequence[Any] = ()) -> str:
         """The query plan, one step a line, indented two spaces per level."""
-        rows = self._conn().execute("EXPLAIN QUERY PLAN " + sql, tuple(params)).fetchall()
-        depth: dict[int, int] = {0: -1}
-        lines = []
-        for node, parent, _, detail in rows:
-            depth[node] = depth.get(parent, -1) + 1
-            lines.append("  " * depth[node] + str(detail))
-        return "\n".join(lines)
+        return sqlite_plan(self._conn().execute("EXPLAIN QUERY PLAN " + sql,
+                                                tuple(params)).fetchall())
 
     def close(self) -> None:
         with self._lock:
@@ -107,23 +105,35 @@ class SQLiteDatabase:
         self._local = threading.local()
 
 
-class _PgCursor:
+def sqlite_plan(rows: Sequence[Sequence[Any]]) -> str:
+    """SQLite's ``EXPLAIN QUERY PLAN`` rows, one step a line, indented two spaces per
+    level."""
+    depth: dict[int, int] = {0: -1}
+    lines = []
+    for node, parent, _, detail in rows:
+        depth[node] = depth.get(parent, -1) + 1
+        lines.append("  " * depth[node] + str(detail))
+    return "\n".join(lines)
+
+
+class PgCursor:
     """A psycopg cursor taking ``?`` placeholders."""
 
     def __init__(self, cursor: Any) -> None:
         self._cursor = cursor
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self._cursor.execute(_pg(sql), tuple(params))
+        return self._cursor.execute(pg_sql(sql), tuple(params))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
-        return self._cursor.executemany(_pg(sql), [tuple(r) for r in rows])
+        return self._cursor.executemany(pg_sql(sql), [tuple(r) for r in rows])
 
     def fetchall(self) -> list[Any]:
         return list(self._cursor.fetchall())
 
 
-def _pg(sql: str) -> str:
+def pg_sql(sql: str) -> str:
+    """The store's SQL for psycopg: ``%s`` placeholders and PostgreSQL's types."""
     sql = sql.replace("%", "%%").replace("?", "%s")
     sql = re.sub(r"\bREAL\b", "DOUBLE PRECISION", sql)
     return sql.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
@@ -167,11 +177,11 @@ class PostgresDatabase:
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._connection() as conn:
-            return list(conn.execute(_pg(sql), tuple(params)).fetchall())
+            return list(conn.execute(pg_sql(sql), tuple(params)).fetchall())
 
     def write(self, work: Callable[[Cursor], T]) -> T:
         with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
-            return work(_PgCursor(cursor))
+            return work(PgCursor(cursor))
 
     def explain(self, sql: str, params: Sequence[Any] = ()) -> str:
         rows = self.read("EXPLAIN " + sql, params)
@@ -184,7 +194,11 @@ class PostgresDatabase:
 def open_database(url: str | None) -> Database:
     """The database of ``dashboard_history_url`` (see the module docstring)."""
     url = url or DEFAULT_URL
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    scheme = url.split("://", 1)[0].lower()
+    opener = hooks.history_database_opener(scheme)
+    if opener is not None:
+        database: Database = opener(url)
+        return database
     if scheme == "sqlite":
         path = url.split("://", 1)[1]
         path = path[1:] if path.startswith("/") else path
@@ -200,4 +214,4 @@ def open_database(url: str | None) -> Database:
         return PostgresDatabase(url)
     raise ImproperlyConfigured(
         f"dashboard_history_url: unsupported URL {url.split('://', 1)[0]}:// "
-        f"(use sqlite:///path or postgresql://...)")
+        f"(use sqlite:///path, postgresql://... or django-db)")
