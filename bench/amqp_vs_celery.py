@@ -5,7 +5,8 @@ Each setup has a fresh RabbitMQ virtual host (made and deleted with ``rabbitmqct
 * **enqueue**: ``incr.delay()`` called one at a time, N times, by a client app in this
   process (celeriac: publisher confirms always on; Celery: its default, confirms off,
   and ``confirm_publish=True`` for the like-for-like figure). The setups take turns
-  in ten rounds of N/10 calls, so a machine shared with other work slows them alike;
+  in twenty rounds of N/20 calls (the order reversed every round), so a machine
+  shared with other work slows them alike; the median of a setup's rounds is reported;
 * **drain**: the worker is started on the filled queue from the CLI; every task does
   one Redis ``INCR`` (the same work on both sides); the clock runs from the first
   increment to the N-th (the counter is read every 10 ms). Each setup drains
@@ -123,7 +124,7 @@ class Side:
                                                     "BENCH_KEY")})
         self.client = load(workdir / f"{self.module}.py", self.module)
         self.counter = redis.Redis.from_url(REDIS)
-        self.elapsed, self.drains = 0.0, list[float]()
+        self.rates, self.drains = list[float](), list[float]()
 
     def send(self) -> None:
         self.client.incr.delay()
@@ -176,7 +177,7 @@ class RawSide(Side):
         rabbitmqctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
         self.key = f"bench-amqp-{uuid.uuid4().hex[:8]}"
         self.counter = redis.Redis.from_url(REDIS)
-        self.elapsed, self.drains = 0.0, list[float]()
+        self.rates, self.drains = list[float](), list[float]()
         self.conn = amqp.Connection("127.0.0.1:5672", virtual_host=self.vhost)
         self.conn.connect()
         self.chan = self.conn.channel()
@@ -222,7 +223,7 @@ def measure(sides: list[Side], tasks: int, rounds: int) -> None:
     """Enqueue in interleaved rounds, then drain every side ``rounds`` times."""
     for side in sides:
         side.send()  # connect and declare outside the clock
-    turns = 10
+    turns = 20
     for turn in range(turns):
         order = sides if turn % 2 == 0 else sides[::-1]
         for side in order:
@@ -230,7 +231,7 @@ def measure(sides: list[Side], tasks: int, rounds: int) -> None:
             started = time.perf_counter()
             for _ in range(count):
                 side.send()
-            side.elapsed += time.perf_counter() - started
+            side.rates.append(count / (time.perf_counter() - started))
     for turn in range(rounds):
         for side in sides if turn % 2 == 0 else sides[::-1]:
             if turn:
@@ -258,7 +259,7 @@ def main() -> None:
         finally:
             for side in sides:
                 side.close()
-    rows = [(side.name, {"enqueue": args.tasks / side.elapsed,
+    rows = [(side.name, {"enqueue": statistics.median(side.rates),
                          "drain": statistics.median(side.drains)}) for side in sides]
     best_celery = max((r["drain"] for n, r in rows if n.startswith("celery")), default=0.0)
     celery_confirms = next((r["enqueue"] for n, r in rows if n == "celery-prefork-c2-confirms"),
@@ -280,7 +281,8 @@ def main() -> None:
         lines.append(f"\nraw py-amqp publish+confirm loop: {ratio:.2f}x Celery with confirms "
                      "(what the enqueue target is measured against on this server)")
     body = "\n".join(lines) + (
-        f"\n\n{args.tasks} tasks per setup, each one Redis INCR; drain: median of "
+        f"\n\n{args.tasks} tasks per setup, each one Redis INCR; enqueue: median of 20 "
+        f"interleaved rounds; drain: median of "
         f"{args.rounds} per setup; the raw py-amqp consumer is one process. Python "
         f"{platform.python_version()}, 1-minute load average {load_before:.1f} before and "
         f"{os.getloadavg()[0]:.1f} after (a shared 2-core machine: compare setups of one "

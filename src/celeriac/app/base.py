@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from .. import clock, config, signals, states
 from ..brokers.base import QUEUE_SETTINGS, Broker
 from ..brokers.registry import broker_for_url, is_embedded, store_for_url
+from ..brokers.sqlite.db import default_path
 from ..canvas.signature import maybe_signature, signature
 from ..config.settings import Settings
 from ..events import Events
@@ -38,6 +39,7 @@ from .control import Control
 from .loaders import discover_packages, import_object, import_related
 from .publish import send_task
 from .registry import TaskRegistry, task_from_fun
+from .report import bugreport
 from .task import Task
 
 logger = logging.getLogger("celeriac.app")
@@ -47,7 +49,6 @@ COMMAND_LINE = "celeriac.cli"
 #: Fixups every app applies (Celery's ``builtin_fixups``), called with the app at creation;
 #: each is idle unless its framework is in use (Django: ``DJANGO_SETTINGS_MODULE`` set).
 BUILTIN_FIXUPS = ("celeriac.contrib.django.fixup:fixup",)
-SQLITE_PATH_ENV = "CELERIAC_SQLITE_PATH"
 
 
 class Celery:
@@ -262,7 +263,7 @@ class Celery:
         """
         url = (os.environ.get("CELERIAC_BROKER_URL") or os.environ.get("CELERY_BROKER_URL")
                or self.conf.broker_url)
-        return str(url) if url else default_sqlite_url()
+        return str(url) if url else "sqlite:///" + default_path()
 
     @property
     def broker(self) -> Broker:
@@ -386,15 +387,11 @@ class Celery:
         self.worker_main(list(sys.argv[1:] if argv is None else argv) or ["--help"])
 
     setup_security = setup_security  # Celery's: message signing (docs/security.md)
+    #: Celery's ``app.bugreport()``: versions, platform, broker and changed settings
+    bugreport = bugreport
 
     def __repr__(self) -> str:
         return f"<Celery {self.main or '__main__'} at {id(self):#x}>"
-
-
-def default_sqlite_url() -> str:
-    """``sqlite:///<absolute path>`` of the embedded default database file."""
-    path = os.environ.get(SQLITE_PATH_ENV) or "celeriac.sqlite3"
-    return "sqlite:///" + os.path.abspath(os.path.expanduser(path))
 
 
 _state.set_default_app_factory(lambda: Celery("default", set_as_current=True))

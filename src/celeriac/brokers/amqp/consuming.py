@@ -73,6 +73,7 @@ class Consuming(Acking):
     options: dict[str, Any]
     lease_seconds: float
     max_prefetch: int
+    delay_queue_type: str
     _con: Link
     _state: threading.Lock
     _arrived: list[_Arrived]
@@ -158,6 +159,8 @@ class Consuming(Acking):
         elif needed * NARROW_BELOW <= self._prefetch:  # the caller asks for far fewer now
             self._narrow(chan, needed, limit)
         new = [q for q in queues if q not in self._consuming]
+        if new:  # listed in the catalog; the delay layout Celery clients publish into
+            admin.register_consumed(chan, new, self.delay_queue_type)
         for queue in new:
             spec = self._specs.get(queue)
             if queue not in self._foreign and not topology.declare_task_queue(
@@ -165,7 +168,6 @@ class Consuming(Acking):
                 self._foreign.add(queue)
                 raise admin.ChannelReset(queue)
             topology.bind_to_delays(chan, queue, spec)
-            admin.register_consumed(chan, queue)  # listed even if nobody published to it
             tag = chan.basic_consume(queue, callback=self._arrival(queue))
             self._consuming[queue] = tag
         for queue in new:  # a round trip per queue: what it delivered is read by then

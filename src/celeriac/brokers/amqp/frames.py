@@ -168,7 +168,18 @@ def decode_properties(buf: bytes, off: int) -> tuple[dict[str, Any], int]:
 
 # -- encoding ---------------------------------------------------------------------------
 def _put(value: Any, out: list[bytes]) -> None:
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:  # the common exact types first; subclasses take the checks below
+        raw = value.encode("utf-8", "surrogatepass")
+        out.append(b"S" + _U32.pack(len(raw)))
+        out.append(raw)
+    elif value is None:
+        out.append(b"V")
+    elif kind is list and not value:
+        out.append(b"A\x00\x00\x00\x00")
+    elif kind is dict and not value:
+        out.append(b"F\x00\x00\x00\x00")
+    elif isinstance(value, str):
         raw = value.encode("utf-8", "surrogatepass")
         out.append(b"S" + _U32.pack(len(raw)))
         out.append(raw)
@@ -229,7 +240,9 @@ def encode_table(table: Mapping[Any, Any]) -> bytes:
     cache = _ENTRIES
     for key, value in table.items():
         kind = type(value)
-        if kind in _SCALARS or (kind is str and len(value) < 32):
+        if kind in _SCALARS or (kind is str and len(value) < 32) or (
+                kind is list and len(value) == 2 and value[0] is None and value[1] is None):
+            value = tuple(value) if kind is list else value  # timelimit: [None, None]
             known = cache.get((key, kind, value))
             if known is None:
                 known = _entry(key, value)

@@ -23,8 +23,11 @@ dead-letters it to level N-1 (level 0: the topic exchange
 with routing key = its delay in seconds as 28 dotted bits, then ``.`` and the
 queue's routing key; exchange N routes ``*.`` (27-N times) ``1.#`` to its queue and
 ``*.`` (27-N times) ``0.#`` on to exchange N-1. Every consumed queue is bound to
-``celery_delayed_delivery`` with ``#.<queue>``. Resolution: the delay is
-rounded up to whole seconds for the bits, and the first level queue's hold
+``celery_delayed_delivery`` with ``#.<queue>``; the exchange of a fanout or topic
+``task_queues`` entry is bound there as kombu binds it (:func:`bind_to_delays`), so a
+delayed message goes where an immediate one goes. Consumers declare the layout when
+they start (as Celery's worker does), producers before their first delayed message.
+Resolution: the delay is rounded up to whole seconds for the bits, and the first level queue's hold
 is shortened by the rounding through the message's ``expiration``, so a
 message usually arrives within milliseconds of its time (it can wait behind
 an older message of the same level: at most the rounding, < 1 s).

@@ -42,7 +42,8 @@ _SYNC = {"durable": "FULL", "full": "FULL", "fast": "NORMAL", "normal": "NORMAL"
 
 def default_path() -> str:
     """The default database file: ``$CELERIAC_SQLITE_PATH``, else ./celeriac.sqlite3."""
-    return os.environ.get(ENV_PATH) or os.path.join(os.getcwd(), "celeriac.sqlite3")
+    path = os.environ.get(ENV_PATH) or "celeriac.sqlite3"
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
