@@ -12,6 +12,7 @@ import functools
 import importlib
 import logging
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -45,9 +46,8 @@ logger = logging.getLogger("celeriac.app")
 
 #: The module of the ``celeriac`` command, which ``worker_main`` runs.
 COMMAND_LINE = "celeriac.cli"
-#: Fixups every app applies (Celery's ``builtin_fixups``): ``module:function``, called
-#: with the app at creation; each does nothing unless its framework is in use (the
-#: Django one: ``DJANGO_SETTINGS_MODULE`` is set and Django is importable).
+#: Fixups every app applies (Celery's ``builtin_fixups``), called with the app at creation;
+#: each is idle unless its framework is in use (Django: ``DJANGO_SETTINGS_MODULE`` set).
 BUILTIN_FIXUPS = ("celeriac.contrib.django.fixup:fixup",)
 
 
@@ -354,8 +354,7 @@ class Celery:
 
     @functools.cached_property
     def GroupResult(self) -> type:
-        """``app.GroupResult(id, results)`` and ``app.GroupResult.restore(id)``, bound here."""
-        return type("GroupResult", (GroupResult,), {"_default_app": self})
+        return type("GroupResult", (GroupResult,), {"_default_app": self})  # bound here
 
     def signature(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("app", self)
@@ -375,18 +374,19 @@ class Celery:
     def set_current(self) -> None:
         _state.set_current_app(self)
 
-    def set_default(self) -> None:
-        _state.set_current_app(self)
+    set_default = set_current
 
     def worker_main(self, argv: list[str] | None = None) -> None:
-        """Run the ``celeriac`` command line with this app (``worker`` by default), as Celery;
-        found by name when called (the one upward step, docs/architecture.md)."""
+        """The ``celeriac`` command line with this app (``worker`` by default), found by
+        name when called (the one upward step, docs/architecture.md)."""
         command_line = importlib.import_module(COMMAND_LINE)
         command_line.main(list(argv or ["worker"]), app=self)
 
-    start = worker_main
-    #: Celery's ``app.setup_security(...)``: message signing (docs/security.md)
-    setup_security = setup_security
+    def start(self, argv: list[str] | None = None) -> None:
+        """The command line with ``argv`` (default: ``sys.argv[1:]``), as Celery."""
+        self.worker_main(list(sys.argv[1:] if argv is None else argv) or ["--help"])
+
+    setup_security = setup_security  # Celery's: message signing (docs/security.md)
     #: Celery's ``app.bugreport()``: versions, platform, broker and changed settings
     bugreport = bugreport
 

@@ -230,7 +230,7 @@ class Worker:
         tasks = "\n".join(f"  . {name}" for name in sorted(app.tasks)
                           if not name.startswith("celery."))
         return (f"celeriac worker {self.hostname} v{_version()}\n"
-                f"- app: {app.main}  broker: {app.broker.url}\n"
+                f"- app: {app.main or '__main__'}  broker: {app.broker.url}\n"
                 f"- results: {app.backend_url or 'disabled'}\n"
                 f"- pool: {self.pool_name} (concurrency {self.concurrency})\n"
                 f"- queues: {', '.join(self.queues)}\n[tasks]\n{tasks}")
