@@ -1,13 +1,24 @@
 """Benchmark: celeriac against real Celery 5.7 on the same RabbitMQ, in one run.
 
-For each setup (a fresh RabbitMQ virtual host, made and deleted with ``rabbitmqctl``):
+Each setup has a fresh RabbitMQ virtual host (made and deleted with ``rabbitmqctl``):
 
 * **enqueue**: ``incr.delay()`` called one at a time, N times, by a client app in this
   process (celeriac: publisher confirms always on; Celery: its default, confirms off,
-  and ``confirm_publish=True`` for the like-for-like figure);
+  and ``confirm_publish=True`` for the like-for-like figure). The setups take turns
+  in twenty rounds of N/20 calls (the order reversed every round), so a machine
+  shared with other work slows them alike; the median of a setup's rounds is reported;
 * **drain**: the worker is started on the filled queue from the CLI; every task does
   one Redis ``INCR`` (the same work on both sides); the clock runs from the first
-  increment to the N-th (the counter is read every 10 ms).
+  increment to the N-th (the counter is read every 10 ms). Each setup drains
+  ``--rounds`` times (the order reversed every round, the queue refilled untimed);
+  the median is reported.
+
+Floors, measured in the same run (``raw-py-amqp``): the enqueue loop with py-amqp
+alone (``basic_publish`` of celeriac's own message, persistent, to a durable queue,
+then wait for its ``basic.ack``, one at a time), and a raw py-amqp consumer
+(``basic_qos(128)``, one Redis ``INCR`` per message, ``basic_ack(multiple=True)``
+every 32) in one process. A publish and its confirm cannot take less than the
+raw loop's round trip to RabbitMQ, whose disk write bounds it.
 
 Targets (issue 13, reported, never asserted): drain >= 3x Celery's best setup, enqueue
 >= 2x Celery's enqueue with confirms on. Results go to stdout; ``--write`` replaces the
@@ -25,6 +36,7 @@ import argparse
 import importlib.util
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +45,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import redis
 from benchlib import replace_section, stop_processes
@@ -92,80 +105,188 @@ def load(path: Path, name: str) -> ModuleType:
     return module
 
 
-def run_setup(setup: Setup, tasks: int, workdir: Path) -> dict[str, float]:
-    vhost = f"celeriac-bench-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    key = f"bench-amqp-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "BENCH_BROKER": f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
-           "BENCH_REDIS": REDIS, "BENCH_KEY": key,
-           "PYTHONPATH": f"{workdir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    module = f"bench_amqp_{setup.package}_{uuid.uuid4().hex[:6]}"
-    (workdir / f"{module}.py").write_text(TASKS.format(package=setup.package,
-                                                       transport=setup.transport))
-    os.environ.update({k: env[k] for k in ("BENCH_BROKER", "BENCH_REDIS", "BENCH_KEY")})
-    client = load(workdir / f"{module}.py", module)
-    counter = redis.Redis.from_url(REDIS)
-    try:
-        client.incr.delay()  # connect and declare outside the clock
-        started = time.perf_counter()
-        for _ in range(tasks):
-            client.incr.delay()
-        enqueue = tasks / (time.perf_counter() - started)
-        cli = ([sys.executable, "-m", "celery"] if setup.package == "celery"
+class Side:
+    """One setup: its virtual host, client app, counter key and worker command."""
+
+    def __init__(self, setup: Setup, workdir: Path) -> None:
+        self.name, self.setup, self.workdir = setup.name, setup, workdir
+        self.vhost = f"celeriac-bench-{uuid.uuid4().hex[:8]}"
+        rabbitmqctl("add_vhost", self.vhost)
+        rabbitmqctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+        self.key = f"bench-amqp-{uuid.uuid4().hex[:8]}"
+        self.env = {**os.environ, "BENCH_REDIS": REDIS, "BENCH_KEY": self.key,
+                    "BENCH_BROKER": f"amqp://guest:guest@127.0.0.1:5672/{self.vhost}",
+                    "PYTHONPATH": f"{workdir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        self.module = f"bench_amqp_{setup.package}_{uuid.uuid4().hex[:6]}"
+        (workdir / f"{self.module}.py").write_text(TASKS.format(package=setup.package,
+                                                                transport=setup.transport))
+        os.environ.update({k: self.env[k] for k in ("BENCH_BROKER", "BENCH_REDIS",
+                                                    "BENCH_KEY")})
+        self.client = load(workdir / f"{self.module}.py", self.module)
+        self.counter = redis.Redis.from_url(REDIS)
+        self.rates, self.drains = list[float](), list[float]()
+
+    def send(self) -> None:
+        self.client.incr.delay()
+
+    def drain(self, tasks: int) -> float:
+        """Start the worker on ``tasks + 1`` queued messages; tasks/s after the first."""
+        self.counter.delete(self.key)
+        cli = ([sys.executable, "-m", "celery"] if self.setup.package == "celery"
                else [sys.executable, "-m", "celeriac"])
-        log = open(workdir / f"{module}.log", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen([*cli, "-A", module, "worker", "-l", "WARNING", *setup.worker],
-                                cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log = open(self.workdir / f"{self.module}.log", "ab")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen([*cli, "-A", self.module, "worker", "-l", "WARNING",
+                                 *self.setup.worker], cwd=self.workdir, env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT)
         try:
-            while int(counter.get(key) or 0) < 1:
-                time.sleep(0.005)
-            first = time.perf_counter()
-            deadline = first + 600
-            while int(counter.get(key) or 0) < tasks + 1 and time.perf_counter() < deadline:
-                time.sleep(0.01)
-            done = int(counter.get(key) or 0)
-            drain = (done - 1) / (time.perf_counter() - first)
+            return count_drain(self.counter, self.key, tasks)
         finally:
             stop_processes([proc])
             log.close()
-        return {"enqueue": enqueue, "drain": drain, "done": done - 1}
-    finally:
-        closer = getattr(client.app, "close", None)
+
+    def close(self) -> None:
+        closer = getattr(self.client.app, "close", None)
         if closer is not None:
             closer()
-        counter.delete(key)
-        rabbitmqctl("delete_vhost", vhost)
+        self.counter.delete(self.key)
+        rabbitmqctl("delete_vhost", self.vhost)
+
+
+def count_drain(counter: redis.Redis, key: str, tasks: int) -> float:
+    while int(counter.get(key) or 0) < 1:
+        time.sleep(0.005)
+    first = time.perf_counter()
+    deadline = first + 600
+    while int(counter.get(key) or 0) < tasks + 1 and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    return (int(counter.get(key) or 0) - 1) / (time.perf_counter() - first)
+
+
+class RawSide(Side):
+    """The floors: py-amqp alone, publishing celeriac's own message and consuming it."""
+
+    def __init__(self, workdir: Path) -> None:
+        import amqp
+
+        from celeriac.brokers.amqp import wire
+        from celeriac.messages import task_message
+
+        self.name, self.amqp = "raw-py-amqp", amqp
+        self.vhost = f"celeriac-bench-{uuid.uuid4().hex[:8]}"
+        rabbitmqctl("add_vhost", self.vhost)
+        rabbitmqctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+        self.key = f"bench-amqp-{uuid.uuid4().hex[:8]}"
+        self.counter = redis.Redis.from_url(REDIS)
+        self.rates, self.drains = list[float](), list[float]()
+        self.conn = amqp.Connection("127.0.0.1:5672", virtual_host=self.vhost)
+        self.conn.connect()
+        self.chan = self.conn.channel()
+        self.chan.confirm_select()
+        self.chan.queue_declare("celery", durable=True, auto_delete=False)
+        self.sample = wire.encode(task_message("bench.incr", str(uuid.uuid4()), (), {}), 0)
+
+    def send(self) -> None:
+        self.chan.basic_publish_confirm(
+            self.amqp.Message(self.sample.body, **self.sample.properties),
+            exchange="", routing_key="celery")
+
+    def drain(self, tasks: int) -> float:
+        self.counter.delete(self.key)
+        eater = self.amqp.Connection("127.0.0.1:5672", virtual_host=self.vhost)
+        eater.connect()
+        got = [0]
+        chan = eater.channel()
+        chan.basic_qos(0, 128, False)
+
+        def on_message(message: Any) -> None:
+            self.counter.incr(self.key)
+            got[0] += 1
+            if got[0] % 32 == 0 or got[0] == tasks + 1:
+                chan.basic_ack(message.delivery_info["delivery_tag"], multiple=True)
+
+        chan.basic_consume("celery", callback=on_message)
+        eater.drain_events(timeout=10)
+        first = time.perf_counter()
+        while got[0] < tasks + 1:
+            eater.drain_events(timeout=10)
+        elapsed = time.perf_counter() - first
+        eater.close()
+        return (got[0] - 1) / elapsed
+
+    def close(self) -> None:
+        self.conn.close()
+        self.counter.delete(self.key)
+        rabbitmqctl("delete_vhost", self.vhost)
+
+
+def measure(sides: list[Side], tasks: int, rounds: int) -> None:
+    """Enqueue in interleaved rounds, then drain every side ``rounds`` times."""
+    for side in sides:
+        side.send()  # connect and declare outside the clock
+    turns = 20
+    for turn in range(turns):
+        order = sides if turn % 2 == 0 else sides[::-1]
+        for side in order:
+            count = tasks // turns + (1 if turn < tasks % turns else 0)
+            started = time.perf_counter()
+            for _ in range(count):
+                side.send()
+            side.rates.append(count / (time.perf_counter() - started))
+    for turn in range(rounds):
+        for side in sides if turn % 2 == 0 else sides[::-1]:
+            if turn:
+                for _ in range(tasks + 1):  # refill, untimed
+                    side.send()
+            side.drains.append(side.drain(tasks))
+            print(f"  {side.name:32} drain {side.drains[-1]:8.0f}/s", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=2, help="drains per setup")
     parser.add_argument("--setups", default=",".join(s.name for s in SETUPS))
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--no-floor", action="store_true", help="skip the raw py-amqp floors")
     args = parser.parse_args()
     chosen = [s for s in SETUPS if s.name in args.setups.split(",")]
-    rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        for setup in chosen:
-            result = run_setup(setup, args.tasks, Path(tmp))
-            rows.append((setup.name, result))
-            print(f"{setup.name:32} enqueue {result['enqueue']:8.0f}/s   "
-                  f"drain {result['drain']:8.0f}/s   ({result['done']:.0f} tasks)", flush=True)
+        sides: list[Side] = [] if args.no_floor else [RawSide(Path(tmp))]
+        try:
+            sides += [Side(setup, Path(tmp)) for setup in chosen]
+            measure(sides, args.tasks, args.rounds)
+        finally:
+            for side in sides:
+                side.close()
+    rows = [(side.name, {"enqueue": statistics.median(side.rates),
+                         "drain": statistics.median(side.drains)}) for side in sides]
     best_celery = max((r["drain"] for n, r in rows if n.startswith("celery")), default=0.0)
     celery_confirms = next((r["enqueue"] for n, r in rows if n == "celery-prefork-c2-confirms"),
                            0.0)
     lines = ["| setup | enqueue/s | drain/s |", "|---|---|---|"]
     lines += [f"| {n} | {r['enqueue']:.0f} | {r['drain']:.0f} |" for n, r in rows]
+    floor = next((r for n, r in rows if n == "raw-py-amqp"), None)
     for name, result in rows:
         if name.startswith("celeriac") and best_celery and celery_confirms:
-            lines.append(f"\n{name}: drain {result['drain'] / best_celery:.2f}x Celery's best, "
-                         f"enqueue {result['enqueue'] / celery_confirms:.2f}x Celery with "
-                         "confirms")
+            line = (f"\n{name}: drain {result['drain'] / best_celery:.2f}x Celery's best "
+                    f"(target 3x), enqueue {result['enqueue'] / celery_confirms:.2f}x Celery "
+                    "with confirms (target 2x)")
+            if floor:
+                line += (f"; enqueue {result['enqueue'] / floor['enqueue']:.2f}x the raw "
+                         "py-amqp publish+confirm loop")
+            lines.append(line)
+    if floor and celery_confirms:
+        ratio = floor["enqueue"] / celery_confirms
+        lines.append(f"\nraw py-amqp publish+confirm loop: {ratio:.2f}x Celery with confirms "
+                     "(what the enqueue target is measured against on this server)")
     body = "\n".join(lines) + (
-        f"\n\n{args.tasks} tasks per setup, each one Redis INCR; "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the "
-        "end (a shared 2-core machine: compare setups of one run only).\n")
+        f"\n\n{args.tasks} tasks per setup, each one Redis INCR; enqueue: median of 20 "
+        f"interleaved rounds; drain: median of "
+        f"{args.rounds} per setup; the raw py-amqp consumer is one process. Python "
+        f"{platform.python_version()}, 1-minute load average {load_before:.1f} before and "
+        f"{os.getloadavg()[0]:.1f} after (a shared 2-core machine: compare setups of one "
+        "run only).\n")
     print(body)
     if args.write:
         results = HERE / "RESULTS.md"

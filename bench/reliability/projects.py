@@ -93,10 +93,12 @@ class Run:
     at: float
 
 
-def backend_for(system: str, broker_url: str) -> str | None:
-    """Results live in the broker's own store where it has one (not on RabbitMQ)."""
+def backend_for(system: str, broker_url: str, root: Path) -> str | None:
+    """Results live in the broker's own store where it has one; celeriac on RabbitMQ
+    keeps them in a SQLite file of the run (so a message redelivered after its task
+    ended finds its outcome and is not run again), Celery on RabbitMQ keeps none."""
     if broker_url.startswith("amqp"):
-        return None
+        return f"sqlite:///{root / 'results.sqlite3'}" if system == "celeriac" else None
     if system == "celery" and broker_url.startswith("redis"):
         return broker_url
     return broker_url if system == "celeriac" else None
@@ -116,7 +118,7 @@ class Project:
             conn.execute("CREATE TABLE IF NOT EXISTS runs (key TEXT, event TEXT, pid INT, "
                          "at REAL)")
         head = CELERIAC_HEAD if system == "celeriac" else CELERY_HEAD
-        text = head.format(broker=broker_url, backend=backend_for(system, broker_url),
+        text = head.format(broker=broker_url, backend=backend_for(system, broker_url, root),
                            conf=dict(conf or {})) + TASKS.format(ledger=self.ledger)
         (root / f"{self.module}.py").write_text(textwrap.dedent(text))
         self.workers: list[subprocess.Popen[bytes]] = []

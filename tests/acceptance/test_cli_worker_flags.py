@@ -36,6 +36,11 @@ PROJ = """
     @app.task
     def ids():
         return [os.getuid(), os.getgid()]
+
+
+    @app.task
+    def default_queue():
+        return app.conf.task_default_queue
 """
 
 EXTRA = """
@@ -72,6 +77,27 @@ def test_production_flags_are_accepted_and_include_imports_the_module(proj: Proj
     assert not (proj.path / "worker.state").exists()  # revocations live in the result store
 
 
+def test_spawned_children_get_config_and_included_modules(proj: Project) -> None:
+    (proj.path / "cfgmod.py").write_text("task_default_queue = 'from_config'\n")
+    worker_command = [sys.executable, "-m", "celeriac", "-A", "proj", "--config", "cfgmod",
+                      "worker", "-P", "prefork", "-c", "1", "--pool-start-method", "spawn",
+                      "-I", "extra_module", "-l", "INFO"]
+    log = (proj.path / "spawn.log").open("wb")
+    proc = subprocess.Popen(worker_command, cwd=proj.path, env=proj.env(), stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "ready." in (proj.path / "spawn.log").read_text(), 60,
+                   what="the spawn worker to start")
+        app = proj.app
+        assert app.send_task("proj.default_queue", queue="from_config").get(timeout=60) \
+            == "from_config"
+        assert app.send_task("extra.mul", (3, 3), queue="from_config").get(timeout=60) == 9
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        log.close()
+
+
 def _events(proj: Project, seconds: str) -> list[dict[str, object]]:
     dump = proj.cli("events", "--dump", "--json", "--limit", "4", "--timeout", seconds)
     return [json.loads(line) for line in dump.stdout.splitlines() if line.strip()]
@@ -97,6 +123,9 @@ def test_without_heartbeat_sends_no_worker_events(proj: Project) -> None:
     (("--executable", "/bin/sh"), "detaches by forking"),
     (("-c", "many"), "'many' is not a number or 'auto'"),
     (("-O", "fast"), "'fast' is not one of 'default', 'fair'"),
+    (("--uid", "no-such-user-here"), "--uid: no such user: no-such-user-here"),
+    (("--gid", "no-such-group-here"), "--gid: no such group: no-such-group-here"),
+    (("-B", "--scheduler", "nosuch.mod:Cls"), "beat_scheduler: cannot import 'nosuch.mod:Cls'"),
 ])
 def test_flags_celeriac_cannot_honour_are_refused(proj: Project, args: tuple[str, ...],
                                                   message: str) -> None:

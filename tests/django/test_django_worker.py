@@ -77,8 +77,9 @@ def test_manage_py_celeriac_worker(sqlite_site: Site) -> None:
 
 
 def test_manage_py_celeryd_is_a_worker(sqlite_site: Site) -> None:
-    proc = sqlite_site.proc("manage.py", "celeryd", "-c", "1", "-P", "threads", "-l", "INFO",
-                            name="celeryd")
+    # Kuma's documented command line, ``./manage.py celeryd --log-level=DEBUG -c 10``
+    proc = sqlite_site.proc("manage.py", "celeryd", "--log-level=DEBUG", "-c", "10",
+                            "-P", "threads", name="celeryd")
     proc.wait_for("ready.")
     try:
         _, runs = sqlite_site.result(CREATE_AND_SEND)

@@ -548,3 +548,18 @@ def test_only_candidate_keys_are_read_from_a_settings_object(app: Celery) -> Non
 
     app.config_from_object(LazySettings(), namespace="CELERY")
     assert app.conf.task_default_queue == "lazyq"
+
+
+def test_bugreport_names_versions_and_masks_secrets() -> None:
+    """Celery's ``app.bugreport()``: versions, platform, transport and changed settings,
+    with passwords masked."""
+    from celeriac import Celery
+    from celeriac.version import __version__
+
+    app = Celery("report", broker="redis://:hunter2@127.0.0.1:6379/0")
+    app.conf.task_default_queue = "reports"
+    text = app.bugreport()
+    assert f"celeriac:{__version__}" in text
+    assert "transport:redis" in text
+    assert "task_default_queue: 'reports'" in text
+    assert "hunter2" not in text

@@ -623,6 +623,23 @@ def test_track_started_stores_started(app: Celery) -> None:
     assert states_seen == [states.STARTED, "w1@example"]
 
 
+def test_track_started_with_ignore_result_stores_nothing(app: Celery) -> None:
+    """Celery's Django tutorial's ``debug_task`` (``ignore_result=True``) with
+    ``CELERY_TASK_TRACK_STARTED = True``: Celery stores no STARTED for it, which would
+    otherwise stay for ever (no final state replaces it)."""
+    seen: list[str] = []
+
+    @app.task(bind=True, track_started=True, ignore_result=True)
+    def debug_task(self: Task) -> None:
+        seen.append(app.AsyncResult(self.request.id).state)
+
+    result = debug_task.delay()
+    [outcome] = work(app)
+    assert outcome.state == states.SUCCESS
+    assert seen == [states.PENDING]
+    assert app.AsyncResult(result.id).state == states.PENDING
+
+
 def test_ignore_result_stores_nothing(app: Celery) -> None:
     @app.task(ignore_result=True)
     def quiet() -> int:

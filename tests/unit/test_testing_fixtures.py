@@ -190,3 +190,32 @@ def test_enable_logging_sets_up_the_worker_log(caplog: pytest.LogCaptureFixture)
             root.removeHandler(handler)
         root.setLevel(level)
         app.close()
+
+
+@pytest.mark.parametrize("without_heartbeat", [True, False])
+def test_start_worker_sends_worker_events_only_without_heartbeat_off(
+        without_heartbeat: bool) -> None:
+    """As Celery's test worker (which runs without its heartbeat step): no ``worker-*``
+    events by default; ``without_heartbeat=False`` sends them. Task events go either way."""
+    import threading
+    import time
+
+    app = Celery("beats", broker="memory://", backend="cache+memory://")
+    app.conf.worker_send_task_events = True
+    app.task(name="beats.ping")(lambda: "pong")
+    events: list[str] = []
+    receiver = app.events.Receiver(handlers={"*": lambda e: events.append(e["type"])})
+    threading.Thread(target=receiver.capture, kwargs={"wakeup": False}, daemon=True).start()
+    time.sleep(0.2)
+    try:
+        with start_worker(app, perform_ping_check=False,
+                          without_heartbeat=without_heartbeat):
+            assert app.tasks["beats.ping"].delay().get(timeout=10) == "pong"
+            deadline = time.monotonic() + 5
+            while "task-succeeded" not in events or (
+                    not without_heartbeat and "worker-online" not in events):
+                assert time.monotonic() < deadline, events
+                time.sleep(0.05)
+    finally:
+        receiver.should_stop = True
+    assert ("worker-online" in events) is (not without_heartbeat)

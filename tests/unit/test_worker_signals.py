@@ -102,6 +102,14 @@ def test_quiet_prints_neither_banner_nor_ready_line(capsys: pytest.CaptureFixtur
     assert capsys.readouterr().out == ""
 
 
+def test_banner_names_an_app_without_a_name_main() -> None:
+    """pyramid_celery's ``Celery()`` has no main name: the banner says ``__main__`` (as the
+    app's repr and Celery's banner do), not ``None``."""
+    app = Celery(broker="memory://", backend="memory://", set_as_current=False)
+    worker = Worker(app, hostname="b@test", pool="threads", concurrency=1, setup_logs=False)
+    assert "- app: __main__  broker: memory://" in worker.banner()
+
+
 def test_a_setup_logging_receiver_replaces_celeriacs_logging() -> None:
     app = Celery("sig", broker="memory://", set_as_current=False)
     calls: list[dict[str, Any]] = []

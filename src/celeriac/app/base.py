@@ -12,6 +12,7 @@ import functools
 import importlib
 import logging
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ from zoneinfo import ZoneInfo
 from .. import clock, config, signals, states
 from ..brokers.base import QUEUE_SETTINGS, Broker
 from ..brokers.registry import broker_for_url, is_embedded, store_for_url
+from ..brokers.sqlite.db import default_path
 from ..canvas.signature import maybe_signature, signature
 from ..config.settings import Settings
 from ..events import Events
@@ -37,17 +39,16 @@ from .control import Control
 from .loaders import discover_packages, import_object, import_related
 from .publish import send_task
 from .registry import TaskRegistry, task_from_fun
+from .report import bugreport
 from .task import Task
 
 logger = logging.getLogger("celeriac.app")
 
 #: The module of the ``celeriac`` command, which ``worker_main`` runs.
 COMMAND_LINE = "celeriac.cli"
-#: Fixups every app applies (Celery's ``builtin_fixups``): ``module:function``, called
-#: with the app at creation; each does nothing unless its framework is in use (the
-#: Django one: ``DJANGO_SETTINGS_MODULE`` is set and Django is importable).
+#: Fixups every app applies (Celery's ``builtin_fixups``), called with the app at creation;
+#: each is idle unless its framework is in use (Django: ``DJANGO_SETTINGS_MODULE`` set).
 BUILTIN_FIXUPS = ("celeriac.contrib.django.fixup:fixup",)
-SQLITE_PATH_ENV = "CELERIAC_SQLITE_PATH"
 
 
 class Celery:
@@ -262,7 +263,7 @@ class Celery:
         """
         url = (os.environ.get("CELERIAC_BROKER_URL") or os.environ.get("CELERY_BROKER_URL")
                or self.conf.broker_url)
-        return str(url) if url else default_sqlite_url()
+        return str(url) if url else "sqlite:///" + default_path()
 
     @property
     def broker(self) -> Broker:
@@ -353,8 +354,7 @@ class Celery:
 
     @functools.cached_property
     def GroupResult(self) -> type:
-        """``app.GroupResult(id, results)`` and ``app.GroupResult.restore(id)``, bound here."""
-        return type("GroupResult", (GroupResult,), {"_default_app": self})
+        return type("GroupResult", (GroupResult,), {"_default_app": self})  # bound here
 
     def signature(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("app", self)
@@ -374,27 +374,24 @@ class Celery:
     def set_current(self) -> None:
         _state.set_current_app(self)
 
-    def set_default(self) -> None:
-        _state.set_current_app(self)
+    set_default = set_current
 
     def worker_main(self, argv: list[str] | None = None) -> None:
-        """Run the ``celeriac`` command line with this app (``worker`` by default), as Celery;
-        found by name when called (the one upward step, docs/architecture.md)."""
+        """The ``celeriac`` command line with this app (``worker`` by default), found by
+        name when called (the one upward step, docs/architecture.md)."""
         command_line = importlib.import_module(COMMAND_LINE)
         command_line.main(list(argv or ["worker"]), app=self)
 
-    start = worker_main
-    #: Celery's ``app.setup_security(...)``: message signing (docs/security.md)
-    setup_security = setup_security
+    def start(self, argv: list[str] | None = None) -> None:
+        """The command line with ``argv`` (default: ``sys.argv[1:]``), as Celery."""
+        self.worker_main(list(sys.argv[1:] if argv is None else argv) or ["--help"])
+
+    setup_security = setup_security  # Celery's: message signing (docs/security.md)
+    #: Celery's ``app.bugreport()``: versions, platform, broker and changed settings
+    bugreport = bugreport
 
     def __repr__(self) -> str:
         return f"<Celery {self.main or '__main__'} at {id(self):#x}>"
-
-
-def default_sqlite_url() -> str:
-    """``sqlite:///<absolute path>`` of the embedded default database file."""
-    path = os.environ.get(SQLITE_PATH_ENV) or "celeriac.sqlite3"
-    return "sqlite:///" + os.path.abspath(os.path.expanduser(path))
 
 
 _state.set_default_app_factory(lambda: Celery("default", set_as_current=True))

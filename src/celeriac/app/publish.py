@@ -196,10 +196,15 @@ def send_task(app: Celery, name: str, args: Any = None, kwargs: Any = None,
     if listened:
         signals.after_task_publish.send(sender=name, body=body, exchange="",
                                         routing_key=queue, headers=message.headers)
-    parent = _state.get_current_worker_task()
-    if parent is not None and parent.trail:  # Celery's add_trail: the parent's children
-        parent.request.children.append(AsyncResult(task_id, app=app, task_name=name))
+    add_to_parent(AsyncResult(task_id, app=app, task_name=name))
     return task_id
+
+
+def add_to_parent(result: Any) -> None:
+    """Celery's ``add_trail``: a result sent by a running task joins its ``children``."""
+    parent = _state.get_current_worker_task()
+    if parent is not None and parent.trail:
+        parent.request.children.append(result)
 
 
 def _signal_body(message: Message) -> Any:

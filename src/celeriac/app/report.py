@@ -7,6 +7,7 @@ Settings whose name says they hold a secret (``..._KEY``, ``..._PASSWORD``,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import sys
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..brokers.base import redact
+from ..brokers.registry import broker_class
 from ..version import __version__
 
 if TYPE_CHECKING:
@@ -59,6 +61,15 @@ def _versions() -> str:
     return " ".join(found)
 
 
+def _capabilities(url: str) -> str:
+    """What the broker for ``url`` does natively (:class:`~..brokers.base.Capabilities`)."""
+    try:
+        found = dataclasses.asdict(broker_class(url).capabilities)
+    except Exception as exc:  # an unknown scheme: the report still prints
+        return f"unknown ({exc})"
+    return " ".join(f"{name}:{'yes' if value else 'no'}" for name, value in found.items())
+
+
 def bugreport(app: Celery) -> str:
     """Versions, platform, transport and the changed settings (censored), as Celery's
     ``app.bugreport()`` prints them."""
@@ -67,6 +78,7 @@ def bugreport(app: Celery) -> str:
              f"platform -> system:{platform.system()} arch:{platform.machine()} "
              f"kernel version:{platform.release()} imp:{sys.implementation.name}",
              f"settings -> transport:{app.broker_url.split('://', 1)[0]} "
-             f"results:{redact(backend) if backend else 'disabled'}", ""]
+             f"results:{redact(backend) if backend else 'disabled'}",
+             f"broker   -> {_capabilities(app.broker_url)}", ""]
     lines += [f"{key}: {value!r}" for key, value in settings(app).items()]
     return "\n".join(lines) + "\n"

@@ -162,7 +162,7 @@ class Tracer:
         task.push_request(req)
         signals.task_prerun.send(sender=task, task_id=self.task_id, task=task,
                                  args=req.args, kwargs=req.kwargs)
-        if task.track_started and not req.is_eager:
+        if task.track_started and self.store and not req.is_eager:  # as Celery
             store_result(self.app, self.task_id,
                          {"pid": os.getpid(), "hostname": req.hostname},
                          states.STARTED, request=req)

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..app.publish import add_to_parent
 from ..results.async_result import EagerResult
 from ..results.group import GroupResult
 from .join import chord_error
@@ -96,6 +97,7 @@ class group(Composite):
         result = frozen.freeze(gid, root_id=options.get("root_id"),
                                parent_id=options.get("parent_id"))
         publish_members(app, frozen.tasks, options)
+        add_to_parent(result)  # the group, not its members, as Celery
         return result
 
     def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:

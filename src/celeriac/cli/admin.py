@@ -7,7 +7,9 @@ re-publishes one (``--id``) or all (of ``-Q``) with counters reset;
 ``purge`` deletes them.
 
 ``status`` lists worker nodes whose heartbeat is younger than ``--max-age``
-seconds and exits 1 when there is none, then the concurrency slots held now
+seconds (``-d``: only those nodes; ``-t``: waiting that long for a first one, as
+Celery waits for ping replies) and exits 1 when there is none, then the concurrency
+slots held now
 (``serial_task``, ``concurrency_limit``: slot, task id, holder, lease left);
 then, per queue, depth, oldest message age and time-to-start against its
 target (:mod:`.queues`), exiting 1 when a queue's target is breached.
@@ -138,19 +140,30 @@ def purge_command(obj: Any, queue: str | None, force: bool) -> None:
 @click.option("--liveness", "node", help="Probe one node (hostname, or its name part).")
 @click.option("--max-silence", type=float, default=60.0, show_default=True,
               help="With --liveness: seconds without progress allowed while queues wait.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("-j", "--json", "as_json", is_flag=True)
 @click.option("--queues-json", is_flag=True,
               help="With --json: {\"nodes\": [...], \"queues\": [...]}.")
+@click.option("-t", "--timeout", type=float, default=1.0, show_default=True,
+              help="Seconds to wait for a first live node when none is seen yet.")
+@click.option("-d", "--destination", help="Only these nodes (comma-separated names).")
 @click.pass_obj
 def status(obj: Any, max_age: float, node: str | None, max_silence: float,
-           as_json: bool, queues_json: bool) -> None:
+           as_json: bool, queues_json: bool, timeout: float, destination: str | None) -> None:
     """Ping workers: list nodes seen alive; exit 1 if none (or the probed node is not live)."""
     app = obj.app
     if app.backend is None:
         raise click.ClickException("status needs a result store (workers publish heartbeats "
                                    "there)")
-    now = time.time()
-    alive = [n for n in read_nodes(app) if now - float(n.get("timestamp", 0)) <= max_age]
+    wanted = {d.strip() for d in (destination or "").split(",") if d.strip()}
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        now = time.time()
+        alive = [n for n in read_nodes(app) if now - float(n.get("timestamp", 0)) <= max_age
+                 and (not wanted or n["hostname"] in wanted
+                      or n["hostname"].split("@")[0] in wanted)]
+        if alive or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
     if node is not None:
         _probe(app, alive, node, max_silence, now)
         return

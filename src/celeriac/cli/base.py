@@ -45,6 +45,7 @@ class CLIContext:
                 except ImportError as exc:
                     raise click.ClickException(f"--config {self.config_module}: cannot "
                                                f"import it: {exc}") from None
+                os.environ["CELERIAC_CONFIG_MODULE"] = self.config_module  # spawned children
             if self.broker:
                 self._app.conf.broker_url = self.broker
             if self.result_backend:
@@ -79,6 +80,8 @@ def top_level_context(ctx: click.Context) -> CLIContext:
         if ctx.params.get("workdir"):
             os.chdir(ctx.params["workdir"])
     check_loader(ctx.params.get("loader"))
+    if os.environ.get("SKIP_CHECKS"):  # Celery's documented rule (its click option refuses
+        ctx.params["skip_checks"] = True  # values that are not booleans)
     for flag, name, value in (("config_module", "CELERY_CONFIG_MODULE", None),
                               ("skip_checks", "CELERY_SKIP_CHECKS", "true"),
                               ("no_color", "NO_COLOR", "1")):

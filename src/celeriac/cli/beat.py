@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 from datetime import datetime
@@ -20,6 +21,8 @@ from ..schedules.editing import EntryInfo, Schedules
 from ..schedules.kinds import crontab
 from ..signals import beat_init, setup_logging
 from ..version import __version__
+from ..worker.main import expand_hostname
+from .daemon import daemon_options, daemonize
 
 logger = logging.getLogger("celeriac.beat")
 
@@ -42,21 +45,42 @@ def _schedules(obj: Any) -> Schedules:
               help="Longest sleep between ticks in seconds (beat_max_loop_interval).")
 @click.option("--store", "store_url", default=None,
               help="Schedule store URL (beat_schedule_store), e.g. sqlite:///beat.db.")
+@click.option("-n", "--hostname", help="This scheduler's node name in the leader lease and "
+                                       "logs (%h expands; the pid is appended).")
+@click.option("--enable-remote-control/--no-enable-remote-control", default=None,
+              help="Celery's beat ping: celeriac beat has no mailbox (--enable warns); "
+                   "check it with 'celeriac schedule list'.")
+@daemon_options
 @click.pass_obj
 def beat_command(obj: Any, loglevel: str, scheduler_cls: str | None, schedule_file: str | None,
-                 max_interval: float | None, store_url: str | None) -> None:
+                 max_interval: float | None, store_url: str | None, hostname: str | None,
+                 enable_remote_control: bool | None, daemon: dict[str, Any]) -> None:
     """Run a periodic-task scheduler (several may run at once)."""
+    if enable_remote_control:
+        click.echo("warning: --enable-remote-control: celeriac beat does not answer remote "
+                   "control; see its leader and last runs with 'celeriac schedule list'",
+                   err=True)
+    app = obj.app
+    with daemonize(daemon):
+        _logging(loglevel, daemon.get("logfile"))
+        if store_url:
+            app.conf.beat_schedule_store = store_url
+        cls = scheduler_class(scheduler_cls or app.conf.get("beat_scheduler"))
+        node: dict[str, Any] = ({"node_id": f"{expand_hostname(hostname)}:{os.getpid()}"}
+                                if hostname else {})
+        _run(obj, cls(app, max_interval=max_interval, **node))
+
+
+def _logging(loglevel: str, logfile: str | None) -> None:
     if setup_logging.receivers:  # Celery's rule: they configure logging instead
-        setup_logging.send(sender=None, loglevel=loglevel.upper(), logfile=None,
+        setup_logging.send(sender=None, loglevel=loglevel.upper(), logfile=logfile,
                            format=None, colorize=False)
     else:
-        logging.basicConfig(level=loglevel.upper(),
+        logging.basicConfig(level=loglevel.upper(), filename=logfile,
                             format="[%(asctime)s: %(levelname)s/%(name)s] %(message)s")
-    app = obj.app
-    if store_url:
-        app.conf.beat_schedule_store = store_url
-    cls = scheduler_class(scheduler_cls or app.conf.get("beat_scheduler"))
-    sched = cls(app, max_interval=max_interval)
+
+
+def _run(obj: Any, sched: Any) -> None:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

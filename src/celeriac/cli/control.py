@@ -10,7 +10,10 @@ shutdown`` send the command to every worker (or ``-d name[,name]``), wait
 ``-t/--timeout`` seconds for replies and print them as Celery does (``->
 node: OK`` and the payload), or as one JSON object with ``--json``. As in
 Celery, no reply exits with status 69 ("No nodes replied within time
-constraint"); ``shutdown`` gets none.
+constraint"); ``shutdown`` gets none. ``control revoke_by_stamped_headers
+KEY=VALUE...`` is sent as Celery's CLI sends it: Celery workers answer, celeriac
+workers reply that they have no such command. ``--list`` prints the commands and
+their arguments.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ CONTROL: dict[str, list[tuple[str, Any, bool]]] = {
     "autoscale": [("max", int, False), ("min", int, False)],
     "enable_events": [], "disable_events": [], "pool_restart": [], "heartbeat": [],
     "shutdown": [], "election": [],
+    # Celery's stamping (key=value...); celeriac workers reply "No such control command"
+    "revoke_by_stamped_headers": [("headers", str, True)],
 }
 
 
@@ -114,24 +119,48 @@ def _convert(command: str, spec: list[tuple[str, Any, bool]],
     return args
 
 
+def _listing(names: dict[str, list[Any]]) -> str:
+    """``--list``: each command with its arguments, as Celery's ``--list`` prints them."""
+    lines = []
+    for name in sorted(names):
+        args = " ".join(f"[{a[0] if isinstance(a, tuple) else a}"
+                        f"{'...' if isinstance(a, tuple) and a[2] else ''}]"
+                        for a in names[name])
+        lines.append(f"  {name} {args}".rstrip())
+    return "\n".join(lines)
+
+
+def _method(ctx: click.Context, method: str | None, listing: bool,
+            names: dict[str, list[Any]], kind: str) -> str:
+    if listing:
+        click.echo(f"{kind} commands:\n{_listing(names)}")
+        ctx.exit(0)
+    if method is None:
+        raise click.UsageError("Missing argument 'METHOD' (--list shows them).")
+    return method
+
+
 def _common(fn: Any) -> Any:
     fn = click.option("-t", "--timeout", type=float, default=1.0, show_default=True,
                       help="Seconds to wait for replies.")(fn)
     fn = click.option("-d", "--destination", help="Comma-separated node names.")(fn)
     fn = click.option("-j", "--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+    fn = click.option("--list", "listing", is_flag=True,
+                      help="List the commands and exit.")(fn)
     return fn
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("method", type=click.Choice(sorted(INSPECT)))
+@click.argument("method", type=click.Choice(sorted(INSPECT)), required=False)
 @click.argument("arguments", nargs=-1)
 @click.option("--include-defaults", is_flag=True, help="conf: include default settings.")
 @_common
 @click.pass_context
-def inspect(ctx: click.Context, method: str, arguments: tuple[str, ...],
+def inspect(ctx: click.Context, method: str | None, arguments: tuple[str, ...],
             include_defaults: bool, timeout: float, destination: str | None,
-            as_json: bool) -> None:
+            as_json: bool, listing: bool) -> None:
     """Inspect the workers (Celery's ``celery inspect``)."""
+    method = _method(ctx, method, listing, dict(INSPECT), "Inspect")
     obj: CLIContext = ctx.obj
     kwargs = _convert(f"inspect {method}", INSPECT[method], arguments)
     if method == "conf":
@@ -143,13 +172,14 @@ def inspect(ctx: click.Context, method: str, arguments: tuple[str, ...],
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("method", type=click.Choice(sorted(CONTROL)))
+@click.argument("method", type=click.Choice(sorted(CONTROL)), required=False)
 @click.argument("arguments", nargs=-1)
 @_common
 @click.pass_context
-def control(ctx: click.Context, method: str, arguments: tuple[str, ...], timeout: float,
-            destination: str | None, as_json: bool) -> None:
+def control(ctx: click.Context, method: str | None, arguments: tuple[str, ...], timeout: float,
+            destination: str | None, as_json: bool, listing: bool) -> None:
     """Send a control command to the workers (Celery's ``celery control``)."""
+    method = _method(ctx, method, listing, dict(CONTROL), "Control")
     obj: CLIContext = ctx.obj
     kwargs = _convert(method, CONTROL[method], arguments)
     replies = obj.app.control.broadcast(method, arguments=kwargs,

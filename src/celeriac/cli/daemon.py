@@ -7,15 +7,22 @@ standard streams to the log file or ``/dev/null``), as ``celery worker
 --detach`` does; :class:`Pidfile` writes the pid and removes the file at exit
 if it still holds this process's pid; :func:`drop_privileges` is ``--uid``/``--gid``
 (switch to that user and group, with the user's supplementary groups, as Celery's
-``maybe_drop_privileges``).
+``maybe_drop_privileges``). :func:`daemon_options` adds Celery's daemonization
+options (``--detach``, ``-f``, ``--pidfile``, ``--uid``, ``--gid``, ``--umask``,
+``--executable``) to ``beat`` and ``events``; :func:`daemonize` applies them.
 """
 
 from __future__ import annotations
 
+import functools
 import grp
 import os
 import pwd
+import signal
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -149,3 +156,70 @@ def drop_privileges(uid: str | None, gid: str | None) -> None:
         else:
             raise click.ClickException("non-root user able to restore privileges after "
                                        "setuid: refusing to run")
+
+
+def check_executable(executable: str | None) -> None:
+    """``--executable``: only the interpreter running now (celeriac detaches by forking)."""
+    if not executable:
+        return
+    try:
+        same = os.path.samefile(executable, sys.executable)
+    except OSError:
+        same = False
+    if not same:
+        raise click.UsageError(
+            f"--executable {executable}: celeriac detaches by forking the running interpreter "
+            f"({sys.executable}); start celeriac with that Python instead "
+            f"({executable} -m celeriac ...)")
+
+
+def daemon_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Celery's daemonization options, passed to the command as ``daemon`` (a dict)."""
+    names = ("detach", "logfile", "pidfile", "uid", "gid", "umask", "executable")
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        kwargs["daemon"] = {name: kwargs.pop(name) for name in names}
+        return fn(*args, **kwargs)
+
+    for decorator in (
+            click.option("--executable", help="Accepted when it is the running Python."),
+            click.option("--umask", help="The process's umask (octal, e.g. 022)."),
+            click.option("--gid", help="Drop privileges to this group (name or id)."),
+            click.option("--uid", help="Drop privileges to this user (name or id)."),
+            click.option("--pidfile", help="Write the pid here (refuses to start if it names "
+                                           "a live process)."),
+            click.option("-f", "--logfile", help="Log to this file (default: stderr)."),
+            click.option("--detach", is_flag=True, help="Run in the background (a daemon).")):
+        run = decorator(run)
+    return run
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+@contextmanager
+def daemonize(daemon: dict[str, Any]) -> Iterator[None]:
+    """Apply :func:`daemon_options` in Celery's order: pidfile check, privileges, detach
+    (or umask), then hold the pidfile while the body runs."""
+    check_executable(daemon.get("executable"))
+    pidfile = daemon.get("pidfile")
+    if pidfile:
+        check_pidfile(pidfile)
+    drop_privileges(daemon.get("uid"), daemon.get("gid"))
+    umask = int(daemon["umask"], 8) if daemon.get("umask") else None
+    if daemon.get("detach"):
+        detach(daemon.get("logfile"), None, umask)
+    elif umask is not None:
+        os.umask(umask)
+    held = Pidfile(pidfile) if pidfile else None
+    if held is not None:
+        held.write()
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # exit through the finally below
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        if held is not None:
+            held.remove()

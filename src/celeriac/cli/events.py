@@ -8,12 +8,15 @@
   seconds, hand a snapshot of the state to a camera (Kuma's ``celerycam``):
   ``--camera sqlite`` (:class:`celeriac.events.snapshot.SQLiteCamera`) writes
   workers and tasks to a SQLite file (``--camera-db``); any ``module:Class``
-  with Celery's ``Polaroid`` interface (``on_shutter(state)``) works too.
+  with Celery's ``Polaroid`` interface (``on_shutter(state)``) works too;
+  ``--detach`` (with ``-f``, ``--pidfile``, ``--uid``/``--gid``, ``--umask``)
+  runs the camera as a daemon, as Celery's.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import datetime
 from typing import Any
@@ -24,6 +27,7 @@ from ..app.loaders import import_object
 from ..events.snapshot import CAMERAS, run_camera
 from ..events.state import State
 from .base import CLIContext
+from .daemon import daemon_options, daemonize
 
 
 def _line(event: dict[str, Any]) -> str:
@@ -48,12 +52,27 @@ def _line(event: dict[str, Any]) -> str:
 @click.option("--limit", type=int, help="Stop after this many events.")
 @click.option("--timeout", type=float, help="Stop after this many quiet seconds.")
 @click.option("--json", "as_json", is_flag=True, help="--dump: one JSON object per line.")
+@click.option("-l", "--loglevel", default="WARNING", show_default=True,
+              help="Logging level (the camera's log).")
+@daemon_options
 @click.pass_obj
 def events(obj: CLIContext, dump: bool, camera: str | None, frequency: float,
            maxrate: str | None, camera_db: str, limit: int | None, timeout: float | None,
-           as_json: bool) -> None:
+           as_json: bool, loglevel: str, daemon: dict[str, Any]) -> None:
     """Watch workers and tasks through their events."""
     app = obj.app
+    if daemon["detach"] and not camera:
+        raise click.UsageError("--detach runs a camera in the background: give --camera "
+                               "(the live view and --dump need a terminal)")
+    if camera or daemon["logfile"]:
+        logging.basicConfig(level=loglevel.upper(), filename=daemon["logfile"],
+                            format="[%(asctime)s: %(levelname)s/%(name)s] %(message)s")
+    with daemonize(daemon):
+        _watch(app, dump, camera, frequency, maxrate, camera_db, limit, timeout, as_json)
+
+
+def _watch(app: Any, dump: bool, camera: str | None, frequency: float, maxrate: str | None,
+           camera_db: str, limit: int | None, timeout: float | None, as_json: bool) -> None:
     if dump:
         receiver = app.events.Receiver(handlers={"*": lambda e: click.echo(
             json.dumps(e) if as_json else _line(e))})

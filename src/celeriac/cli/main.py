@@ -57,8 +57,9 @@ from .worker import worker
 @click.option("-C", "--no-color", is_flag=True, help="No colors (celeriac prints none but the "
                                                      "events view's).")
 @click.option("-q", "--quiet", is_flag=True, help="Less output.")
-@click.option("--skip-checks", is_flag=True, envvar="SKIP_CHECKS",
-              help="Skip Django's system checks at start-up (also: $SKIP_CHECKS).")
+@click.option("--skip-checks", is_flag=True,
+              help="Skip Django's system checks at start-up (also: $SKIP_CHECKS set to any "
+                   "non-empty string).")
 @click.version_option(package_name="celeriac", prog_name="celeriac")
 @click.pass_context
 def cli(ctx: click.Context, app_name: str | None, broker: str | None,

@@ -13,7 +13,12 @@ some nodes only (names, 1-based indexes, ranges).
 
 ``stop`` sends SIGTERM and waits for the nodes to exit (``stopwait`` waits
 without a limit), ``kill`` sends SIGKILL, ``restart`` is stop-wait then start,
-``show`` prints the worker command lines, ``names`` the node names. A node whose
+``show`` prints the worker command lines, ``names`` the node names, ``get NODE``
+one node's command line, ``expand TEMPLATE`` the template for each node (``%n``...).
+``stop``/``restart`` take a signal (``-KILL``, ``-INT``, ``-9``; default TERM).
+``--range-prefix P`` names counted nodes ``P1``, ``P2``...; ``-q/--quiet`` prints
+only failures, ``--nosplash`` leaves out the banner lines, ``--verbose`` prints
+each worker command line as it starts; ``--no-color`` is accepted (no colors). A node whose
 pidfile names a live process is not started again; stale pidfiles are removed.
 Default files are ``%n.pid`` and ``%n%I.log`` in the current directory.
 """
@@ -40,8 +45,15 @@ VALUE_OPTIONS = {"-A", "--app", "-b", "--broker", "--result-backend", "-l", "--l
                  "--exclude-queues", "--pidfile", "-f", "--logfile", "--prefetch-multiplier",
                  "--max-tasks-per-child", "--max-memory-per-child", "--time-limit",
                  "--soft-time-limit", "--autoscale", "--liveness-file", "--umask",
-                 "--workdir", "-n", "--hostname"}
-GLOBAL_OPTIONS = {"-A", "--app", "-b", "--broker", "--result-backend", "--workdir"}
+                 "--workdir", "-n", "--hostname", "-I", "--include", "-O", "--optimization",
+                 "-S", "--statedb", "--scheduler", "-s", "--schedule-filename", "--schedule",
+                 "--uid", "--gid", "--executable", "--heartbeat-interval",
+                 "--pool-start-method", "--config", "--loader"}
+#: options of the ``celeriac`` group, placed before ``worker`` (the flags take no value)
+GLOBAL_OPTIONS = {"-A", "--app", "-b", "--broker", "--result-backend", "--workdir",
+                  "--config", "--loader", "-C", "--skip-checks"}
+#: ``multi``'s own flags (Celery's reserved options), taken out before the nodes' options
+RESERVED = {"--nosplash", "--quiet", "-q", "--verbose", "--no-color"}
 
 
 @dataclass
@@ -101,6 +113,7 @@ def _selects(selector: str, node_name: str, index: int) -> bool:
 def parse(args: list[str], app: str | None = None) -> list[Node]:
     """Node names and per-node options from ``multi``'s arguments (Celery's syntax)."""
     host = socket.gethostname()
+    prefix = "celery"
     names: list[str] = []
     options: list[tuple[str, str | None, str | None]] = []  # (key, selector, value)
     i = 0
@@ -112,13 +125,18 @@ def parse(args: list[str], app: str | None = None) -> list[Node]:
             continue
         key, eq, value = arg.partition("=")
         base, colon, selector = key.partition(":")
+        if base == "--range-prefix":
+            if not eq and i + 1 < len(args):
+                value, i = args[i + 1], i + 1
+            prefix, i = value, i + 1
+            continue
         if not eq and base in VALUE_OPTIONS and i + 1 < len(args):
             value, i = args[i + 1], i + 1
         options.append((base, selector if colon else None,
                         value if eq or base in VALUE_OPTIONS else None))
         i += 1
     if len(names) == 1 and names[0].isdigit():
-        names = [f"celery{n}" for n in range(1, int(names[0]) + 1)]
+        names = [f"{prefix}{n}" for n in range(1, int(names[0]) + 1)]
     if not names:
         raise click.UsageError("give node names (e.g. `multi start w1 w2`) or a count")
     if app and not any(k in ("-A", "--app") for k, _, _ in options):
@@ -136,14 +154,16 @@ def parse(args: list[str], app: str | None = None) -> list[Node]:
 def _start(node: Node) -> bool:
     pid = read_pid(node.pidfile)
     if pid is not None and alive(pid):
-        click.echo(f"\t> {node.name}: already running (pid {pid})")
+        say(f"\t> {node.name}: already running (pid {pid})")
         return True
+    if "--verbose" in click.get_current_context().meta.get("multi.flags", set()):
+        say(f"\t> {node.name}: {shlex.join(node.argv())}")
     result = subprocess.run(node.argv(), capture_output=True, text=True)
     deadline = time.monotonic() + START_TIMEOUT
     while result.returncode == 0 and time.monotonic() < deadline:
         pid = read_pid(node.pidfile)
         if pid is not None and alive(pid):
-            click.echo(f"\t> {node.name}: OK")
+            say(f"\t> {node.name}: OK")
             return True
         time.sleep(0.1)
     click.echo(f"\t> {node.name}: FAILED", err=True)
@@ -167,16 +187,16 @@ def _signal(nodes: list[Node], sig: int, wait: float | None) -> bool:
     for node in nodes:
         pid = read_pid(node.pidfile)
         if pid is None or not alive(pid):
-            click.echo(f"\t> {node.name}: DOWN")
+            say(f"\t> {node.name}: DOWN")
             if pid is not None:
                 os.unlink(node.pidfile)
             continue
         os.kill(pid, sig)
-        click.echo(f"\t> Sending {signal.Signals(sig).name} to {node.name} (pid {pid})")
+        say(f"\t> Sending {signal.Signals(sig).name} to {node.name} (pid {pid})")
         running.append((node, pid))
     if not running or wait == 0:
         return True
-    click.echo(f"> Waiting for {len(running)} node{'s' if len(running) != 1 else ''}...")
+    say(f"> Waiting for {len(running)} node{'s' if len(running) != 1 else ''}...")
     deadline = None if wait is None else time.monotonic() + wait
     while running:
         running = [(n, p) for n, p in running if alive(p)]
@@ -186,35 +206,76 @@ def _signal(nodes: list[Node], sig: int, wait: float | None) -> bool:
             return False
         time.sleep(0.1)
     for node in nodes:
-        click.echo(f"\t> {node.name}: DOWN")
+        say(f"\t> {node.name}: DOWN")
     return True
 
 
 @click.command(context_settings={"ignore_unknown_options": True,
                                  "allow_interspersed_args": False})
 @click.argument("action", type=click.Choice(["start", "stop", "stopwait", "restart", "kill",
-                                             "show", "names"]))
+                                             "show", "names", "get", "expand", "help"]))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.pass_obj
-def multi(obj: object, action: str, args: tuple[str, ...]) -> None:
+@click.pass_context
+def multi(ctx: click.Context, action: str, args: tuple[str, ...]) -> None:
     """Start, stop or restart several workers in the background."""
-    nodes = parse(list(args), getattr(obj, "app_name", None))
-    if action == "names":
+    ctx.meta["multi.flags"] = {a for a in args if a in RESERVED}
+    rest = [a for a in args if a not in RESERVED]
+    if action == "help":
+        click.echo(ctx.get_help() + "\n\n" + (__doc__ or "").split("\n\n", 1)[1])
+        return
+    first = rest.pop(0) if action in ("get", "expand") and rest else None
+    if action in ("get", "expand") and first is None:
+        what = "node" if action == "get" else "template"
+        raise click.UsageError(f"multi {action}: give the {what}")
+    sig = signal_argument(rest) if action in ("stop", "stopwait", "restart") else None
+    rest = [a for a in rest if sig is None or signal_argument([a]) is None]
+    nodes = parse(rest, getattr(ctx.obj, "app_name", None))
+    if action == "get":
+        found = [n for n in nodes if first in (n.name, n.short)]
+        if not found:
+            raise click.exceptions.Exit(1)
+        click.echo(shlex.join(found[0].argv()))
+    elif action == "expand":
+        click.echo("\n".join(n.expand(first or "") for n in nodes))
+    elif action == "names":
         click.echo("\n".join(n.name for n in nodes))
     elif action == "show":
         click.echo("\n".join(shlex.join(n.argv()) for n in nodes))
     elif action == "start":
-        click.echo("> Starting nodes...")
+        say("> Starting nodes...", splash=True)
         if not all([_start(node) for node in nodes]):
             raise click.exceptions.Exit(1)
     elif action in ("stop", "stopwait", "kill"):
-        sig = signal.SIGKILL if action == "kill" else signal.SIGTERM
+        sig = signal.SIGKILL if action == "kill" else sig or signal.SIGTERM
         wait = {"stop": STOP_TIMEOUT, "stopwait": None, "kill": 0.0}[action]
-        click.echo("> Stopping nodes..." if action != "kill" else "> Killing nodes...")
+        say("> Stopping nodes..." if action != "kill" else "> Killing nodes...", splash=True)
         if not _signal(nodes, sig, wait):
             raise click.exceptions.Exit(1)
     else:  # restart
-        click.echo("> Restarting nodes...")
-        _signal(nodes, signal.SIGTERM, None)
+        say("> Restarting nodes...", splash=True)
+        _signal(nodes, sig or signal.SIGTERM, None)
         if not all([_start(node) for node in nodes]):
             raise click.exceptions.Exit(1)
+
+
+def signal_argument(args: list[str]) -> int | None:
+    """The signal named among ``stop``'s arguments (``-KILL``, ``-SIGINT``, ``-9``), if any."""
+    for arg in reversed(args):
+        if not arg.startswith("-") or arg.startswith("--"):
+            continue
+        name = arg[1:]
+        if name.isdigit():
+            return int(name)
+        try:
+            return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+        except KeyError:
+            continue
+    return None
+
+
+def say(text: str, splash: bool = False) -> None:
+    """Progress output: none with ``-q/--quiet``; no banner line with ``--nosplash``."""
+    flags = click.get_current_context().meta.get("multi.flags", set())
+    if {"-q", "--quiet"} & flags or (splash and "--nosplash" in flags):
+        return
+    click.echo(text)

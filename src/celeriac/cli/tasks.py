@@ -19,10 +19,15 @@ from .base import CLIContext, comma_list, json_arg, known_queues
 @click.option("--countdown", type=float, help="Seconds to wait before running.")
 @click.option("--expires", help="Seconds or ISO 8601 time after which the task is dropped.")
 @click.option("--queue", "-Q", help="Queue to send to.")
+@click.option("--exchange", help="Exchange to publish to (RabbitMQ; other brokers route by "
+                                 "queue and warn, as exchange= does).")
+@click.option("--routing-key", help="Routing key (the queue, except on RabbitMQ exchanges).")
+@click.option("--serializer", help="Serializer of the arguments (task_serializer).")
 @click.option("--priority", type=int, help="Priority 0-9 (0 is served first).")
 @click.pass_obj
 def call(obj: CLIContext, name: str, args: str | None, kwargs: str | None, eta: str | None,
          countdown: float | None, expires: str | None, queue: str | None,
+         exchange: str | None, routing_key: str | None, serializer: str | None,
          priority: int | None) -> None:
     """Send a task by name and print its id."""
     a = json_arg(args, "--args", list)
@@ -33,8 +38,11 @@ def call(obj: CLIContext, name: str, args: str | None, kwargs: str | None, eta: 
             exp = float(expires)
         except ValueError:
             exp = expires
+    options = {key: value for key, value in (("exchange", exchange),
+                                             ("routing_key", routing_key),
+                                             ("serializer", serializer)) if value}
     result = obj.app.send_task(name, a, k, eta=eta, countdown=countdown, expires=exp,
-                               queue=queue, priority=priority)
+                               queue=queue, priority=priority, **options)
     click.echo(result.id)
 
 

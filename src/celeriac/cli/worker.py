@@ -13,12 +13,11 @@ import click
 
 from ..worker.main import Worker
 from .base import CLIContext
-from .daemon import Pidfile, check_pidfile, detach, drop_privileges
+from .daemon import Pidfile, check_executable, check_pidfile, detach, drop_privileges
 from .worker_options import (
     NO_SUCH_POOL,
     POOLS,
     apply_settings,
-    check_executable,
     check_statedb,
     pool_name,
 )
@@ -41,10 +40,10 @@ from .worker_options import concurrency as parse_concurrency
 @click.option("-l", "--loglevel", default="WARNING", show_default=True)
 @click.option("-f", "--logfile", help="Log to this file.")
 @click.option("-B", "--beat", is_flag=True, help="Also run the periodic task scheduler.")
-@click.option("-S", "--scheduler", help="-B: scheduler class (beat_scheduler).")
+@click.option("--scheduler", help="-B: scheduler class (beat_scheduler).")
 @click.option("-s", "--schedule-filename", "--schedule", "schedule_filename",
               help="-B: accepted; schedule state lives in the schedule store.")
-@click.option("--statedb", help="Accepted: revocations are kept in the result store.")
+@click.option("-S", "--statedb", help="Accepted: revocations are kept in the result store.")
 @click.option("-O", "--optimization", type=click.Choice(["default", "fair"]),
               help="Accepted: the prefetch never hoards (what -Ofair asks for).")
 @click.option("--prefetch-multiplier", type=int,

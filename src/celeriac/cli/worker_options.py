@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 from typing import Any
 
 import click
@@ -96,21 +95,6 @@ def concurrency(value: str | None) -> int | None:
     if number < 1:
         raise click.BadParameter("must be at least 1", param_hint="'-c' / '--concurrency'")
     return number
-
-
-def check_executable(executable: str | None) -> None:
-    """``--executable``: only the interpreter running now (celeriac detaches by forking)."""
-    if not executable:
-        return
-    try:
-        same = os.path.samefile(executable, sys.executable)
-    except OSError:
-        same = False
-    if not same:
-        raise click.UsageError(
-            f"--executable {executable}: celeriac detaches by forking the running interpreter "
-            f"({sys.executable}); start celeriac with that Python instead "
-            f"({executable} -m celeriac ...)")
 
 
 def include(app: Any, modules: str | None) -> None:

@@ -2,8 +2,8 @@
 
 ``get()`` waits through the store's ``wait`` (push-based where the store can: Redis pub/sub,
 in-process conditions), re-raises failures as safely rebuilt exceptions (see
-:mod:`celeriac.results.meta`) and, like Celery, refuses to block inside a running task unless
-``disable_sync_subtasks=False``.
+:mod:`celeriac.results.meta`) and, like Celery, refuses to block inside a running task
+unless ``disable_sync_subtasks=False``. Walking the tree: :mod:`celeriac.results.graph`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .. import states
 from ..app import state as _state
 from ..exceptions import ImproperlyConfigured, RemoteTaskError, TimeoutError
 from .downloads import Download, get_download
+from .graph import ResultBase
 from .meta import exception_from_dict
 
 if TYPE_CHECKING:
@@ -30,12 +31,6 @@ E_WOULDBLOCK = (
 def assert_will_not_block() -> None:
     if _state.get_current_worker_task() is not None:
         raise RuntimeError(E_WOULDBLOCK)
-
-
-class ResultBase:
-    """Base class of results (Celery's name, for ``isinstance`` checks)."""
-
-    parent: Any = None
 
 
 class AsyncResult(ResultBase):
@@ -268,8 +263,7 @@ class AsyncResult(ResultBase):
         self.app.control.revoke(self.id, terminate=terminate, signal=signal)
 
     def as_tuple(self) -> tuple[Any, ...]:
-        parent = self.parent.as_tuple() if self.parent is not None else None
-        return ((self.id, parent), None)
+        return ((self.id, self.parent.as_tuple() if self.parent is not None else None), None)
 
     def then(self, callback: Any, on_error: Any = None, weak: bool = False) -> None:
         """Celery's promise: ``callback(result)`` once this result is seen ready (by

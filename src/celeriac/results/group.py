@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 from .. import states
 from ..app import state as _state
 from ..exceptions import TimeoutError
-from .async_result import AsyncResult, EagerResult, assert_will_not_block
+from .async_result import AsyncResult, EagerResult, ResultBase, assert_will_not_block
 from .meta import exception_from_dict
 
 if TYPE_CHECKING:
     from ..app.base import Celery
 
 
-class ResultSet:
-    """A list of results handled together."""
+class ResultSet(ResultBase):
+    """A list of results handled together (a ``ResultBase``, as in Celery)."""
 
     #: set on the per-app subclass ``app.GroupResult`` (Celery binds it to the app)
     _default_app: Celery | None = None

@@ -16,11 +16,12 @@ import sys
 import traceback as tb_module
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from .. import exceptions as exc_module_ours
 from .. import serialization, states
 from ..exceptions import RemoteTaskError
+from .graph import ResultBase
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -119,6 +120,8 @@ def format_traceback(exc: BaseException) -> str:
 def encode_result(result: Any, state: str) -> Any:
     if isinstance(result, BaseException):
         return exception_to_dict(result)
+    if isinstance(result, ResultBase):  # a task returned a result (Celery: its tuple form)
+        return cast(Any, result).as_tuple()
     return result
 
 

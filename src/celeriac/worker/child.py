@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celeriac.worker")
 
+#: the environment variable naming the ``celeriac --config`` module (a spawned child loads it)
+CLI_CONFIG = "CELERIAC_CONFIG_MODULE"
 #: conf keys handed to a spawned child (a forked child inherits the app as is)
 SPAWN_CONF_PREFIXES = ("worker_", "broker_", "result_", "task_time_limit",
                        "task_soft_time_limit", "accept_content", "task_serializer",
@@ -79,12 +81,13 @@ class Slot(ctypes.Structure):
         ("largest_request", ctypes.c_longlong),
         ("received", ctypes.c_longlong),
         ("given_back", ctypes.c_longlong),
+        ("already_done", ctypes.c_longlong),  # redelivered, outcome stored: not run
     ]
 
 
 #: the prefetch counters a child keeps in its slot
 PREFETCH_COUNTERS = ("lease_requests", "batched_requests", "largest_request", "received",
-                     "given_back")
+                     "given_back", "already_done")
 
 
 def fold_prefetch(totals: dict[str, int], slot: Slot) -> None:
@@ -141,6 +144,7 @@ class ChildMonitor(Monitor):
         if self.consumer is not None:
             for key, value in self.consumer.prefetch.counters().items():
                 setattr(self.slot, key, value)
+            self.slot.already_done = self.consumer.runner.done_before.count
         if self.spec.parent and os.getppid() != self.spec.parent and self.consumer is not None:
             logger.error("Child %d: the supervisor %d is gone; stopping", os.getpid(),
                          self.spec.parent)
@@ -194,6 +198,8 @@ def load_app(spec: ChildSpec) -> Celery:
     assert spec.app_ref, "a spawned child needs app_ref"
     module_name, _, attr = spec.app_ref.partition(":")
     app: Celery = getattr(importlib.import_module(module_name), attr)
+    if os.environ.get(CLI_CONFIG):  # ``celeriac --config MODULE``, as the supervisor loaded it
+        app.config_from_object(os.environ[CLI_CONFIG])
     for key, value in spec.conf.items():
         app.conf[key] = value
     app.finalize()

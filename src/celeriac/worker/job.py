@@ -10,7 +10,8 @@ and replayed ones (:mod:`celeriac.security` opens a sealed message first): nothi
 those is decoded, imported or run. A message past the redelivery limit is dead-lettered
 as ``worker_lost``; a future ETA from a Celery producer goes back to the broker's delayed
 store, as does a message over its task's ``rate_limit`` (:mod:`.ratelimit`); expired and
-revoked tasks are recorded and dropped.
+revoked tasks are recorded and dropped; a redelivered message whose task's outcome is
+stored is acknowledged without running (:mod:`.redelivery`).
 
 :meth:`JobRunner.run` (sync pools) and :meth:`JobRunner.run_async` (the asyncio pool)
 run a prepared job through the tracer and settle the message (:mod:`.settle`). Whatever
@@ -41,11 +42,7 @@ from ..app.task import Task
 from ..app.trace import Outcome, Tracer, body_of, run_coroutine
 from ..brokers import base
 from ..canvas.callbacks import fail_outside_tracer
-from ..exceptions import (
-    NotRegistered,
-    TaskRevokedError,
-    WorkerLostError,
-)
+from ..exceptions import NotRegistered, TaskRevokedError, WorkerLostError
 from ..messages import Message
 from ..results.meta import store_result
 from .followups import FollowupRecorder
@@ -54,6 +51,7 @@ from .limits import limited
 from .monitor import Limits, Monitor
 from .outage import patiently
 from .ratelimit import RateLimiter
+from .redelivery import DoneBefore
 from .revocation import Revocations
 from .settle import AckBatcher, ResultBatcher, log_outcome, settle
 from .slots import Slots
@@ -125,6 +123,7 @@ class JobRunner:
         self.rates = RateLimiter(self.broker,
                                  disabled=bool(app.conf.get("worker_disable_rate_limits")))
         self.intake = Intake(app, hostname)
+        self.done_before = DoneBefore(app, keeper)  # redelivered, its outcome stored
         self.security = self.intake.security
         self.max_redeliveries = int(app.conf.worker_max_redeliveries)
         self.processed = 0
@@ -178,6 +177,8 @@ class JobRunner:
             return self._drop(delivery, request, None)
         if not self.rates.admit(delivery, task):  # back in the broker until its turn
             self.keeper.drop(delivery)
+            return None
+        if self.done_before.settle(delivery, request, task):
             return None
         logger.info("Task %s[%s] received", request.task, request.id)
         signals.task_received.send(sender=self.consumer, request=request)

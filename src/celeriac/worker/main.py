@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config, retry, signals
 from ..beat.embedded import start_embedded
+from ..beat.scheduler import scheduler_class
 from ..brokers.base import redact
 from ..exceptions import ImproperlyConfigured, OperationalError
 from ..security import check_settings
@@ -142,6 +143,8 @@ class Worker:
         signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf,
                                   options=dict(self.options))
         config.validate(app.conf)
+        if self.beat:  # a bad beat_scheduler stops the start-up, not a thread started later
+            scheduler_class(app.conf.get("beat_scheduler"))
         check_settings(app)  # security_*: keys loaded or start-up fails naming the setting
         if self.setup_logs:
             setup_logging(app, self.loglevel, self.logfile)
@@ -227,7 +230,7 @@ class Worker:
         tasks = "\n".join(f"  . {name}" for name in sorted(app.tasks)
                           if not name.startswith("celery."))
         return (f"celeriac worker {self.hostname} v{_version()}\n"
-                f"- app: {app.main}  broker: {app.broker.url}\n"
+                f"- app: {app.main or '__main__'}  broker: {app.broker.url}\n"
                 f"- results: {app.backend_url or 'disabled'}\n"
                 f"- pool: {self.pool_name} (concurrency {self.concurrency})\n"
                 f"- queues: {', '.join(self.queues)}\n[tasks]\n{tasks}")

@@ -88,7 +88,8 @@ class InProcessNode:
                 "max-tasks-per-child": "N/A"}
 
     def prefetch_stats(self) -> dict[str, Any]:
-        return self.consumer.prefetch.stats()
+        return {**self.consumer.prefetch.stats(),
+                "already_done": self.consumer.runner.done_before.count}
 
     def _fixed(self, what: str) -> str:
         raise NotImplementedError(f"{what} is not supported by the {self.consumer.pool.name} "

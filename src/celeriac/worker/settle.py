@@ -71,8 +71,10 @@ class AckBatcher:
         for d in batch:
             self.keeper.drop(d)
         if done < len(batch):
-            logger.warning("%d acknowledgement(s) refused: lease lost, another worker owns "
-                           "the message now", len(batch) - done)
+            logger.warning("%d acknowledgement(s) not applied: the lease was lost (another "
+                           "worker owns the message now, or the broker connection or channel "
+                           "that delivered it closed); it will be delivered again",
+                           len(batch) - done)
 
     def flush(self) -> None:
         batch = self.take()

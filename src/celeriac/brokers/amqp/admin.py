@@ -9,6 +9,7 @@ message it re-publishes. Dead letters carry ``x-celeriac-dead-id``,
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from .connection import retrying
 if TYPE_CHECKING:
     from .broker import AMQPBroker
 
+logger = logging.getLogger("celeriac.brokers.amqp")
 _T = TypeVar("_T")
 _SCAN_CAP = 100_000
 
@@ -77,6 +79,28 @@ def register(broker: AMQPBroker, chan: amqp.Channel, queue: str) -> None:
     topology.declare_catalog(chan)
     broker._publish_on(chan, amqp.Message(queue.encode("utf-8"), delivery_mode=2),
                        "", topology.CATALOG)
+
+
+def register_consumed(chan: amqp.Channel, queues: list[str], delay_queue_type: str) -> None:
+    """Before a consuming channel consumes ``queues``: note them in the catalog, as
+    :func:`register` does for a queue published to (a worker's ``-Q`` queue that no
+    producer declared is listed too; unconfirmed, noted again by every new consumer),
+    and declare the delay layout, as a Celery 5.5+ worker does at start (its clients
+    publish countdowns into it), on a channel of its own: a layout that exists with
+    other arguments is used as it is (warned) and the consuming channel stays open."""
+    topology.declare_catalog(chan)
+    for queue in queues:
+        topology.declare_dead_queue(chan, queue)
+        chan.basic_publish(amqp.Message(queue.encode("utf-8"), delivery_mode=2), "",
+                           topology.CATALOG)
+    layout = temp_channel(chan.connection)
+    try:
+        topology.declare_delay_layout(layout, delay_queue_type)
+    except amqp_errors.PreconditionFailed as exc:
+        logger.warning("RabbitMQ's delay layout exists with other arguments than "
+                       "delay_queue_type %r; using it as it is (%s)", delay_queue_type, exc)
+    finally:
+        close_quietly(layout)
 
 
 def catalog(pub: amqp.Channel, broker: AMQPBroker) -> list[str]:

@@ -70,7 +70,7 @@ from ..base import (
 )
 from ..buckets import bucket_take
 from ..declared import exchange_route, queue_specs, to_declare
-from . import admin, holding, topology, wire
+from . import admin, frames, holding, reading, topology, wire
 from .broadcast import AMQPBroadcast
 from .connection import RETRYABLE_ERRORS, Link, retrying
 from .consuming import Consuming, Outgoing, _Arrived, _Lease
@@ -164,9 +164,7 @@ class AMQPBroker(Consuming, Broker):
                                                 for p, i in staged]),
                  self.retry_policy)
 
-    def _send(self, chan: amqp.Channel,
-              items: Sequence[tuple[Message, str, int, float | None,
-                                    dict[str, Any] | None]]) -> None:
+    def _send(self, chan: amqp.Channel, items: Sequence[Outgoing]) -> None:
         """Publish on the confirm channel and wait until RabbitMQ confirmed every message."""
         for message, queue, _, not_before, extra in items:  # declarations first: the
             for name in to_declare(self._specs, message, queue, extra):  # delays are measured
@@ -179,7 +177,9 @@ class AMQPBroker(Consuming, Broker):
             headers = {k: v for k, v in extra.items() if k != "counters"} if extra else None
             msg = wire.encode(message, prio, counters=counters, extra_headers=headers)
             if not_before is not None and not_before > now + 0.001:
-                routing_key, expiration = topology.delay_route(not_before - now, queue)
+                key = queue if extra else topology.delayed_key(  # where it would go now
+                    self._specs, message.properties.get("delivery_info"), queue)
+                routing_key, expiration = topology.delay_route(not_before - now, key)
                 if expiration is not None:
                     msg.properties["expiration"] = str(expiration)
                 else:
@@ -194,8 +194,9 @@ class AMQPBroker(Consuming, Broker):
 
     def _publish_on(self, chan: amqp.Channel, msg: amqp.Message, exchange: str,
                     routing_key: str) -> None:
-        """Send one message on the confirm channel (:meth:`_wait_confirms` waits for it)."""
-        chan._basic_publish(msg, exchange=exchange, routing_key=routing_key)
+        """Send one message on the confirm channel (:meth:`_wait_confirms` waits for it),
+        in one socket write (:func:`.frames.publish`)."""
+        frames.publish(chan, msg, exchange, routing_key)
         self._published += 1
 
     def _wait_confirms(self, chan: amqp.Channel) -> None:
@@ -204,15 +205,12 @@ class AMQPBroker(Consuming, Broker):
         target = self._published
         limit = time_left()
         deadline = time.monotonic() + (limit if limit is not None else 30.0)
-        conn = chan.connection
+        confirms = (chan.channel_id, self._on_confirm, self._on_nack)
         while self._confirmed < target:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("no publisher confirm from RabbitMQ in time")
-            try:
-                conn.drain_events(timeout=min(left, 1.0))
-            except TimeoutError:
-                continue
+            reading.wait(chan.connection, min(left, 1.0), confirms)
         if self._nacked:
             nacked, self._nacked = len(self._nacked), set()
             from ...exceptions import OperationalError

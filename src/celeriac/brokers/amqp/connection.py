@@ -37,6 +37,7 @@ from ... import retry
 from ...exceptions import ImproperlyConfigured
 from ...retry import RetryPolicy
 from ..base import redact
+from . import reading
 
 _T = TypeVar("_T")
 
@@ -136,12 +137,26 @@ def _ssl_arguments(given: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class StayClosed(amqp.Channel):
+    """A channel that stays closed when the server closes it.
+
+    py-amqp reopens such a channel in place (same number, a fresh delivery-tag space,
+    publisher confirms off) and raises the server's error: tags of the old channel
+    would then ack other messages on the new one, or be refused. Here the channel
+    stays closed, and :meth:`Link.channel` opens a new one in a new generation.
+    """
+
+    def _do_revive(self) -> None:
+        self.is_open = False
+
+
 class Link:
     """One connection and one channel, opened on first use, reopened after a failure.
 
     ``confirms`` puts the channel in publisher-confirm mode. ``generation``
-    grows with every new connection and when one is dropped: a delivery tag is only
-    meaningful on the generation that delivered it.
+    grows with every new connection, when one is dropped and when the server closed
+    the channel: a delivery tag is only meaningful on the generation that delivered it
+    (RabbitMQ requeued the deliveries of a closed channel).
     """
 
     def __init__(self, url: str, options: Mapping[str, Any], *, confirms: bool,
@@ -166,12 +181,14 @@ class Link:
         """The open channel, connecting first if needed (call with :attr:`lock` held)."""
         if self._pid != os.getpid():  # a forked child: forget the parent's socket
             self._conn, self._channel, self._pid = None, None, os.getpid()
-        if self._channel is not None and self._channel.is_open:
-            return self._channel
+        if self._channel is not None:
+            if self._channel.is_open:
+                return self._channel
+            self._forget_channel()  # closed by the server: its deliveries were requeued
         if self._conn is None or not self._conn.connected:
             self._connect()
         assert self._conn is not None
-        chan = amqp.Channel(self._conn, auto_decode=False)
+        chan = StayClosed(self._conn, auto_decode=False)
         chan.open()
         if self.confirms:
             chan.confirm_select()
@@ -210,6 +227,7 @@ class Link:
                 errors.append(f"{target.address}: {exc}")
                 self._next_target += 1
                 continue
+            reading.install(conn)  # chunked reads (see .reading)
             self._conn, self._pid = conn, os.getpid()
             self.generation += 1
             return
@@ -220,11 +238,24 @@ class Link:
         self._drop_quietly()
 
     def reset_channel(self) -> None:
-        """Forget the channel after a channel error (the connection stays)."""
-        chan, self._channel = self._channel, None
+        """Forget the channel after a channel error (the connection stays; what the
+        channel delivered is void, a new generation begins)."""
+        chan = self._channel
         if chan is not None and chan.is_open and self.connected:
             try:
                 chan.close()
+            except Exception:
+                pass
+        self._forget_channel()
+
+    def _forget_channel(self) -> None:
+        chan, self._channel = self._channel, None
+        if chan is None:
+            return
+        self.generation += 1
+        if chan.connection is not None and self.connected:
+            try:
+                chan.collect()
             except Exception:
                 pass
 

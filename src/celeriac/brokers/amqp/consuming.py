@@ -24,7 +24,8 @@ from ...messages import Message
 from ...retry import RetryPolicy, Streak
 from ..base import Delivery, redact
 from ..declared import QueueSpec
-from . import admin, holding, topology, wire
+from . import admin, holding, reading, topology, wire
+from .acking import Acking
 from .connection import RETRYABLE_ERRORS, Link
 
 logger = logging.getLogger("celeriac.brokers.amqp")
@@ -65,13 +66,14 @@ class _Lease:
     first: float
 
 
-class Consuming:
+class Consuming(Acking):
     """Consumers, the arrived buffer and the leases of one broker instance."""
 
     url: str
     options: dict[str, Any]
     lease_seconds: float
     max_prefetch: int
+    delay_queue_type: str
     _con: Link
     _state: threading.Lock
     _arrived: list[_Arrived]
@@ -157,6 +159,11 @@ class Consuming:
         elif needed * NARROW_BELOW <= self._prefetch:  # the caller asks for far fewer now
             self._narrow(chan, needed, limit)
         new = [q for q in queues if q not in self._consuming]
+        catalogued: set[tuple[int, str]] = getattr(self, "_catalogued", set())  # once each
+        fresh = [q for q in new if (self._con.generation, q) not in catalogued]
+        if fresh:  # listed in the catalog; the delay layout Celery clients publish into
+            admin.register_consumed(chan, fresh, self.delay_queue_type)
+            self._catalogued = catalogued | {(self._con.generation, q) for q in fresh}
         for queue in new:
             spec = self._specs.get(queue)
             if queue not in self._foreign and not topology.declare_task_queue(
@@ -205,8 +212,8 @@ class Consuming:
                     self._arrived = [a for a in self._arrived if a.queue not in wanted]
                 self._prefetch = 0  # the next consumer gets the window receive asks for
                 self._return_unleased(chan, back)
-            except RETRYABLE_ERRORS as exc:  # RabbitMQ requeues them with the connection
-                logger.debug("hold_back failed (%s); reconnecting", exc)
+            except (*RETRYABLE_ERRORS, amqp_errors.IrrecoverableChannelError) as exc:
+                logger.debug("hold_back failed (%s); reconnecting", exc)  # all requeued
                 self._con.reset()
                 return 0
             return len(back)
@@ -239,13 +246,7 @@ class Consuming:
 
     @staticmethod
     def _drain(conn: amqp.Connection, timeout: float, once: bool = False) -> None:
-        while True:
-            try:
-                conn.drain_events(timeout=timeout)
-            except TimeoutError:
-                return
-            if once:
-                return
+        reading.drain(conn, timeout, once)
 
     def _arrival(self, queue: str) -> Any:
         def on_message(raw: amqp.Message) -> None:
@@ -316,73 +317,3 @@ class Consuming:
                                     delivery_count=deliveries, lost_count=lost,
                                     lease_expires=now + self.lease_seconds))
             return out
-
-    def lease_alive(self, delivery: Delivery) -> bool:
-        """False once the connection that carried ``delivery`` is gone (RabbitMQ requeued
-        the message then: running it here too would run it twice)."""
-        with self._state:
-            lease = self._leases.get(delivery.token)
-        return lease is not None and lease.arrived.generation == self._con.generation
-
-    def _pop_leases(self, deliveries: Sequence[Delivery]) -> list[_Lease]:
-        generation = self._con.generation
-        out = []
-        with self._state:
-            for d in deliveries:
-                lease = self._leases.get(d.token)
-                if lease is None:
-                    continue
-                del self._leases[d.token]
-                if lease.arrived.generation == generation:
-                    out.append(lease)
-        return out
-
-    def _queue_acks(self, leases: Sequence[_Lease], *, reject: bool = False) -> None:
-        """Ack ``leases`` (``reject``: ``basic.reject`` them without requeue, so RabbitMQ
-        dead-letters them through their queue's dead-letter exchange)."""
-        with self._state:
-            self._pending_acks.extend((lease.arrived.generation, lease.arrived.tag)
-                                      for lease in leases)
-            if reject:
-                self._pending_rejects.update((lease.arrived.generation, lease.arrived.tag)
-                                             for lease in leases)
-        if self._con.lock.acquire(blocking=False):
-            try:
-                if self._con.connected:
-                    self._flush_acks(self._con.channel())
-            except RETRYABLE_ERRORS:
-                self._con.reset()
-            finally:
-                self._con.lock.release()
-
-    def _flush_acks(self, chan: amqp.Channel) -> None:
-        generation = self._con.generation
-        with self._state:
-            acks, self._pending_acks = self._pending_acks, []
-            rejects, self._pending_rejects = self._pending_rejects, set()
-        for gen, tag in acks:
-            if gen != generation:
-                continue
-            if (gen, tag) in rejects:
-                chan.basic_reject(tag, requeue=False)
-            else:
-                chan.basic_ack(tag)
-
-    def ack(self, deliveries: Sequence[Delivery]) -> int:
-        leases = self._pop_leases(deliveries)
-        if leases:
-            self._queue_acks(leases)
-        return len(leases)
-
-    def renew(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> list[bool]:
-        generation = self._con.generation
-        out = []
-        with self._state:
-            for d in deliveries:
-                lease = self._leases.get(d.token)
-                if lease is not None:
-                    out.append(lease.arrived.generation == generation and self._con.connected)
-                else:
-                    # another process's lease: it lasts while that process's connection does
-                    out.append(not d.token.startswith(self._nonce + "."))
-        return out

@@ -23,8 +23,11 @@ dead-letters it to level N-1 (level 0: the topic exchange
 with routing key = its delay in seconds as 28 dotted bits, then ``.`` and the
 queue's routing key; exchange N routes ``*.`` (27-N times) ``1.#`` to its queue and
 ``*.`` (27-N times) ``0.#`` on to exchange N-1. Every consumed queue is bound to
-``celery_delayed_delivery`` with ``#.<queue>``. Resolution: the delay is
-rounded up to whole seconds for the bits, and the first level queue's hold
+``celery_delayed_delivery`` with ``#.<queue>``; the exchange of a fanout or topic
+``task_queues`` entry is bound there as kombu binds it (:func:`bind_to_delays`), so a
+delayed message goes where an immediate one goes. Consumers declare the layout when
+they start (as Celery's worker does), producers before their first delayed message.
+Resolution: the delay is rounded up to whole seconds for the bits, and the first level queue's hold
 is shortened by the rounding through the message's ``expiration``, so a
 message usually arrives within milliseconds of its time (it can wait behind
 an older message of the same level: at most the rounding, < 1 s).
@@ -46,7 +49,7 @@ from typing import Any
 import amqp
 from amqp import exceptions as amqp_errors
 
-from ..declared import QueueSpec
+from ..declared import QueueSpec, exchange_route
 
 logger = logging.getLogger("celeriac.brokers.amqp")
 
@@ -54,6 +57,8 @@ LEVELS = 28
 MAX_DELAY = 2 ** LEVELS - 1
 DELAY_ENTRY = f"celery_delayed_{LEVELS - 1}"
 DELIVERY_EXCHANGE = "celery_delayed_delivery"
+#: the first word of a keyless fanout exchange's delay key (see :func:`exchange_key`)
+FANOUT_KEY = "celeriac-fanout"
 CATALOG = "celeriac.queue-catalog"
 DEAD_PREFIX = "celeriac.dead."
 
@@ -134,12 +139,54 @@ def _declare_spec(chan: amqp.Channel, spec: QueueSpec) -> bool:
 
 
 def bind_to_delays(chan: amqp.Channel, queue: str, spec: QueueSpec | None = None) -> None:
-    """Let delayed messages for routing key ``queue`` (and a ``task_queues`` entry's own
-    routing key, as kombu binds it) reach ``queue``."""
+    """Let delayed messages for routing key ``queue`` reach ``queue``, and those for a
+    ``task_queues`` entry's exchange reach it as kombu binds it: for a direct exchange
+    the queue under its routing key; for a fanout, topic or headers exchange the
+    exchange itself (``#.<routing key>``, or the key when it starts with ``#``) and the
+    queue to its exchange under that key, so the exchange picks the queues as it does
+    for an immediate message."""
     chan.exchange_declare(DELIVERY_EXCHANGE, "topic", durable=True, auto_delete=False)
     chan.queue_bind(queue, DELIVERY_EXCHANGE, routing_key=f"#.{queue}")
-    if spec is not None and spec.routing_key not in ("", queue):
-        chan.queue_bind(queue, DELIVERY_EXCHANGE, routing_key=f"#.{spec.routing_key}")
+    if spec is None or not spec.exchange:
+        return
+    if spec.exchange_type == "direct":
+        if spec.routing_key not in ("", queue):
+            chan.queue_bind(queue, DELIVERY_EXCHANGE, routing_key=f"#.{spec.routing_key}")
+        return
+    key = exchange_key(spec)
+    key = key if key.startswith("#") else f"#.{key}"
+    chan.exchange_declare(spec.exchange, spec.exchange_type, durable=spec.exchange_durable,
+                          auto_delete=False)
+    chan.exchange_bind(spec.exchange, DELIVERY_EXCHANGE, routing_key=key)
+    chan.queue_bind(queue, spec.exchange, routing_key=key)
+
+
+def delayed_key(specs: Mapping[str, QueueSpec], delivery_info: Any, queue: str) -> str:
+    """The routing key (after the delay bits) of a new delayed message for ``queue``:
+    where :func:`bind_to_delays` sends it is where an immediate one goes. Through an
+    exchange (:func:`..declared.exchange_route`): the route's key (a fanout: the key
+    of a queue bound to it, any reaches the exchange); else the queue's name."""
+    route = exchange_route(specs, delivery_info, queue)
+    if route is None:
+        return queue
+    exchange, key = route
+    bound = [s for s in specs.values() if s.exchange == exchange]
+    if bound and bound[0].exchange_type == "fanout":
+        return exchange_key(bound[0])
+    if not isinstance(delivery_info, Mapping) or delivery_info.get("exchange") != exchange:
+        return specs[queue].routing_key  # the listed queue's own key, as kombu sends it
+    return key
+
+
+def exchange_key(spec: QueueSpec) -> str:
+    """The key that binds a non-direct exchange to ``celery_delayed_delivery`` (after
+    ``#.``): kombu's, the queue's routing key; for a fanout queue without one of its own
+    (``routing_key`` defaults to the queue's name) ``celeriac-fanout.<exchange>``, so
+    the queue's ``#.<queue>`` binding, which takes back its own delayed give-backs, and
+    other fanouts never match it."""
+    if spec.exchange_type == "fanout" and spec.routing_key in ("", spec.name):
+        return f"{FANOUT_KEY}.{spec.exchange}"
+    return spec.routing_key
 
 
 def declare_delay_layout(chan: amqp.Channel, queue_type: str = "quorum") -> None:

@@ -148,8 +148,8 @@ def decode(raw: amqp.Message, queue: str) -> tuple[Message, Counters, int]:
     counters = Counters(_int(headers.get(DC)), _int(headers.get(LC)),
                         _float(headers.get(FD)))
     returns = _int(headers.get("x-delivery-count"))
-    for key in _BOOKKEEPING:
-        headers.pop(key, None)
+    for key in _BOOKKEEPING.intersection(headers):
+        del headers[key]
     info_raw = raw.delivery_info or {}
     exchange = str(info_raw.get("exchange") or "")
     routing_key = str(info_raw.get("routing_key") or queue)

@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl
 
 from ... import clock, retry
 from ...exceptions import ImproperlyConfigured, OperationalError
+from .forkgate import holding_locks
 
 logger = logging.getLogger("celeriac.sqlite")
 
@@ -41,7 +42,8 @@ _SYNC = {"durable": "FULL", "full": "FULL", "fast": "NORMAL", "normal": "NORMAL"
 
 def default_path() -> str:
     """The default database file: ``$CELERIAC_SQLITE_PATH``, else ./celeriac.sqlite3."""
-    return os.environ.get(ENV_PATH) or os.path.join(os.getcwd(), "celeriac.sqlite3")
+    path = os.environ.get(ENV_PATH) or "celeriac.sqlite3"
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -113,7 +115,8 @@ class Connections:
             conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 5000")
-            _use_wal(conn)
+            with holding_locks():  # switching to WAL takes the database's lock
+                _use_wal(conn)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             with transaction(conn, self.path):
                 for statement in self.schema.split(";"):
@@ -220,19 +223,21 @@ def _use_wal(conn: sqlite3.Connection, patience: float = 5.0) -> None:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection, path: str) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``; SQLite errors become OperationalError."""
-    locked_at = begin_immediate(conn, path)
-    try:
-        yield conn
-        if time.monotonic() - locked_at > LONG_TRANSACTION:
-            _run_long_callbacks(conn, path)
-        conn.execute("COMMIT")
-    except BaseException as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.Error):
-            raise OperationalError(f"sqlite {path}: {exc}") from exc
-        raise
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; SQLite errors become OperationalError.
+    A fork waits for it to end (:mod:`.forkgate`)."""
+    with holding_locks():
+        locked_at = begin_immediate(conn, path)
+        try:
+            yield conn
+            if time.monotonic() - locked_at > LONG_TRANSACTION:
+                _run_long_callbacks(conn, path)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise OperationalError(f"sqlite {path}: {exc}") from exc
+            raise
 
 
 def data_version(conn: sqlite3.Connection) -> int:

@@ -35,10 +35,9 @@ IN_PROCESS_POOLS = ("solo", "threads", "asyncio")
 #: Worker options :func:`start_worker` passes on (Celery's names where they exist).
 WORKER_OPTIONS = frozenset({"queues", "exclude_queues", "hostname", "beat",
                             "prefetch_multiplier", "setup_logs", "liveness_file",
-                            "poll_timeout"})
+                            "poll_timeout", "without_heartbeat"})
 #: Celery's WorkController switches for steps celeriac does not have: accepted, no effect.
-NO_SUCH_STEPS = frozenset({"without_heartbeat", "without_mingle", "without_gossip",
-                           "ready_callback"})
+NO_SUCH_STEPS = frozenset({"without_mingle", "without_gossip", "ready_callback"})
 
 test_worker_starting = Signal("test_worker_starting")
 test_worker_started = Signal("test_worker_started")
@@ -54,6 +53,8 @@ class TestWorkController(Worker):
         for name in NO_SUCH_STEPS:
             options.pop(name, None)
         options.setdefault("poll_timeout", 0.1)  # stops within 0.1 s of the block's end
+        # Celery's test worker runs without its heartbeat step: no worker-* events
+        options.setdefault("without_heartbeat", True)
         super().__init__(app, **options)
         self._on_started = threading.Event()
         self.failure: BaseException | None = None
