@@ -222,10 +222,24 @@ def time_left() -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
+def at_top() -> bool:
+    """No :func:`call` runs here and no :func:`quick` scope is open: a call made now would
+    be a top-level one with its own policy, so its first attempt may be made before
+    entering :func:`call` (a hot path's) and handed over with ``failed`` if it fails."""
+    return not _active.get() and _quick.get() is None
+
+
+def attempt_error(where: str, what: str, exc: BaseException,
+                  left: float | None = None) -> OperationalError:
+    """The error one attempt made inside another call raises (see :func:`call`)."""
+    return OperationalError(_failure(where, what, 1, exc, left))
+
+
 def call(operation: Callable[[], _T], policy: RetryPolicy, *,
          retry_on: tuple[type[BaseException], ...], what: str, where: str,
          on_retry: Callable[[BaseException, float], None] | None = None,
-         sleep: Callable[[float], None] = time.sleep) -> _T:
+         sleep: Callable[[float], None] = time.sleep,
+         failed: BaseException | None = None, started: float | None = None) -> _T:
     """Run ``operation``; on a ``retry_on`` error pause and retry by ``policy``.
 
     Raises :class:`OperationalError` ("<where>: <what> failed ...") when the
@@ -235,7 +249,9 @@ def call(operation: Callable[[], _T], policy: RetryPolicy, *,
     producer retries) makes a single attempt within the outer deadline, and
     the outer call's policy decides whether to try again. In a :func:`patient`
     scope, a call without a deadline waits out an outage instead of raising (see
-    the module docstring).
+    the module docstring). ``failed``: the first attempt was made already (where
+    :func:`at_top` was true, at monotonic time ``started``) and raised this ``retry_on``
+    error; the call goes on as if it had made that attempt itself.
     """
     if policy.timeout is None and _active.get():  # inside another call: one attempt, its deadline
         try:
@@ -247,7 +263,8 @@ def call(operation: Callable[[], _T], policy: RetryPolicy, *,
         policy = replace(policy, max_retries=1 if policy.max_retries is None
                          else min(1, policy.max_retries),
                          timeout=limit if policy.timeout is None else min(limit, policy.timeout))
-    deadline = None if policy.timeout is None else time.monotonic() + policy.timeout
+    begun = time.monotonic() if started is None else started
+    deadline = None if policy.timeout is None else begun + policy.timeout
     outer = _deadline.get()
     if outer is not None and (deadline is None or outer < deadline):
         deadline = outer
@@ -262,6 +279,9 @@ def call(operation: Callable[[], _T], policy: RetryPolicy, *,
         while True:
             attempts += 1
             try:
+                if failed is not None:
+                    first, failed = failed, None
+                    raise first
                 result = operation()
             except retry_on as exc:
                 if pauses is None:

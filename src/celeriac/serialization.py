@@ -94,8 +94,36 @@ def _json_hook(obj: dict[str, Any]) -> Any:
 _encoder = json.JSONEncoder(default=_json_default, ensure_ascii=True)
 
 
+def _one_shot_encoder() -> Callable[[Any, int], Any] | None:
+    """The C encoder ``_encoder.encode`` makes on every call, made once, without the
+    circular-reference markers (a shared dict would not be thread-safe); None where it
+    does not give ``_encoder``'s exact text (no C accelerator, another signature)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        found = make(None, _encoder.default, json.encoder.encode_basestring_ascii, None,
+                     _encoder.key_separator, _encoder.item_separator, False, False, True)
+        probe: Any = [1.5, float("inf"), -0.0, 10**20, "é\u2028\n", {"a": (None, True)}, {1: 2}]
+        if "".join(found(probe, 0)) != _encoder.encode(probe):
+            return None
+    except Exception:
+        return None
+    return found
+
+
+_fast_encode = _one_shot_encoder()
+
+
 def json_dumps(value: Any) -> str:
-    """Encode ``value`` as tagged JSON text."""
+    """Encode ``value`` as tagged JSON text (``_encoder``'s; anything the fast encoder
+    cannot take, a circular reference among them, is encoded by ``_encoder`` itself,
+    which raises its own errors)."""
+    if _fast_encode is not None:
+        try:
+            return "".join(_fast_encode(value, 0))
+        except Exception:  # the same call below raises Python's own error, or succeeds
+            pass
     return _encoder.encode(value)
 
 
@@ -143,11 +171,15 @@ def enable_all_serializers() -> None:
     _DISABLED.clear()
 
 
-register(
-    Serializer(
-        "json", JSON, "utf-8", lambda v: json_dumps(v).encode("utf-8"), json_loads
-    )
-)
+#: the ``json`` serializer as shipped (a project may register its own under that name)
+STOCK_JSON = Serializer("json", JSON, "utf-8", lambda v: json_dumps(v).encode("utf-8"),
+                        json_loads)
+register(STOCK_JSON)
+
+
+def stock_json() -> bool:
+    """True while ``json`` is :data:`STOCK_JSON` (its text is :func:`json_dumps`'s)."""
+    return _SERIALIZERS.get("json") is STOCK_JSON
 register(
     Serializer(
         "pickle",

@@ -92,5 +92,10 @@ def test_a_queue_only_consumed_is_in_the_catalog(rabbitmq_url: str,
     try:
         assert "only-consumed" in reader.queues()
         assert reader.stats("only-consumed").extra["consumers"] == 1
+        entries = reader.stats("celeriac.queue-catalog").ready
+        for _ in range(3):  # a worker whose slots stay busy stops and resumes consuming
+            broker.hold_back(["only-consumed"])
+            assert broker.receive(["only-consumed"], owner="w", limit=1, timeout=0.2) == []
+        assert reader.stats("celeriac.queue-catalog").ready == entries  # noted once
     finally:
         reader.close()

@@ -93,3 +93,62 @@ def test_after_noscript_only_the_commands_that_did_not_run_are_sent_again(
                            [first, second])
     assert replies == [1, 1]
     assert direct.execute("GET", a) == b"1" and direct.execute("GET", b) == b"1"
+
+
+def test_send_packed_reads_its_replies_and_raises_an_error_reply_after_all(
+        direct: Direct, key_prefix: str) -> None:
+    """The packed write of a plain ``delay()``: replies read with the connection's own
+    reader, an error raised once all were read, the stream in sync for ``pipeline``."""
+    from celeriac.brokers.redis.direct import pack
+
+    key = f"{key_prefix}packed"
+    assert direct.send_packed(pack([("LPUSH", key, "a"), ("LPUSH", key, "b")]), 2, 5.0) == [1, 2]
+    with pytest.raises(redis.ResponseError):
+        direct.send_packed(pack([("INCR", key), ("LPUSH", key, "c")]), 2, 5.0)
+    assert direct.execute("LLEN", key) == 3  # the second command ran
+    assert direct.pipeline([("LRANGE", key, 0, -1)]) == [[b"c", b"b", b"a"]]
+
+
+def test_send_packed_bounds_the_socket_then_pipeline_restores_it(direct: Direct) -> None:
+    """``send_packed`` leaves its bound on the socket for the next publish; any other call
+    puts the configured read timeout back (a consumer's wait is not cut to 0.25 s)."""
+    from celeriac.brokers.redis.direct import pack
+
+    direct.execute("PING")
+    conn = direct._connection()
+    configured = conn._sock.gettimeout()
+    assert configured is None or configured > 0.25
+    assert direct.send_packed(pack([("PING",)]), 1, 0.25) in ([b"PONG"], [True])
+    assert conn._sock.gettimeout() == 0.25
+    direct.execute("PING")
+    assert conn._sock.gettimeout() == configured
+
+
+def test_send_packed_after_a_dropped_connection_raises_then_reconnects(
+        direct: Direct, redis_url: str) -> None:
+    from celeriac.brokers.redis.direct import pack
+
+    ping = pack([("CLIENT", "ID")])
+    my_id = direct.send_packed(ping, 1, 5.0)[0]
+    killer = redis.Redis.from_url(redis_url)
+    assert killer.execute_command("CLIENT", "KILL", "ID", my_id) == 1
+    killer.close()
+    with pytest.raises(redis.ConnectionError):
+        direct.send_packed(ping, 1, 5.0)
+    assert direct.send_packed(ping, 1, 5.0)[0] != my_id
+
+
+def test_send_packed_without_hiredis_reads_through_redis_py(
+        direct: Direct, key_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without hiredis (the ``redis`` extra installs it) ``send_packed`` reads the replies
+    with redis-py's own parser: the same replies, the same error rule."""
+    from celeriac.brokers.redis import direct as module
+
+    monkeypatch.setattr(module, "_Reader", None)
+    direct.close()
+    key = f"{key_prefix}slow"
+    packed = module.pack([("LPUSH", key, "a"), ("LPUSH", key, "b")])
+    assert direct.send_packed(packed, 2, 5.0) == [1, 2]
+    with pytest.raises(redis.ResponseError):
+        direct.send_packed(module.pack([("INCR", key), ("LLEN", key)]), 2, 5.0)
+    assert direct.execute("LLEN", key) == 2

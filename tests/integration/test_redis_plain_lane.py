@@ -153,3 +153,43 @@ def test_calls_the_lane_cannot_express_take_the_normal_path(app: Celery,
     assert templates.publish_plain(app, echo, (), {}, None) is None
     echo.delay()
     assert raw.llen(f"{key_prefix}routed") == 1
+
+
+def test_a_plain_call_is_one_packed_write(app: Celery, raw: redis.Redis,
+                                          key_prefix: str, monkeypatch: Any) -> None:
+    """After the first call (which declares the queue), each plain ``delay()`` is one write
+    of its ``LPUSH`` (and the wake-up token) on the thread's raw connection."""
+    from celeriac.brokers.redis.direct import Direct
+
+    echo = app.tasks["lane.echo"]
+    echo.delay(0)
+    writes: list[tuple[bytes, int]] = []
+    real = Direct.send_packed
+
+    def send_packed(self: Direct, packed: bytes, count: int, bound: Any) -> Any:
+        writes.append((packed, count))
+        return real(self, packed, count, bound)
+
+    monkeypatch.setattr(Direct, "send_packed", send_packed)
+    ids = [echo.delay(i).id for i in range(1, 4)]
+    assert len(writes) == 3
+    assert all(packed.startswith(b"*3\r\n$5\r\nLPUSH\r\n") for packed, _ in writes)
+    stored = [json.loads(item)["headers"]["id"] for item in raw.lrange(f"{key_prefix}celery",
+                                                                         0, -1)]
+    assert stored[:3] == ids[::-1]
+
+
+def test_a_dropped_connection_is_retried_by_the_publish_policy(app: Celery, raw: redis.Redis,
+                                                               key_prefix: str) -> None:
+    """The lane's first attempt fails on a socket the server closed; the publish policy's
+    retry (the normal publish of the same text) stores it, once."""
+    echo = app.tasks["lane.echo"]
+    echo.delay(0)
+    direct = app.broker._connection()[3]  # type: ignore[attr-defined]
+    my_id = direct.execute("CLIENT", "ID")
+    assert raw.execute_command("CLIENT", "KILL", "ID", my_id) == 1
+    sent = echo.delay(1)
+    items = [json.loads(item)["headers"]["id"] for item in raw.lrange(f"{key_prefix}celery",
+                                                                        0, -1)]
+    assert items.count(sent.id) == 1
+    assert direct.execute("CLIENT", "ID") != my_id

@@ -206,3 +206,38 @@ def test_connection_on_a_broker_outside_the_database_is_refused(app: Celery) -> 
     with pytest.raises(ImproperlyConfigured, match="needs the PostgreSQL broker"):
         add.apply_async((1, 1), connection=object())
     assert app.broker.stats("celery").ready == 0
+
+
+def test_a_first_attempt_made_outside_counts_as_the_first() -> None:
+    """``failed=``: a hot path made the first attempt before entering ``call`` (see
+    ``retry.at_top``); the policy's retries and deadline go on from it."""
+    from celeriac.retry import at_top
+
+    assert at_top()
+    calls: list[float] = []
+    with pytest.raises(OperationalError, match=r"here: work failed after 3 attempts"):
+        call(failing(10, calls), RetryPolicy(max_retries=2, **NO_PAUSE), retry_on=(Flaky,),
+             what="work", where="here", failed=Flaky("first"))
+    assert len(calls) == 2  # the two retries; the first attempt was the caller's
+    calls.clear()
+    assert call(failing(0, calls), RetryPolicy(max_retries=2, **NO_PAUSE), retry_on=(Flaky,),
+                what="work", where="here", failed=Flaky("first")) == "done"
+    assert len(calls) == 1
+    # the deadline counts from the first attempt: none is left, so no retry is made
+    calls.clear()
+    with pytest.raises(OperationalError, match="deadline reached"):
+        call(failing(0, calls), RetryPolicy(max_retries=5, interval_start=0.01,
+                                            interval_step=0, timeout=0.05),
+             retry_on=(Flaky,), what="w", where="x", failed=Flaky("first"),
+             started=time.monotonic() - 1)
+    assert calls == []
+
+
+def test_inside_a_call_no_first_attempt_is_made_outside() -> None:
+    from celeriac.retry import at_top, quick
+
+    seen: list[bool] = []
+    call(lambda: seen.append(at_top()), RetryPolicy(), retry_on=(Flaky,), what="w", where="x")
+    with quick(1.0):
+        seen.append(at_top())
+    assert seen == [False, False] and at_top()

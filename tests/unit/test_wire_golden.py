@@ -374,3 +374,26 @@ def test_decompression_bomb_and_garbage_are_refused() -> None:
         parse_request(message, ACCEPT_JSON)
     with pytest.raises(ContentDisallowed):
         parse_request(message.with_headers(compression="application/x-rar"), ACCEPT_JSON)
+
+
+def test_a_circular_reference_is_refused_as_pythons_json_refuses_it() -> None:
+    """``json_dumps`` encodes with a C encoder made once, without the markers Python's
+    encoder makes per call; a circular value falls back to it, and its error."""
+    loop: list[Any] = [1]
+    loop.append(loop)
+    with pytest.raises(ValueError, match="Circular reference detected"):
+        json_dumps(loop)
+    shared = {"a": 1}
+    assert json_dumps([shared, shared, {"x": shared}]) == kombu_json.dumps(
+        [shared, shared, {"x": shared}])  # the same object twice is not a cycle
+
+
+def test_uuid4_text_is_a_random_uuid4() -> None:
+    from celeriac.messages import uuid4_text
+
+    ids = [uuid4_text() for _ in range(300)]  # more than one batch of 64
+    assert len(set(ids)) == 300
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122

@@ -90,6 +90,12 @@ class Task:
     queue: str | None = None
     priority: int | None = None
     expires: float | datetime | None = None
+    #: a task with pydantic arguments: how its calls are dumped (celeriac.app.registry)
+    _model_calls: Any = None
+    # per-task publish options a subclass may set (None: the call's or the setting's)
+    compression: str | None = None
+    routing_key: str | None = None
+    exchange: str | None = None
     throws: tuple[type[BaseException], ...] = ()
     send_events: bool = True
     trail: bool = True
@@ -186,7 +192,7 @@ class Task:
         kwargs = dict(kwargs or {})
         if self.typing:
             self._check_arguments(args, kwargs)
-        calls = getattr(self, "_model_calls", None)
+        calls = self._model_calls
         if calls is not None and options.get("serializer") != "pickle":
             args, kwargs = calls.dump_arguments(args, kwargs, bound=bool(self.bind))
         app = self.app

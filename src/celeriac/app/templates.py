@@ -22,17 +22,23 @@ Only brokers that store kombu's text envelope offer the lane
 from __future__ import annotations
 
 import base64
+import copy
 import json
-from dataclasses import dataclass
+from binascii import b2a_base64
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _quoted
+from operator import attrgetter, itemgetter
+from os import getpid
+from threading import get_ident
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from .. import hooks, signals
 from ..brokers.base import redact
 from ..messages import EMPTY_EMBED, HEADER_HEADROOM, saferepr, uuid4_text
+from ..retry import RetryPolicy, _failing, at_top, report_success
 from ..retry import call as retry_call
-from ..security.setup import uses_auth
-from ..serialization import dumps
+from ..serialization import AUTH_NAMES, dumps, json_dumps, stock_json
 from . import state as _state
 from .publish import PUBLISH_ERRORS, build_message, publish_policy, task_defaults, warn_retry
 
@@ -47,7 +53,17 @@ OPTIONS = ("queue", "priority", "expires", "time_limit", "soft_time_limit", "ser
 _ID, _TAG, _BODY = "\x00celeriac-id\x00", "\x00celeriac-tag\x00", "\x00celeriac-body\x00"
 _ARGS, _KWARGS = "\x00celeriac-args\x00", "\x00celeriac-kwargs\x00"
 _MARKERS = (_ID, _TAG, _BODY, _ARGS, _KWARGS)
-_KEEP = 256  # templates kept per app
+_KEEP = 256  # lanes kept per app
+_OPTIONS = attrgetter(*OPTIONS)
+_before, _after = signals.before_task_publish, signals.after_task_publish
+_AUTH = frozenset(AUTH_NAMES)
+#: a plain call's body is ``[args, kwargs, EMPTY_EMBED]``: the embed's text, made once
+_EMBED = json_dumps(EMPTY_EMBED)
+_SEND_TASK: dict[Any, bool] = {}  # send_task function -> is it Celery.send_task
+
+
+#: the names of the variable parts in a template's joiner, by marker index
+_NAMES = ("task_id", "tag", "body", "args", "kwargs")
 
 
 @dataclass(frozen=True)
@@ -59,58 +75,119 @@ class Template:
     slots: tuple[int, ...]
     target: Any  # the broker's rendering target (e.g. the list key), opaque here
     queue: str
+    #: ``join(task_id, tag, body, args, kwargs)``: the pieces and the values in order
+    join: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # one tuple display of constants and arguments, joined: a third of the cost of a
+        # ``%`` format of the ~1 kB text, which scans every character
+        parts = [repr(self.pieces[0])]
+        for slot, piece in zip(self.slots, self.pieces[1:], strict=True):
+            parts += [_NAMES[slot], repr(piece)]
+        source = f"lambda {', '.join(_NAMES)}: ''.join(({', '.join(parts)}))"
+        object.__setattr__(self, "join", eval(source, {"__builtins__": {}}))
 
     def text(self, task_id: str, body: str, args: str, kwargs: str) -> str:
-        values = (task_id, uuid4_text(), body, args, kwargs)
-        out = [self.pieces[0]]
-        for slot, piece in zip(self.slots, self.pieces[1:], strict=True):
-            out.append(values[slot])
-            out.append(piece)
-        return "".join(out)
+        return self.join(task_id, uuid4_text(), body, args, kwargs)
+
+
+@dataclass(frozen=True)
+class Lane:
+    """A task's template with what publishing it takes: the broker's packed publish
+    (``broker.pusher``, None where the broker has none) and the publish policy."""
+
+    template: Template
+    pusher: Any
+    policy: RetryPolicy
+    where: str
 
 
 def _lane_open(app: Celery, task: Task) -> bool:
     """Nothing about this call or app needs the normal path's extra steps."""
     conf = app.conf
     send = type(app).send_task  # a subclass's own send_task sees every call
-    if send.__module__ != __package__ + ".base" or send.__qualname__ != "Celery.send_task":
+    plain = _SEND_TASK.get(send)
+    if plain is None:
+        plain = _SEND_TASK[send] = (send.__module__ == __package__ + ".base"
+                                    and send.__qualname__ == "Celery.send_task")
+    if not plain:
         return False
-    return not (signals.before_task_publish._receivers or signals.after_task_publish._receivers
-                or hooks._interceptors or getattr(app, "_security", None) is not None
-                or conf.get("task_routes") or conf.get("task_send_sent_event") or uses_auth(conf)
-                or _state.get_current_worker_task() is not None
-                or getattr(task, "_model_calls", None) is not None)
+    accept = conf.get("accept_content")
+    return not (_before._receivers or _after._receivers or hooks._interceptors
+                or app.__dict__.get("_security") is not None
+                or conf.get("task_routes") or conf.get("task_send_sent_event")
+                or conf.get("security_seal") or (accept and not _AUTH.isdisjoint(accept))
+                or (_state._task_stack.get() and _state.get_current_worker_task() is not None)
+                or task._model_calls is not None)
 
 
-def _key(app: Celery, task: Task) -> tuple[Any, ...] | None:
-    values = tuple([getattr(task, name, None) for name in OPTIONS])
-    expires, serializer, compression = values[2], values[5], values[6]
-    conf = app.conf
-    if expires is not None or compression is not None or conf.get("task_compression"):
-        return None  # a per-call expiry header; a compressed body
-    if (serializer or conf.get("task_serializer")) != "json":
-        return None
-    return (task.name, values, app.thread_oid, conf.get("task_default_queue"),
-            conf.get("task_default_priority"), conf.get("task_serializer"),
-            conf.get("broker_publish_timeout"))
+#: the settings a lane depends on (with the task's options, the broker and the process)
+SETTINGS = ("task_default_queue", "task_default_priority", "task_serializer",
+            "task_compression", "broker_publish_timeout", "task_publish_retry",
+            "task_publish_retry_policy")
+_SETTINGS = itemgetter(*SETTINGS)
 
 
-def _template(app: Celery, task: Task, key: tuple[Any, ...]) -> Template | None:
-    templates: dict[Any, Template | None] = app.__dict__.setdefault("_plain_templates", {})
-    if key in templates:
-        return templates[key]
+def _key(app: Celery, task: Task) -> tuple[Any, ...]:
+    """Everything a task's lane depends on: the task's options, the settings the normal
+    path reads, the broker, the process (``reply_to``, ``origin``)."""
+    try:
+        settings = _SETTINGS(app.conf)
+    except KeyError:  # a setting deleted: read as None, as conf.get would
+        settings = tuple(app.conf.get(name) for name in SETTINGS)
+    return (_OPTIONS(task), settings, app._broker, getpid())
+
+
+def _lane(app: Celery, task: Task) -> Lane | None:
+    """The task's lane for this thread (built on first use and after any change of what
+    it depends on), None when its calls must take the normal path."""
+    lanes: dict[Any, tuple[tuple[Any, ...], Lane | None]] = (
+        app.__dict__.get("_plain_lanes") or app.__dict__.setdefault("_plain_lanes", {}))
+    key = _key(app, task)
+    place = (task.name, get_ident())
+    found = lanes.get(place)
+    if found is None or found[0] != key:
+        closed, lane = _new_lane(app, task, key)
+        if lane is None and not closed:
+            return None  # the queue is not declared yet (the normal path declares it)
+        if len(lanes) >= _KEEP:
+            lanes.clear()
+        # a policy dict changed in place must not look unchanged: keep a copy
+        found = lanes[place] = ((key[0], copy.deepcopy(key[1]), *key[2:]), lane)
+    return found[1]
+
+
+def _new_lane(app: Celery, task: Task, key: tuple[Any, ...]) -> tuple[bool, Lane | None]:
+    """(closed, lane): closed when the task's calls cannot take the lane with these
+    settings; no lane and not closed while the queue is not declared."""
+    expires, serializer, compression = key[0][2], key[0][5], key[0][6]
+    if expires is not None or compression is not None or app.conf.get("task_compression"):
+        return True, None  # a per-call expiry header; a compressed body
+    if (serializer or app.conf.get("task_serializer")) != "json":
+        return True, None
+    broker = app.broker
+    if getattr(broker, "publish_rendered", None) is None:
+        return True, None
+    template = _template(app, task)
+    if template is None:
+        return True, None
+    if not broker.declared(template.queue):  # type: ignore[attr-defined]
+        return False, None
+    pusher = getattr(broker, "pusher", None)
+    return False, Lane(template,
+                       pusher(template.target, template.queue) if pusher is not None else None,
+                       publish_policy(app), f"broker {redact(broker.url)}")
+
+
+def _template(app: Celery, task: Task) -> Template | None:
     options = task_defaults(task, {"task": task, "argsrepr": _ARGS, "kwargsrepr": _KWARGS})
     message, queue, not_before, priority = build_message(app, task.name or "", [], {}, _ID,
                                                          options)
-    found: Template | None = None
-    if not_before is None:
-        message = message.with_properties(delivery_tag=_TAG)
-        target, text = app.broker.render_envelope(message, queue, priority)  # type: ignore[attr-defined]
-        found = _cut(text, message, target, queue)
-    if len(templates) >= _KEEP:
-        templates.clear()
-    templates[key] = found
-    return found
+    if not_before is not None:
+        return None
+    message = message.with_properties(delivery_tag=_TAG)
+    target, text = app.broker.render_envelope(message, queue, priority)  # type: ignore[attr-defined]
+    return _cut(text, message, target, queue)
 
 
 def _cut(text: str, message: Any, target: Any, queue: str) -> Template | None:
@@ -134,28 +211,62 @@ def _cut(text: str, message: Any, target: Any, queue: str) -> Template | None:
     return Template(tuple(pieces), tuple(slots), target, queue)
 
 
+def _body(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """``dumps([list(args), kwargs, EMPTY_EMBED], "json")[0]``, with the embed's text
+    made once (while ``json`` is the stock serializer; errors are the normal path's)."""
+    if stock_json():
+        try:
+            return f"[{json_dumps(args)}, {json_dumps(kwargs) if kwargs else '{}'}, {_EMBED}]"\
+                .encode()
+        except Exception:
+            pass  # dumps raises the normal path's error
+    return dumps([list(args), kwargs, EMPTY_EMBED], "json")[0]
+
+
 def publish_plain(app: Celery, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any],
                   task_id: str | None) -> str | None:
     """Publish a plain call through its template; its task id, or None when the call
-    must take the normal path (nothing was published)."""
-    broker = app.broker
-    publish = getattr(broker, "publish_rendered", None)
-    if publish is None or not _lane_open(app, task):
+    must take the normal path (nothing was published).
+
+    The first attempt of a call made outside any other retrying call goes straight to
+    the broker's packed publish (``broker.pusher``) with the publish deadline as its
+    socket bound; a failure, or a call inside another, goes through
+    :func:`celeriac.retry.call` with the same policy (the first attempt counted)."""
+    if not _lane_open(app, task):
         return None
-    key = _key(app, task)
-    template = _template(app, task, key) if key is not None else None
-    if template is None or not broker.declared(template.queue):  # type: ignore[attr-defined]
+    lane = _lane(app, task)
+    if lane is None:
         return None
-    body = dumps([list(args), kwargs, dict(EMPTY_EMBED)], "json")[0]
+    body = _body(args, kwargs)
     limit = app.conf.get("task_message_max_size")
     if limit and len(body) + HEADER_HEADROOM >= limit:  # measured by the normal path
         return None
-    task_id = task_id or uuid4_text()
-    text = template.text(_quoted(task_id)[1:-1], base64.b64encode(body).decode("ascii"),
-                         _quoted(saferepr(args))[1:-1], _quoted(saferepr(kwargs))[1:-1])
+    template = lane.template
+    if task_id is None:
+        task_id = quoted_id = uuid4_text()
+    else:
+        quoted_id = _quoted(task_id)[1:-1]
+    text = template.join(quoted_id, uuid4_text(), b2a_base64(body, newline=False).decode(),
+                         _quoted(saferepr(args))[1:-1],
+                         _quoted(saferepr(kwargs))[1:-1] if kwargs else "{}")
+    failed: BaseException | None = None
+    started = monotonic()
+    if lane.pusher is not None and at_top():
+        try:
+            lane.pusher.push(text.encode(), lane.policy.timeout)
+        except PUBLISH_ERRORS as exc:
+            failed = exc
+        else:
+            if _failing:
+                report_success(lane.where)
+            return task_id
     retries = [0]
-    retry_call(lambda: publish(template.target, template.queue, text),
-               publish_policy(app), retry_on=PUBLISH_ERRORS,
-               what=f"publish of {task.name}[{task_id}]", where=f"broker {redact(broker.url)}",
+    broker = app.broker
+    publish = broker.publish_rendered  # type: ignore[attr-defined]
+    if not broker.declared(template.queue):  # type: ignore[attr-defined]
+        return None  # a broker without a pusher: checked on every call
+    retry_call(lambda: publish(template.target, template.queue, text), lane.policy,
+               retry_on=PUBLISH_ERRORS, what=f"publish of {task.name}[{task_id}]",
+               where=lane.where, failed=failed, started=started,
                on_retry=lambda exc, pause: warn_retry(template.queue, exc, pause, retries))
     return task_id

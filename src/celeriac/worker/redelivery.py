@@ -63,7 +63,7 @@ class DoneBefore:
         if not (delivery.redelivered or delivery.lost_count):
             return False
         backend = self.app.backend
-        if (backend is None or backend.wants_reply_to or task.ignore_result
+        if (backend is None or getattr(backend, "wants_reply_to", False) or task.ignore_result
                 or request.ignore_result or request.callbacks or request.errbacks
                 or request.chain or request.chord
                 or any(getattr(type(task), h) is not getattr(Task, h) for h in _HOOKS)):

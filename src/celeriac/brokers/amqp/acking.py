@@ -92,32 +92,20 @@ class Acking:
         return sum(1 for lease in leases if lease.arrived.generation == generation)
 
     def _flush_acks(self, chan: amqp.Channel) -> None:
-        """Send the queued acks and rejects of this connection: in one socket write on
-        TCP, the acks below every delivery still unsettled as one ``multiple`` ack."""
+        """Send the queued acks and rejects of this generation (:func:`.frames.settle`:
+        one write, one ``multiple`` ack below every delivery still unsettled)."""
         generation = self._con.generation
         with self._state:
             acks, self._pending_acks = self._pending_acks, []
             rejects, self._pending_rejects = self._pending_rejects, set()
-            if acks and frames.usable(chan.connection):
-                unsettled = [a.tag for a in itertools.chain(
-                    self._arrived, self._recount, (lease.arrived for lease in
-                                                   self._leases.values()))
-                             if a.generation == generation]
-        if acks and frames.usable(chan.connection):
-            now = [tag for gen, tag in acks if gen == generation]
-            reject = {tag for gen, tag in rejects if gen == generation}
-            if now:
-                frames.send(chan.connection, frames.ack_frames(  # never past a reject
-                    chan.channel_id, [t for t in now if t not in reject],
-                    [t for t in now if t in reject], min([*unsettled, *reject], default=None)))
-            return
-        for gen, tag in acks:
-            if gen != generation:
-                continue
-            if (gen, tag) in rejects:
-                chan.basic_reject(tag, requeue=False)
-            else:
-                chan.basic_ack(tag)
+            held = [a.tag for a in itertools.chain(
+                self._arrived, self._recount, (lease.arrived for lease in self._leases.values()))
+                if a.generation == generation] if acks else []
+        tags = [tag for gen, tag in acks if gen == generation]
+        reject = {tag for gen, tag in rejects if gen == generation}
+        if tags:
+            frames.settle(chan, [t for t in tags if t not in reject],
+                          [t for t in tags if t in reject], min([*held, *reject], default=None))
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         leases = self._pop_leases(deliveries)

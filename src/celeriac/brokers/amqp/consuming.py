@@ -159,8 +159,11 @@ class Consuming(Acking):
         elif needed * NARROW_BELOW <= self._prefetch:  # the caller asks for far fewer now
             self._narrow(chan, needed, limit)
         new = [q for q in queues if q not in self._consuming]
-        if new:  # listed in the catalog; the delay layout Celery clients publish into
-            admin.register_consumed(chan, new, self.delay_queue_type)
+        catalogued: set[tuple[int, str]] = getattr(self, "_catalogued", set())  # once each
+        fresh = [q for q in new if (self._con.generation, q) not in catalogued]
+        if fresh:  # listed in the catalog; the delay layout Celery clients publish into
+            admin.register_consumed(chan, fresh, self.delay_queue_type)
+            self._catalogued = catalogued | {(self._con.generation, q) for q in fresh}
         for queue in new:
             spec = self._specs.get(queue)
             if queue not in self._foreign and not topology.declare_task_queue(

@@ -321,6 +321,23 @@ def ack_frames(channel: int, acks: Iterable[int], rejects: Iterable[int] = (),
     return b"".join(out)
 
 
+def settle(chan: amqp.Channel, acks: list[int], rejects: list[int],
+           unsettled_below: int | None) -> None:
+    """Acknowledge ``acks`` and reject (no requeue) ``rejects`` on ``chan``: in one write
+    (:func:`ack_frames`) on plain TCP, else one py-amqp call each. Nothing is sent on a
+    channel the server closed: it requeued what the channel held."""
+    if not chan.is_open:
+        return
+    conn = chan.connection
+    if conn is not None and usable(conn):
+        send(conn, ack_frames(chan.channel_id, acks, rejects, unsettled_below))
+        return
+    for tag in acks:
+        chan.basic_ack(tag)
+    for tag in rejects:
+        chan.basic_reject(tag, requeue=False)
+
+
 def send(conn: amqp.Connection, data: bytes) -> None:
     """Write rendered frames on ``conn`` (its users hold the link's lock)."""
     conn.transport.write(data)

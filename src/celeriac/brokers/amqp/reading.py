@@ -150,21 +150,23 @@ def _content_end(buf: bytes, off: int, channel: int) -> int | None:
     return off
 
 
-def _deliver(conn: amqp.Connection, buf: bytes, off: int, end: int, channel: int) -> int:
-    """Hand the delivery whose method frame ends at ``end`` to its callback; returns the
-    offset after it, ``-1``: not handled here (pass it on), 0: incomplete."""
+def _deliver(conn: amqp.Connection, buf: bytes, off: int, end: int,
+             channel: int) -> tuple[int, Callable[[Any], None] | None, Delivered | None]:
+    """The delivery whose method frame ends at ``end``: ``(offset after it, its consumer's
+    callback, the delivery)``; offset ``-1``: not handled here (pass it on), 0: not
+    complete in ``buf`` yet."""
     stop = _content_end(buf, end + 1, channel)
     if stop is None:
-        return 0
+        return 0, None, None
     if stop < 0:
-        return -1
+        return -1, None, None
     chan = conn.channels.get(channel) if conn.channels else None
     pos = off + 11
     tag_len = buf[pos]
     consumer_tag = buf[pos + 1:pos + 1 + tag_len].decode("utf-8", "surrogatepass")
     callback = chan.callbacks.get(consumer_tag) if chan is not None else None
     if callback is None:
-        return -1
+        return -1, None, None
     pos += 1 + tag_len
     delivery_tag = _U64.unpack_from(buf, pos)[0]
     redelivered = bool(buf[pos + 8] & 1)
@@ -180,10 +182,10 @@ def _deliver(conn: amqp.Connection, buf: bytes, off: int, end: int, channel: int
         pos += 8 + length
     body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
     conn.bytes_recv += 1
-    callback(Delivered(props, {"consumer_tag": consumer_tag, "delivery_tag": delivery_tag,
-                               "redelivered": redelivered, "exchange": exchange,
-                               "routing_key": routing_key}, body, chan))
-    return stop
+    return stop, callback, Delivered(
+        props, {"consumer_tag": consumer_tag, "delivery_tag": delivery_tag,
+                "redelivered": redelivered, "exchange": exchange, "routing_key": routing_key},
+        body, chan)
 
 
 def _dispatch(conn: amqp.Connection, deliveries: bool,
@@ -202,11 +204,12 @@ def _dispatch(conn: amqp.Connection, deliveries: bool,
             if kind == 1 and size >= 4:
                 cls, method = _SIG.unpack_from(buf, off + 7)
                 if cls == 60 and method == 60 and deliveries:
-                    stop = _deliver(conn, buf, off, end, channel)
+                    stop, callback, delivered = _deliver(conn, buf, off, end, channel)
                     if stop == 0:
                         break
-                    if stop > 0:
-                        off, done = stop, done + 1
+                    if callback is not None:
+                        off, done = stop, done + 1  # consumed even if the callback raises
+                        callback(delivered)
                         continue
                 elif cls == 60 and method in (80, 120) and confirms is not None \
                         and channel == confirms[0]:

@@ -4,7 +4,8 @@ Key layout: :mod:`.broker`. A batch is one plain pipeline (LPUSH / ZADD, kombu's
 bindings for queues this instance has not declared yet, wake-up tokens). One
 ready message to a queue this instance already declared (every ``delay()`` after
 the first) is its ``LPUSH`` and the wake-up token's: one round trip, no script to
-run (a plain ``delay()`` renders its text from a template, :mod:`celeriac.app.templates`).
+run (a plain ``delay()`` renders its text from a template, :mod:`celeriac.app.templates`,
+and writes it packed once, :mod:`.pushing`).
 A wake list over its cap means no consumer waits: the token is left out for 10 ms,
 then pushed again with an ``LTRIM`` back to the cap (:meth:`RedisPublishing.publish_rendered`).
 """
@@ -25,14 +26,13 @@ from ..base import Publish
 from . import scripts as redis_scripts
 from .bookkeeping import SEP
 from .durability import wait_command
+from .pushing import QUIET_WAKE, Pusher
 
 if TYPE_CHECKING:
     from .client import Connection
 
 _CHUNK = 1000
 _T = TypeVar("_T")
-#: seconds a publish leaves the wake-up token out after finding the wake list full
-QUIET_WAKE = 0.01
 ETA = "\x00eta\x00"  # marks the staged _celeriac.eta.<queue> entries (never a queue name)
 
 
@@ -84,6 +84,11 @@ class RedisPublishing:
         """True once this instance wrote the queue's bindings and no replica wait is asked
         for (:meth:`publish_rendered` may then be used for it alone)."""
         return queue in self._declared and wait_command(self.options) is None
+
+    def pusher(self, key: str, queue: str) -> Pusher | None:
+        """The packed publish to ready list ``key`` (from :meth:`render_envelope`) of a
+        :meth:`declared` queue, None while it is not (:mod:`.pushing`)."""
+        return Pusher(self, key, queue) if self.declared(queue) else None
 
     def render_envelope(self, message: Message, queue: str,
                         priority: int | None) -> tuple[str, str]:
