@@ -128,8 +128,15 @@ def json_dumps(value: Any) -> str:
 
 
 def json_loads(text: str | bytes) -> Any:
-    """Decode tagged JSON text."""
-    return json.loads(text, object_hook=_json_hook)
+    """Decode tagged JSON text. Text with no ``__type__`` key (none spelled out, no
+    ``\\u`` escape that could spell one) is decoded without the per-object hook: a
+    task's body almost always, and the hook is a Python call for every object."""
+    if isinstance(text, str):
+        plain = "__type__" not in text and "\\u" not in text
+    else:
+        plain = (b"__type__" not in text and b"\\u" not in text  # UTF-16/32: the hook
+                 and b"\x00" not in text[:4] and text[:1] not in (b"\xff", b"\xfe"))
+    return json.loads(text) if plain else json.loads(text, object_hook=_json_hook)
 
 
 @dataclass(frozen=True)

@@ -397,3 +397,15 @@ def test_uuid4_text_is_a_random_uuid4() -> None:
         parsed = uuid.UUID(text)
         assert str(parsed) == text and parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-32", "utf-16-le"])
+def test_tagged_values_decode_from_every_json_encoding(encoding: str) -> None:
+    """``json_loads`` skips its per-object hook for text without a ``__type__`` key; a
+    tag spelled with escapes, or text in UTF-16/32, still goes through it."""
+    value = [dt.date(2024, 1, 2), {"plain": 1}, "\u00e9"]
+    text = json_dumps(value)
+    assert json_loads(text.encode(encoding)) == value
+    escaped = '{"\\u005f_type__": "uuid", "__value__": {"hex": "0000000000000000000000000000000a"}}'
+    assert json_loads(escaped.encode(encoding)) == uuid.UUID(int=10)
+    assert json_loads('[1, {"a": "\\u00e9"}]'.encode(encoding)) == [1, {"a": "\u00e9"}]
