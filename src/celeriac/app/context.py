@@ -15,13 +15,19 @@ _FIELDS: dict[str, Any] = {
     "argsrepr": None, "kwargsrepr": None, "task": None, "lang": "py",
 }
 
+#: the fields whose default is a (mutable) empty dict
+_MUTABLE = tuple(k for k, v in _FIELDS.items() if isinstance(v, dict))
+assert all(not _FIELDS[k] for k in _MUTABLE)  # empty: a new {} is their copy
+
 
 class Context:
     """Attribute bag with Celery's request fields; unknown attributes read as None."""
 
     def __init__(self, *args: dict[str, Any], **kwargs: Any) -> None:
-        self.__dict__.update({k: (v.copy() if isinstance(v, dict) else v)
-                              for k, v in _FIELDS.items()})
+        fields = self.__dict__
+        fields.update(_FIELDS)
+        for key in _MUTABLE:  # each request its own dicts
+            fields[key] = {}
         for mapping in args:
             self.update(mapping)
         self.update(kwargs)

@@ -149,9 +149,19 @@ DELIVERY_INFO: dict[str, Check] = {
 
 
 def check_all(prefix: str, values: Mapping[str, Any], checks: Mapping[str, Check]) -> None:
+    labels = _LABELS.get((prefix, id(checks)))
+    if labels is None:  # "prefix.name" for each check, made once per (prefix, checks)
+        labels = {name: f"{prefix}.{name}" for name in checks}
+        if len(_LABELS) < _LABELS_KEPT:  # the message's own fields; not every signature's
+            _LABELS[(prefix, id(checks))] = labels
     for name, check in checks.items():
         if name in values:
-            check(f"{prefix}.{name}", values[name])
+            check(labels.get(name) or f"{prefix}.{name}", values[name])
+
+
+#: (prefix, id of a checks mapping: module constants) -> name -> label
+_LABELS: dict[tuple[str, int], dict[str, str]] = {}
+_LABELS_KEPT = 16
 
 
 def headers(values: Mapping[str, Any]) -> None:
