@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -68,6 +67,8 @@ from . import sql
 from .broadcast import PostgresBroadcast
 from .db import Database, Handle, parse_url
 from .enqueue import publish_on, shares_database
+from .settling import PostgresSettling, lease_params, leased
+from .settling import tagged as _tagged
 from .slots import PostgresSlots
 
 _CHUNK = 5000
@@ -86,25 +87,7 @@ class _Idle:
     channels: list[str] = field(default_factory=list)
 
 
-def _token_ok(token: str) -> bool:
-    try:
-        uuid.UUID(token)
-        return True
-    except (ValueError, TypeError, AttributeError):
-        return False
-
-
-def _tagged(deliveries: Iterable[Delivery]) -> tuple[list[int], list[str], list[Delivery]]:
-    ids, tokens, kept = [], [], []
-    for d in deliveries:
-        if d.tag.isdigit() and _token_ok(d.token):
-            ids.append(int(d.tag))
-            tokens.append(d.token)
-            kept.append(d)
-    return ids, tokens, kept
-
-
-class PostgresBroker(PostgresSlots, Broker):
+class PostgresBroker(PostgresSlots, PostgresSettling, Broker):
     """Messages in a PostgreSQL table, leased with ``FOR UPDATE SKIP LOCKED``."""
 
     schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres")
@@ -194,26 +177,12 @@ class PostgresBroker(PostgresSlots, Broker):
     # -- consuming ------------------------------------------------------------------
     def _lease(self, acks: Sequence[Delivery], queues: list[str], owner: str,
                limit: int) -> tuple[int, list[Delivery], int]:
-        ids, tokens, _ = _tagged(acks)
-        rows = self.db.execute("ack_and_lease", {
-            "ack_ids": ids, "ack_tokens": tokens, "queues": queues, "limit": limit,
-            "owner": owner, "lease_seconds": self.lease_seconds})
-        acked = changed = 0
-        got: list[tuple[Any, ...]] = []
-        for row in rows:
-            if row[0] is None:
-                acked, changed = row[5], row[6]
-            else:
-                got.append(row)
-        got.sort(key=lambda r: (r[2], r[0]))
+        rows = self.db.execute("ack_and_lease", lease_params(acks, queues, owner, limit,
+                                                             self.lease_seconds))
+        acked, got, changed = leased(rows, owner)
         if acked:
             self.db.maintenance.note(acked)
-        return acked, [Delivery(message=parse_envelope(env), queue=queue, tag=str(mid),
-                                token=token, owner=owner, redelivered=count > 1,
-                                delivery_count=count, lost_count=lost, lease_expires=expires,
-                                published_at=published)
-                       for mid, queue, _prio, env, token, count, lost, expires, published
-                       in got], changed
+        return acked, got, changed
 
     def _channels(self, queues: list[str]) -> list[str]:
         channels = [sql.channel(self.schema, "q", q) for q in queues]
@@ -232,6 +201,10 @@ class PostgresBroker(PostgresSlots, Broker):
         if key not in states:
             states[key] = _Idle(channels=self._channels(queues))
         return states[key]
+
+    def _forget_idle(self, queues: list[str]) -> None:
+        """The next receive of ``queues`` on this thread queries (a lease ran elsewhere)."""
+        self._idle(queues).seen = ()
 
     def receive(self, queues: Sequence[str], *, owner: str, limit: int = 1,
                 timeout: float = 1.0) -> list[Delivery]:
