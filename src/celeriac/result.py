@@ -6,8 +6,10 @@ Celery users write (``celery.result``).
 
 from __future__ import annotations
 
-from .results.async_result import AsyncResult, EagerResult, ResultBase, assert_will_not_block
+from .results.async_result import AsyncResult, EagerResult, ResultBase
+from .results.blocking import allow_join_result, assert_will_not_block, denied_join_result
 from .results.group import GroupResult, ResultSet, result_from_tuple
 
 __all__ = ["AsyncResult", "EagerResult", "GroupResult", "ResultBase", "ResultSet",
-           "assert_will_not_block", "result_from_tuple"]
+           "allow_join_result", "assert_will_not_block", "denied_join_result",
+           "result_from_tuple"]

@@ -276,6 +276,16 @@ def test_redis_child_killed_during_outage(tmp_path: Path, redis_server: OwnRedis
     assert "Traceback" not in log, log
 
 
+def skips(log: str) -> int:
+    """Redelivered messages acknowledged without running (their outcome was stored)."""
+    return log.count("is already stored: acknowledged without running it again")
+
+
+def already_done(proj: Project) -> int:
+    replies = proj.app.control.inspect(timeout=2.0).stats() or {}
+    return sum(int(r.get("prefetch", {}).get("already_done", 0)) for r in replies.values())
+
+
 @pytest.mark.timeout(300)
 def test_rabbitmq_outage_under_load(tmp_path: Path, redis_server: OwnRedis) -> None:
     """On RabbitMQ a lease is the consumer's connection: when the node goes down every
@@ -304,13 +314,18 @@ def test_rabbitmq_outage_under_load(tmp_path: Path, redis_server: OwnRedis) -> N
                 wait_until(lambda: done(results) == 300, timeout=120, interval=0.5,
                            what=f"all results (log:\n{worker.log[-3000:]})")
                 assert worker.alive(), worker.log
+                # inspect stats counts them (summed over the prefork children)
+                counted = wait_until(lambda: already_done(proj) == skips(worker.log) > 0,
+                                     timeout=30, interval=0.5,
+                                     what="prefetch.already_done in inspect stats")
+                assert counted
                 log = worker.log
     finally:
         rabbit.close()
     ran = collections.Counter(line.split()[0] for line in read_lines(runs))
     assert set(ran) == {r.id for r in results}
     duplicates = sum(n - 1 for n in ran.values())
-    skipped = log.count("is already stored: acknowledged without running it again")
+    skipped = skips(log)
     print(f"\nrabbitmq outage: duplicate runs={duplicates}, redelivered but not run again="
           f"{skipped}")
     print("\n".join(line for line in log.splitlines() if "INFO/" not in line))

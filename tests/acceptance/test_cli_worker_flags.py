@@ -23,9 +23,14 @@ from workerproc import Project, project, wait_until
 
 PROJ = """
     import os
-    from celeriac import Celery
+    from celeriac import Celery, signals
 
     app = Celery("proj")
+
+
+    @signals.celeryd_init.connect
+    def configure_worker(conf=None, **kwargs):
+        conf.timezone = "Asia/Tokyo"  # changed in the worker's main process only
 
 
     @app.task
@@ -41,6 +46,11 @@ PROJ = """
     @app.task
     def default_queue():
         return app.conf.task_default_queue
+
+
+    @app.task
+    def zone():
+        return str(app.conf.timezone)
 """
 
 EXTRA = """
@@ -92,6 +102,9 @@ def test_spawned_children_get_config_and_included_modules(proj: Project) -> None
         assert app.send_task("proj.default_queue", queue="from_config").get(timeout=60) \
             == "from_config"
         assert app.send_task("extra.mul", (3, 3), queue="from_config").get(timeout=60) == 9
+        # a setting changed in the supervisor (a celeryd_init handler) reaches the child,
+        # as a forked child inherits it
+        assert app.send_task("proj.zone", queue="from_config").get(timeout=60) == "Asia/Tokyo"
     finally:
         proc.terminate()
         proc.wait(60)

@@ -99,3 +99,26 @@ def test_a_queue_only_consumed_is_in_the_catalog(rabbitmq_url: str,
         assert reader.stats("celeriac.queue-catalog").ready == entries  # noted once
     finally:
         reader.close()
+
+
+def test_a_publish_the_server_refused_leaves_a_confirming_publisher(rabbitmq_url: str) -> None:
+    """RabbitMQ closes the publishing channel on a refused publish (here: to a queue's
+    dead-letter exchange that does not exist). py-amqp would reopen it in place without
+    publisher confirms, and the next ``publish`` would wait for a confirm that never
+    comes (its whole 30 s deadline); a new channel in confirm mode is opened instead."""
+    import amqp
+
+    broker = AMQPBroker(rabbitmq_url, options={"task_queues": [
+        {"name": "to-nowhere", "queue_arguments": {"x-dead-letter-exchange": "no-such-dlx"}}]})
+    try:
+        with pytest.raises(amqp.exceptions.NotFound):
+            broker.dead_letter_message(task_message("t.x", "lost", (), {}), "to-nowhere",
+                                       "test")
+        started = time.monotonic()
+        broker.publish(task_message("t.x", "after", (), {}), Q)  # returns once confirmed
+        assert time.monotonic() - started < 15  # not the 30 s wait for a lost confirm
+        [d] = broker.receive([Q], owner="w", limit=1, timeout=5.0)
+        assert d.message.task_id == "after"
+        assert broker.ack([d]) == 1
+    finally:
+        broker.close()

@@ -200,3 +200,18 @@ def test_publish_returns_once_confirmed_and_a_nack_raises(make: Maker,
     with pytest.raises(OperationalError, match=r"basic\.nack"):
         capped.publish(message(101), "capped")
     assert depth(raw, "capped") == 1
+
+
+def test_heartbeats_flow_through_the_fast_reader(make: Maker) -> None:
+    """With AMQP heartbeats on (1 s), an idle consumer reading through :mod:`.reading`
+    keeps its connection: the server's heartbeats reach py-amqp and ours go out."""
+    broker = make(heartbeat=1)
+    assert broker.receive([Q], owner="w", timeout=0.2) == []
+    generation = broker._con.generation
+    for _ in range(8):  # 4 s: RabbitMQ closes a silent connection after 2 to 3 s
+        assert broker.receive([Q], owner="w", timeout=0.5) == []
+    assert broker._con.generation == generation
+    make().publish(message(1), Q)
+    got = take(broker, 1)
+    assert got[0].message.task_id == "task-1" and broker.ack(got) == 1
+    assert broker._con.generation == generation

@@ -231,28 +231,28 @@ def test_producer_killed_between_insert_and_commit(app: Celery, tmp_path: Path) 
     name = f"celeriac-killed-{uuid.uuid4().hex[:8]}"
     script = tmp_path / "producer.py"
     script.write_text(PRODUCER)
-    proc = subprocess.Popen([sys.executable, str(script), app.broker_url,
-                             f"{BASE}?application_name={name}"], stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "inserted"
-        with psycopg.connect(BASE, autocommit=True) as conn:
-            [(state,)] = conn.execute("SELECT state FROM pg_stat_activity WHERE "
-                                      "application_name = %s", (name,)).fetchall()
-            assert state == "idle in transaction"
-            assert waiting(app) == 0
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-            deadline = time.monotonic() + 10
-            while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE "
-                               "application_name = %s", (name,)).fetchone()[0]:
-                assert time.monotonic() < deadline, "the killed producer's session lingers"
-                time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    with subprocess.Popen([sys.executable, str(script), app.broker_url,
+                           f"{BASE}?application_name={name}"], stdout=subprocess.PIPE,
+                          text=True) as proc:  # closes its stdout pipe on the way out
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "inserted"
+            with psycopg.connect(BASE, autocommit=True) as conn:
+                [(state,)] = conn.execute("SELECT state FROM pg_stat_activity WHERE "
+                                          "application_name = %s", (name,)).fetchall()
+                assert state == "idle in transaction"
+                assert waiting(app) == 0
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+                deadline = time.monotonic() + 10
+                while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE "
+                                   "application_name = %s", (name,)).fetchone()[0]:
+                    assert time.monotonic() < deadline, "the killed producer's session lingers"
+                    time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
     assert waiting(app) == 0
     assert received_ids(app, timeout=0.3) == []
 

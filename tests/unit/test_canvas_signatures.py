@@ -158,3 +158,19 @@ def test_signature_is_a_plain_dict_for_json(app: Celery) -> None:
     decoded = json.loads(json.dumps(sig))
     again = Signature.from_dict(decoded, app=app)
     assert again == sig and again.options["link"][0]["task"] == "tasks.add"
+
+
+def test_group_skew_spreads_countdowns_like_celery(app: Celery) -> None:
+    """Celery's ``group.skew`` (canvas guide: ``add.chunks(...).group().skew(start=1,
+    stop=10)()``): countdowns start, start + step... up to stop, then stop repeated."""
+    add = app.tasks["tasks.add"]
+    g = group(add.s(i, i) for i in range(12))
+    assert g.skew(start=1, stop=10) is g
+    assert [t["options"]["countdown"] for t in g.tasks] == [*range(1, 11), 10, 10]
+    half = group(add.s(i, i) for i in range(5)).skew(start=0, stop=1, step=0.5)
+    assert [t["options"]["countdown"] for t in half.tasks] == [0, 0.5, 1, 1, 1]
+    pairs = [(i, i) for i in range(20)]
+    chunked = add.chunks(pairs, 10).group().skew(start=1, stop=10)
+    assert [t["options"]["countdown"] for t in chunked.tasks] == [1, 2]
+    wire = json.loads(json.dumps(chunked))  # survives the message (a header, a chain step)
+    assert [t["options"]["countdown"] for t in wire["kwargs"]["tasks"]] == [1, 2]

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -563,3 +564,40 @@ def test_bugreport_names_versions_and_masks_secrets() -> None:
     assert "transport:redis" in text
     assert "task_default_queue: 'reports'" in text
     assert "hunter2" not in text
+
+
+def test_task_annotations_set_task_attributes_at_finalize() -> None:
+    """Celery's First steps: ``task_annotations = {'tasks.add': {'rate_limit': '10/m'}}``
+    (it was accepted without effect). By name, then ``'*'``; objects with ``annotate``."""
+    from celeriac.exceptions import ImproperlyConfigured
+
+    class SlowOnes:
+        def annotate(self, task: Any) -> dict[str, Any] | None:
+            return {"time_limit": 30} if task.name.endswith("slow") else None
+
+    app = Celery("anno", broker="memory://", set_as_current=False)
+    app.conf.task_annotations = [SlowOnes(), {"anno.add": {"rate_limit": "10/m"},
+                                              "*": {"acks_on_failure_or_timeout": False}}]
+
+    @app.task(name="anno.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="anno.slow")
+    def slow() -> None:
+        return None
+
+    app.finalize()
+    assert add.rate_limit == "10/m" and slow.rate_limit is None
+    assert slow.time_limit == 30 and add.time_limit is None
+    assert add.acks_on_failure_or_timeout is False and slow.acks_on_failure_or_timeout is False
+
+    refused = Celery("anno2", broker="memory://", set_as_current=False)
+    refused.conf.task_annotations = {"*": {"@__call__": lambda fun, *a, **kw: fun(*a, **kw)}}
+
+    @refused.task
+    def other() -> None:
+        return None
+
+    with pytest.raises(ImproperlyConfigured, match="method annotations"):
+        refused.finalize()

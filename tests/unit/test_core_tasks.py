@@ -842,3 +842,34 @@ def test_bad_messages_are_dead_lettered_and_the_worker_carries_on(
     assert outcome.retval == "ran" and good.get(timeout=1) == "ran"
     [dead] = app.broker.dead_letters("celery")
     assert dead.reason.startswith(reason) and dead.message.task_id == message.task_id
+
+
+def test_allow_join_result_lets_a_task_wait(app: Celery) -> None:
+    """Celery's ``allow_join_result()``: ``get()`` inside a task raises RuntimeError, except
+    inside the block; ``denied_join_result()`` refuses it outside tasks too."""
+    from celeriac.result import allow_join_result, denied_join_result
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    done = add.delay(2, 2)
+    work(app)
+    seen: list[object] = []
+
+    @app.task
+    def waits(task_id: str) -> None:
+        try:
+            app.AsyncResult(task_id).get(timeout=1)
+        except RuntimeError as exc:
+            seen.append(type(exc))
+        with allow_join_result():
+            seen.append(app.AsyncResult(task_id).get(timeout=1))
+
+    waits.delay(done.id)
+    [outcome] = work(app)
+    assert outcome.state == states.SUCCESS
+    assert seen == [RuntimeError, 4]
+    with denied_join_result(), pytest.raises(RuntimeError):
+        done.get(timeout=1)
+    assert done.get(timeout=1) == 4

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,22 @@ def test_multi_names_and_per_node_options() -> None:
     assert [n.name for n in parse(["3"])] == [f"celery{i}@{HOST}" for i in (1, 2, 3)]
     assert parse(["w1"], app="proj")[0].argv()[3:5] == ["--app", "proj"]
     assert parse(["w1", "--logfile=%h.log"])[0].logfile.endswith(f"w1@{HOST}.log")
+
+
+def test_multi_node_options_replace_the_general_ones() -> None:
+    """Celery's "Next steps" example: three nodes on images,video, two on data, the rest
+    on default; a node's own option wins over the general one whatever their order."""
+    nodes = parse(["10", "-A", "proj", "-l", "INFO", "-Q:1-3", "images,video",
+                   "-Q:4,5", "data", "-Q", "default", "--concurrency", "2", "-c:celery2", "4"])
+
+    def value(node: Any, *keys: str) -> list[str]:
+        argv = node.argv()
+        return [argv[i + 1] for i, arg in enumerate(argv) if arg in keys]
+
+    assert [value(n, "-Q") for n in nodes] == [["images,video"]] * 3 + [["data"]] * 2 + [
+        ["default"]] * 5
+    assert value(nodes[1], "-c", "--concurrency") == ["4"]
+    assert value(nodes[0], "-c", "--concurrency") == ["2"]
 
 
 def test_queue_target_durations() -> None:

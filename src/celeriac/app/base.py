@@ -34,6 +34,7 @@ from ..schedules.entries import entry_for_task
 from ..security.setup import setup_security
 from ..signals import Signal
 from . import state as _state
+from .annotations import apply_annotations
 from .builtins import register_builtins
 from .control import Control
 from .loaders import discover_packages, import_object, import_related
@@ -181,6 +182,7 @@ class Celery:
             self._run_autodiscover()
             for make in _state.app_finalizers():
                 make(self)
+            apply_annotations(self)  # task_annotations, on every task now registered
             self._configured = True
             self.on_after_configure.send(sender=self, source=self.conf)
             self.on_after_finalize.send(sender=self)

@@ -57,6 +57,17 @@ class group(Composite):
     def __len__(self) -> int:
         return len(self["kwargs"]["tasks"])
 
+    def skew(self, start: float = 1.0, stop: float | None = None,
+             step: float = 1.0) -> group:
+        """Spread the members' start (Celery's): countdowns ``start``, ``start + step``...
+        up to ``stop``, the last one repeated for the remaining members."""
+        countdown = float(start)
+        for index, task in enumerate(self.tasks):
+            if index and (not stop or countdown + step <= stop):
+                countdown += step
+            task.set(countdown=countdown)
+        return self
+
     # -- freezing -----------------------------------------------------------------------
     def freeze(self, _id: str | None = None, group_id: str | None = None,
                chord: Signature | None = None, root_id: str | None = None,

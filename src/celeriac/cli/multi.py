@@ -52,6 +52,11 @@ VALUE_OPTIONS = {"-A", "--app", "-b", "--broker", "--result-backend", "-l", "--l
 #: options of the ``celeriac`` group, placed before ``worker`` (the flags take no value)
 GLOBAL_OPTIONS = {"-A", "--app", "-b", "--broker", "--result-backend", "--workdir",
                   "--config", "--loader", "-C", "--skip-checks"}
+#: short spellings of the value options, to match ``-Q:1-3 a`` against ``--queues b``
+SAME = {"-A": "--app", "-b": "--broker", "-l": "--loglevel", "-c": "--concurrency",
+        "-P": "--pool", "-Q": "--queues", "-X": "--exclude-queues", "-f": "--logfile",
+        "-n": "--hostname", "-I": "--include", "-O": "--optimization", "-S": "--statedb",
+        "-s": "--schedule-filename"}
 #: ``multi``'s own flags (Celery's reserved options), taken out before the nodes' options
 RESERVED = {"--nosplash", "--quiet", "-q", "--verbose", "--no-color"}
 
@@ -145,8 +150,11 @@ def parse(args: list[str], app: str | None = None) -> list[Node]:
     for index, name in enumerate(names, start=1):
         full = name.replace("%h", host) if "@" in name else f"{name}@{host}"
         node = Node(full, index)
-        node.options = [(k, v) for k, sel, v in options
-                        if sel is None or _selects(sel, full, index)]
+        mine = [(k, sel, v) for k, sel, v in options if sel is None or _selects(sel, full, index)]
+        # as Celery: an option given for this node (-Q:1-3) replaces the general one (-Q)
+        own = {SAME.get(k, k) for k, sel, _ in mine if sel is not None}
+        node.options = [(k, v) for k, sel, v in mine
+                        if sel is not None or SAME.get(k, k) not in own]
         nodes.append(node)
     return nodes
 

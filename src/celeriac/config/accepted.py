@@ -42,7 +42,6 @@ ACCEPTED_ONLY: dict[str, Any] = {
     "task_default_routing_key": None,
     "task_default_delivery_mode": 2,
     "task_create_missing_queues": True,
-    "task_annotations": None,
     "task_remote_tracebacks": False,
     "task_allow_error_cb_on_chord_header": False,
     "task_cls": None,

@@ -41,6 +41,7 @@ USED: dict[str, Any] = {
     "cache_backend": None,
     # tasks
     "task_serializer": "json",
+    "task_annotations": None,
     "accept_content": ["json"],
     "task_compression": None,
     "task_default_queue": "celery",

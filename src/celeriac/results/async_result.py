@@ -15,23 +15,13 @@ from typing import TYPE_CHECKING, Any
 from .. import states
 from ..app import state as _state
 from ..exceptions import ImproperlyConfigured, RemoteTaskError, TimeoutError
+from .blocking import assert_will_not_block
 from .downloads import Download, get_download
 from .graph import ResultBase
 from .meta import exception_from_dict
 
 if TYPE_CHECKING:
     from ..app.base import Celery
-
-E_WOULDBLOCK = (
-    "Never call result.get() within a task!\n"
-    "See https://docs.celeryq.dev/en/latest/userguide/tasks.html#avoid-launching-synchronous-subtasks"
-)
-
-
-def assert_will_not_block() -> None:
-    if _state.get_current_worker_task() is not None:
-        raise RuntimeError(E_WOULDBLOCK)
-
 
 class AsyncResult(ResultBase):
     """The pending or finished result of a task, looked up by id."""

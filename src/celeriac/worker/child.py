@@ -26,6 +26,7 @@ import ctypes
 import importlib
 import logging
 import os
+import pickle
 import resource
 import signal
 import sys
@@ -54,10 +55,32 @@ logger = logging.getLogger("celeriac.worker")
 
 #: the environment variable naming the ``celeriac --config`` module (a spawned child loads it)
 CLI_CONFIG = "CELERIAC_CONFIG_MODULE"
-#: conf keys handed to a spawned child (a forked child inherits the app as is)
+#: conf keys handed to a spawned child whether changed or not (a forked child inherits
+#: the app as is); every other setting changed in the supervisor goes too
 SPAWN_CONF_PREFIXES = ("worker_", "broker_", "result_", "task_time_limit",
                        "task_soft_time_limit", "accept_content", "task_serializer",
                        "task_message_max_size", "security_", "include", "imports")
+
+
+def spawn_conf(conf: Any) -> dict[str, Any]:
+    """The settings a spawned child applies over the app it imports: the worker's own
+    groups and every setting changed in the supervisor (by code, signal handlers, the
+    command line). One that cannot be pickled is named in a warning: the child keeps the
+    value its import of the app gives."""
+    wanted = {k: v for k, v in conf.items() if k.startswith(SPAWN_CONF_PREFIXES)}
+    wanted.update((k, conf[k]) for k in conf.changes)
+    out, unsent = {}, []
+    for key, value in wanted.items():
+        try:
+            pickle.dumps(value)
+        except Exception:
+            unsent.append(key)
+            continue
+        out[key] = value
+    if unsent:
+        logger.warning("spawned children cannot be handed %s (not picklable): they use the "
+                       "value their import of the app sets", ", ".join(sorted(unsent)))
+    return out
 
 
 class Slot(ctypes.Structure):

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from .. import signals
 from ..app.control import signal_number
 from .autoscale import Autoscaler, parse_autoscale
-from .child import SPAWN_CONF_PREFIXES, ChildSpec, Slot, child_main, fold_prefetch
+from .child import ChildSpec, Slot, child_main, fold_prefetch, spawn_conf
 from .children import (
     Child,
     app_ref,
@@ -172,7 +172,7 @@ class Supervisor:
             spec.app = self.app
         else:
             spec.app_ref = app_ref(self.app)
-            spec.conf = {k: v for k, v in conf.items() if k.startswith(SPAWN_CONF_PREFIXES)}
+            spec.conf = spawn_conf(conf)
         return spec
 
     def _start_child(self) -> None:

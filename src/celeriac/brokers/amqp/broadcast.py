@@ -95,7 +95,11 @@ class _Queue(Subscription):
         self._got: list[Broadcast] = []
         self._ready_generation = -1
         self._closed = False
-        self.owner.call("subscribe", self.link, self._ensure)
+        try:
+            self.owner.call("subscribe", self.link, self._ensure)
+        except BaseException:
+            self.link.close()  # no caller will: its socket is not left to the collector
+            raise
 
     def _ensure(self, chan: amqp.Channel) -> None:
         if self._ready_generation == self.link.generation:

@@ -22,7 +22,6 @@ arguments), ``login_method``.
 from __future__ import annotations
 
 import os
-import socket
 import ssl as ssl_module
 import threading
 from collections.abc import Callable, Mapping
@@ -122,7 +121,6 @@ def connection_kwargs(target: Target, options: Mapping[str, Any]) -> dict[str, A
                                              query.get("connect_timeout", 5.0))),
         "heartbeat": heartbeat,
         "login_method": options.get("login_method") or None,
-        "socket_settings": {socket.SO_KEEPALIVE: 1} if hasattr(socket, "SO_KEEPALIVE") else {},
         "client_properties": {"product": "celeriac", "connection_name": f"celeriac:{os.getpid()}",
                               "capabilities": {"consumer_cancel_notify": True,
                                                "connection.blocked": True}},

@@ -72,10 +72,14 @@ class _Listening(Subscription):
         self.lock = lock
         try:
             self.conn = psycopg.connect(owner.conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise OperationalError(f"postgres {owner.safe_url}: {exc}") from exc
+        try:
             if lock is not None:
                 self.conn.execute("SELECT pg_advisory_lock(%s)", (lock,))
             self.conn.execute(f'LISTEN "{channel}"')
         except psycopg.Error as exc:
+            self.conn.close()  # not left open for the garbage collector
             raise OperationalError(f"postgres {owner.safe_url}: {exc}") from exc
 
     def get(self, timeout: float = 1.0) -> list[Broadcast]:
