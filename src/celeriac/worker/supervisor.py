@@ -10,10 +10,9 @@ connection under a lease ``owner`` id the supervisor chose. The supervisor:
   after ``worker_max_redeliveries``), records ``WorkerLostError`` for a task
   that was acknowledged before running (``acks_late=False``), and starts a
   replacement;
-* renews the leases of every child in one batched call per heartbeat
-  (:class:`~celeriac.worker.renewer.Renewer`; children tell it what they hold
-  over their pipes, read every 100 ms, every 5 ms while they send), so a task
-  holding its child's GIL cannot lose its lease; a stopped child is fenced;
+* renews every child's leases in one batched call per heartbeat (:class:`.renewer.Renewer`;
+  children tell it what they hold over 1 MiB pipes, read every 100 ms, every 5 ms while
+  they send), so a task holding its child's GIL cannot lose its lease; a stopped child is fenced;
 * enforces hard time limits: SIGKILL when a task runs past its limit, then
   stores ``FAILURE``/``TimeLimitExceeded`` and acknowledges the message (it
   ran; it is not redelivered); children recycled by ``max_tasks_per_child`` /
@@ -51,6 +50,7 @@ from .child import ChildSpec, Slot, child_main, fold_prefetch, spawn_conf
 from .children import (
     Child,
     app_ref,
+    child_pipe,
     crashed,
     describe,
     expire_owner,
@@ -180,7 +180,7 @@ class Supervisor:
         signals.worker_before_create_process.send(sender=self)
         slot = self.mp.RawValue(Slot)
         slot.task_events = int(bool(self.app.conf.worker_send_task_events))
-        reader, writer = self.mp.Pipe(duplex=False)
+        reader, writer = child_pipe(self.mp)
         process = self.mp.Process(target=child_main, args=(spec, slot, writer),
                                   name=f"ForkPoolWorker-{len(self.children) + 1}", daemon=False)
         process.start()
