@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,10 +80,19 @@ def test_call_queue_goes_to_that_queue_only(proj: Project) -> None:
         assert proj.app.AsyncResult(task_id).get(timeout=30) == 2
 
 
-def test_result_of_unknown_id_is_pending(proj: Project) -> None:
-    shown = proj.cli("result", "00000000-0000-0000-0000-000000000000")
-    assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.startswith("PENDING")
+def test_result_waits_as_celery_and_timeout_bounds_it(proj: Project) -> None:
+    shown = proj.cli("result", "00000000-0000-0000-0000-000000000000", "--timeout", "0.5")
+    assert shown.returncode == 1, shown.stdout
+    assert shown.stderr.startswith("PENDING: not done after 0.5 s"), shown.stderr
+    task_id = _task_id(proj.cli("call", "proj.add", "--args", "[1,2]").stdout)
+    waiting = subprocess.Popen([sys.executable, "-m", "celeriac", "-A", proj.module,
+                                "result", task_id], cwd=proj.path,
+                               env=proj.env(), stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    assert waiting.poll() is None  # no worker yet: it waits, as celery result does
+    with proj.worker():
+        out, _ = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0 and out.strip() == "3"
 
 
 def test_purge_force_deletes_waiting_messages(proj: Project) -> None:

@@ -193,3 +193,20 @@ def test_a_dropped_connection_is_retried_by_the_publish_policy(app: Celery, raw:
                                                                         0, -1)]
     assert items.count(sent.id) == 1
     assert direct.execute("CLIENT", "ID") != my_id
+
+
+def test_without_a_publish_deadline_the_lane_waits_as_configured(app: Celery,
+                                                                  raw: redis.Redis,
+                                                                  key_prefix: str) -> None:
+    """``broker_publish_timeout = None``: no deadline, so the packed write keeps the
+    connection's configured read timeout."""
+    app.conf.broker_publish_timeout = None
+    echo = app.tasks["lane.echo"]
+    echo.delay(0)
+    task_id = templates.publish_plain(app, echo, (1,), {}, None)
+    assert task_id is not None, f"the call did not take the lane: {why_not(app, echo)}"
+    direct = app.broker._connection()[3]  # type: ignore[attr-defined]
+    conn = direct._connection()
+    assert conn._sock.gettimeout() == conn.socket_timeout
+    stored = json.loads(raw.lindex(f"{key_prefix}celery", 0))
+    assert stored["headers"]["id"] == task_id

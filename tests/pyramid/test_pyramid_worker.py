@@ -130,11 +130,14 @@ print("Active: {}".format(i.active()))
 """
 
 
-def test_pshell_inspect_scheduled_and_active(site: Site, webapp: Any, worker: Any) -> None:
+@pytest.mark.parametrize("module", ["celeriac.contrib.pyramid.shell",
+                                    "celeriac.task.control"])  # the seed's own path
+def test_pshell_inspect_scheduled_and_active(site: Site, webapp: Any, worker: Any,
+                                             module: str) -> None:
     from celeriac.contrib.pyramid import celery_app
 
     later = celery_app.tasks["trees.tasks.plain_note"].apply_async(("later",), countdown=600)
-    shell = site.pshell(SEED_INSPECT)
+    shell = site.pshell(SEED_INSPECT.replace("celeriac.contrib.pyramid.shell", module))
     assert shell.returncode == 0, shell.stderr
     assert "COUNT 1" in shell.stdout, shell.stdout + shell.stderr
     assert f"TASK trees.tasks.plain_note {later.id}" in shell.stdout

@@ -362,7 +362,7 @@ def test_the_cli_shows_a_result_naming_any_class_as_text(capsys: pytest.CaptureF
         "traceback": None, "children": [], "date_done": None, "task_id": "evil"})
     with pytest.raises(SystemExit) as exit_info:
         app.worker_main(["result", "evil"])
-    assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    assert out == "FAILURE: RemoteTaskError('celeriac_cli_canary.system: id')\n", out
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err == "FAILURE: RemoteTaskError('celeriac_cli_canary.system: id')\n", err
     assert "celeriac_cli_canary" not in sys.modules

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
+from ..exceptions import TimeoutError as ResultTimeout
 from .base import CLIContext, comma_list, json_arg, known_queues
 
 
@@ -50,23 +50,30 @@ def call(obj: CLIContext, name: str, args: str | None, kwargs: str | None, eta: 
 @click.argument("task_id")
 @click.option("-t", "--task", help="Task name (accepted for Celery compatibility).")
 @click.option("--traceback", "show_tb", is_flag=True, help="Show the traceback of a failure.")
-@click.option("--timeout", type=float, help="Wait up to this many seconds for the result.")
+@click.option("--timeout", type=float,
+              help="Wait at most this many seconds (default: until the task is done, as Celery).")
 @click.pass_obj
 def result(obj: CLIContext, task_id: str, task: str | None, show_tb: bool,
            timeout: float | None) -> None:
-    """Print the state and result of a task."""
+    """Wait for a task and print its return value (as Celery's ``celery result``).
+
+    A failure or revocation is printed on stderr with exit status 1; ``--timeout``
+    bounds the wait (exit status 1 and the state so far when it runs out)."""
     res = obj.app.AsyncResult(task_id)
-    if timeout:
-        try:
-            res.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
-        except Exception as exc:
-            raise click.ClickException(str(exc)) from None
+    try:
+        res.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
+    except ResultTimeout:
+        click.echo(f"{res.state}: not done after {timeout:g} s", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        raise click.ClickException(str(exc)) from None
     if show_tb:
         click.echo(res.traceback or "")
         return
-    value = res.result
-    click.echo(f"{res.state}: {value!r}" if res.state != "SUCCESS" else json.dumps(
-        value, default=repr))
+    if res.state != "SUCCESS":
+        click.echo(f"{res.state}: {res.result!r}", err=True)
+        sys.exit(1)
+    click.echo(res.result)
 
 
 @click.command()

@@ -53,7 +53,10 @@ def bound_by_deadline(conn: Any, left: float) -> tuple[Any, Any]:
     return read, connect
 
 
-def _capped(timeout: float | None, bound: float) -> float:
+def _capped(timeout: float | None, bound: float | None) -> float | None:
+    """The read timeout of a call bounded by ``bound`` seconds (None: no bound)."""
+    if bound is None:
+        return timeout
     return bound if timeout is None else min(timeout, bound)
 
 
@@ -110,7 +113,7 @@ class Direct:
             local.reader = None  # (socket, hiredis reader, bound) of send_packed
         return local.conn
 
-    def send_packed(self, packed: bytes, count: int, bound: float) -> list[Any]:
+    def send_packed(self, packed: bytes, count: int, bound: float | None) -> list[Any]:
         """Write ``packed`` (``count`` commands, from :func:`pack`) and return their replies,
         with the socket's read timeout at most ``bound`` seconds: one attempt of a publish
         (its deadline is ``bound`` away), outside :func:`celeriac.retry.call`.
@@ -166,7 +169,8 @@ class Direct:
                 raise reply
         return replies
 
-    def _fresh_reader(self, conn: Any, sock: Any, bound: float) -> tuple[Any, Any, float] | None:
+    def _fresh_reader(self, conn: Any, sock: Any,
+                      bound: float | None) -> tuple[Any, Any, float | None] | None:
         """A hiredis reader for ``sock`` (None without hiredis, or with bytes pending in
         redis-py's own parser), the socket's timeout bounded."""
         if _Reader is None or getattr(conn._parser, "_reader", None) is None:
@@ -179,10 +183,10 @@ class Direct:
         return found
 
     def _send_packed_slowly(self, conn: Any, packed: bytes, count: int,
-                            bound: float) -> list[Any]:
+                            bound: float | None) -> list[Any]:
         """:meth:`send_packed` through redis-py's connection (connecting first, a health
         check due, or no hiredis)."""
-        saved = bound_by_deadline(conn, bound)
+        saved = bound_by_deadline(conn, bound) if bound is not None else None
         try:
             if not conn.is_connected:
                 conn.connect()
@@ -197,7 +201,8 @@ class Direct:
             conn.disconnect()
             raise
         finally:
-            unbound(conn, saved)
+            if saved is not None:
+                unbound(conn, saved)
         self._local.reader = None
         for reply in replies:
             if isinstance(reply, redis.ResponseError):

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import redis
+
 from ...messages import Message
 from ..base import Publish
 from . import scripts as redis_scripts
@@ -87,8 +89,11 @@ class RedisPublishing:
 
     def pusher(self, key: str, queue: str) -> Pusher | None:
         """The packed publish to ready list ``key`` (from :meth:`render_envelope`) of a
-        :meth:`declared` queue, None while it is not (:mod:`.pushing`)."""
-        return Pusher(self, key, queue) if self.declared(queue) else None
+        :meth:`declared` queue, None while it is not, and on Redis Cluster (its commands
+        are routed by slot, :mod:`.cluster_client`), see :mod:`.pushing`."""
+        if not self.declared(queue) or not isinstance(self._connection()[1], redis.Redis):
+            return None
+        return Pusher(self, key, queue)
 
     def render_envelope(self, message: Message, queue: str,
                         priority: int | None) -> tuple[str, str]:

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .app.registry import periodic_task, shared_task
-from .app.task import Task
+from ..app.registry import periodic_task, shared_task
+from ..app.task import Task
 
 __all__ = ["Task", "periodic_task", "serial_task", "task"]
 
