@@ -15,7 +15,9 @@ Receiving is one statement (``ack_and_lease``): delete the rows acknowledged sin
 the last call (fenced by their tokens), promote delayed rows that fell due, reclaim
 lapsed leases (``lost_count + 1``: the holder is presumed dead), and lease up to
 ``limit`` ready rows ``FOR UPDATE SKIP LOCKED`` with a fresh random token. Promoted
-and reclaimed rows are leased by the next statement, which runs at once.
+and reclaimed rows are leased by the next statement, which runs at once. A worker
+whose result store is this database and schema stores its results in the same round
+trip and transaction (:mod:`.settling`).
 
 Waiting: a process has one LISTEN connection (:mod:`.listener`); every publish,
 release or retry NOTIFYs the queue's channel in the same transaction (so a
