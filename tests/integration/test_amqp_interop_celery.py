@@ -253,6 +253,10 @@ def test_rpc_results_with_the_other_side(worker_side: str, rabbitmq_url: str, re
         worker = WorkerProcess(command, tmp_path, drop_env=CONFIG_ENV)
         try:
             check_rpc(tasks, raw, key_prefix)
+        except Exception as exc:  # the worker's side of the story
+            worker.stop()
+            raise AssertionError(f"{exc!r}; the {worker_side} worker's log:\n"
+                                 f"{worker.log[-6000:]}") from exc
         finally:
             worker.stop()
         assert worker.log.count("Traceback") <= 1, worker.log  # the failing add only

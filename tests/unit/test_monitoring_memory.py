@@ -85,7 +85,7 @@ def test_inspect_queries(cluster: Any) -> None:
     assert app.control.inspect(destination=NODE, timeout=0.5).ping() == {"ok": "pong"}
 
 
-def test_control_commands(cluster: Any) -> None:
+def test_control_commands(cluster: Any, caplog: pytest.LogCaptureFixture) -> None:
     app, worker, _ = cluster
     later = app.tasks["montest.add"].apply_async((1, 2), countdown=120)
     assert app.control.revoke(later.id, reply=True, timeout=0.5) == [
@@ -108,8 +108,10 @@ def test_control_commands(cluster: Any) -> None:
     assert app.control.disable_events(reply=True, timeout=0.5) == [
         {NODE: {"ok": "task events disabled"}}]
     assert app.conf.worker_send_task_events is False
-    app.control.shutdown()
-    wait_until(lambda: worker._stop.is_set(), 10.0)
+    with caplog.at_level("WARNING", logger="celeriac.worker"):
+        app.control.shutdown()
+        wait_until(lambda: worker._stop.is_set(), 10.0)
+    assert "Got shutdown from remote" in caplog.text  # why the worker stops, in its log
 
 
 def test_events_describe_workers_and_tasks(cluster: Any) -> None:

@@ -178,4 +178,5 @@ class RemoteControl:
             except Exception as exc:
                 logger.warning("Could not reply to %s: %s", method, exc)
         if method == "shutdown":
+            logger.warning("Got shutdown from remote")  # Celery's words
             self.node.shutdown()

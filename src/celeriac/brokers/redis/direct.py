@@ -27,11 +27,13 @@ import redis
 
 from ... import retry
 
-_Reader: Any
+_Reader: Any = None
 try:  # hiredis (redis[hiredis]): replies parsed in C (redis-py's own parser otherwise)
-    from hiredis import Reader as _Reader
+    import hiredis
+
+    _Reader = hiredis.Reader
 except ImportError:  # pragma: no cover - hiredis is optional
-    _Reader = None
+    pass
 
 
 def bound_by_deadline(conn: Any, left: float) -> tuple[Any, Any]:
