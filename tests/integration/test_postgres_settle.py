@@ -121,3 +121,63 @@ def test_a_store_in_another_schema_takes_the_interface_steps(
         assert broker.stats("q").leased == 0
     finally:
         store.close()
+
+
+def test_a_worker_drain_batches_and_settles_each_turn_in_one_pipeline(
+        postgres_url: str) -> None:
+    """An in-process consumer with the default (adaptive) prefetch drains no-ops: it
+    leases in batches, and every turn that stores results sends ``result_write`` and
+    ``ack_and_lease`` together in one pipeline; no result is stored, and no
+    acknowledgement sent, in a round trip of its own on the consumer's thread."""
+    import threading
+    import time
+
+    from celeriac import Celery
+    from celeriac.worker.consumer import Consumer
+    from celeriac.worker.pools import SoloPool
+    from celeriac.worker.prefetch import PrefetchRule
+
+    app = Celery("pgtrips", broker=postgres_url, backend=postgres_url, set_as_current=False)
+
+    @app.task(name="pgtrips.noop")
+    def noop(i: int) -> int:
+        return i
+
+    results = [noop.delay(i) for i in range(300)]
+    names = {text: name for name, text in app.broker.db.sql.items()}
+    log: list[tuple[int | None, str, bool]] = []  # (thread, statement, in a pipeline)
+    real_execute = psycopg.Connection.execute
+
+    def execute(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        piped = self.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF
+        name = names.get(query, "other") if isinstance(query, str) else "other"
+        log.append((threading.get_ident(), name, piped))
+        return real_execute(self, query, params, **kwargs)
+
+    consumer = Consumer(app, ["celery"], SoloPool(), poll_timeout=0.05,
+                        prefetch=PrefetchRule(1, budget=float(app.conf.worker_prefetch_budget)))
+    psycopg.Connection.execute = execute  # type: ignore[method-assign]
+    try:
+        thread = threading.Thread(target=consumer.run)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                all(r.ready() for r in results) and app.broker.stats("celery").leased == 0):
+            time.sleep(0.02)
+        consumer.stop()
+        thread.join(10)
+    finally:
+        psycopg.Connection.execute = real_execute  # type: ignore[method-assign]
+    try:
+        assert [r.get(timeout=1) for r in results] == list(range(300))
+        mine = [(name, piped) for ident, name, piped in log if ident == thread.ident]
+        writes = [i for i, (name, _) in enumerate(mine) if name == "result_write"]
+        assert writes, mine
+        for i in writes:  # each with the acknowledgements and the lease, in one pipeline
+            assert mine[i][1] and mine[i + 1] == ("ack_and_lease", True), mine[i:i + 2]
+        assert ("result_set", False) not in mine and ("result_write", False) not in mine
+        assert [name for name, _ in mine[:-1]].count("ack") == 0  # (the last: shutdown)
+        assert consumer.prefetch.largest > 8  # the adaptive rule batches on PostgreSQL
+        assert len(mine) < 300 / 4  # statements of the loop, not per task
+    finally:
+        app.close()
