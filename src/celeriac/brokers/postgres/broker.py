@@ -206,7 +206,9 @@ class PostgresBroker(PostgresSlots, PostgresSettling, Broker):
 
     def _forget_idle(self, queues: list[str]) -> None:
         """The next receive of ``queues`` on this thread queries (a lease ran elsewhere)."""
-        self._idle(queues).seen = ()
+        idle = getattr(self._local, "idle", {}).get(tuple(queues))
+        if idle is not None:
+            idle.seen = ()
 
     def receive(self, queues: Sequence[str], *, owner: str, limit: int = 1,
                 timeout: float = 1.0) -> list[Delivery]:
