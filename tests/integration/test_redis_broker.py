@@ -498,3 +498,22 @@ def test_rediss_tls_url(tmp_path: Path) -> None:
     finally:
         os.kill(server.pid, signal.SIGKILL)
         server.wait()
+
+
+def test_acks_that_cannot_get_through_raise_an_outage_error(redis_url: str,
+                                                             key_prefix: str) -> None:
+    """``ack_and_receive`` raises acks it could not send before its timeout as an
+    OperationalError (an outage the worker's watch reports in one line), never as a raw
+    redis-py error (which the consumer would log with a traceback)."""
+    broker = make(redis_url, key_prefix)
+    broker.publish(msg(1), "q")
+    held = broker.receive(["q"], owner="w1", limit=1, timeout=1)
+    assert len(held) == 1
+    down = RedisBroker("redis://127.0.0.1:1/0", options={"global_keyprefix": key_prefix})
+    try:
+        with pytest.raises(OperationalError, match="ack"):
+            down.ack_and_receive(held, ["q"], owner="w1", limit=1, timeout=0)
+    finally:
+        down.close()
+        assert broker.ack(held) == 1
+        broker.close()

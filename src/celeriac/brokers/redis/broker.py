@@ -92,7 +92,7 @@ from typing import Any, ClassVar, TypeVar
 import redis
 
 from ...messages import Message
-from ...retry import RetryPolicy, Streak
+from ...retry import RetryPolicy, Streak, attempt_error
 from ..base import (
     BroadcastChannel,
     Broker,
@@ -214,7 +214,9 @@ class RedisBroker(ReplicaWaits, RedisPublishing, RedisSettling, RedisSlots, Brok
             except RETRYABLE_ERRORS as exc:
                 streak.failed(exc)
                 if pending and deadline - time.monotonic() <= 0:
-                    raise  # the acks did not get through: the caller sends them again
+                    # the acks did not get through: the caller keeps them for its next
+                    # turn; an outage, which the process's watch reports (no traceback)
+                    raise attempt_error(where_of(self.url), "ack", exc) from exc
                 waited = False
                 time.sleep(min(next(pauses), max(0.0, deadline - time.monotonic())))
             if deadline - time.monotonic() <= 0 and not pending:
