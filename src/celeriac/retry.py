@@ -78,6 +78,9 @@ class OutageWatch(Protocol):
 _watch: OutageWatch | None = None
 #: servers reported failing and not yet working again: where -> monotonic time since
 _failing: dict[str, float] = {}
+#: where -> monotonic time a call to it last worked again after failing: an attempt
+#: that began before then says nothing about the server now
+_recovered: dict[str, float] = {}
 _report_lock = threading.Lock()
 #: the longest pause between two attempts of a patient call
 PATIENT_PAUSE_MAX = 1.0
@@ -164,10 +167,16 @@ def quick(seconds: float) -> Iterator[None]:
         _quick.reset(token)
 
 
-def report_failure(where: str, what: str, exc: BaseException) -> None:
-    """Tell the watch calls to ``where`` fail (once per outage; cheap after that)."""
+def report_failure(where: str, what: str, exc: BaseException,
+                   started: float | None = None) -> None:
+    """Tell the watch calls to ``where`` fail (once per outage; cheap after that).
+    ``started``: when the failed attempt began (monotonic); one that began before a later
+    call found the server back (a wait for a pooled connection that spanned the return)
+    is not a new outage."""
     with _report_lock:
         if where in _failing:
+            return
+        if started is not None and started < _recovered.get(where, float("-inf")):
             return
         _failing[where] = time.monotonic()
     watch = _watch
@@ -182,6 +191,7 @@ def report_success(where: str) -> None:
     with _report_lock:
         if _failing.pop(where, None) is None:
             return
+        _recovered[where] = time.monotonic()
     watch = _watch
     if watch is not None:
         watch.working(where)
@@ -194,10 +204,11 @@ class Streak:
     def __init__(self, where: str, what: str, after: int = 3) -> None:
         self.where, self.what, self.after, self.count = where, what, after, 0
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, started: float | None = None) -> None:
+        """One more failure; ``started``: when that attempt began (see report_failure)."""
         self.count += 1
-        if self.count == self.after:
-            report_failure(self.where, self.what, exc)
+        if self.count >= self.after:  # (cheap once reported)
+            report_failure(self.where, self.what, exc, started)
 
     def ok(self) -> None:
         if self.count:
@@ -278,6 +289,7 @@ def call(operation: Callable[[], _T], policy: RetryPolicy, *,
         attempts = 0
         while True:
             attempts += 1
+            attempt_started = begun if attempts == 1 else time.monotonic()
             try:
                 if failed is not None:
                     first, failed = failed, None
@@ -291,8 +303,9 @@ def call(operation: Callable[[], _T], policy: RetryPolicy, *,
                 if pause is None or (left is not None and left <= pause):
                     if not nested:  # an inner call's failure is its outer call's to judge
                         if deadline is None and _patient.get():
-                            return _wait_out(operation, retry_on, what, where, exc, attempts)
-                        report_failure(where, what, exc)
+                            return _wait_out(operation, retry_on, what, where, exc, attempts,
+                                             attempt_started)
+                        report_failure(where, what, exc, attempt_started)
                     raise OperationalError(_failure(where, what, attempts, exc, left)) from exc
                 if on_retry is not None:
                     on_retry(exc, pause)
@@ -307,10 +320,12 @@ def call(operation: Callable[[], _T], policy: RetryPolicy, *,
 
 
 def _wait_out(operation: Callable[[], _T], retry_on: tuple[type[BaseException], ...],
-              what: str, where: str, exc: BaseException, attempts: int) -> _T:
-    """A patient call whose policy is used up: report the outage, then try again after
-    each pause of the watch until the server answers or the watch gives up."""
-    report_failure(where, what, exc)
+              what: str, where: str, exc: BaseException, attempts: int,
+              started: float | None = None) -> _T:
+    """A patient call whose policy is used up: report the outage (unless its last attempt
+    began before the server was found back), then try again after each pause of the
+    watch until the server answers or the watch gives up."""
+    report_failure(where, what, exc, started)
     pause = 0.1
     while True:
         watch = _watch
@@ -318,10 +333,12 @@ def _wait_out(operation: Callable[[], _T], retry_on: tuple[type[BaseException], 
             raise OperationalError(_failure(where, what, attempts, exc, None)) from exc
         pause = min(pause * 2, PATIENT_PAUSE_MAX)
         attempts += 1
+        started = time.monotonic()
         try:
             result = operation()
         except retry_on as again:
             exc = again
+            report_failure(where, what, exc, started)  # (at once if already reported)
             continue
         report_success(where)
         return result

@@ -181,3 +181,26 @@ def test_a_worker_drain_batches_and_settles_each_turn_in_one_pipeline(
         assert len(mine) < 300 / 4  # statements of the loop, not per task
     finally:
         app.close()
+
+
+def test_psycopg_pipeline_cleanup_after_a_lost_connection_is_not_logged_twice(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """When a pipeline block raised (the connection was lost), psycopg's second line
+    about terminating the pipeline is dropped: the worker reports the outage once.
+    psycopg's other warnings still reach the log."""
+    import logging
+
+    from celeriac.brokers.postgres import settling  # noqa: F401  (installs the filter)
+
+    class Pipeline:
+        def __repr__(self) -> str:
+            return "<psycopg.Pipeline [BAD]>"
+
+    caplog.set_level(logging.WARNING, "psycopg")
+    log = logging.getLogger("psycopg")
+    log.warning("error ignored terminating %r: %s", Pipeline(), "the connection is lost")
+    log.warning("error ignored terminating %r: %s", object(), "a Copy, not a pipeline")
+    log.warning("some other psycopg warning")
+    texts = [r.getMessage() for r in caplog.records]
+    assert not any("Pipeline" in t for t in texts), texts
+    assert len(texts) == 2, texts

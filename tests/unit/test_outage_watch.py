@@ -224,3 +224,42 @@ def test_a_flap_is_one_outage(caplog: pytest.LogCaptureFixture) -> None:
     assert lines(caplog, "Lost the connection to Redis at x") == 1
     assert lines(caplog, "Connection to Redis at x is back") == 1
     assert node.outages == 1
+
+
+def test_an_attempt_begun_before_the_server_came_back_is_no_new_outage(
+        weather: Weather, caplog: pytest.LogCaptureFixture) -> None:
+    """A call that waited through the return (a pooled connection asked for while the
+    server was down) and failed after another call found it back starts no second
+    outage; an attempt begun after the return does."""
+    caplog.set_level(logging.WARNING, "celeriac.worker")
+    server = Server()
+    server.down = True
+    with pytest.raises(OperationalError):
+        run(server)
+    began, back = threading.Event(), threading.Event()
+
+    def straggler() -> str:
+        began.set()
+        back.wait(5)
+        raise ConnectionError("couldn't get a connection after 3.00 sec")
+
+    def wait_through_the_return() -> None:
+        with pytest.raises(OperationalError):
+            retry.call(straggler, RetryPolicy(max_retries=0), retry_on=(ConnectionError,),
+                       what="query", where="Test at server")
+
+    thread = threading.Thread(target=wait_through_the_return)
+    thread.start()
+    began.wait(5)
+    server.down = False
+    assert run(server) == "ok"  # the server is back
+    back.set()
+    thread.join(5)
+    assert retry.failing() == {}
+    assert lines(caplog, "Lost the connection to Test at server") == 1
+    server.down = True  # down again: a new attempt reports it
+    with pytest.raises(OperationalError):
+        run(server)
+    assert retry.failing().keys() == {"Test at server"}
+    server.down = False
+    assert run(server) == "ok"

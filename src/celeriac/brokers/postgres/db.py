@@ -211,12 +211,13 @@ class Database:
         """
         left = retry.time_left()
         if left is None:
+            began = time.monotonic()
             try:
                 with self.pool.connection() as conn:
                     yield conn
             except CONNECTION_ERRORS as exc:
                 self._after_failure()
-                self.streak.failed(exc)  # a consumer's loop retries by itself: an outage
+                self.streak.failed(exc, began)  # a consumer's loop retries: an outage
                 raise OperationalError(f"postgres {self.settings.safe_url}: {exc}") from exc
             self.streak.ok()
             return

@@ -24,6 +24,7 @@ Also here: the lease statement's parameters and how its rows become deliveries
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,21 @@ from .results import PostgresResultStore, _ttl
 
 if TYPE_CHECKING:
     from .db import Database
+
+
+class _PipelineCleanupNoise(logging.Filter):
+    """psycopg logs "error ignored terminating <Pipeline>: the connection is lost" when a
+    pipeline block already raised: that error is the one the worker handles and reports
+    (one line per outage), so this second line about a pipeline is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (record.msg == "error ignored terminating %r: %s" and args
+                    and type(args[0]).__name__ == "Pipeline")
+
+
+logging.getLogger("psycopg").addFilter(_PipelineCleanupNoise())
+
 
 #: results, and acknowledgements, carried in one settling turn
 MOST = 1000
