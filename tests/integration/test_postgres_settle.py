@@ -158,7 +158,9 @@ def test_a_worker_drain_batches_and_settles_each_turn_in_one_pipeline(
         assert ("result_set", False) not in mine and ("result_write", False) not in mine
         assert [name for name, _ in mine[:-1]].count("ack") == 0  # (the last: shutdown)
         assert consumer.prefetch.largest > 8  # the adaptive rule batches on PostgreSQL
-        assert len(mine) < 300 / 4  # statements of the loop, not per task
+        # statements of the loop, not per task (a result and an ack each would be 600);
+        # how many turns the drain takes depends on the machine's load
+        assert len(mine) < 300
     finally:
         app.close()
 
