@@ -30,6 +30,9 @@ T = TypeVar("T")
 READY_TIMEOUT = 90.0
 #: what celeriac and Celery workers print once they consume
 READY = "ready."
+#: settings in the environment that would override a test's task modules' own
+CONFIG_ENV = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
+              "CELERIAC_RESULT_BACKEND")
 
 
 def wait_until(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.05,
@@ -69,6 +72,19 @@ def zombie(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def worker_command(side: str, module: str, *options: str, concurrency: int = 1,
+                   name: str = "interop") -> list[str]:
+    """An interop test's worker: ``celeriac worker -P threads -c N`` or ``celery worker
+    -P solo`` with a unique node name and no mingle/gossip/heartbeat, both at INFO, with
+    ``options`` (``-Q ...``) added."""
+    if side == "celeriac":
+        return [sys.executable, "-m", "celeriac", "-A", module, "worker", "-P", "threads",
+                "-c", str(concurrency), *options, "-l", "INFO"]
+    return [sys.executable, "-m", "celery", "-A", module, "worker", "-P", "solo",
+            "-n", f"{name}-{uuid.uuid4().hex[:6]}@localhost", *options,
+            "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "INFO"]
 
 
 def subprocess_env(cwd: Path, drop: Iterable[str] = (),
