@@ -5,11 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from workerproc import Project, project, wait_until
+from workerproc import Project, project, project_fixture, wait_until
 
 PROJ = """
     import time
@@ -30,10 +29,7 @@ PROJ = """
 """
 
 
-@pytest.fixture
-def proj(tmp_path: Path) -> Iterator[Project]:
-    with project(tmp_path, PROJ) as p:
-        yield p
+proj = project_fixture(PROJ)
 
 
 def _task_id(out: str) -> str:
