@@ -45,7 +45,7 @@ from .limits import ThreadLimits
 from .monitor import Limits, Monitor
 from .outage import outage_or_exception, patient_run
 from .prefetch import PrefetchRule
-from .revocation import RECHECK_AFTER
+from .revocation import RECHECK_AFTER, to_recheck
 from .taskevents import TaskEvents
 
 if TYPE_CHECKING:
@@ -336,7 +336,7 @@ class Consumer:
     def _recheck_waiting(self, now: float) -> None:
         """Check revocations again for buffered jobs that waited (prefetched, or behind an
         inline job): a revoke may have come meanwhile (one read for all of them)."""
-        stale = [job for job in self.buffer if now - job.checked_at > RECHECK_AFTER]
+        stale = to_recheck(self.buffer, now, self.prefetch.expected, self.pool.concurrency)
         revoked = self.revocations.revoked(job.id for job in stale)
         for job in stale:
             job.checked_at = now
