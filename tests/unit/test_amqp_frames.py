@@ -47,7 +47,7 @@ def captured_properties() -> list[dict[str, Any]]:
                 props = dict(entry["properties"])
                 props.pop("headers", None)
                 props["application_headers"] = entry["properties"].get("headers") or {}
-                out.append({k: v for k, v in props.items() if k in dict(frames._ORDER)})
+                out.append({k: v for k, v in props.items() if k in dict(frames.PROPERTY_ORDER)})
     assert out
     return out
 
