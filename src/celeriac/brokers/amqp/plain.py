@@ -69,8 +69,31 @@ class Envelope:
     #: the rendered message's properties and variable values (the py-amqp path)
     properties: dict[str, Any]
     values: tuple[str, ...]
+    #: the pieces above as one list to fill: literals, and where the table's length and
+    #: the values go (``(index, value number)`` of long and short strings)
+    parts: tuple[bytes, ...] = field(init=False, repr=False)
+    size_at: int = field(init=False, repr=False)
+    long_slots: tuple[tuple[int, int], ...] = field(init=False, repr=False)
+    short_slots: tuple[tuple[int, int], ...] = field(init=False, repr=False)
     #: the ``basic.publish`` method frame of the last channel number
     _method: list[tuple[int, bytes]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        parts, longs, shorts, size_at = [self.head], [], [], -1
+        if self.table is not None:
+            size_at = len(parts)
+            parts.append(b"")
+            for piece in self.table:
+                if isinstance(piece, int):
+                    longs.append((len(parts), piece))
+                parts.append(piece if isinstance(piece, bytes) else b"")
+        for piece in self.tail:
+            if isinstance(piece, int):
+                shorts.append((len(parts), piece))
+            parts.append(piece if isinstance(piece, bytes) else b"")
+        for name, value in (("parts", tuple(parts)), ("size_at", size_at),
+                            ("long_slots", tuple(longs)), ("short_slots", tuple(shorts))):
+            object.__setattr__(self, name, value)
 
     def method(self, channel: int) -> bytes:
         """The ``basic.publish`` method frame on ``channel``."""
@@ -83,24 +106,17 @@ class Envelope:
     def content(self, channel: int, values: Sequence[bytes], body: bytes,
                 frame_max: int) -> bytes:
         """The content header and body frames with ``values`` filled in."""
-        parts = [self.head]
-        if self.table is not None:
-            size, entries = self.table_fixed, list[bytes]()
-            for piece in self.table:
-                if isinstance(piece, int):
-                    value = values[piece]
-                    entries += (_U32.pack(len(value)), value)
-                    size += 4 + len(value)
-                else:
-                    entries.append(piece)
-            parts.append(_U32.pack(size))
-            parts += entries
-        for piece in self.tail:
-            if isinstance(piece, int):
-                value = values[piece]
-                parts += (_U8.pack(len(value)), value)
-            else:
-                parts.append(piece)
+        parts = list(self.parts)
+        size = self.table_fixed
+        for at, slot in self.long_slots:
+            value = values[slot]
+            parts[at] = _U32.pack(len(value)) + value
+            size += 4 + len(value)
+        for at, slot in self.short_slots:
+            value = values[slot]
+            parts[at] = _U8.pack(len(value)) + value
+        if self.size_at >= 0:
+            parts[self.size_at] = _U32.pack(size)
         return frames.content_frames(channel, b"".join(parts), body, frame_max)
 
     def message(self, values: Sequence[str], body: bytes) -> amqp.Message:
@@ -160,6 +176,21 @@ def render(message: Message, msg: amqp.Message, route: tuple[str, str],
     return envelope, json.dumps([values[ID], values[TAG], body, values[ARGS], values[KWARGS]])
 
 
+def parse(text: str) -> list[str]:
+    """The values of a call's text (``json.dumps`` of five strings): split at the
+    separators (a JSON string holds no bare quote), decoded as JSON only when one of
+    them holds an escape."""
+    if "\\" not in text and text.startswith('["') and text.endswith('"]'):
+        values = text[2:-2].split('", "')
+        if len(values) == 5:
+            return values
+    values = json.loads(text)
+    if not (isinstance(values, list) and len(values) == 5
+            and all(isinstance(v, str) for v in values)):
+        raise ValueError(f"not a plain call's text: {text[:80]!r}")
+    return values
+
+
 def _merged(pieces: list[Piece]) -> tuple[Piece, ...]:
     """``pieces`` with neighbouring literals joined (fewer pieces to fill per call)."""
     out: list[Piece] = []
@@ -217,7 +248,7 @@ class PlainLane:
 
     def publish_rendered(self, envelope: Envelope, queue: str, text: str) -> None:
         """Publish ``text`` (from :meth:`render_envelope`) and wait for its confirm."""
-        values = json.loads(text)
+        values = parse(text)
         retrying(self.url, "publish", self._pub,
                  lambda chan: self._publish_envelope(chan, envelope, values, None),
                  self.retry_policy)
@@ -255,7 +286,7 @@ class Pusher:
     def push(self, data: bytes, bound: float | None) -> None:
         """Publish the call's text ``data`` and wait for the confirm, at most ``bound``
         seconds; the broker's one-attempt OperationalError when it failed."""
-        values = json.loads(data)
+        values = parse(data.decode())
         broker, link = self.broker, self.broker._pub
         with link.lock:
             try:
