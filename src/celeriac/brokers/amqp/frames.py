@@ -225,6 +225,8 @@ def _put(value: Any, out: list[bytes]) -> None:
 _ENTRIES: dict[tuple[Any, type, Any], bytes] = {}
 _ENTRIES_MAX = 4096
 _SCALARS = (type(None), bool, int)
+#: a table key's encoded length, name and ``S`` (a long string value follows)
+_STR_KEYS: dict[str, bytes] = {}
 
 
 def entry(key: Any, value: Any) -> bytes:
@@ -250,6 +252,15 @@ def encode_table(table: Mapping[Any, Any]) -> bytes:
                 if len(cache) < _ENTRIES_MAX:
                     cache[(key, kind, value)] = known
             out.append(known)
+        elif kind is str and key.__class__ is str:  # a long text (an id): the key's part once
+            head = _STR_KEYS.get(key)
+            if head is None:
+                raw_key = key.encode("utf-8", "surrogatepass")
+                head = _U8.pack(len(raw_key)) + raw_key + b"S"
+                if len(_STR_KEYS) < _ENTRIES_MAX:
+                    _STR_KEYS[key] = head
+            raw = value.encode("utf-8", "surrogatepass")
+            out.append(head + _U32.pack(len(raw)) + raw)
         else:
             out.append(entry(key, value))
     data = b"".join(out)
@@ -269,24 +280,31 @@ PROPERTY_ORDER = (("content_type", "s"), ("content_encoding", "s"), ("applicatio
           ("type", "s"), ("user_id", "s"), ("app_id", "s"), ("cluster_id", "s"))
 
 
+_ORDER_BITS = tuple((name, kind, 0x8000 >> i) for i, (name, kind) in enumerate(PROPERTY_ORDER))
+
+
 def encode_properties(props: Mapping[str, Any]) -> bytes:
     """Property flags and list of a basic content header (as py-amqp writes them)."""
-    flags, out, bit = 0, [b""], 0x8000
-    for name, kind in PROPERTY_ORDER:
-        value = props.get(name)
-        if value is not None:
-            flags |= bit
-            if kind == "s":
-                out.append(short_bytes(value))
-            elif kind == "F":
-                out.append(encode_table(value or {}))
-            elif kind == "o":
-                out.append(_U8.pack(value))
+    flags, out = 0, []
+    get = props.get
+    for name, kind, bit in _ORDER_BITS:
+        value = get(name)
+        if value is None:
+            continue
+        flags |= bit
+        if kind == "s":
+            if value.__class__ is str:
+                raw = value.encode("utf-8", "surrogatepass")
+                out.append(_U8.pack(len(raw)) + raw)
             else:
-                out.append(_U64.pack(value))
-        bit >>= 1
-    out[0] = _U16.pack(flags)
-    return b"".join(out)
+                out.append(short_bytes(value))
+        elif kind == "F":
+            out.append(encode_table(value or {}))
+        elif kind == "o":
+            out.append(_U8.pack(value))
+        else:
+            out.append(_U64.pack(value))
+    return _U16.pack(flags) + b"".join(out)
 
 
 def method_frame(channel: int, exchange: str, routing_key: str, *,
