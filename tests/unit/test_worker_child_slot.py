@@ -24,7 +24,8 @@ def _job(n: int, args: tuple[Any, ...] = ("cnt",)) -> Any:
     message = task_message("bench.incr", f"task-{n}", args)
     delivery = Delivery(message=message, queue="celery", tag=str(n), token=f"t{n}", owner="o")
     return SimpleNamespace(id=f"task-{n}", name="bench.incr", delivery=delivery,
-                           task=SimpleNamespace(acks_late=True), time_to_start=0.25,
+                           task=SimpleNamespace(acks_late=True), acks_late=True,
+                           time_to_start=0.25,
                            request=SimpleNamespace(args=list(args), kwargs={}))
 
 

@@ -4,13 +4,13 @@ The supervisor creates a :class:`Slot` in shared memory for each child and
 reads it without any system call from the child: the task running now (id,
 start time, hard limit, whether it was acknowledged before running, and its
 description for ``inspect active``: Celery's ``Request.info()``, pickled, see
-:func:`write_job`), the number of tasks processed and the time of the last progress.
-What each start means for the supervisor's counters (tasks by name, time to
-start by queue) goes over the pipe in batches: at the latest when the child's
-buffer runs empty, a receive returns, or a task runs past the watcher's tick. For a task with
-a hard time limit the child also sends its :class:`~celeriac.brokers.base.Delivery`
-over a pipe, so the supervisor can record ``TimeLimitExceeded`` and
-acknowledge the message after killing the child.
+:func:`write_job`), the number of tasks processed and the time of the last
+progress. What each start means for the supervisor's counters (tasks by name,
+time to start by queue) goes over the pipe in batches: at the latest when the
+child's buffer runs empty, a receive returns, or a task runs past the watcher's
+tick. For a task with a hard time limit the child also sends its
+:class:`~celeriac.brokers.base.Delivery` over the pipe, so the supervisor can
+record ``TimeLimitExceeded`` and acknowledge the message after killing the child.
 
 The child tells the supervisor what it holds and drops over its pipe
 (:class:`~celeriac.worker.leases.SupervisorRenewal`): the supervisor renews
@@ -88,6 +88,10 @@ def spawn_conf(conf: Any) -> dict[str, Any]:
     return out
 
 
+#: the largest pickled task description a slot holds (a larger one goes over the pipe)
+JOB_BYTES = 4096
+
+
 class Slot(ctypes.Structure):
     """What a child is doing, in memory shared with the supervisor."""
 
@@ -112,12 +116,8 @@ class Slot(ctypes.Structure):
         ("already_done", ctypes.c_longlong),  # redelivered, outcome stored: not run
         ("job_seq", ctypes.c_ulonglong),  # odd while the child writes ``job``
         ("job_size", ctypes.c_int),       # bytes of ``job`` in use (0: over the pipe)
-        ("job", ctypes.c_char * 4096),    # the running task's info, pickled
+        ("job", ctypes.c_char * JOB_BYTES),  # the running task's info, pickled
     ]
-
-
-#: the largest pickled task description a slot holds (a larger one goes over the pipe)
-JOB_BYTES = 4096
 
 
 def write_job(slot: Slot, info: dict[str, Any]) -> bool:
