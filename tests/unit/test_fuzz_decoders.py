@@ -256,3 +256,15 @@ def test_stored_exceptions_never_import_or_build_arbitrary_classes(data: dict[st
     assert isinstance(exc, Exception)
     assert set(sys.modules) - before == set()
     assert type(exc).__module__ in ("builtins", "celeriac.exceptions")
+
+
+def test_an_envelope_keeps_integers_past_64_bits_exact() -> None:
+    """orjson reads integers past 64 bits as floats; such an envelope takes the stdlib
+    parser, as Celery's json does, so the values stay exact."""
+    big, small = 2**64, -(2**63) - 1
+    envelope = {"body": "", "content-encoding": "utf-8", "content-type": "application/json",
+                "headers": {"task": "t.x", "id": "i", "big": big, "small": small},
+                "properties": {"priority": 0}}
+    message = redis_scripts.parse_envelope(json.dumps(envelope).encode())
+    assert (message.headers["big"], message.headers["small"]) == (big, small)
+    assert type(message.headers["big"]) is int

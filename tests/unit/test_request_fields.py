@@ -86,6 +86,7 @@ MALFORMED: list[tuple[str, Message]] = [
     ("headers.lang", with_headers(lang=5)),
     ("headers.shadow", with_headers(shadow=["x"])),
     ("headers.eta", with_headers(eta="tomorrow")),
+    ("headers.eta", with_headers(eta=10**400)),  # too large for a float: no OverflowError
     ("headers.expires", with_headers(expires=[1])),
     ("headers.group", with_headers(group=5)),
     ("headers.group_index", with_headers(group_index="0")),

@@ -8,6 +8,7 @@ envelope``) into deliveries. orjson parses envelopes when installed
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ...exceptions import DecodeError
@@ -25,12 +26,16 @@ def _optional_orjson() -> Any:
 
 
 _orjson = _optional_orjson()
+#: a number orjson may not keep: it reads integers past 64 bits as floats, the stdlib
+#: parser (and Celery's) keeps them exact; such envelopes take the stdlib path
+_LONG_NUMBER = re.compile(rb"\d{19}")
 
 
 def parse_envelope(raw: bytes | str) -> Message:
     """The message in ``raw``; garbage becomes a header-less message the worker dead-letters."""
     try:
-        if _orjson is not None:
+        if _orjson is not None and not _LONG_NUMBER.search(
+                raw if isinstance(raw, bytes) else raw.encode("utf-8")):
             try:
                 return Message.from_envelope(_orjson.loads(raw))
             except _orjson.JSONDecodeError:
