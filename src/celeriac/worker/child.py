@@ -177,12 +177,12 @@ class ChildMonitor(Monitor):
         slot = self.slot
         slot.task_id = job.id.encode()[:63]
         slot.hard = hard or 0.0
-        slot.acks_early = not job.task.acks_late
+        slot.acks_early = not job.acks_late
         if hard:
             self.renewal.send(("hard", job.id, job.name, job.delivery))
         self.renewal.send(("job", message_info(
             job.delivery.message, job.delivery.queue, self.spec.hostname, time_start=None,
-            acknowledged=not job.task.acks_late, worker_pid=self.pid,
+            acknowledged=not job.acks_late, worker_pid=self.pid,
             redelivered=job.delivery.redelivered,
             arguments=(list(job.request.args or ()), dict(job.request.kwargs or {}))
             if job.delivery.message.content_type == serialization.JSON else None),
