@@ -156,9 +156,9 @@ def parse(args: list[str], app: str | None = None) -> list[Node]:
             value, i, has_value = args[i + 1], i + 1, True
         options.append((base, selector if colon else None, value if has_value else None))
         i += 1
-    for key, selector, value in options:  # as Celery: the host part of the node names
-        if key in ("-n", "--hostname") and selector is None and value:
-            host = value
+    for name, only, given in options:  # as Celery: the host part of the node names
+        if name in ("-n", "--hostname") and only is None and given:
+            host = given
     if len(names) == 1 and names[0].isdigit():
         names = [f"{prefix}{n}" for n in range(1, int(names[0]) + 1)]
     if not names:
