@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -26,6 +25,7 @@ REDIS_TEST_DB = int(os.environ.get("CELERIAC_TEST_REDIS_DB", "11"))
 _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:  # ``from needs import need`` in every tier
     sys.path.insert(0, _TESTS)
+import rabbit  # noqa: E402 (tests/ on sys.path first)
 
 
 def service_up(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -268,10 +268,7 @@ def rabbitmq_channel(rabbitmq_url: str) -> Iterator[Callable[..., Any]]:
     conns: list[tuple[amqp.Connection, Sequence[str], Sequence[str]]] = []
 
     def open_channel(queues: Sequence[str] = (), exchanges: Sequence[str] = ()) -> Any:
-        split = urlsplit(rabbitmq_url)
-        conn = amqp.Connection(f"{split.hostname}:{split.port}", userid="guest",
-                               password="guest", virtual_host=unquote(split.path[1:]))
-        conn.connect()
+        conn = rabbit.connect(rabbitmq_url)
         conns.append((conn, queues, exchanges))
         return conn.channel()
 
@@ -285,6 +282,25 @@ def rabbitmq_channel(rabbitmq_url: str) -> Iterator[Callable[..., Any]]:
                 chan.exchange_delete(exchange)
         finally:
             conn.close()
+
+
+@pytest.fixture
+def amqp_brokers(rabbitmq_url: str) -> Iterator[Callable[..., Any]]:
+    """``make(lease_seconds=1.0, **options)``: an ``AMQPBroker`` on the test's vhost with
+    those transport options; each one made is closed afterwards."""
+    from celeriac.brokers.amqp.broker import AMQPBroker
+
+    made: list[AMQPBroker] = []
+
+    def make(lease_seconds: float | None = 1.0, **options: Any) -> AMQPBroker:
+        broker = (AMQPBroker(rabbitmq_url, options=options) if lease_seconds is None else
+                  AMQPBroker(rabbitmq_url, lease_seconds=lease_seconds, options=options))
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.close()
 
 
 @pytest.fixture

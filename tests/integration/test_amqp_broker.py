@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
 
 pytest.importorskip("amqp")
 
-import amqp
-
 from celeriac.brokers.amqp.broker import AMQPBroker
 from celeriac.brokers.base import Delivery
 from celeriac.messages import Message, task_message
+from rabbit import connect
 
 Q = "amqp-q"
 Maker = Callable[..., AMQPBroker]
@@ -38,17 +37,8 @@ def one(broker: AMQPBroker, owner: str = "w", timeout: float = 5.0) -> Delivery:
 
 
 @pytest.fixture
-def make(rabbitmq_url: str) -> Iterator[Maker]:
-    made: list[AMQPBroker] = []
-
-    def factory(**options: object) -> AMQPBroker:
-        broker = AMQPBroker(rabbitmq_url, lease_seconds=1.0, options=options)
-        made.append(broker)
-        return broker
-
-    yield factory
-    for broker in made:
-        broker.close()
+def make(amqp_brokers: Maker) -> Maker:
+    return amqp_brokers
 
 
 def crash(broker: AMQPBroker) -> None:
@@ -108,9 +98,7 @@ def test_close_gives_back_unleased_messages_uncounted(make: Maker) -> None:
 
 def test_queue_declared_with_other_arguments_is_used_as_it_is(rabbitmq_url: str,
                                                               make: Maker) -> None:
-    split = urlsplit(rabbitmq_url)
-    conn = amqp.Connection(f"{split.hostname}:{split.port}", virtual_host=split.path[1:])
-    conn.connect()
+    conn = connect(rabbitmq_url)
     conn.channel().queue_declare(Q, durable=True, auto_delete=False,
                                  arguments={"x-max-length": 1000})
     conn.close()

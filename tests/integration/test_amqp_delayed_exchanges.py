@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -30,6 +29,7 @@ from kombu import Exchange, Queue
 from celeriac import Celery
 from celeriac.brokers.amqp.broker import AMQPBroker
 from celeriac.messages import task_message
+from rabbit import connect
 
 FAN = Exchange("d-fan", type="fanout")
 TOPIC = Exchange("d-topic", type="topic")
@@ -42,10 +42,7 @@ NAMES = [q.name for q in QUEUES]
 
 @pytest.fixture
 def raw(rabbitmq_url: str) -> Iterator[amqp.Channel]:
-    split = urlsplit(rabbitmq_url)
-    conn = amqp.Connection(f"{split.hostname}:{split.port}", userid="guest", password="guest",
-                           virtual_host=unquote(split.path[1:]))
-    conn.connect()
+    conn = connect(rabbitmq_url)
     try:
         yield conn.channel()
         chan = conn.channel()  # the vhost goes to a later test: leave nothing of ours

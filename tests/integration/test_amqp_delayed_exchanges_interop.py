@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -24,6 +23,7 @@ pytest.importorskip("celery")
 import amqp
 
 from celeryproc import CONFIG_ENV, WorkerProcess, import_client, wait_until, worker_command
+from rabbit import connect
 
 QUEUES = "dx-fan-a,dx-fan-b,dx-sports,dx-all-news"
 
@@ -74,10 +74,7 @@ def declared(url: str) -> bool:
     """The delay layout and the last queue's bindings exist: a worker declares them when
     it starts consuming, and RabbitMQ drops a Celery client's delayed message sent to
     a virtual host where no worker ever did (kombu publishes without confirms)."""
-    split = urlsplit(url)
-    conn = amqp.Connection(f"{split.hostname}:{split.port}", userid="guest", password="guest",
-                           virtual_host=unquote(split.path[1:]))
-    conn.connect()
+    conn = connect(url)
     try:
         conn.channel().exchange_declare("celery_delayed_0", "topic", passive=True)
         conn.channel().queue_declare("dx-all-news", passive=True)

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -27,6 +26,7 @@ from celeriac.brokers.amqp.broker import AMQPBroker
 from celeriac.brokers.base import Delivery
 from celeriac.exceptions import OperationalError
 from celeriac.messages import Message, task_message
+from rabbit import connect
 
 Q = "hot-q"
 Maker = Callable[..., AMQPBroker]
@@ -37,25 +37,8 @@ def message(n: int) -> Message:
 
 
 @pytest.fixture
-def make(rabbitmq_url: str) -> Iterator[Maker]:
-    made: list[AMQPBroker] = []
-
-    def factory(**options: object) -> AMQPBroker:
-        broker = AMQPBroker(rabbitmq_url, options=options)
-        made.append(broker)
-        return broker
-
-    yield factory
-    for broker in made:
-        broker.close()
-
-
-def connect(url: str) -> amqp.Connection:
-    split = urlsplit(url)
-    conn = amqp.Connection(f"{split.hostname}:{split.port}", userid="guest",
-                           password="guest", virtual_host=unquote(split.path[1:]))
-    conn.connect()
-    return conn
+def make(amqp_brokers: Maker) -> Maker:
+    return lambda **options: amqp_brokers(lease_seconds=None, **options)
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
@@ -39,18 +38,8 @@ def message(n: int) -> Message:
 
 
 @pytest.fixture
-def make(rabbitmq_url: str) -> Iterator[Maker]:
-    made: list[AMQPBroker] = []
-
-    def factory(task_queues: Any) -> AMQPBroker:
-        broker = AMQPBroker(rabbitmq_url, lease_seconds=1.0,
-                            options={"task_queues": task_queues})
-        made.append(broker)
-        return broker
-
-    yield factory
-    for broker in made:
-        broker.close()
+def make(amqp_brokers: Callable[..., AMQPBroker]) -> Maker:
+    return lambda task_queues: amqp_brokers(task_queues=task_queues)
 
 
 @pytest.fixture

@@ -64,6 +64,16 @@ def test_multi_short_options_take_their_value_as_in_celery() -> None:
     assert [n.short for n in flags] == ["w1", "w2"]
 
 
+def test_multi_hostname_is_the_host_part_of_the_node_names() -> None:
+    """Celery's multi takes ``-n/--hostname`` as the host of every node name (it was
+    dropped: the nodes were named after this machine)."""
+    nodes = parse(["w1", "w2@other.example", "-n", "example.com", "-c", "2"])
+    assert [n.name for n in nodes] == ["w1@example.com", "w2@other.example"]
+    assert nodes[0].argv()[nodes[0].argv().index("-n") + 1] == "w1@example.com"
+    assert [n.name for n in parse(["2", "--hostname=h.test"])] == ["celery1@h.test",
+                                                                   "celery2@h.test"]
+
+
 def test_multi_arguments_after_double_dash_go_to_every_worker() -> None:
     nodes = parse(["2", "-c", "1", "--", "worker_prefetch_multiplier=1"])
     assert len(nodes) == 2

@@ -12,6 +12,7 @@ they expand to ``""``/``0``). ``-c:w1 4`` or ``-Q:1-2 high`` set an option for
 some nodes only (names, 1-based indexes, ranges). As in Celery, a short option the
 worker does not know as a flag takes the next argument as its value unless it starts
 with ``-`` (``-L:4,5 DEBUG``); arguments after ``--`` are passed to every worker.
+``-n/--hostname HOST`` is the host part of the node names (``w1@HOST``), as in Celery.
 
 ``stop`` sends SIGTERM and waits for the nodes to exit (``stopwait`` waits
 without a limit), ``kill`` sends SIGKILL, ``restart`` is stop-wait then start,
@@ -155,6 +156,9 @@ def parse(args: list[str], app: str | None = None) -> list[Node]:
             value, i, has_value = args[i + 1], i + 1, True
         options.append((base, selector if colon else None, value if has_value else None))
         i += 1
+    for name, only, given in options:  # as Celery: the host part of the node names
+        if name in ("-n", "--hostname") and only is None and given:
+            host = given
     if len(names) == 1 and names[0].isdigit():
         names = [f"{prefix}{n}" for n in range(1, int(names[0]) + 1)]
     if not names:
