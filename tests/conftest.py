@@ -245,7 +245,27 @@ def rabbitmq_url(rabbitmq_vhosts: VhostPool) -> Iterator[str]:
     require_service("RabbitMQ", RABBITMQ_HOST, RABBITMQ_PORT)
     vhost = rabbitmq_vhosts.take()
     yield f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}/{vhost}"
+    forget_kombu_pools(vhost)
     rabbitmq_vhosts.give_back(vhost)
+
+
+def forget_kombu_pools(vhost: str) -> None:
+    """Close and drop kombu's process-wide connection and producer pools for ``vhost``.
+
+    ``app.close()`` leaves them open, keyed by broker URL, each connection with its
+    cache of what it declared. The vhost goes to a later test emptied (its ``celery``
+    queue deleted): that test's Celery client would reuse the cached connection, skip
+    declaring the queue and publish messages RabbitMQ cannot route, dropped until the
+    worker binds the queue, so part of a burst (or all of it) never arrives."""
+    pools = sys.modules.get("kombu.pools")
+    if pools is None:
+        return
+    for group in pools._groups:
+        for key, pool in list(group.items()):
+            connections = getattr(pool, "connections", pool)  # a producer pool's own
+            if getattr(getattr(connections, "connection", None), "virtual_host", None) == vhost:
+                pool.force_close_all()
+                dict.__delitem__(group, key)
 
 
 @pytest.fixture(scope="module")
@@ -254,6 +274,7 @@ def rabbitmq_url_module(rabbitmq_vhosts: VhostPool) -> Iterator[str]:
     require_service("RabbitMQ", RABBITMQ_HOST, RABBITMQ_PORT)
     vhost = rabbitmq_vhosts.take()
     yield f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}/{vhost}"
+    forget_kombu_pools(vhost)
     rabbitmq_vhosts.give_back(vhost)
 
 
@@ -357,3 +378,4 @@ def django_inprocess(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     state, teardown = site.setup_inprocess(tmp_path_factory.mktemp("django"), with_pg)
     yield state
     teardown()
+

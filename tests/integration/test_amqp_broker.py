@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("amqp")
 
 from celeriac.brokers.amqp.broker import AMQPBroker
-from celeriac.brokers.base import Delivery
+from celeriac.brokers.base import Delivery, Publish
 from celeriac.messages import Message, task_message
 from rabbit import connect
 
@@ -94,6 +94,29 @@ def test_close_gives_back_unleased_messages_uncounted(make: Maker) -> None:
         got += second.receive([Q], owner="b", limit=10, timeout=0.5)
     assert sorted(d.message.task_id for d in got) == [f"task-{n}" for n in range(1, 5)]
     assert all(d.lost_count == 0 and d.delivery_count == 1 for d in got)
+
+
+def test_a_burst_is_received_whole_in_small_leases(make: Maker) -> None:
+    """Messages published in one burst all come out through leases smaller than what
+    arrived at once (a worker's ``limit`` with a busy slot): each receive finds the
+    next one in what was already read, or waits for it, never returns empty while
+    some are still due, and the window widens and narrows without losing any."""
+    consumer, producer = make(lease_seconds=30.0), make()
+    assert consumer.receive([Q], owner="w", limit=1, timeout=0.05) == []  # consuming
+    producer.publish_many(Publish(message(n), Q) for n in range(12))
+    got: list[Delivery] = []
+    for limit in (1, 1, 3, 1, 2, 1, 1, 1, 1):
+        batch = consumer.receive([Q], owner="w", limit=limit, timeout=10)
+        assert 1 <= len(batch) <= limit, (limit, len(got), batch)
+        got += batch
+        assert consumer.ack(batch) == len(batch)
+    while len(got) < 12:
+        batch = consumer.receive([Q], owner="w", limit=1, timeout=10)
+        assert len(batch) == 1, len(got)
+        got += batch
+        assert consumer.ack(batch) == 1
+    assert sorted(d.message.task_id for d in got) == sorted(f"task-{n}" for n in range(12))
+    assert consumer.receive([Q], owner="w", limit=5, timeout=0.2) == []
 
 
 def test_queue_declared_with_other_arguments_is_used_as_it_is(rabbitmq_url: str,
