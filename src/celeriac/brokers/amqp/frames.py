@@ -111,13 +111,42 @@ def _item(buf: bytes, off: int) -> tuple[Any, int]:
     raise FrameSyntaxError(f"Unknown value in table: {chr(kind)!r}")
 
 
+#: bytes after the type octet of the fixed-size field types whose values are immutable
+_FIXED = {86: 0, 116: 1, 98: 1, 66: 1, 115: 2, 85: 2, 117: 2, 73: 4, 105: 4, 102: 4,
+          68: 5, 100: 8, 76: 8, 108: 8, 84: 8}
+#: decoded ``(key, value)`` of the raw entries (key, type and an immutable value) that
+#: repeat from one task message to the next (``task``, ``retries``, ``origin``...)
+_DECODED: dict[bytes, tuple[Any, Any]] = {}
+_DECODED_MAX = 4096
+#: longest string value remembered (ids are longer)
+_SHORT = 32
+
+
 def decode_table(buf: bytes, off: int, end: int) -> dict[Any, Any]:
     """The field table in ``buf[off:end]``."""
     out: dict[Any, Any] = {}
+    cache = _DECODED
     while off < end:
-        size = buf[off]
-        key = _text(buf[off + 1:off + 1 + size])
-        out[key], off = _item(buf, off + 1 + size)
+        at = off + 1 + buf[off]  # the type octet
+        kind = buf[at]
+        if kind == 83:  # S
+            size = _U32.unpack_from(buf, at + 1)[0]
+            stop = at + 5 + size if size < _SHORT else 0
+        else:
+            fixed = _FIXED.get(kind)
+            stop = 0 if fixed is None else at + 1 + fixed
+        if stop:
+            raw = buf[off:stop]
+            known = cache.get(raw)
+            if known is None:
+                known = (_text(buf[off + 1:at]), _item(buf, at)[0])
+                if len(cache) < _DECODED_MAX:
+                    cache[raw] = known
+            out[known[0]] = known[1]
+            off = stop
+        else:
+            key = _text(buf[off + 1:at])
+            out[key], off = _item(buf, at)
     return out
 
 
