@@ -13,12 +13,15 @@ Each setup has a fresh RabbitMQ virtual host (made and deleted with ``rabbitmqct
   ``--rounds`` times (the order reversed every round, the queue refilled untimed);
   the median is reported.
 
-Floors, measured in the same run (``raw-py-amqp``): the enqueue loop with py-amqp
-alone (``basic_publish`` of celeriac's own message, persistent, to a durable queue,
-then wait for its ``basic.ack``, one at a time), and a raw py-amqp consumer
-(``basic_qos(128)``, one Redis ``INCR`` per message, ``basic_ack(multiple=True)``
-every 32) in one process. A publish and its confirm cannot take less than the
-raw loop's round trip to RabbitMQ, whose disk write bounds it.
+Floors, measured in the same run: ``raw-py-amqp``, the enqueue loop with py-amqp
+alone (``basic_publish_confirm`` of celeriac's own message, persistent, to a durable
+queue, one at a time), and a raw py-amqp consumer (``basic_qos(128)``, one Redis
+``INCR`` per message, ``basic_ack(multiple=True)`` every 32) in one process; and
+``raw-socket`` (enqueue only), the same message's ``basic.publish`` frames rendered
+once and written with ``socket.sendall``, then its ``basic.ack`` read with ``recv``:
+no client library at all, so its rate is what RabbitMQ allows one sequential
+publisher. RabbitMQ writes a persistent message to disk before it confirms it:
+no ``delay()`` that waits for the confirm can beat that round trip.
 
 Targets (issue 13, reported, never asserted): drain >= 3x Celery's best setup, enqueue
 >= 2x Celery's enqueue with confirms on. Results go to stdout; ``--write`` replaces the
@@ -219,6 +222,29 @@ class RawSide(Side):
         rabbitmqctl("delete_vhost", self.vhost)
 
 
+class RawSocketSide(RawSide):
+    """The enqueue floor without a client library: pre-rendered frames and ``recv``."""
+
+    def __init__(self, workdir: Path) -> None:
+        from celeriac.brokers.amqp import frames
+
+        super().__init__(workdir)
+        self.name = "raw-socket"
+        self.sock = self.conn.transport.sock
+        props = frames.encode_properties(self.sample.properties)
+        self.frames = frames.publish_frames(self.chan.channel_id, "", "celery", props,
+                                            self.sample.body, self.conn.frame_max)
+
+    def send(self) -> None:
+        self.sock.sendall(self.frames)
+        got = 0
+        while got < 21:  # its basic.ack frame (no heartbeats: nothing else comes)
+            got += len(self.sock.recv(64))
+
+    def drain(self, tasks: int) -> float:
+        return float("nan")  # enqueue only
+
+
 def measure(sides: list[Side], tasks: int, rounds: int) -> None:
     """Enqueue in interleaved rounds, then drain every side ``rounds`` times."""
     for side in sides:
@@ -234,6 +260,8 @@ def measure(sides: list[Side], tasks: int, rounds: int) -> None:
             side.rates.append(count / (time.perf_counter() - started))
     for turn in range(rounds):
         for side in sides if turn % 2 == 0 else sides[::-1]:
+            if isinstance(side, RawSocketSide):
+                continue  # enqueue only
             if turn:
                 for _ in range(tasks + 1):  # refill, untimed
                     side.send()
@@ -247,12 +275,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="drains per setup")
     parser.add_argument("--setups", default=",".join(s.name for s in SETUPS))
     parser.add_argument("--write", action="store_true")
-    parser.add_argument("--no-floor", action="store_true", help="skip the raw py-amqp floors")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the raw floors (raw-socket, raw py-amqp)")
     args = parser.parse_args()
     chosen = [s for s in SETUPS if s.name in args.setups.split(",")]
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        sides: list[Side] = [] if args.no_floor else [RawSide(Path(tmp))]
+        sides: list[Side] = [] if args.no_floor else [RawSocketSide(Path(tmp)),
+                                                      RawSide(Path(tmp))]
         try:
             sides += [Side(setup, Path(tmp)) for setup in chosen]
             measure(sides, args.tasks, args.rounds)
@@ -260,13 +290,16 @@ def main() -> None:
             for side in sides:
                 side.close()
     rows = [(side.name, {"enqueue": statistics.median(side.rates),
-                         "drain": statistics.median(side.drains)}) for side in sides]
+                         "drain": statistics.median(side.drains) if side.drains else 0.0})
+            for side in sides]
     best_celery = max((r["drain"] for n, r in rows if n.startswith("celery")), default=0.0)
     celery_confirms = next((r["enqueue"] for n, r in rows if n == "celery-prefork-c2-confirms"),
                            0.0)
     lines = ["| setup | enqueue/s | drain/s |", "|---|---|---|"]
-    lines += [f"| {n} | {r['enqueue']:.0f} | {r['drain']:.0f} |" for n, r in rows]
+    lines += [f"| {n} | {r['enqueue']:.0f} | {r['drain']:.0f} |" if r["drain"] else
+              f"| {n} | {r['enqueue']:.0f} | - |" for n, r in rows]
     floor = next((r for n, r in rows if n == "raw-py-amqp"), None)
+    bare = next((r for n, r in rows if n == "raw-socket"), None)
     for name, result in rows:
         if name.startswith("celeriac") and best_celery and celery_confirms:
             line = (f"\n{name}: drain {result['drain'] / best_celery:.2f}x Celery's best "
@@ -275,15 +308,23 @@ def main() -> None:
             if floor:
                 line += (f"; enqueue {result['enqueue'] / floor['enqueue']:.2f}x the raw "
                          "py-amqp publish+confirm loop")
+            if bare:
+                line += (f", {result['enqueue'] / bare['enqueue']:.2f}x the raw-socket floor "
+                         "(what RabbitMQ allows)")
             lines.append(line)
     if floor and celery_confirms:
         ratio = floor["enqueue"] / celery_confirms
         lines.append(f"\nraw py-amqp publish+confirm loop: {ratio:.2f}x Celery with confirms "
                      "(what the enqueue target is measured against on this server)")
+    if bare and celery_confirms:
+        lines.append(f"\nraw-socket floor: {bare['enqueue'] / celery_confirms:.2f}x Celery "
+                     "with confirms: the most any client can reach here, one publish and "
+                     "its confirm at a time")
     body = "\n".join(lines) + (
         f"\n\n{args.tasks} tasks per setup, each one Redis INCR; enqueue: median of 20 "
         f"interleaved rounds; drain: median of "
-        f"{args.rounds} per setup; the raw py-amqp consumer is one process. Python "
+        f"{args.rounds} per setup; the raw py-amqp consumer is one process; raw-socket "
+        "enqueues only. Python "
         f"{platform.python_version()}, 1-minute load average {load_before:.1f} before and "
         f"{os.getloadavg()[0]:.1f} after (a shared 2-core machine: compare setups of one "
         "run only).\n")

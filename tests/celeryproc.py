@@ -7,7 +7,8 @@ output in a log file, ready when a line of the log says so, stopped with SIGTERM
 and then SIGKILL. Tests that kill workers at arbitrary moments start them with
 :func:`start_worker_group` and kill the whole group with :func:`kill_group`.
 :func:`wait_until` is the suite's one polling helper (``tests/`` is on ``sys.path``
-in every tier).
+in every tier); :func:`child_pids` and :func:`zombie` read a process's children and
+state from ``/proc`` (the reliability bench uses them too).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ T = TypeVar("T")
 READY_TIMEOUT = 90.0
 #: what celeriac and Celery workers print once they consume
 READY = "ready."
+#: settings in the environment that would override a test's task modules' own
+CONFIG_ENV = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
+              "CELERIAC_RESULT_BACKEND")
 
 
 def wait_until(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.05,
@@ -43,6 +47,44 @@ def wait_until(check: Callable[[], T], timeout: float = 30.0, interval: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def child_pids(pid: int) -> list[int]:
+    """Live (not zombie) direct children of ``pid``, sorted (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return sorted(found)
+
+
+def zombie(pid: int) -> bool:
+    """True when ``pid`` has exited and waits to be reaped, or is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def worker_command(side: str, module: str, *options: str, concurrency: int = 1,
+                   name: str = "interop") -> list[str]:
+    """An interop test's worker: ``celeriac worker -P threads -c N`` or ``celery worker
+    -P solo`` with a unique node name and no mingle/gossip/heartbeat, both at INFO, with
+    ``options`` (``-Q ...``) added."""
+    if side == "celeriac":
+        return [sys.executable, "-m", "celeriac", "-A", module, "worker", "-P", "threads",
+                "-c", str(concurrency), *options, "-l", "INFO"]
+    return [sys.executable, "-m", "celery", "-A", module, "worker", "-P", "solo",
+            "-n", f"{name}-{uuid.uuid4().hex[:6]}@localhost", *options,
+            "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "INFO"]
 
 
 def subprocess_env(cwd: Path, drop: Iterable[str] = (),

@@ -341,10 +341,15 @@ def decode_body(message: Message, accept: frozenset[str] | None = None,
     return serialization.loads(body, message.content_type, accept)
 
 
+#: ``json.dumps(headers, default=repr)``'s encoder, made once (thread-safe: each call
+#: makes its own circular-reference markers)
+_SIZE_ENCODER = json.JSONEncoder(default=repr)
+
+
 def message_size(message: Message) -> int:
     """What ``task_message_max_size`` measures: the body's bytes plus the headers as JSON."""
     try:
-        headers = len(json.dumps(message.headers, default=repr))
+        headers = len(_SIZE_ENCODER.encode(message.headers))
     except (TypeError, ValueError):
         headers = 0
     return len(message.body) + headers

@@ -144,15 +144,21 @@ def watching() -> OutageWatch | None:
     return _watch
 
 
-@contextmanager
-def patient(wait: bool = True) -> Iterator[None]:
+class patient:
     """Within the block, calls without a deadline wait out an outage (``wait=False``:
-    they raise as usual, e.g. for a task body inside a patient worker)."""
-    token = _patient.set(wait)
-    try:
-        yield
-    finally:
-        _patient.reset(token)
+    they raise as usual, e.g. for a task body inside a patient worker). A class, not a
+    generator: the worker enters one around every task body."""
+
+    __slots__ = ("_token", "wait")
+
+    def __init__(self, wait: bool = True) -> None:
+        self.wait = wait
+
+    def __enter__(self) -> None:
+        self._token = _patient.set(self.wait)
+
+    def __exit__(self, *exc: object) -> None:
+        _patient.reset(self._token)
 
 
 @contextmanager

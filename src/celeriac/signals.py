@@ -41,6 +41,8 @@ class Signal:
         self._receivers = [(r, s) for r, s in self._receivers if r is not receiver]
 
     def send(self, sender: Any = None, **named: Any) -> list[tuple[Receiver, Any]]:
+        if not self._receivers:  # the usual case for the per-task signals: nothing to do
+            return []
         responses = []
         for receiver, wanted in list(self._receivers):
             if not _matches(wanted, sender):

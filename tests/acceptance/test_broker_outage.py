@@ -26,6 +26,7 @@ from ownservers import OwnPostgres, OwnRedis, rabbit_server
 from workerproc import Project, project, read_lines, wait_until
 
 from celeriac.exceptions import OperationalError
+from celeryproc import child_pids
 from needs import need
 
 SOURCE = """
@@ -237,14 +238,6 @@ def slow(i):
     time.sleep(2)
     return i
 """
-
-
-def child_pids(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
 
 
 @pytest.mark.redis

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from celeryproc import wait_until
+from celeryproc import child_pids, wait_until
 
 PROJ = textwrap.dedent('''
     import os
@@ -204,14 +204,6 @@ def test_chord_failure_through_a_worker_process(env: Env) -> None:
     assert err.read_text().split() == [res.id] and env.body_lines() == []
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(c) for c in text.split()]
-
-
 # SQLite only: PostgreSQL's kill -9 coverage is tests/acceptance/test_worker_chaos.py
 @pytest.mark.parametrize("env", ["sqlite"], indirect=True)
 def test_chord_of_1000_fires_once_while_workers_are_killed(env: Env) -> None:
@@ -229,7 +221,7 @@ def test_chord_of_1000_fires_once_while_workers_are_killed(env: Env) -> None:
         time.sleep(1.0)
         if env.body_lines():
             break
-        victims = _children(prefork.pid)
+        victims = child_pids(prefork.pid)
         if victims:  # a prefork child dies; the supervisor replaces it
             os.kill(victims[kills % len(victims)], signal.SIGKILL)
         if kills % 2 == 0:  # and every other second a whole threads worker

@@ -7,11 +7,10 @@ bindings``, ``logtool`` over a real worker's log, ``graph`` and ``amqp`` (Rabbit
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from workerproc import Project, project
+from workerproc import Project, project, project_fixture
 
 PROJ = """
     import os
@@ -34,10 +33,7 @@ PROJ = """
 """
 
 
-@pytest.fixture
-def proj(tmp_path: Path) -> Iterator[Project]:
-    with project(tmp_path, PROJ) as p:
-        yield p
+proj = project_fixture(PROJ)
 
 
 def test_config_module_loader_and_flags(proj: Project) -> None:

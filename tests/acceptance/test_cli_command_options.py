@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from workerproc import Project, project, wait_until
+from workerproc import Project, project_fixture, wait_until
 
 PROJ = """
     from celeriac import Celery
@@ -26,10 +24,7 @@ PROJ = """
 """
 
 
-@pytest.fixture
-def proj(tmp_path: Path) -> Iterator[Project]:
-    with project(tmp_path, PROJ) as p:
-        yield p
+proj = project_fixture(PROJ)
 
 
 def test_call_routing_key_and_serializer(proj: Project) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from workerproc import Project, project, wait_until
+from workerproc import Project, project, project_fixture, wait_until
 
 PROJ = """
     import time
@@ -30,10 +29,7 @@ PROJ = """
 """
 
 
-@pytest.fixture
-def proj(tmp_path: Path) -> Iterator[Project]:
-    with project(tmp_path, PROJ) as p:
-        yield p
+proj = project_fixture(PROJ)
 
 
 def _task_id(out: str) -> str:
@@ -93,6 +89,49 @@ def test_result_waits_as_celery_and_timeout_bounds_it(proj: Project) -> None:
     with proj.worker():
         out, _ = waiting.communicate(timeout=60)
     assert waiting.returncode == 0 and out.strip() == "3"
+
+
+ELSEWHERE = """
+    from pathlib import Path
+
+    from celeriac import Celery, Task
+
+    app = Celery("proj")
+    OTHER = Celery("other", backend="sqlite:///" + str(Path(__file__).parent / "other.db"),
+                   set_as_current=False)
+
+
+    class Elsewhere(Task):
+        def AsyncResult(self, task_id, **kwargs):
+            return OTHER.AsyncResult(task_id)
+
+
+    @app.task(base=Elsewhere)
+    def special():
+        return "kept elsewhere"
+"""
+
+
+def test_result_task_option_reads_through_the_tasks_asyncresult(tmp_path: Path) -> None:
+    """Celery's ``result -t NAME`` reads through that task's AsyncResult (a task whose
+    results are in a store of its own); ``--traceback`` does not wait."""
+    from celeriac.results.meta import store_result
+
+    with project(tmp_path, ELSEWHERE) as proj:
+        module = proj.client()
+        store_result(module.OTHER, "t-1", "kept elsewhere", "SUCCESS")
+        store_result(module.OTHER, "t-2", ValueError("boom"), "FAILURE", traceback="TB here")
+        shown = proj.cli("result", "-t", "proj.special", "t-1", "--timeout", "30")
+        assert (shown.returncode, shown.stdout.strip()) == (0, "kept elsewhere"), shown.stderr
+        default = proj.cli("result", "t-1", "--timeout", "0.5")  # the app's own store
+        assert default.returncode == 1 and default.stderr.startswith("PENDING"), default
+        traced = proj.cli("result", "--task", "proj.special", "--traceback", "t-2")
+        assert (traced.returncode, traced.stdout.strip()) == (0, "TB here"), traced.stderr
+        pending = proj.cli("result", "--traceback", "never-sent")  # at once, as Celery
+        assert (pending.returncode, pending.stdout.strip()) == (0, ""), pending.stderr
+        unknown = proj.cli("result", "-t", "proj.nope", "t-1")
+        assert unknown.returncode == 2 and "proj.nope" in unknown.stderr
+        module.OTHER.close()
 
 
 def test_purge_force_deletes_waiting_messages(proj: Project) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from workerproc import Project, project, read_lines, wait_until
+from workerproc import Project, project_fixture, read_lines, wait_until
 
 from celeriac.messages import Message
 
@@ -38,10 +37,7 @@ PROJ = """
 """
 
 
-@pytest.fixture
-def proj(tmp_path: Path) -> Iterator[Project]:
-    with project(tmp_path, PROJ) as p:
-        yield p
+proj = project_fixture(PROJ)
 
 
 def _assert_clean_error(result: object, *needles: str) -> None:

@@ -15,11 +15,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from workerproc import Project, project, wait_until
+from workerproc import Project, project, project_fixture, wait_until
 
 PROJ = """
     import os
@@ -63,11 +62,7 @@ def mul(x, y):
 """
 
 
-@pytest.fixture
-def proj(tmp_path: Path) -> Iterator[Project]:
-    with project(tmp_path, PROJ) as p:
-        (tmp_path / "extra_module.py").write_text(EXTRA)
-        yield p
+proj = project_fixture(PROJ, extra_module=EXTRA)
 
 
 def test_production_flags_are_accepted_and_include_imports_the_module(proj: Project) -> None:

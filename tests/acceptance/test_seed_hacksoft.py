@@ -7,11 +7,8 @@ shorter ``RETRY_COUNTDOWN`` and ``max_retries=2`` so the test stays fast.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from workerproc import Project, project, read_lines, wait_until
+from workerproc import Project, project_fixture, read_lines, wait_until
 
 PROJ = '''
     from pathlib import Path
@@ -64,10 +61,7 @@ PROJ = '''
 '''
 
 
-@pytest.fixture
-def proj(tmp_path: Path) -> Iterator[Project]:
-    with project(tmp_path, PROJ) as p:
-        yield p
+proj = project_fixture(PROJ)
 
 
 def test_on_failure_runs_once_after_the_retries_are_exhausted(proj: Project) -> None:

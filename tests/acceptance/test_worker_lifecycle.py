@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import workerharness as H
 
+from celeryproc import zombie
+
 
 def _done(project: Any, ids: list[str]) -> bool:
     return project.states(ids)["SUCCESS"] == len(ids)
@@ -218,7 +220,7 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         worker.wait(10)
 
         def gone() -> bool:
-            return all(not os.path.exists(f"/proc/{pid}") or _zombie(pid) for pid in children)
+            return all(not os.path.exists(f"/proc/{pid}") or zombie(pid) for pid in children)
 
         H.wait_until(gone, 15, what="orphaned children to exit")
         ids = project.publish_many("work", [(1,)] * 3)
@@ -226,14 +228,6 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         assert project.states(ids)["SUCCESS"] == 0, "no orphan may keep consuming"
     finally:
         project.stop_all()
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 @pytest.mark.timeout(60)

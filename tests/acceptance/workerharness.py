@@ -24,6 +24,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
+from celeryproc import child_pids
 from celeryproc import wait_until as _wait_until
 
 PROJECT = '''
@@ -271,22 +272,6 @@ def held_at_kill(project: Any, killed: set[int]) -> set[str]:
             if event == "start" and pid in killed]
     last = {pid: max(at for _, p, at in rows if p == pid) for _, pid, _ in rows}
     return {tid for tid, pid, at in rows if at >= last[pid] - ACK_WINDOW}
-
-
-def child_pids(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry))
-    return sorted(found)
 
 
 def kill_children_at_random(project: Project, worker: subprocess.Popen[bytes], ids: list[str],

@@ -7,6 +7,7 @@ real subprocesses (:class:`WorkerProcess`): ``start`` waits for the
 ``ready.`` log line, ``stop`` sends SIGTERM, waits, and SIGKILLs if needed.
 :meth:`Project.client` imports the same module in the test process, so a
 test calls ``proj.add.delay(2, 2)`` exactly as user code would.
+:func:`project_fixture` makes a test file's ``proj`` fixture from its project source.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import pytest
 
 from celeryproc import wait_until
 
@@ -209,6 +212,19 @@ def project(tmp_path: Path, source: str, module: str = "proj",
         yield proj
     finally:
         proj.close()
+
+
+def project_fixture(source: str, **files: str) -> Any:
+    """A ``proj`` fixture: the project ``source`` (and ``files``: module name -> source,
+    written beside it) in the test's ``tmp_path``."""
+    @pytest.fixture
+    def proj(tmp_path: Path) -> Iterator[Project]:
+        with project(tmp_path, source) as made:
+            for name, text in files.items():
+                (tmp_path / f"{name}.py").write_text(text)
+            yield made
+
+    return proj
 
 
 def read_lines(path: Path) -> list[str]:

@@ -12,9 +12,7 @@ Messages go through a RabbitMQ vhost of the test's own; no results are stored.
 from __future__ import annotations
 
 import collections
-import sys
 import time
-import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -25,10 +23,8 @@ pytest.importorskip("celery")
 
 import amqp
 
-from celeryproc import WorkerProcess, import_client, wait_until
+from celeryproc import CONFIG_ENV, WorkerProcess, import_client, wait_until, worker_command
 
-CONFIG_ENV = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
-              "CELERIAC_RESULT_BACKEND")
 QUEUES = "dx-fan-a,dx-fan-b,dx-sports,dx-all-news"
 
 TASKS = '''\
@@ -74,15 +70,6 @@ def write_tasks(tmp_path: Path, package: str, broker: str) -> str:
     return module
 
 
-def worker_command(side: str, module: str) -> list[str]:
-    if side == "celeriac":
-        return [sys.executable, "-m", "celeriac", "-A", module, "worker", "-P", "threads",
-                "-c", "2", "-Q", QUEUES, "-l", "INFO"]
-    return [sys.executable, "-m", "celery", "-A", module, "worker", "-P", "solo",
-            "-n", f"dx-{uuid.uuid4().hex[:6]}@localhost", "-Q", QUEUES,
-            "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "INFO"]
-
-
 def declared(url: str) -> bool:
     """The delay layout and the last queue's bindings exist: a worker declares them when
     it starts consuming, and RabbitMQ drops a Celery client's delayed message sent to
@@ -117,7 +104,8 @@ def test_countdown_through_exchanges_both_ways(worker_side: str, rabbitmq_url: s
     module = write_tasks(tmp_path, worker_side, rabbitmq_url)
     tasks = import_client(tmp_path, write_tasks(tmp_path, client_side, rabbitmq_url))
     try:
-        worker = WorkerProcess(worker_command(worker_side, module), tmp_path,
+        worker = WorkerProcess(worker_command(worker_side, module, "-Q", QUEUES, concurrency=2,
+                                              name="dx"), tmp_path,
                                drop_env=CONFIG_ENV)
         try:
             wait_until(lambda: declared(rabbitmq_url), 30, what="the worker's declarations")

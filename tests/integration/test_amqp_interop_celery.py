@@ -16,9 +16,7 @@ waits in that layout and reaches the Celery worker when due), priorities
 
 from __future__ import annotations
 
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -27,14 +25,11 @@ from typing import Any
 import pytest
 import redis
 
-from celeryproc import WorkerProcess, import_client, wait_until
+from celeryproc import CONFIG_ENV, WorkerProcess, import_client, wait_until, worker_command
 
 pytestmark = pytest.mark.redis
 
 RESULT_TIMEOUT = 45.0
-#: settings in the environment that would override the task modules' own
-CONFIG_ENV = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
-              "CELERIAC_RESULT_BACKEND")
 
 TASKS = '''\
 """Interop tasks on the {package} side; the other side defines the same names."""
@@ -184,9 +179,8 @@ def test_celery_client_celeriac_worker(rabbitmq_url: str, redis_url: str, key_pr
     tasks = _client(tmp_path, "celery", rabbitmq_url, redis_url, key_prefix)
     try:
         send_priorities(tasks, urgent=9, low=0)  # Celery on RabbitMQ: 9 is urgent
-        worker = WorkerProcess([sys.executable, "-m", "celeriac", "-A",
-                                "interop_amqp_celeriac_tasks", "worker", "-P", "threads",
-                                "-c", "1", "-l", "INFO"], tmp_path, drop_env=CONFIG_ENV)
+        worker = WorkerProcess(worker_command("celeriac", "interop_amqp_celeriac_tasks"),
+                               tmp_path, drop_env=CONFIG_ENV)
         try:
             # a Celery client's chord: Celery stores its size (Redis `.s` key) just before
             # it publishes the last header task; the join reads it atomically
@@ -206,11 +200,8 @@ def test_celeriac_client_celery_worker(rabbitmq_url: str, redis_url: str, key_pr
     tasks = _client(tmp_path, "celeriac", rabbitmq_url, redis_url, key_prefix)
     try:
         send_priorities(tasks, urgent=0, low=9)  # celeriac: 0 is urgent, on every broker
-        worker = WorkerProcess([sys.executable, "-m", "celery", "-A",
-                                "interop_amqp_celery_tasks", "worker", "-P", "solo", "-n",
-                                f"interop-{uuid.uuid4().hex[:6]}@localhost",
-                                "--without-mingle", "--without-gossip", "--without-heartbeat",
-                                "-l", "INFO"], tmp_path, drop_env=CONFIG_ENV)
+        worker = WorkerProcess(worker_command("celery", "interop_amqp_celery_tasks"),
+                               tmp_path, drop_env=CONFIG_ENV)
         try:
             check_common(tasks, raw, key_prefix)
         finally:
@@ -242,13 +233,7 @@ def test_rpc_results_with_the_other_side(worker_side: str, rabbitmq_url: str, re
     client_side = "celery" if worker_side == "celeriac" else "celeriac"
     module = write_tasks(tmp_path, worker_side, rabbitmq_url, "rpc://", key_prefix, redis_url)
     tasks = _client(tmp_path, client_side, rabbitmq_url, redis_url, key_prefix, "rpc://")
-    if worker_side == "celeriac":
-        command = [sys.executable, "-m", "celeriac", "-A", module, "worker", "-P", "threads",
-                   "-c", "2", "-l", "INFO"]
-    else:
-        command = [sys.executable, "-m", "celery", "-A", module, "worker", "-P", "solo",
-                   "-n", f"rpc-{uuid.uuid4().hex[:6]}@localhost", "--without-mingle",
-                   "--without-gossip", "--without-heartbeat", "-l", "INFO"]
+    command = worker_command(worker_side, module, concurrency=2, name="rpc")
     try:
         worker = WorkerProcess(command, tmp_path, drop_env=CONFIG_ENV)
         try:

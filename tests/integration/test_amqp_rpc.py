@@ -16,7 +16,7 @@ pytest.importorskip("amqp")
 
 from celeriac import Celery, chord, group
 from celeriac.exceptions import ImproperlyConfigured
-from celeriac.worker.main import Worker
+from inprocess import threaded_worker
 
 
 @pytest.fixture
@@ -32,13 +32,8 @@ def app(rabbitmq_url: str) -> Iterator[Celery]:
         time.sleep(seconds)
         return seconds
 
-    worker = Worker(app, hostname="rpc1@test", pool="threads", concurrency=2,
-                    setup_logs=False)
-    thread = threading.Thread(target=worker.start, daemon=True)
-    thread.start()
-    yield app
-    worker.stop()
-    thread.join(20)
+    with threaded_worker(app, "rpc1@test", ready=None):
+        yield app
     app.close()
 
 

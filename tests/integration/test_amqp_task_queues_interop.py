@@ -11,8 +11,6 @@ prefix of the test's own).
 
 from __future__ import annotations
 
-import sys
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,13 +21,11 @@ pytest.importorskip("celery")
 
 import amqp
 
-from celeryproc import WorkerProcess, import_client, wait_until
+from celeryproc import CONFIG_ENV, WorkerProcess, import_client, wait_until, worker_command
 
 pytestmark = pytest.mark.redis
 
 RESULT_TIMEOUT = 45.0
-CONFIG_ENV = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
-              "CELERIAC_RESULT_BACKEND")
 
 TASKS = '''\
 """task_queues interop tasks on the {package} side; the other side defines the same."""
@@ -75,15 +71,6 @@ def write_tasks(tmp_path: Path, package: str, broker: str, backend: str, prefix:
     return module
 
 
-def worker_command(side: str, module: str) -> list[str]:
-    if side == "celeriac":
-        return [sys.executable, "-m", "celeriac", "-A", module, "worker", "-P", "threads",
-                "-c", "1", "-Q", "iq-sports,iq-work", "-l", "INFO"]
-    return [sys.executable, "-m", "celery", "-A", module, "worker", "-P", "solo",
-            "-n", f"iq-{uuid.uuid4().hex[:6]}@localhost", "-Q", "iq-sports,iq-work",
-            "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "INFO"]
-
-
 @pytest.mark.parametrize("worker_side", ["celeriac", "celery"])
 def test_the_same_task_queues_on_both_sides(worker_side: str, rabbitmq_url: str,
                                             redis_url: str, key_prefix: str,
@@ -98,7 +85,8 @@ def test_the_same_task_queues_on_both_sides(worker_side: str, rabbitmq_url: str,
     raw.queue_declare("iq-dead", durable=True, auto_delete=False)
     raw.queue_bind("iq-dead", "iq-dlx", routing_key="iq.dead")
     try:
-        worker = WorkerProcess(worker_command(worker_side, module), tmp_path,
+        worker = WorkerProcess(worker_command(worker_side, module, "-Q", "iq-sports,iq-work",
+                                              name="iq"), tmp_path,
                                drop_env=CONFIG_ENV)
         try:
             assert tasks.add.delay(2, 3).get(timeout=RESULT_TIMEOUT) == 5

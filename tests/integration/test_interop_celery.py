@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 import redis
 
-from celeryproc import WorkerProcess, import_client, wait_until
+from celeryproc import WorkerProcess, import_client, wait_until, worker_command
 from needs import need
 
 pytestmark = pytest.mark.redis
@@ -165,11 +164,7 @@ def test_celeriac_client_celery_worker(redis_url: str, key_prefix: str, raw: red
     tasks = import_client(tmp_path, client_module)
     try:
         send_priorities(tasks)
-        worker = WorkerProcess(
-            [sys.executable, "-m", "celery", "-A", "interop_celery_tasks", "worker",
-             "-P", "solo", "-n", f"interop-{uuid.uuid4().hex[:6]}@localhost",
-             "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "INFO"],
-            tmp_path)
+        worker = WorkerProcess(worker_command("celery", "interop_celery_tasks"), tmp_path)
         try:
             check_common(tasks, raw, key_prefix, None)
         finally:

@@ -7,7 +7,6 @@ broker's delayed messages, ``revoke``, and the task events seen by a receiver.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -15,8 +14,8 @@ import pytest
 
 from celeriac import Celery
 from celeriac.events import State
-from celeriac.worker.main import Worker
 from celeryproc import wait_until
+from inprocess import threaded_worker
 
 NODE = "wb1@test"
 
@@ -51,45 +50,38 @@ def test_inspect_control_and_events(url: tuple[str, str, dict[str, Any]]) -> Non
         time.sleep(seconds)
         return seconds
 
-    events: list[dict[str, Any]] = []
-    receiver = app.events.Receiver(handlers={"*": events.append})
-    listening = threading.Thread(target=receiver.capture, kwargs={"wakeup": False},
-                                 daemon=True)
-    listening.start()
-    worker = Worker(app, hostname=NODE, pool="threads", concurrency=2, setup_logs=False)
-    thread = threading.Thread(target=worker.start, daemon=True)
-    thread.start()
     try:
-        inspect = app.control.inspect(destination=[NODE], timeout=2)
-        wait_until(lambda: inspect.ping(), 20.0)
-        running = sleep.delay(1.5)
-        later = sleep.apply_async((0,), countdown=300)
-        active = wait_until(lambda: (inspect.active() or {}).get(NODE), 20.0)
-        assert [a["id"] for a in active] == [running.id]
-        scheduled = [s["request"]["id"] for s in inspect.scheduled()[NODE]]
-        if app.broker.capabilities.counts_delayed:
-            assert scheduled == [later.id]
-        else:  # RabbitMQ: the delay layout cannot be listed without consuming it
-            assert scheduled == []
-        assert app.control.revoke(later.id, reply=True, timeout=2, destination=[NODE]) == [
-            {NODE: {"ok": f"tasks {{'{later.id}'}} flagged as revoked"}}]
-        assert running.get(timeout=20) == 1.5
-        state = State()
-        wait_until(lambda: any(e["type"] == "task-succeeded" for e in events), 20.0)
-        for event in list(events):
-            state.event(event)
-        task = state.tasks[running.id]
-        assert task.state == "SUCCESS" and task.worker is not None
-        assert task.worker.hostname == NODE
-        started = next(e for e in events if e["type"] == "task-started")
-        assert started["queue"] == "celery"
-        if app.broker.capabilities.ready_times:
-            assert started["time_to_start"] >= 0
-        else:  # Redis: kombu's envelope has no publish time (docs/monitoring.md)
-            assert "time_to_start" not in started
+        with threaded_worker(app, NODE, events=True) as (_, events):
+            check_node(app, sleep, events)
     finally:
-        receiver.should_stop = True
-        worker.stop()
-        thread.join(20)
-        listening.join(10)
         app.close()
+
+
+def check_node(app: Celery, sleep: Any, events: list[dict[str, Any]]) -> None:
+    """ping, active, scheduled, revoke and the task events, on one broker."""
+    inspect = app.control.inspect(destination=[NODE], timeout=2)
+    running = sleep.delay(1.5)
+    later = sleep.apply_async((0,), countdown=300)
+    active = wait_until(lambda: (inspect.active() or {}).get(NODE), 20.0)
+    assert [a["id"] for a in active] == [running.id]
+    scheduled = [s["request"]["id"] for s in inspect.scheduled()[NODE]]
+    if app.broker.capabilities.counts_delayed:
+        assert scheduled == [later.id]
+    else:  # RabbitMQ: the delay layout cannot be listed without consuming it
+        assert scheduled == []
+    assert app.control.revoke(later.id, reply=True, timeout=2, destination=[NODE]) == [
+        {NODE: {"ok": f"tasks {{'{later.id}'}} flagged as revoked"}}]
+    assert running.get(timeout=20) == 1.5
+    state = State()
+    wait_until(lambda: any(e["type"] == "task-succeeded" for e in events), 20.0)
+    for event in list(events):
+        state.event(event)
+    task = state.tasks[running.id]
+    assert task.state == "SUCCESS" and task.worker is not None
+    assert task.worker.hostname == NODE
+    started = next(e for e in events if e["type"] == "task-started")
+    assert started["queue"] == "celery"
+    if app.broker.capabilities.ready_times:
+        assert started["time_to_start"] >= 0
+    else:  # Redis: kombu's envelope has no publish time (docs/monitoring.md)
+        assert "time_to_start" not in started

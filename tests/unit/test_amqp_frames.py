@@ -32,6 +32,7 @@ FIXTURE = json.loads((Path(__file__).parents[1] / "fixtures" / "amqp-task-proper
 
 EVERY_TYPE: dict[str, Any] = {
     "text": "plain", "unicode": "é ü 漢", "surrogate": "\udcff", "bytes": b"\xff\x00raw",
+    "long text": "é ü 漢 \udcff " * 8, "6f1b3f0e-4d7e-4f50-9a4c-1f2e3d4c5b6a": "x" * 40,
     "int": 7, "negative": -3, "big": 2**40, "small": -(2**40), "limit": 2147483647,
     "float": 1.5, "true": True, "false": False, "none": None,
     "list": [1, "a", [None, 2.5], {"k": "v"}], "tuple": (1, 2), "empty": {}, "nested":
@@ -47,7 +48,7 @@ def captured_properties() -> list[dict[str, Any]]:
                 props = dict(entry["properties"])
                 props.pop("headers", None)
                 props["application_headers"] = entry["properties"].get("headers") or {}
-                out.append({k: v for k, v in props.items() if k in dict(frames._ORDER)})
+                out.append({k: v for k, v in props.items() if k in dict(frames.PROPERTY_ORDER)})
     assert out
     return out
 

@@ -601,3 +601,28 @@ def test_task_annotations_set_task_attributes_at_finalize() -> None:
 
     with pytest.raises(ImproperlyConfigured, match="method annotations"):
         refused.finalize()
+
+
+def test_task_annotations_apply_to_a_task_registered_after_finalize() -> None:
+    """Celery annotates each task as it binds it: a task module imported once the app
+    is finalized gets its annotations too, class-based tasks as well."""
+    from celeriac import Task
+
+    app = Celery("late", broker="memory://", set_as_current=False)
+    app.conf.task_annotations = {"late.add": {"rate_limit": "10/m"},
+                                 "*": {"default_retry_delay": 11}}
+    app.finalize()
+
+    @app.task(name="late.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    class Mul(Task):
+        name = "late.mul"
+
+        def run(self, x: int, y: int) -> int:
+            return x * y
+
+    mul = app.register_task(Mul())
+    assert add.rate_limit == "10/m" and add.default_retry_delay == 11
+    assert mul.rate_limit is None and mul.default_retry_delay == 11

@@ -51,6 +51,25 @@ def test_multi_node_options_replace_the_general_ones() -> None:
     assert value(nodes[0], "-c", "--concurrency") == ["2"]
 
 
+def test_multi_short_options_take_their_value_as_in_celery() -> None:
+    """Celery's multi help example `-L:4,5 DEBUG`: a short option that is not a known
+    flag takes the next argument as its value; the value is no node name."""
+    nodes = parse(["2", "-L:4,5", "debug"])
+    assert [n.name for n in nodes] == [f"celery1@{HOST}", f"celery2@{HOST}"]
+    assert all("-L" not in n.argv() and "debug" not in n.argv() for n in nodes)
+    five = parse(["5", "-L:4,5", "DEBUG", "-E", "-B"])
+    assert [n.argv()[n.argv().index("-L") + 1] for n in five[3:]] == ["DEBUG", "DEBUG"]
+    assert all("-L" not in n.argv() and "-E" in n.argv() for n in five[:3])
+    flags = parse(["w1", "-E", "w2"])  # -E is a flag: w2 is a node
+    assert [n.short for n in flags] == ["w1", "w2"]
+
+
+def test_multi_arguments_after_double_dash_go_to_every_worker() -> None:
+    nodes = parse(["2", "-c", "1", "--", "worker_prefetch_multiplier=1"])
+    assert len(nodes) == 2
+    assert all(n.argv()[-2:] == ["--", "worker_prefetch_multiplier=1"] for n in nodes)
+
+
 def test_queue_target_durations() -> None:
     assert duration("30s") == 30 and duration("15m") == 900 and duration("1h") == 3600
     assert duration(90) == 90 and duration(timedelta(minutes=2)) == 120

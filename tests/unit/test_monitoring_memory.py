@@ -7,7 +7,6 @@ through ``app.control`` / ``app.control.inspect()`` and watches its events with
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,8 +15,8 @@ import pytest
 
 from celeriac import Celery
 from celeriac.events import State
-from celeriac.worker.main import Worker
 from celeryproc import wait_until
+from inprocess import threaded_worker
 
 NODE = "w1@test"
 
@@ -41,21 +40,8 @@ def cluster() -> Iterator[tuple[Celery, Any, list[dict[str, Any]]]]:
     def fail() -> None:
         raise ValueError("boom")
 
-    events: list[dict[str, Any]] = []
-    receiver = app.events.Receiver(handlers={"*": events.append})
-    listening = threading.Thread(target=receiver.capture, kwargs={"wakeup": False},
-                                 daemon=True)
-    listening.start()
-    worker = Worker(app, hostname=NODE, pool="threads", concurrency=2, setup_logs=False)
-    thread = threading.Thread(target=worker.start, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not app.control.inspect(timeout=0.3).ping():
-        assert time.monotonic() < deadline, "the worker never answered ping"
-    yield app, worker, events
-    receiver.should_stop = True
-    worker.stop()
-    thread.join(10)
+    with threaded_worker(app, NODE, events=True) as (worker, events):
+        yield app, worker, events
 
 
 def test_inspect_queries(cluster: Any) -> None:

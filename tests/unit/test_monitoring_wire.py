@@ -10,7 +10,6 @@ formats, and the shapes of ``active``/``scheduled``/``stats`` replies.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from celeriac import Celery
 from celeriac.brokers.base import Broadcast
 from celeriac.brokers.fanout import loads, to_envelope
 from celeriac.control.mailbox import reply_message, request_message
-from celeriac.worker.main import Worker
+from inprocess import threaded_worker
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 #: fields celeriac adds to task-started (time-to-start); Celery's tools ignore them
@@ -95,19 +94,8 @@ def node() -> Any:
     def sleep(seconds: float) -> None:
         time.sleep(seconds)
 
-    events: list[dict[str, Any]] = []
-    receiver = app.events.Receiver(handlers={"*": events.append})
-    threading.Thread(target=receiver.capture, kwargs={"wakeup": False}, daemon=True).start()
-    worker = Worker(app, hostname="w@wire", pool="threads", concurrency=2, setup_logs=False)
-    thread = threading.Thread(target=worker.start, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not app.control.inspect(timeout=0.3).ping():
-        assert time.monotonic() < deadline
-    yield app, events
-    receiver.should_stop = True
-    worker.stop()
-    thread.join(10)
+    with threaded_worker(app, "w@wire", events=True) as (_, events):
+        yield app, events
 
 
 def test_event_fields_match_celerys(node: Any) -> None:

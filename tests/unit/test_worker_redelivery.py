@@ -119,3 +119,51 @@ def test_ignore_result_runs_it_again(app: Celery) -> None:
     store_result(app, "t1", None, states.SUCCESS)
     job, _ = prepare(app, task_message("t.quiet", "t1", (), {}), redelivered=True)
     assert job is not None
+
+
+def test_a_batch_of_redelivered_messages_reads_their_outcomes_at_once(
+        app: Celery, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first redelivered message reads the outcomes of those held after it in one
+    ``get_many``; the others find theirs read; a first delivery reads nothing."""
+    store_result(app, "t1", 3, states.SUCCESS)
+    store_result(app, "t3", ValueError("boom"), states.FAILURE)
+    for task_id in ("t1", "t2", "t3"):
+        app.broker.publish(task_message("t.add", task_id, (1, 2), {}), "celery")
+    app.broker.receive(["celery"], owner="gone", limit=3, timeout=1)
+    assert app.broker.expire_owner("gone") == 3
+    app.broker.publish(task_message("t.add", "t4", (1, 2), {}), "celery")
+    batch = app.broker.receive(["celery"], owner="w", limit=4, timeout=1)
+    assert [d.redelivered for d in batch].count(True) == 3
+    reads: list[list[str]] = []
+    real_get_many = app.backend.get_many
+    monkeypatch.setattr(app.backend, "get_many",
+                        lambda ids: reads.append(list(ids)) or real_get_many(ids))
+    monkeypatch.setattr(app.backend, "get", lambda task_id: pytest.fail("one get"))
+    keeper = LeaseKeeper(app.broker, interval=60)
+    keeper.hold(batch)
+    runner = JobRunner(app, keeper, "w@test")
+    jobs = [runner.prepare(d, set()) for d in batch]
+    ran = sorted(job.request.id for job in jobs if job is not None)
+    assert ran == ["t2", "t4"] and runner.done_before.count == 2
+    assert len(reads) == 1 and sorted(reads[0]) == ["t1", "t2", "t3"]
+
+
+def test_a_store_without_get_many_reads_one_by_one(app: Celery,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    store_result(app, "t1", 3, states.SUCCESS)
+    store_result(app, "t2", 3, states.SUCCESS)
+    for task_id in ("t1", "t2"):
+        app.broker.publish(task_message("t.add", task_id, (1, 2), {}), "celery")
+    app.broker.receive(["celery"], owner="gone", limit=2, timeout=1)
+    app.broker.expire_owner("gone")
+    batch = app.broker.receive(["celery"], owner="w", limit=2, timeout=1)
+    monkeypatch.setattr(app.backend, "get_many", None)  # a store without it
+    reads: list[str] = []
+    real_get = app.backend.get
+    monkeypatch.setattr(app.backend, "get", lambda i: reads.append(i) or real_get(i))
+    keeper = LeaseKeeper(app.broker, interval=60)
+    keeper.hold(batch)
+    runner = JobRunner(app, keeper, "w@test")
+    assert [runner.prepare(d, set()) for d in batch] == [None, None]
+    assert runner.done_before.count == 2
+    assert reads == ["t1", "t2"]

@@ -129,3 +129,22 @@ def test_consumer_revoke_is_the_entry_point(app: Celery, consume: Any) -> None:
     consumer.revoke([sleeper.id], terminate=True, signal="TERM")
     wait_until(lambda: settled(app), 10.0)
     assert app.backend.get(sleeper.id) is None  # told directly: nothing was stored
+
+
+def test_a_recheck_reads_the_stale_jobs_due_to_start_before_the_next_one() -> None:
+    """Tiny tasks (0.5 ms each): a recheck reads the stale jobs expected to start within
+    RECHECK_AFTER (and a margin), not the whole buffer; the rest are read as they near
+    the front. Unknown run times, or long ones: every stale job, or the front one."""
+    from types import SimpleNamespace
+
+    from celeriac.worker.revocation import RECHECK_AFTER, to_recheck
+
+    now = 100.0
+    jobs = [SimpleNamespace(checked_at=now - 1) for _ in range(64)]
+    fresh = SimpleNamespace(checked_at=now)
+    per_window = int(RECHECK_AFTER / 0.0005) + 2
+    assert to_recheck(jobs, now, 0.0005, 1) == jobs[:per_window]
+    assert to_recheck(jobs, now, 0.0005, 2) == jobs[:2 * per_window]
+    assert to_recheck(jobs, now, None, 1) == jobs
+    assert to_recheck(jobs, now, 10.0, 1) == jobs[:2]
+    assert to_recheck([fresh, *jobs], now, 10.0, 1) == jobs[:1]  # checked just now: skipped

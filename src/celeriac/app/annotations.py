@@ -5,7 +5,8 @@ with ``annotate(task)`` returning such a mapping (or ``None``), a dotted path
 to either, or a list of them: ``{"tasks.add": {"rate_limit": "10/m"}}``. As in
 Celery, the first source that annotates a task by name applies, then the first
 with a ``"*"`` entry. Applied to every registered task when the app is
-finalized (before a worker starts its pool). Method annotations (keys starting
+finalized (before a worker starts its pool), and to a task registered later when
+it is registered (Celery annotates each task as it binds it). Method annotations (keys starting
 with ``@``, Celery's ``add_around``) are refused with an error naming them.
 """
 
@@ -51,12 +52,23 @@ def apply_annotations(app: Celery) -> None:
     if not sources:
         return
     for task in list(app.tasks.values()):
-        named = next((a for a in (_by_name(s, task) for s in sources) if a), None)
-        anyone = next((a for a in (_for_any(s) for s in sources) if a), None)
-        for attrs in (named, anyone):
-            for key, value in (attrs or {}).items():
-                if key.startswith("@"):
-                    raise ImproperlyConfigured(
-                        f"task_annotations for {task.name}: {key!r}: method annotations "
-                        "are not supported; set attributes (rate_limit, time_limit...)")
-                setattr(task, key, value)
+        _annotate(sources, task)
+
+
+def annotate_task(app: Celery, task: Task) -> None:
+    """Set the configured attributes on ``task``, registered after the app was finalized."""
+    sources = _sources(app)
+    if sources:
+        _annotate(sources, task)
+
+
+def _annotate(sources: list[Any], task: Task) -> None:
+    named = next((a for a in (_by_name(s, task) for s in sources) if a), None)
+    anyone = next((a for a in (_for_any(s) for s in sources) if a), None)
+    for attrs in (named, anyone):
+        for key, value in (attrs or {}).items():
+            if key.startswith("@"):
+                raise ImproperlyConfigured(
+                    f"task_annotations for {task.name}: {key!r}: method annotations "
+                    "are not supported; set attributes (rate_limit, time_limit...)")
+            setattr(task, key, value)

@@ -32,6 +32,19 @@ class Context:
             self.update(mapping)
         self.update(kwargs)
 
+    @classmethod
+    def of(cls, fields: dict[str, Any]) -> Any:
+        """A context with ``fields`` over the defaults (the worker's one per delivery:
+        no keyword arguments to unpack)."""
+        obj = cls.__new__(cls)
+        own = obj.__dict__
+        own.update(_FIELDS)
+        for key in _MUTABLE:
+            if key not in fields:
+                own[key] = {}
+        own.update(fields)
+        return obj
+
     def update(self, mapping: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if mapping:
             self.__dict__.update(mapping)

@@ -148,20 +148,58 @@ DELIVERY_INFO: dict[str, Check] = {
 }
 
 
+#: check -> (types every value of which it accepts, lowest and highest int it accepts);
+#: a check not listed here accepts null without looking further (and no int)
+_PASSES: dict[Check, tuple[frozenset[type], float, float]] = {
+    text: (frozenset({str, type(None)}), 1, 0),
+    flag: (frozenset({bool, type(None)}), 1, 0),
+    mapping: (frozenset({dict, type(None)}), 1, 0),
+    tag: (frozenset({str, int, type(None)}), 1, 0),
+    count: (frozenset({type(None)}), 0, math.inf),
+    priority: (frozenset({type(None)}), 0, 255),
+}
+_NULL_ONLY: tuple[frozenset[type], float, float] = (frozenset({type(None)}), 1, 0)
+
+
 def check_all(prefix: str, values: Mapping[str, Any], checks: Mapping[str, Check]) -> None:
-    labels = _LABELS.get((prefix, id(checks)))
-    if labels is None:  # "prefix.name" for each check, made once per (prefix, checks)
-        labels = {name: f"{prefix}.{name}" for name in checks}
-        if len(_LABELS) < _LABELS_KEPT:  # the message's own fields; not every signature's
-            _LABELS[(prefix, id(checks))] = labels
+    """Run ``checks`` on the fields of ``values`` present; the first failure (in the
+    order of ``checks``) raises. A value of a type its check surely accepts (text for
+    ``text``, a non-negative int for ``count``...) passes without the call."""
+    plan = _PLANS.get(id(checks))
+    if plan is None or plan[0] is not checks:
+        _check_each(prefix, values, checks)
+        return
+    rules = plan[1]
+    labels = None
+    for name, value in values.items():
+        rule = rules.get(name)
+        if rule is None or type(value) in rule[0] or (
+                type(value) is int and rule[1] <= value <= rule[2]):
+            continue
+        labels = labels or _labels(prefix, checks)
+        try:
+            checks[name](labels.get(name) or f"{prefix}.{name}", value)
+        except DecodeError:  # report the first bad field in the order of checks
+            _check_each(prefix, values, checks)
+            raise
+
+
+def _check_each(prefix: str, values: Mapping[str, Any], checks: Mapping[str, Check]) -> None:
+    labels = _labels(prefix, checks)
     for name, check in checks.items():
         if name in values:
             check(labels.get(name) or f"{prefix}.{name}", values[name])
 
 
-#: (prefix, id of a checks mapping: module constants) -> name -> label
-_LABELS: dict[tuple[str, int], dict[str, str]] = {}
-_LABELS_KEPT = 16
+def _labels(prefix: str, checks: Mapping[str, Check]) -> dict[str, str]:
+    """"prefix.name" for each check, made once per (prefix, checks) for the message's
+    own fields (not for every signature's)."""
+    labels = _LABELS.get((prefix, id(checks)))
+    if labels is None:
+        labels = {name: f"{prefix}.{name}" for name in checks}
+        if len(_LABELS) < _LABELS_KEPT:
+            _LABELS[(prefix, id(checks))] = labels
+    return labels
 
 
 def headers(values: Mapping[str, Any]) -> None:
@@ -203,6 +241,16 @@ OPTIONS: dict[str, Check] = {
     "link": _sig_list, "link_error": _sig_list, "retries": count,
     "ignore_result": flag, "immutable": flag,
 }
+
+
+#: (prefix, id of a checks mapping: module constants) -> name -> label
+_LABELS: dict[tuple[str, int], dict[str, str]] = {}
+_LABELS_KEPT = 16
+
+#: id of a module's checks mapping -> (that mapping, field -> what surely passes its check)
+_PLANS = {id(checks): (checks, {name: _PASSES.get(check, _NULL_ONLY)
+                                for name, check in checks.items()})
+          for checks in (HEADERS, PROPERTIES, DELIVERY_INFO, OPTIONS)}
 
 
 def _seconds(field: str, value: Any, signed: bool = False) -> None:

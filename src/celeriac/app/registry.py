@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import NotRegistered
 from . import state as _state
+from .annotations import annotate_task
 from .limits import check_task_options
 from .models import ModelCalls
 from .task import Task
@@ -48,6 +49,9 @@ class TaskRegistry(dict):
 
     def register(self, task: Task) -> None:
         self[task.name] = task
+        app = getattr(type(task), "_app", None)
+        if app is not None and app._finalized:  # finalize annotated the ones before
+            annotate_task(app, task)
 
     def unregister(self, name: str) -> None:
         self.pop(getattr(name, "name", name), None)

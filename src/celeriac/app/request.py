@@ -52,7 +52,22 @@ class Request(Context):
 
 def _text_encoding(name: str) -> bool:
     """kombu decodes a body with ``codecs.decode(body, encoding)`` unless it is binary:
-    an unknown codec or a text transform (``rot13``) cannot decode it."""
+    an unknown codec or a text transform (``rot13``) cannot decode it. The first few
+    names accepted are remembered (``utf-8`` nearly always; a codec cannot be removed)."""
+    if name in _TEXT_ENCODINGS:
+        return True
+    if not _is_text_encoding(name):
+        return False
+    if len(_TEXT_ENCODINGS) < 32:
+        _TEXT_ENCODINGS.add(name)
+    return True
+
+
+#: content encodings :func:`_text_encoding` accepted
+_TEXT_ENCODINGS: set[str] = set()
+
+
+def _is_text_encoding(name: str) -> bool:
     if name.lower() in ("binary", "ascii-8bit"):
         return True
     try:
@@ -91,6 +106,8 @@ def _body(message: Message, accept: frozenset[str] | None, max_size: int | None 
 
 
 def _timelimit(value: Any) -> tuple[float | None, float | None]:
+    if type(value) is list and len(value) == 2:  # as Celery sends it
+        return value[0], value[1]
     hard, soft = [*list(value or ()), None, None][:2]
     return hard, soft
 
@@ -112,25 +129,27 @@ def parse_request(message: Message, accept: frozenset[str] | None = None, *,
     args, kwargs, embed = _body(message, accept, max_size)
     info = dict(props.get("delivery_info") or {})
     if delivery is not None:
-        info.update({"routing_key": delivery.queue, "priority": message.priority,
-                     "redelivered": bool(delivery.redelivered or info.get("redelivered"))})
+        info["routing_key"] = delivery.queue
+        info["priority"] = message.priority
+        info["redelivered"] = bool(delivery.redelivered or info.get("redelivered"))
+    get = headers.get
     task_id = headers["id"]
-    request = Request(
-        id=task_id, task=headers["task"], args=args, kwargs=kwargs,
-        retries=int(headers.get("retries") or 0), eta=headers.get("eta"),
-        expires=headers.get("expires"), group=headers.get("group"),
-        group_index=headers.get("group_index"), root_id=headers.get("root_id"),
-        parent_id=headers.get("parent_id"),
-        correlation_id=props.get("correlation_id", task_id), reply_to=props.get("reply_to"),
-        hostname=hostname, delivery_info=info, headers=headers, properties=props,
-        timelimit=_timelimit(headers.get("timelimit")), origin=headers.get("origin"),
-        ignore_result=bool(headers.get("ignore_result")), shadow=headers.get("shadow"),
-        callbacks=embed.get("callbacks"), errbacks=embed.get("errbacks"),
-        chain=embed.get("chain"), chord=embed.get("chord"),
-        stamps=headers.get("stamps") or {}, stamped_headers=headers.get("stamped_headers"),
-        argsrepr=headers.get("argsrepr"), kwargsrepr=headers.get("kwargsrepr"),
-        replaced_task_nesting=headers.get("replaced_task_nesting") or 0,
-        lang=headers.get("lang") or "py", is_eager=False, called_directly=False)
+    request: Request = Request.of({
+        "id": task_id, "task": headers["task"], "args": args, "kwargs": kwargs,
+        "retries": int(get("retries") or 0), "eta": get("eta"), "expires": get("expires"),
+        "group": get("group"), "group_index": get("group_index"), "root_id": get("root_id"),
+        "parent_id": get("parent_id"),
+        "correlation_id": props.get("correlation_id", task_id),
+        "reply_to": props.get("reply_to"), "hostname": hostname, "delivery_info": info,
+        "headers": headers, "properties": props, "timelimit": _timelimit(get("timelimit")),
+        "origin": get("origin"), "ignore_result": bool(get("ignore_result")),
+        "shadow": get("shadow"), "callbacks": embed.get("callbacks"),
+        "errbacks": embed.get("errbacks"), "chain": embed.get("chain"),
+        "chord": embed.get("chord"), "stamps": get("stamps") or {},
+        "stamped_headers": get("stamped_headers"), "argsrepr": get("argsrepr"),
+        "kwargsrepr": get("kwargsrepr"),
+        "replaced_task_nesting": get("replaced_task_nesting") or 0,
+        "lang": get("lang") or "py", "is_eager": False, "called_directly": False})
     try:
         request.eta_at = to_timestamp(headers.get("eta"))
         request.expires_at = to_timestamp(headers.get("expires"))

@@ -15,8 +15,10 @@ template cannot express takes the normal path. The publish itself is the
 normal one: the same retry policy, deadline, errors and "stored before
 ``delay()`` returns" (the broker's reply is read).
 
-Only brokers that store kombu's text envelope offer the lane
-(``broker.render_envelope`` / ``broker.publish_rendered``: Redis).
+Only brokers that offer ``broker.render_envelope`` / ``broker.publish_rendered``
+have the lane: Redis (kombu's text envelope), RabbitMQ (the call's variable parts
+as a JSON list, see :mod:`celeriac.brokers.amqp.plain`); not with a result store
+that acts before every publish (``rpc://`` declares its reply queue).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from .. import hooks, signals
 from ..brokers.base import redact
 from ..messages import EMPTY_EMBED, HEADER_HEADROOM, saferepr, uuid4_text
+from ..results.store import ResultStore
 from ..retry import RetryPolicy, _failing, at_top, report_success
 from ..retry import call as retry_call
 from ..serialization import AUTH_NAMES, dumps, json_dumps, stock_json
@@ -167,6 +170,9 @@ def _new_lane(app: Celery, task: Task, key: tuple[Any, ...]) -> tuple[bool, Lane
         return True, None
     broker = app.broker
     if getattr(broker, "publish_rendered", None) is None:
+        return True, None
+    backend = app.backend  # one that acts before every publish (rpc://: its reply queue)
+    if backend is not None and type(backend).on_publish is not ResultStore.on_publish:
         return True, None
     template = _template(app, task)
     if template is None:

@@ -36,7 +36,7 @@ from .. import signals, states
 from ..canvas.callbacks import FollowupHandler, after_failure, after_success
 from ..exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from ..results.async_result import EagerResult
-from ..results.meta import build_meta, format_traceback, store_result, wanted_by
+from ..results.meta import build_meta, format_traceback, store_result, surely_encodable, wanted_by
 from ..results.store import encode_meta
 from ..utils.log import bounded, bounded_lines
 from . import state as _state
@@ -112,10 +112,7 @@ class Tracer:
         self.followup_failed = followup_failed
         self._token: Any = None
         self._started = 0.0
-
-    @property
-    def task_id(self) -> str:
-        return str(self.request.id)
+        self.task_id = str(request.id)
 
     # -- the drivers ----------------------------------------------------------------
     def run(self, body: Callable[[Context], Any] | None = None) -> Outcome:
@@ -215,7 +212,8 @@ class Tracer:
                 err = TypeError(f"cannot serialize the result of {task.name}: {exc}")
                 return self.failed(err)
         self._hook(task.on_success, retval, self.task_id, ctx.args, ctx.kwargs)
-        after_success(task, ctx, retval, self.followup_failed)
+        if ctx.callbacks or ctx.chain or ctx.chord:
+            after_success(task, ctx, retval, self.followup_failed)
         signals.task_success.send(sender=task, result=retval)
         self._hook(task.after_return, states.SUCCESS, retval, self.task_id, ctx.args,
                    ctx.kwargs, None)
@@ -232,7 +230,8 @@ class Tracer:
         meta = build_meta(self.task_id, retval, states.SUCCESS, request=ctx,
                           extended=bool(self.app.conf.result_extended),
                           **wanted_by(self.app.backend))
-        encode_meta(meta)  # raises TypeError/ValueError now for an unserializable result
+        if not surely_encodable(meta):  # else TypeError/ValueError now, not at the write
+            encode_meta(meta)
         self.result_sink(self.task_id, meta)
 
     def _refused(self, state: str) -> None:

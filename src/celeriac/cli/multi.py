@@ -9,7 +9,9 @@ follow Celery: ``w1`` becomes ``w1@<host>``, a number ``3`` means ``celery1``
 ``%h`` the node name (``w1@host``), ``%d`` the domain, and ``%I``/``%i`` the
 pool process index (celeriac's pool children log to their node's file, so
 they expand to ``""``/``0``). ``-c:w1 4`` or ``-Q:1-2 high`` set an option for
-some nodes only (names, 1-based indexes, ranges).
+some nodes only (names, 1-based indexes, ranges). As in Celery, a short option the
+worker does not know as a flag takes the next argument as its value unless it starts
+with ``-`` (``-L:4,5 DEBUG``); arguments after ``--`` are passed to every worker.
 
 ``stop`` sends SIGTERM and waits for the nodes to exit (``stopwait`` waits
 without a limit), ``kill`` sends SIGKILL, ``restart`` is stop-wait then start,
@@ -57,6 +59,10 @@ SAME = {"-A": "--app", "-b": "--broker", "-l": "--loglevel", "-c": "--concurrenc
         "-P": "--pool", "-Q": "--queues", "-X": "--exclude-queues", "-f": "--logfile",
         "-n": "--hostname", "-I": "--include", "-O": "--optimization", "-S": "--statedb",
         "-s": "--schedule-filename"}
+#: the worker's and the ``celeriac`` group's short options that take no value; any other
+#: short option takes the next argument as its value unless it starts with ``-``, as in
+#: Celery (``-L:4,5 DEBUG``)
+SHORT_FLAGS = {"-B", "-D", "-E", "-C", "-q", "-h"}
 #: ``multi``'s own flags (Celery's reserved options), taken out before the nodes' options
 RESERVED = {"--nosplash", "--quiet", "-q", "--verbose", "--no-color"}
 
@@ -66,6 +72,8 @@ class Node:
     name: str
     index: int
     options: list[tuple[str, str | None]] = field(default_factory=list)
+    #: the arguments after ``--``, passed to every worker after its options (as Celery)
+    passthrough: list[str] = field(default_factory=list)
 
     @property
     def short(self) -> str:
@@ -100,7 +108,8 @@ class Node:
                 continue
             target = before if key in GLOBAL_OPTIONS else after
             target += [key] if value is None else [key, self.expand(value)]
-        return [sys.executable, "-m", "celeriac", *before, *after]
+        tail = ["--", *self.passthrough] if self.passthrough else []
+        return [sys.executable, "-m", "celeriac", *before, *after, *tail]
 
 
 def _selects(selector: str, node_name: str, index: int) -> bool:
@@ -121,10 +130,14 @@ def parse(args: list[str], app: str | None = None) -> list[Node]:
     prefix = "celery"
     names: list[str] = []
     options: list[tuple[str, str | None, str | None]] = []  # (key, selector, value)
+    passthrough: list[str] = []
     i = 0
     while i < len(args):
         arg = args[i]
-        if not arg.startswith("-"):
+        if arg == "--":
+            passthrough = args[i + 1:]
+            break
+        if not arg.startswith("-") or arg == "-":
             names.append(arg)
             i += 1
             continue
@@ -135,10 +148,12 @@ def parse(args: list[str], app: str | None = None) -> list[Node]:
                 value, i = args[i + 1], i + 1
             prefix, i = value, i + 1
             continue
-        if not eq and base in VALUE_OPTIONS and i + 1 < len(args):
-            value, i = args[i + 1], i + 1
-        options.append((base, selector if colon else None,
-                        value if eq or base in VALUE_OPTIONS else None))
+        has_value = bool(eq)
+        if not eq and i + 1 < len(args) and (base in VALUE_OPTIONS or (
+                not base.startswith("--") and base not in SHORT_FLAGS
+                and not args[i + 1].startswith("-"))):
+            value, i, has_value = args[i + 1], i + 1, True
+        options.append((base, selector if colon else None, value if has_value else None))
         i += 1
     if len(names) == 1 and names[0].isdigit():
         names = [f"{prefix}{n}" for n in range(1, int(names[0]) + 1)]
@@ -149,7 +164,7 @@ def parse(args: list[str], app: str | None = None) -> list[Node]:
     nodes = []
     for index, name in enumerate(names, start=1):
         full = name.replace("%h", host) if "@" in name else f"{name}@{host}"
-        node = Node(full, index)
+        node = Node(full, index, passthrough=list(passthrough))
         mine = [(k, sel, v) for k, sel, v in options if sel is None or _selects(sel, full, index)]
         # as Celery: an option given for this node (-Q:1-3) replaces the general one (-Q)
         own = {SAME.get(k, k) for k, sel, _ in mine if sel is not None}

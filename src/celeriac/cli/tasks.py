@@ -48,8 +48,10 @@ def call(obj: CLIContext, name: str, args: str | None, kwargs: str | None, eta: 
 
 @click.command()
 @click.argument("task_id")
-@click.option("-t", "--task", help="Task name (accepted for Celery compatibility).")
-@click.option("--traceback", "show_tb", is_flag=True, help="Show the traceback of a failure.")
+@click.option("-t", "--task", help="Task name: read the result through that task's "
+                                   "AsyncResult (a task with a store of its own).")
+@click.option("--traceback", "show_tb", is_flag=True,
+              help="Show the stored traceback instead (at once, without waiting).")
 @click.option("--timeout", type=float,
               help="Wait at most this many seconds (default: until the task is done, as Celery).")
 @click.pass_obj
@@ -58,8 +60,18 @@ def result(obj: CLIContext, task_id: str, task: str | None, show_tb: bool,
     """Wait for a task and print its return value (as Celery's ``celery result``).
 
     A failure or revocation is printed on stderr with exit status 1; ``--timeout``
-    bounds the wait (exit status 1 and the state so far when it runs out)."""
-    res = obj.app.AsyncResult(task_id)
+    bounds the wait (exit status 1 and the state so far when it runs out). As Celery's,
+    ``--traceback`` prints the traceback stored so far without waiting."""
+    app = obj.app
+    if task:
+        if task not in app.tasks:
+            raise click.BadParameter(f"no task named {task!r}", param_hint="--task")
+        res = app.tasks[task].AsyncResult(task_id)
+    else:
+        res = app.AsyncResult(task_id)
+    if show_tb:
+        click.echo(res.traceback or "")
+        return
     try:
         res.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
     except ResultTimeout:
@@ -67,9 +79,6 @@ def result(obj: CLIContext, task_id: str, task: str | None, show_tb: bool,
         sys.exit(1)
     except Exception as exc:
         raise click.ClickException(str(exc)) from None
-    if show_tb:
-        click.echo(res.traceback or "")
-        return
     if res.state != "SUCCESS":
         click.echo(f"{res.state}: {res.result!r}", err=True)
         sys.exit(1)

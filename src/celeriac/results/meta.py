@@ -176,6 +176,18 @@ def build_meta(task_id: str, result: Any, state: str, *, traceback: str | None =
     return meta
 
 
+#: results JSON always encodes (exact types)
+_SCALARS = frozenset({type(None), bool, int, float, str})
+
+
+def surely_encodable(meta: Mapping[str, Any]) -> bool:
+    """True for a meta JSON surely encodes without trying: a plain :func:`build_meta`
+    (status, result, traceback, children, date_done, task_id, the request's group_id and
+    parent_id: text its message held) with a scalar result and no children."""
+    return (type(meta.get("result")) in _SCALARS and not meta.get("children")
+            and len(meta) <= 8)
+
+
 def store_result(app: Celery, task_id: str, result: Any, state: str, *,
                  traceback: str | None = None, request: Any = None,
                  extra: Mapping[str, Any] | None = None, **kwargs: Any) -> bool:

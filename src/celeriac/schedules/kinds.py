@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .. import clock
+from ..utils.time import delta_resolution
 from . import cron
 from .cron import ParseException
 from .sun import EVENTS, next_event
@@ -111,15 +112,9 @@ class BaseSchedule:
 
 
 def _resolution_floor(instant: datetime, run_every: timedelta) -> datetime:
-    """Round down to the resolution of ``run_every`` (Celery's ``delta_resolution``)."""
-    seconds = run_every.total_seconds()
-    if seconds >= 86400:
-        return instant.replace(hour=0, minute=0, second=0, microsecond=0)
-    if seconds >= 3600:
-        return instant.replace(minute=0, second=0, microsecond=0)
-    if seconds >= 60:
-        return instant.replace(second=0, microsecond=0)
-    return instant.replace(microsecond=0)
+    """Round down to the resolution of ``run_every`` (Celery's ``delta_resolution``),
+    whole seconds at least."""
+    return delta_resolution(instant, run_every).replace(microsecond=0)
 
 
 class schedule(BaseSchedule):

@@ -2,11 +2,15 @@
 
 The supervisor creates a :class:`Slot` in shared memory for each child and
 reads it without any system call from the child: the task running now (id,
-start time, hard limit, whether it was acknowledged before running), the
-number of tasks processed and the time of the last progress. For a task with
-a hard time limit the child also sends its :class:`~celeriac.brokers.base.Delivery`
-over a pipe, so the supervisor can record ``TimeLimitExceeded`` and
-acknowledge the message after killing the child.
+start time, hard limit, whether it was acknowledged before running, and its
+description for ``inspect active``: Celery's ``Request.info()``, pickled, see
+:func:`write_job`), the number of tasks processed and the time of the last
+progress. What each start means for the supervisor's counters (tasks by name,
+time to start by queue) goes over the pipe in batches: at the latest when the
+child's buffer runs empty, a receive returns, or a task runs past the watcher's
+tick. For a task with a hard time limit the child also sends its
+:class:`~celeriac.brokers.base.Delivery` over the pipe, so the supervisor can
+record ``TimeLimitExceeded`` and acknowledge the message after killing the child.
 
 The child tells the supervisor what it holds and drops over its pipe
 (:class:`~celeriac.worker.leases.SupervisorRenewal`): the supervisor renews
@@ -30,6 +34,7 @@ import pickle
 import resource
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -83,6 +88,10 @@ def spawn_conf(conf: Any) -> dict[str, Any]:
     return out
 
 
+#: the largest pickled task description a slot holds (a larger one goes over the pipe)
+JOB_BYTES = 4096
+
+
 class Slot(ctypes.Structure):
     """What a child is doing, in memory shared with the supervisor."""
 
@@ -105,8 +114,43 @@ class Slot(ctypes.Structure):
         ("received", ctypes.c_longlong),
         ("given_back", ctypes.c_longlong),
         ("already_done", ctypes.c_longlong),  # redelivered, outcome stored: not run
+        ("job_seq", ctypes.c_ulonglong),  # odd while the child writes ``job``
+        ("job_size", ctypes.c_int),       # bytes of ``job`` in use (0: over the pipe)
+        ("job", ctypes.c_char * JOB_BYTES),  # the running task's info, pickled
     ]
 
+
+def write_job(slot: Slot, info: dict[str, Any]) -> bool:
+    """Put the running task's description in ``slot`` (False: too large, the caller sends
+    it over the pipe). A sequence number, odd while writing, lets the supervisor's
+    :func:`read_job` tell a torn read."""
+    data = pickle.dumps(info, protocol=pickle.HIGHEST_PROTOCOL)
+    fits = len(data) <= JOB_BYTES
+    slot.job_seq += 1
+    if fits:
+        ctypes.memmove(ctypes.addressof(slot) + Slot.job.offset, data, len(data))
+    slot.job_size = len(data) if fits else 0
+    slot.job_seq += 1
+    return fits
+
+
+def read_job(slot: Slot) -> dict[str, Any] | None:
+    """The description :func:`write_job` left in ``slot`` (None: none, or rewritten during
+    every try)."""
+    for _ in range(100):
+        seq = slot.job_seq
+        if seq % 2:
+            continue
+        size = slot.job_size
+        data = (ctypes.string_at(ctypes.addressof(slot) + Slot.job.offset, size)
+                if 0 < size <= JOB_BYTES else b"")
+        if slot.job_seq == seq:
+            return pickle.loads(data) if data else None
+    return None
+
+
+#: starts told in one frame at most (a frame is sent sooner when the buffer runs empty)
+STARTS_PER_FRAME = 64
 
 #: the prefetch counters a child keeps in its slot
 PREFETCH_COUNTERS = ("lease_requests", "batched_requests", "largest_request", "received",
@@ -161,8 +205,12 @@ class ChildMonitor(Monitor):
         self.slot, self.renewal, self.spec = slot, renewal, spec
         self.pid = os.getpid()
         self.consumer: Consumer | None = None
+        #: starts not told yet: (task name, queue, task id, seconds it waited to start)
+        self._started: list[tuple[Any, str, Any, float | None]] = []
+        self._started_lock = threading.Lock()
 
     def received(self, count: int) -> None:
+        self.flush()
         self.slot.progress = time.time()
         if self.consumer is not None:
             for key, value in self.consumer.prefetch.counters().items():
@@ -177,17 +225,31 @@ class ChildMonitor(Monitor):
         slot = self.slot
         slot.task_id = job.id.encode()[:63]
         slot.hard = hard or 0.0
-        slot.acks_early = not job.task.acks_late
+        slot.acks_early = not job.acks_late
         if hard:
             self.renewal.send(("hard", job.id, job.name, job.delivery))
-        self.renewal.send(("job", message_info(
+        info = message_info(
             job.delivery.message, job.delivery.queue, self.spec.hostname, time_start=None,
-            acknowledged=not job.task.acks_late, worker_pid=self.pid,
+            acknowledged=not job.acks_late, worker_pid=self.pid,
             redelivered=job.delivery.redelivered,
             arguments=(list(job.request.args or ()), dict(job.request.kwargs or {}))
-            if job.delivery.message.content_type == serialization.JSON else None),
-            job.delivery.queue, job.time_to_start))
+            if job.delivery.message.content_type == serialization.JSON else None)
+        if not write_job(slot, info):
+            self.renewal.send(("job", info))
+        with self._started_lock:
+            self._started.append((info["name"], job.delivery.queue, job.id, job.time_to_start))
+            full = len(self._started) >= STARTS_PER_FRAME
+        consumer = self.consumer
+        if full or consumer is None or not consumer.buffer:  # the last job held: tell now
+            self.flush()
         slot.started = time.time()
+
+    def flush(self) -> None:
+        """Tell the supervisor the starts not told yet, in one frame."""
+        with self._started_lock:
+            started, self._started = self._started, []
+        if started:
+            self.renewal.send(("started", started))
 
     def body_ended(self, job: Job) -> None:
         self.slot.hard = 0.0  # storing the outcome may wait out an outage: never killed
@@ -279,6 +341,7 @@ def child_main(spec: ChildSpec, slot: Slot, conn: Connection) -> None:
         if given_back:
             logger.warning("Child %d gave back %d running task(s)", os.getpid(), given_back)
         signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=code)
+        monitor.flush()
         conn.close()
         logging.shutdown()
         os._exit(code)  # skip interpreter teardown: leases are given back, nothing to join

@@ -73,11 +73,12 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
 
 def child_pipe(mp: Any) -> tuple[Connection, Connection]:
     """The pipe a child tells the supervisor on (reader, writer), widened to
-    :data:`PIPE_BYTES` where Linux allows: a drain of tiny tasks sends about 400 bytes
-    per task (the task it starts, the leases it holds), so the default 64 KiB filled in
-    two leases of 65 and blocked the child until the supervisor's next tick (up to
-    100 ms, longer on a loaded machine). The send still blocks once the pipe is full
-    (nothing is dropped); only the room before that grows. Pages are allocated as used."""
+    :data:`PIPE_BYTES` where Linux allows: a drain of tiny tasks sends about 110 bytes
+    per task (the leases it holds, the tasks it starts, in a frame per batch), so the
+    default 64 KiB fills in a few leases of 65 and blocks the child until the
+    supervisor's next tick (up to 100 ms, longer on a loaded machine). The send still
+    blocks once the pipe is full (nothing is dropped); only the room before that grows.
+    Pages are allocated as used."""
     reader, writer = mp.Pipe(duplex=False)
     try:
         fcntl.fcntl(reader.fileno(), F_SETPIPE_SZ, PIPE_BYTES)

@@ -5,14 +5,14 @@ every pool (solo, threads, asyncio; the pool decides only how a job runs). It
 asks the broker for at most ``free slots + extra`` messages, the extra decided by
 the prefetch rule (:mod:`.prefetch`: adaptive from recent run times by default,
 fixed when ``worker_prefetch_multiplier`` is set), acknowledging what finished
-in the same call. It tells its
-:class:`~celeriac.worker.leases.LeaseKeeper` what it holds (the leases are
-renewed by a process that runs no task), and checks revocations: for a whole
-received batch in one result-store read, again right before a job that waited
-starts, and every second for the jobs running (``terminate=True``). On stop it
-releases every message it holds but has not started, so shutdown loses nothing
-and runs nothing twice; under the adaptive rule it also gives back what waits
-behind tasks that kept every slot busy for longer than the budget.
+in the same call. It tells its :class:`~celeriac.worker.leases.LeaseKeeper` what
+it holds (the leases are renewed by a process that runs no task), and checks
+revocations: for a whole received batch in one result-store read, again right
+before a job that waited starts, and every second for the jobs running
+(``terminate=True``). On stop it releases every message it holds but has not
+started, so shutdown loses nothing and runs nothing twice; under the adaptive rule
+it also gives back what waits behind tasks that kept every slot busy for longer
+than the budget.
 
 Batched results are always stored before the acknowledgements of their
 messages go out: :meth:`Consumer._settled` takes the pending acknowledgements
@@ -45,7 +45,7 @@ from .limits import ThreadLimits
 from .monitor import Limits, Monitor
 from .outage import outage_or_exception, patient_run
 from .prefetch import PrefetchRule
-from .revocation import RECHECK_AFTER
+from .revocation import RECHECK_AFTER, to_recheck
 from .taskevents import TaskEvents
 
 if TYPE_CHECKING:
@@ -194,8 +194,7 @@ class Consumer:
             self.terminate(task_id, signum)
 
     # -- receiving ------------------------------------------------------------------------
-    def _flush_results(self) -> bool:
-        """Store batched results; False (acks must wait) if the store failed."""
+    def _flush_results(self) -> bool:  # False (acks must wait): the store failed
         try:
             self.runner.results.flush()
             return True
@@ -337,7 +336,7 @@ class Consumer:
     def _recheck_waiting(self, now: float) -> None:
         """Check revocations again for buffered jobs that waited (prefetched, or behind an
         inline job): a revoke may have come meanwhile (one read for all of them)."""
-        stale = [job for job in self.buffer if now - job.checked_at > RECHECK_AFTER]
+        stale = to_recheck(self.buffer, now, self.prefetch.expected, self.pool.concurrency)
         revoked = self.revocations.revoked(job.id for job in stale)
         for job in stale:
             job.checked_at = now
@@ -379,13 +378,14 @@ class Consumer:
                         self.prefetch.budget)
 
     def _watch_inline(self) -> None:
-        """While a job runs on the consumer's thread (solo, prefork children): store the
-        results and send the acknowledgements of the jobs that finished before it, and
-        give back what waits once the adaptive rule says so."""
+        """While a job runs on the consumer's thread (solo, prefork children) past a tick:
+        tell the monitor's batch, settle the jobs that finished before it, and give back
+        what waits once the adaptive rule says so."""
         tick = min(SETTLE_EVERY, max(0.005, self.prefetch.budget / 2 or SETTLE_EVERY))
         while not self.stopping.wait(tick):
             if self.pool.free_slots() > 0 or time.monotonic() - self._moved < tick:
                 continue
+            self.monitor.flush()
             if len(self.runner.acks) or len(self.runner.results):
                 self._flush_acks()
             if self.prefetch.stalled(self._moved):

@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .. import clock, hooks, retry, signals, states
@@ -47,7 +48,7 @@ from ..messages import Message
 from ..results.meta import store_result
 from .followups import FollowupRecorder
 from .intake import Intake, Refusal
-from .limits import limited
+from .limits import awaitable, limited
 from .monitor import Limits, Monitor
 from .outage import patiently
 from .ratelimit import RateLimiter
@@ -84,12 +85,13 @@ class Job:
     started_mono: float = 0.0
     #: seconds from when its message became ready to its start (None: unknown)
     time_to_start: float | None = None
+    acks_late: bool = True  # the task's, read once when the job is made
 
-    @property
+    @cached_property
     def id(self) -> str:
         return str(self.request.id)
 
-    @property
+    @cached_property
     def name(self) -> str:
         return self.request.name
 
@@ -182,7 +184,7 @@ class JobRunner:
             return None
         logger.info("Task %s[%s] received", request.task, request.id)
         signals.task_received.send(sender=self.consumer, request=request)
-        job = Job(delivery, request, task)
+        job = Job(delivery, request, task, acks_late=bool(task.acks_late))
         if self.events is not None:
             self.events.received(job)
         return job
@@ -326,20 +328,18 @@ class JobRunner:
             if self.limits is not None:
                 self.limits.disarm(tokens)
             self.monitor.body_ended(job)
-        if inspect.isawaitable(retval):
+        if awaitable(retval):
             retval = run_coroutine(limited(retval, soft, hard if self.hard_in_process else None))
         return retval
 
     def start(self, job: Job) -> Tracer:
         """Acknowledge first for ``acks_late=False`` tasks; build the tracer."""
-        d = job.delivery
-        acks_late = bool(job.task.acks_late)
+        d, acks_late = job.delivery, job.acks_late
         if not acks_late:
             self.broker.ack([d])  # at-most-once, as the task asked
         with self._lock:
             self.active[job.id] = job
-        job.started_at = clock.time()
-        job.started_mono = time.monotonic()
+        job.started_at, job.started_mono = clock.time(), time.monotonic()
         if self.events is not None:
             self.events.started(job)
         return Tracer(job.task, job.request,
@@ -366,8 +366,8 @@ class JobRunner:
         if self.events is not None:
             self.events.finished(job, outcome)
         d = job.delivery
-        if not job.task.acks_late or not settle(self.broker, self.acks, d, outcome, job.task,
-                                                batch=self.batch_acks):
+        if not job.acks_late or not settle(self.broker, self.acks, d, outcome, job.task,
+                                           batch=self.batch_acks):
             self.keeper.drop(d)
         self.processed += 1
 

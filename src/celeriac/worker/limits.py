@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import heapq
+import inspect
 import itertools
 import signal
 import threading
@@ -157,6 +158,15 @@ class AlarmLimits:
     def disarm(self, tokens: list[int]) -> None:
         if tokens:
             signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+#: what a task body returns most often, none of it awaitable (exact types)
+_NOT_AWAITABLE = frozenset({type(None), bool, int, float, str, bytes, list, tuple, dict})
+
+
+def awaitable(value: Any) -> bool:
+    """``inspect.isawaitable``, answered at once for the plain values bodies return."""
+    return type(value) not in _NOT_AWAITABLE and inspect.isawaitable(value)
 
 
 class _Limited:

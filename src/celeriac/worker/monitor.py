@@ -35,3 +35,6 @@ class Monitor:
 
     def received(self, count: int) -> None:
         """A receive call returned ``count`` messages."""
+
+    def flush(self) -> None:
+        """Send what was batched for the supervisor now (a task runs past a tick)."""

@@ -18,7 +18,7 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 from .autoscale import Autoscaler
-from .child import PREFETCH_COUNTERS, fold_prefetch
+from .child import PREFETCH_COUNTERS, fold_prefetch, read_job
 from .children import kill
 from .inspection import message_info
 from .leases import delivery_of
@@ -128,8 +128,10 @@ class PreforkNode:
     def active(self) -> list[dict[str, Any]]:
         out = []
         for child in self._children():
-            info = child.job_info
-            if child.slot.started and info and info["id"] == child.slot.task_id.decode():
+            if not child.slot.started:
+                continue
+            info = read_job(child.slot) or child.job_info
+            if info and info["id"] == child.slot.task_id.decode():
                 out.append(dict(info, time_start=child.slot.started,
                                 worker_pid=child.process.pid))
         return out

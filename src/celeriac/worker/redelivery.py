@@ -25,14 +25,19 @@ earlier run after the body is known to be done:
   that keeps outcomes (``rpc://`` sends them to the caller and cannot tell: there a
   redelivered message runs again, as in Celery). A store that cannot be read runs it.
 
-The read is one ``get`` per redelivered message, none for first deliveries. A task id
-reused for a new message that is redelivered also finds the old outcome: it is not run.
+The outcomes are read in batches, none for first deliveries: the first redelivered
+message of a received batch reads, with one ``get_many`` where the store has it, the
+outcomes of every redelivered message held after it (the consumer holds a batch, then
+prepares its messages in order), and the next ones find theirs already read. An outcome
+read ahead can only be older than one read at its own turn: a message whose outcome was
+not stored yet runs (as it would have), a final outcome stays final. A task id reused
+for a new message that is redelivered also finds the old outcome: it is not run.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import states
 from ..app.task import Task
@@ -57,6 +62,8 @@ class DoneBefore:
         self.app, self.broker, self.keeper = app, app.broker, keeper
         #: redelivered messages acknowledged without running (``inspect stats``)
         self.count = 0
+        #: delivery tag -> the stored outcome read ahead for it (None: nothing stored)
+        self._ahead: dict[str, dict[str, Any] | None] = {}
 
     def settle(self, delivery: base.Delivery, request: Request, task: Task) -> bool:
         """True when ``delivery`` was acknowledged because its outcome is stored."""
@@ -69,7 +76,7 @@ class DoneBefore:
                 or any(getattr(type(task), h) is not getattr(Task, h) for h in _HOOKS)):
             return False
         try:
-            meta = backend.get(str(request.id))
+            meta = self._stored(backend, delivery, str(request.id))
         except Exception as exc:  # cannot tell: run it (at least once)
             logger.debug("Could not read the stored outcome of %s: %s", request.id, exc)
             return False
@@ -83,6 +90,25 @@ class DoneBefore:
         self.keeper.drop(delivery)
         self.count += 1
         return True
+
+    def _stored(self, backend: Any, delivery: base.Delivery, task_id: str
+                ) -> dict[str, Any] | None:
+        """The stored outcome of ``delivery``'s task: read ahead, else read now together
+        with those of the redelivered messages held after it."""
+        if delivery.tag in self._ahead:
+            return self._ahead.pop(delivery.tag)
+        held = self.keeper.held()
+        tags = [d.tag for d in held]
+        after = held[tags.index(delivery.tag) + 1:] if delivery.tag in tags else []
+        ahead = {d.tag: d.message.task_id for d in after
+                 if (d.redelivered or d.lost_count) and d.message.task_id}
+        get_many = getattr(backend, "get_many", None)
+        if not ahead or get_many is None:
+            meta: dict[str, Any] | None = backend.get(task_id)
+            return meta
+        found = get_many([task_id, *ahead.values()])
+        self._ahead = {tag: found.get(tid) for tag, tid in ahead.items()}
+        return found.get(task_id)
 
 
 def _exc_type(meta: dict[str, object] | None) -> object:

@@ -7,8 +7,9 @@ in the result store, with the signal when ``terminate=True``
 * when a batch is received (one read for the batch) and again right before a
   job starts if it waited since for longer than :data:`RECHECK_AFTER` (a
   prefetched job, dispatched in a later turn of the consumer loop, or behind a
-  job on the consumer's thread; one read for every job that waited), so a task
-  revoked while it waited never runs;
+  job on the consumer's thread; one read for the waiting jobs expected to start
+  before the next recheck, :func:`to_recheck`), so a task revoked while it
+  waited never runs;
 * every :data:`POLL_INTERVAL` seconds for the tasks running now, so
   ``terminate=True`` reaches a running task (prefork: the supervisor signals
   the child, which is replaced; asyncio: the task is cancelled; threads and
@@ -49,6 +50,20 @@ POLL_INTERVAL = 1.0
 RECHECK_AFTER = 0.005
 #: ids remembered from direct revoke() calls (oldest forgotten first)
 REMEMBERED = 10_000
+
+
+def to_recheck(waiting: Iterable[Any], now: float, expected: float | None,
+               slots: int) -> list[Any]:
+    """The jobs a recheck reads, of ``waiting`` (buffered jobs with ``checked_at``, in start
+    order): those whose last check is older than :data:`RECHECK_AFTER` among the ones
+    expected to start before the next recheck could be due (``expected``: seconds per
+    task, None: unknown, all of them). A job further back is read when it nears the
+    front, so every job is still checked at most RECHECK_AFTER before it starts, and a
+    drain of tiny tasks reads a few ids per recheck instead of its whole buffer."""
+    jobs = list(waiting)
+    if expected is not None and expected > 0:
+        jobs = jobs[:max(1, slots) * (int(RECHECK_AFTER / expected) + 2)]
+    return [job for job in jobs if now - job.checked_at > RECHECK_AFTER]
 
 
 def read_revoked(app: Celery, ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -222,11 +222,10 @@ class Supervisor:
                 message = child.conn.recv()
                 if message[0] == "hard":
                     child.hard = (message[1], message[2], message[3])
-                elif message[0] == "job":
-                    child.job_info = info = message[1]
-                    self.started_names[info.get("name")] += 1
-                    self.targets.observe(message[2], info.get("name"), info.get("id"),
-                                         message[3])
+                elif message[0] == "started":  # (name, queue, id, waited) per start
+                    self.targets.observe_all(message[1], self.started_names)
+                elif message[0] == "job":  # a description too large for the slot
+                    child.job_info = message[1]
                 else:
                     self.renewer.apply(child.process.pid, message)
         except (EOFError, OSError):

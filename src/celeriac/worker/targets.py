@@ -16,6 +16,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..config.targets import describe, queue_targets
@@ -60,6 +61,14 @@ class TargetWatch:
             logger.warning("Task %s[%s] started %.1fs after it became ready on queue %s: "
                            "over the queue's time-to-start target of %s", name, task_id,
                            seconds, queue, describe(target))
+
+    def observe_all(self, starts: Iterable[tuple[str, str, str, float | None]],
+                    by_name: collections.Counter[str]) -> None:
+        """A prefork child's batch of starts ``(name, queue, task id, seconds)``; each one
+        is also counted by task name in ``by_name``."""
+        for name, queue, task_id, seconds in starts:
+            by_name[name] += 1
+            self.observe(queue, name, task_id, seconds)
 
     def summary(self) -> dict[str, dict[str, Any]]:
         horizon = time.time() - WINDOW

@@ -79,16 +79,18 @@ class TaskEvents:
 
     def received(self, job: Job) -> None:
         if self.enabled:
-            self.send(("task-received", received_fields(job.request)))
+            self.dispatcher.send_many([("task-received", received_fields(job.request))])
 
     def started(self, job: Job) -> None:
         since = ready_since(job)
         if since is not None:
             job.time_to_start = max(0.0, time.time() - since)
+        if not self.enabled:
+            return
         fields: dict[str, Any] = {"uuid": job.id, "queue": job.delivery.queue}
         if job.time_to_start is not None:
             fields["time_to_start"] = round(job.time_to_start, 6)
-        self.send(("task-started", fields))
+        self.dispatcher.send_many([("task-started", fields)])
 
     def finished(self, job: Job, outcome: Outcome) -> None:
         if not self.enabled:

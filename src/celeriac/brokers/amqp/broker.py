@@ -57,8 +57,9 @@ from typing import Any, ClassVar
 
 import amqp
 
+from ...exceptions import OperationalError
 from ...messages import Message
-from ...retry import RetryPolicy
+from ...retry import RetryPolicy, time_left
 from ..base import (
     BroadcastChannel,
     Broker,
@@ -70,15 +71,16 @@ from ..base import (
 )
 from ..buckets import bucket_take
 from ..declared import exchange_route, queue_specs, to_declare
-from . import admin, frames, holding, reading, topology, wire
+from . import admin, confirming, frames, holding, topology, wire
 from .broadcast import AMQPBroadcast
 from .connection import RETRYABLE_ERRORS, Link, retrying
 from .consuming import Consuming, Outgoing, _Arrived, _Lease
+from .plain import PlainLane
 
 logger = logging.getLogger("celeriac.brokers.amqp")
 
 
-class AMQPBroker(Consuming, Broker):
+class AMQPBroker(PlainLane, Consuming, Broker):
     """Celery-compatible RabbitMQ broker: confirms, broker-side delays, dead-letter queues."""
 
     schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps", "pyamqp")
@@ -199,21 +201,16 @@ class AMQPBroker(Consuming, Broker):
         frames.publish(chan, msg, exchange, routing_key)
         self._published += 1
 
-    def _wait_confirms(self, chan: amqp.Channel) -> None:
-        from ...retry import time_left
-
+    def _wait_confirms(self, chan: amqp.Channel, bound: float | None = None) -> None:
+        """Wait (at most ``bound`` s, else the running call's deadline, else 30 s) until
+        RabbitMQ confirmed all published; OperationalError when it refused any."""
         target = self._published
-        limit = time_left()
-        deadline = time.monotonic() + (limit if limit is not None else 30.0)
-        confirms = (chan.channel_id, self._on_confirm, self._on_nack)
-        while self._confirmed < target:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no publisher confirm from RabbitMQ in time")
-            reading.wait(chan.connection, min(left, 1.0), confirms)
+        limit = time_left() if bound is None else bound
+        confirming.wait(chan.connection, (chan.channel_id, self._on_confirm, self._on_nack),
+                        lambda: self._confirmed >= target,
+                        time.monotonic() + (limit if limit is not None else 30.0))
         if self._nacked:
             nacked, self._nacked = len(self._nacked), set()
-            from ...exceptions import OperationalError
             raise OperationalError(f"RabbitMQ refused {nacked} message(s) (basic.nack)")
 
     def _ensure_queue(self, chan: amqp.Channel, queue: str) -> None:

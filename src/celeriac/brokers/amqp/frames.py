@@ -254,9 +254,12 @@ def _put(value: Any, out: list[bytes]) -> None:
 _ENTRIES: dict[tuple[Any, type, Any], bytes] = {}
 _ENTRIES_MAX = 4096
 _SCALARS = (type(None), bool, int)
+#: a table key's encoded length, name and ``S`` (a long string value follows)
+_STR_KEYS: dict[str, bytes] = {}
 
 
-def _entry(key: Any, value: Any) -> bytes:
+def entry(key: Any, value: Any) -> bytes:
+    """One ``key: value`` entry of a field table."""
     raw = key.encode("utf-8", "surrogatepass") if isinstance(key, str) else key
     out = [_U8.pack(len(raw)), raw]
     _put(value, out)
@@ -274,61 +277,90 @@ def encode_table(table: Mapping[Any, Any]) -> bytes:
             value = tuple(value) if kind is list else value  # timelimit: [None, None]
             known = cache.get((key, kind, value))
             if known is None:
-                known = _entry(key, value)
+                known = entry(key, value)
                 if len(cache) < _ENTRIES_MAX:
                     cache[(key, kind, value)] = known
             out.append(known)
+        elif kind is str and key.__class__ is str:  # a long text (an id): the key's part once
+            head = _STR_KEYS.get(key)
+            if head is None:
+                raw_key = key.encode("utf-8", "surrogatepass")
+                head = _U8.pack(len(raw_key)) + raw_key + b"S"
+                if len(_STR_KEYS) < _ENTRIES_MAX:
+                    _STR_KEYS[key] = head
+            raw = value.encode("utf-8", "surrogatepass")
+            out.append(head + _U32.pack(len(raw)) + raw)
         else:
-            out.append(_entry(key, value))
+            out.append(entry(key, value))
     data = b"".join(out)
     return _U32.pack(len(data)) + data
 
 
-def _short_bytes(value: Any) -> bytes:
+def short_bytes(value: Any) -> bytes:
+    """A short string (length octet and bytes)."""
     raw = (value or "").encode("utf-8", "surrogatepass") if isinstance(value or "", str) \
         else value
     return _U8.pack(len(raw)) + raw
 
 
-_ORDER = (("content_type", "s"), ("content_encoding", "s"), ("application_headers", "F"),
+PROPERTY_ORDER = (("content_type", "s"), ("content_encoding", "s"), ("application_headers", "F"),
           ("delivery_mode", "o"), ("priority", "o"), ("correlation_id", "s"),
           ("reply_to", "s"), ("expiration", "s"), ("message_id", "s"), ("timestamp", "L"),
           ("type", "s"), ("user_id", "s"), ("app_id", "s"), ("cluster_id", "s"))
 
 
+_ORDER_BITS = tuple((name, kind, 0x8000 >> i) for i, (name, kind) in enumerate(PROPERTY_ORDER))
+
+
 def encode_properties(props: Mapping[str, Any]) -> bytes:
     """Property flags and list of a basic content header (as py-amqp writes them)."""
-    flags, out, bit = 0, [b""], 0x8000
-    for name, kind in _ORDER:
-        value = props.get(name)
-        if value is not None:
-            flags |= bit
-            if kind == "s":
-                out.append(_short_bytes(value))
-            elif kind == "F":
-                out.append(encode_table(value or {}))
-            elif kind == "o":
-                out.append(_U8.pack(value))
+    flags, out = 0, []
+    get = props.get
+    for name, kind, bit in _ORDER_BITS:
+        value = get(name)
+        if value is None:
+            continue
+        flags |= bit
+        if kind == "s":
+            if value.__class__ is str:
+                raw = value.encode("utf-8", "surrogatepass")
+                out.append(_U8.pack(len(raw)) + raw)
             else:
-                out.append(_U64.pack(value))
-        bit >>= 1
-    out[0] = _U16.pack(flags)
-    return b"".join(out)
+                out.append(short_bytes(value))
+        elif kind == "F":
+            out.append(encode_table(value or {}))
+        elif kind == "o":
+            out.append(_U8.pack(value))
+        else:
+            out.append(_U64.pack(value))
+    return _U16.pack(flags) + b"".join(out)
 
 
-def publish_frames(channel: int, exchange: str, routing_key: str, properties: bytes,
-                   body: bytes, frame_max: int) -> bytes:
-    """A ``basic.publish`` (mandatory and immediate off) as its frames, for one write."""
-    method = b"".join((b"\x00\x3c\x00\x28\x00\x00", _short_bytes(exchange),
-                       _short_bytes(routing_key), b"\x00"))
+def method_frame(channel: int, exchange: str, routing_key: str, *,
+                 mandatory: bool = False) -> bytes:
+    """The method frame of a ``basic.publish`` (immediate off)."""
+    method = b"".join((b"\x00\x3c\x00\x28\x00\x00", short_bytes(exchange),
+                       short_bytes(routing_key), b"\x01" if mandatory else b"\x00"))
+    return b"".join((_HEAD.pack(1, channel, len(method)), method, _END))
+
+
+def content_frames(channel: int, properties: bytes, body: bytes, frame_max: int) -> bytes:
+    """The content header (``properties`` rendered by :func:`encode_properties`) and body
+    frames of a message."""
     header = _CONTENT_HEAD.pack(60, 0, len(body)) + properties
-    out = [_HEAD.pack(1, channel, len(method)), method, _END,
-           _HEAD.pack(2, channel, len(header)), header, _END]
+    out = [_HEAD.pack(2, channel, len(header)), header, _END]
     chunk = frame_max - 8
     for start in range(0, len(body), chunk):
         piece = body[start:start + chunk]
         out += [_HEAD.pack(3, channel, len(piece)), piece, _END]
     return b"".join(out)
+
+
+def publish_frames(channel: int, exchange: str, routing_key: str, properties: bytes,
+                   body: bytes, frame_max: int, *, mandatory: bool = False) -> bytes:
+    """A ``basic.publish`` (immediate off) as its frames, for one write."""
+    return method_frame(channel, exchange, routing_key, mandatory=mandatory) + \
+        content_frames(channel, properties, body, frame_max)
 
 
 def ack_frames(channel: int, acks: Iterable[int], rejects: Iterable[int] = (),

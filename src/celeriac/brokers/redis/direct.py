@@ -10,9 +10,10 @@ socket timeouts by the publish deadline (:func:`bound_by_deadline`).
 
 :func:`run_pipeline` sends several commands (scripts among them, :func:`evalsha`)
 in one round trip and loads the scripts again after ``NOSCRIPT``.
-:meth:`Direct.send_packed` writes a batch packed once (a plain ``delay()``'s
-``LPUSH``, :mod:`.pushing`) and reads its replies with hiredis when it is installed,
-so a publish costs less Python than redis-py's own ``LPUSH`` call.
+Every exchange (:meth:`Direct.pipeline`, and :meth:`Direct.send_packed`: a batch packed
+once, a plain ``delay()``'s ``LPUSH``, :mod:`.pushing`) reads its replies with hiredis
+straight from the socket when it is installed, so a round trip costs less Python than
+redis-py's own calls; without it (or while connecting) redis-py's parser reads them.
 """
 
 from __future__ import annotations
@@ -78,19 +79,44 @@ def pack(commands: Sequence[Sequence[Any]]) -> bytes:
     for command in commands:
         add(b"*%d\r\n" % len(command))
         for arg in command:
-            if isinstance(arg, bytes):
+            kind = type(arg)  # exact types first: the common case costs one test
+            if kind is bytes:
                 data = arg
-            elif isinstance(arg, str):
-                data = arg.encode("utf-8")
-            elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
-                data = repr(arg).encode("ascii")
+            elif kind is str:
+                data = arg.encode()
+            elif kind is int or kind is float:
+                data = repr(arg).encode()
             else:
-                raise redis.DataError(f"Invalid input of type: {type(arg).__name__!r}. "
-                                      "Convert to a bytes, string, int or float first.")
-            add(b"$%d\r\n" % len(data))
-            add(data)
-            add(b"\r\n")
+                data = _packed_arg(arg)
+            add(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+def _packed_arg(arg: Any) -> bytes:
+    """One argument of a subclass of bytes, str, int or float (bool refused, as redis-py
+    refuses it)."""
+    if isinstance(arg, bytes):
+        return bytes(arg)
+    if isinstance(arg, str):
+        return str(arg).encode("utf-8")
+    if isinstance(arg, (int, float)) and not isinstance(arg, bool):
+        return repr(arg).encode("ascii")
+    raise redis.DataError(f"Invalid input of type: {type(arg).__name__!r}. "
+                          "Convert to a bytes, string, int or float first.")
+
+
+def _checked(conn: Any, replies: list[Any], raise_errors: bool) -> list[Any]:
+    """``replies``, or the first error reply among them raised (``raise_errors``); a
+    ``READONLY`` reply drops the connection either way: a master turned replica
+    (Sentinel), the next call finds the new one."""
+    for reply in replies:
+        if isinstance(reply, redis.ResponseError):
+            if isinstance(reply, redis.exceptions.ReadOnlyError):
+                conn.disconnect()
+            if raise_errors:
+                raise reply
+            break
+    return replies
 
 
 class Direct:
@@ -115,29 +141,37 @@ class Direct:
             local.reader = None  # (socket, hiredis reader, bound) of send_packed
         return local.conn
 
-    def send_packed(self, packed: bytes, count: int, bound: float | None) -> list[Any]:
+    def send_packed(self, packed: bytes, count: int, bound: float | None, *,
+                    raise_errors: bool = True) -> list[Any]:
         """Write ``packed`` (``count`` commands, from :func:`pack`) and return their replies,
         with the socket's read timeout at most ``bound`` seconds: one attempt of a publish
         (its deadline is ``bound`` away), outside :func:`celeriac.retry.call`.
 
         With hiredis the replies are read straight from the socket into a reader of
         this connection's own (redis-py's per-call checks cost more than the round
-        trip's Python otherwise); error replies are raised after all were read, as
-        :meth:`pipeline` does. The socket keeps the bounded timeout until a call
-        without one (:meth:`pipeline` outside a publish) puts the configured one back.
+        trip's Python otherwise); error replies are raised after all were read (with
+        ``raise_errors=False`` left in place). The socket keeps the bounded timeout
+        until a call with another bound (:meth:`pipeline` outside a publish: none)
+        puts the configured one back.
         """
+        return self._exchange(packed, count, bound, raise_errors)
+
+    def _exchange(self, packed: bytes, count: int, bound: float | None,
+                  raise_errors: bool) -> list[Any]:
+        if bound is not None and bound <= 0:
+            raise redis.TimeoutError("deadline reached")
         local = self._local
         conn = local.conn if getattr(local, "pid", None) == os.getpid() else self._connection()
         sock = conn._sock
         if sock is None or (conn.health_check_interval
                             and time.monotonic() > conn.next_health_check):
-            return self._send_packed_slowly(conn, packed, count, bound)
+            return self._exchange_slowly(conn, packed, count, bound, raise_errors)
         reader = local.reader
         try:
             if reader is None or reader[0] is not sock:
                 reader = self._fresh_reader(conn, sock, bound)
                 if reader is None:
-                    return self._send_packed_slowly(conn, packed, count, bound)
+                    return self._exchange_slowly(conn, packed, count, bound, raise_errors)
             elif reader[2] != bound:
                 sock.settimeout(_capped(conn.socket_timeout, bound))
                 local.reader = reader = (sock, reader[1], bound)
@@ -146,7 +180,7 @@ class Direct:
             while True:
                 reply = gets()
                 if reply is False:
-                    data = sock.recv(16384)
+                    data = sock.recv(65536)
                     if not data:
                         raise redis.ConnectionError("Connection closed by server.")
                     reader[1].feed(data)
@@ -164,12 +198,7 @@ class Direct:
             raise
         if conn.health_check_interval:
             conn.next_health_check = time.monotonic() + conn.health_check_interval
-        for reply in replies:
-            if isinstance(reply, redis.ResponseError):
-                if isinstance(reply, redis.exceptions.ReadOnlyError):
-                    conn.disconnect()  # a master turned replica (Sentinel): find the new one
-                raise reply
-        return replies
+        return _checked(conn, replies, raise_errors)
 
     def _fresh_reader(self, conn: Any, sock: Any,
                       bound: float | None) -> tuple[Any, Any, float | None] | None:
@@ -184,20 +213,25 @@ class Direct:
                                       bound)
         return found
 
-    def _send_packed_slowly(self, conn: Any, packed: bytes, count: int,
-                            bound: float | None) -> list[Any]:
-        """:meth:`send_packed` through redis-py's connection (connecting first, a health
+    def _exchange_slowly(self, conn: Any, packed: bytes, count: int, bound: float | None,
+                         raise_errors: bool) -> list[Any]:
+        """:meth:`_exchange` through redis-py's connection (connecting first, a health
         check due, or no hiredis)."""
+        local = self._local
+        if local.reader is not None:  # a bound of the last exchange may be on the socket
+            local.reader = None
+            if conn._sock is not None:
+                conn._sock.settimeout(conn.socket_timeout)
         saved = bound_by_deadline(conn, bound) if bound is not None else None
+        replies: list[Any] = []
         try:
             if not conn.is_connected:
-                conn.connect()
+                conn.connect()  # sentinel connections find the master here
             conn.send_packed_command([packed])
-            replies = []
             for _ in range(count):
                 try:
                     replies.append(conn.read_response())
-                except redis.ResponseError as exc:
+                except redis.ResponseError as exc:  # a whole reply was read: in sync
                     replies.append(exc)
         except BaseException:
             conn.disconnect()
@@ -205,13 +239,7 @@ class Direct:
         finally:
             if saved is not None:
                 unbound(conn, saved)
-        self._local.reader = None
-        for reply in replies:
-            if isinstance(reply, redis.ResponseError):
-                if isinstance(reply, redis.exceptions.ReadOnlyError):
-                    conn.disconnect()
-                raise reply
-        return replies
+        return _checked(conn, replies, raise_errors)
 
     def execute(self, *args: Any) -> Any:
         """Send one command and return its raw reply."""
@@ -220,40 +248,9 @@ class Direct:
     def pipeline(self, commands: Sequence[Sequence[Any]], *,
                  raise_errors: bool = True) -> list[Any]:
         """Send ``commands`` in one write; return their raw replies in order (an error
-        reply raised once all were read, or with ``raise_errors=False`` left in place)."""
-        conn = self._connection()
-        replies: list[Any] = []
-        error: redis.ResponseError | None = None
-        left = retry.time_left()
-        saved = None
-        try:
-            if self._local.reader is not None:  # send_packed bounded the timeout
-                self._local.reader = None
-                if conn._sock is not None:
-                    conn._sock.settimeout(conn.socket_timeout)
-            if left is not None:  # inside a publish: end by its deadline
-                saved = bound_by_deadline(conn, left)
-            if not conn.is_connected:
-                conn.connect()  # sentinel connections find the master here
-            conn.send_packed_command([pack(commands)])
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except redis.ResponseError as exc:  # a whole reply was read: in sync
-                    error = error or exc
-                    replies.append(exc)
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            if saved is not None:
-                unbound(conn, saved)
-        if error is not None:
-            if isinstance(error, redis.exceptions.ReadOnlyError):
-                conn.disconnect()  # a master turned replica (Sentinel): find the new one
-            if raise_errors:
-                raise error
-        return replies
+        reply raised once all were read, or with ``raise_errors=False`` left in place).
+        Inside a publish the call ends by its deadline (:func:`celeriac.retry.time_left`)."""
+        return self._exchange(pack(commands), len(commands), retry.time_left(), raise_errors)
 
     def close(self) -> None:
         """Drop this thread's connection."""

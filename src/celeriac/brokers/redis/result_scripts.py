@@ -56,13 +56,25 @@ local function status_of(cur)
   return string.match(cur, '^%s*{%s*"status"%s*:%s*"(%u+)"')  -- Celery writes it first
 end
 local function write_metas(first, count, ttl, base)
+  -- the stored metas the guards need, in one read (a key written earlier in this batch:
+  -- what was written, so a later guard of the same key sees it)
+  local guarded, at = {}, {}
+  for i = 1, count do
+    if tonumber(ARGV[base + 2 * i]) > 0 then
+      guarded[#guarded + 1] = KEYS[first + i - 1]
+      at[i] = #guarded
+    end
+  end
+  local stored = {}
+  if #guarded > 0 then stored = redis.call('MGET', unpack(guarded)) end
+  local now_written = {}
   local out = {}
   for i = 1, count do
     local key = KEYS[first + i - 1]
     local value, guard = ARGV[base + 2 * i - 1], tonumber(ARGV[base + 2 * i])
     local refuse = false
     if guard > 0 then
-      local cur = redis.call('GET', key)
+      local cur = now_written[key] or stored[at[i]]
       local status = cur and status_of(cur)
       refuse = (status == 'REVOKED' and guard % 2 == 1) or (status == 'SUCCESS' and guard >= 2)
     end
@@ -77,6 +89,7 @@ local function write_metas(first, count, ttl, base)
         redis.call('SET', key, value, 'PX', tonumber(string.sub(ttl, 4)))
       end
       redis.call('PUBLISH', key, value)
+      now_written[key] = value
       out[i] = 1
     end
   end
@@ -91,19 +104,28 @@ return write_metas(1, #KEYS, ARGV[1], 1)
 
 #: A worker's settled batch, results before acknowledgements in one atomic step (a
 #: failed write ends the script before any acknowledgement). KEYS: the n task meta
-#: keys, then per acknowledgement its lease hash, its queue's lease zset and its owner's
-#: set; ARGV: ttl, n, n x (meta, guard), then the lease tokens. Returns the n written
-#: flags followed by how many leases were still held (and are deleted now).
+#: keys, the m lease hashes of the acknowledgements, then z lease zsets and the owner
+#: sets their leases are in (each once); ARGV: ttl, n, m, z, n x (meta, guard), then
+#: the m lease tokens. Returns the n written flags followed by how many leases were
+#: still held (and are deleted now). A lease hash, its zset entry and its owner set
+#: entry are created and dropped together (``drop_lease``), and a token is never
+#: reused: removing every token from each zset and owner set is what removing only
+#: those still held does, in one call each instead of two per acknowledgement.
 SETTLE = WRITE_FUNCTIONS + r"""
-local n = tonumber(ARGV[2])
-local out = write_metas(1, n, ARGV[1], 2)
-local done, t = 0, 2 + 2 * n
-for j = n + 1, #KEYS, 3 do
-  t = t + 1
-  if redis.call('DEL', KEYS[j]) == 1 then  -- the token is the fence: still ours
-    redis.call('ZREM', KEYS[j + 1], ARGV[t])
-    redis.call('SREM', KEYS[j + 2], ARGV[t])
-    done = done + 1
+local n, m, z = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = write_metas(1, n, ARGV[1], 4)
+local done = 0
+if m > 0 then
+  local tokens = {unpack(ARGV, 5 + 2 * n, 4 + 2 * n + m)}
+  done = redis.call('DEL', unpack(KEYS, n + 1, n + m))
+  if done > 0 then
+    for j = n + m + 1, #KEYS do
+      if j <= n + m + z then
+        redis.call('ZREM', KEYS[j], unpack(tokens))
+      else
+        redis.call('SREM', KEYS[j], unpack(tokens))
+      end
+    end
   end
 end
 out[n + 1] = done

@@ -5,8 +5,8 @@ hence the same per-thread connection), :meth:`RedisSettling.settle_and_receive`
 pipelines the ``SETTLE`` script (:mod:`.result_scripts`: the batch's results
 written under the REVOKED rule, then its acknowledgements, in one atomic step,
 so a failed write acknowledges nothing) and ``RECEIVE``. Every key ``SETTLE``
-touches is passed in ``KEYS`` (task meta keys, and per acknowledgement its lease,
-its queue's lease set and its owner's set). Otherwise the broker interface's
+touches is passed in ``KEYS`` (task meta keys, per acknowledgement its lease, and
+each lease set and owner set of the acknowledged leases once). Otherwise the broker interface's
 default runs: ``set_many``, then ``ack_and_receive``. A connection error settles
 nothing: it is raised as :class:`~celeriac.exceptions.OperationalError` (the
 consumer keeps the batch for its next turn) and, from the third in a row, reported
@@ -75,11 +75,12 @@ class RedisSettling:
                                              expires, acks, queues, owner=owner, limit=limit)
         queues = list(dict.fromkeys(queues))
         rows = store.guarded_rows(results)
-        keys = [key for key, _, _ in rows] + [  # the broker's key names (see its layout)
-            key for d in acks for key in (self._key(f"_celeriac.lease.{d.token}"),
-                                          self._key(f"_celeriac.leases.{d.queue}"),
-                                          self._key(f"_celeriac.owner.{d.owner}"))]
-        args = [store.ttl_argument(expires), len(rows),
+        zsets = list(dict.fromkeys(self._key(f"_celeriac.leases.{d.queue}") for d in acks))
+        owners = list(dict.fromkeys(self._key(f"_celeriac.owner.{d.owner}") for d in acks))
+        keys = [key for key, _, _ in rows]  # the broker's key names (see its layout)
+        keys += [self._key(f"_celeriac.lease.{d.token}") for d in acks]
+        keys += zsets + owners
+        args = [store.ttl_argument(expires), len(rows), len(acks), len(zsets),
                 *(x for _, value, guard in rows for x in (value, guard)),
                 *(d.token for d in acks)]
         _, _, scripts, direct = self._connection()

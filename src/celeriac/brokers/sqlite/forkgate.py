@@ -89,12 +89,13 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _gate
-    old = _gate
-    # only the forking thread lives on: its own transaction, if any, is the only one
-    depth = old.depth()
-    _gate = _Gate(inside=1 if depth else 0)
-    _gate.local.depth = depth
+    gate = _gate
+    # only the forking thread lives on: its own transaction, if any, is the only one.
+    # The same gate, reset (a transaction the fork happened in ends on it), with a new
+    # lock: the one _before_fork took stays held in the child.
+    gate.cond = threading.Condition(threading.Lock())
+    gate.forking = False
+    gate.inside = 1 if gate.depth() else 0
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
