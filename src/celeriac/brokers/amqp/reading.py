@@ -29,7 +29,8 @@ from typing import Any
 import amqp
 from amqp.exceptions import UnexpectedFrame
 
-from .frames import decode_properties, short_string, usable
+from .decoding import decode_properties, short_string
+from .frames import usable
 
 #: bytes asked of the socket per read
 CHUNK = 65536
