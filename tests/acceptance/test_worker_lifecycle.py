@@ -32,7 +32,7 @@ def test_warm_shutdown_mid_run_loses_nothing_runs_nothing_twice(project_factory:
     worker.send_signal(signal.SIGTERM)
     started = time.monotonic()
     assert worker.wait(15) == 0
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10  # not the 30 s task: it was aborted (loaded: 6 s)
     finished_before = project.states(ids)["SUCCESS"]
     assert finished_before < len(ids), "shutdown must happen mid-run"
     assert not H.child_pids(worker.pid)
@@ -67,7 +67,7 @@ def test_sigquit_is_a_cold_shutdown_that_gives_everything_back(project_factory: 
     worker.send_signal(signal.SIGQUIT)
     started = time.monotonic()
     assert worker.wait(15) == 0
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10  # not the 30 s task: it was aborted (loaded: 6 s)
     stats = project.app.broker.stats(project.app.conf.task_default_queue)
     assert stats.ready == 1 and stats.leased == 0, stats
 

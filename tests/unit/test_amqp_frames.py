@@ -72,6 +72,18 @@ def test_properties_are_py_amqps_bytes_and_values(props: dict[str, Any]) -> None
     assert (decoded, end) == decode_properties_basic(expected, 0)
 
 
+@pytest.mark.parametrize("props", PROPERTY_SETS)
+def test_a_decode_of_remembered_entries_equals_py_amqps_and_shares_nothing_mutable(
+        props: dict[str, Any]) -> None:
+    raw = amqp.Message(b"", **props)._serialize_properties()
+    first, _ = frames.decode_properties(raw, 0)
+    again, end = frames.decode_properties(raw, 0)  # the short entries now come remembered
+    assert (again, end) == decode_properties_basic(raw, 0)
+    for key, value in (first.get("application_headers") or {}).items():
+        if isinstance(value, (dict, list)):
+            assert again["application_headers"][key] is not value
+
+
 def test_an_unknown_table_value_is_refused_as_py_amqp_refuses_it() -> None:
     with pytest.raises(FrameSyntaxError):
         frames.encode_table({"x": object()})

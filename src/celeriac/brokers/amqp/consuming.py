@@ -109,6 +109,8 @@ class Consuming(Acking):
             if got:
                 self._keep_past_consumer_timeout()
                 return got
+            if timeout <= 0 and self._deferring():
+                return []  # the caller has work in hand; its acks are not due yet
             left = deadline - time.monotonic()
             if not first and left <= 0:
                 return []
@@ -134,6 +136,17 @@ class Consuming(Acking):
                 self._con.reset()
             finally:
                 self._con.lock.release()
+
+    def ack_and_receive(self, acks: Sequence[Delivery], queues: Sequence[str], *, owner: str,
+                        limit: int = 1, timeout: float = 1.0) -> tuple[int, list[Delivery]]:
+        """``ack(acks)`` then ``receive(...)``; with no wait (the caller has work in hand)
+        the acks are deferred to the next read of the socket (:mod:`.acking`)."""
+        done = 0
+        if acks:
+            leases = self._pop_leases(acks)
+            if leases:
+                done = self._defer_acks(leases) if timeout <= 0 else self._queue_acks(leases)
+        return done, self.receive(queues, owner=owner, limit=limit, timeout=timeout)
 
     def _receive_streak(self) -> Streak:
         """Failed receives in a row, across calls (each call may fail only once)."""

@@ -4,8 +4,8 @@ py-amqp encodes and decodes properties with a generic interpreter and writes
 every ack in a socket write of its own. On the hot paths celeriac renders and
 parses them here, byte for byte as py-amqp does (tested against it):
 
-* :func:`encode_properties` / :func:`decode_properties`: basic content
-  properties and their field tables;
+* :func:`encode_properties`: basic content properties and their field tables
+  (parsing them is :mod:`.decoding`, re-exported here: :func:`decode_properties`);
 * :func:`publish`: a ``basic.publish`` as its method, header and body frames in
   one socket write (plain TCP; TLS goes through py-amqp);
 * :func:`ack_frames`: a batch of acks (one ``multiple`` ack where no unsettled
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from struct import Struct, pack
 from typing import Any
@@ -27,6 +27,10 @@ from typing import Any
 import amqp
 from amqp.exceptions import FrameSyntaxError, RecoverableConnectionError
 from amqp.transport import TCPTransport
+
+from .decoding import decode_properties as decode_properties  # re-exported
+from .decoding import decode_table as decode_table
+from .decoding import short_string as short_string
 
 FRAME_END = 0xCE
 _END = b"\xce"
@@ -43,127 +47,6 @@ _ACK_FRAME = Struct(">BHIHHQBB")
 def usable(conn: amqp.Connection) -> bool:
     """True when the connection's transport is plain TCP (the fast paths apply)."""
     return type(conn.transport) is TCPTransport
-
-
-# -- decoding ---------------------------------------------------------------------------
-def _text(raw: bytes) -> Any:
-    try:
-        return raw.decode("utf-8", "surrogatepass")
-    except UnicodeDecodeError:
-        return raw
-
-
-def _item(buf: bytes, off: int) -> tuple[Any, int]:
-    kind = buf[off]
-    off += 1
-    if kind == 83:  # S
-        size = _U32.unpack_from(buf, off)[0]
-        off += 4
-        raw = buf[off:off + size]
-        try:
-            return raw.decode("utf-8", "surrogatepass"), off + size
-        except UnicodeDecodeError:
-            return raw, off + size
-    if kind == 73:  # I
-        return _I32.unpack_from(buf, off)[0], off + 4
-    if kind == 70:  # F
-        size = _U32.unpack_from(buf, off)[0]
-        off += 4
-        return decode_table(buf, off, off + size), off + size
-    if kind == 65:  # A
-        size = _U32.unpack_from(buf, off)[0]
-        off += 4
-        end, out = off + size, []
-        while off < end:
-            value, off = _item(buf, off)
-            out.append(value)
-        return out, off
-    if kind == 116:  # t
-        return bool(buf[off]), off + 1
-    if kind == 86:  # V
-        return None, off
-    if kind == 100:  # d
-        return _F64.unpack_from(buf, off)[0], off + 8
-    if kind in (76, 108):  # L, l
-        return _I64.unpack_from(buf, off)[0], off + 8
-    if kind in (115, 85):  # s, U
-        return _I16.unpack_from(buf, off)[0], off + 2
-    if kind == 120:  # x
-        size = _U32.unpack_from(buf, off)[0]
-        off += 4
-        return buf[off:off + size], off + size
-    if kind == 98:  # b
-        return _I8.unpack_from(buf, off)[0], off + 1
-    if kind == 66:  # B
-        return buf[off], off + 1
-    if kind == 117:  # u
-        return _U16.unpack_from(buf, off)[0], off + 2
-    if kind == 105:  # i
-        return _U32.unpack_from(buf, off)[0], off + 4
-    if kind == 102:  # f
-        return _F32.unpack_from(buf, off)[0], off + 4
-    if kind == 68:  # D
-        places, value = buf[off], _I32.unpack_from(buf, off + 1)[0]
-        return Decimal(value) / Decimal(10 ** places), off + 5
-    if kind == 84:  # T
-        stamp = _U64.unpack_from(buf, off)[0]
-        return datetime.fromtimestamp(stamp, tz=timezone.utc).replace(tzinfo=None), off + 8
-    raise FrameSyntaxError(f"Unknown value in table: {chr(kind)!r}")
-
-
-def decode_table(buf: bytes, off: int, end: int) -> dict[Any, Any]:
-    """The field table in ``buf[off:end]``."""
-    out: dict[Any, Any] = {}
-    while off < end:
-        size = buf[off]
-        key = _text(buf[off + 1:off + 1 + size])
-        out[key], off = _item(buf, off + 1 + size)
-    return out
-
-
-_SHORT_PROPS = {0x8000: "content_type", 0x4000: "content_encoding"}
-_LATER_SHORT = ((0x0400, "correlation_id"), (0x0200, "reply_to"), (0x0100, "expiration"),
-                (0x0080, "message_id"))
-_LAST_SHORT = ((0x0020, "type"), (0x0010, "user_id"), (0x0008, "app_id"),
-               (0x0004, "cluster_id"))
-
-
-def short_string(buf: bytes, off: int) -> tuple[str, int]:
-    """The short string at ``off`` and the offset after it."""
-    size = buf[off]
-    return buf[off + 1:off + 1 + size].decode("utf-8", "surrogatepass"), off + 1 + size
-
-
-def decode_properties(buf: bytes, off: int) -> tuple[dict[str, Any], int]:
-    """Basic content properties at ``off`` (as py-amqp's ``decode_properties_basic``)."""
-    props: dict[str, Any] = {}
-    flags = _U16.unpack_from(buf, off)[0]
-    off += 2
-    if flags & 0x8000:
-        props["content_type"], off = short_string(buf, off)
-    if flags & 0x4000:
-        props["content_encoding"], off = short_string(buf, off)
-    if flags & 0x2000:
-        size = _U32.unpack_from(buf, off)[0]
-        off += 4
-        props["application_headers"] = decode_table(buf, off, off + size)
-        off += size
-    if flags & 0x1000:
-        props["delivery_mode"] = buf[off]
-        off += 1
-    if flags & 0x0800:
-        props["priority"] = buf[off]
-        off += 1
-    for bit, name in _LATER_SHORT:
-        if flags & bit:
-            props[name], off = short_string(buf, off)
-    if flags & 0x0040:
-        props["timestamp"] = _U64.unpack_from(buf, off)[0]
-        off += 8
-    for bit, name in _LAST_SHORT:
-        if flags & bit:
-            props[name], off = short_string(buf, off)
-    return props, off
 
 
 # -- encoding ---------------------------------------------------------------------------

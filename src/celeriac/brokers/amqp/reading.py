@@ -22,13 +22,15 @@ TLS connections are read by py-amqp (:func:`drain`, :func:`wait` fall back).
 from __future__ import annotations
 
 from collections.abc import Callable
+from socket import MSG_DONTWAIT
 from struct import Struct
 from typing import Any
 
 import amqp
 from amqp.exceptions import UnexpectedFrame
 
-from .frames import decode_properties, short_string, usable
+from .decoding import decode_properties, short_string
+from .frames import usable
 
 #: bytes asked of the socket per read
 CHUNK = 65536
@@ -96,9 +98,13 @@ class Delivered:
 
 def _recv(transport: Any, timeout: float | None) -> bytes:
     """Bytes from the socket, waiting up to ``timeout``; b"" when none came."""
+    sock = transport.sock
     try:
-        with transport.having_timeout(timeout):
-            data = transport.sock.recv(CHUNK)
+        if timeout is not None and timeout <= 0 and sock.gettimeout() is None:
+            data = sock.recv(CHUNK, MSG_DONTWAIT)  # one system call, no timeout set and reset
+        else:
+            with transport.having_timeout(timeout):
+                data = sock.recv(CHUNK)
     except (TimeoutError, BlockingIOError, InterruptedError):
         return b""
     except OSError:
