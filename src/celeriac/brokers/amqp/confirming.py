@@ -34,13 +34,9 @@ from amqp.exceptions import UnexpectedFrame
 from . import reading
 from .frames import short_string, usable
 
-#: bytes asked of the socket per read
-CHUNK = 65536
-FRAME_END = 0xCE
-_HEAD = Struct(">BHI")
-_SIG = Struct(">HH")
-_U16, _U32, _U64 = Struct(">H"), Struct(">I"), Struct(">Q")
-_CONFIRM = Struct(">QB")
+CHUNK, FRAME_END = reading.CHUNK, reading.FRAME_END
+_HEAD, _SIG, _CONFIRM = reading._HEAD, reading._SIG, reading._CONFIRM
+_U16 = Struct(">H")
 _READABLE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
 
@@ -123,7 +119,7 @@ def _dispatch(conn: amqp.Connection, confirms: reading.Confirms,
                     (on_ack if method == 80 else on_nack)(tag, bool(bits & 1))
                     continue
                 if cls == 60 and method == 50 and returned is not None:
-                    stop = _content_end(buf, end + 1, channel)
+                    stop = reading.content_end(buf, end + 1, channel)
                     if stop is None:
                         break  # its content has not all arrived yet
                     if stop > 0:
@@ -147,29 +143,3 @@ def _returned(buf: bytes, pos: int) -> Returned:
     exchange, pos = short_string(buf, pos)
     routing_key, _ = short_string(buf, pos)
     return Returned(code, text, exchange, routing_key)
-
-
-def _content_end(buf: bytes, off: int, channel: int) -> int | None:
-    """Where the content (header and body frames of ``channel``) that starts at ``off``
-    ends; None: not complete in ``buf`` yet; -1: another frame comes first."""
-    n = len(buf)
-    if n - off < 7:
-        return None
-    kind, ch, length = _HEAD.unpack_from(buf, off)
-    if kind != 2 or ch != channel:
-        return -1
-    if off + 8 + length > n:
-        return None
-    body = _U64.unpack_from(buf, off + 11)[0]
-    off += 8 + length
-    while body > 0:
-        if n - off < 7:
-            return None
-        kind, ch, length = _HEAD.unpack_from(buf, off)
-        if kind != 3 or ch != channel:
-            return -1
-        off += 8 + length
-        if off > n:
-            return None
-        body -= length
-    return off

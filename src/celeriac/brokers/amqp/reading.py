@@ -130,7 +130,7 @@ def pump(conn: amqp.Connection, timeout: float | None, *, deliveries: bool = Fal
     return _dispatch(conn, deliveries, confirms) or 1
 
 
-def _content_end(buf: bytes, off: int, channel: int) -> int | None:
+def content_end(buf: bytes, off: int, channel: int) -> int | None:
     """Where the content (header and body frames of ``channel``) that starts at ``off``
     ends; None: not complete in ``buf`` yet; -1: another frame comes first."""
     n = len(buf)
@@ -161,7 +161,7 @@ def _deliver(conn: amqp.Connection, buf: bytes, off: int, end: int,
     """The delivery whose method frame ends at ``end``: ``(offset after it, its consumer's
     callback, the delivery)``; offset ``-1``: not handled here (pass it on), 0: not
     complete in ``buf`` yet."""
-    stop = _content_end(buf, end + 1, channel)
+    stop = content_end(buf, end + 1, channel)
     if stop is None:
         return 0, None, None
     if stop < 0:
