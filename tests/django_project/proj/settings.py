@@ -10,6 +10,8 @@ import importlib.util
 import os
 from urllib.parse import urlparse
 
+import django
+
 SECRET_KEY = "celeriac-test-project"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
@@ -26,6 +28,12 @@ def database(url):
                 "USER": parts.username or "postgres", "PASSWORD": parts.password or "",
                 "HOST": parts.hostname or "127.0.0.1", "PORT": str(parts.port or 5432)}
     options = {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL;"}
+    if django.VERSION >= (5, 1):
+        # the worker, beat and dashboard write to this file too: a deferred BEGIN that
+        # reads and then writes (select_for_update, the admin's change form) would get
+        # "database is locked" at once, without waiting, whenever one of them committed
+        # in between; IMMEDIATE takes the write lock first and waits its turn
+        options["transaction_mode"] = "IMMEDIATE"
     return {"ENGINE": "django.db.backends.sqlite3", "NAME": url, "OPTIONS": options}
 
 
