@@ -238,6 +238,12 @@ class Broker(SlotMethods, abc.ABC):
             f"needs the PostgreSQL broker; this broker is {self.url.split('://', 1)[0]}://")
 
     # -- consuming -------------------------------------------------------
+    def declare_consumed(self, queues: Sequence[str]) -> None:
+        """Make ``queues`` exist on the server as this process will consume them, before
+        its first ``receive``: a worker says it is ready only after this, so what is
+        published to them from then on is routable (RabbitMQ: queues, exchanges,
+        bindings, the delay layout). Here a publish creates its queue: nothing to do."""
+
     @abc.abstractmethod
     def receive(
         self,

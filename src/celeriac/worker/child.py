@@ -1,15 +1,16 @@
 """A prefork child process: one consumer on its main thread, reporting to the supervisor.
 
-The supervisor creates a :class:`Slot` in shared memory for each child and
-reads it without any system call from the child: the task running now (id,
-start time, hard limit, whether it was acknowledged before running, and its
-description for ``inspect active``: Celery's ``Request.info()``, pickled, see
-:func:`write_job`), the number of tasks processed and the time of the last
-progress. What each start means for the supervisor's counters (tasks by name,
-time to start by queue) goes over the pipe in batches: at the latest when the
-child's buffer runs empty, a receive returns, or a task runs past the watcher's
-tick. For a task with a hard time limit the child also sends its
-:class:`~celeriac.brokers.base.Delivery` over the pipe, so the supervisor can
+The supervisor creates a :class:`Slot` in shared memory for each child and reads
+it without any system call from the child: the task running now (id, start time,
+hard limit, whether it was acknowledged before running, and its description for
+``inspect active``: Celery's ``Request.info()``, pickled, see :func:`write_job`),
+the number of tasks processed, the time of the last progress, and whether its
+consumer declared its queues (the supervisor says the node is ready once the first
+child's did, :mod:`.readiness`). What each start means for the supervisor's
+counters (tasks by name, time to start by queue) goes over the pipe in batches: at
+the latest when the child's buffer runs empty, a receive returns, or a task runs
+past the watcher's tick. For a task with a hard time limit the child also sends
+its :class:`~celeriac.brokers.base.Delivery` over the pipe, so the supervisor can
 record ``TimeLimitExceeded`` and acknowledge the message after killing the child.
 
 The child tells the supervisor what it holds and drops over its pipe
@@ -104,6 +105,8 @@ class Slot(ctypes.Structure):
         ("progress", ctypes.c_double),    # wall time of the last receive or finished task
         ("exiting", ctypes.c_int),        # 1: the child decided to exit (recycling)
         ("ready", ctypes.c_int),          # 1: the consumer started (not a start-up crash)
+        ("declared", ctypes.c_int),       # 1: the consumer declared its queues (.readiness)
+        ("declare_error", ctypes.c_char * 256),  # why its last declaration failed; b""
         ("terminating", ctypes.c_int),    # 1: a revoke(terminate) signal is coming: die by it
         ("task_events", ctypes.c_int),    # 1: send task events (-E, enable_events)
         ("outage", ctypes.c_char * 512),  # b"<server>\t<why>" its calls find failing; b""
@@ -319,6 +322,9 @@ def child_main(spec: ChildSpec, slot: Slot, conn: Connection) -> None:
                         owner=spec.owner, limits=AlarmLimits(), hard_in_process=False,
                         monitor=monitor, renewal=renewal, events=events)
     monitor.consumer = consumer
+    consumer.declaration.on_done = lambda: setattr(slot, "declared", 1)
+    consumer.declaration.on_failed = lambda why: setattr(slot, "declare_error",
+                                                         why.encode()[:255])
     weather = Weather(report=lambda where: setattr(slot, "outage",
                                                    (where or "").encode()[:511]))
     retry.watch_outages(weather)  # the supervisor logs the outage for the node

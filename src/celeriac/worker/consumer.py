@@ -1,18 +1,20 @@
 """The consumer loop: lease only what free slots can run, hand jobs to the pool.
 
-One consumer per worker process (per child under prefork), the same loop for
-every pool (solo, threads, asyncio; the pool decides only how a job runs). It
-asks the broker for at most ``free slots + extra`` messages, the extra decided by
-the prefetch rule (:mod:`.prefetch`: adaptive from recent run times by default,
-fixed when ``worker_prefetch_multiplier`` is set), acknowledging what finished
-in the same call. It tells its :class:`~celeriac.worker.leases.LeaseKeeper` what
-it holds (the leases are renewed by a process that runs no task), and checks
-revocations: for a whole received batch in one result-store read, again right
-before a job that waited starts, and every second for the jobs running
-(``terminate=True``). On stop it releases every message it holds but has not
-started, so shutdown loses nothing and runs nothing twice; under the adaptive rule
-it also gives back what waits behind tasks that kept every slot busy for longer
-than the budget.
+One consumer per worker process (per child under prefork), the same loop for every
+pool (solo, threads, asyncio; the pool decides only how a job runs). It asks the
+broker for at most ``free slots + extra`` messages, the extra decided by the
+prefetch rule (:mod:`.prefetch`: adaptive from recent run times by default, fixed
+when ``worker_prefetch_multiplier`` is set), acknowledging what finished in the
+same call. Before its first receive it declares its queues on the broker
+(:mod:`.readiness`: the worker says ready after that). It tells its
+:class:`~celeriac.worker.leases.LeaseKeeper` what it holds (the leases are renewed
+by a process that runs no task), and checks revocations: for a whole received
+batch in one result-store read, again right before a job that waited starts, and
+every second for the jobs running (``terminate=True``,
+:class:`~.revocation.RevokingConsumer`). On stop it releases every message it
+holds but has not started, so shutdown loses nothing and runs nothing twice; under
+the adaptive rule it also gives back what waits behind tasks that kept every slot
+busy for longer than the budget.
 
 Batched results are always stored before the acknowledgements of their
 messages go out: :meth:`Consumer._settled` takes the pending acknowledgements
@@ -33,11 +35,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import states
-from ..app.control import signal_number
 from ..brokers.base import Delivery
 from .job import Job, JobRunner
 from .leases import LeaseKeeper, Renewal
@@ -45,7 +45,8 @@ from .limits import ThreadLimits
 from .monitor import Limits, Monitor
 from .outage import outage_or_exception, patient_run
 from .prefetch import PrefetchRule
-from .revocation import RECHECK_AFTER, to_recheck
+from .readiness import Declaration
+from .revocation import RECHECK_AFTER, RevokingConsumer, to_recheck
 from .taskevents import TaskEvents
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class Pool(Protocol):
     def shutdown(self) -> None: ...
 
 
-class Consumer:
+class Consumer(RevokingConsumer):
     """Fetches deliveries for a pool until told to stop."""
 
     def __init__(self, app: Celery, queues: list[str], pool: Any, *,
@@ -136,6 +137,8 @@ class Consumer:
         #: monotonic time acknowledgements were last sent
         self._acked_at = time.monotonic()
         self.stopping = threading.Event()
+        #: the queues declared on the broker before the first receive (see .readiness)
+        self.declaration = Declaration(self.broker, queues)
         pool.start(self.runner)
 
     def run(self) -> None:
@@ -148,6 +151,8 @@ class Consumer:
             watcher.start()
         try:
             while not self.stopping.is_set():
+                if not self.declaration.done.is_set():
+                    self.declaration.attempt()
                 self._fill()
                 self._dispatch()
                 self._watch_running()
@@ -161,37 +166,6 @@ class Consumer:
 
     def stop(self) -> None:
         self.stopping.set()
-
-    # -- revocation ---------------------------------------------------------------------
-    def revoke(self, ids: Iterable[str], *, terminate: bool = False, signal: Any = None) -> None:
-        """Revoke ``ids`` in this process: never start them; with ``terminate`` stop those
-        running (the worker-side entry point, see :meth:`Worker.revoke`)."""
-        ids = list(ids)
-        self.revocations.note(ids, terminate, signal)
-        if terminate:
-            signum = signal_number(signal)
-            for task_id in ids:
-                self.terminate(task_id, signum)
-
-    def terminate(self, task_id: str, signum: int) -> None:
-        job = self.runner.active.get(task_id)
-        if job is None or job.terminated is not None:
-            return
-        job.terminated = signum
-        if self.pool.terminate(job, signum):
-            logger.warning("Terminating task %s[%s] (revoked)", job.name, task_id)
-        else:
-            logger.warning("revoke(terminate=True): task %s[%s] runs on a thread of the %s "
-                           "pool and cannot be stopped; it runs to its end and its result is "
-                           "not stored (the task stays REVOKED)", job.name, task_id,
-                           self.pool.name)
-
-    def _watch_running(self) -> None:
-        """Every second while jobs run: stop those revoked with ``terminate=True``."""
-        if not self.runner.active or not self.revocations.poll_due():
-            return
-        for task_id, signum in self.revocations.terminations(self.runner.running()).items():
-            self.terminate(task_id, signum)
 
     # -- receiving ------------------------------------------------------------------------
     def _flush_results(self) -> bool:  # False (acks must wait): the store failed

@@ -5,6 +5,10 @@ SIGINT is a warm shutdown (stop fetching, give unstarted messages back, let
 running tasks finish within ``worker_soft_shutdown_timeout``, then give back
 whatever still runs); a second one, or SIGQUIT, is a cold shutdown (give back
 everything now). Nothing is acknowledged that did not run to completion.
+
+The worker sends ``worker_ready`` and says ``<hostname> ready.`` only once its
+consumer declared the queues it consumes on the broker (:mod:`.readiness`), as
+Celery's worker does.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from .outage import Weather, patient_run
 from .pools import make_pool
 from .prefetch import PrefetchRule
 from .ratelimit import check_rate_limits
+from .readiness import ReadyGate
 from .remote import HEARTBEAT_FREQ, RemoteControl
 from .renewer import ProcessRenewal
 from .supervisor import Supervisor
@@ -241,7 +246,9 @@ class Worker:
             print(self.banner(), flush=True)
 
     def announce_ready(self) -> None:
-        """``<hostname> ready.``: logged at INFO; printed when INFO is not shown (not -q)."""
+        """``<hostname> ready.``: logged at INFO; printed when INFO is not shown (not -q).
+        Said after the consumer declared its queues (:mod:`.readiness`), right after
+        ``worker_ready`` is sent."""
         logger.info("%s ready.", self.hostname)
         if not self.quiet and not logger.isEnabledFor(logging.INFO):
             print(f"{self.hostname} ready.", flush=True)
@@ -276,14 +283,15 @@ class Worker:
                                heartbeat=self.event_heartbeat)
         remote.start()
         self._start_beat()
-        signals.worker_ready.send(sender=self)
-        self.announce_ready()
+        declaration = self.consumer.declaration
+        ready = ReadyGate(self, declaration.done.is_set, lambda: declaration.error)
         while thread.is_alive() and not self._stop.is_set():
+            ready.check()  # worker_ready and "ready." once the queues are declared
             health.progress(time.time() if pool.running() else progress.last)
             health.record["time_to_start"] = progress.targets.summary()
             health.beat(processed=self.consumer.runner.processed, busy=pool.running())
             self.weather.tick()
-            self._stop.wait(0.5)
+            (self._stop if ready.said else declaration.done).wait(0.5)
         health.remove()
         self._warm_shutdown(pool, thread)
         remote.stop()

@@ -19,7 +19,8 @@ in the result store, with the signal when ``terminate=True``
 :class:`Revocations` also remembers ids it was told about directly: the
 worker-side entry point is :meth:`celeriac.worker.main.Worker.revoke`
 (``revoke(ids, terminate=False, signal=None)``), which a remote-control
-channel calls; it lands here and in the pool or supervisor.
+channel calls; it lands here and in the pool or supervisor. A consumer's side of
+it (direct revokes, terminating its running jobs) is :class:`RevokingConsumer`.
 """
 
 from __future__ import annotations
@@ -148,3 +149,42 @@ class Revocations:
                 except ValueError:
                     out[task_id] = int(signal_module.SIGTERM)
         return out
+
+
+class RevokingConsumer:
+    """The consumer's side of revocation, mixed into :class:`~.consumer.Consumer`:
+    direct revokes, and stopping its running jobs revoked with ``terminate=True``."""
+
+    runner: Any
+    pool: Any
+    revocations: Revocations
+
+    def revoke(self, ids: Iterable[str], *, terminate: bool = False, signal: Any = None) -> None:
+        """Revoke ``ids`` in this process: never start them; with ``terminate`` stop those
+        running (the worker-side entry point, see :meth:`Worker.revoke`)."""
+        ids = list(ids)
+        self.revocations.note(ids, terminate, signal)
+        if terminate:
+            signum = signal_number(signal)
+            for task_id in ids:
+                self.terminate(task_id, signum)
+
+    def terminate(self, task_id: str, signum: int) -> None:
+        job = self.runner.active.get(task_id)
+        if job is None or job.terminated is not None:
+            return
+        job.terminated = signum
+        if self.pool.terminate(job, signum):
+            logger.warning("Terminating task %s[%s] (revoked)", job.name, task_id)
+        else:
+            logger.warning("revoke(terminate=True): task %s[%s] runs on a thread of the %s "
+                           "pool and cannot be stopped; it runs to its end and its result is "
+                           "not stored (the task stays REVOKED)", job.name, task_id,
+                           self.pool.name)
+
+    def _watch_running(self) -> None:
+        """Every second while jobs run: stop those revoked with ``terminate=True``."""
+        if not self.runner.active or not self.revocations.poll_due():
+            return
+        for task_id, signum in self.revocations.terminations(self.runner.running()).items():
+            self.terminate(task_id, signum)

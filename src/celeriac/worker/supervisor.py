@@ -26,8 +26,10 @@ connection under a lease ``owner`` id the supervisor chose. The supervisor:
 * grows and shrinks children with ``--autoscale=max,min`` (queue depth and
   busy children), publishes the node heartbeat and touches the liveness file;
 * rides out broker outages without waiting for the server (:mod:`.outage`);
+* sends ``worker_ready`` and says ``ready.`` once the first child's consumer
+  declared the worker's queues on the broker (:mod:`.readiness`);
 * signals: SIGTERM/SIGINT warm, again or SIGQUIT cold, SIGHUP restarts
-  children gracefully (see :mod:`.main` for the meaning of warm and cold).
+  children gracefully (:mod:`.stopping`).
 """
 
 from __future__ import annotations
@@ -62,9 +64,11 @@ from .children import (
 from .health import NodeHealth
 from .nodes import PreforkNode
 from .outage import Outbox
+from .readiness import ReadyGate
 from .remote import RemoteControl
 from .renewer import Renewer
 from .revocation import Revocations
+from .stopping import Stopping
 from .targets import TargetWatch
 from .taskevents import TaskEvents
 
@@ -73,11 +77,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celeriac.worker")
 
-COLD_KILL_AFTER = 5.0   # seconds a child gets to give back its messages on a cold stop
 TICK, BUSY_TICK = 0.1, 0.005  # seconds between ticks: quiet, children sending
 
 
-class Supervisor:
+class Supervisor(Stopping):
     """Keeps ``target`` children running until shutdown."""
 
     def __init__(self, worker: Worker) -> None:
@@ -125,10 +128,11 @@ class Supervisor:
         self.worker.announce_banner()
         self._fill()
         self.remote.start()
-        signals.worker_ready.send(sender=self.worker)
-        self.worker.announce_ready()
+        ready = ReadyGate(self.worker, self._declared, self._why_undeclared)
         while self.children or self.state == "running":
             self._tick()
+            if self.state == "running":
+                ready.check()  # worker_ready and "ready." once a child declared the queues
         self.outbox.close()
         self.remote.stop()
         self.health.remove()
@@ -136,6 +140,13 @@ class Supervisor:
         self._wake_r.close()
         self._wake_w.close()
         return 0
+
+    def _declared(self) -> bool:
+        return any(child.slot.declared for child in self.children.values())
+
+    def _why_undeclared(self) -> str:
+        return next((c.slot.declare_error.decode(errors="replace")
+                     for c in self.children.values() if c.slot.declare_error), "")
 
     def _tick(self) -> None:
         # children's pipes are read every tick, not waited on (see the module docstring)
@@ -188,9 +199,6 @@ class Supervisor:
         self.children[process.pid] = Child(process, slot, reader, spec.owner,
                                            started_at=time.monotonic())
         logger.debug("Started child %d (%s)", process.pid, spec.owner)
-
-    def _active(self) -> list[Child]:
-        return [c for c in self.children.values() if not c.retiring]
 
     def _fill(self) -> None:
         if time.monotonic() < self._restart_after:
@@ -342,58 +350,3 @@ class Supervisor:
         self.health.record["concurrency"] = len(self.children)
         self.health.record["time_to_start"] = self.targets.summary()
         self.health.beat(processed=processed, busy=busy)
-
-    # -- signals and shutdown ---------------------------------------------------------------
-    def _install_signals(self) -> None:
-        def note(signum: int, frame: Any) -> None:
-            self._pending.append(signum)
-            try:
-                self._wake_w.send(b"x")
-            except OSError:
-                pass
-
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
-            signal.signal(sig, note)
-
-    def _handle_signals(self) -> None:
-        while self._pending:
-            signum = self._pending.pop(0)
-            name = signal.Signals(signum).name
-            if signum == signal.SIGHUP:
-                logger.warning("worker: restarting children (SIGHUP)")
-                for child in self._active():
-                    child.retiring = True
-                    kill(child.process.pid, signal.SIGTERM)
-            elif signum == signal.SIGQUIT or self.state != "running":
-                self._go_cold(name)
-            else:
-                self._go_warm(name)
-
-    def _go_warm(self, name: str) -> None:
-        logger.warning("worker: Warm shutdown (%s)", name)
-        signals.worker_shutting_down.send(sender=self.worker.hostname, sig=name, how="Warm",
-                                          exitcode=0)
-        self.state = "warm"
-        self.deadline = time.time() + float(self.app.conf.worker_soft_shutdown_timeout or 0)
-        for child in self.children.values():
-            kill(child.process.pid, signal.SIGTERM)
-
-    def _go_cold(self, name: str) -> None:
-        if self.state != "cold":
-            logger.warning("worker: Cold shutdown (%s)", name)
-        self.weather.give_up()
-        self.state = "cold"
-        self.cold_at = time.time()
-        for child in self.children.values():
-            kill(child.process.pid, signal.SIGQUIT)
-
-    def _shutdown_step(self, now: float) -> None:
-        if self.state == "warm" and now >= self.deadline and self.children:
-            logger.warning("Tasks still running after the soft shutdown timeout: giving "
-                           "them back")
-            self._go_cold("timeout")
-        elif self.state == "cold" and now >= self.cold_at + COLD_KILL_AFTER:
-            for child in self.children.values():
-                kill(child.process.pid, signal.SIGKILL)
-
-

@@ -26,7 +26,7 @@ from ..base import Delivery, redact
 from ..declared import QueueSpec
 from . import admin, holding, reading, topology, wire
 from .acking import Acking
-from .connection import RETRYABLE_ERRORS, Link
+from .connection import RETRYABLE_ERRORS, Link, retrying
 
 logger = logging.getLogger("celeriac.brokers.amqp")
 
@@ -73,6 +73,7 @@ class Consuming(Acking):
     options: dict[str, Any]
     lease_seconds: float
     max_prefetch: int
+    retry_policy: RetryPolicy
     delay_queue_type: str
     _con: Link
     _state: threading.Lock
@@ -172,18 +173,8 @@ class Consuming(Acking):
         elif needed * NARROW_BELOW <= self._prefetch:  # the caller asks for far fewer now
             self._narrow(chan, needed, limit)
         new = [q for q in queues if q not in self._consuming]
-        catalogued: set[tuple[int, str]] = getattr(self, "_catalogued", set())  # once each
-        fresh = [q for q in new if (self._con.generation, q) not in catalogued]
-        if fresh:  # listed in the catalog; the delay layout Celery clients publish into
-            admin.register_consumed(chan, fresh, self.delay_queue_type)
-            self._catalogued = catalogued | {(self._con.generation, q) for q in fresh}
+        self._declare_on(chan, new)
         for queue in new:
-            spec = self._specs.get(queue)
-            if queue not in self._foreign and not topology.declare_task_queue(
-                    chan, queue, self.options, spec):
-                self._foreign.add(queue)
-                raise admin.ChannelReset(queue)
-            topology.bind_to_delays(chan, queue, spec)
             tag = chan.basic_consume(queue, callback=self._arrival(queue))
             self._consuming[queue] = tag
         for queue in new:  # a round trip per queue: what it delivered is read by then
@@ -194,6 +185,40 @@ class Consuming(Acking):
             self._drain(conn, 0.0)
         self._settle_recounts(chan)
         self._roll_if_due()
+
+    def declare_consumed(self, queues: Sequence[str]) -> None:
+        """Declare ``queues`` on the consuming connection as ``receive`` will consume them
+        (queue, exchange, binding, delay bindings, catalog, delay layout), before the
+        first receive: a worker says it is ready after this (Celery's worker declares
+        its queues first too). A queue that exists with other arguments is used as it
+        is. Retried by ``retry_policy``, then OperationalError."""
+        names = list(dict.fromkeys(queues))
+
+        def declare(chan: amqp.Channel) -> None:
+            try:
+                self._declare_on(chan, names)
+            except admin.ChannelReset:  # a queue that exists with other arguments: noted
+                self._con.reset_channel()
+                self._declare_on(self._con.channel(), names)
+
+        retrying(self.url, "declare", self._con, declare, self.retry_policy)
+
+    def _declare_on(self, chan: amqp.Channel, queues: list[str]) -> None:
+        """Declare ``queues`` and their delay bindings; list them in the catalog and
+        declare the delay layout once per connection (con.lock held). ChannelReset:
+        a queue exists with other arguments (noted: used as it is from then on)."""
+        catalogued: set[tuple[int, str]] = getattr(self, "_catalogued", set())  # once each
+        fresh = [q for q in queues if (self._con.generation, q) not in catalogued]
+        if fresh:  # listed in the catalog; the delay layout Celery clients publish into
+            admin.register_consumed(chan, fresh, self.delay_queue_type)
+            self._catalogued = catalogued | {(self._con.generation, q) for q in fresh}
+        for queue in queues:
+            spec = self._specs.get(queue)
+            if queue not in self._foreign and not topology.declare_task_queue(
+                    chan, queue, self.options, spec):
+                self._foreign.add(queue)
+                raise admin.ChannelReset(queue)
+            topology.bind_to_delays(chan, queue, spec)
 
     def _narrow(self, chan: amqp.Channel, want: int, keep: int) -> None:
         """Shrink the window to ``want`` and give back (uncounted) what arrived beyond
