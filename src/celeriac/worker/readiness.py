@@ -65,11 +65,15 @@ class Declaration:
             with retry.quick(DECLARE_CALL):  # never waits out an outage: the loop retries
                 self.broker.declare_consumed(self.queues)
         except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
+            why = f"{type(exc).__name__}: {exc}"
+            if why == self.error:  # the same failure again: logged once
+                logger.debug("Declaring queue(s) %s failed again: %s", self.queues, why)
+            else:
+                outage_or_exception(exc, "Declaring queue(s) %s on %s failed; retrying",
+                                    ", ".join(self.queues), redact(self.broker.url))
+            self.error = why
             if self.on_failed is not None:
-                self.on_failed(self.error)
-            outage_or_exception(exc, "Declaring queue(s) %s on %s failed; retrying",
-                                ", ".join(self.queues), redact(self.broker.url))
+                self.on_failed(why)
             return False
         self.error = ""
         self.done.set()
