@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -45,7 +45,7 @@ from .task import Task
 
 logger = logging.getLogger("celeriac.app")
 
-#: The module of the ``celeriac`` command, which ``worker_main`` runs.
+#: The module of the ``celeriac`` command, which ``start``/``worker_main`` run.
 COMMAND_LINE = "celeriac.cli"
 #: Fixups every app applies (Celery's ``builtin_fixups``), called with the app at creation;
 #: each is idle unless its framework is in use (Django: ``DJANGO_SETTINGS_MODULE`` set).
@@ -251,8 +251,7 @@ class Celery:
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:
             self._pid = os.getpid()
-            self._broker = None
-            self._backend = None
+            self._broker = self._backend = None
             self.on_after_fork.send(sender=self)
 
     @property
@@ -378,15 +377,17 @@ class Celery:
 
     set_default = set_current
 
-    def worker_main(self, argv: list[str] | None = None) -> None:
-        """The ``celeriac`` command line with this app (``worker`` by default), found by
-        name when called (the one upward step, docs/architecture.md)."""
-        command_line = importlib.import_module(COMMAND_LINE)
-        command_line.main(list(argv or ["worker"]), app=self)
+    def worker_main(self, argv: Sequence[str] | None = None) -> None:
+        """``celeriac worker`` with ``argv`` (default ``sys.argv[1:]``), as Celery's."""
+        if "worker" not in (argv := sys.argv[1:] if argv is None else argv):
+            raise ValueError("The worker sub-command must be specified in argv.\n"
+                             "Use app.start() to programmatically start other commands.")
+        self.start(argv)
 
-    def start(self, argv: list[str] | None = None) -> None:
-        """The command line with ``argv`` (default: ``sys.argv[1:]``), as Celery."""
-        self.worker_main(list(sys.argv[1:] if argv is None else argv) or ["--help"])
+    def start(self, argv: Sequence[str] | None = None) -> None:
+        """The command line with ``argv`` (default ``sys.argv[1:]``), imported by name now."""
+        command_line = importlib.import_module(COMMAND_LINE)
+        command_line.main(list(sys.argv[1:] if argv is None else argv) or ["--help"], app=self)
 
     setup_security = setup_security  # Celery's: message signing (docs/security.md)
     #: Celery's ``app.bugreport()``: versions, platform, broker and changed settings
