@@ -175,5 +175,8 @@ def test_bad_annotations_stop_the_app_with_an_error_naming_them(setting: Any,
     and skips an object without ``annotate`` silently."""
     app = Celery("anno-bad", broker="memory://", set_as_current=False)
     app.conf.task_annotations = setting
-    with pytest.raises(ImproperlyConfigured, match=error):
-        annotated(app)
+    try:
+        with pytest.raises(ImproperlyConfigured, match=error):
+            annotated(app)
+    finally:  # the app stays registered: later shared tasks must not meet the bad setting
+        app.conf.task_annotations = None
