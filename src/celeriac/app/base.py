@@ -125,8 +125,7 @@ class Celery:
         self.config_from_object(module, silent=silent, force=force)
 
     def add_defaults(self, mapping: Any) -> None:
-        for key, value in (mapping() if callable(mapping) else mapping).items():
-            self.conf.setdefault(key, value)
+        self.conf.add_defaults(mapping() if callable(mapping) else mapping)
 
     @property
     def timezone(self) -> ZoneInfo:
