@@ -138,13 +138,14 @@ class Celery:
     # -- tasks --------------------------------------------------------------------
     def task(self, *args: Any, **opts: Any) -> Any:
         """Decorator: ``@app.task`` or ``@app.task(name=..., bind=True, ...)``."""
+        keep = opts.pop("filter", None) or (lambda task: task)  # Celery's: what is returned
         if len(args) == 1 and callable(args[0]):  # @app.task, or app.task(fun, **opts)
-            return task_from_fun(self, args[0], **opts)
+            return keep(task_from_fun(self, args[0], **opts))
         if args:
             raise TypeError("app.task() takes keyword options only")
 
         def inner(fun: Callable[..., Any]) -> Task:
-            return task_from_fun(self, fun, **opts)
+            return keep(task_from_fun(self, fun, **opts))
 
         return inner
 
@@ -257,9 +258,8 @@ class Celery:
     def broker_url(self) -> str:
         """The broker URL: ``$CELERY_BROKER_URL`` wins, as in Celery, then ``broker_url``.
 
-        Unset, it is the embedded SQLite file ``$CELERIAC_SQLITE_PATH`` (or
-        ``./celeriac.sqlite3``), resolved to an absolute path now so a worker
-        started from another directory finds the same file.
+        Unset, it is the embedded SQLite file ``$CELERIAC_SQLITE_PATH`` (or ``./celeriac.sqlite3``),
+        made absolute now so a worker started from another directory finds the same file.
         """
         url = (os.environ.get("CELERIAC_BROKER_URL") or os.environ.get("CELERY_BROKER_URL")
                or self.conf.broker_url)
@@ -346,8 +346,9 @@ class Celery:
     def send_task(self, name: str, args: Any = None, kwargs: Any = None,
                   **options: Any) -> AsyncResult:
         """Publish a task by name (the task code need not be importable here)."""
+        result_cls = options.pop("result_cls", None)  # Celery's: the class of the result
         task_id = send_task(self, name, args, kwargs, **options)
-        return self.AsyncResult(task_id, task_name=name)
+        return result_cls(task_id) if result_cls else self.AsyncResult(task_id, task_name=name)
 
     def AsyncResult(self, id: str, **kwargs: Any) -> AsyncResult:
         return AsyncResult(id, app=self, **kwargs)

@@ -51,6 +51,31 @@ logger = logging.getLogger("celeriac.publish")
 PUBLISH_ERRORS: tuple[type[BaseException], ...] = (OperationalError, OSError, ConnectionError)
 
 
+#: Celery's publishing options (kombu's producer and AMQP flags) celeriac has no use for:
+#: each is reported once per app when a call passes it, with what to use instead.
+IGNORED_OPTIONS = {
+    "producer": "celeriac publishes through the app's broker (apply_async(connection=) "
+                "takes a database connection)",
+    "publisher": "celeriac publishes through the app's broker",
+    "router": "routes come from task_routes and the call's queue=",
+    "route_name": "routes come from task_routes and the call's queue=",
+    "declare": "celeriac declares the queues of task_queues itself",
+    "exchange_type": "celeriac routes by queue (exchanges: task_queues on RabbitMQ)",
+    "delivery_mode": "celeriac's messages are always persistent",
+    "mandatory": "celeriac publishes to a queue it declared",
+    "immediate": "RabbitMQ 3 removed it",
+    "timeout": "the publish deadline is broker_publish_timeout",
+    "confirm_timeout": "the publish deadline is broker_publish_timeout",
+}
+
+
+def report_ignored(app: Celery, name: str, options: Mapping[str, Any]) -> None:
+    for option in IGNORED_OPTIONS.keys() & options.keys():
+        if options[option] is not None:
+            app.conf.report(f"apply_async({option}=)", f"apply_async({option}=...) (task "
+                            f"{name}) has no effect in celeriac: {IGNORED_OPTIONS[option]}")
+
+
 def _aware(value: datetime, tz: tzinfo | None) -> datetime:
     """A naive datetime is read in the app's time zone (UTC by default), as Celery does."""
     return value if value.tzinfo else value.replace(tzinfo=tz or timezone.utc)
@@ -180,6 +205,7 @@ def send_task(app: Celery, name: str, args: Any = None, kwargs: Any = None,
     """Publish a task call; return its task id."""
     task_id = options.pop("task_id", None) or uuid4_text()
     connection = options.pop("connection", None)
+    report_ignored(app, name, options)
     options = task_defaults(options.get("task"), options)
     message, queue, not_before, priority = build_message(
         app, name, list(args or ()), dict(kwargs or {}), task_id, options)
@@ -196,7 +222,8 @@ def send_task(app: Celery, name: str, args: Any = None, kwargs: Any = None,
     if listened:
         signals.after_task_publish.send(sender=name, body=body, exchange="",
                                         routing_key=queue, headers=message.headers)
-    add_to_parent(AsyncResult(task_id, app=app, task_name=name))
+    if options.get("add_to_parent", True):  # Celery's: False keeps it out of children
+        add_to_parent(AsyncResult(task_id, app=app, task_name=name))
     return task_id
 
 

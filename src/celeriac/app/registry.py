@@ -94,6 +94,9 @@ def task_from_fun(app: Celery, fun: Callable[..., Any], name: str | None = None,
         "_orig_run": staticmethod(original), "__header__": staticmethod(original),
         "__annotations__": getattr(fun, "__annotations__", {}), "_model_calls": calls,
     }
+    if options.get("run_every") is not None:
+        warnings.warn(f"task {full_name}: run_every= has no effect on a task (nor in Celery "
+                      "5); use app.periodic_task(run_every=...) or beat_schedule", stacklevel=3)
     for key in _IGNORED_OPTIONS:
         options.pop(key, None)
     attrs.update(options)

@@ -190,6 +190,8 @@ class Task:
                     shadow: str | None = None, **options: Any) -> AsyncResult:
         args = tuple(args or ())
         kwargs = dict(kwargs or {})
+        if producer is not None:  # Celery's kombu producer: reported, see publish.py
+            options["producer"] = producer
         if self.typing:
             self._check_arguments(args, kwargs)
         calls = self._model_calls
