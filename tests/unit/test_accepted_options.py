@@ -266,3 +266,35 @@ def test_run_every_on_a_plain_task_is_reported(app: Celery) -> None:
         @app.task(name="opts.every", run_every=10)
         def every() -> None: ...
     assert "opts.every" in app.tasks and not app.conf.beat_schedule
+
+
+def test_acks_on_failure_decides_for_failures_as_in_celery_5_7(app: Celery) -> None:
+    """``acks_on_failure=False`` dead-letters a failed task's message (Celery rejects it);
+    unset, ``acks_on_failure_or_timeout`` decides; set, it wins over it."""
+    def failing(name: str, **options: Any) -> Any:
+        def fail() -> None:
+            raise ValueError(name)
+        return app.task(fail, name=f"opts.{name}", **options)
+
+    sent = {name: failing(name, **options).delay().id for name, options in {
+        "split": {"acks_on_failure": False},
+        "plain": {},
+        "old": {"acks_on_failure_or_timeout": False},
+        "overridden": {"acks_on_failure_or_timeout": False, "acks_on_failure": True},
+    }.items()}
+    drain(app, until=4)
+    dead = {letter.message.task_id: letter.reason for letter in app.broker.dead_letters()}
+    assert set(dead) == {sent["split"], sent["old"]}
+    assert dead[sent["split"]].endswith("(acks_on_failure=False)")
+    assert dead[sent["old"]].endswith("(acks_on_failure_or_timeout=False)")
+    app.conf.task_acks_on_failure = False  # the setting, for tasks that leave it unset
+    assert app.tasks["opts.plain"].acks_on_failure is False
+
+
+def test_celery_5_7_task_options_celeriac_lacks_are_reported(app: Celery) -> None:
+    with pytest.warns(UserWarning) as caught:
+        app.task(lambda: None, name="opts.lost", retry_on_worker_lost=True,
+                 acks_on_timeout=False)
+    assert sorted(str(w.message).split(":")[1] for w in caught) == [
+        " acks_on_timeout= has no effect in celeriac", " retry_on_worker_lost= has no "
+        "effect in celeriac"]

@@ -84,6 +84,7 @@ class Task:
     soft_time_limit: Any = _FromConfig("task_soft_time_limit")
     acks_late: Any = _FromConfig("task_acks_late")
     acks_on_failure_or_timeout: Any = _FromConfig("task_acks_on_failure_or_timeout")
+    acks_on_failure: Any = _FromConfig("task_acks_on_failure")  # None: the one above
     reject_on_worker_lost: Any = _FromConfig("task_reject_on_worker_lost")
     track_started: Any = _FromConfig("task_track_started")
     serializer: Any = _FromConfig("task_serializer")
