@@ -298,3 +298,17 @@ def test_celery_5_7_task_options_celeriac_lacks_are_reported(app: Celery) -> Non
     assert sorted(str(w.message).split(":")[1] for w in caught) == [
         " acks_on_timeout= has no effect in celeriac", " retry_on_worker_lost= has no "
         "effect in celeriac"]
+
+
+def test_a_custom_celery_request_class_is_reported(app: Celery) -> None:
+    """Celery's ``Task.Request`` / ``Strategy`` customise its worker internals; celeriac
+    has neither, so a task setting one is reported by name."""
+    class Custom(Task):
+        name = "opts.custom"
+        Request = "proj.requests:MyRequest"
+
+        def run(self) -> None: ...
+
+    with pytest.warns(UserWarning, match="task opts.custom: a custom Request has no effect"):
+        app.register_task(Custom())
+    assert "opts.custom" in app.tasks

@@ -49,6 +49,11 @@ class TaskRegistry(dict):
         raise NotRegistered(key)
 
     def register(self, task: Task) -> None:
+        for attr in ("Request", "Strategy"):  # Celery's worker classes: celeriac has neither
+            if getattr(task, attr, None) is not None:
+                warnings.warn(f"task {task.name}: a custom {attr} has no effect in celeriac "
+                              "(use the task's handlers, on_failure..., or signals)",
+                              stacklevel=3)
         self[task.name] = task
         app = getattr(type(task), "_app", None)
         if app is not None and app._finalized:  # finalize annotated the ones before
