@@ -167,12 +167,13 @@ def test_a_class_named_by_path_is_instantiated_once_per_app() -> None:
     ({"anno.add": None}, "gave None, not a mapping of attributes"),
     ([{"*": 5}], "gave 5, not a mapping of attributes"),
     ([object()], "is neither a mapping of task names to attributes nor an object"),
+    ([lambda task: {"rate_limit": "1/s"}], r"Celery skips a function here"),
     ([Pairs()], "gave \\[\\('rate_limit', '3/s'\\)\\], not a mapping of attributes"),
 ])
 def test_bad_annotations_stop_the_app_with_an_error_naming_them(setting: Any,
                                                                 error: str) -> None:
     """Celery raises a TypeError for the first two and an AttributeError for the last,
-    and skips an object without ``annotate`` silently."""
+    and skips an object (or a function) without ``annotate`` silently."""
     app = Celery("anno-bad", broker="memory://", set_as_current=False)
     app.conf.task_annotations = setting
     try:

@@ -50,8 +50,11 @@ def _named(path: str) -> Any:
 def _source(item: Any) -> Any:
     source = _named(item) if isinstance(item, str) else item
     if not _annotates(source):
+        hint = " (Celery skips a function here: it calls annotate(task))" if callable(
+            source) else ""
         raise ImproperlyConfigured(f"task_annotations: {item!r} is neither a mapping of task "
-                                   "names to attributes nor an object with annotate(task)")
+                                   f"names to attributes nor an object with annotate(task)"
+                                   f"{hint}")
     return source
 
 
