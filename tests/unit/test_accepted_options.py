@@ -312,3 +312,21 @@ def test_a_custom_celery_request_class_is_reported(app: Celery) -> None:
     with pytest.warns(UserWarning, match="task opts.custom: a custom Request has no effect"):
         app.register_task(Custom())
     assert "opts.custom" in app.tasks
+
+
+def test_a_group_honours_add_to_parent_and_reports_publishing_options(app: Celery) -> None:
+    @app.task(name="opts.member")
+    def member() -> None: ...
+
+    @app.task(name="opts.fans")
+    def fans() -> str:
+        group(member.s(), member.s()).apply_async(add_to_parent=False)
+        return group(member.s(), member.s()).apply_async().id
+
+    result = fans.delay()
+    drain(app, until=1)
+    kept = result.get(timeout=5)
+    assert [c.id for c in app.AsyncResult(result.id).children] == [kept]
+    with pytest.warns(UserWarning, match=r"apply_async\(mandatory=\.\.\.\) \(task group "
+                                         r"member\) has no effect"):
+        group(member.s(), member.s()).apply_async(mandatory=True)
