@@ -186,6 +186,13 @@ def test_celery_publishing_options_celeriac_ignores_are_reported(app: Celery) ->
                         "apply_async(delivery_mode=...)", "apply_async(mandatory=...)",
                         "apply_async(producer=...)", "apply_async(timeout=...)"]
     assert len(app.broker.receive(["celery"], owner="t", limit=10)) == 4
+    with pytest.warns(UserWarning, match=r"apply_async option 'countdwon' \(task "
+                                         r"opts.flagged\) is unknown and ignored \(did you "
+                                         r"mean 'countdown'\?\)"):
+        flagged.apply_async(countdwon=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flagged.apply_async(my_own_option=1)  # no known option is close: not reported
 
 
 def test_send_task_result_cls_is_the_class_of_the_result(app: Celery) -> None:

@@ -12,6 +12,7 @@ seconds (:func:`publish_items`).
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
@@ -69,11 +70,28 @@ IGNORED_OPTIONS = {
 }
 
 
+#: the publishing options celeriac reads (a near miss of one is reported as a typo)
+KNOWN_OPTIONS = frozenset((
+    "task_id", "connection", "task", "queue", "priority", "expires", "time_limit",
+    "soft_time_limit", "serializer", "compression", "routing_key", "exchange",
+    "ignore_result", "countdown", "eta", "retries", "group_id", "group_index", "root_id",
+    "parent_id", "argsrepr", "kwargsrepr", "shadow", "link", "link_error", "chain", "chord",
+    "headers", "reply_to", "replaced_task_nesting", "stamped_headers", "stamps", "retry",
+    "retry_policy", "add_to_parent", "result_cls", *IGNORED_OPTIONS))
+
+
 def report_ignored(app: Celery, name: str, options: Mapping[str, Any]) -> None:
+    """Report the options of one call that do nothing: Celery's kombu-level ones, and a
+    near miss of a known one (``countdwon=``), once per app and name."""
     for option in IGNORED_OPTIONS.keys() & options.keys():
         if options[option] is not None:
             app.conf.report(f"apply_async({option}=)", f"apply_async({option}=...) (task "
                             f"{name}) has no effect in celeriac: {IGNORED_OPTIONS[option]}")
+    for option in options.keys() - KNOWN_OPTIONS:
+        close = difflib.get_close_matches(option, KNOWN_OPTIONS, n=1, cutoff=0.8)
+        if close:
+            app.conf.report(f"apply_async({option}=)", f"apply_async option {option!r} (task "
+                            f"{name}) is unknown and ignored (did you mean {close[0]!r}?)")
 
 
 def _aware(value: datetime, tz: tzinfo | None) -> datetime:
