@@ -140,6 +140,9 @@ class Delivery:
     lease_expires: float = 0.0
     #: when the message became ready (publish or end of delay), if the broker knows
     published_at: float | None = None
+    #: bytes of the JSON envelope the message was parsed from, when the broker read it
+    #: whole (Redis): bounds the worker's size check (:func:`~celeriac.message_size.check_size`)
+    envelope_size: int | None = None
 
 
 @dataclass(frozen=True)
