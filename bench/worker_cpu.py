@@ -10,8 +10,9 @@ Each round, for each ``--src`` (default: this checkout's ``src``), a real
 that source tree, warmed up on 300 tasks, then ``--tasks`` no-op tasks are published
 (``publish_many``) and drained; the worker process tree's CPU time (``psutil``: the
 worker and its prefork children, user + system) over the drain, divided by the tasks,
-is the number. ``--ignore-result`` runs ``ignore_result=True`` tasks (no result
-writes: the acknowledgement-only path). Sources alternate within each round so a
+is the number (the main process's share, the prefork supervisor, is printed too).
+``--ignore-result`` runs ``ignore_result=True`` tasks (no result writes: the
+acknowledgement-only path). Sources alternate within each round so a
 loaded machine affects them alike; compare the numbers as ratios within one run.
 Keys live under a unique prefix and are deleted afterwards. Numbers are printed,
 never asserted.
@@ -56,17 +57,18 @@ def quiet():
 WARMUP = 300
 
 
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its living descendants."""
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """User + system CPU seconds of ``pid``, and of its living descendants."""
     root = psutil.Process(pid)
+    own = root.cpu_times()
     total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
+    for proc in root.children(recursive=True):
         try:
             times = proc.cpu_times()
         except psutil.NoSuchProcess:
             continue
         total += times.user + times.system
-    return total
+    return own.user + own.system, total
 
 
 def publish(app: Any, name: str, count: int) -> None:
@@ -92,7 +94,9 @@ def wait_empty(app: Any, timeout: float = 600.0) -> None:
         time.sleep(0.05)
 
 
-def one_drain(app: Any, workdir: Path, src: str, opts: argparse.Namespace) -> float:
+def one_drain(app: Any, workdir: Path, src: str, opts: argparse.Namespace
+              ) -> tuple[float, float]:
+    """(µs per task of the whole worker tree, of its main process alone)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, str(workdir)]))
     log = workdir / f"worker-{uuid.uuid4().hex[:6]}.log"
     name = "benchcpu.quiet" if opts.ignore_result else "benchcpu.noop"
@@ -104,10 +108,12 @@ def one_drain(app: Any, workdir: Path, src: str, opts: argparse.Namespace) -> fl
         publish(app, name, WARMUP)
         wait_empty(app)
         time.sleep(0.5)
-        before = tree_cpu(proc.pid)
+        main_before, children_before = tree_cpu(proc.pid)
         publish(app, name, opts.tasks)
         wait_empty(app)
-        used = tree_cpu(proc.pid) - before
+        main_after, children_after = tree_cpu(proc.pid)
+        main = main_after - main_before
+        used = main + children_after - children_before
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -117,7 +123,7 @@ def one_drain(app: Any, workdir: Path, src: str, opts: argparse.Namespace) -> fl
             proc.wait(10)
     if proc.returncode not in (0, -signal.SIGTERM):
         print(log.read_text(errors="replace"), file=sys.stderr)
-    return used / opts.tasks * 1e6
+    return used / opts.tasks * 1e6, main / opts.tasks * 1e6
 
 
 def main() -> None:
@@ -144,9 +150,10 @@ def main() -> None:
         try:
             for round_no in range(opts.rounds):
                 for label, src in sources.items():
-                    us = one_drain(app, workdir, src, opts)
+                    us, main = one_drain(app, workdir, src, opts)
                     runs[label].append(us)
-                    print(f"round {round_no + 1} {label}: {us:.1f} µs/task", flush=True)
+                    print(f"round {round_no + 1} {label}: {us:.1f} µs/task (main process "
+                          f"{main:.1f})", flush=True)
         finally:
             raw = redis.Redis.from_url(opts.url)
             keys = list(raw.scan_iter(match=f"{prefix}*", count=1000))
