@@ -382,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         if any(BY_NAME[n].system in ("rq", "arq") for n in names) and foreign_keys(raw):
             raise SystemExit(f"{args.url} holds rq:* or arq:* keys this run did not write; "
                              "use another database (--url)")
-        facts: dict[str, Any] = {"versions": versions(), "load_before": load_before}
+        facts: dict[str, Any] = {"versions": versions({BY_NAME[n].system for n in names}),
+                                 "load_before": load_before}
         for round_no, order in enumerate(plan(names, args.rounds), 1):
             for name in order:
                 t0 = time.monotonic()

@@ -71,7 +71,9 @@ METHOD = """\
 """
 
 
-def versions() -> dict[str, str]:
+def versions(systems: set[str]) -> dict[str, str]:
+    """Installed versions; arq's (from its own virtualenv, made on first use) only when
+    one of ``systems`` is arq, so a run without arq never creates ``bench/.venv-arq``."""
     from importlib.metadata import PackageNotFoundError, version
 
     def installed(name: str) -> str:
@@ -82,6 +84,8 @@ def versions() -> dict[str, str]:
 
     out = {name: installed(name) for name in ("celeriac", "celery", "kombu", "dramatiq", "huey",
                                               "rq", "redis", "hiredis", "orjson")}
+    if "arq" not in systems:
+        return out
     arq = subprocess.run([BY_NAME["arq-x2-poll5ms"].python(), "-c",
                           "from importlib.metadata import version as v;"
                           "print(v('arq'), v('redis'), v('hiredis'))"],

@@ -8,8 +8,8 @@ the candidate with the highest median drain in the run. Why each candidate is
 there is written next to it, and in ``bench/README.md``.
 
 arq pins ``redis<6`` while Celery 5.7's kombu needs ``redis>=6.1``, so arq's
-worker and client run from their own virtualenv (``bench/.venv-arq``, made on
-first use by :func:`arq_python`).
+worker and client run from their own virtualenv (``bench/.venv-arq``, made by
+:func:`arq_python` on the first run that selects an arq setup, never otherwise).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Options celeriac used to accept and ignore (issue 9, point 7), each now working as in
 Celery or reported: ``task_compression`` with groups, ``AsyncResult.then``,
 ``Task.send_event``, ``EncodeError``, ``get(on_interval=)``, task ``routing_key`` /
-``exchange`` / ``trail`` / ``pydantic``, ``-A package.module.app``, ``unix://``."""
+``exchange`` / ``trail`` / ``pydantic``, ``-A package.module.app``, ``unix://``,
+``apply_async(add_to_parent=)``, kombu's publishing options, ``send_task(result_cls=)``."""
 
 from __future__ import annotations
 
@@ -152,6 +153,58 @@ def test_trail_records_the_children_a_task_sent(app: Celery) -> None:
     assert app.AsyncResult(quiet.id).children == []
 
 
+def test_add_to_parent_false_keeps_a_sent_task_out_of_children(app: Celery) -> None:
+    """Celery's ``apply_async(add_to_parent=False)`` (it was accepted and ignored)."""
+    @app.task(name="opts.kid")
+    def kid() -> None: ...
+
+    @app.task(name="opts.mixed")
+    def mixed() -> str:
+        kid.apply_async(add_to_parent=False)
+        return kid.apply_async(add_to_parent=True).id
+
+    result = mixed.delay()
+    drain(app, until=1)
+    kept = result.get(timeout=5)
+    assert [c.id for c in app.AsyncResult(result.id).children] == [kept]
+
+
+def test_celery_publishing_options_celeriac_ignores_are_reported(app: Celery) -> None:
+    """kombu's producer, AMQP flags and publish timeouts: reported once each, by name,
+    and the message is still sent."""
+    @app.task(name="opts.flagged")
+    def flagged() -> None: ...
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        flagged.apply_async(producer=object(), delivery_mode=1, timeout=3)
+        flagged.apply_async(producer=object(), mandatory=True)
+        flagged.apply_async(publisher=None)  # None: nothing to report
+        app.send_task("opts.flagged", confirm_timeout=2, declare=[])
+    reported = sorted(str(w.message).split(" (task")[0] for w in caught)
+    assert reported == ["apply_async(confirm_timeout=...)", "apply_async(declare=...)",
+                        "apply_async(delivery_mode=...)", "apply_async(mandatory=...)",
+                        "apply_async(producer=...)", "apply_async(timeout=...)"]
+    assert len(app.broker.receive(["celery"], owner="t", limit=10)) == 4
+    with pytest.warns(UserWarning, match=r"apply_async option 'countdwon' \(task "
+                                         r"opts.flagged\) is unknown and ignored \(did you "
+                                         r"mean 'countdown'\?\)"):
+        flagged.apply_async(countdwon=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flagged.apply_async(my_own_option=1)  # no known option is close: not reported
+
+
+def test_send_task_result_cls_is_the_class_of_the_result(app: Celery) -> None:
+    from celeriac.result import AsyncResult
+
+    class Mine(AsyncResult):
+        pass
+
+    sent = app.send_task("opts.anything", result_cls=Mine)
+    assert type(sent) is Mine and sent.id
+
+
 def test_pydantic_true_validates_and_dumps_models(app: Celery) -> None:
     pydantic = need("pydantic")
 
@@ -196,3 +249,91 @@ def test_the_documented_unix_socket_url_is_a_redis_url() -> None:
     need("redis")
     target = parse_target("unix:///run/redis.sock?db=2")
     assert target.url == "unix:///run/redis.sock?db=2"
+
+
+def test_task_filter_is_applied_to_what_the_decorator_returns(app: Celery) -> None:
+    """Celery's ``@app.task(filter=f)`` returns ``f(task)``; the registered task is the
+    task itself (``filter`` was accepted and dropped)."""
+    seen: list[Any] = []
+
+    def wrap(task: Any) -> tuple[str, Any]:
+        seen.append(task)
+        return ("wrapped", task)
+
+    @app.task(name="opts.filtered", filter=wrap)
+    def filtered() -> None: ...
+
+    direct = app.task(lambda: None, name="opts.filtered2", filter=wrap)
+    assert filtered == ("wrapped", app.tasks["opts.filtered"])
+    assert direct == ("wrapped", app.tasks["opts.filtered2"]) and len(seen) == 2
+
+
+def test_run_every_on_a_plain_task_is_reported(app: Celery) -> None:
+    with pytest.warns(UserWarning, match=r"run_every= has no effect on a task"):
+        @app.task(name="opts.every", run_every=10)
+        def every() -> None: ...
+    assert "opts.every" in app.tasks and not app.conf.beat_schedule
+
+
+def test_acks_on_failure_decides_for_failures_as_in_celery_5_7(app: Celery) -> None:
+    """``acks_on_failure=False`` dead-letters a failed task's message (Celery rejects it);
+    unset, ``acks_on_failure_or_timeout`` decides; set, it wins over it."""
+    def failing(name: str, **options: Any) -> Any:
+        def fail() -> None:
+            raise ValueError(name)
+        return app.task(fail, name=f"opts.{name}", **options)
+
+    sent = {name: failing(name, **options).delay().id for name, options in {
+        "split": {"acks_on_failure": False},
+        "plain": {},
+        "old": {"acks_on_failure_or_timeout": False},
+        "overridden": {"acks_on_failure_or_timeout": False, "acks_on_failure": True},
+    }.items()}
+    drain(app, until=4)
+    dead = {letter.message.task_id: letter.reason for letter in app.broker.dead_letters()}
+    assert set(dead) == {sent["split"], sent["old"]}
+    assert dead[sent["split"]].endswith("(acks_on_failure=False)")
+    assert dead[sent["old"]].endswith("(acks_on_failure_or_timeout=False)")
+    app.conf.task_acks_on_failure = False  # the setting, for tasks that leave it unset
+    assert app.tasks["opts.plain"].acks_on_failure is False
+
+
+def test_celery_5_7_task_options_celeriac_lacks_are_reported(app: Celery) -> None:
+    with pytest.warns(UserWarning) as caught:
+        app.task(lambda: None, name="opts.lost", retry_on_worker_lost=True,
+                 acks_on_timeout=False)
+    assert sorted(str(w.message).split(":")[1] for w in caught) == [
+        " acks_on_timeout= has no effect in celeriac", " retry_on_worker_lost= has no "
+        "effect in celeriac"]
+
+
+def test_a_custom_celery_request_class_is_reported(app: Celery) -> None:
+    """Celery's ``Task.Request`` / ``Strategy`` customise its worker internals; celeriac
+    has neither, so a task setting one is reported by name."""
+    class Custom(Task):
+        name = "opts.custom"
+        Request = "proj.requests:MyRequest"
+
+        def run(self) -> None: ...
+
+    with pytest.warns(UserWarning, match="task opts.custom: a custom Request has no effect"):
+        app.register_task(Custom())
+    assert "opts.custom" in app.tasks
+
+
+def test_a_group_honours_add_to_parent_and_reports_publishing_options(app: Celery) -> None:
+    @app.task(name="opts.member")
+    def member() -> None: ...
+
+    @app.task(name="opts.fans")
+    def fans() -> str:
+        group(member.s(), member.s()).apply_async(add_to_parent=False)
+        return group(member.s(), member.s()).apply_async().id
+
+    result = fans.delay()
+    drain(app, until=1)
+    kept = result.get(timeout=5)
+    assert [c.id for c in app.AsyncResult(result.id).children] == [kept]
+    with pytest.warns(UserWarning, match=r"apply_async\(mandatory=\.\.\.\) \(task group "
+                                         r"member\) has no effect"):
+        group(member.s(), member.s()).apply_async(mandatory=True)

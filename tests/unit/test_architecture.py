@@ -214,17 +214,46 @@ def test_module_says_what_it_owns_and_stays_small(name: str) -> None:
     assert len(text.splitlines()) <= MAX_LINES, f"{name} has more than {MAX_LINES} lines"
 
 
-def test_worker_main_reaches_the_command_line_at_call_time(
+def test_app_start_reaches_the_command_line_at_call_time(
         capsys: pytest.CaptureFixture[str]) -> None:
-    """``app.worker_main(argv)`` (Celery's API) runs the CLI with this app, though the app
+    """``app.start(argv)`` (Celery's API) runs the CLI with this app, though the app
     layer does not import the CLI."""
     from celeriac import Celery
 
     app = Celery("cli-handoff", broker="memory://", set_as_current=False)
     with pytest.raises(SystemExit) as exit_info:
-        app.worker_main(["purge", "-f", "-Q", "handoff"])
+        app.start(["purge", "-f", "-Q", "handoff"])
     assert exit_info.value.code == 0
     assert "Purged 0 messages from 1 known task queue." in capsys.readouterr().out
+
+
+def test_worker_main_needs_the_worker_command_as_celery(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery's ``worker_main`` refuses an argv without ``worker`` (``app.start()`` runs the
+    other commands); without argv it reads the program's arguments."""
+    from celeriac import Celery
+
+    app = Celery("cli-worker-main", broker="memory://", set_as_current=False)
+    message = ("The worker sub-command must be specified in argv.\n"
+               "Use app.start() to programmatically start other commands.")
+    for argv in (["purge", "-f"], [], ("--help",)):
+        with pytest.raises(ValueError) as refused:
+            app.worker_main(argv)
+        assert str(refused.value) == message
+    monkeypatch.setattr("sys.argv", ["proj.py", "purge", "-f"])
+    with pytest.raises(ValueError) as refused:
+        app.worker_main()
+    assert str(refused.value) == message
+    assert capsys.readouterr().out == ""  # nothing ran
+    monkeypatch.setattr("sys.argv", ["proj.py", "worker", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        app.worker_main()
+    assert exit_info.value.code == 0
+    assert "Usage: celeriac worker [OPTIONS]" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        app.worker_main(("worker", "--help"))
+    assert exit_info.value.code == 0
+    assert "Usage: celeriac worker [OPTIONS]" in capsys.readouterr().out
 
 
 def test_used_settings_are_read_and_accepted_ones_are_not() -> None:

@@ -123,3 +123,50 @@ def test_dash_b_beats_the_environment(clean_env: pytest.MonkeyPatch, tmp_path: P
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "dash-b.db").exists() and not (tmp_path / "env.db").exists()
+
+
+def test_add_defaults_replaces_defaults_never_project_settings() -> None:
+    """Checked against Celery 5.7: ``app.add_defaults`` wins over the built-in defaults
+    (it was ignored for every setting with a default) and over an earlier add_defaults,
+    never over a value the project set, before or after."""
+    celery = need("celery")
+    outcomes = []
+    for make in (lambda: celery.Celery("theirs", broker="memory://", set_as_current=False),
+                 make_app):
+        app = make()
+        app.conf.task_default_queue = "mine"
+        app.add_defaults({"task_default_queue": "dq", "result_expires": 5, "own": 1})
+        app.add_defaults(lambda: {"result_expires": 6, "task_default_priority": 3})
+        app.conf.task_default_priority = 4
+        app.add_defaults({"task_default_priority": 5})
+        outcomes.append([app.conf.task_default_queue, app.conf.result_expires, app.conf.own,
+                         app.conf.task_default_priority])
+    assert outcomes[0] == outcomes[1] == ["mine", 6, 1, 4]
+
+
+@pytest.mark.parametrize("way", ["attribute", "update", "namespace", "constructor",
+                                 "add_defaults"])
+def test_every_setting_accepted_without_effect_warns_whichever_way_it_is_set(
+        way: str) -> None:
+    """Each name in ``ACCEPTED_ONLY`` set to anything but its default is reported, by
+    name, through every way a project sets settings."""
+    from celeriac.config import ACCEPTED_ONLY
+
+    for name in ACCEPTED_ONLY:
+        if way == "constructor" and name == "task_cls":
+            continue  # Celery(task_cls=) is the base task class, as in Celery
+        value = f"changed-{name}"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            app = make_app(**({name: value} if way == "constructor" else {}))
+            if way == "attribute":
+                setattr(app.conf, name, value)
+            elif way == "update":
+                app.conf.update({name: value})
+            elif way == "namespace":
+                app.config_from_object({f"CELERY_{name.upper()}": value}, namespace="CELERY")
+            elif way == "add_defaults":
+                app.add_defaults({name: value})
+        assert messages(caught) == [f"Setting {name!r} is accepted for compatibility with "
+                                    "Celery and has no effect in celeriac (see the list in "
+                                    "docs/configuration.md)"], (name, way)

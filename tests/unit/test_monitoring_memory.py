@@ -40,6 +40,10 @@ def cluster() -> Iterator[tuple[Celery, Any, list[dict[str, Any]]]]:
     def fail() -> None:
         raise ValueError("boom")
 
+    @app.task(name="montest.quiet", send_events=False)
+    def quiet() -> str:
+        return "shh"
+
     with threaded_worker(app, NODE, events=True) as (worker, events):
         yield app, worker, events
 
@@ -98,6 +102,19 @@ def test_control_commands(cluster: Any, caplog: pytest.LogCaptureFixture) -> Non
         app.control.shutdown()
         wait_until(lambda: worker._stop.is_set(), 10.0)
     assert "Got shutdown from remote" in caplog.text  # why the worker stops, in its log
+
+
+def test_a_task_with_send_events_false_sends_no_task_events(cluster: Any) -> None:
+    """Celery's ``Task.send_events``: the worker sends none of that task's events (the
+    producer's ``task-sent`` is ``task_send_sent_event``'s, as in Celery)."""
+    app, _, events = cluster
+    quiet = app.tasks["montest.quiet"].delay()
+    assert quiet.get(timeout=10) == "shh"
+    ok = app.tasks["montest.add"].delay(1, 1)
+    assert ok.get(timeout=10) == 2
+    wait_until(lambda: any(e["type"] == "task-succeeded" and e.get("uuid") == ok.id
+                           for e in events), 10.0)
+    assert [e["type"] for e in events if e.get("uuid") == quiet.id] == ["task-sent"]
 
 
 def test_events_describe_workers_and_tasks(cluster: Any) -> None:

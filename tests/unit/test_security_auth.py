@@ -361,7 +361,7 @@ def test_the_cli_shows_a_result_naming_any_class_as_text(capsys: pytest.CaptureF
         "exc_type": "system", "exc_module": "celeriac_cli_canary", "exc_message": ["id"]},
         "traceback": None, "children": [], "date_done": None, "task_id": "evil"})
     with pytest.raises(SystemExit) as exit_info:
-        app.worker_main(["result", "evil"])
+        app.start(["result", "evil"])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert err == "FAILURE: RemoteTaskError('celeriac_cli_canary.system: id')\n", err

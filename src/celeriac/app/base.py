@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -45,7 +45,7 @@ from .task import Task
 
 logger = logging.getLogger("celeriac.app")
 
-#: The module of the ``celeriac`` command, which ``worker_main`` runs.
+#: The module of the ``celeriac`` command, which ``start``/``worker_main`` run.
 COMMAND_LINE = "celeriac.cli"
 #: Fixups every app applies (Celery's ``builtin_fixups``), called with the app at creation;
 #: each is idle unless its framework is in use (Django: ``DJANGO_SETTINGS_MODULE`` set).
@@ -125,8 +125,7 @@ class Celery:
         self.config_from_object(module, silent=silent, force=force)
 
     def add_defaults(self, mapping: Any) -> None:
-        for key, value in (mapping() if callable(mapping) else mapping).items():
-            self.conf.setdefault(key, value)
+        self.conf.add_defaults(mapping() if callable(mapping) else mapping)
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -139,13 +138,14 @@ class Celery:
     # -- tasks --------------------------------------------------------------------
     def task(self, *args: Any, **opts: Any) -> Any:
         """Decorator: ``@app.task`` or ``@app.task(name=..., bind=True, ...)``."""
+        keep = opts.pop("filter", None) or (lambda task: task)  # Celery's: what is returned
         if len(args) == 1 and callable(args[0]):  # @app.task, or app.task(fun, **opts)
-            return task_from_fun(self, args[0], **opts)
+            return keep(task_from_fun(self, args[0], **opts))
         if args:
             raise TypeError("app.task() takes keyword options only")
 
         def inner(fun: Callable[..., Any]) -> Task:
-            return task_from_fun(self, fun, **opts)
+            return keep(task_from_fun(self, fun, **opts))
 
         return inner
 
@@ -251,17 +251,15 @@ class Celery:
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:
             self._pid = os.getpid()
-            self._broker = None
-            self._backend = None
+            self._broker = self._backend = None
             self.on_after_fork.send(sender=self)
 
     @property
     def broker_url(self) -> str:
         """The broker URL: ``$CELERY_BROKER_URL`` wins, as in Celery, then ``broker_url``.
 
-        Unset, it is the embedded SQLite file ``$CELERIAC_SQLITE_PATH`` (or
-        ``./celeriac.sqlite3``), resolved to an absolute path now so a worker
-        started from another directory finds the same file.
+        Unset, it is the embedded SQLite file ``$CELERIAC_SQLITE_PATH`` (or ``./celeriac.sqlite3``),
+        made absolute now so a worker started from another directory finds the same file.
         """
         url = (os.environ.get("CELERIAC_BROKER_URL") or os.environ.get("CELERY_BROKER_URL")
                or self.conf.broker_url)
@@ -348,8 +346,9 @@ class Celery:
     def send_task(self, name: str, args: Any = None, kwargs: Any = None,
                   **options: Any) -> AsyncResult:
         """Publish a task by name (the task code need not be importable here)."""
+        result_cls = options.pop("result_cls", None)  # Celery's: the class of the result
         task_id = send_task(self, name, args, kwargs, **options)
-        return self.AsyncResult(task_id, task_name=name)
+        return result_cls(task_id) if result_cls else self.AsyncResult(task_id, task_name=name)
 
     def AsyncResult(self, id: str, **kwargs: Any) -> AsyncResult:
         return AsyncResult(id, app=self, **kwargs)
@@ -378,15 +377,17 @@ class Celery:
 
     set_default = set_current
 
-    def worker_main(self, argv: list[str] | None = None) -> None:
-        """The ``celeriac`` command line with this app (``worker`` by default), found by
-        name when called (the one upward step, docs/architecture.md)."""
-        command_line = importlib.import_module(COMMAND_LINE)
-        command_line.main(list(argv or ["worker"]), app=self)
+    def worker_main(self, argv: Sequence[str] | None = None) -> None:
+        """``celeriac worker`` with ``argv`` (default ``sys.argv[1:]``), as Celery's."""
+        if "worker" not in (argv := sys.argv[1:] if argv is None else argv):
+            raise ValueError("The worker sub-command must be specified in argv.\n"
+                             "Use app.start() to programmatically start other commands.")
+        self.start(argv)
 
-    def start(self, argv: list[str] | None = None) -> None:
-        """The command line with ``argv`` (default: ``sys.argv[1:]``), as Celery."""
-        self.worker_main(list(sys.argv[1:] if argv is None else argv) or ["--help"])
+    def start(self, argv: Sequence[str] | None = None) -> None:
+        """The command line with ``argv`` (default ``sys.argv[1:]``), imported by name now."""
+        command_line = importlib.import_module(COMMAND_LINE)
+        command_line.main(list(sys.argv[1:] if argv is None else argv) or ["--help"], app=self)
 
     setup_security = setup_security  # Celery's: message signing (docs/security.md)
     #: Celery's ``app.bugreport()``: versions, platform, broker and changed settings

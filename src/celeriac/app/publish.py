@@ -12,6 +12,7 @@ seconds (:func:`publish_items`).
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
@@ -49,6 +50,48 @@ logger = logging.getLogger("celeriac.publish")
 
 #: what a broker raises when a publish may succeed if tried again
 PUBLISH_ERRORS: tuple[type[BaseException], ...] = (OperationalError, OSError, ConnectionError)
+
+
+#: Celery's publishing options (kombu's producer and AMQP flags) celeriac has no use for:
+#: each is reported once per app when a call passes it, with what to use instead.
+IGNORED_OPTIONS = {
+    "producer": "celeriac publishes through the app's broker (apply_async(connection=) "
+                "takes a database connection)",
+    "publisher": "celeriac publishes through the app's broker",
+    "router": "routes come from task_routes and the call's queue=",
+    "route_name": "routes come from task_routes and the call's queue=",
+    "declare": "celeriac declares the queues of task_queues itself",
+    "exchange_type": "celeriac routes by queue (exchanges: task_queues on RabbitMQ)",
+    "delivery_mode": "celeriac's messages are always persistent",
+    "mandatory": "celeriac publishes to a queue it declared",
+    "immediate": "RabbitMQ 3 removed it",
+    "timeout": "the publish deadline is broker_publish_timeout",
+    "confirm_timeout": "the publish deadline is broker_publish_timeout",
+}
+
+
+#: the publishing options celeriac reads (a near miss of one is reported as a typo)
+KNOWN_OPTIONS = frozenset((
+    "task_id", "connection", "task", "queue", "priority", "expires", "time_limit",
+    "soft_time_limit", "serializer", "compression", "routing_key", "exchange",
+    "ignore_result", "countdown", "eta", "retries", "group_id", "group_index", "root_id",
+    "parent_id", "argsrepr", "kwargsrepr", "shadow", "link", "link_error", "chain", "chord",
+    "headers", "reply_to", "replaced_task_nesting", "stamped_headers", "stamps", "retry",
+    "retry_policy", "add_to_parent", "result_cls", *IGNORED_OPTIONS))
+
+
+def report_ignored(app: Celery, name: str, options: Mapping[str, Any]) -> None:
+    """Report the options of one call that do nothing: Celery's kombu-level ones, and a
+    near miss of a known one (``countdwon=``), once per app and name."""
+    for option in IGNORED_OPTIONS.keys() & options.keys():
+        if options[option] is not None:
+            app.conf.report(f"apply_async({option}=)", f"apply_async({option}=...) (task "
+                            f"{name}) has no effect in celeriac: {IGNORED_OPTIONS[option]}")
+    for option in options.keys() - KNOWN_OPTIONS:
+        close = difflib.get_close_matches(option, KNOWN_OPTIONS, n=1, cutoff=0.8)
+        if close:
+            app.conf.report(f"apply_async({option}=)", f"apply_async option {option!r} (task "
+                            f"{name}) is unknown and ignored (did you mean {close[0]!r}?)")
 
 
 def _aware(value: datetime, tz: tzinfo | None) -> datetime:
@@ -180,6 +223,7 @@ def send_task(app: Celery, name: str, args: Any = None, kwargs: Any = None,
     """Publish a task call; return its task id."""
     task_id = options.pop("task_id", None) or uuid4_text()
     connection = options.pop("connection", None)
+    report_ignored(app, name, options)
     options = task_defaults(options.get("task"), options)
     message, queue, not_before, priority = build_message(
         app, name, list(args or ()), dict(kwargs or {}), task_id, options)
@@ -196,7 +240,8 @@ def send_task(app: Celery, name: str, args: Any = None, kwargs: Any = None,
     if listened:
         signals.after_task_publish.send(sender=name, body=body, exchange="",
                                         routing_key=queue, headers=message.headers)
-    add_to_parent(AsyncResult(task_id, app=app, task_name=name))
+    if options.get("add_to_parent", True):  # Celery's: False keeps it out of children
+        add_to_parent(AsyncResult(task_id, app=app, task_name=name))
     return task_id
 
 

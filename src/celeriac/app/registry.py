@@ -33,6 +33,7 @@ TASK_OPTIONS = {
     "soft_time_limit", "track_started", "queue", "priority", "expires", "rate_limit",
     "serializer", "typing", "on_failure", "on_success", "on_retry", "after_return",
     "before_start", "throws", "store_errors_even_if_ignored", "acks_on_failure_or_timeout",
+    "acks_on_failure", "acks_on_timeout", "retry_on_worker_lost",
     "send_events", "trail", "resultrepr_maxsize", "shared", "lazy", "pydantic",
     "compression", "exchange", "routing_key", "run_every", "filter", "pydantic_strict",
     "pydantic_context", "pydantic_dump_kwargs",
@@ -48,6 +49,11 @@ class TaskRegistry(dict):
         raise NotRegistered(key)
 
     def register(self, task: Task) -> None:
+        for attr in ("Request", "Strategy"):  # Celery's worker classes: celeriac has neither
+            if getattr(task, attr, None) is not None:
+                warnings.warn(f"task {task.name}: a custom {attr} has no effect in celeriac "
+                              "(use the task's handlers, on_failure..., or signals)",
+                              stacklevel=3)
         self[task.name] = task
         app = getattr(type(task), "_app", None)
         if app is not None and app._finalized:  # finalize annotated the ones before
@@ -94,6 +100,13 @@ def task_from_fun(app: Celery, fun: Callable[..., Any], name: str | None = None,
         "_orig_run": staticmethod(original), "__header__": staticmethod(original),
         "__annotations__": getattr(fun, "__annotations__", {}), "_model_calls": calls,
     }
+    if options.get("run_every") is not None:
+        warnings.warn(f"task {full_name}: run_every= has no effect on a task (nor in Celery "
+                      "5); use app.periodic_task(run_every=...) or beat_schedule", stacklevel=3)
+    for key, instead in _UNSUPPORTED_OPTIONS.items():
+        if options.get(key) is not None:
+            warnings.warn(f"task {full_name}: {key}= has no effect in celeriac: {instead}",
+                          stacklevel=3)
     for key in _IGNORED_OPTIONS:
         options.pop(key, None)
     attrs.update(options)
@@ -109,6 +122,12 @@ def task_from_fun(app: Celery, fun: Callable[..., Any], name: str | None = None,
 
 
 _IGNORED_OPTIONS = ("shared", "lazy", "filter", "run_every")
+#: Celery 5.7's task options celeriac does not implement, with what decides instead
+_UNSUPPORTED_OPTIONS = {
+    "acks_on_timeout": "a time limit follows acks_on_failure_or_timeout",
+    "retry_on_worker_lost": "a lost task is redelivered (reject_on_worker_lost, "
+                            "worker_max_redeliveries)",
+}
 
 
 def _warn_misspelled(options: dict[str, Any], base: type[Task], fun: Callable[..., Any]) -> None:

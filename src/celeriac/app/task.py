@@ -84,6 +84,7 @@ class Task:
     soft_time_limit: Any = _FromConfig("task_soft_time_limit")
     acks_late: Any = _FromConfig("task_acks_late")
     acks_on_failure_or_timeout: Any = _FromConfig("task_acks_on_failure_or_timeout")
+    acks_on_failure: Any = _FromConfig("task_acks_on_failure")  # None: the one above
     reject_on_worker_lost: Any = _FromConfig("task_reject_on_worker_lost")
     track_started: Any = _FromConfig("task_track_started")
     serializer: Any = _FromConfig("task_serializer")
@@ -190,6 +191,8 @@ class Task:
                     shadow: str | None = None, **options: Any) -> AsyncResult:
         args = tuple(args or ())
         kwargs = dict(kwargs or {})
+        if producer is not None:  # Celery's kombu producer: reported, see publish.py
+            options["producer"] = producer
         if self.typing:
             self._check_arguments(args, kwargs)
         calls = self._model_calls

@@ -108,7 +108,8 @@ class group(Composite):
         result = frozen.freeze(gid, root_id=options.get("root_id"),
                                parent_id=options.get("parent_id"))
         publish_members(app, frozen.tasks, options)
-        add_to_parent(result)  # the group, not its members, as Celery
+        if options.get("add_to_parent", True):
+            add_to_parent(result)  # the group, not its members, as Celery
         return result
 
     def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:

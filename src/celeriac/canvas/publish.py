@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import serialization, signals
-from ..app.publish import build_message, publish_items, task_defaults
+from ..app.publish import build_message, publish_items, report_ignored, task_defaults
 from ..brokers.base import Publish
 from ..messages import Message, decode_body, saferepr, task_properties
 
@@ -92,6 +92,7 @@ def publish_members(app: Celery, members: list[Signature], options: dict[str, An
     """Publish frozen members: plain tasks in one batch, composite canvases one by one."""
     batch: list[Publish] = []
     template: _Template | None = None
+    report_ignored(app, "group member", options)
     reuse = static_routes(app)
     announce = bool(signals.before_task_publish._receivers)
     for member in members:

@@ -149,7 +149,6 @@ ACCEPTED_ONLY: dict[str, Any] = {
     "s3_endpoint_url": None,
     "s3_region": None,
     "s3_secret_access_key": None,
-    "task_acks_on_failure": None,
     "task_acks_on_timeout": None,
     "task_create_missing_queue_exchange_type": None,
     "task_create_missing_queue_type": "classic",

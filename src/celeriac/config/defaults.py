@@ -56,6 +56,7 @@ USED: dict[str, Any] = {
     "task_eager_check_serializable": True,
     "task_acks_late": True,
     "task_acks_on_failure_or_timeout": True,
+    "task_acks_on_failure": None,  # Celery 5.7's: failures other than time limits
     "task_reject_on_worker_lost": None,
     "task_track_started": False,
     "task_ignore_result": False,

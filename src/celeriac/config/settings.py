@@ -31,6 +31,7 @@ class Settings(dict):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         object.__setattr__(self, "reported", set())
+        object.__setattr__(self, "defaulted", set())  # keys whose value add_defaults gave
         super().__init__({k: _copy(v) for k, v in DEFAULTS.items()})
         self.update(*args, **kwargs)
         self.changes: dict[str, Any] = {}
@@ -64,6 +65,7 @@ class Settings(dict):
             value = tuple(value.replace(",", " ").split())  # an INI-style list of modules
         self._check(key, value)
         super().__setitem__(key, value)
+        self.__dict__["defaulted"].discard(key)
         changes = self.__dict__.get("changes")
         if changes is not None:
             changes[key] = value
@@ -71,6 +73,16 @@ class Settings(dict):
     def update(self, *args: Any, **kwargs: Any) -> None:
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
+
+    def add_defaults(self, mapping: Mapping[str, Any]) -> None:
+        """Celery's ``app.add_defaults``: each value replaces the built-in default (and an
+        earlier ``add_defaults``'s), never a value the project set."""
+        defaulted: set[str] = self.__dict__["defaulted"]
+        for key, value in mapping.items():
+            key = OLD_NAMES.get(key, key)
+            if key not in self.changes or key in defaulted:
+                self[key] = value
+                defaulted.add(key)
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         if key not in self or self[key] is None:

@@ -168,7 +168,7 @@ class JobRunner:
             signals.task_revoked.send(sender=task, request=request, terminated=False,
                                       signum=None, expired=True)
             if self.events is not None:
-                self.events.revoked(request.id, expired=True)
+                self.events.revoked(request.id, expired=True, task=task)
             return self._drop(delivery, request, TaskRevokedError("expired"))
         if request.id in revoked:
             self.discard_revoked(delivery, request)
@@ -194,7 +194,7 @@ class JobRunner:
         signals.task_revoked.send(sender=self.app.tasks.get(request.task), request=request,
                                   terminated=False, signum=None, expired=False)
         if self.events is not None:
-            self.events.revoked(request.id)
+            self.events.revoked(request.id, task=self.app.tasks.get(request.task))
         self._drop(delivery, request, None)
 
     def _dead(self, delivery: base.Delivery, reason: str, detail: str,
@@ -392,7 +392,7 @@ class JobRunner:
         signals.task_revoked.send(sender=job.task, request=job.request, terminated=True,
                                   signum=job.terminated, expired=False)
         if self.events is not None:
-            self.events.revoked(job.id, terminated=True, signum=job.terminated)
+            self.events.revoked(job.id, terminated=True, signum=job.terminated, task=job.task)
         try:
             self.broker.ack([job.delivery])
         finally:

@@ -9,8 +9,9 @@ they are stored in one ``set_many`` before those acknowledgements go out.
 * ``Reject(requeue=True)``: released to the queue (a deliberate requeue, as
   in Celery; it does not count as a failed delivery);
 * ``Reject(requeue=False)``: dead-lettered as ``rejected``;
-* a failure with ``acks_on_failure_or_timeout=False``: dead-lettered as
-  ``rejected`` (Celery rejects without requeue: dropped, or dead-lettered on
+* a failure with ``acks_on_failure=False`` (Celery 5.7's; unset, it follows
+  ``acks_on_failure_or_timeout``, which alone decides for a time limit): dead-lettered
+  as ``rejected`` (Celery rejects without requeue: dropped, or dead-lettered on
   RabbitMQ; requeueing it would run it forever).
 """
 
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import states
 from ..brokers import base
+from ..exceptions import TimeLimitExceeded
 from ..utils.log import bounded
 
 if TYPE_CHECKING:
@@ -170,9 +172,9 @@ def settle(broker: base.Broker, acks: AckBatcher, d: base.Delivery, outcome: Out
     if outcome.state == states.REJECTED:
         done = (broker.release(d) if outcome.requeue
                 else broker.dead_letter(d, f"{base.REJECTED}: {outcome.exc}"))
-    elif outcome.state == states.FAILURE and task.acks_on_failure_or_timeout is False:
+    elif outcome.state == states.FAILURE and (flag := failure_flag(task, outcome.exc)):
         done = broker.dead_letter(d, f"{base.REJECTED}: failed with {outcome.exc!r:.200} "
-                                     "(acks_on_failure_or_timeout=False)")
+                                     f"({flag}=False)")
     else:
         acks.add(d)
         if not batch:
@@ -182,6 +184,13 @@ def settle(broker: base.Broker, acks: AckBatcher, d: base.Delivery, outcome: Out
         logger.warning("Not settling %s[%s]: lease lost, another worker owns it now",
                        task.name, d.message.task_id)
     return False
+
+
+def failure_flag(task: Task, exc: BaseException | None) -> str | None:
+    """The task option that says not to acknowledge this failure, if one does."""
+    if not isinstance(exc, TimeLimitExceeded) and task.acks_on_failure is not None:
+        return None if task.acks_on_failure else "acks_on_failure"
+    return "acks_on_failure_or_timeout" if task.acks_on_failure_or_timeout is False else None
 
 
 def log_outcome(name: str, tid: str, task: Task, outcome: Outcome) -> None:

@@ -252,7 +252,7 @@ class Supervisor:
             if child.hard is not None:
                 self.task_events.send(("task-failed", {
                     "uuid": child.hard[0], "exception": f"TimeLimitExceeded({slot.hard})",
-                    "traceback": None}))
+                    "traceback": None}), task=self.app.tasks.get(child.hard[1]))
         elif child.terminated is not None:
             settle_terminated(self.app, child, held, code, self.outbox)
             self.task_events.revoked(child.terminated[0], terminated=True,

@@ -9,7 +9,8 @@ then ``task-succeeded`` / ``task-failed`` / ``task-retried`` /
 as Celery does) and ``task-revoked`` (expired, revoked, terminated). Fields
 are Celery's (see tests/fixtures/events-redis.json). Whether task events are
 sent is asked each time (``-E``, ``worker_send_task_events``, and the
-``enable_events``/``disable_events`` control commands).
+``enable_events``/``disable_events`` control commands); a task whose ``send_events``
+attribute is false sends none, as in Celery.
 
 It also measures each start's **time-to-start** (``job.time_to_start``: seconds
 from when the message became ready -- published, or due after its countdown --
@@ -73,19 +74,23 @@ class TaskEvents:
     def enabled(self) -> bool:
         return self._enabled()
 
-    def send(self, *events: tuple[str, dict[str, Any]]) -> None:
-        if self.enabled:
+    def sends(self, task: Any) -> bool:
+        """Whether events about ``task`` are sent (None: a task this worker does not know)."""
+        return self.enabled and (task is None or bool(getattr(task, "send_events", True)))
+
+    def send(self, *events: tuple[str, dict[str, Any]], task: Any = None) -> None:
+        if self.sends(task):
             self.dispatcher.send_many(list(events))
 
     def received(self, job: Job) -> None:
-        if self.enabled:
+        if self.sends(job.task):
             self.dispatcher.send_many([("task-received", received_fields(job.request))])
 
     def started(self, job: Job) -> None:
         since = ready_since(job)
         if since is not None:
             job.time_to_start = max(0.0, time.time() - since)
-        if not self.enabled:
+        if not self.sends(job.task):
             return
         fields: dict[str, Any] = {"uuid": job.id, "queue": job.delivery.queue}
         if job.time_to_start is not None:
@@ -93,7 +98,7 @@ class TaskEvents:
         self.dispatcher.send_many([("task-started", fields)])
 
     def finished(self, job: Job, outcome: Outcome) -> None:
-        if not self.enabled:
+        if not self.sends(job.task):
             return
         uid = job.id
         if outcome.state == states.SUCCESS:
@@ -111,9 +116,9 @@ class TaskEvents:
                 self.send(("task-failed", fields))
 
     def revoked(self, task_id: str, *, terminated: bool = False, signum: int | None = None,
-                expired: bool = False) -> None:
+                expired: bool = False, task: Any = None) -> None:
         self.send(("task-revoked", {"uuid": task_id, "terminated": terminated,
-                                    "signum": signum, "expired": expired}))
+                                    "signum": signum, "expired": expired}), task=task)
 
 
 def _format(exc: BaseException | None) -> str | None:
