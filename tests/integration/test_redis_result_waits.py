@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from celeriac.brokers.redis.result_waits import ResultWaits, usable
+from celeriac.brokers.redis.result_waits import ResultWaits, Unsupported, usable
 from celeriac.brokers.redis.results import RedisResultStore, waits_for
 
 pytestmark = pytest.mark.redis
@@ -180,3 +180,20 @@ def test_tls_stores_keep_the_resp2_listener() -> None:
     client = redis.Redis.from_url("rediss://127.0.0.1:1/0")
     assert not usable(client)
     assert waits_for("rediss://127.0.0.1:1/0", {}) is None
+
+
+def test_a_server_refusing_resp3_gets_the_resp2_listener(store: RedisResultStore,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    waits_of(store)
+
+    def refuse(self: ResultWaits, *, quiet: bool) -> None:  # what HELLO 3 on Redis 5 does
+        raise Unsupported("ERR unknown command 'HELLO'")
+
+    monkeypatch.setattr(ResultWaits, "_connect_locked", refuse)
+    tid = str(uuid.uuid4())
+    store.set(tid, meta(tid, result="via RESP2"))
+    got = store.wait(tid, timeout=10)
+    assert got is not None and got["result"] == "via RESP2"
+    assert store._waits() is None  # this process keeps the listener for this store
+    assert RedisResultStore(store.url, options=store.options)._waits() is None
