@@ -144,6 +144,9 @@ class Delivery:
     #: broker read it whole (:func:`envelope_bytes`; not RabbitMQ): bounds the worker's
     #: size check (:func:`~celeriac.message_size.check_size`)
     envelope_size: int | None = None
+    #: (task id, its stored meta or None) read in the lease's own round trip, when the
+    #: broker shares the result store's server (:meth:`Broker.peek_revocations`)
+    stored_meta: tuple[str, bytes | None] | None = None
 
 
 def envelope_bytes(raw: str | bytes) -> int:
@@ -302,6 +305,12 @@ class Broker(SlotMethods, abc.ABC):
         written = store.set_many(results, expires=expires) if results else []
         done, got = self.ack_and_receive(acks, queues, owner=owner, limit=limit, timeout=0.0)
         return written, done, got
+
+    def peek_revocations(self, store: Any) -> bool:
+        """Read each leased task's stored meta in ``store`` with the lease itself
+        (``Delivery.stored_meta``: the worker's revocation check needs no read of its
+        own); True when this broker does, which needs a shared server (Redis)."""
+        return False
 
     @abc.abstractmethod
     def renew(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> list[bool]:

@@ -139,6 +139,8 @@ class Consumer(RevokingConsumer):
         self.stopping = threading.Event()
         #: the queues declared on the broker before the first receive (see .readiness)
         self.declaration = Declaration(self.broker, queues)
+        #: a batch's revocations read with its lease where the broker can (Redis)
+        self.broker.peek_revocations(app.backend)
         pool.start(self.runner)
 
     def run(self) -> None:
@@ -240,7 +242,7 @@ class Consumer(RevokingConsumer):
         self.monitor.received(len(batch))
         if batch:
             self.keeper.hold(batch)
-            revoked = self.revocations.revoked(d.message.task_id or "" for d in batch)
+            revoked = self.revocations.revoked_in(batch)
             jobs = [job for job in (self._prepare(d, revoked) for d in batch) if job is not None]
             checked = time.monotonic()
             for job in jobs:

@@ -37,10 +37,12 @@ from typing import TYPE_CHECKING, Any
 from .. import retry, states
 from ..app.control import signal_number
 from ..exceptions import DecodeError, OperationalError
+from ..results.store import decode_task_meta
 from .outage import QUICK_CALL
 
 if TYPE_CHECKING:
     from ..app.base import Celery
+    from ..brokers.base import Delivery
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -94,6 +96,15 @@ def read_revoked(app: Celery, ids: list[str]) -> dict[str, dict[str, Any]]:
     return {tid: meta for tid, meta in metas.items() if meta.get("status") == states.REVOKED}
 
 
+def _is_revoked(task_id: str, raw: bytes) -> bool:
+    """A stored meta says REVOKED (a malformed one does not, as :func:`read_revoked`)."""
+    try:
+        meta = decode_task_meta(task_id, raw)
+    except DecodeError:
+        return False
+    return meta is not None and meta.get("status") == states.REVOKED
+
+
 class Revocations:
     """This worker process's revoked ids: told directly, or read from the result store."""
 
@@ -127,6 +138,25 @@ class Revocations:
         with self._lock:
             told = {i for i in wanted if i in self._told}
         return told | set(read_revoked(self.app, [i for i in wanted if i not in told]))
+
+    def revoked_in(self, deliveries: Iterable[Delivery]) -> set[str]:
+        """The revoked task ids of a received batch: a delivery whose lease read its
+        task's meta (``stored_meta``, the broker's :meth:`~celeriac.brokers.base.Broker.
+        peek_revocations`) is decided from that, the others in one read."""
+        found: set[str] = set()
+        unread, peeked = [], []
+        for d in deliveries:
+            task_id = d.message.task_id or ""
+            meta = d.stored_meta
+            if meta is None or not task_id or meta[0] != task_id:
+                unread.append(task_id)  # no read, or the id read was another's: read it
+            else:
+                peeked.append(task_id)
+                if meta[1] is not None and _is_revoked(task_id, meta[1]):
+                    found.add(task_id)
+        with self._lock:
+            found.update(i for i in peeked if i in self._told)
+        return found | (self.revoked(unread) if unread else set())
 
     def poll_due(self) -> bool:
         now = time.monotonic()

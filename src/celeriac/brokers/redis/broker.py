@@ -157,6 +157,9 @@ class RedisBroker(ReplicaWaits, RedisPublishing, RedisSettling, RedisSlots, Brok
         #: (pid, client, scripts, direct connection), replaced as a whole so threads
         #: never see a half-built connection; rebuilt after a fork
         self._conn: Connection | None = None
+        #: the result store's task meta key prefix ``RECEIVE`` reads (see
+        #: :meth:`peek_revocations`); "" reads nothing
+        self._peek = ""
 
     # -- plumbing ----------------------------------------------------------------
     @property
@@ -223,8 +226,8 @@ class RedisBroker(ReplicaWaits, RedisPublishing, RedisSettling, RedisSlots, Brok
                 return done, []
 
     def _receive_args(self, queues: list[str], owner: str, limit: int) -> list[Any]:
-        return [owner, limit, self.lease_seconds, self._nonce, len(queues), *queues,
-                *self.steps]
+        return [owner, limit, self.lease_seconds, self._nonce, self._peek, len(queues),
+                *queues, *self.steps]
 
     def _receive_once(self, queues: list[str], owner: str,
                       limit: int) -> tuple[list[Delivery], float | None]:

@@ -179,6 +179,10 @@ class RedisClusterBroker(ClusterSlots, RedisBroker):
         return Broker.settle_and_receive(self, store, results, expires, acks, queues,
                                          owner=owner, limit=limit)
 
+    def peek_revocations(self, store: Any) -> bool:
+        """Task metas live in other slots than the queues: the worker reads them itself."""
+        return False
+
     def _ack_and_receive_once(self, queues: list[str], owner: str, limit: int,
                               acks: list[Delivery]) -> tuple[int, list[Delivery], float | None]:
         """Tokens live in their own queues' slots: acknowledged per slot, then the lease."""

@@ -4,7 +4,10 @@
 turns the batch (records ``"queue_index token delivery_count lost_count size\n" +
 envelope``) into deliveries (:func:`~celeriac.messages.parse_envelope`: by orjson
 when installed, garbage becoming a header-less message the worker dead-letters); each
-carries its envelope's size, which bounds the worker's size check.
+carries its envelope's size, which bounds the worker's size check. When ``RECEIVE``
+read the task metas too (a fourth element, ``[id, meta or "", ...]`` per delivery, see
+:meth:`~celeriac.brokers.redis.settling.RedisSettling.peek_revocations`), each
+delivery carries its pair as ``stored_meta``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ def parse_receive(reply: list[Any], queues: list[str], owner: str,
     expires = now + lease_seconds
     out: list[Delivery] = []
     batch: bytes = reply[2]
+    peeked: list[Any] | None = reply[3] if len(reply) > 3 else None
     pos = 0
     while pos < len(batch):
         eol = batch.index(b"\n", pos)
@@ -40,5 +44,12 @@ def parse_receive(reply: list[Any], queues: list[str], owner: str,
             tag=message.delivery_tag or token, token=token, owner=owner,
             redelivered=dc > 1, delivery_count=dc, lost_count=int(lc_text),
             lease_expires=expires, envelope_size=size,
+            stored_meta=None if peeked is None else _peeked(peeked, len(out)),
         ))
     return out, hint
+
+
+def _peeked(peeked: list[Any], index: int) -> tuple[str, bytes | None]:
+    """The ``index``-th delivery's (id read, meta or None) of ``RECEIVE``'s fourth element."""
+    task_id, meta = peeked[2 * index], peeked[2 * index + 1]
+    return (task_id.decode() if isinstance(task_id, bytes) else str(task_id)), (meta or None)

@@ -10,7 +10,8 @@ must therefore put all keys in one slot with a hash-tag prefix such as
 
 Scripts and their arguments (after the prefix):
 
-``RECEIVE``  owner, limit, lease_seconds, nonce, n, queue_1..queue_n, step_1..:
+``RECEIVE``  owner, limit, lease_seconds, nonce, meta_prefix, n, queue_1..queue_n,
+    step_1..:
     return lapsed leases of the queues to their ready lists (lost + 1), move
     due delayed messages to theirs, then ``RPOP`` up to ``limit`` messages in
     priority-major order and lease each one (lease hash, expiry zset, owner
@@ -18,6 +19,10 @@ Scripts and their arguments (after the prefix):
     a future time (a countdown published ready, for Celery workers) is moved
     to the delayed set instead, in the same atomic step. If fewer than
     ``limit`` were found, the queues' wake lists are cleared (stale tokens).
+    With a ``meta_prefix`` (the result store's task meta key prefix, on this
+    server: the worker's revocation check, see :mod:`.replies`), the first
+    ``"id":"..."`` of each leased envelope is read and ``GET meta_prefix..id``
+    returned with it, as a fourth element ``[id, meta or "", ...]``.
     Returns ``[now, hint, batch]``:
     ``batch`` is one string of records ``"queue_index token delivery_count
     lost_count size\n" + envelope`` (one bulk reply parses much faster than
@@ -118,10 +123,10 @@ end
 
 RECEIVE = _PRELUDE + r"""
 local owner, limit, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local nonce, nq = ARGV[5], tonumber(ARGV[6])
+local nonce, peek, nq = ARGV[5], ARGV[6], tonumber(ARGV[7])
 local queues, steps = {}, {}
-for i = 1, nq do queues[i] = ARGV[6 + i] end
-for i = 7 + nq, #ARGV do steps[#steps + 1] = ARGV[i] end
+for i = 1, nq do queues[i] = ARGV[7 + i] end
+for i = 8 + nq, #ARGV do steps[#steps + 1] = ARGV[i] end
 local now = now_s()
 for _, q in ipairs(queues) do
   local lapsed = redis.call('ZRANGE', leases_key(q), '-inf', now, 'BYSCORE', 'LIMIT', 0, 1000)
@@ -131,7 +136,7 @@ for _, q in ipairs(queues) do
   redis.call('ZREMRANGEBYSCORE', eta_key(q), '-inf', now - 86400)
 end
 local out = {tostring(now), '', ''}
-local parts = {}
+local parts, peeked = {}, {}
 local got, parked = 0, 0
 local has_returned = redis.call('EXISTS', RETURNED) == 1
 local expires = now + lease
@@ -178,6 +183,11 @@ for _, step in ipairs(steps) do
         toks[#toks + 1] = tok
         parts[#parts + 1] = qi .. ' ' .. tok .. ' ' .. dc .. ' ' .. lc .. ' ' .. #m .. '\n'
         parts[#parts + 1] = m
+        if peek ~= '' then
+          local id = string.match(m, '"id":%s*"([^"\\]+)"')
+          peeked[#peeked + 1] = id or ''
+          peeked[#peeked + 1] = (id and redis.call('GET', peek .. id)) or ''
+        end
       end
       batched('ZADD', leases_key(q), scored)
       batched('SADD', okey, toks)
@@ -186,6 +196,7 @@ for _, step in ipairs(steps) do
   end
 end
 out[3] = table.concat(parts)
+if peek ~= '' then out[4] = peeked end
 if got + parked < limit then
   -- every ready list of these queues is empty now: wake tokens left are stale
   for _, q in ipairs(queues) do redis.call('DEL', P .. '_celeriac.wake.' .. q) end

@@ -37,6 +37,7 @@ class RedisSettling:
 
     prefix: str
     url: str
+    _peek: str
 
     if TYPE_CHECKING:
         def _connection(self) -> Connection: ...
@@ -59,6 +60,13 @@ class RedisSettling:
         if streak is None:
             streak = self._settle_failures = Streak(where_of(self.url), "settle")
         return streak
+
+    def peek_revocations(self, store: Any) -> bool:
+        """``RECEIVE`` reads each leased task's meta in ``store`` when the store lives on
+        this connection's server: the worker's revocation check of a received batch then
+        costs no round trip of its own (``Delivery.stored_meta``)."""
+        self._peek = store.task_key("") if store is not None and self.carries(store) else ""
+        return bool(self._peek)
 
     def carries(self, store: Any) -> bool:
         """True when ``store``'s writes can ride in this broker's round trips."""
