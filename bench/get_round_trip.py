@@ -10,10 +10,6 @@ Each client makes 20 untimed and ``--n`` timed sequential ``incr.delay(key).get(
 calls and reports wall p50/p99 and its CPU per call (``time.process_time()``: the
 whole client process, every thread). Ratios within one run are what to compare.
 The worker is stopped by PID and the run's keys are deleted at the end.
-
-``--side worker`` compares the worker instead: each run starts a worker importing
-celeriac from that tree (this one or ``--base``), waits for ``ready.``, runs one client
-of this tree against it and stops it, alternating the trees round by round.
 """
 
 from __future__ import annotations
@@ -63,61 +59,32 @@ def run_client(src: str, env: dict[str, str], n: int, key: str) -> dict[str, flo
     return result
 
 
-def start_worker(src: str, env: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
-    """A default ``celeriac worker`` importing celeriac from ``src``, once it said ready."""
-    path = workdir / f"worker-{uuid.uuid4().hex[:6]}.log"
-    with path.open("wb") as log:
-        worker = subprocess.Popen(
-            [str(BIN / "celeriac"), "-A", "peerapps.celery_compat", "worker"], cwd=workdir,
-            env={**env, "PYTHONPATH": f"{src}{os.pathsep}{HERE}"}, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while b"ready." not in path.read_bytes() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(0.5)  # every child's consumer is waiting by now
-    return worker
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    os.killpg(worker.pid, signal.SIGTERM)
-    try:
-        worker.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", required=True, help="the other tree's src directory")
     parser.add_argument("--url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--side", choices=("client", "worker"), default="client",
-                        help="the tree compared: the client's (default) or the worker's")
     args = parser.parse_args()
     prefix = f"getrt-{uuid.uuid4().hex[:10]}:"
     env = {**os.environ, "BENCH_URL": args.url, "BENCH_PREFIX": prefix,
            "BENCH_PACKAGE": "celeriac", "PYTHONPATH": f"{SRC}{os.pathsep}{HERE}"}
     workdir = Path(tempfile.mkdtemp(prefix="celeriac-getrt-"))
-    worker = start_worker(str(SRC), env, workdir) if args.side == "client" else None
+    log = (workdir / "worker.log").open("wb")
+    worker = subprocess.Popen([str(BIN / "celeriac"), "-A", "peerapps.celery_compat", "worker"],
+                              cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
     raw = redis.Redis.from_url(args.url)
     try:
+        time.sleep(3)
         trees = {"this": str(SRC), "base": str(Path(args.base).resolve())}
         results: dict[str, list[dict[str, float]]] = {"this": [], "base": []}
         for round_no in range(args.rounds):
             order = ["base", "this"] if round_no % 2 == 0 else ["this", "base"]
             for name in order:
-                if args.side == "worker":
-                    worker = start_worker(trees[name], env, workdir)
-                    try:
-                        got = run_client(str(SRC), env, args.n, f"{prefix}count")
-                    finally:
-                        stop_worker(worker)
-                        worker = None
-                else:
-                    got = run_client(trees[name], env, args.n, f"{prefix}count")
+                got = run_client(trees[name], env, args.n, f"{prefix}count")
                 results[name].append(got)
-                print(f"round {round_no + 1} {name} ({args.side}): p50 {got['p50']:.3f} ms, "
+                print(f"round {round_no + 1} {name}: p50 {got['p50']:.3f} ms, "
                       f"p99 {got['p99']:.3f} ms, client CPU {got['cpu_us']:.0f} us/call",
                       flush=True)
         for name, rows in results.items():
@@ -125,8 +92,11 @@ def main() -> None:
             print(f"{name}: median round p50 {mid['p50']:.3f} ms p99 {mid['p99']:.3f} ms "
                   f"CPU {sorted(r['cpu_us'] for r in rows)[len(rows) // 2]:.0f} us/call")
     finally:
-        if worker is not None:
-            stop_worker(worker)
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
         keys = list(raw.scan_iter(match=f"{prefix}*", count=1000))
         for start in range(0, len(keys), 500):
             raw.delete(*keys[start:start + 500])
