@@ -4,8 +4,9 @@
 ends, what happens to the task it ran depends on why:
 
 * killed for its hard time limit (:func:`record_time_limit`): ``FAILURE`` /
-  ``TimeLimitExceeded`` (error callbacks and chord counted), its message
-  acknowledged: it ran to its limit and is not redelivered;
+  ``TimeLimitExceeded`` (error callbacks and chord counted), then its message is
+  acknowledged (it ran to its limit), or, with ``acks_on_timeout`` false, requeued up
+  to the redelivery limit (:mod:`.timeouts`: as under every other pool);
 * killed by ``revoke(terminate=True)`` (:func:`settle_terminated`): its
   message acknowledged, the task stays ``REVOKED``;
 * died on its own (crash, ``os._exit``, kill -9, OOM killer): its leases are
@@ -39,6 +40,7 @@ from ..exceptions import TimeLimitExceeded, WorkerLostError
 from ..results.meta import store_result
 from .child import Slot
 from .outage import Outbox
+from .timeouts import requeue_timed_out, timeout_flag
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -130,12 +132,18 @@ def record_lost(app: Celery, task_id: str, code: int | None, outbox: Outbox) -> 
 
 def record_time_limit(app: Celery, child: Child, outbox: Outbox) -> None:
     assert child.hard is not None
-    task_id, _name, delivery = child.hard
-    hard = child.slot.hard
+    task_id, name, delivery = child.hard
+    hard, task = child.slot.hard, app.tasks.get(name)
     outbox.run(f"record TimeLimitExceeded for {task_id}", lambda: fail_outside_tracer(
         app, delivery.message, TimeLimitExceeded(hard)))
-    # it ran to its limit: not redelivered
-    outbox.run(f"acknowledge {task_id}", lambda: app.broker.ack([delivery]))
+    if child.slot.acks_early:
+        pass  # acknowledged before it ran (acks_late=False)
+    elif task is not None and timeout_flag(task):
+        limit = int(app.conf.worker_max_redeliveries)
+        outbox.run(f"requeue {task_id}",
+                   lambda: requeue_timed_out(app.broker, delivery, task, limit))
+    else:  # it ran to its limit: not redelivered
+        outbox.run(f"acknowledge {task_id}", lambda: app.broker.ack([delivery]))
     expire_owner(app, child.owner, outbox,
                  "%d prefetched message(s) of the killed child made available")
 

@@ -15,7 +15,8 @@ connection under a lease ``owner`` id the supervisor chose. The supervisor:
   they send), so a task holding its child's GIL cannot lose its lease; a stopped child is fenced;
 * enforces hard time limits: SIGKILL when a task runs past its limit, then
   stores ``FAILURE``/``TimeLimitExceeded`` and acknowledges the message (it
-  ran; it is not redelivered); children recycled by ``max_tasks_per_child`` /
+  ran; it is not redelivered), or requeues it with ``acks_on_timeout`` false
+  (:mod:`.timeouts`); children recycled by ``max_tasks_per_child`` /
   ``max_memory_per_child`` exit cleanly and are replaced;
 * terminates revoked tasks (``revoke(terminate=True, signal=...)``, polled
   every second for the tasks children run, or :meth:`Supervisor.revoke`):
