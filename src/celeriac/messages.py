@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import serialization
-from .exceptions import DecodeError, MessageTooLarge
+from .exceptions import DecodeError
 
 EMPTY_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -168,10 +168,11 @@ class Message:
 
     @classmethod
     def loads(cls, text: str | bytes) -> Message:
-        """Parse the envelope from JSON text; raises DecodeError on garbage."""
+        """Parse the envelope from JSON text (by orjson when installed:
+        :func:`~celeriac.serialization.loads_exact`); raises DecodeError on garbage."""
         try:
-            env = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+            env = serialization.loads_exact(text)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise DecodeError(f"message is not valid JSON: {exc}") from exc
         return cls.from_envelope(env)
 
@@ -306,8 +307,6 @@ STANDARD_HEADERS = (
     "replaced_task_nesting", "stamped_headers", "stamps",
 )
 
-_BOUNDED_HEADERS = frozenset((*STANDARD_HEADERS, "compression", "celeriac_seal"))
-
 _PROP_ORDER = (
     "correlation_id",
     "reply_to",
@@ -339,41 +338,6 @@ def decode_body(message: Message, accept: frozenset[str] | None = None,
         limit = max_size or serialization.MAX_DECOMPRESSED
         body = serialization.decompress(body, str(message.headers["compression"]), limit)
     return serialization.loads(body, message.content_type, accept)
-
-
-#: ``json.dumps(headers, default=repr)``'s encoder, made once (thread-safe: each call
-#: makes its own circular-reference markers)
-_SIZE_ENCODER = json.JSONEncoder(default=repr)
-
-
-def message_size(message: Message) -> int:
-    """What ``task_message_max_size`` measures: the body's bytes plus the headers as JSON."""
-    try:
-        headers = len(_SIZE_ENCODER.encode(message.headers))
-    except (TypeError, ValueError):
-        headers = 0
-    return len(message.body) + headers
-
-
-#: headroom below ``task_message_max_size`` under which a producer does not measure the
-#: standard headers (their values are bounded: ids, names, 1 KiB reprs)
-HEADER_HEADROOM = 1024 * 1024
-
-
-def check_size(message: Message, limit: int | None, exact: bool = True) -> None:
-    """Raise MessageTooLarge when ``message`` is over ``limit`` bytes (None/0: no limit).
-
-    ``exact=False`` (producers, on every publish) skips encoding the headers when the
-    body is more than :data:`HEADER_HEADROOM` under the limit and every header is a
-    standard one (the seal's too); workers measure exactly."""
-    if limit:
-        if not exact and len(message.body) + HEADER_HEADROOM < limit and (
-                message.headers.keys() <= _BOUNDED_HEADERS):
-            return
-        size = message_size(message)
-        if size > limit:
-            raise MessageTooLarge(f"message of {size} bytes exceeds task_message_max_size "
-                                  f"({limit} bytes)")
 
 
 def parse_envelope(raw: bytes | str) -> Message:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from celeriac.brokers.base import DECODE_ERROR, REJECTED, WORKER_LOST, Broker, Delivery, Publish
+from celeriac.exceptions import MessageTooLarge
+from celeriac.message_size import ENVELOPE_GROWTH, check_size, message_size
 from celeriac.messages import Message, task_message
 
 LEASE = 1.0
@@ -101,6 +103,22 @@ def test_hand_made_message_with_binary_body(broker: Broker) -> None:
     assert d.message.body == message.body
     assert d.message.content_type == "application/x-custom"
     assert d.message.priority == 0
+
+
+def test_envelope_size_bounds_the_size_check(broker: Broker) -> None:
+    """``envelope_size`` (None where the broker does not read a JSON envelope whole)
+    bounds the message's measure, so the worker's size check stays exact: a message
+    over ``task_message_max_size`` is refused either way."""
+    big = task_message("tests.add", "big-1", ("é" * 40_000,), {}, queue=Q)
+    for message in (make_message(1), big):
+        broker.publish(message, Q)
+        [d] = broker.receive([Q], owner="w1", timeout=2)
+        broker.ack([d])
+        if d.envelope_size is not None:
+            assert message_size(d.message) <= ENVELOPE_GROWTH * d.envelope_size
+        check_size(d.message, 2_000_000, envelope=d.envelope_size)
+    with pytest.raises(MessageTooLarge):
+        check_size(d.message, 100_000, envelope=d.envelope_size)
 
 
 def test_fifo_within_a_priority(broker: Broker) -> None:

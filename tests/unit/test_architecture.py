@@ -22,8 +22,8 @@ MAX_LINES = 400
 
 #: The public API layer: what a producer imports. Never the services on top.
 API = ("celeriac.app", "celeriac.canvas", "celeriac.results", "celeriac.result",
-       "celeriac.config", "celeriac.messages", "celeriac.schedules", "celeriac.events",
-       "celeriac.control", "celeriac.security", "celeriac.task")
+       "celeriac.config", "celeriac.messages", "celeriac.message_size", "celeriac.schedules",
+       "celeriac.events", "celeriac.control", "celeriac.security", "celeriac.task")
 SERVICES = ("celeriac.worker", "celeriac.beat", "celeriac.cli", "celeriac.contrib",
             "celeriac.dashboard", "celeriac.metrics")
 #: Brokers and their stores know messages and stored state, never tasks or callers.

@@ -90,7 +90,8 @@ def clean_registry() -> Iterator[None]:
 @given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode)
        | json_values.map(lambda v: dumps(v).encode()))
 def test_envelope_parsers_never_crash(raw: bytes) -> None:
-    """SQLite, PostgreSQL and memory use ``parse_envelope``; Redis its orjson variant."""
+    """Every broker parses stored envelopes with ``parse_envelope`` (Redis through its
+    reply parser, which re-exports it)."""
     for parse in (parse_envelope, redis_scripts.parse_envelope):
         message = parse(raw)
         assert isinstance(message, Message)

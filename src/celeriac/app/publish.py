@@ -27,9 +27,9 @@ from ..canvas.signature import Signature
 from ..config.settings import seconds
 from ..events.dispatcher import send_task_sent
 from ..exceptions import EncodeError, OperationalError
+from ..message_size import check_size
 from ..messages import (
     Message,
-    check_size,
     decode_body,
     task_message,
     to_timestamp,

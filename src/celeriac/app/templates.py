@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import hooks, signals
 from ..brokers.base import redact
-from ..messages import EMPTY_EMBED, HEADER_HEADROOM, saferepr, uuid4_text
+from ..message_size import HEADER_HEADROOM
+from ..messages import EMPTY_EMBED, saferepr, uuid4_text
 from ..results.store import ResultStore
 from ..retry import RetryPolicy, _failing, at_top, report_success
 from ..retry import call as retry_call

@@ -143,6 +143,16 @@ class Delivery:
     lease_expires: float = 0.0
     #: when the message became ready (publish or end of delay), if the broker knows
     published_at: float | None = None
+    #: at least the bytes of the JSON envelope the message was parsed from, when the
+    #: broker read it whole (:func:`envelope_bytes`; not RabbitMQ): bounds the worker's
+    #: size check (:func:`~celeriac.message_size.check_size`)
+    envelope_size: int | None = None
+
+
+def envelope_bytes(raw: str | bytes) -> int:
+    """At least the UTF-8 bytes of a stored envelope: its length as bytes, four per
+    character as text (no encoding just to measure it)."""
+    return len(raw) if isinstance(raw, bytes) else 4 * len(raw)
 
 
 @dataclass(frozen=True)

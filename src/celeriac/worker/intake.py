@@ -1,7 +1,8 @@
 """Opening a delivery into a request: size, seal and decoding checks, each refusal named.
 
 :meth:`Intake.open` is the first thing the worker does with a message. Nothing of the
-body is decoded before its size (``task_message_max_size``) and, under
+body is decoded before its size (``task_message_max_size``; measured only when the
+envelope the broker read is not small enough to bound it) and, under
 ``security_seal``, its signature, replay window and encryption are checked; then the
 message is validated once into its :class:`~celeriac.app.request.Request`. A message
 that cannot run as written raises :class:`Refusal` with the dead-letter reason and a
@@ -16,7 +17,8 @@ from .. import serialization
 from ..app.request import Request, parse_request
 from ..brokers import base
 from ..exceptions import ContentDisallowed, DecodeError, MessageTooLarge, SecurityError
-from ..messages import Message, check_size
+from ..message_size import check_size
+from ..messages import Message
 from ..security.seal import Replayed, Unsigned
 from ..security.setup import security_of
 
@@ -54,7 +56,7 @@ class Intake:
         """The (opened) message, its seal's nonce and its request; or raise Refusal."""
         message, nonce = delivery.message, None
         try:
-            check_size(message, self.max_size)
+            check_size(message, self.max_size, envelope=delivery.envelope_size)
             if self.sealer is not None:
                 opened = self.sealer.open(message, self.security.guard(),  # type: ignore[union-attr]
                                           delivery.redelivered)

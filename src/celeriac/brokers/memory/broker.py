@@ -46,6 +46,7 @@ from ..base import (
     Delivery,
     Publish,
     QueueStats,
+    envelope_bytes,
 )
 from ..buckets import bucket_take
 from .broadcast import MemoryBroadcast
@@ -214,6 +215,7 @@ class MemoryBroker(MemorySlots, Broker):
                 token=token, owner=owner, redelivered=entry.delivery_count > 1,
                 delivery_count=entry.delivery_count, lost_count=entry.lost_count,
                 lease_expires=wall_expires, published_at=entry.ready_since,
+                envelope_size=envelope_bytes(entry.envelope),
             ))
         return out
 

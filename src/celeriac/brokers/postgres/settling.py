@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ... import states
 from ...messages import parse_envelope
 from ...results.store import encode_meta
-from ..base import Broker, Delivery
+from ..base import Broker, Delivery, envelope_bytes
 from .results import PostgresResultStore, _ttl
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def leased(rows: Iterable[tuple[Any, ...]], owner: str) -> tuple[int, list[Deliv
     return acked, [Delivery(message=parse_envelope(env), queue=queue, tag=str(mid),
                             token=token, owner=owner, redelivered=count > 1,
                             delivery_count=count, lost_count=lost, lease_expires=expires,
-                            published_at=published)
+                            published_at=published, envelope_size=envelope_bytes(env))
                    for mid, queue, _prio, env, token, count, lost, expires, published
                    in got], changed
 

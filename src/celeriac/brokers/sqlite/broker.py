@@ -43,6 +43,7 @@ from ..base import (
     Delivery,
     Publish,
     QueueStats,
+    envelope_bytes,
 )
 from ..buckets import bucket_take
 from .broadcast import SQLiteBroadcast
@@ -187,7 +188,8 @@ class SQLiteBroker(SQLiteSettling, SQLiteSlots, Broker):
         rows.sort(key=lambda r: (r[2], r[0]))
         return acked, [Delivery(message=parse_envelope(env), queue=queue, tag=str(mid), token=token,
                          owner=owner, redelivered=count > 1, delivery_count=count,
-                         lost_count=lost, lease_expires=expires, published_at=published)
+                         lost_count=lost, lease_expires=expires, published_at=published,
+                         envelope_size=envelope_bytes(env))
                 for mid, queue, _prio, env, token, count, lost, published in rows]
 
     def _any_ready(self, conn: sqlite3.Connection, queues: list[str]) -> bool:
