@@ -47,7 +47,7 @@ from ..results.meta import store_result
 from .followups import FollowupRecorder
 from .intake import Intake, Refusal
 from .limits import awaitable, limited
-from .lost import DEAD, RETRY, RUN, LostRule
+from .lost import ACKED, DEAD, RETRY, RUN, TIMED_OUT, LostRule
 from .monitor import Limits, Monitor
 from .outage import patiently
 from .ratelimit import RateLimiter
@@ -156,6 +156,11 @@ class JobRunner:
         if lost is DEAD:
             return self._dead(delivery, base.WORKER_LOST,
                               self.lost.dead(delivery, message, request, task), nonce)
+        if lost is TIMED_OUT:  # its runs passed their hard limit (see .timeouts)
+            return self._dead(delivery, base.TIME_LIMIT, self.lost.timed_out(delivery, task),
+                              nonce)
+        if lost is ACKED:
+            return self._drop(delivery, request, None)
         now = clock.time()
         if request.eta_at is not None and request.eta_at > now + 0.005:
             self.broker.release(delivery, not_before=request.eta_at)

@@ -20,9 +20,10 @@ killed, a worker process gone, a lease that lapsed) or gave it back as a failed 
   ``FAILURE``/``WorkerLostError`` (:meth:`LostRule.dead`);
 * otherwise it runs again (at least once).
 
-A message requeued after a time limit (``acks_on_timeout`` false, :mod:`.timeouts`)
-also comes back with a lost count; its stored ``TimeLimitExceeded`` tells it apart, and
-it runs again under the rules of time limits, not those of lost workers.
+A message back after a run over its hard limit (requeued with ``acks_on_timeout`` false,
+or a killed prefork child's message on RabbitMQ, see :mod:`.timeouts`) also has a lost
+count; its stored ``TimeLimitExceeded`` tells it apart (read only for tasks with a hard
+limit), and the rules of time limits apply to it, not those of lost workers.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ..app.trace import ExceptionInfo
 from ..canvas.callbacks import fail_outside_tracer
 from ..exceptions import Retry, WorkerLostError
 from ..results.meta import store_result
-from .timeouts import timed_out_before
+from .timeouts import dead_detail, timed_out_before, timeout_flag
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -53,9 +54,14 @@ class Verdict(enum.Enum):
     RUN = "run"
     RETRY = "retry"
     DEAD = "dead"
+    #: back after a timed-out run whose acknowledgement did not take effect: acknowledge
+    ACKED = "acked"
+    #: back after timed-out runs up to the redelivery limit: dead-letter as ``time_limit``
+    TIMED_OUT = "timed_out"
 
 
-RUN, RETRY, DEAD = Verdict.RUN, Verdict.RETRY, Verdict.DEAD
+RUN, RETRY, DEAD, ACKED, TIMED_OUT = (Verdict.RUN, Verdict.RETRY, Verdict.DEAD, Verdict.ACKED,
+                                      Verdict.TIMED_OUT)
 
 
 class LostRule:
@@ -68,10 +74,9 @@ class LostRule:
     def verdict(self, delivery: base.Delivery, task: Task, request: Request) -> Verdict:
         if not delivery.lost_count:
             return Verdict.RUN
+        if timed_out_before(self.app, delivery, task, request.timelimit[0] or task.time_limit):
+            return self._timed_out(delivery, task, request)
         retry = bool(task.retry_on_worker_lost)
-        if (retry or task.reject_on_worker_lost is False) and timed_out_before(
-                self.app, delivery, task):
-            return Verdict.RUN  # requeued after its time limit, not lost
         if retry:
             limit = task.max_retries
             return Verdict.RETRY if limit is None or request.retries < limit else Verdict.DEAD
@@ -81,6 +86,20 @@ class LostRule:
             # worker loss", quarantined in the dead-letter store instead of dropped
             return Verdict.DEAD
         return Verdict.RUN
+
+    def _timed_out(self, delivery: base.Delivery, task: Task, request: Request) -> Verdict:
+        """Back after a run over its hard limit, not lost (see :mod:`.timeouts`)."""
+        if timeout_flag(task) is None:
+            logger.info("Task %s[%s] came back after its time limit: acknowledged without "
+                        "running it again", request.task, request.id)
+            return Verdict.ACKED
+        if 0 < self.max_redeliveries <= delivery.lost_count:
+            return Verdict.TIMED_OUT
+        return Verdict.RUN
+
+    def timed_out(self, delivery: base.Delivery, task: Task) -> str:
+        """The dead-letter detail of a :data:`TIMED_OUT` delivery (its outcome is stored)."""
+        return dead_detail(delivery.lost_count, timeout_flag(task))
 
     def dead(self, delivery: base.Delivery, message: Message, request: Request,
              task: Task) -> str:

@@ -17,7 +17,11 @@ else ``acks_on_failure_or_timeout`` (option, else setting), else ``True``.
 
 A requeued message comes back with a lost count; :func:`timed_out_before` tells it
 from a delivery lost with its worker (its stored outcome is ``TimeLimitExceeded``), so
-``reject_on_worker_lost=False`` and ``retry_on_worker_lost`` do not treat it as one.
+``reject_on_worker_lost=False`` and ``retry_on_worker_lost`` do not treat it as one
+(:mod:`.lost`). Where the supervisor could not settle a killed child's message (RabbitMQ:
+a lease belongs to the receiving connection, which the kill closed, and the message comes
+back by itself), its next receiver settles it the same way: acknowledged without running
+when ``acks_on_timeout`` is true, else run again or, at the limit, dead-lettered.
 """
 
 from __future__ import annotations
@@ -45,20 +49,28 @@ def timeout_flag(task: Task) -> str | None:
     return "acks_on_failure_or_timeout" if task.acks_on_failure_or_timeout is False else None
 
 
+def dead_detail(runs: int, flag: str | None) -> str:
+    """The dead-letter detail of a task dead-lettered after ``runs`` timed-out runs."""
+    return f"exceeded its time limit in {runs} runs ({flag}=False)"
+
+
 def requeue_timed_out(broker: base.Broker, d: base.Delivery, task: Task,
                       max_redeliveries: int) -> bool:
     """Requeue a timed-out run's message (a failed delivery), or dead-letter it as
-    ``time_limit`` when this run reaches ``max_redeliveries``; False: the lease was lost."""
+    ``time_limit`` when this run reaches ``max_redeliveries``; False: the lease was lost
+    (on RabbitMQ the supervisor never holds a child's lease: the killed child's message
+    comes back by itself, and its next receiver applies :func:`timed_out_before`)."""
     runs, flag = d.lost_count + 1, timeout_flag(task)
     if 0 < max_redeliveries <= runs:
         logger.error("Task %s[%s] exceeded its time limit %d times (%s=False): "
                      "dead-lettering its message", task.name, d.message.task_id, runs, flag)
-        return broker.dead_letter(d, f"{base.TIME_LIMIT}: exceeded its time limit in "
-                                     f"{runs} runs ({flag}=False)")
-    logger.warning("Task %s[%s] exceeded its time limit: message requeued (%s=False; run %d%s)",
-                   task.name, d.message.task_id, flag, runs,
-                   f" of at most {max_redeliveries}" if max_redeliveries > 0 else "")
-    return broker.release(d, failed=True)
+        return broker.dead_letter(d, f"{base.TIME_LIMIT}: {dead_detail(runs, flag)}")
+    done = broker.release(d, failed=True)
+    if done:
+        logger.warning("Task %s[%s] exceeded its time limit: message requeued (%s=False; "
+                       "run %d%s)", task.name, d.message.task_id, flag, runs,
+                       f" of at most {max_redeliveries}" if max_redeliveries > 0 else "")
+    return done
 
 
 def stored_timeout(meta: dict[str, Any] | None) -> bool:
@@ -69,10 +81,11 @@ def stored_timeout(meta: dict[str, Any] | None) -> bool:
     return isinstance(result, dict) and result.get("exc_type") == TIMED_OUT
 
 
-def timed_out_before(app: Any, d: base.Delivery, task: Task) -> bool:
-    """True when ``d`` came back because its last run timed out and was requeued (not
-    because its worker was lost): only read for tasks that requeue timed-out runs."""
-    if not d.lost_count or timeout_flag(task) is None or app.backend is None:
+def timed_out_before(app: Any, d: base.Delivery, task: Task, hard: Any) -> bool:
+    """True when ``d`` came back after a run over its hard limit (``hard``: the message's
+    or the task's, read only when there is one): requeued (``acks_on_timeout`` false),
+    or, on RabbitMQ, given back by the killed child's connection whatever the flag."""
+    if not d.lost_count or not hard or app.backend is None:
         return False
     try:
         return stored_timeout(app.backend.get(str(d.message.task_id)))
