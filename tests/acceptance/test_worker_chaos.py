@@ -89,6 +89,26 @@ def test_retry_on_worker_lost_retries_the_task_as_celery(project_factory: Any) -
 
 
 @pytest.mark.timeout(120)
+def test_retry_on_worker_lost_retries_a_task_acknowledged_before_it_ran(
+        project_factory: Any) -> None:
+    """``acks_late=False``: the message is gone when the child dies, yet Celery retries the
+    task; so does the supervisor, up to ``max_retries``, then records WorkerLostError."""
+    project = project_factory()
+    once, always = (project.publish_many("die_retried_early", [(kills,)])[0]
+                    for kills in (1, 5))
+    project.start_worker("-c", "1")
+    meta = H.wait_until(lambda: (m := project.meta(once)) and m["status"] == "SUCCESS"
+                        and m, 60, what="the retried run")
+    assert meta["result"] == 1
+    meta = H.wait_until(lambda: (m := project.meta(always)) and m["status"] == "FAILURE"
+                        and m, 60, what="the failure past max_retries")
+    assert meta["result"]["exc_type"] == "WorkerLostError"
+    starts = project.runs_by_task("start")
+    assert starts[once] == 2 and starts[always] == 2
+    assert not project.app.broker.dead_letters()
+
+
+@pytest.mark.timeout(120)
 def test_task_retry_on_worker_lost_setting_retries_lost_tasks(project_factory: Any) -> None:
     project = project_factory(task_retry_on_worker_lost=True)
     task_id = project.publish_many("die_until", [(2,)])[0]

@@ -138,6 +138,15 @@ def die_retried(self, kills):
     return self.request.retries
 
 
+@app.task(bind=True, default_retry_delay=0, retry_on_worker_lost=True, max_retries=1,
+          acks_late=False)
+def die_retried_early(self, kills):
+    log(self.request.id, "start")
+    if self.request.retries < kills:
+        os.kill(os.getpid(), 9)
+    return self.request.retries
+
+
 _in_flight = [0]
 
 

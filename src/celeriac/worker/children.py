@@ -12,7 +12,7 @@ ends, what happens to the task it ran depends on why:
 * died on its own (crash, ``os._exit``, kill -9, OOM killer): its leases are
   expired at once so its messages are redelivered (counted as lost), and a
   task acknowledged before it ran (``acks_late=False``) is recorded as
-  ``WorkerLostError`` (:func:`record_lost`).
+  ``WorkerLostError``, or retried with ``retry_on_worker_lost`` (:func:`record_lost`).
 
 In every case what else the child held (prefetched messages) is redelivered
 now. Each broker step goes through the supervisor's
@@ -34,11 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 from .. import signals, states
 from ..app.context import Context
+from ..app.request import parse_request
 from ..brokers.base import Delivery
 from ..canvas.callbacks import fail_outside_tracer
 from ..exceptions import TimeLimitExceeded, WorkerLostError
 from ..results.meta import store_result
+from ..security.setup import readable
 from .child import Slot
+from .lost import LostRule
 from .outage import Outbox
 from .timeouts import requeue_timed_out, timeout_flag
 
@@ -124,8 +127,25 @@ def expire_owner(app: Celery, owner: str, outbox: Outbox, note: str) -> None:
     outbox.run(f"expire the leases of {owner}", step)
 
 
-def record_lost(app: Celery, task_id: str, code: int | None, outbox: Outbox) -> None:
+def record_lost(app: Celery, child: Child, task_id: str, code: int | None,
+                outbox: Outbox) -> None:
+    """A task acknowledged before it ran (``acks_late=False``) died with its child: it is
+    retried with ``retry_on_worker_lost`` while ``max_retries`` allow, as Celery does
+    (:meth:`~.lost.LostRule.retry`), else it is ``FAILURE``/``WorkerLostError``."""
     exc = WorkerLostError(f"Worker exited prematurely: {describe(code)} Job: {task_id}.")
+    task = app.tasks.get(child.hard[1]) if child.hard and child.hard[0] == task_id else None
+    if task is not None and child.hard is not None and task.retry_on_worker_lost:
+        delivery = child.hard[2]
+
+        def retry() -> None:
+            request = parse_request(readable(app, delivery.message))
+            limit = task.max_retries
+            if (limit is None or request.retries < limit) and LostRule(app).retry(
+                    delivery, request, task):
+                return
+            store_result(app, task_id, exc, states.FAILURE)
+        outbox.run(f"retry {task_id} (retry_on_worker_lost)", retry)
+        return
     outbox.run(f"store WorkerLostError for {task_id}",
                lambda: store_result(app, task_id, exc, states.FAILURE))
 

@@ -272,7 +272,7 @@ class Supervisor(Stopping):
             expire_owner(self.app, child.owner, self.outbox,
                          "%d message(s) of the exited child made available for redelivery")
             if slot.started and slot.acks_early:
-                record_lost(self.app, slot.task_id.decode(), code, self.outbox)
+                record_lost(self.app, child, slot.task_id.decode(), code, self.outbox)
         self.weather.observe(pid, None)
         self._note_exit(child, code)
         child.conn.close()
