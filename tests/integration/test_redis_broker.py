@@ -392,6 +392,26 @@ def test_result_waiter_survives_restart(own_redis: OwnRedis) -> None:
     assert time.monotonic() - stored < 3  # woken by the PUBLISH, not by the 10 s timeout
 
 
+def test_a_wait_after_an_idle_restart_reconnects(own_redis: OwnRedis) -> None:
+    store = RedisResultStore(own_redis.url)
+    writer = RedisResultStore(own_redis.url)
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    writer.set(first, {"status": "SUCCESS", "result": 1, "task_id": first})
+    assert store.wait(first, timeout=10) is not None  # the wait connection exists, idle now
+    own_redis.kill()
+    own_redis.start()
+
+    def later() -> None:
+        time.sleep(0.3)
+        writer.set(second, {"status": "SUCCESS", "result": 2, "task_id": second})
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    got = store.wait(second, timeout=None)  # only the reconnected subscription can end it
+    thread.join(10)
+    assert got is not None and got["result"] == 2
+
+
 def test_accepted_messages_survive_kill_with_aof(tmp_path: Path) -> None:
     if shutil.which("redis-server") is None:
         if IN_CI:

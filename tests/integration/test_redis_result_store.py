@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from celeriac.brokers.redis.results import RedisResultStore, listener_for
+from celeriac.brokers.redis.results import RedisResultStore, waits_for
 from celeriac.results.store import encode_meta
 
 pytestmark = pytest.mark.redis
@@ -88,8 +88,8 @@ def test_many_waiters_share_one_subscription_connection(store: RedisResultStore,
     for t in threads:
         t.start()
     time.sleep(0.3)
-    listener = listener_for(redis_url, {"global_keyprefix": key_prefix})
-    assert listener is store._listener()
+    waits = waits_for(redis_url, {"global_keyprefix": key_prefix})
+    assert waits is not None and waits is store._waits()  # the RESP3 connection
     assert sum(1 for c in raw.client_list()
                if int(c.get("sub", 0)) >= 20) >= 1  # one connection holds all 20 channels
     started = time.monotonic()

@@ -246,6 +246,11 @@ class PerProcess(Generic[_V]):
                 self._items[key] = found
             return found[1]
 
+    def replace(self, key: Any, value: _V) -> None:
+        """Make ``value`` this process's object for ``key``."""
+        with self._lock:
+            self._items[key] = (os.getpid(), value)
+
     def clear(self, release: Callable[[_V], None]) -> None:
         """Forget every object; release those this process made."""
         with self._lock:

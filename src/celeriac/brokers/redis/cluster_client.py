@@ -33,7 +33,7 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from .client import RETRYABLE_ERRORS, Connection, Direct, direct_for, get_client, retrying
 from .durability import retry_policy_for
-from .results import ResultListener
+from .listener import ResultListener
 
 log = logging.getLogger(__name__)
 

@@ -56,6 +56,10 @@ class RedisClusterResultStore(RedisResultStore):
         conn = self._conn = cluster_connection(self.url, self.options, _SCRIPTS, self._conn)
         return conn
 
+    def _waits(self) -> None:
+        """No RESP3 wait connection: a cluster's waits use sharded pub/sub per master."""
+        return None
+
     def _listener(self) -> Any:
         # the first use makes the client, which reads the slot map: retried like a command
         return self._retrying("wait", partial(cluster_listener_for, self.url, self.options))

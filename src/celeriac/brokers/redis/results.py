@@ -22,17 +22,20 @@ in one of ``:_-.``):
   *same* chord would use ``tid:index`` members in ``.d`` and claim tokens in
   ``.c``, so mixed fleets must not share one chord.
 
-``wait`` does not poll: one pub/sub connection per process and configuration
-(:class:`ResultListener`, a daemon thread) subscribes to the key, and the
-waiter GETs the key once the subscription is confirmed, which closes the race
-with a result written just before. After a reconnect the listener subscribes
-again and every waiter GETs again.
+``wait`` does not poll. With hiredis 3 and a RESP3 server (Redis 6+), without
+TLS, one connection per process and configuration (:mod:`.result_waits`) carries
+every thread's wait: ``SUBSCRIBE <key>`` and ``GET <key>`` in one write, run in
+that order, so a result written just before the subscription is in the ``GET``'s
+reply, and one written after arrives as a push. Otherwise the pub/sub listener of
+:mod:`.listener` (RESP2, a daemon thread) subscribes and the waiter GETs the key
+once the subscription is confirmed. After a reconnect either subscribes again and
+every waiter GETs again.
 """
 
 from __future__ import annotations
 
+import os
 import queue
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from functools import partial
@@ -42,9 +45,7 @@ import redis
 
 from ... import serialization, states
 from ...results.store import ResultStore, decode_meta, decode_task_meta, encode_meta
-from ...retry import RetryPolicy
 from .client import (
-    RETRYABLE_ERRORS,
     Connection,
     Direct,
     PerProcess,
@@ -54,133 +55,34 @@ from .client import (
     run_script,
 )
 from .durability import retry_policy_for
+from .listener import ResultListener, listener_for
 from .result_scripts import CHORD_ADD, WRITE_METAS
-
-_LISTENER_ERRORS: tuple[type[BaseException], ...] = (
-    *RETRYABLE_ERRORS, redis.exceptions.PubSubError, RuntimeError)
-#: how the listener waits between reconnection attempts (back within ~1 s)
-RECONNECT_BACKOFF = RetryPolicy(max_retries=None, interval_start=0.05, interval_step=0.2,
-                                interval_max=1.0)
-PING_INTERVAL = 30.0  # seconds between liveness PINGs on the subscription connection
-Inbox = queue.SimpleQueue  # items: ("subscribed", None) or ("message", payload)
+from .result_waits import ResultWaits, Unsupported, usable
 
 _SCRIPTS = {"chord_add": CHORD_ADD, "write_metas": WRITE_METAS}
 
+__all__ = ["RedisResultStore", "ResultListener", "listener_for", "waits_for"]
 
-class ResultListener:
-    """One pub/sub connection of this process, shared by every waiting thread."""
-
-    #: pub/sub commands and the reply types they bring (sharded pub/sub on a cluster)
-    SUBSCRIBE, UNSUBSCRIBE, MESSAGE = "subscribe", "unsubscribe", "message"
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
-        self._lock = threading.Lock()
-        self._pubsub = client.pubsub()
-        self._waiters: dict[bytes, list[Inbox[tuple[str, Any]]]] = {}
-        self._pending: dict[bytes, int] = {}  # SUBSCRIBEs sent but not confirmed
-        self._broken = False
-        self._stopped = False  # a listener whose waiters moved to another (cluster) node
-        self._thread: threading.Thread | None = None
-
-    def subscribe(self, channel: str) -> Inbox[tuple[str, Any]]:
-        """Register a waiter; its inbox gets ``subscribed`` once Redis confirmed."""
-        key = channel.encode("utf-8")
-        inbox: Inbox[tuple[str, Any]] = queue.SimpleQueue()
-        with self._lock:
-            waiters = self._waiters.setdefault(key, [])
-            waiters.append(inbox)
-            if len(waiters) == 1:
-                self._send(self.SUBSCRIBE, key)
-            elif self._pending.get(key, 0) <= 0:
-                inbox.put(("subscribed", None))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="celeriac-result-listener")
-                self._thread.start()
-        return inbox
-
-    def unsubscribe(self, channel: str, inbox: Inbox[tuple[str, Any]]) -> None:
-        key = channel.encode("utf-8")
-        with self._lock:
-            waiters = self._waiters.get(key, [])
-            if inbox in waiters:
-                waiters.remove(inbox)
-            if not waiters and key in self._waiters:
-                del self._waiters[key]
-                self._send(self.UNSUBSCRIBE, key)
-
-    def _send(self, command: str, key: bytes) -> None:
-        """Send (un)subscribe with the lock held; a failure makes the loop reconnect."""
-        if command == self.SUBSCRIBE:
-            self._pending[key] = self._pending.get(key, 0) + 1
-        try:
-            getattr(self._pubsub, command)(key)
-        except RETRYABLE_ERRORS:
-            self._broken = True
-
-    def _reconnect(self) -> None:
-        with self._lock:
-            old, self._pubsub = self._pubsub, self._client.pubsub()
-            self._pending = {key: 1 for key in self._waiters}
-            self._broken = False
-            try:
-                old.reset()
-            except Exception:  # the old socket is already dead; nothing to release
-                pass
-            if self._waiters:
-                try:
-                    getattr(self._pubsub, self.SUBSCRIBE)(*self._waiters)
-                except RETRYABLE_ERRORS:
-                    self._broken = True
-
-    def _run(self) -> None:
-        pauses, last_ping = RECONNECT_BACKOFF.intervals(), time.monotonic()
-        while not self._stopped:
-            try:
-                if self._broken:
-                    self._reconnect()
-                if self._waiters and time.monotonic() - last_ping > PING_INTERVAL:
-                    last_ping = time.monotonic()
-                    with self._lock:  # finds a dead connection; the reply is a "pong" message
-                        self._pubsub.ping()
-                message = self._pubsub.get_message(timeout=1.0)
-                pauses = RECONNECT_BACKOFF.intervals()
-                if message is not None:
-                    self._dispatch(message)
-            except _LISTENER_ERRORS:
-                self._broken = True
-                time.sleep(next(pauses))
-
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        kind, key = message.get("type"), message.get("channel")
-        if not isinstance(key, bytes):
-            return
-        with self._lock:
-            if kind == self.SUBSCRIBE:
-                left = max(0, self._pending.get(key, 0) - 1)
-                self._pending[key] = left
-                if left:
-                    return
-                item: tuple[str, Any] = ("subscribed", None)
-            elif kind == self.MESSAGE:
-                item = ("message", message.get("data"))
-            else:
-                return
-            for inbox in self._waiters.get(key, ()):
-                inbox.put(item)
+#: the RESP3 wait connection of each process and configuration (None: not usable there)
+_waits: PerProcess[ResultWaits | None] = PerProcess()
 
 
-_listeners: PerProcess[ResultListener] = PerProcess()
-
-
-def listener_for(url: str, options: Mapping[str, Any]) -> ResultListener:
-    """The process-wide listener for ``url`` (a new one after a fork)."""
+def waits_for(url: str, options: Mapping[str, Any]) -> ResultWaits | None:
+    """The process-wide :class:`ResultWaits` for ``url`` (a new one after a fork), or None
+    where it does not apply (TLS, no hiredis 3, or the server refused RESP3 before)."""
     key = (url, repr(sorted((str(k), repr(v)) for k, v in options.items())))
-    # own pool without redis-py's health-check PINGs: they would be sent from this
-    # thread while another one subscribes; the listener pings itself
-    return _listeners.get(key, lambda: ResultListener(
-        get_client(url, {**options, "health_check_interval": 0})))
+
+    def make() -> ResultWaits | None:
+        client = get_client(url, options)
+        return ResultWaits(client) if usable(client) else None
+
+    return _waits.get(key, make)
+
+
+def _refused(url: str, options: Mapping[str, Any]) -> None:
+    """The server refused RESP3: this process's waits for ``url`` use pub/sub on RESP2."""
+    key = (url, repr(sorted((str(k), repr(v)) for k, v in options.items())))
+    _waits.replace(key, None)
 
 
 def _celery_prefix(prefix: str) -> str:
@@ -203,6 +105,8 @@ class RedisResultStore(ResultStore):
         #: (pid, client, scripts, direct connection), replaced as a whole so
         #: threads never see a half-built connection; rebuilt after a fork
         self._conn: Connection | None = None
+        #: (pid, this process's RESP3 wait connection or None), see :meth:`_waits`
+        self._wait_conn: tuple[int, ResultWaits | None] | None = None
 
     @property
     def client(self) -> redis.Redis:
@@ -318,12 +222,53 @@ class RedisResultStore(ResultStore):
     def _listener(self) -> ResultListener:
         return listener_for(self.url, self.options)
 
+    def _waits(self) -> ResultWaits | None:
+        """This process's RESP3 wait connection (None: waits use :meth:`_listener`)."""
+        found = self._wait_conn
+        if found is None or found[0] != os.getpid():
+            found = self._wait_conn = (os.getpid(), waits_for(self.url, self.options))
+        return found[1]
+
     def wait(self, task_id: str, *, timeout: float | None = None,
              interval: float = 0.05) -> dict[str, Any] | None:
         """Wait for a ready state on pub/sub; return the last meta seen on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if deadline is not None and timeout is not None and timeout <= 0:
+            return self.get(task_id)
+        waits = self._waits()
+        if waits is not None:
+            try:
+                return self._wait_resp3(waits, task_id, deadline)
+            except Unsupported:
+                _refused(self.url, self.options)
+                self._wait_conn = (os.getpid(), None)
+        return self._wait_listening(task_id, deadline)
+
+    def _wait_resp3(self, waits: ResultWaits, task_id: str,
+                    deadline: float | None) -> dict[str, Any] | None:
+        meta: dict[str, Any] | None = None
+        wait = waits.join(self.task_key(task_id))
+        try:
+            while True:
+                item = waits.next(wait, deadline)
+                if item is None:  # the deadline passed
+                    return meta if meta is not None else self.get(task_id)
+                raw = item[1]
+                if isinstance(raw, Exception):
+                    raise raw
+                if raw is None:
+                    continue
+                meta = decode_task_meta(task_id, raw)
+                if meta is not None and meta.get("status") in states.READY_STATES:
+                    return meta
+        finally:
+            waits.leave(wait)
+
+    def _wait_listening(self, task_id: str,
+                        deadline: float | None) -> dict[str, Any] | None:
+        """:meth:`wait` through the RESP2 pub/sub listener (:mod:`.listener`)."""
         meta: dict[str, Any] | None = None
         key = self.task_key(task_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
         listener = self._listener()
         inbox = listener.subscribe(key)
         try:
