@@ -138,11 +138,15 @@ def record_lost(app: Celery, child: Child, task_id: str, code: int | None,
         delivery = child.hard[2]
 
         def retry() -> None:
-            request = parse_request(readable(app, delivery.message))
-            limit = task.max_retries
-            if (limit is None or request.retries < limit) and LostRule(app).retry(
-                    delivery, request, task):
-                return
+            try:
+                request = parse_request(readable(app, delivery.message))
+            except Exception:  # it ran, so it was readable; if not, it is lost
+                logger.exception("Could not read %s to retry it", task_id)
+            else:
+                limit = task.max_retries
+                if (limit is None or request.retries < limit) and LostRule(app).retry(
+                        delivery, request, task):
+                    return
             store_result(app, task_id, exc, states.FAILURE)
         outbox.run(f"retry {task_id} (retry_on_worker_lost)", retry)
         return
