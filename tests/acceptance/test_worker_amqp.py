@@ -72,3 +72,26 @@ def test_task_longer_than_the_lease_runs_once(amqp_project: Any) -> None:
                  interval=0.5, what="the 8 s task")
     assert project.runs_by_task("start")[task_id] == 1
     assert project.runs_by_task("done")[task_id] == 1
+
+
+@pytest.mark.timeout(180)
+def test_hard_time_limit_follows_acks_on_timeout(amqp_project: Any) -> None:
+    """On RabbitMQ the supervisor cannot settle a killed child's message (the lease is the
+    child's connection's): it comes back by itself, and its next receiver settles it as
+    the supervisor would have: acknowledged (``acks_on_timeout`` true) or run again and,
+    at ``worker_max_redeliveries``, dead-lettered as ``time_limit``."""
+    project = amqp_project(worker_max_redeliveries=2)
+    acked, requeued = (project.publish_many(name, [(30,)])[0]
+                       for name in ("hard", "hard_requeued"))
+    project.start_worker("-c", "2")
+    [letter] = H.wait_until(lambda: project.app.broker.dead_letters(), 90,
+                            what="the timed-out task's dead letter")
+    assert letter.message.task_id == requeued
+    assert letter.reason == "time_limit: exceeded its time limit in 2 runs " \
+                            "(acks_on_timeout=False)"
+    H.wait_until(lambda: (st := project.app.broker.stats("celery")).ready == 0
+                 and st.leased == 0, 60, what="every message settled")
+    starts = project.runs_by_task("start")
+    assert starts[acked] == 1 and starts[requeued] == 2, starts
+    for task_id in (acked, requeued):
+        assert project.meta(task_id)["result"]["exc_type"] == "TimeLimitExceeded"

@@ -67,6 +67,60 @@ def test_reject_on_worker_lost_false_never_reruns(project_factory: Any) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_retry_on_worker_lost_retries_the_task_as_celery(project_factory: Any) -> None:
+    """``retry_on_worker_lost=True`` (task option): a task whose child is killed (kill -9
+    mid-task) is retried as ``self.retry()`` would (``retries + 1``), so its next run
+    sees one retry; past ``max_retries`` (1) it fails with ``WorkerLostError`` and its
+    message goes to the dead-letter store."""
+    project = project_factory()
+    once, always = (project.publish_many("die_retried", [(kills,)])[0] for kills in (1, 5))
+    project.start_worker("-c", "1")
+    meta = H.wait_until(lambda: (m := project.meta(once)) and m["status"] == "SUCCESS"
+                        and m, 60, what="the retried run")
+    assert meta["result"] == 1, "the run after the loss is a retry (request.retries == 1)"
+    [letter] = H.wait_until(lambda: project.app.broker.dead_letters(), 60,
+                            what="the dead letter past max_retries")
+    assert letter.message.task_id == always
+    assert letter.reason == ("worker_lost: lost with its worker after 1 retries "
+                             "(retry_on_worker_lost, max_retries=1)")
+    assert project.meta(always)["result"]["exc_type"] == "WorkerLostError"
+    starts = project.runs_by_task("start")
+    assert starts[once] == 2 and starts[always] == 2
+
+
+@pytest.mark.timeout(120)
+def test_retry_on_worker_lost_retries_a_task_acknowledged_before_it_ran(
+        project_factory: Any) -> None:
+    """``acks_late=False``: the message is gone when the child dies, yet Celery retries the
+    task; so does the supervisor, up to ``max_retries``, then records WorkerLostError."""
+    project = project_factory()
+    once, always = (project.publish_many("die_retried_early", [(kills,)])[0]
+                    for kills in (1, 5))
+    project.start_worker("-c", "1")
+    meta = H.wait_until(lambda: (m := project.meta(once)) and m["status"] == "SUCCESS"
+                        and m, 60, what="the retried run")
+    assert meta["result"] == 1
+    meta = H.wait_until(lambda: (m := project.meta(always)) and m["status"] == "FAILURE"
+                        and m, 60, what="the failure past max_retries")
+    assert meta["result"]["exc_type"] == "WorkerLostError"
+    starts = project.runs_by_task("start")
+    assert starts[once] == 2 and starts[always] == 2
+    assert not project.app.broker.dead_letters()
+
+
+@pytest.mark.timeout(120)
+def test_task_retry_on_worker_lost_setting_retries_lost_tasks(project_factory: Any) -> None:
+    project = project_factory(task_retry_on_worker_lost=True)
+    task_id = project.publish_many("die_until", [(2,)])[0]
+    project.start_worker("-c", "1")
+    meta = H.wait_until(lambda: (m := project.meta(task_id)) and m["status"] == "SUCCESS"
+                        and m, 60, what="the run after two retries")
+    assert meta["result"] == 2  # three runs: max_retries (3) not reached
+    assert project.runs_by_task("start")[task_id] == 3
+    assert not project.app.broker.dead_letters()
+
+
+@pytest.mark.timeout(120)
 def test_long_task_with_short_lease_runs_exactly_once(project_factory: Any) -> None:
     project = project_factory(worker_lease_seconds=5, worker_heartbeat_interval=1)
     task_id = project.publish_many("long", [(60,)])[0]

@@ -72,9 +72,9 @@ def test_sigquit_is_a_cold_shutdown_that_gives_everything_back(project_factory: 
     assert stats.ready == 1 and stats.leased == 0, stats
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 def test_hard_time_limit_kills_and_replaces_the_child(project_factory: Any) -> None:
-    project = project_factory()
+    project = project_factory(worker_max_redeliveries=2)
     worker = project.start_worker("-c", "1")
     before = H.wait_until(lambda: H.child_pids(worker.pid), 20, what="the child")
     task_id = project.publish_many("hard", [(30,)])[0]
@@ -87,20 +87,71 @@ def test_hard_time_limit_kills_and_replaces_the_child(project_factory: Any) -> N
     H.wait_until(lambda: _done(project, ok), 20, what="tasks on the new child")
     assert project.runs_by_task("start")[task_id] == 1, "a timed-out task is not redelivered"
     assert not project.app.broker.dead_letters()
+    # acks_on_timeout=False: requeued, then dead-lettered at the redelivery limit
+    requeued = project.publish_many("hard_requeued", [(30,)])[0]
+    _timed_out_dead_letter(project, requeued, "acks_on_timeout")
+
+
+def _timed_out_dead_letter(project: Any, task_id: str, flag: str) -> None:
+    """``task_id`` ran twice (``worker_max_redeliveries=2``), each run killed or stopped
+    at its hard limit, then went to the dead-letter store as ``time_limit``."""
+    [letter] = H.wait_until(lambda: [d for d in project.app.broker.dead_letters()
+                                     if d.message.task_id == task_id], 60,
+                            what="the timed-out task's dead letter")
+    assert letter.reason == f"time_limit: exceeded its time limit in 2 runs ({flag}=False)"
+    assert project.runs_by_task("start")[task_id] == 2
+    meta = project.meta(task_id)
+    assert meta["status"] == "FAILURE" and meta["result"]["exc_type"] == "TimeLimitExceeded"
+    project.app.broker.purge_dead_letters()
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo", "asyncio"])
+@pytest.mark.parametrize("by", ["task", "setting"])
+def test_hard_time_limit_acks_on_timeout_on_every_pool(tmp_path: Path, pool: str,
+                                                       by: str) -> None:
+    """A run over its hard limit is FAILURE/TimeLimitExceeded on every pool; then its
+    message is acknowledged when ``acks_on_timeout`` (Celery 5.7's resolution) is true,
+    else requeued and, at ``worker_max_redeliveries``, dead-lettered as ``time_limit``.
+    ``by``: the task options say it, or the ``task_acks_on_timeout`` setting does (and
+    a task's own ``acks_on_timeout=True`` wins over it)."""
+    conf: dict[str, Any] = {"worker_max_redeliveries": 2}
+    if by == "setting":
+        conf["task_acks_on_timeout"] = False
+    project = H.Project(tmp_path, conf=conf)
+    try:
+        acked, requeued = ("hard", "hard_requeued") if by == "task" else ("hard_acked", "hard")
+        ids = {name: project.publish_many(name, [(30,)])[0] for name in (acked, requeued)}
+        old = (project.publish_many("ahard_requeued", [(30,)])[0]
+               if pool == "asyncio" and by == "task" else None)
+        project.start_worker("-P", pool, "-c", "2")
+        _timed_out_dead_letter(project, ids[requeued], "acks_on_timeout")
+        if old is not None:  # an async def body, cancelled at its await
+            _timed_out_dead_letter(project, old, "acks_on_failure_or_timeout")
+        meta = H.wait_until(lambda: (m := project.meta(ids[acked])) and m["status"]
+                            == "FAILURE" and m, 30, what="the acknowledged timeout")
+        assert meta["result"]["exc_type"] == "TimeLimitExceeded"
+        queue = project.app.conf.task_default_queue
+        H.wait_until(lambda: (st := project.app.broker.stats(queue)).ready == 0
+                     and st.leased == 0, 30, what="every message settled")
+        assert project.runs_by_task("start")[ids[acked]] == 1, "an acknowledged timeout reran"
+        assert not project.app.broker.dead_letters()
+    finally:
+        project.stop_all()
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("pool", ["prefork", "asyncio", "threads"])
+@pytest.mark.parametrize("pool", ["prefork", "asyncio", "threads", "solo"])
 def test_soft_time_limit_raises_inside_the_task(tmp_path: Path, pool: str) -> None:
+    """SoftTimeLimitExceeded is raised inside sync and ``async def`` bodies on every pool
+    (the task catches it and returns)."""
     project = H.Project(tmp_path)
     try:
-        sync_id = project.publish_many("soft", [(10,)])[0] if pool == "prefork" else None
+        sync_id = project.publish_many("soft", [(10,)])[0]
         async_id = project.publish_many("asoft", [(10,)])[0]
         project.start_worker("-P", pool, "-c", "2")
         for task_id, expected in ((sync_id, "soft limit caught"),
                                   (async_id, "async soft limit caught")):
-            if task_id is None:
-                continue
             meta = H.wait_until(lambda t=task_id: (m := project.meta(t))
                                 and m["status"] == "SUCCESS" and m, 20, what="soft limit")
             assert meta["result"] == expected

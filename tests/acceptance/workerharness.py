@@ -77,11 +77,17 @@ def long(self, seconds):
     return os.getpid()
 
 
+def _steps(seconds):
+    """Sleep in short steps: a thread pool's time limit is raised between bytecodes."""
+    for _ in range(int(seconds * 20)):
+        time.sleep(0.05)
+
+
 @app.task(bind=True, soft_time_limit=1)
 def soft(self, seconds):
     log(self.request.id, "start")
     try:
-        time.sleep(seconds)
+        _steps(seconds)
     except SoftTimeLimitExceeded:
         return "soft limit caught"
     return "finished"
@@ -90,8 +96,55 @@ def soft(self, seconds):
 @app.task(bind=True, time_limit=1)
 def hard(self, seconds):
     log(self.request.id, "start")
-    time.sleep(seconds)
+    _steps(seconds)
     return "finished"
+
+
+@app.task(bind=True, time_limit=1, acks_on_timeout=False)
+def hard_requeued(self, seconds):
+    log(self.request.id, "start")
+    _steps(seconds)
+    return "finished"
+
+
+@app.task(bind=True, time_limit=1, acks_on_timeout=True)
+def hard_acked(self, seconds):
+    log(self.request.id, "start")
+    _steps(seconds)
+    return "finished"
+
+
+@app.task(bind=True, time_limit=1, acks_on_failure_or_timeout=False)
+async def ahard_requeued(self, seconds):
+    log(self.request.id, "start")
+    await asyncio.sleep(seconds)
+    return "finished"
+
+
+@app.task(bind=True, default_retry_delay=0)
+def die_until(self, kills):
+    """kill -9 of the process running it while ``retries`` < ``kills``."""
+    log(self.request.id, "start")
+    if self.request.retries < kills:
+        os.kill(os.getpid(), 9)
+    return self.request.retries
+
+
+@app.task(bind=True, default_retry_delay=0, retry_on_worker_lost=True, max_retries=1)
+def die_retried(self, kills):
+    log(self.request.id, "start")
+    if self.request.retries < kills:
+        os.kill(os.getpid(), 9)
+    return self.request.retries
+
+
+@app.task(bind=True, default_retry_delay=0, retry_on_worker_lost=True, max_retries=1,
+          acks_late=False)
+def die_retried_early(self, kills):
+    log(self.request.id, "start")
+    if self.request.retries < kills:
+        os.kill(os.getpid(), 9)
+    return self.request.retries
 
 
 _in_flight = [0]

@@ -25,6 +25,7 @@ from celeriac.exceptions import TimeoutError as ResultTimeout
 from celeriac.messages import decode_body
 from celeriac.worker.consumer import Consumer
 from celeriac.worker.pools import SoloPool
+from celeriac.worker.timeouts import timeout_flag
 from needs import need
 
 
@@ -298,13 +299,32 @@ def test_acks_on_failure_decides_for_failures_as_in_celery_5_7(app: Celery) -> N
     assert app.tasks["opts.plain"].acks_on_failure is False
 
 
-def test_celery_5_7_task_options_celeriac_lacks_are_reported(app: Celery) -> None:
-    with pytest.warns(UserWarning) as caught:
-        app.task(lambda: None, name="opts.lost", retry_on_worker_lost=True,
-                 acks_on_timeout=False)
-    assert sorted(str(w.message).split(":")[1] for w in caught) == [
-        " acks_on_timeout= has no effect in celeriac", " retry_on_worker_lost= has no "
-        "effect in celeriac"]
+@pytest.mark.parametrize("setting", [None, True, False])
+@pytest.mark.parametrize("old_setting", [True, False])
+@pytest.mark.parametrize("option", [None, True, False])
+@pytest.mark.parametrize("old_option", [None, True, False])
+def test_acks_on_timeout_resolves_as_celery_5_7(setting: Any, old_setting: bool, option: Any,
+                                                old_option: Any) -> None:
+    """Whether a timed-out run is acknowledged: the task option, the setting, then
+    ``acks_on_failure_or_timeout`` (option, setting), as Celery 5.7's ``Task.bind``; the
+    options are taken without a warning (they act: worker/timeouts.py)."""
+    celery = pytest.importorskip("celery")
+    conf = {"task_acks_on_timeout": setting, "task_acks_on_failure_or_timeout": old_setting}
+    options = {k: v for k, v in {"acks_on_timeout": option,
+                                 "acks_on_failure_or_timeout": old_option}.items()
+               if v is not None}
+    theirs = celery.Celery("theirs", set_as_current=False)
+    theirs.conf.update(conf)
+    def x() -> None: ...
+
+    expected = theirs.task(x, name="t.x", **options).acks_on_timeout
+    ours = Celery("ours", broker="memory://", set_as_current=False)
+    ours.conf.update(conf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task = ours.task(x, name="t.x", retry_on_worker_lost=True, **options)
+    assert (timeout_flag(task) is None) is expected
+    assert task.retry_on_worker_lost is True
 
 
 def test_a_custom_celery_request_class_is_reported(app: Celery) -> None:

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from celeriac import Celery, chord
-from celeriac.exceptions import ChordError, WorkerLostError
+from celeriac import Celery, Task, chord
+from celeriac.exceptions import ChordError, TimeLimitExceeded, WorkerLostError
 from celeriac.worker.consumer import Consumer
 from celeriac.worker.pools import ThreadPool
 
@@ -78,3 +78,28 @@ def test_lost_chord_member_fails_the_body_and_calls_errbacks(app: Celery) -> Non
         result.get(timeout=5, disable_sync_subtasks=False)
     with pytest.raises(ChordError, match="Dependency"):
         app.AsyncResult(result.id).get(timeout=5, disable_sync_subtasks=False)
+
+
+@pytest.mark.parametrize("lost_option", [{"reject_on_worker_lost": False},
+                                         {"retry_on_worker_lost": True}])
+def test_a_timed_out_requeue_is_not_taken_for_a_lost_worker(
+        app: Celery, lost_option: dict[str, bool]) -> None:
+    """``acks_on_timeout=False`` requeues a timed-out run with a lost count: it must run
+    again under the time-limit rule (dead-lettered as ``time_limit`` at the redelivery
+    limit), not be dead-lettered or retried as a worker loss."""
+    app.conf.worker_max_redeliveries = 3
+    runs: list[int] = []
+
+    @app.task(bind=True, time_limit=0.3, acks_on_timeout=False, max_retries=5,
+              default_retry_delay=0, **lost_option)
+    def slow(self: Task) -> None:
+        runs.append(self.request.retries)
+        for _ in range(200):
+            time.sleep(0.01)
+
+    result = slow.delay()
+    _run_worker_until(app, lambda: bool(app.broker.dead_letters()))
+    [letter] = app.broker.dead_letters()
+    assert letter.reason == "time_limit: exceeded its time limit in 3 runs (acks_on_timeout=False)"
+    assert runs == [0, 0, 0], "each run is a requeue of the same message, not a retry"
+    assert result.state == "FAILURE" and isinstance(result.result, TimeLimitExceeded)

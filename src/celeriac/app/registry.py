@@ -103,10 +103,6 @@ def task_from_fun(app: Celery, fun: Callable[..., Any], name: str | None = None,
     if options.get("run_every") is not None:
         warnings.warn(f"task {full_name}: run_every= has no effect on a task (nor in Celery "
                       "5); use app.periodic_task(run_every=...) or beat_schedule", stacklevel=3)
-    for key, instead in _UNSUPPORTED_OPTIONS.items():
-        if options.get(key) is not None:
-            warnings.warn(f"task {full_name}: {key}= has no effect in celeriac: {instead}",
-                          stacklevel=3)
     for key in _IGNORED_OPTIONS:
         options.pop(key, None)
     attrs.update(options)
@@ -122,12 +118,6 @@ def task_from_fun(app: Celery, fun: Callable[..., Any], name: str | None = None,
 
 
 _IGNORED_OPTIONS = ("shared", "lazy", "filter", "run_every")
-#: Celery 5.7's task options celeriac does not implement, with what decides instead
-_UNSUPPORTED_OPTIONS = {
-    "acks_on_timeout": "a time limit follows acks_on_failure_or_timeout",
-    "retry_on_worker_lost": "a lost task is redelivered (reject_on_worker_lost, "
-                            "worker_max_redeliveries)",
-}
 
 
 def _warn_misspelled(options: dict[str, Any], base: type[Task], fun: Callable[..., Any]) -> None:

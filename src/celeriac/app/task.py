@@ -85,7 +85,9 @@ class Task:
     acks_late: Any = _FromConfig("task_acks_late")
     acks_on_failure_or_timeout: Any = _FromConfig("task_acks_on_failure_or_timeout")
     acks_on_failure: Any = _FromConfig("task_acks_on_failure")  # None: the one above
+    acks_on_timeout: Any = _FromConfig("task_acks_on_timeout")  # None: the one above too
     reject_on_worker_lost: Any = _FromConfig("task_reject_on_worker_lost")
+    retry_on_worker_lost: Any = _FromConfig("task_retry_on_worker_lost")
     track_started: Any = _FromConfig("task_track_started")
     serializer: Any = _FromConfig("task_serializer")
     queue: str | None = None

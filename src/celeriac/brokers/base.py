@@ -69,6 +69,9 @@ UNREGISTERED = "unregistered"
 CONTENT_DISALLOWED = "content_disallowed"
 WORKER_LOST = "worker_lost"
 REJECTED = "rejected"
+#: a timed-out run not to be acknowledged (``acks_on_timeout=False``) reached the
+#: redelivery limit
+TIME_LIMIT = "time_limit"
 FOLLOWUP_FAILED = "followup_failed"
 #: message security (docs/security.md): over ``task_message_max_size``; not signed while
 #: signing is required; signature or seal invalid (unknown signer, tampered, expired

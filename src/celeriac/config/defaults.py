@@ -57,7 +57,9 @@ USED: dict[str, Any] = {
     "task_acks_late": True,
     "task_acks_on_failure_or_timeout": True,
     "task_acks_on_failure": None,  # Celery 5.7's: failures other than time limits
+    "task_acks_on_timeout": None,  # Celery 5.7's: a hard time limit (worker/timeouts.py)
     "task_reject_on_worker_lost": None,
+    "task_retry_on_worker_lost": False,  # Celery 5.7's (worker/lost.py)
     "task_track_started": False,
     "task_ignore_result": False,
     "task_store_errors_even_if_ignored": False,

@@ -11,7 +11,9 @@ counters (tasks by name, time to start by queue) goes over the pipe in batches: 
 the latest when the child's buffer runs empty, a receive returns, or a task runs
 past the watcher's tick. For a task with a hard time limit the child also sends
 its :class:`~celeriac.brokers.base.Delivery` over the pipe, so the supervisor can
-record ``TimeLimitExceeded`` and acknowledge the message after killing the child.
+record ``TimeLimitExceeded`` and settle the message after killing the child; so it does
+for a task acknowledged before running with ``retry_on_worker_lost``, which the
+supervisor retries if the child dies (:func:`~.children.record_lost`).
 
 The child tells the supervisor what it holds and drops over its pipe
 (:class:`~celeriac.worker.leases.SupervisorRenewal`): the supervisor renews
@@ -229,7 +231,7 @@ class ChildMonitor(Monitor):
         slot.task_id = job.id.encode()[:63]
         slot.hard = hard or 0.0
         slot.acks_early = not job.acks_late
-        if hard:
+        if hard or (slot.acks_early and job.task.retry_on_worker_lost):
             self.renewal.send(("hard", job.id, job.name, job.delivery))
         info = message_info(
             job.delivery.message, job.delivery.queue, self.spec.hostname, time_start=None,

@@ -4,14 +4,15 @@
 ends, what happens to the task it ran depends on why:
 
 * killed for its hard time limit (:func:`record_time_limit`): ``FAILURE`` /
-  ``TimeLimitExceeded`` (error callbacks and chord counted), its message
-  acknowledged: it ran to its limit and is not redelivered;
+  ``TimeLimitExceeded`` (error callbacks and chord counted), then its message is
+  acknowledged (it ran to its limit), or, with ``acks_on_timeout`` false, requeued up
+  to the redelivery limit (:mod:`.timeouts`: as under every other pool);
 * killed by ``revoke(terminate=True)`` (:func:`settle_terminated`): its
   message acknowledged, the task stays ``REVOKED``;
 * died on its own (crash, ``os._exit``, kill -9, OOM killer): its leases are
   expired at once so its messages are redelivered (counted as lost), and a
   task acknowledged before it ran (``acks_late=False``) is recorded as
-  ``WorkerLostError`` (:func:`record_lost`).
+  ``WorkerLostError``, or retried with ``retry_on_worker_lost`` (:func:`record_lost`).
 
 In every case what else the child held (prefetched messages) is redelivered
 now. Each broker step goes through the supervisor's
@@ -33,12 +34,16 @@ from typing import TYPE_CHECKING, Any
 
 from .. import signals, states
 from ..app.context import Context
+from ..app.request import parse_request
 from ..brokers.base import Delivery
 from ..canvas.callbacks import fail_outside_tracer
 from ..exceptions import TimeLimitExceeded, WorkerLostError
 from ..results.meta import store_result
+from ..security.setup import readable
 from .child import Slot
+from .lost import LostRule
 from .outage import Outbox
+from .timeouts import requeue_timed_out, timeout_flag
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -122,20 +127,47 @@ def expire_owner(app: Celery, owner: str, outbox: Outbox, note: str) -> None:
     outbox.run(f"expire the leases of {owner}", step)
 
 
-def record_lost(app: Celery, task_id: str, code: int | None, outbox: Outbox) -> None:
+def record_lost(app: Celery, child: Child, task_id: str, code: int | None,
+                outbox: Outbox) -> None:
+    """A task acknowledged before it ran (``acks_late=False``) died with its child: it is
+    retried with ``retry_on_worker_lost`` while ``max_retries`` allow, as Celery does
+    (:meth:`~.lost.LostRule.retry`), else it is ``FAILURE``/``WorkerLostError``."""
     exc = WorkerLostError(f"Worker exited prematurely: {describe(code)} Job: {task_id}.")
+    task = app.tasks.get(child.hard[1]) if child.hard and child.hard[0] == task_id else None
+    if task is not None and child.hard is not None and task.retry_on_worker_lost:
+        delivery = child.hard[2]
+
+        def retry() -> None:
+            try:
+                request = parse_request(readable(app, delivery.message))
+            except Exception:  # it ran, so it was readable; if not, it is lost
+                logger.exception("Could not read %s to retry it", task_id)
+            else:
+                limit = task.max_retries
+                if (limit is None or request.retries < limit) and LostRule(app).retry(
+                        delivery, request, task):
+                    return
+            store_result(app, task_id, exc, states.FAILURE)
+        outbox.run(f"retry {task_id} (retry_on_worker_lost)", retry)
+        return
     outbox.run(f"store WorkerLostError for {task_id}",
                lambda: store_result(app, task_id, exc, states.FAILURE))
 
 
 def record_time_limit(app: Celery, child: Child, outbox: Outbox) -> None:
     assert child.hard is not None
-    task_id, _name, delivery = child.hard
-    hard = child.slot.hard
+    task_id, name, delivery = child.hard
+    hard, task = child.slot.hard, app.tasks.get(name)
     outbox.run(f"record TimeLimitExceeded for {task_id}", lambda: fail_outside_tracer(
         app, delivery.message, TimeLimitExceeded(hard)))
-    # it ran to its limit: not redelivered
-    outbox.run(f"acknowledge {task_id}", lambda: app.broker.ack([delivery]))
+    if child.slot.acks_early:
+        pass  # acknowledged before it ran (acks_late=False)
+    elif task is not None and timeout_flag(task):
+        limit = int(app.conf.worker_max_redeliveries)
+        outbox.run(f"requeue {task_id}",
+                   lambda: requeue_timed_out(app.broker, delivery, task, limit))
+    else:  # it ran to its limit: not redelivered
+        outbox.run(f"acknowledge {task_id}", lambda: app.broker.ack([delivery]))
     expire_owner(app, child.owner, outbox,
                  "%d prefetched message(s) of the killed child made available")
 

@@ -42,13 +42,12 @@ from ..app.request import Request
 from ..app.task import Task
 from ..app.trace import Outcome, Tracer, body_of, run_coroutine
 from ..brokers import base
-from ..canvas.callbacks import fail_outside_tracer
-from ..exceptions import NotRegistered, TaskRevokedError, WorkerLostError
-from ..messages import Message
+from ..exceptions import NotRegistered, TaskRevokedError
 from ..results.meta import store_result
 from .followups import FollowupRecorder
 from .intake import Intake, Refusal
 from .limits import awaitable, limited
+from .lost import ACKED, DEAD, RETRY, RUN, TIMED_OUT, LostRule
 from .monitor import Limits, Monitor
 from .outage import patiently
 from .ratelimit import RateLimiter
@@ -127,7 +126,7 @@ class JobRunner:
         self.intake = Intake(app, hostname)
         self.done_before = DoneBefore(app, keeper)  # redelivered, its outcome stored
         self.security = self.intake.security
-        self.max_redeliveries = int(app.conf.worker_max_redeliveries)
+        self.lost = LostRule(app)  # redelivered after a lost worker (see .lost)
         self.processed = 0
         #: the ``sender`` of the consumer-side signals (Celery sends its Consumer)
         self.consumer: Any = self
@@ -153,11 +152,15 @@ class JobRunner:
                                       id=request.id)
             return self._dead(delivery, base.UNREGISTERED, f"Received unregistered task "
                               f"of type {request.task!r}", nonce)
-        if delivery.lost_count and (0 < self.max_redeliveries <= delivery.lost_count
-                                    or task.reject_on_worker_lost is False):
-            # explicit reject_on_worker_lost=False keeps Celery's "never re-run after a
-            # worker loss", quarantined in the dead-letter store instead of dropped
-            return self._worker_lost(delivery, message, request, nonce)
+        lost = self.lost.verdict(delivery, task, request) if delivery.lost_count else RUN
+        if lost is DEAD:
+            return self._dead(delivery, base.WORKER_LOST,
+                              self.lost.dead(delivery, message, request, task), nonce)
+        if lost is TIMED_OUT:  # its runs passed their hard limit (see .timeouts)
+            return self._dead(delivery, base.TIME_LIMIT, self.lost.timed_out(delivery, task),
+                              nonce)
+        if lost is ACKED:
+            return self._drop(delivery, request, None)
         now = clock.time()
         if request.eta_at is not None and request.eta_at > now + 0.005:
             self.broker.release(delivery, not_before=request.eta_at)
@@ -182,6 +185,11 @@ class JobRunner:
             return None
         if self.done_before.settle(delivery, request, task):
             return None
+        if lost is RETRY:  # retry_on_worker_lost (see .lost)
+            if self.lost.retry(delivery, request, task):
+                return self._drop(delivery, request, None)
+            return self._dead(delivery, base.WORKER_LOST,
+                              self.lost.dead(delivery, message, request, task), nonce)
         logger.info("Task %s[%s] received", request.task, request.id)
         signals.task_received.send(sender=self.consumer, request=request)
         job = Job(delivery, request, task, acks_late=bool(task.acks_late))
@@ -212,19 +220,6 @@ class JobRunner:
             except Exception:  # a retry of this dead letter is then refused as a replay
                 logger.exception("Could not forget the nonce of %s", delivery.message.task_id)
         return None
-
-    def _worker_lost(self, delivery: base.Delivery, message: Message, request: Request,
-                     nonce: str | None) -> Job | None:
-        exc = WorkerLostError(f"Worker exited prematurely while running {request.task}"
-                              f"[{request.id}] ({delivery.lost_count} times): message "
-                              f"dead-lettered")
-        try:
-            fail_outside_tracer(self.app, message, exc)
-        except Exception:  # the dead letter matters more than the recorded failure
-            logger.exception("Could not record WorkerLostError for %s", request.id)
-        return self._dead(delivery, base.WORKER_LOST,
-                          f"{delivery.lost_count} deliveries lost with their worker "
-                          f"or not settled", nonce)
 
     def _drop(self, delivery: base.Delivery, request: Request,
               exc: BaseException | None) -> Job | None:

@@ -14,8 +14,9 @@ At least once is kept; the body runs again (as before) unless every step of the
 earlier run after the body is known to be done:
 
 * the stored state is ``SUCCESS``, or ``FAILURE`` that is not ``WorkerLostError`` (a
-  worker loss recorded is not a completed run); ``PENDING``, ``STARTED``, ``RETRY``
-  run, ``REVOKED`` is the revocation rule's;
+  worker loss recorded is not a completed run) nor ``TimeLimitExceeded`` of a task that
+  requeues timed-out runs (``acks_on_timeout`` false, :mod:`.timeouts`: the run is due
+  again); ``PENDING``, ``STARTED``, ``RETRY`` run, ``REVOKED`` is the revocation rule's;
 * the message carries no follow-up (``link``/``link_error`` callbacks, chain, chord):
   those are sent after the outcome is stored, so a run that died in between would
   lose them;
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from .. import states
 from ..app.task import Task
 from ..brokers import base
+from .timeouts import stored_timeout, timeout_flag
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -82,7 +84,8 @@ class DoneBefore:
             return False
         state = meta.get("status") if meta else None
         if state not in (states.SUCCESS, states.FAILURE) or (
-                state == states.FAILURE and _exc_type(meta) == LOST):
+                state == states.FAILURE and _exc_type(meta) == LOST) or (
+                stored_timeout(meta) and timeout_flag(task)):
             return False
         logger.info("Task %s[%s] redelivered, its outcome %s is already stored: "
                     "acknowledged without running it again", request.task, request.id, state)

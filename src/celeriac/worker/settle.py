@@ -10,9 +10,12 @@ they are stored in one ``set_many`` before those acknowledgements go out.
   in Celery; it does not count as a failed delivery);
 * ``Reject(requeue=False)``: dead-lettered as ``rejected``;
 * a failure with ``acks_on_failure=False`` (Celery 5.7's; unset, it follows
-  ``acks_on_failure_or_timeout``, which alone decides for a time limit): dead-lettered
-  as ``rejected`` (Celery rejects without requeue: dropped, or dead-lettered on
-  RabbitMQ; requeueing it would run it forever).
+  ``acks_on_failure_or_timeout``): dead-lettered as ``rejected`` (Celery rejects
+  without requeue: dropped, or dead-lettered on RabbitMQ; requeueing it would run it
+  forever);
+* a hard time limit (``TimeLimitExceeded``) with ``acks_on_timeout`` false: requeued as
+  a failed delivery, dead-lettered as ``time_limit`` at the redelivery limit
+  (:mod:`.timeouts`, which the prefork supervisor follows too).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .. import states
 from ..brokers import base
 from ..exceptions import TimeLimitExceeded
 from ..utils.log import bounded
+from .timeouts import requeue_timed_out, timeout_flag
 
 if TYPE_CHECKING:
     from ..app.base import Celery
@@ -172,6 +176,9 @@ def settle(broker: base.Broker, acks: AckBatcher, d: base.Delivery, outcome: Out
     if outcome.state == states.REJECTED:
         done = (broker.release(d) if outcome.requeue
                 else broker.dead_letter(d, f"{base.REJECTED}: {outcome.exc}"))
+    elif (outcome.state == states.FAILURE and isinstance(outcome.exc, TimeLimitExceeded)
+          and timeout_flag(task)):
+        done = requeue_timed_out(broker, d, task, int(task.app.conf.worker_max_redeliveries))
     elif outcome.state == states.FAILURE and (flag := failure_flag(task, outcome.exc)):
         done = broker.dead_letter(d, f"{base.REJECTED}: failed with {outcome.exc!r:.200} "
                                      f"({flag}=False)")
@@ -187,8 +194,11 @@ def settle(broker: base.Broker, acks: AckBatcher, d: base.Delivery, outcome: Out
 
 
 def failure_flag(task: Task, exc: BaseException | None) -> str | None:
-    """The task option that says not to acknowledge this failure, if one does."""
-    if not isinstance(exc, TimeLimitExceeded) and task.acks_on_failure is not None:
+    """The task option that says not to acknowledge this failure, if one does (a time
+    limit: :func:`~.timeouts.timeout_flag`)."""
+    if isinstance(exc, TimeLimitExceeded):
+        return timeout_flag(task)
+    if task.acks_on_failure is not None:
         return None if task.acks_on_failure else "acks_on_failure"
     return "acks_on_failure_or_timeout" if task.acks_on_failure_or_timeout is False else None
 

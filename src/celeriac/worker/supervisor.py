@@ -15,7 +15,8 @@ connection under a lease ``owner`` id the supervisor chose. The supervisor:
   they send), so a task holding its child's GIL cannot lose its lease; a stopped child is fenced;
 * enforces hard time limits: SIGKILL when a task runs past its limit, then
   stores ``FAILURE``/``TimeLimitExceeded`` and acknowledges the message (it
-  ran; it is not redelivered); children recycled by ``max_tasks_per_child`` /
+  ran; it is not redelivered), or requeues it with ``acks_on_timeout`` false
+  (:mod:`.timeouts`); children recycled by ``max_tasks_per_child`` /
   ``max_memory_per_child`` exit cleanly and are replaced;
 * terminates revoked tasks (``revoke(terminate=True, signal=...)``, polled
   every second for the tasks children run, or :meth:`Supervisor.revoke`):
@@ -271,7 +272,7 @@ class Supervisor(Stopping):
             expire_owner(self.app, child.owner, self.outbox,
                          "%d message(s) of the exited child made available for redelivery")
             if slot.started and slot.acks_early:
-                record_lost(self.app, slot.task_id.decode(), code, self.outbox)
+                record_lost(self.app, child, slot.task_id.decode(), code, self.outbox)
         self.weather.observe(pid, None)
         self._note_exit(child, code)
         child.conn.close()
