@@ -151,3 +151,33 @@ def test_a_failure_is_stored_in_one_write_without_a_read(app: Celery,
     # no read of the key before it: the revocation check of the received batch rode in
     # the lease's RECEIVE (which names the key prefix only), not an MGET of its own
     assert [c[0] for c in touching] == ["EVALSHA"]
+
+
+def test_an_idle_consumer_waits_right_after_a_lease_that_found_nothing(
+        app: Celery, writes: list[Any]) -> None:
+    """A lone task's results, acknowledgement and next lease (``SETTLE`` + ``RECEIVE``)
+    found nothing: the consumer's next write is the wait with the lease behind it
+    (``BLPOP`` + ``RECEIVE``), not another ``RECEIVE`` first."""
+    @app.task(name="trips.one")
+    def one(i: int) -> int:
+        return i
+
+    known = shas(app)
+    consumer = Consumer(app, ["celery"], SoloPool(), poll_timeout=0.5,
+                        prefetch=PrefetchRule(1, fixed=8))
+    thread = threading.Thread(target=consumer.run)
+    thread.start()
+    try:
+        for i in range(5):  # one at a time: each lease after a task finds nothing
+            assert one.delay(i).get(timeout=20) == i
+            time.sleep(0.1)
+    finally:
+        consumer.stop()
+        thread.join(10)
+    mine = [commands for ident, commands in writes if ident == thread.ident]
+    after_settle = [mine[i + 1] for i in range(len(mine) - 1)
+                    if "settle" in script_names(mine[i], known)]
+    assert after_settle, "no lone task was settled with the next lease"
+    assert any(commands[0][0] == "BLPOP" for commands in after_settle)
+    assert all(commands[0][0] == "BLPOP" or script_names(commands, known) == ["receive"]
+               for commands in after_settle)

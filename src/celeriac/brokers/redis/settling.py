@@ -52,6 +52,9 @@ class RedisSettling:
         def release(self, delivery: Delivery, *, not_before: float | None = None,
                     failed: bool = False) -> bool: ...
 
+        def _found_nothing(self, queues: Sequence[str], owner: str,
+                           hint: float | None) -> None: ...
+
     @property
     def _settle_streak(self) -> Streak:
         """Connection failures in a row of :meth:`settle_and_receive` (reports an outage:
@@ -105,8 +108,10 @@ class RedisSettling:
             raise OperationalError(f"{streak.where}: settle failed: {exc}") from exc
         streak.ok()
         failed = [r for r in replies if isinstance(r, redis.ResponseError)]
-        got = self._deliveries(replies[1], queues, owner)[0] if len(replies) > 1 and not (
-            isinstance(replies[1], redis.ResponseError)) else []
+        got, hint = self._deliveries(replies[1], queues, owner) if len(replies) > 1 and not (
+            isinstance(replies[1], redis.ResponseError)) else ([], None)
+        if queues and not got and not failed:  # the next receive may wait at once
+            self._found_nothing(queues, owner, hint)
         if failed:  # nothing was acknowledged (SETTLE stopped at the failed write)
             for delivery in got:  # leased in the same trip: back to the queue, not lost
                 self.release(delivery)
