@@ -95,8 +95,9 @@ def wait_empty(app: Any, timeout: float = 600.0) -> None:
 
 
 def one_drain(app: Any, workdir: Path, src: str, opts: argparse.Namespace
-              ) -> tuple[float, float]:
-    """(µs per task of the whole worker tree, of its main process alone)."""
+              ) -> tuple[float, float, float]:
+    """(µs per task of the whole worker tree, of its main process alone, tasks/s from the
+    publish to the queue being empty)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, str(workdir)]))
     log = workdir / f"worker-{uuid.uuid4().hex[:6]}.log"
     name = "benchcpu.quiet" if opts.ignore_result else "benchcpu.noop"
@@ -109,8 +110,10 @@ def one_drain(app: Any, workdir: Path, src: str, opts: argparse.Namespace
         wait_empty(app)
         time.sleep(0.5)
         main_before, children_before = tree_cpu(proc.pid)
+        started = time.perf_counter()
         publish(app, name, opts.tasks)
         wait_empty(app)
+        rate = opts.tasks / (time.perf_counter() - started)
         main_after, children_after = tree_cpu(proc.pid)
         main = main_after - main_before
         used = main + children_after - children_before
@@ -123,7 +126,7 @@ def one_drain(app: Any, workdir: Path, src: str, opts: argparse.Namespace
             proc.wait(10)
     if proc.returncode not in (0, -signal.SIGTERM):
         print(log.read_text(errors="replace"), file=sys.stderr)
-    return used / opts.tasks * 1e6, main / opts.tasks * 1e6
+    return used / opts.tasks * 1e6, main / opts.tasks * 1e6, rate
 
 
 def main() -> None:
@@ -147,13 +150,15 @@ def main() -> None:
 
         app = benchcpu.app
         runs: dict[str, list[float]] = {label: [] for label in sources}
+        rates: dict[str, list[float]] = {label: [] for label in sources}
         try:
             for round_no in range(opts.rounds):
                 for label, src in sources.items():
-                    us, main = one_drain(app, workdir, src, opts)
+                    us, main, rate = one_drain(app, workdir, src, opts)
                     runs[label].append(us)
+                    rates[label].append(rate)
                     print(f"round {round_no + 1} {label}: {us:.1f} µs/task (main process "
-                          f"{main:.1f})", flush=True)
+                          f"{main:.1f}), {rate:,.0f} tasks/s", flush=True)
         finally:
             raw = redis.Redis.from_url(opts.url)
             keys = list(raw.scan_iter(match=f"{prefix}*", count=1000))
@@ -163,7 +168,8 @@ def main() -> None:
     for label, values in runs.items():
         med = statistics.median(values)
         print(f"{label}: median {med:.1f} µs/task (min {min(values):.1f}) "
-              f"= {med / first:.3f}x {next(iter(runs))}")
+              f"= {med / first:.3f}x {next(iter(runs))}; "
+              f"median {statistics.median(rates[label]):,.0f} tasks/s")
 
 
 if __name__ == "__main__":
