@@ -217,8 +217,10 @@ class Streak:
             report_failure(self.where, self.what, exc, started)
 
     def ok(self) -> None:
-        if self.count:
-            self.count = 0
+        """A call worked: the streak ends, and a server this process knew failing (from
+        this loop or any other call to it) is reported back."""
+        self.count = 0
+        if _failing:
             report_success(self.where)
 
 

@@ -218,8 +218,8 @@ class RedisClusterBroker(ClusterSlots, RedisBroker):
                     return out, None
                 if not int(replies[q_index * width + 1 + s_index]):
                     continue
-                args = [owner, limit - len(out), self.lease_seconds, self._nonce, 1, queue,
-                        step]
+                args = [owner, limit - len(out), self.lease_seconds, self._nonce, "", 1,
+                        queue, step]  # "": no meta peek (metas live in other slots)
                 got, _ = self._deliveries(self._qscript(queue, "receive", *args), [queue],
                                           owner)
                 out += got
