@@ -8,7 +8,7 @@ Usage::
 Each round, for each ``--src`` (default: this checkout's ``src``), a real
 ``celeriac -A benchcpu worker`` subprocess is started with ``PYTHONPATH`` pointing at
 that source tree, warmed up on 300 tasks, then ``--tasks`` no-op tasks are published
-(``publish_many``) and drained; the worker process tree's CPU time (``psutil``: the
+(``publish_many``) and drained; the worker process tree's CPU time (/proc, ``benchlib``: the
 worker and its prefork children, user + system) over the drain, divided by the tasks,
 is the number (the main process's share, the prefork supervisor, is printed too).
 ``--ignore-result`` runs ``ignore_result=True`` tasks (no result writes: the
@@ -33,8 +33,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psutil
 import redis
+from benchlib import cpu_seconds, stop_process, tree_cpu_seconds
 
 PROJECT = '''
 from celeriac import Celery
@@ -55,20 +55,6 @@ def quiet():
 '''
 
 WARMUP = 300
-
-
-def tree_cpu(pid: int) -> tuple[float, float]:
-    """User + system CPU seconds of ``pid``, and of its living descendants."""
-    root = psutil.Process(pid)
-    own = root.cpu_times()
-    total = 0.0
-    for proc in root.children(recursive=True):
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return own.user + own.system, total
 
 
 def publish(app: Any, name: str, count: int) -> None:
@@ -109,21 +95,15 @@ def one_drain(app: Any, workdir: Path, src: str, opts: argparse.Namespace
         publish(app, name, WARMUP)
         wait_empty(app)
         time.sleep(0.5)
-        main_before, children_before = tree_cpu(proc.pid)
+        main_before, tree_before = cpu_seconds([proc.pid]), tree_cpu_seconds([proc.pid])
         started = time.perf_counter()
         publish(app, name, opts.tasks)
         wait_empty(app)
         rate = opts.tasks / (time.perf_counter() - started)
-        main_after, children_after = tree_cpu(proc.pid)
-        main = main_after - main_before
-        used = main + children_after - children_before
+        main = cpu_seconds([proc.pid]) - main_before
+        used = tree_cpu_seconds([proc.pid]) - tree_before
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, grace=60)
     if proc.returncode not in (0, -signal.SIGTERM):
         print(log.read_text(errors="replace"), file=sys.stderr)
     return used / opts.tasks * 1e6, main / opts.tasks * 1e6, rate

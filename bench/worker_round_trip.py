@@ -8,7 +8,7 @@ extracted ``git archive main src``), each under its own key prefix, and one clie
 this tree per worker. The clients make sequential ``incr.delay(key).get()`` calls in
 alternating chunks of ``--n`` (so a loaded machine's drift hits both workers alike);
 printed per worker: wall p50/p90/p99 over every call, and the worker's process tree
-CPU (supervisor and children, ``psutil``) per call. Compare the ratios within one
+CPU (supervisor and children, from /proc) per call. Compare the ratios within one
 run. Workers are stopped by PID and the run's keys deleted at the end.
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,8 +24,8 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 import redis
+from benchlib import stop_processes, tree_cpu_seconds
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
@@ -47,20 +46,6 @@ for line in sys.stdin:
     print(json.dumps(samples), flush=True)
 app.close()
 """
-
-
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its living descendants."""
-    root = psutil.Process(pid)
-    times = root.cpu_times()
-    total = times.user + times.system
-    for proc in root.children(recursive=True):
-        try:
-            child = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += child.user + child.system
-    return total
 
 
 def main() -> None:
@@ -99,11 +84,11 @@ def main() -> None:
             for name in (["base", "this"] if chunk % 2 == 0 else ["this", "base"]):
                 client = clients[name]
                 assert client.stdin is not None and client.stdout is not None
-                before = tree_cpu(workers[name].pid)
+                before = tree_cpu_seconds([workers[name].pid])
                 client.stdin.write(f"{args.n}\n")
                 client.stdin.flush()
                 samples[name] += json.loads(client.stdout.readline())
-                cpu[name] += tree_cpu(workers[name].pid) - before
+                cpu[name] += tree_cpu_seconds([workers[name].pid]) - before
         for name, got in samples.items():
             got.sort()
             count = len(got)
@@ -119,12 +104,7 @@ def main() -> None:
                 client.wait(30)
             except subprocess.TimeoutExpired:
                 client.kill()
-        for worker in workers.values():
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+        stop_processes(workers.values())
         raw = redis.Redis.from_url(args.url)
         for prefix in prefixes.values():
             keys = list(raw.scan_iter(match=f"{prefix}*", count=1000))

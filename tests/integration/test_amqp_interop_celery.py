@@ -17,7 +17,6 @@ waits in that layout and reaches the Celery worker when due), priorities
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -89,13 +88,6 @@ def write_tasks(tmp_path: Path, package: str, broker: str, backend: str, prefix:
         package=package, module=module, broker=broker, backend=backend, prefix=prefix,
         redis=redis_url or backend))
     return module
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def send_priorities(tasks: ModuleType, urgent: int, low: int) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -86,13 +86,6 @@ def write_tasks(tmp_path: Path, package: str, url: str, prefix: str,
         package=package, url=url, prefix=prefix, module=module,
         broker_extra=broker_extra or {}, conf=conf or {}))
     return module
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def send_priorities(tasks: ModuleType) -> None:

@@ -52,13 +52,6 @@ KILLS = 3
 
 
 @pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def tasks(tmp_path: Path, redis_url: str, key_prefix: str) -> Iterator[ModuleType]:
     (tmp_path / "ack_order_tasks.py").write_text(TASKS.format(url=redis_url, prefix=key_prefix))
     module = import_client(tmp_path, "ack_order_tasks")

@@ -34,13 +34,6 @@ from needs import IN_CI
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
 def make(redis_url: str, key_prefix: str, **options: object) -> RedisBroker:
     lease = float(options.pop("lease_seconds", 1.0))  # type: ignore[arg-type]
     return RedisBroker(redis_url, lease_seconds=lease,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,13 +23,6 @@ from celeriac.app.publish import send_task
 pytestmark = pytest.mark.redis
 
 TAG = re.compile(rb'"delivery_tag": "[0-9a-f-]{36}"')
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,6 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,13 +18,6 @@ from celeriac.brokers.redis.result_waits import ResultWaits, Unsupported, usable
 from celeriac.brokers.redis.results import RedisResultStore, waits_for
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -47,13 +47,6 @@ CAPTURED = (
 
 
 @pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def broker(redis_url: str, key_prefix: str) -> RedisBroker:
     return RedisBroker(redis_url, lease_seconds=5, options={"global_keyprefix": key_prefix})
 
